@@ -1,0 +1,163 @@
+"""REST API under ``{base_url}reactbox/api/``: thin handlers that parse, call and serialise.
+
+    POST   projects?name=NAME          body: application/zip, or multipart field ``file``
+    GET    projects                    list
+    GET    projects/<id>               one
+    DELETE projects/<id>               container, network and files gone
+    POST   projects/<id>/start|stop    202
+    GET    projects/<id>/logs          text; ?follow=1 streams the dev server's output
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from pathlib import PurePath
+
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from .errors import ArchiveError, ArchiveTooLarge, ReactBoxError
+from .runtime import Runtime
+
+ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
+ID = r"(?P<project_id>[a-z0-9][a-z0-9-]*)"
+
+
+def maps_errors(method):
+    """Turn our exceptions into JSON errors with their status and message."""
+
+    @functools.wraps(method)
+    async def wrapper(self, *args, **kwargs):
+        try:
+            return await method(self, *args, **kwargs)
+        except ReactBoxError as exc:
+            raise web.HTTPError(exc.status, str(exc).replace("%", "%%")) from exc
+
+    return wrapper
+
+
+class BaseHandler(APIHandler):
+    @property
+    def runtime(self) -> Runtime:
+        return self.settings["reactbox_runtime"]
+
+    def project_json(self, project) -> dict:
+        return self.runtime.info(project)
+
+    def write_json(self, data, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+
+class ProjectsHandler(BaseHandler):
+    @web.authenticated
+    @maps_errors
+    async def get(self):
+        projects = await asyncio.to_thread(self.runtime.store.list)
+        self.write_json({"projects": [self.project_json(p) for p in projects]})
+
+    @web.authenticated
+    @maps_errors
+    async def post(self):
+        data, filename = self._upload()
+        limit = self.settings["reactbox_max_upload_bytes"]
+        if len(data) > limit:
+            raise ArchiveTooLarge(
+                f"The upload is {len(data)} bytes; the limit is {limit}. Leave out node_modules "
+                "and build output, or ask your admin to raise c.ReactBoxApp.max_upload_bytes."
+            )
+        name = self.get_query_argument("name", None) or self.get_body_argument("name", None)
+        if not name and filename:
+            name = PurePath(filename).stem
+        if not name:
+            raise ArchiveError("Name the project: POST .../reactbox/api/projects?name=my-app")
+        project = await asyncio.to_thread(self.runtime.store.import_zip, data, name)
+        self.log.info("Imported project %s (%s)", project.id, project.framework)
+        self.runtime.start(project)
+        location = url_path_join(self.base_url, "reactbox", "api", "projects", project.id)
+        self.set_header("Location", location)
+        self.write_json(self.project_json(project), status=201)
+
+    def _upload(self) -> tuple[bytes, str | None]:
+        files = self.request.files.get("file")
+        if files:
+            return files[0].body, files[0].filename
+        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip()
+        if content_type.startswith("multipart/"):
+            raise ArchiveError("The multipart upload has no field named 'file'.")
+        if content_type not in ZIP_TYPES:
+            raise web.HTTPError(
+                415,
+                f"Send the ZIP as the body with Content-Type: application/zip (got "
+                f"{content_type or 'none'}), or as multipart field 'file'.",
+            )
+        return self.request.body, None
+
+
+class ProjectHandler(BaseHandler):
+    @web.authenticated
+    @maps_errors
+    async def get(self, project_id):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        self.write_json(self.project_json(project))
+
+    @web.authenticated
+    @maps_errors
+    async def delete(self, project_id):
+        await asyncio.to_thread(self.runtime.store.get, project_id)
+        await self.runtime.delete(project_id)
+        self.log.info("Deleted project %s", project_id)
+        self.set_status(204)
+        self.finish()
+
+
+class ActionHandler(BaseHandler):
+    @web.authenticated
+    @maps_errors
+    async def post(self, project_id, action):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        if action == "start":
+            self.runtime.start(project)
+        else:
+            await self.runtime.stop(project_id)
+        self.write_json(self.project_json(project), status=202)
+
+
+class LogsHandler(BaseHandler):
+    @web.authenticated
+    @maps_errors
+    async def get(self, project_id):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        try:
+            install = project.install_log.read_text(errors="replace")
+        except FileNotFoundError:
+            install = ""
+        self.write(install)
+        self.write(await self.runtime.sandbox.logs(project_id))
+        if not self.get_query_argument("follow", ""):
+            return self.finish()
+        await self.flush()
+        async for chunk in self.runtime.sandbox.follow_logs(project_id):
+            self.write(chunk)
+            try:
+                await self.flush()
+            except StreamClosedError:
+                return
+        self.finish()
+
+
+def handlers() -> list[tuple]:
+    api = "/reactbox/api"
+    return [
+        (f"{api}/projects", ProjectsHandler),
+        (f"{api}/projects/{ID}", ProjectHandler),
+        (f"{api}/projects/{ID}/(?P<action>start|stop)", ActionHandler),
+        (f"{api}/projects/{ID}/logs", LogsHandler),
+    ]

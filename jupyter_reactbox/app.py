@@ -1,0 +1,235 @@
+"""The jupyter-reactbox server extension: configuration and wiring.
+
+Every setting is a trait of ``ReactBoxApp`` (``c.ReactBoxApp.<name>``) with its
+help text, so ``jupyter server --help-all`` is the reference.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default, validate
+
+from . import api
+from ._version import __version__
+from .archive import Limits as ArchiveLimits
+from .proxy import PreviewProxyHandler
+from .runtime import Runtime
+from .sandbox.docker import DockerSandbox, Limits
+from .store import ProjectStore, slugify
+
+SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+
+
+class ReactBoxApp(ExtensionApp):
+    name = "jupyter_reactbox"
+    description = "Live, isolated previews of uploaded React apps."
+
+    projects_dir = Unicode(
+        help="""Folder holding one sub-folder per project (its files, git history and
+        logs). Defaults to `reactbox/projects` in the Jupyter data dir.""",
+    ).tag(config=True)
+
+    @default("projects_dir")
+    def _default_projects_dir(self):
+        return os.path.join(jupyter_data_dir(), "reactbox", "projects")
+
+    cache_dir = Unicode(
+        help="""Package-manager cache shared by this user's installs (npm, yarn, pnpm,
+        corepack). Defaults to `.cache` in projects_dir.""",
+    ).tag(config=True)
+
+    @default("cache_dir")
+    def _default_cache_dir(self):
+        return os.path.join(self.projects_dir, ".cache")
+
+    backend = CaselessStrEnum(
+        ["docker"],
+        default_value="docker",
+        help="""Where dev servers run. 'docker': one hardened container per project,
+        through the Docker engine that DOCKER_HOST (or the local socket) points at.""",
+    ).tag(config=True)
+
+    image = Unicode(
+        f"jupyter-reactbox-sandbox:{__version__}",
+        help="""Sandbox image for install and dev-server containers. Build it with
+        `jupyter reactbox build-image` (`--offline` needs no registry).""",
+    ).tag(config=True)
+
+    docker_runtime = Unicode(
+        "",
+        help="""OCI runtime for the containers, e.g. 'runsc' for gVisor. Empty: the
+        engine's default. It must be registered in /etc/docker/daemon.json.""",
+    ).tag(config=True)
+
+    docker_pool_size = Int(
+        4, help="Threads that run blocking Docker SDK calls off the event loop."
+    ).tag(config=True)
+
+    owner = Unicode(
+        help="""Name that labels and names this server's containers and networks, so
+        several Jupyter users can share one engine. Defaults to $JUPYTERHUB_USER,
+        else the login name.""",
+    ).tag(config=True)
+
+    @default("owner")
+    def _default_owner(self):
+        return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+    @validate("owner")
+    def _validate_owner(self, proposal):
+        slug = slugify(proposal["value"])
+        if not slug:
+            raise ValueError(f"owner {proposal['value']!r} has no letters or digits")
+        return slug
+
+    sandbox_uid = Int(
+        help="""Uid the containers run as. Defaults to this server's uid, or 1000 when
+        the server runs as root (containers never run as root).""",
+    ).tag(config=True)
+
+    @default("sandbox_uid")
+    def _default_uid(self):
+        return os.getuid() or 1000
+
+    sandbox_gid = Int(help="Gid the containers run as (see sandbox_uid).").tag(config=True)
+
+    @default("sandbox_gid")
+    def _default_gid(self):
+        return os.getgid() or 1000
+
+    @validate("sandbox_uid", "sandbox_gid")
+    def _validate_id(self, proposal):
+        if proposal["value"] <= 0:
+            raise ValueError(f"{proposal['trait'].name} must be a non-root id (> 0)")
+        return proposal["value"]
+
+    memory_limit = Unicode("1g", help="Memory limit of a dev-server container.").tag(config=True)
+    cpu_limit = Float(1.0, help="CPU limit of a dev-server container, in cores.").tag(config=True)
+    pids_limit = Int(512, help="Process limit of a container (stops fork bombs).").tag(config=True)
+    tmp_size = Unicode("256m", help="Size of each container's /tmp (tmpfs).").tag(config=True)
+    install_memory_limit = Unicode(
+        "2g", help="Memory limit of the dependency-install container."
+    ).tag(config=True)
+    install_timeout = Float(900, help="Seconds a dependency install may take.").tag(config=True)
+    start_timeout = Float(
+        180, help="Seconds a dev server may take to answer its first request."
+    ).tag(config=True)
+
+    ignore_scripts = Bool(
+        True,
+        help="""Install dependencies with --ignore-scripts, so no package's lifecycle
+        script runs. Turn off only for apps you trust that need them.""",
+    ).tag(config=True)
+
+    npm_registry = Unicode(
+        "",
+        help="""Package registry URL for installs (npm_config_registry), e.g. a local
+        mirror. Empty: the package manager's default.""",
+    ).tag(config=True)
+
+    extra_ca_certs = Unicode(
+        help="""PEM file of CAs the install container trusts (NODE_EXTRA_CA_CERTS), for
+        registries behind a TLS-intercepting proxy or with a private CA. Defaults to
+        the host's system CA bundle; empty to trust only Node's built-in CAs.""",
+    ).tag(config=True)
+
+    @default("extra_ca_certs")
+    def _default_ca(self):
+        return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), "")
+
+    max_upload_bytes = Int(
+        100 * 1024 * 1024, help="Largest accepted ZIP upload, in bytes."
+    ).tag(config=True)
+    max_unpacked_bytes = Int(
+        300 * 1024 * 1024, help="Largest total size of an upload's files once unpacked."
+    ).tag(config=True)
+    max_upload_entries = Int(
+        10_000, help="Most entries (files and folders) an uploaded ZIP may have."
+    ).tag(config=True)
+    max_compression_ratio = Float(
+        100.0, help="Largest unpacked-to-packed size ratio (ZIP-bomb guard)."
+    ).tag(config=True)
+
+    frame_ancestors = Unicode(
+        "'self'",
+        help="""CSP frame-ancestors of preview responses: who may embed a preview in a
+        frame. 'self' lets JupyterLab and notebook outputs on this server's origin do
+        it (JupyterHub's `frame-ancestors 'none'` does not apply to previews).""",
+    ).tag(config=True)
+
+    preview_origin_template = Unicode(
+        "",
+        help="""Serve previews from their own origin instead of a sandboxed page on
+        Jupyter's, e.g. 'https://{project}.preview.example.org'. That host must reach
+        this server. Empty: same host, CSP sandbox (opaque origin).""",
+    ).tag(config=True)
+
+    def initialize_settings(self):
+        store = ProjectStore(
+            Path(self.projects_dir),
+            ArchiveLimits(
+                max_entries=self.max_upload_entries,
+                max_total_bytes=self.max_unpacked_bytes,
+                max_ratio=self.max_compression_ratio,
+            ),
+        )
+        store.cleanup_staging()
+        sandbox = DockerSandbox(
+            image=self.image,
+            owner=self.owner,
+            uid=self.sandbox_uid,
+            gid=self.sandbox_gid,
+            cache_dir=Path(self.cache_dir),
+            run_limits=Limits(self.memory_limit, self.cpu_limit, self.pids_limit, self.tmp_size),
+            install_limits=Limits(
+                self.install_memory_limit, max(self.cpu_limit, 1.0), self.pids_limit, self.tmp_size
+            ),
+            runtime=self.docker_runtime or None,
+            ca_file=self.extra_ca_certs or None,
+            registry=self.npm_registry or None,
+            ignore_scripts=self.ignore_scripts,
+            install_timeout=self.install_timeout,
+            pool_size=self.docker_pool_size,
+            log=self.log,
+        )
+        self.runtime = Runtime(
+            store,
+            sandbox,
+            base_url=self.serverapp.base_url,
+            start_timeout=self.start_timeout,
+            preview_origin_template=self.preview_origin_template,
+            log=self.log,
+        )
+        self.settings.update(
+            reactbox_runtime=self.runtime,
+            reactbox_max_upload_bytes=self.max_upload_bytes,
+        )
+
+    def initialize_handlers(self):
+        self.handlers.extend(api.handlers())
+        options = {
+            "runtime": self.runtime,
+            "frame_ancestors": self.frame_ancestors,
+            "absolute_url": True,
+        }
+        self.handlers += [
+            (r"/reactbox/preview/([^/]+)/([^/]+)(/.*|)", PreviewProxyHandler, options),
+            # Anything else under preview/ is a 403 from the same handler, not a
+            # redirect or a Jupyter page.
+            (r"/reactbox/preview(?:/.*)?", PreviewProxyHandler, options),
+        ]
+
+    async def _start_jupyter_server_extension(self, serverapp):
+        try:
+            await self.runtime.recover()
+        except Exception as exc:  # the server must come up even with the engine down
+            self.log.warning("jupyter-reactbox could not re-attach previews: %s", exc)
+
+    async def stop_extension(self):
+        await self.runtime.close()
+        await self.runtime.sandbox.close()

@@ -1,0 +1,199 @@
+"""Safe extraction of an uploaded ZIP into a fresh folder.
+
+Every entry is checked before a byte of it is written: no absolute paths, no
+``..``, no links, devices or duplicate names, no encrypted entries.  Limits on
+the number of entries, the total size and the compression ratio are enforced
+on the bytes actually inflated, not on what the headers claim.  A single
+wrapping top-level folder (a GitHub "Download ZIP") is stripped, and
+``node_modules/`` and ``.git/`` are dropped wherever they appear: dependencies
+are always reinstalled, and a foreign ``.git`` could make our own git run
+commands.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import ArchiveError, ArchiveTooLarge
+
+DROPPED_DIRS = frozenset({"node_modules", ".git"})
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_entries: int = 5_000
+    max_total_bytes: int = 200 * 1024 * 1024
+    max_ratio: float = 100.0
+    """Largest allowed ratio of inflated bytes to compressed bytes, per entry
+    and for the whole archive."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    info: zipfile.ZipInfo
+    parts: tuple[str, ...]
+    is_dir: bool
+
+
+def _entry_kind(info: zipfile.ZipInfo) -> str:
+    """'file', 'dir' or the name of what else it is (from the Unix mode bits)."""
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0 where the tool wrote no Unix type
+    if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            return "symbolic link"
+        return "device or special file"
+    return "dir" if info.is_dir() else "file"
+
+
+def _split(name: str) -> tuple[str, ...]:
+    """The path components of an entry name, or an ArchiveError saying why not."""
+    shown = repr(name)[:200]
+    if "\x00" in name:
+        raise ArchiveError(f"The ZIP has an entry whose name contains a NUL byte: {shown}.")
+    if "\\" in name:
+        raise ArchiveError(
+            f"The ZIP has an entry with a backslash in its name: {shown}. "
+            "Create the archive with a tool that writes '/' separators."
+        )
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise ArchiveError(f"The ZIP has an entry with an absolute path: {shown}.")
+    parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
+    if ".." in parts:
+        raise ArchiveError(f"The ZIP has an entry that points outside the app: {shown}.")
+    return parts
+
+
+def _check_entries(zf: zipfile.ZipFile, limits: Limits) -> list[_Entry]:
+    infos = zf.infolist()
+    if len(infos) > limits.max_entries:
+        raise ArchiveTooLarge(
+            f"The ZIP has {len(infos)} entries; the limit is {limits.max_entries}. "
+            "Leave out node_modules and build output, or ask your admin to raise "
+            "c.ReactBoxApp.max_upload_entries."
+        )
+    entries: list[_Entry] = []
+    seen: set[tuple[str, ...]] = set()
+    for info in infos:
+        # orig_filename: zipfile cuts ``filename`` at a NUL byte, hiding it.
+        parts = _split(info.orig_filename)
+        if not parts:
+            continue
+        if DROPPED_DIRS.intersection(parts):
+            # Reinstalled or recreated by us; links in there are common and harmless
+            # because nothing of it is written.
+            continue
+        kind = _entry_kind(info)
+        if kind not in ("file", "dir"):
+            raise ArchiveError(
+                f"The ZIP has a {kind} at {info.filename!r}; only files and folders are accepted."
+            )
+        if info.flag_bits & 0x1:
+            raise ArchiveError(f"The ZIP entry {info.filename!r} is encrypted; upload it unencrypted.")
+        if parts in seen:
+            raise ArchiveError(f"The ZIP has two entries named {info.filename!r}.")
+        seen.add(parts)
+        entries.append(_Entry(info, parts, kind == "dir"))
+    if not entries:
+        raise ArchiveError("The ZIP is empty: it has no files to import.")
+    return entries
+
+
+def _wrapping_folder(entries: list[_Entry]) -> int:
+    """1 if every entry sits in one common top-level folder, else 0."""
+    tops = {e.parts[0] for e in entries}
+    if len(tops) != 1:
+        return 0
+    (top,) = tops
+    if any(len(e.parts) == 1 and not e.is_dir for e in entries):
+        return 0  # a lone top-level file, not a folder
+    return 1 if any(e.parts[0] == top and len(e.parts) > 1 for e in entries) else 0
+
+
+def _copy_limited(src: io.BufferedIOBase, dst, entry: _Entry, budget: list[int], limits: Limits):
+    """Copy one entry, stopping as soon as a size or ratio limit is crossed."""
+    compressed = max(entry.info.compress_size, 1)
+    written = 0
+    while chunk := src.read(_CHUNK):
+        written += len(chunk)
+        budget[0] -= len(chunk)
+        if budget[0] < 0:
+            raise ArchiveTooLarge(
+                f"The unpacked app is larger than {limits.max_total_bytes} bytes. "
+                "Leave out large assets, or ask your admin to raise "
+                "c.ReactBoxApp.max_upload_bytes."
+            )
+        if written > 1024 * 1024 and written / compressed > limits.max_ratio:
+            raise ArchiveTooLarge(
+                f"The ZIP entry {entry.info.filename!r} inflates more than "
+                f"{limits.max_ratio:g} times its packed size; that looks like a ZIP bomb."
+            )
+        dst.write(chunk)
+    return written
+
+
+def extract(data: bytes, dest: Path, limits: Limits = Limits()) -> list[str]:
+    """Extract the ZIP ``data`` into the new folder ``dest``.
+
+    ``dest`` must not exist; on any error it does not exist afterwards either.
+    Returns the relative paths of the files written.
+    """
+    if not data:
+        raise ArchiveError("The upload is empty; send a ZIP of your app.")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise ArchiveError(
+            "The upload is not a ZIP archive. Zip your app's folder and upload the .zip file."
+        ) from exc
+    dest.mkdir(parents=False)
+    try:
+        with zf:
+            entries = _check_entries(zf, limits)
+            strip = _wrapping_folder(entries)
+            budget = [limits.max_total_bytes]
+            files: list[str] = []
+            for entry in entries:
+                parts = entry.parts[strip:]
+                if not parts:
+                    continue
+                target = dest.joinpath(*parts)
+                if entry.is_dir:
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with zf.open(entry.info) as src, open(target, "xb") as dst:
+                        _copy_limited(src, dst, entry, budget, limits)
+                except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
+                    raise ArchiveError(
+                        f"The ZIP entry {entry.info.filename!r} cannot be read: {exc}."
+                    ) from exc
+                except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
+                    raise ArchiveError(
+                        f"The ZIP entry {entry.info.filename!r} clashes with another entry."
+                    ) from exc
+                files.append("/".join(parts))
+            total_in = sum(e.info.compress_size for e in entries) or 1
+            total_out = limits.max_total_bytes - budget[0]
+            if total_out > 1024 * 1024 and total_out / total_in > limits.max_ratio:
+                raise ArchiveTooLarge(
+                    f"The ZIP inflates more than {limits.max_ratio:g} times its packed size; "
+                    "that looks like a ZIP bomb."
+                )
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    if "package.json" not in files:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise ArchiveError(
+            "The ZIP has no package.json at its top level (or inside one wrapping folder). "
+            "Zip the folder that contains your app's package.json."
+        )
+    return files

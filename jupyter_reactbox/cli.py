@@ -1,0 +1,106 @@
+"""``jupyter reactbox``: build the sandbox image, and check the set-up.
+
+    jupyter reactbox build-image [--offline] [--tag TAG] [--mirror URL] [--force]
+    jupyter reactbox doctor [--image TAG] [--runtime NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import docker
+import docker.errors
+
+from . import image as images
+from ._version import __version__
+
+DEFAULT_TAG = f"jupyter-reactbox-sandbox:{__version__}"
+
+
+def build_image(args) -> int:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        print(f"error: cannot reach the Docker engine: {exc}", file=sys.stderr)
+        print("  start dockerd (or set DOCKER_HOST) and try again.", file=sys.stderr)
+        return 1
+    if not args.force:
+        try:
+            existing = client.images.get(args.tag)
+            print(f"{args.tag} exists ({existing.short_id}); --force rebuilds it.")
+            return 0
+        except docker.errors.ImageNotFound:
+            pass
+    try:
+        if args.offline:
+            images.build_offline(args.tag, mirror=args.mirror, client=client)
+        else:
+            images.build_online(args.tag, client=client)
+    except (images.BuildError, docker.errors.DockerException) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def doctor(args) -> int:
+    problems: list[str] = []
+
+    def check(ok: bool, good: str, bad: str) -> bool:
+        print(("  ok   " if ok else "  FAIL ") + (good if ok else bad))
+        if not ok:
+            problems.append(bad)
+        return ok
+
+    print("jupyter-reactbox doctor")
+    try:
+        client = docker.from_env()
+        info = client.info()
+        check(True, f"Docker engine {info.get('ServerVersion')} reachable", "")
+    except docker.errors.DockerException as exc:
+        check(False, "", f"Docker engine unreachable ({exc}). Start dockerd or set DOCKER_HOST.")
+        return 1
+    try:
+        client.images.get(args.image)
+        check(True, f"image {args.image} present", "")
+    except docker.errors.ImageNotFound:
+        check(
+            False,
+            "",
+            f"image {args.image} is missing. Run `jupyter reactbox build-image` "
+            "(add --offline on hosts with no container registry).",
+        )
+    if args.runtime:
+        runtimes = sorted(info.get("Runtimes", {}))
+        check(
+            args.runtime in runtimes,
+            f"runtime {args.runtime} registered",
+            f"runtime {args.runtime!r} is unknown to the engine (it has {', '.join(runtimes)}). "
+            "Register it under \"runtimes\" in /etc/docker/daemon.json and restart dockerd.",
+        )
+    print("all good" if not problems else f"{len(problems)} problem(s) found")
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jupyter reactbox", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build-image", help="build the sandbox image")
+    b.add_argument("--offline", action="store_true",
+                   help="use no container registry: debootstrap + the host's Node.js")
+    b.add_argument("--tag", default=DEFAULT_TAG, help="image tag (default: %(default)s)")
+    b.add_argument("--mirror", help="Debian mirror for --offline (default: the host's apt mirror)")
+    b.add_argument("--force", action="store_true", help="rebuild even if the tag exists")
+    b.set_defaults(func=build_image)
+    d = sub.add_parser("doctor", help="say what is missing for previews to run")
+    d.add_argument("--image", default=DEFAULT_TAG, help="image tag (default: %(default)s)")
+    d.add_argument("--runtime", default="", help="OCI runtime to check for, e.g. runsc")
+    d.set_defaults(func=doctor)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

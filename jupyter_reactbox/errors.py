@@ -1,0 +1,64 @@
+"""The exceptions jupyter-reactbox raises.
+
+Every error a user can cause is a ``UserError`` that carries the HTTP status
+the REST API answers with; its message says what happened and how to fix it.
+Errors of the Docker SDK are mapped to ``SandboxError`` at one boundary
+(``sandbox/docker.py``) with ``raise ... from exc``.
+
+    ReactBoxError
+    ├── UserError                 (4xx, the message is shown to the user)
+    │   ├── ArchiveError          400  the upload is not a safe ZIP of an app
+    │   │   └── ArchiveTooLarge   413  a size, count or ratio limit was hit
+    │   ├── UnsupportedApp        422  no framework we know how to run
+    │   ├── ProjectNotFound       404
+    │   ├── ProjectExists         409
+    │   └── InvalidName           400
+    └── SandboxError              500  the container engine failed
+        └── EngineUnavailable     503  the engine or the image is missing
+"""
+
+from __future__ import annotations
+
+
+class ReactBoxError(Exception):
+    """Base class of every error raised by jupyter-reactbox."""
+
+    status = 500
+
+
+class UserError(ReactBoxError):
+    """Something the user can fix; the message says how."""
+
+    status = 400
+
+
+class ArchiveError(UserError):
+    status = 400
+
+
+class ArchiveTooLarge(ArchiveError):
+    status = 413
+
+
+class UnsupportedApp(UserError):
+    status = 422
+
+
+class ProjectNotFound(UserError):
+    status = 404
+
+
+class ProjectExists(UserError):
+    status = 409
+
+
+class InvalidName(UserError):
+    status = 400
+
+
+class SandboxError(ReactBoxError):
+    status = 500
+
+
+class EngineUnavailable(SandboxError):
+    status = 503

@@ -1,0 +1,55 @@
+"""Rewrites applied to preview responses (see proxy.py for why)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+
+SHIM = (Path(__file__).parent / "static" / "shim.js").read_bytes()
+_HEAD_RE = re.compile(rb"<head(?:\s[^>]*)?>", re.IGNORECASE)
+
+
+class PublicFiles:
+    """Rewrites absolute references to the app's ``public/`` files to the preview base.
+
+    The regex is rebuilt only when the folder's listing changes.
+    """
+
+    def __init__(self, public_dir: Path):
+        self.public_dir = public_dir
+        self._key: tuple | None = None
+        self._regex: re.Pattern[bytes] | None = None
+
+    def regex(self) -> re.Pattern[bytes] | None:
+        try:
+            with os.scandir(self.public_dir) as it:
+                entries = sorted((e.name, e.is_dir()) for e in it)
+        except OSError:
+            entries = []
+        key = tuple(entries)
+        if key != self._key:
+            names = [re.escape(n.encode()) + (b"/" if is_dir else rb"(?=[\"'`?#)\s])")
+                     for n, is_dir in entries]
+            self._regex = (
+                re.compile(rb"(?<=[\"'`(])/(?=(?:" + b"|".join(names) + rb"))") if names else None
+            )
+            self._key = key
+        return self._regex
+
+    def rewrite(self, body: bytes, base: str) -> bytes:
+        regex = self.regex()
+        return regex.sub(base.encode(), body) if regex else body
+
+
+@functools.lru_cache(maxsize=256)
+def public_files(public_dir: Path) -> PublicFiles:
+    return PublicFiles(public_dir)
+
+
+def inject_shim(html: bytes) -> bytes:
+    """Put the shim first in <head>, before any of the app's scripts."""
+    match = _HEAD_RE.search(html)
+    at = match.end() if match else 0
+    return html[:at] + b"<script>" + SHIM + b"</script>" + html[at:]

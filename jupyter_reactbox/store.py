@@ -1,0 +1,184 @@
+"""Projects on disk.
+
+    <root>/
+      <project-id>/
+        project.json    metadata (name, framework, created)
+        app/            the app's files: a git repository, and the only folder
+                        a sandbox can write to
+        install.log     output of the last dependency install
+      .incoming-*/      uploads being checked; renamed into place when good
+
+An import is atomic: it is extracted and committed in ``.incoming-*`` and then
+renamed to ``<project-id>``, so a rejected upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import archive
+from .errors import InvalidName, ProjectExists, ProjectNotFound
+from .frameworks import AppPlan, detect
+
+ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+_GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "jupyter-reactbox",
+    "GIT_AUTHOR_EMAIL": "reactbox@localhost",
+    "GIT_COMMITTER_NAME": "jupyter-reactbox",
+    "GIT_COMMITTER_EMAIL": "reactbox@localhost",
+}
+# Ignored in the history: reinstalled or rebuilt, never the user's work.
+_GIT_EXCLUDE = "node_modules/\ndist/\nbuild/\n.vite/\n"
+
+
+def slugify(name: str) -> str:
+    """A project id from a free-form name: lowercase letters, digits and dashes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-")
+    return slug
+
+
+@dataclass
+class Project:
+    id: str
+    name: str
+    framework: str
+    package_manager: str
+    created: float
+    path: Path
+
+    @property
+    def app_dir(self) -> Path:
+        return self.path / "app"
+
+    @property
+    def install_log(self) -> Path:
+        return self.path / "install.log"
+
+    def plan(self) -> AppPlan:
+        return detect(self.app_dir)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        del data["path"]
+        return data
+
+
+def git(app_dir: Path, *args: str) -> str:
+    """Run git in a project's folder, ignoring any hooks or config the app ships."""
+    env = {**os.environ, **_GIT_IDENTITY, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
+    out = subprocess.run(
+        [
+            "git",
+            "-c", "safe.directory=*",
+            "-c", "core.hooksPath=/dev/null",
+            "-c", "core.fsmonitor=false",
+            "-c", "commit.gpgsign=false",
+            *args,
+        ],
+        cwd=app_dir,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout
+
+
+class ProjectStore:
+    """Creates, finds and deletes projects under one root folder."""
+
+    def __init__(self, root: Path, limits: archive.Limits = archive.Limits()):
+        self.root = Path(root)
+        self.limits = limits
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, project_id: str) -> Path:
+        if not ID_RE.match(project_id):
+            raise ProjectNotFound(f"No project {project_id!r}.")
+        return self.root / project_id
+
+    def get(self, project_id: str) -> Project:
+        path = self._dir(project_id)
+        try:
+            meta = json.loads((path / "project.json").read_text())
+        except FileNotFoundError:
+            raise ProjectNotFound(
+                f"No project {project_id!r}. List your projects with GET reactbox/api/projects."
+            ) from None
+        return Project(path=path, **meta)
+
+    def list(self) -> list[Project]:
+        projects = []
+        for child in sorted(self.root.iterdir()):
+            if child.name.startswith(".") or not (child / "project.json").is_file():
+                continue
+            projects.append(self.get(child.name))
+        return projects
+
+    def import_zip(self, data: bytes, name: str) -> Project:
+        """Check, extract and commit an uploaded ZIP as the new project ``name``."""
+        project_id = slugify(name)
+        if not ID_RE.match(project_id):
+            raise InvalidName(
+                f"{name!r} is not a usable project name: use letters, digits and dashes "
+                "(at most 40), e.g. ?name=my-shop."
+            )
+        final = self.root / project_id
+        if final.exists():
+            raise ProjectExists(
+                f"A project named {project_id!r} exists already. Delete it first or pick "
+                "another ?name=."
+            )
+        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.root))
+        try:
+            archive.extract(data, staging / "app", self.limits)
+            plan = detect(staging / "app")
+            project = Project(
+                id=project_id,
+                name=name,
+                framework=plan.framework,
+                package_manager=plan.package_manager,
+                created=time.time(),
+                path=final,
+            )
+            self._init_history(staging / "app")
+            (staging / "project.json").write_text(json.dumps(project.to_json(), indent=1))
+            try:
+                os.rename(staging, final)  # atomic; fails if a twin upload won the race
+            except OSError as exc:
+                raise ProjectExists(f"A project named {project_id!r} exists already.") from exc
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return project
+
+    @staticmethod
+    def _init_history(app_dir: Path) -> None:
+        git(app_dir, "init", "--quiet", "--initial-branch=main")
+        (app_dir / ".git" / "info").mkdir(exist_ok=True)
+        (app_dir / ".git" / "info" / "exclude").write_text(_GIT_EXCLUDE)
+        git(app_dir, "add", "--all")
+        git(app_dir, "commit", "--quiet", "--allow-empty", "-m", "Import uploaded app")
+
+    def delete(self, project_id: str) -> None:
+        path = self._dir(project_id)
+        if not path.exists():
+            raise ProjectNotFound(f"No project {project_id!r}.")
+        # Rename first so a half-deleted folder never looks like a project.
+        doomed = Path(tempfile.mkdtemp(prefix=".deleting-", dir=self.root))
+        os.rename(path, doomed / project_id)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def cleanup_staging(self) -> None:
+        """Remove what an interrupted import or delete left behind."""
+        for child in self.root.iterdir():
+            if child.name.startswith((".incoming-", ".deleting-")):
+                shutil.rmtree(child, ignore_errors=True)

@@ -1,0 +1,185 @@
+"""Fixtures: a real Jupyter server (pytest-jupyter, base URL ``/a%40b/``), a real
+Docker engine with the sandbox image, and Debian's chromium driven by Playwright.
+
+Every test that makes containers gets its own ``owner``; its containers and
+networks are removed by that label afterwards, and their logs and ``inspect``
+output are printed when the test failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from jupyter_reactbox.cli import DEFAULT_TAG
+from jupyter_reactbox.sandbox.docker import LABEL
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def zip_dir(path: Path, *, wrap: str | None = None, extra: dict[str, bytes] | None = None) -> bytes:
+    """ZIP a fixture folder (optionally inside one wrapping folder, as GitHub does)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(path.rglob("*")):
+            rel = file.relative_to(path).as_posix()
+            if "node_modules" in rel.split("/") or not file.is_file():
+                continue
+            zf.write(file, f"{wrap}/{rel}" if wrap else rel)
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"These tests need a running Docker engine (start dockerd): {exc}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client):
+    try:
+        docker_client.images.get(DEFAULT_TAG)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"Build the sandbox image first: jupyter reactbox build-image --offline")
+    return DEFAULT_TAG
+
+
+@pytest.fixture(scope="session")
+def package_cache(tmp_path_factory):
+    """One package cache for the whole run, as one user's installs share it."""
+    return tmp_path_factory.mktemp("package-cache")
+
+
+@pytest.fixture
+def owner(request, docker_client):
+    name = f"test{uuid.uuid4().hex[:8]}"
+    yield name
+    failed = getattr(request.node, "rep_call", None) and request.node.rep_call.failed
+    selector = {"label": f"{LABEL}.owner={name}"}
+    for c in docker_client.containers.list(all=True, filters=selector):
+        if failed:
+            print(f"--- container {c.name} ({c.status})\n{c.logs(tail=60).decode(errors='replace')}")
+            print(json.dumps(c.attrs.get("State"), indent=1))
+        c.remove(force=True, v=True)
+    for n in docker_client.networks.list(filters=selector):
+        n.remove()
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture
+def projects_dir(tmp_path):
+    return tmp_path / "projects"
+
+
+@pytest.fixture
+def jp_server_config(projects_dir, owner, package_cache, sandbox_image):
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_reactbox": True}},
+        "ReactBoxApp": {
+            "projects_dir": str(projects_dir),
+            "cache_dir": str(package_cache),
+            "owner": owner,
+            "image": sandbox_image,
+        },
+    }
+
+
+@pytest.fixture
+def runtime(jp_serverapp):
+    return jp_serverapp.web_app.settings["reactbox_runtime"]
+
+
+@pytest.fixture
+def api(jp_fetch):
+    """Small helpers over the REST API, through real HTTP with the server's token."""
+
+    class Api:
+        async def upload(self, data: bytes, name: str, **kw):
+            return await jp_fetch(
+                "reactbox", "api", "projects",
+                method="POST",
+                params={"name": name},
+                body=data,
+                headers={"Content-Type": "application/zip"},
+                **kw,
+            )
+
+        async def get(self, project_id: str) -> dict:
+            r = await jp_fetch("reactbox", "api", "projects", project_id)
+            return json.loads(r.body)
+
+        async def wait(self, project_id: str, status: str = "running", timeout: float = 240):
+            deadline = time.monotonic() + timeout
+            info: dict = {}
+            while time.monotonic() < deadline:
+                info = await self.get(project_id)
+                if info["status"] == status:
+                    return info
+                if info["status"] == "failed" and status != "failed":
+                    pytest.fail(f"{project_id} failed: {info['error']}")
+                await asyncio.sleep(0.25)
+            pytest.fail(f"{project_id} did not reach {status} in {timeout} s: {info}")
+
+        async def upload_running(self, fixture: str = "vite-react", name: str = "shop") -> dict:
+            r = await self.upload(zip_dir(FIXTURES / fixture), name)
+            assert r.code == 201
+            return await self.wait(json.loads(r.body)["id"])
+
+    return Api()
+
+
+@pytest.fixture
+def server_url(jp_serverapp, jp_http_port):
+    """http://127.0.0.1:PORT (no path): preview URLs from the API are absolute paths."""
+    return f"http://127.0.0.1:{jp_http_port}"
+
+
+@contextlib.asynccontextmanager
+async def chromium():
+    """Debian's chromium through Playwright (never a downloaded browser)."""
+    from playwright.async_api import async_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Browser tests need Debian's chromium: apt-get install -y chromium")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()

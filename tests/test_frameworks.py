@@ -1,0 +1,88 @@
+"""Framework and package-manager detection, and the commands planned from it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jupyter_reactbox.errors import UnsupportedApp
+from jupyter_reactbox.frameworks import detect
+
+BASE = "/a%40b/reactbox/preview/shop/tok/"
+
+
+def app(tmp_path, pkg, *lockfiles):
+    (tmp_path / "package.json").write_text(json.dumps(pkg))
+    for name in lockfiles:
+        (tmp_path / name).write_text("")
+    return tmp_path
+
+
+def test_vite_with_npm_lockfile(tmp_path):
+    plan = detect(app(tmp_path, {"devDependencies": {"vite": "^8"}}, "package-lock.json"))
+    assert (plan.framework, plan.package_manager, plan.lockfile) == ("vite", "npm", "package-lock.json")
+    assert plan.install_argv() == [
+        "npm", "ci", "--no-audit", "--no-fund", "--loglevel=error", "--ignore-scripts"
+    ]
+    assert plan.dev_argv(BASE) == [
+        "node", "node_modules/vite/bin/vite.js", "--host", "0.0.0.0", "--port", "5173",
+        "--strictPort", "--base", BASE,
+    ]
+    assert plan.dev_env(BASE) == {}
+
+
+def test_vite_typescript_template_without_lockfile(tmp_path):
+    pkg = {"dependencies": {"react": "^19"}, "devDependencies": {"vite": "^8", "typescript": "~5"}}
+    plan = detect(app(tmp_path, pkg))
+    assert (plan.framework, plan.package_manager, plan.lockfile) == ("vite", "npm", None)
+    assert plan.install_argv(ignore_scripts=False) == [
+        "npm", "install", "--no-audit", "--no-fund", "--loglevel=error"
+    ]
+
+
+def test_cra_gets_public_url_and_socket_path(tmp_path):
+    plan = detect(app(tmp_path, {"dependencies": {"react-scripts": "5.0.1"}}, "yarn.lock"))
+    assert (plan.framework, plan.package_manager) == ("cra", "yarn")
+    assert plan.install_argv() == [
+        "corepack", "yarn", "install", "--frozen-lockfile", "--ignore-scripts"
+    ]
+    assert plan.dev_argv(BASE) == ["node", "node_modules/react-scripts/bin/react-scripts.js", "start"]
+    assert plan.dev_env(BASE) == {
+        "HOST": "0.0.0.0",
+        "PORT": "3000",
+        "BROWSER": "none",
+        "PUBLIC_URL": BASE,
+        "WDS_SOCKET_PATH": BASE + "ws",
+        "DANGEROUSLY_DISABLE_HOST_CHECK": "true",
+        "FAST_REFRESH": "true",
+    }
+
+
+def test_pnpm_from_package_manager_field(tmp_path):
+    pkg = {"packageManager": "pnpm@9.1.0", "devDependencies": {"vite": "^8"}}
+    plan = detect(app(tmp_path, pkg, "pnpm-lock.yaml"))
+    assert plan.package_manager == "pnpm"
+    assert plan.install_argv() == [
+        "corepack", "pnpm", "install", "--config.node-linker=hoisted", "--frozen-lockfile",
+        "--ignore-scripts",
+    ]
+
+
+@pytest.mark.parametrize(
+    "pkg, message",
+    [
+        ({"dependencies": {"next": "15"}}, "Next.js"),
+        ({"dependencies": {"react": "19"}}, "neither 'vite' nor 'react-scripts'"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_unsupported_apps_say_what_is_missing(tmp_path, pkg, message):
+    with pytest.raises(UnsupportedApp, match=message):
+        detect(app(tmp_path, pkg))
+
+
+def test_broken_package_json(tmp_path):
+    (tmp_path / "package.json").write_text("{nope")
+    with pytest.raises(UnsupportedApp, match="not valid JSON"):
+        detect(tmp_path)

@@ -1,0 +1,110 @@
+"""Container specs are pure functions: compared as whole dicts, no engine needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jupyter_reactbox.frameworks import AppPlan, VITE
+from jupyter_reactbox.sandbox.docker import Limits, install_container_kwargs, run_container_kwargs
+
+HARDENING = dict(
+    read_only=True,
+    tmpfs={"/tmp": "rw,nosuid,nodev,size=256m"},
+    cap_drop=["ALL"],
+    security_opt=["no-new-privileges"],
+    pids_limit=512,
+    mem_limit="1g",
+    memswap_limit="1g",
+    nano_cpus=1_000_000_000,
+    init=True,
+)
+
+
+def test_run_container_spec():
+    plan = AppPlan(package_manager="npm", **VITE)
+    spec = run_container_kwargs(
+        image="img:1",
+        owner="alice",
+        project_id="shop",
+        app_dir=Path("/data/shop/app"),
+        user="1000:1000",
+        plan=plan,
+        base="/user/alice/reactbox/preview/shop/T/",
+        token="T",
+        network="reactbox-alice-shop",
+        limits=Limits(),
+        runtime="runsc",
+    )
+    assert spec == dict(
+        image="img:1",
+        command=[
+            "node", "node_modules/vite/bin/vite.js", "--host", "0.0.0.0", "--port", "5173",
+            "--strictPort", "--base", "/user/alice/reactbox/preview/shop/T/",
+        ],
+        name="reactbox-alice-shop",
+        user="1000:1000",
+        working_dir="/project",
+        environment={"HOME": "/tmp", "NODE_ENV": "development"},
+        labels={
+            "org.jupyter.reactbox.owner": "alice",
+            "org.jupyter.reactbox.project": "shop",
+            "org.jupyter.reactbox.role": "run",
+            "org.jupyter.reactbox.token": "T",
+            "org.jupyter.reactbox.base": "/user/alice/reactbox/preview/shop/T/",
+            "org.jupyter.reactbox.port": "5173",
+        },
+        network="reactbox-alice-shop",
+        volumes={"/data/shop/app": {"bind": "/project", "mode": "rw"}},
+        detach=True,
+        runtime="runsc",
+        **HARDENING,
+    )
+
+
+def test_install_container_spec_with_ca_and_registry():
+    spec = install_container_kwargs(
+        image="img:1",
+        owner="alice",
+        project_id="shop",
+        app_dir=Path("/data/shop/app"),
+        cache_dir=Path("/data/.cache"),
+        user="1000:1000",
+        argv=["npm", "ci", "--ignore-scripts"],
+        network="reactbox-alice-install",
+        limits=Limits(),
+        ca_file="/etc/ssl/certs/ca-certificates.crt",
+        registry="https://npm.example.org/",
+    )
+    assert spec == dict(
+        image="img:1",
+        command=["npm", "ci", "--ignore-scripts"],
+        name="reactbox-alice-shop-install",
+        user="1000:1000",
+        working_dir="/project",
+        environment={
+            "HOME": "/tmp",
+            "CI": "true",
+            "npm_config_cache": "/cache/npm",
+            "npm_config_update_notifier": "false",
+            "COREPACK_HOME": "/cache/corepack",
+            "COREPACK_ENABLE_DOWNLOAD_PROMPT": "0",
+            "YARN_CACHE_FOLDER": "/cache/yarn",
+            "npm_config_store_dir": "/cache/pnpm",
+            "NODE_EXTRA_CA_CERTS": "/etc/reactbox/ca.pem",
+            "npm_config_registry": "https://npm.example.org/",
+            "COREPACK_NPM_REGISTRY": "https://npm.example.org",
+        },
+        labels={
+            "org.jupyter.reactbox.owner": "alice",
+            "org.jupyter.reactbox.project": "shop",
+            "org.jupyter.reactbox.role": "install",
+        },
+        network="reactbox-alice-install",
+        volumes={
+            "/data/shop/app": {"bind": "/project", "mode": "rw"},
+            "/data/.cache": {"bind": "/cache", "mode": "rw"},
+            "/etc/ssl/certs/ca-certificates.crt": {"bind": "/etc/reactbox/ca.pem", "mode": "ro"},
+        },
+        detach=True,
+        **HARDENING,
+    )
