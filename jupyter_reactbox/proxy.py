@@ -36,7 +36,8 @@ from .runtime import PreviewState, Runtime
 SANDBOX_POLICY = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 _STRIPPED_REQUEST_HEADERS = ("Cookie", "Authorization", "X-XSRFToken", "Accept-Encoding")
 _REWRITTEN_TYPES = ("text/html", "javascript", "text/css")
-_FORBIDDEN_PATH_RE = re.compile(r"(?:^|/)\.\.?(?:/|$)|%2[fF]|%5[cC]|\\")
+_DOT_SEGMENT_RE = re.compile(r"(?:^|/)\.\.?(?:/|$)|\\")
+_ENCODED_SLASH_RE = re.compile(r"%2f|%5c", re.IGNORECASE)
 
 
 class PreviewProxyHandler(ProxyHandler):
@@ -64,7 +65,8 @@ class PreviewProxyHandler(ProxyHandler):
             raise web.HTTPError(403, "Host not allowed.")
         self.current_user = self._jupyter_current_user = None
         project_id, token, path = (*self.path_args, "", "", "")[:3]
-        if _FORBIDDEN_PATH_RE.search(path or ""):
+        # ``path`` is decoded (catches %2e%2e); the raw path shows encoded slashes.
+        if _DOT_SEGMENT_RE.search(path) or _ENCODED_SLASH_RE.search(self.request.path):
             raise web.HTTPError(400, "Preview paths may not contain '..', '.' or encoded slashes.")
         self.preview = self.runtime.authorize(project_id, token)
         if self.preview is None:
@@ -186,8 +188,15 @@ class PreviewProxyHandler(ProxyHandler):
         content_type = headers.get("Content-Type", "")
         if response.body and any(t in content_type for t in _REWRITTEN_TYPES):
             assert self.preview is not None and self.preview.base is not None
+            base = self.preview.base
+            body = response.body
+            if "%" in base:
+                # Dev servers take the base as a decoded path and encodeURI() it in
+                # some URLs (Vite's asset imports), turning '/a%40b/' into
+                # '/a%2540b/'; the public base is already encoded, so undo that.
+                body = body.replace(base.replace("%", "%25").encode(), base.encode())
             public = public_files(self.runtime.store.root / self.project_id / "app" / "public")
-            body = public.rewrite(response.body, self.preview.base)
+            body = public.rewrite(body, base)
             if sandboxed and "text/html" in content_type:
                 body = inject_shim(body)
             response.body = body

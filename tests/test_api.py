@@ -1,0 +1,147 @@
+"""The REST API through a real Jupyter server (base URL ``/a%40b/``) and real Docker."""
+
+from __future__ import annotations
+
+import json
+
+import docker.errors
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from conftest import FIXTURES, zip_dir
+from test_archive import PKG, make_zip
+
+pytestmark = pytest.mark.docker
+
+
+async def test_api_requires_authentication(jp_fetch):
+    for method, body in (("GET", None), ("POST", b"PK")):
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch(
+                "reactbox", "api", "projects", method=method, body=body, headers={"Authorization": ""}
+            )
+        assert err.value.code == 403
+
+
+BAD_UPLOADS = {
+    "not a zip": (b"this is not a zip", 400, "not a ZIP"),
+    "empty": (b"", 400, "empty"),
+    "slip": (make_zip({"package.json": PKG, "../../evil.js": b"x"}), 400, "outside the app"),
+    "absolute": (make_zip({"package.json": PKG, "/tmp/evil.js": b"x"}), 400, "absolute path"),
+    "symlink": (
+        make_zip({"package.json": PKG, "src/l": (b"/etc/passwd", 0o120777)}),
+        400,
+        "symbolic link",
+    ),
+    "bomb": (make_zip({"package.json": PKG, "z.js": b"0" * (60 << 20)}), 413, "ZIP bomb"),
+    "too many entries": (
+        make_zip({"package.json": PKG, **{f"f{i}": b"" for i in range(10_001)}}),
+        413,
+        "entries",
+    ),
+    "no package.json": (make_zip({"src/App.jsx": b"x"}), 400, "no package.json"),
+    "unsupported": (make_zip({"package.json": b'{"dependencies": {}}'}), 422, "Cannot tell"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
+async def test_bad_uploads_are_4xx_and_write_nothing(api, projects_dir, case):
+    data, code, message = BAD_UPLOADS[case]
+    with pytest.raises(HTTPClientError) as err:
+        await api.upload(data, "bad")
+    assert err.value.code == code
+    assert message in json.loads(err.value.response.body)["message"]
+    assert [p.name for p in projects_dir.iterdir()] == []
+
+
+async def test_upload_checks_name_and_type(api, jp_fetch, projects_dir):
+    with pytest.raises(HTTPClientError) as err:
+        await api.upload(make_zip({"package.json": PKG}), "!!!")
+    assert err.value.code == 400
+    assert "not a usable project name" in json.loads(err.value.response.body)["message"]
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch(
+            "reactbox", "api", "projects", method="POST", params={"name": "x"}, body=b"{}",
+            headers={"Content-Type": "application/json"},
+        )
+    assert err.value.code == 415
+    assert [p.name for p in projects_dir.iterdir()] == []
+
+
+async def test_unknown_project_is_404(jp_fetch):
+    for path in (("projects", "nope"), ("projects", "nope", "logs")):
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch("reactbox", "api", *path)
+        assert err.value.code == 404
+        assert "No project 'nope'" in json.loads(err.value.response.body)["message"]
+
+
+async def test_vite_app_lifecycle(api, jp_fetch, jp_base_url, projects_dir, docker_client, owner):
+    # A GitHub "Download ZIP": one wrapping folder, uploaded as multipart.
+    data = zip_dir(FIXTURES / "vite-react", wrap="vite-react-main")
+    boundary = "reactbox-boundary"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+        f"filename=\"vite-react-main.zip\"\r\nContent-Type: application/zip\r\n\r\n"
+    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    r = await jp_fetch(
+        "reactbox", "api", "projects", method="POST", body=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert r.code == 201
+    created = json.loads(r.body)
+    assert created["id"] == "vite-react-main"
+    assert created["framework"] == "vite"
+    assert created["status"] in ("installing", "starting")
+    assert r.headers["Location"] == f"{jp_base_url}reactbox/api/projects/vite-react-main"
+
+    # The same name again is a conflict, and changes nothing.
+    with pytest.raises(HTTPClientError) as err:
+        await api.upload(data, "vite-react-main")
+    assert err.value.code == 409
+
+    info = await api.wait("vite-react-main")
+    token = info["preview_url"].rstrip("/").rsplit("/", 1)[1]
+    assert info["preview_url"] == f"{jp_base_url}reactbox/preview/vite-react-main/{token}/"
+    assert len(token) >= 32
+
+    listed = json.loads((await jp_fetch("reactbox", "api", "projects")).body)["projects"]
+    assert [p["id"] for p in listed] == ["vite-react-main"]
+
+    app_dir = projects_dir / "vite-react-main" / "app"
+    log = (await jp_fetch("reactbox", "api", "projects", "vite-react-main", "logs")).body.decode()
+    assert "npm ci" in log and "VITE" in log
+    # The import is the first commit of the project's history.
+    assert (app_dir / ".git").is_dir()
+    assert not (app_dir / "node_modules" / ".git").exists()
+
+    # Stop: the container goes, the token dies.
+    r = await jp_fetch("reactbox", "api", "projects", "vite-react-main", "stop", method="POST",
+                       body=b"")
+    assert r.code == 202
+    assert (await api.get("vite-react-main"))["status"] == "stopped"
+    assert docker_client.containers.list(filters={"label": f"org.jupyter.reactbox.owner={owner}"}) == []
+
+    # Start again: nothing to install, a new token.
+    r = await jp_fetch("reactbox", "api", "projects", "vite-react-main", "start", method="POST",
+                       body=b"")
+    assert r.code == 202
+    again = await api.wait("vite-react-main")
+    assert again["preview_url"] != info["preview_url"]
+
+    r = await jp_fetch("reactbox", "api", "projects", "vite-react-main", method="DELETE")
+    assert r.code == 204
+    assert not (projects_dir / "vite-react-main").exists()
+    selector = {"label": f"org.jupyter.reactbox.owner={owner}"}
+    assert docker_client.containers.list(all=True, filters=selector) == []
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.networks.get(f"reactbox-{owner}-vite-react-main")
+
+
+async def test_restarted_server_reattaches_running_preview(api, runtime, jp_fetch):
+    info = await api.upload_running()
+    # What a fresh server process knows: nothing but the engine's labels.
+    runtime._states.clear()
+    assert (await api.get("shop"))["status"] == "stopped"
+    await runtime.recover()
+    assert await api.get("shop") == info

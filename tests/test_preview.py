@@ -1,0 +1,200 @@
+"""The preview through the proxy: real Vite, real Docker, Debian's chromium.
+
+The preview is untrusted code; these tests attack from inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from conftest import chromium
+
+pytestmark = [pytest.mark.docker, pytest.mark.browser]
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+
+
+async def fetch(url, **kw):
+    return await AsyncHTTPClient().fetch(url, raise_error=False, **kw)
+
+
+async def test_proxy_forwards_no_credentials_and_checks_the_token(
+    api, server_url, jp_serverapp, jp_base_url
+):
+    info = await api.upload_running()
+    preview = server_url + info["preview_url"]
+    jupyter_token = jp_serverapp.identity_provider.token
+
+    r = await fetch(
+        f"{preview}__reactbox_echo?token={jupyter_token}&keep=1",
+        headers={
+            "Cookie": f"username-x=secret; _xsrf=abc",
+            "Authorization": f"token {jupyter_token}",
+            "X-XSRFToken": "abc",
+        },
+    )
+    assert r.code == 200
+    seen = json.loads(r.body)
+    assert seen["url"] == f"{info['preview_url']}__reactbox_echo?keep=1"
+    for header in ("cookie", "authorization", "x-xsrftoken"):
+        assert header not in seen["headers"]
+    assert jupyter_token not in r.body.decode()
+    assert "Set-Cookie" not in r.headers
+
+    page = await fetch(preview)
+    assert page.code == 200
+    assert page.headers["Content-Security-Policy"] == (
+        "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads; "
+        "frame-ancestors 'self'"
+    )
+    assert page.headers["Access-Control-Allow-Origin"] == "*"
+    body = page.body.decode()
+    assert body.index("jupyter-reactbox preview shim") < body.index("@vite/client")
+    assert f'href="{info["preview_url"]}favicon.svg"' in body
+
+    # The app's own absolute references to public/ files are moved under the base.
+    app_js = await fetch(f"{preview}src/App.jsx")
+    assert f'"{info["preview_url"]}icons.svg#documentation-icon"' in app_js.body.decode()
+
+    base = f"{server_url}{jp_base_url}reactbox/preview"
+    token = info["preview_url"].rstrip("/").rsplit("/", 1)[1]
+    for url in (
+        f"{base}/shop/{'x' * len(token)}/",  # wrong token
+        f"{base}/shop/",  # no token
+        f"{base}/shop",
+        f"{base}/other/{token}/",  # right token, other project
+        f"{base}/shop/{token}<script>alert(1)</script>/",
+        f"{base}/",
+    ):
+        r = await fetch(url, headers={"Authorization": f"token {jupyter_token}"})
+        assert r.code == 403, url
+        assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert "<script>" not in r.body.decode()
+        assert "Set-Cookie" not in r.headers
+
+    for path in ("..%2F..%2Fapi/kernels", "src/%2e%2e/%2e%2e/x", "a%2Fb"):
+        r = await fetch(f"{preview}{path}")
+        assert r.code == 400, path
+
+    # The websocket: no token, no connection; a foreign Origin, no connection.
+    ws = preview.replace("http://", "ws://")
+    with pytest.raises(HTTPClientError) as err:
+        await websocket_connect(f"{base.replace('http://', 'ws://')}/shop/wrong/")
+    assert err.value.code == 403
+    with pytest.raises(HTTPClientError) as err:
+        await websocket_connect(
+            HTTPRequest(ws, headers={"Origin": "http://evil.example", "Sec-WebSocket-Protocol": "vite-hmr"})
+        )
+    assert err.value.code == 403
+
+
+
+
+async def test_preview_renders_hot_reloads_and_cannot_act_as_the_user(
+    api, server_url, jp_serverapp, jp_base_url, projects_dir
+):
+    info = await api.upload_running()
+    preview = server_url + info["preview_url"]
+    jupyter = f"{server_url}{jp_base_url}"
+    kernels_before = len(jp_serverapp.kernel_manager.list_kernel_ids())
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    async with chromium() as browser:
+        context = await browser.new_context()
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+
+        # Log in to Jupyter the way a user does: the browser now holds the cookies.
+        r = await page.goto(f"{jupyter}api/status?token={jp_serverapp.identity_provider.token}")
+        assert r.ok
+        cookies = {c["name"] for c in await context.cookies()}
+        assert any(name.startswith("username-") for name in cookies)
+
+        # Embed the preview as JupyterLab does: in an iframe on a Jupyter page (any
+        # HTML page on Jupyter's origin will do; API responses forbid frames).
+        await page.goto(f"{jupyter}a-page-that-is-not-there")
+        await page.evaluate(
+            """src => { const f = document.createElement('iframe');
+                        f.src = src; f.style.width = '1000px'; f.style.height = '800px';
+                        document.body.replaceChildren(f); }""",
+            preview,
+        )
+        frame = None
+        for _ in range(200):
+            frame = next((f for f in page.frames if f.url.startswith(preview)), None)
+            if frame:
+                break
+            await asyncio.sleep(0.05)
+        assert frame is not None
+        await frame.wait_for_selector("h1", timeout=30_000)
+        assert await frame.inner_text("h1") == "Get started"
+
+        # Every image loads (Vite's asset URLs are built from the encoded base).
+        await frame.wait_for_function(
+            "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=10_000
+        )
+        assert await frame.evaluate("document.images.length") >= 3
+
+        # It runs in an opaque origin, with the shim's storage and cookie jar.
+        assert await frame.evaluate("self.origin") == "null"
+        assert await frame.evaluate(
+            "localStorage.setItem('k', 'v'), document.cookie = 'a=1', "
+            "[localStorage.getItem('k'), document.cookie]"
+        ) == ["v", "a=1"]
+        # SVG sprites from public/ are inlined so <use> renders.
+        await frame.wait_for_function(
+            "[...document.querySelectorAll('use')].every(u => u.getAttribute('href').startsWith('#reactbox-sprite-'))"
+        )
+        assert await frame.evaluate(
+            "[...document.querySelectorAll('use')].every(u => document.getElementById(u.getAttribute('href').slice(1)))"
+        )
+
+        # Attacks from inside the preview.
+        attack = await frame.evaluate(
+            """async (jupyter) => {
+                const out = {};
+                const tryFetch = async (url, init) => {
+                    try { const r = await fetch(url, init); return `${r.status} ${await r.text()}`; }
+                    catch (e) { return `blocked: ${e.name}`; }
+                };
+                out.cookie = document.cookie;
+                out.parentCookie = (() => { try { return parent.document.cookie; } catch (e) { return `blocked: ${e.name}`; } })();
+                out.kernels = await tryFetch(jupyter + 'api/kernels');
+                out.kernelsWithCredentials = await tryFetch(jupyter + 'api/kernels', {credentials: 'include'});
+                out.startKernel = await tryFetch(jupyter + 'api/kernels', {method: 'POST', credentials: 'include', body: '{}'});
+                out.contents = await tryFetch(jupyter + 'api/contents', {credentials: 'include'});
+                out.websocket = await new Promise(resolve => {
+                    const ws = new WebSocket(jupyter.replace('http', 'ws') + 'api/kernels/x/channels');
+                    ws.onopen = () => resolve('open');
+                    ws.onerror = () => resolve('error');
+                });
+                return out;
+            }""",
+            jupyter,
+        )
+        assert attack["cookie"] == "a=1"
+        assert attack["parentCookie"] == "blocked: SecurityError"
+        for key in ("kernels", "kernelsWithCredentials", "startKernel", "contents"):
+            assert attack[key].startswith(("blocked", "403")), (key, attack[key])
+        assert attack["websocket"] == "error"
+        assert len(jp_serverapp.kernel_manager.list_kernel_ids()) == kernels_before
+
+        # HMR: click to make React state, edit the source, see the change keep state.
+        await frame.click("button.counter")
+        assert await frame.inner_text("button.counter") == "Count is 1"
+        await frame.evaluate("window.__reactbox_marker = 42")
+        app_jsx = projects_dir / "shop" / "app" / "src" / "App.jsx"
+        app_jsx.write_text(app_jsx.read_text().replace("Get started", "Hot reloaded"))
+        await frame.wait_for_function(
+            "document.querySelector('h1').textContent === 'Hot reloaded'", timeout=15_000
+        )
+        assert await frame.evaluate("window.__reactbox_marker") == 42  # no full reload
+        assert await frame.inner_text("button.counter") == "Count is 1"  # state kept
+        await page.screenshot(path=ARTIFACTS / "vite-preview-in-iframe.png")
+        assert errors == []
