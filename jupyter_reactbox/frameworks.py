@@ -23,6 +23,12 @@ LOCKFILES = {
 }
 
 
+# Paths (relative to the preview base) that the dev server serves somewhere else:
+# create-react-app's WDS_SOCKET_PATH only tells the browser where to connect;
+# webpack-dev-server itself keeps listening on /ws.
+UPSTREAM_PATHS: dict[str, dict[str, str]] = {"cra": {"ws": "/ws"}}
+
+
 @dataclass(frozen=True)
 class AppPlan:
     framework: str
@@ -85,6 +91,7 @@ CRA = dict(
         ("BROWSER", "none"),
         ("PUBLIC_URL", "{base}"),
         ("WDS_SOCKET_PATH", "{base}ws"),
+        ("WDS_SOCKET_PORT", "0"),  # 0: the page's own port, i.e. Jupyter's
         # Only the preview proxy can reach the container (internal network),
         # and it sends the container's address as Host.
         ("DANGEROUSLY_DISABLE_HOST_CHECK", "true"),

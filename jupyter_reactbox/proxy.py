@@ -30,6 +30,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import web
 
+from .frameworks import UPSTREAM_PATHS
 from .rewrite import inject_shim, public_files
 from .runtime import PreviewState, Runtime
 
@@ -159,7 +160,9 @@ class PreviewProxyHandler(ProxyHandler):
             # The HMR websocket's own ``token`` (Vite) must pass; Jupyter's never does.
             if not (k == "token" and (protocol == "http" or v == jupyter_token))
         ]
-        uri = f"{protocol}://{host}:{port}{self.request.path}"
+        assert self.preview is not None
+        moved = UPSTREAM_PATHS.get(self.preview.framework or "", {}).get(proxied_path.lstrip("/"))
+        uri = f"{protocol}://{host}:{port}{moved or self.request.path}"
         return uri + ("?" + urlencode(query) if query else "")
 
     def proxy_request_headers(self):

@@ -30,6 +30,7 @@ STATUSES = ("installing", "starting", "running", "stopped", "failed")
 class PreviewState:
     status: str = "stopped"
     error: str | None = None
+    framework: str | None = None
     token: str | None = None
     base: str | None = None
     endpoint: Endpoint | None = None
@@ -106,6 +107,7 @@ class Runtime:
                 continue
             st = self.state(found.project_id)
             st.status, st.token, st.base = "running", found.token, found.base
+            st.framework = found.framework
             st.endpoint, st.started, st.error = found.endpoint, time.time(), None
             self.log.info("Re-attached the running preview of %s", found.project_id)
 
@@ -122,6 +124,7 @@ class Runtime:
         async with st.lock:
             try:
                 plan = project.plan()
+                st.framework = plan.framework
                 st.status = "installing"
                 await self.sandbox.install(project.id, project.app_dir, plan, project.install_log)
                 st.status = "starting"

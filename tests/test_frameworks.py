@@ -54,6 +54,7 @@ def test_cra_gets_public_url_and_socket_path(tmp_path):
         "BROWSER": "none",
         "PUBLIC_URL": BASE,
         "WDS_SOCKET_PATH": BASE + "ws",
+        "WDS_SOCKET_PORT": "0",
         "DANGEROUSLY_DISABLE_HOST_CHECK": "true",
         "FAST_REFRESH": "true",
     }

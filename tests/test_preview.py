@@ -13,7 +13,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from conftest import chromium
+from conftest import FIXTURES, chromium, zip_dir
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
@@ -197,4 +197,38 @@ async def test_preview_renders_hot_reloads_and_cannot_act_as_the_user(
         assert await frame.evaluate("window.__reactbox_marker") == 42  # no full reload
         assert await frame.inner_text("button.counter") == "Count is 1"  # state kept
         await page.screenshot(path=ARTIFACTS / "vite-preview-in-iframe.png")
+        assert errors == []
+
+
+async def test_create_react_app_renders_and_hot_reloads(api, server_url, projects_dir):
+    r = await api.upload(zip_dir(FIXTURES / "cra-app"), "cra")
+    assert r.code == 201
+    info = await api.wait("cra", timeout=600)
+    assert info["framework"] == "cra"
+    preview = server_url + info["preview_url"]
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    async with chromium() as browser:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(preview)
+        await page.wait_for_selector("h1", timeout=60_000)
+        assert await page.inner_text("h1") == "Hello from create-react-app"
+        assert await page.evaluate("self.origin") == "null"
+        # "/logo.svg" in the component is a public/ file: served under the base.
+        await page.wait_for_function(
+            "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=10_000
+        )
+        await page.click("button.counter")
+        await page.evaluate("window.__reactbox_marker = 7")
+        app_js = projects_dir / "cra" / "app" / "src" / "App.js"
+        app_js.write_text(app_js.read_text().replace("Hello from", "Hot reloaded"))
+        await page.wait_for_function(
+            "document.querySelector('h1').textContent === 'Hot reloaded create-react-app'",
+            timeout=60_000,
+        )
+        assert await page.evaluate("window.__reactbox_marker") == 7
+        assert await page.inner_text("button.counter") == "Count is 1"
+        await page.screenshot(path=ARTIFACTS / "cra-preview.png")
         assert errors == []

@@ -49,6 +49,7 @@ def test_run_container_spec():
             "org.jupyter.reactbox.owner": "alice",
             "org.jupyter.reactbox.project": "shop",
             "org.jupyter.reactbox.role": "run",
+            "org.jupyter.reactbox.framework": "vite",
             "org.jupyter.reactbox.token": "T",
             "org.jupyter.reactbox.base": "/user/alice/reactbox/preview/shop/T/",
             "org.jupyter.reactbox.port": "5173",

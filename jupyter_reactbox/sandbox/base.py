@@ -29,6 +29,7 @@ class RunningPreview:
     """A dev server found in the engine, with what is needed to serve it."""
 
     project_id: str
+    framework: str
     token: str
     base: str
     endpoint: Endpoint

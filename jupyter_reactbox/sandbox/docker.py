@@ -160,7 +160,13 @@ def run_container_kwargs(
         working_dir="/project",
         environment=env,
         labels=labels(
-            owner, project_id, "run", token=token, base=base, port=str(plan.port)
+            owner,
+            project_id,
+            "run",
+            framework=plan.framework,
+            token=token,
+            base=base,
+            port=str(plan.port),
         ),
         network=network,
         volumes={str(app_dir): {"bind": "/project", "mode": "rw"}},
@@ -424,6 +430,7 @@ class DockerSandbox:
             found.append(
                 RunningPreview(
                     project_id=project_id,
+                    framework=lab[f"{LABEL}.framework"],
                     token=lab[f"{LABEL}.token"],
                     base=lab[f"{LABEL}.base"],
                     endpoint=Endpoint(address, int(lab[f"{LABEL}.port"])),

@@ -1,0 +1,59 @@
+"""Probes run inside a real project container: who it runs as and what it can reach."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+CONNECT = """
+const net = require('net');
+const [host, port] = process.argv.slice(1);
+const s = net.connect({host, port: Number(port), timeout: 3000});
+s.on('connect', () => { console.log('CONNECTED'); process.exit(0); });
+s.on('timeout', () => { console.log('TIMEOUT'); process.exit(1); });
+s.on('error', (e) => { console.log('ERROR ' + e.code); process.exit(1); });
+"""
+
+
+def run(container, *argv: str) -> tuple[int, str]:
+    code, out = container.exec_run(list(argv))
+    return code, out.decode(errors="replace").strip()
+
+
+def connect(container, host: str, port: int) -> str:
+    return run(container, "node", "-e", CONNECT, host, str(port))[1]
+
+
+async def test_container_is_hardened_and_isolated(api, docker_client, owner, jp_http_port):
+    await api.upload_running(name="shop")
+    await api.upload_running(name="other")
+    shop = docker_client.containers.get(f"reactbox-{owner}-shop")
+    other = docker_client.containers.get(f"reactbox-{owner}-other")
+
+    assert run(shop, "id", "-u") == (0, "1000")
+    code, status = run(shop, "grep", "-E", "^Cap(Eff|Prm|Bnd):", "/proc/self/status")
+    assert [line.split()[1] for line in status.splitlines()] == ["0000000000000000"] * 3
+    assert run(shop, "grep", "NoNewPrivs", "/proc/self/status")[1].split()[1] == "1"
+    code, out = run(shop, "touch", "/usr/local/bin/evil")
+    assert code != 0 and "Read-only file system" in out
+    assert run(shop, "touch", "/project/src/written-by-the-sandbox")[0] == 0
+
+    host_config = shop.attrs["HostConfig"]
+    assert host_config["Memory"] == 1 << 30
+    assert host_config["PidsLimit"] == 512
+    assert host_config["NanoCpus"] == 1_000_000_000
+    assert host_config["Privileged"] is False
+    mounts = [(m["Destination"], m["RW"]) for m in shop.attrs["Mounts"]]
+    assert mounts == [("/project", True)]
+
+    # No route out: not the Internet, not the metadata service, not the host's Jupyter.
+    network = docker_client.networks.get(f"reactbox-{owner}-shop")
+    assert network.attrs["Internal"] is True
+    gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+    for host, port in (("1.1.1.1", 443), ("169.254.169.254", 80), (gateway, jp_http_port)):
+        assert connect(shop, host, port) != "CONNECTED", (host, port)
+    # Nor another project's dev server, which is on a network of its own.
+    other_ip = other.attrs["NetworkSettings"]["Networks"][f"reactbox-{owner}-other"]["IPAddress"]
+    assert connect(other, other_ip, 5173) == "CONNECTED"  # the probe itself works
+    assert connect(shop, other_ip, 5173) != "CONNECTED"
