@@ -1,11 +1,11 @@
 """REST API under ``{base_url}reactbox/api/``: thin handlers that parse, call and serialise.
 
-    POST   projects?name=NAME          body: application/zip, or multipart field ``file``
-    GET    projects                    list
-    GET    projects/<id>               one
-    DELETE projects/<id>               container, network and files gone
-    POST   projects/<id>/start|stop    202
-    GET    projects/<id>/logs          text; ?follow=1 streams the dev server's output
+POST   projects?name=NAME          body: application/zip, or multipart field ``file``
+GET    projects                    list
+GET    projects/<id>               one
+DELETE projects/<id>               container, network and files gone
+POST   projects/<id>/start|stop    202
+GET    projects/<id>/logs          text; ?follow=1 streams the dev server's output
 """
 
 from __future__ import annotations

@@ -142,9 +142,9 @@ class ReactBoxApp(ExtensionApp):
     def _default_ca(self):
         return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), "")
 
-    max_upload_bytes = Int(
-        100 * 1024 * 1024, help="Largest accepted ZIP upload, in bytes."
-    ).tag(config=True)
+    max_upload_bytes = Int(100 * 1024 * 1024, help="Largest accepted ZIP upload, in bytes.").tag(
+        config=True
+    )
     max_unpacked_bytes = Int(
         300 * 1024 * 1024, help="Largest total size of an upload's files once unpacked."
     ).tag(config=True)

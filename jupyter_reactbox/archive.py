@@ -18,6 +18,7 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from .errors import ArchiveError, ArchiveTooLarge
 
@@ -95,7 +96,9 @@ def _check_entries(zf: zipfile.ZipFile, limits: Limits) -> list[_Entry]:
                 f"The ZIP has a {kind} at {info.filename!r}; only files and folders are accepted."
             )
         if info.flag_bits & 0x1:
-            raise ArchiveError(f"The ZIP entry {info.filename!r} is encrypted; upload it unencrypted.")
+            raise ArchiveError(
+                f"The ZIP entry {info.filename!r} is encrypted; upload it unencrypted."
+            )
         if parts in seen:
             raise ArchiveError(f"The ZIP has two entries named {info.filename!r}.")
         seen.add(parts)
@@ -116,7 +119,7 @@ def _wrapping_folder(entries: list[_Entry]) -> int:
     return 1 if any(e.parts[0] == top and len(e.parts) > 1 for e in entries) else 0
 
 
-def _copy_limited(src: io.BufferedIOBase, dst, entry: _Entry, budget: list[int], limits: Limits):
+def _copy_limited(src: IO[bytes], dst: IO[bytes], entry: _Entry, budget: list[int], limits: Limits):
     """Copy one entry, stopping as soon as a size or ratio limit is crossed."""
     compressed = max(entry.info.compress_size, 1)
     written = 0
@@ -138,12 +141,13 @@ def _copy_limited(src: io.BufferedIOBase, dst, entry: _Entry, budget: list[int],
     return written
 
 
-def extract(data: bytes, dest: Path, limits: Limits = Limits()) -> list[str]:
+def extract(data: bytes, dest: Path, limits: Limits | None = None) -> list[str]:
     """Extract the ZIP ``data`` into the new folder ``dest``.
 
     ``dest`` must not exist; on any error it does not exist afterwards either.
     Returns the relative paths of the files written.
     """
+    limits = limits or Limits()
     if not data:
         raise ArchiveError("The upload is empty; send a ZIP of your app.")
     try:

@@ -1,7 +1,7 @@
 """``jupyter reactbox``: build the sandbox image, and check the set-up.
 
-    jupyter reactbox build-image [--offline] [--tag TAG] [--mirror URL] [--force]
-    jupyter reactbox doctor [--image TAG] [--runtime NAME]
+jupyter reactbox build-image [--offline] [--tag TAG] [--mirror URL] [--force]
+jupyter reactbox doctor [--image TAG] [--runtime NAME]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def doctor(args) -> int:
             args.runtime in runtimes,
             f"runtime {args.runtime} registered",
             f"runtime {args.runtime!r} is unknown to the engine (it has {', '.join(runtimes)}). "
-            "Register it under \"runtimes\" in /etc/docker/daemon.json and restart dockerd.",
+            'Register it under "runtimes" in /etc/docker/daemon.json and restart dockerd.',
         )
     print("all good" if not problems else f"{len(problems)} problem(s) found")
     return 1 if problems else 0
@@ -88,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build-image", help="build the sandbox image")
-    b.add_argument("--offline", action="store_true",
-                   help="use no container registry: debootstrap + the host's Node.js")
+    b.add_argument(
+        "--offline",
+        action="store_true",
+        help="use no container registry: debootstrap + the host's Node.js",
+    )
     b.add_argument("--tag", default=DEFAULT_TAG, help="image tag (default: %(default)s)")
     b.add_argument("--mirror", help="Debian mirror for --offline (default: the host's apt mirror)")
     b.add_argument("--force", action="store_true", help="rebuild even if the tag exists")

@@ -10,7 +10,7 @@ lists, never shell strings.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import UnsupportedApp
@@ -44,7 +44,9 @@ class AppPlan:
         """The argv that installs the app's dependencies into ./node_modules."""
         pm = self.package_manager
         if pm == "npm":
-            verb = "ci" if self.lockfile in ("package-lock.json", "npm-shrinkwrap.json") else "install"
+            verb = (
+                "ci" if self.lockfile in ("package-lock.json", "npm-shrinkwrap.json") else "install"
+            )
             argv = ["npm", verb, "--no-audit", "--no-fund", "--loglevel=error"]
         elif pm == "yarn":
             argv = ["corepack", "yarn", "install"]
@@ -65,8 +67,9 @@ class AppPlan:
         return {k: v.format(base=base, port=self.port) for k, v in self.env_template}
 
 
-VITE = dict(
+VITE = AppPlan(
     framework="vite",
+    package_manager="npm",
     port=5173,
     dev_argv_template=(
         "node",
@@ -81,8 +84,9 @@ VITE = dict(
     ),
 )
 
-CRA = dict(
+CRA = AppPlan(
     framework="cra",
+    package_manager="npm",
     port=3000,
     dev_argv_template=("node", "node_modules/react-scripts/bin/react-scripts.js", "start"),
     env_template=(
@@ -141,4 +145,4 @@ def detect(app_dir: Path) -> AppPlan:
             "'react-scripts' in dependencies or devDependencies. Add Vite "
             "(npm create vite@latest) or upload a create-react-app project."
         )
-    return AppPlan(package_manager=package_manager, lockfile=lockfile, **spec)
+    return replace(spec, package_manager=package_manager, lockfile=lockfile)

@@ -65,7 +65,10 @@ def host_node() -> tuple[Path, Path]:
     version = subprocess.run([node_path, "--version"], capture_output=True, text=True).stdout
     if int(version.lstrip("v").split(".")[0]) < 20:
         raise BuildError(f"The host's Node.js is {version.strip()}; the sandbox needs 20 or newer.")
-    for modules in (node_path.parent.parent / "lib" / "node_modules", Path("/usr/lib/node_modules")):
+    for modules in (
+        node_path.parent.parent / "lib" / "node_modules",
+        Path("/usr/lib/node_modules"),
+    ):
         if (modules / "npm" / "bin" / "npm-cli.js").is_file():
             return node_path, modules
     raise BuildError("Found node but not the npm that belongs to it (lib/node_modules/npm).")
@@ -131,8 +134,14 @@ def build_offline(
         rootfs = Path(tmp) / "rootfs"
         say(f"debootstrap {suite} (minbase) from the host's apt mirror ...")
         result = subprocess.run(
-            ["debootstrap", "--variant=minbase", "--include=ca-certificates",
-             suite, str(rootfs), mirror],
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=ca-certificates",
+                suite,
+                str(rootfs),
+                mirror,
+            ],
             capture_output=True,
             text=True,
         )

@@ -82,8 +82,10 @@ class PreviewProxyHandler(ProxyHandler):
             raise web.HTTPError(403, f"This preview is served at {origin}, not on this host.")
 
     def _is_upstream(self, _handler, host: str) -> bool:
-        return self.preview is not None and self.preview.endpoint is not None and (
-            host == self.preview.endpoint.host
+        return (
+            self.preview is not None
+            and self.preview.endpoint is not None
+            and (host == self.preview.endpoint.host)
         )
 
     def check_origin(self, origin=None):
@@ -177,7 +179,11 @@ class PreviewProxyHandler(ProxyHandler):
 
     def _rewrite(self, response):
         headers = response.headers
-        for name in ("Set-Cookie", "Access-Control-Allow-Credentials", "Access-Control-Allow-Origin"):
+        for name in (
+            "Set-Cookie",
+            "Access-Control-Allow-Credentials",
+            "Access-Control-Allow-Origin",
+        ):
             headers.pop(name, None)
         sandboxed = not self.runtime.preview_origin(self.project_id)
         policy = f"frame-ancestors {self.frame_ancestors}"
@@ -203,4 +209,3 @@ class PreviewProxyHandler(ProxyHandler):
             if sandboxed and "text/html" in content_type:
                 body = inject_shim(body)
             response.body = body
-

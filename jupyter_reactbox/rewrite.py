@@ -30,8 +30,10 @@ class PublicFiles:
             entries = []
         key = tuple(entries)
         if key != self._key:
-            names = [re.escape(n.encode()) + (b"/" if is_dir else rb"(?=[\"'`?#)\s])")
-                     for n, is_dir in entries]
+            names = [
+                re.escape(n.encode()) + (b"/" if is_dir else rb"(?=[\"'`?#)\s])")
+                for n, is_dir in entries
+            ]
             self._regex = (
                 re.compile(rb"(?<=[\"'`(])/(?=(?:" + b"|".join(names) + rb"))") if names else None
             )

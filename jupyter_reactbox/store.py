@@ -77,10 +77,14 @@ def git(app_dir: Path, *args: str) -> str:
     out = subprocess.run(
         [
             "git",
-            "-c", "safe.directory=*",
-            "-c", "core.hooksPath=/dev/null",
-            "-c", "core.fsmonitor=false",
-            "-c", "commit.gpgsign=false",
+            "-c",
+            "safe.directory=*",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "commit.gpgsign=false",
             *args,
         ],
         cwd=app_dir,
@@ -95,9 +99,9 @@ def git(app_dir: Path, *args: str) -> str:
 class ProjectStore:
     """Creates, finds and deletes projects under one root folder."""
 
-    def __init__(self, root: Path, limits: archive.Limits = archive.Limits()):
+    def __init__(self, root: Path, limits: archive.Limits | None = None):
         self.root = Path(root)
-        self.limits = limits
+        self.limits = limits or archive.Limits()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _dir(self, project_id: str) -> Path:

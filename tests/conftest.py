@@ -70,7 +70,7 @@ def sandbox_image(docker_client):
     try:
         docker_client.images.get(DEFAULT_TAG)
     except docker.errors.ImageNotFound:
-        pytest.fail(f"Build the sandbox image first: jupyter reactbox build-image --offline")
+        pytest.fail("Build the sandbox image first: jupyter reactbox build-image --offline")
     return DEFAULT_TAG
 
 
@@ -88,7 +88,9 @@ def owner(request, docker_client):
     selector = {"label": f"{LABEL}.owner={name}"}
     for c in docker_client.containers.list(all=True, filters=selector):
         if failed:
-            print(f"--- container {c.name} ({c.status})\n{c.logs(tail=60).decode(errors='replace')}")
+            print(
+                f"--- container {c.name} ({c.status})\n{c.logs(tail=60).decode(errors='replace')}"
+            )
             print(json.dumps(c.attrs.get("State"), indent=1))
         c.remove(force=True, v=True)
     for n in docker_client.networks.list(filters=selector):
@@ -132,7 +134,9 @@ def api(jp_fetch):
     class Api:
         async def upload(self, data: bytes, name: str, **kw):
             return await jp_fetch(
-                "reactbox", "api", "projects",
+                "reactbox",
+                "api",
+                "projects",
                 method="POST",
                 params={"name": name},
                 body=data,
@@ -170,13 +174,17 @@ def server_url(jp_serverapp, jp_http_port):
     return f"http://127.0.0.1:{jp_http_port}"
 
 
+def _require_chromium() -> None:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Browser tests need Debian's chromium: apt-get install -y chromium")
+
+
 @contextlib.asynccontextmanager
 async def chromium():
     """Debian's chromium through Playwright (never a downloaded browser)."""
     from playwright.async_api import async_playwright
 
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("Browser tests need Debian's chromium: apt-get install -y chromium")
+    _require_chromium()
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

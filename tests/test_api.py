@@ -6,10 +6,9 @@ import json
 
 import docker.errors
 import pytest
-from tornado.httpclient import HTTPClientError
-
 from conftest import FIXTURES, zip_dir
 from test_archive import PKG, make_zip
+from tornado.httpclient import HTTPClientError
 
 pytestmark = pytest.mark.docker
 
@@ -18,7 +17,12 @@ async def test_api_requires_authentication(jp_fetch):
     for method, body in (("GET", None), ("POST", b"PK")):
         with pytest.raises(HTTPClientError) as err:
             await jp_fetch(
-                "reactbox", "api", "projects", method=method, body=body, headers={"Authorization": ""}
+                "reactbox",
+                "api",
+                "projects",
+                method=method,
+                body=body,
+                headers={"Authorization": ""},
             )
         assert err.value.code == 403
 
@@ -61,7 +65,12 @@ async def test_upload_checks_name_and_type(api, jp_fetch, projects_dir):
     assert "not a usable project name" in json.loads(err.value.response.body)["message"]
     with pytest.raises(HTTPClientError) as err:
         await jp_fetch(
-            "reactbox", "api", "projects", method="POST", params={"name": "x"}, body=b"{}",
+            "reactbox",
+            "api",
+            "projects",
+            method="POST",
+            params={"name": "x"},
+            body=b"{}",
             headers={"Content-Type": "application/json"},
         )
     assert err.value.code == 415
@@ -81,11 +90,19 @@ async def test_vite_app_lifecycle(api, jp_fetch, jp_base_url, projects_dir, dock
     data = zip_dir(FIXTURES / "vite-react", wrap="vite-react-main")
     boundary = "reactbox-boundary"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-        f"filename=\"vite-react-main.zip\"\r\nContent-Type: application/zip\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="vite-react-main.zip"\r\nContent-Type: application/zip\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     r = await jp_fetch(
-        "reactbox", "api", "projects", method="POST", body=body,
+        "reactbox",
+        "api",
+        "projects",
+        method="POST",
+        body=body,
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     assert r.code == 201
@@ -116,15 +133,20 @@ async def test_vite_app_lifecycle(api, jp_fetch, jp_base_url, projects_dir, dock
     assert not (app_dir / "node_modules" / ".git").exists()
 
     # Stop: the container goes, the token dies.
-    r = await jp_fetch("reactbox", "api", "projects", "vite-react-main", "stop", method="POST",
-                       body=b"")
+    r = await jp_fetch(
+        "reactbox", "api", "projects", "vite-react-main", "stop", method="POST", body=b""
+    )
     assert r.code == 202
     assert (await api.get("vite-react-main"))["status"] == "stopped"
-    assert docker_client.containers.list(filters={"label": f"org.jupyter.reactbox.owner={owner}"}) == []
+    assert (
+        docker_client.containers.list(filters={"label": f"org.jupyter.reactbox.owner={owner}"})
+        == []
+    )
 
     # Start again: nothing to install, a new token.
-    r = await jp_fetch("reactbox", "api", "projects", "vite-react-main", "start", method="POST",
-                       body=b"")
+    r = await jp_fetch(
+        "reactbox", "api", "projects", "vite-react-main", "start", method="POST", body=b""
+    )
     assert r.code == 202
     again = await api.wait("vite-react-main")
     assert again["preview_url"] != info["preview_url"]

@@ -21,13 +21,29 @@ def app(tmp_path, pkg, *lockfiles):
 
 def test_vite_with_npm_lockfile(tmp_path):
     plan = detect(app(tmp_path, {"devDependencies": {"vite": "^8"}}, "package-lock.json"))
-    assert (plan.framework, plan.package_manager, plan.lockfile) == ("vite", "npm", "package-lock.json")
+    assert (plan.framework, plan.package_manager, plan.lockfile) == (
+        "vite",
+        "npm",
+        "package-lock.json",
+    )
     assert plan.install_argv() == [
-        "npm", "ci", "--no-audit", "--no-fund", "--loglevel=error", "--ignore-scripts"
+        "npm",
+        "ci",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+        "--ignore-scripts",
     ]
     assert plan.dev_argv(BASE) == [
-        "node", "node_modules/vite/bin/vite.js", "--host", "0.0.0.0", "--port", "5173",
-        "--strictPort", "--base", BASE,
+        "node",
+        "node_modules/vite/bin/vite.js",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "5173",
+        "--strictPort",
+        "--base",
+        BASE,
     ]
     assert plan.dev_env(BASE) == {}
 
@@ -37,7 +53,11 @@ def test_vite_typescript_template_without_lockfile(tmp_path):
     plan = detect(app(tmp_path, pkg))
     assert (plan.framework, plan.package_manager, plan.lockfile) == ("vite", "npm", None)
     assert plan.install_argv(ignore_scripts=False) == [
-        "npm", "install", "--no-audit", "--no-fund", "--loglevel=error"
+        "npm",
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
     ]
 
 
@@ -45,9 +65,17 @@ def test_cra_gets_public_url_and_socket_path(tmp_path):
     plan = detect(app(tmp_path, {"dependencies": {"react-scripts": "5.0.1"}}, "yarn.lock"))
     assert (plan.framework, plan.package_manager) == ("cra", "yarn")
     assert plan.install_argv() == [
-        "corepack", "yarn", "install", "--frozen-lockfile", "--ignore-scripts"
+        "corepack",
+        "yarn",
+        "install",
+        "--frozen-lockfile",
+        "--ignore-scripts",
     ]
-    assert plan.dev_argv(BASE) == ["node", "node_modules/react-scripts/bin/react-scripts.js", "start"]
+    assert plan.dev_argv(BASE) == [
+        "node",
+        "node_modules/react-scripts/bin/react-scripts.js",
+        "start",
+    ]
     assert plan.dev_env(BASE) == {
         "HOST": "0.0.0.0",
         "PORT": "3000",
@@ -65,7 +93,11 @@ def test_pnpm_from_package_manager_field(tmp_path):
     plan = detect(app(tmp_path, pkg, "pnpm-lock.yaml"))
     assert plan.package_manager == "pnpm"
     assert plan.install_argv() == [
-        "corepack", "pnpm", "install", "--config.node-linker=hoisted", "--frozen-lockfile",
+        "corepack",
+        "pnpm",
+        "install",
+        "--config.node-linker=hoisted",
+        "--frozen-lockfile",
         "--ignore-scripts",
     ]
 

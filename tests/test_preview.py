@@ -10,10 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, chromium, zip_dir
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
-
-from conftest import FIXTURES, chromium, zip_dir
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
@@ -33,7 +32,7 @@ async def test_proxy_forwards_no_credentials_and_checks_the_token(
     r = await fetch(
         f"{preview}__reactbox_echo?token={jupyter_token}&keep=1",
         headers={
-            "Cookie": f"username-x=secret; _xsrf=abc",
+            "Cookie": "username-x=secret; _xsrf=abc",
             "Authorization": f"token {jupyter_token}",
             "X-XSRFToken": "abc",
         },
@@ -88,11 +87,11 @@ async def test_proxy_forwards_no_credentials_and_checks_the_token(
     assert err.value.code == 403
     with pytest.raises(HTTPClientError) as err:
         await websocket_connect(
-            HTTPRequest(ws, headers={"Origin": "http://evil.example", "Sec-WebSocket-Protocol": "vite-hmr"})
+            HTTPRequest(
+                ws, headers={"Origin": "http://evil.example", "Sec-WebSocket-Protocol": "vite-hmr"}
+            )
         )
     assert err.value.code == 403
-
-
 
 
 async def test_preview_renders_hot_reloads_and_cannot_act_as_the_user(

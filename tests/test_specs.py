@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jupyter_reactbox.frameworks import AppPlan, VITE
+from jupyter_reactbox.frameworks import VITE
 from jupyter_reactbox.sandbox.docker import Limits, install_container_kwargs, run_container_kwargs
 
 HARDENING = dict(
@@ -21,7 +21,7 @@ HARDENING = dict(
 
 
 def test_run_container_spec():
-    plan = AppPlan(package_manager="npm", **VITE)
+    plan = VITE
     spec = run_container_kwargs(
         image="img:1",
         owner="alice",
@@ -38,8 +38,15 @@ def test_run_container_spec():
     assert spec == dict(
         image="img:1",
         command=[
-            "node", "node_modules/vite/bin/vite.js", "--host", "0.0.0.0", "--port", "5173",
-            "--strictPort", "--base", "/user/alice/reactbox/preview/shop/T/",
+            "node",
+            "node_modules/vite/bin/vite.js",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "5173",
+            "--strictPort",
+            "--base",
+            "/user/alice/reactbox/preview/shop/T/",
         ],
         name="reactbox-alice-shop",
         user="1000:1000",

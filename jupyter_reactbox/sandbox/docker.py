@@ -178,8 +178,13 @@ def run_container_kwargs(
 def install_fingerprint(app_dir: Path, argv: list[str]) -> str:
     """What decides the content of node_modules: manifest, lockfiles and command."""
     h = hashlib.sha256(" ".join(argv).encode())
-    for name in ("package.json", "package-lock.json", "npm-shrinkwrap.json", "yarn.lock",
-                 "pnpm-lock.yaml"):
+    for name in (
+        "package.json",
+        "package-lock.json",
+        "npm-shrinkwrap.json",
+        "yarn.lock",
+        "pnpm-lock.yaml",
+    ):
         path = app_dir / name
         if path.is_file():
             h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -325,17 +330,28 @@ class DockerSandbox:
 
     # -- the Sandbox protocol -------------------------------------------------
 
-    async def install(self, project_id: str, app_dir: Path, plan: AppPlan, log: Path) -> None:
-        argv = plan.install_argv(ignore_scripts=self.ignore_scripts)
-        marker = app_dir / "node_modules" / INSTALL_MARKER
+    def _prepare_install(self, app_dir: Path, argv: list[str]) -> str | None:
+        """The fingerprint to install for, or None when node_modules is up to date.
+
+        Blocking file work; runs on a thread.
+        """
         fingerprint = install_fingerprint(app_dir, argv)
+        marker = app_dir / "node_modules" / INSTALL_MARKER
         if marker.is_file() and marker.read_text() == fingerprint:
-            self.log.info("Dependencies of %s are up to date; not installing", project_id)
-            return
+            return None
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0 and self.uid != 0:
-            await asyncio.to_thread(_chown_tree, app_dir, self.uid, self.gid)
+            # A root server: hand the files to the unprivileged container user.
+            _chown_tree(app_dir, self.uid, self.gid)
             os.chown(self.cache_dir, self.uid, self.gid)
+        return fingerprint
+
+    async def install(self, project_id: str, app_dir: Path, plan: AppPlan, log: Path) -> None:
+        argv = plan.install_argv(ignore_scripts=self.ignore_scripts)
+        fingerprint = await asyncio.to_thread(self._prepare_install, app_dir, argv)
+        if fingerprint is None:
+            self.log.info("Dependencies of %s are up to date; not installing", project_id)
+            return
         network = f"reactbox-{self.owner}-install"
         await self._ensure_network(network, internal=False, project_id="")
         name = container_name(self.owner, project_id, "install")
@@ -362,13 +378,14 @@ class DockerSandbox:
         except requests.exceptions.ReadTimeout:
             code = None
         output = (await self._call(container.logs)).decode("utf-8", "replace")
-        log.write_text(f"$ {' '.join(argv)}\n{output}")
+        await asyncio.to_thread(log.write_text, f"$ {' '.join(argv)}\n{output}")
         await self._remove_container(name)
         if code != 0:
             tail = "\n".join(output.strip().splitlines()[-15:])
             why = "timed out" if code is None else f"exited with code {code}"
             raise InstallFailed(f"Installing dependencies ({' '.join(argv[:2])}) {why}:\n{tail}")
-        marker.write_text(fingerprint)
+        marker = app_dir / "node_modules" / INSTALL_MARKER
+        await asyncio.to_thread(marker.write_text, fingerprint)
 
     async def run(
         self, project_id: str, app_dir: Path, plan: AppPlan, *, base: str, token: str
