@@ -83,6 +83,13 @@ def doctor(args) -> int:
     return 1 if problems else 0
 
 
+def settings(args) -> int:
+    from .app import ReactBoxApp
+
+    print(ReactBoxApp.class_config_section())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jupyter reactbox", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=__version__)
@@ -101,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--image", default=DEFAULT_TAG, help="image tag (default: %(default)s)")
     d.add_argument("--runtime", default="", help="OCI runtime to check for, e.g. runsc")
     d.set_defaults(func=doctor)
+    s = sub.add_parser("settings", help="print every setting as a commented config file")
+    s.set_defaults(func=settings)
     args = parser.parse_args(argv)
     return args.func(args)
 

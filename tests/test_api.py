@@ -13,18 +13,25 @@ from tornado.httpclient import HTTPClientError
 pytestmark = pytest.mark.docker
 
 
-async def test_api_requires_authentication(jp_fetch):
-    for method, body in (("GET", None), ("POST", b"PK")):
-        with pytest.raises(HTTPClientError) as err:
-            await jp_fetch(
-                "reactbox",
-                "api",
-                "projects",
-                method=method,
-                body=body,
-                headers={"Authorization": ""},
-            )
-        assert err.value.code == 403
+ROUTES = [
+    ("GET", ("projects",)),
+    ("POST", ("projects",)),
+    ("GET", ("projects", "shop")),
+    ("DELETE", ("projects", "shop")),
+    ("POST", ("projects", "shop", "start")),
+    ("POST", ("projects", "shop", "stop")),
+    ("GET", ("projects", "shop", "logs")),
+]
+
+
+@pytest.mark.parametrize("method, path", ROUTES)
+async def test_every_api_route_requires_authentication(jp_fetch, method, path):
+    body = b"PK" if method == "POST" else None
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch(
+            "reactbox", "api", *path, method=method, body=body, headers={"Authorization": ""}
+        )
+    assert err.value.code == 403
 
 
 BAD_UPLOADS = {
