@@ -28,6 +28,7 @@ from jupyter_reactbox.sandbox.docker import LABEL
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",

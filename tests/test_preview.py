@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, chromium, zip_dir
+from conftest import ARTIFACTS, FIXTURES, chromium, zip_dir
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
-ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 
 
 async def fetch(url, **kw):

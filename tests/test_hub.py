@@ -1,0 +1,240 @@
+"""Under a real JupyterHub (configurable-http-proxy, two users, local-process spawner).
+
+`jupyterhub-singleuser` sends `Content-Security-Policy: frame-ancestors 'none'`
+on every handler by default; a preview must still appear in a frame on the
+user's own pages, and must not open any door into the user's server or the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ARTIFACTS, FIXTURES, chromium, zip_dir
+from tornado.httpclient import AsyncHTTPClient
+
+from jupyter_reactbox.sandbox.docker import LABEL
+
+pytestmark = [pytest.mark.docker, pytest.mark.browser]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def fetch(url, **kw):
+    kw.setdefault("request_timeout", 60)
+    return await AsyncHTTPClient().fetch(url, raise_error=False, follow_redirects=False, **kw)
+
+
+class Hub:
+    def __init__(self, tmp: Path, package_cache: Path, image: str):
+        self.tmp = tmp
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = secrets.token_hex(16)
+        suffix = secrets.token_hex(3)
+        self.alice, self.bob = f"alice-{suffix}", f"bob-{suffix}"
+        (tmp / "jupyterhub_config.py").write_text(
+            textwrap.dedent(
+                f"""
+                c.JupyterHub.ip = "127.0.0.1"
+                c.JupyterHub.port = {self.port}
+                c.JupyterHub.hub_ip = "127.0.0.1"
+                c.JupyterHub.hub_port = {free_port()}
+                c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+                c.JupyterHub.db_url = "sqlite:///{tmp}/hub.sqlite"
+                c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
+                c.ConfigurableHTTPProxy.pid_file = "{tmp}/proxy.pid"
+                c.JupyterHub.authenticator_class = "dummy"
+                c.DummyAuthenticator.password = "pw"
+                c.Authenticator.allowed_users = {{"{self.alice}", "{self.bob}"}}
+                c.JupyterHub.spawner_class = "simple"
+                c.SimpleLocalProcessSpawner.home_dir_template = "{tmp}/home/{{username}}"
+                c.Spawner.args = [
+                    "--allow-root",
+                    "--ReactBoxApp.cache_dir={package_cache}",
+                    "--ReactBoxApp.image={image}",
+                ]
+                c.Spawner.start_timeout = 120
+                c.Spawner.http_timeout = 120
+                c.JupyterHub.services = [{{"name": "tester", "api_token": "{self.token}"}}]
+                c.JupyterHub.load_roles = [{{
+                    "name": "tester",
+                    "scopes": ["admin:users", "admin:servers", "tokens", "access:servers"],
+                    "services": ["tester"],
+                }}]
+                """
+            )
+        )
+        self.log = open(tmp / "hub.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(tmp / "jupyterhub_config.py")],
+            cwd=tmp,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    async def api(self, method, path, body=None, token=None):
+        r = await fetch(
+            f"{self.url}/hub/api/{path}",
+            method=method,
+            body=None if body is None else json.dumps(body),
+            headers={"Authorization": f"token {token or self.token}"},
+            allow_nonstandard_methods=True,
+        )
+        return r.code, (json.loads(r.body) if r.body else None)
+
+    async def ready(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if (await fetch(f"{self.url}/hub/api/")).code == 200:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.5)
+        raise AssertionError("JupyterHub did not start:\n" + self.logs())
+
+    async def start_server(self, user):
+        code, _ = await self.api("POST", "users", {"usernames": [user]})
+        assert code in (201, 409)
+        code, _ = await self.api("POST", f"users/{user}/server")
+        assert code in (201, 202), self.logs()
+        for _ in range(240):
+            _, info = await self.api("GET", f"users/{user}")
+            if info["servers"].get("", {}).get("ready"):
+                break
+            await asyncio.sleep(0.5)
+        else:
+            raise AssertionError(f"{user}'s server did not start:\n" + self.logs())
+        code, tok = await self.api("POST", f"users/{user}/tokens", {"note": "test"})
+        assert code in (200, 201), tok
+        return tok["token"]
+
+    def logs(self) -> str:
+        self.log.flush()
+        return (self.tmp / "hub.log").read_text(errors="replace")[-5000:]
+
+    def stop(self):
+        os.killpg(self.proc.pid, 15)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, 9)
+        self.log.close()
+
+
+@pytest.fixture
+def hub(tmp_path, package_cache, sandbox_image, docker_client, request):
+    if not shutil.which("configurable-http-proxy"):
+        pytest.fail(
+            "These tests need configurable-http-proxy: npm install -g configurable-http-proxy"
+        )
+    h = Hub(tmp_path, package_cache, sandbox_image)
+    yield h
+    h.stop()
+    if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
+        print(h.logs())
+    for user in (h.alice, h.bob):
+        selector = {"label": f"{LABEL}.owner={user}"}
+        for c in docker_client.containers.list(all=True, filters=selector):
+            c.remove(force=True, v=True)
+        for n in docker_client.networks.list(filters=selector):
+            n.remove()
+
+
+async def test_preview_under_jupyterhub(hub):
+    await hub.ready()
+    alice_token = await hub.start_server(hub.alice)
+    bob_token = await hub.start_server(hub.bob)
+    alice = f"{hub.url}/user/{hub.alice}/"
+    api = f"{alice}reactbox/api/projects"
+
+    r = await fetch(
+        f"{api}?name=shop",
+        method="POST",
+        body=zip_dir(FIXTURES / "vite-react"),
+        headers={"Authorization": f"token {alice_token}", "Content-Type": "application/zip"},
+    )
+    assert r.code == 201, r.body
+    for _ in range(480):
+        r = await fetch(f"{api}/shop", headers={"Authorization": f"token {alice_token}"})
+        info = json.loads(r.body)
+        if info["status"] in ("running", "failed"):
+            break
+        await asyncio.sleep(0.25)
+    assert info["status"] == "running", info
+    assert info["preview_url"].startswith(f"/user/{hub.alice}/reactbox/preview/shop/")
+    preview = hub.url + info["preview_url"]
+
+    # Bob cannot use Alice's API, nor guess her previews.
+    for url in (api, f"{api}/shop", f"{api}/shop/logs"):
+        r = await fetch(url, headers={"Authorization": f"token {bob_token}"})
+        assert r.code in (302, 403, 404), (url, r.code)
+        assert b"shop" not in (r.body or b"")
+    token = info["preview_url"].rstrip("/").rsplit("/", 1)[1]
+    wrong = preview.replace(token, "x" * len(token))
+    r = await fetch(wrong, headers={"Authorization": f"token {bob_token}"})
+    assert r.code == 403
+
+    # The preview overrides the hub's frame-ancestors 'none' with its own policy.
+    r = await fetch(preview)
+    assert r.code == 200
+    assert r.headers.get_list("Content-Security-Policy") == [
+        "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads; "
+        "frame-ancestors 'self'"
+    ]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(f"{hub.url}/hub/login")
+        await page.fill("input[name=username]", hub.alice)
+        await page.fill("input[name=password]", "pw")
+        await page.click("input[type=submit], button[type=submit]")
+        await page.wait_for_load_state()
+        # Any HTML page of Alice's own server, reached through the hub's OAuth.
+        await page.goto(f"{alice}a-page-that-is-not-there")
+        assert page.url.startswith(alice)
+        await page.evaluate(
+            """src => { const f = document.createElement('iframe');
+                        f.src = src; f.style.width = '1000px'; f.style.height = '700px';
+                        document.body.replaceChildren(f); }""",
+            preview,
+        )
+        frame = None
+        for _ in range(200):
+            frame = next((f for f in page.frames if f.url.startswith(preview)), None)
+            if frame:
+                break
+            await asyncio.sleep(0.05)
+        assert frame is not None
+        await frame.wait_for_selector("h1", timeout=30_000)
+        assert await frame.inner_text("h1") == "Get started"
+        attack = await frame.evaluate(
+            """async ([alice, hub]) => {
+                const get = async (url) => {
+                    try { const r = await fetch(url, {credentials: 'include'}); return `${r.status}`; }
+                    catch (e) { return `blocked: ${e.name}`; }
+                };
+                return [await get(alice + 'api/kernels'), await get(hub + '/hub/api/user'),
+                        await get(alice + 'reactbox/api/projects')];
+            }""",
+            [alice, hub.url],
+        )
+        assert all(a.startswith(("blocked", "403", "401")) for a in attack), attack
+        await page.screenshot(path=ARTIFACTS / "preview-under-jupyterhub.png")
