@@ -192,3 +192,19 @@ async def chromium():
             yield browser
         finally:
             await browser.close()
+
+
+async def embed_preview(page, url: str):
+    """Put the preview in an iframe on the current page, as JupyterLab does; its frame."""
+    await page.evaluate(
+        """src => { const f = document.createElement('iframe');
+                    f.src = src; f.style.width = '1000px'; f.style.height = '700px';
+                    document.body.replaceChildren(f); }""",
+        url,
+    )
+    for _ in range(200):
+        frame = next((f for f in page.frames if f.url.startswith(url)), None)
+        if frame:
+            return frame
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no frame loaded {url}")

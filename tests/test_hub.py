@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, FIXTURES, chromium, zip_dir
+from conftest import ARTIFACTS, FIXTURES, chromium, embed_preview, zip_dir
 from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_reactbox.sandbox.docker import LABEL
@@ -210,19 +210,7 @@ async def test_preview_under_jupyterhub(hub):
         # Any HTML page of Alice's own server, reached through the hub's OAuth.
         await page.goto(f"{alice}a-page-that-is-not-there")
         assert page.url.startswith(alice)
-        await page.evaluate(
-            """src => { const f = document.createElement('iframe');
-                        f.src = src; f.style.width = '1000px'; f.style.height = '700px';
-                        document.body.replaceChildren(f); }""",
-            preview,
-        )
-        frame = None
-        for _ in range(200):
-            frame = next((f for f in page.frames if f.url.startswith(preview)), None)
-            if frame:
-                break
-            await asyncio.sleep(0.05)
-        assert frame is not None
+        frame = await embed_preview(page, preview)
         await frame.wait_for_selector("h1", timeout=30_000)
         assert await frame.inner_text("h1") == "Get started"
         attack = await frame.evaluate(

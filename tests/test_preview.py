@@ -5,11 +5,10 @@ The preview is untrusted code; these tests attack from inside it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
-from conftest import ARTIFACTS, FIXTURES, chromium, zip_dir
+from conftest import ARTIFACTS, FIXTURES, chromium, embed_preview, zip_dir
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -116,19 +115,7 @@ async def test_preview_renders_hot_reloads_and_cannot_act_as_the_user(
         # Embed the preview as JupyterLab does: in an iframe on a Jupyter page (any
         # HTML page on Jupyter's origin will do; API responses forbid frames).
         await page.goto(f"{jupyter}a-page-that-is-not-there")
-        await page.evaluate(
-            """src => { const f = document.createElement('iframe');
-                        f.src = src; f.style.width = '1000px'; f.style.height = '800px';
-                        document.body.replaceChildren(f); }""",
-            preview,
-        )
-        frame = None
-        for _ in range(200):
-            frame = next((f for f in page.frames if f.url.startswith(preview)), None)
-            if frame:
-                break
-            await asyncio.sleep(0.05)
-        assert frame is not None
+        frame = await embed_preview(page, preview)
         await frame.wait_for_selector("h1", timeout=30_000)
         assert await frame.inner_text("h1") == "Get started"
 
