@@ -20,6 +20,8 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from . import history
+from .ai.editor import AIEditor
 from .errors import ArchiveError, ArchiveTooLarge, ReactBoxError
 from .runtime import Runtime
 
@@ -153,6 +155,113 @@ class LogsHandler(BaseHandler):
         self.finish()
 
 
+NO_AI = (
+    "AI edits are not configured. Set c.ReactBoxApp.ai_base_url (or $OPENAI_BASE_URL) to "
+    "an OpenAI-compatible endpoint and c.ReactBoxApp.ai_api_key (or $OPENAI_API_KEY), "
+    "then restart the server."
+)
+
+
+class EditBase(BaseHandler):
+    @property
+    def editor(self) -> AIEditor | None:
+        return self.settings["reactbox_editor"]
+
+    def require_editor(self) -> AIEditor:
+        if self.editor is None:
+            raise web.HTTPError(503, NO_AI)
+        return self.editor
+
+    def check_not_editing(self, project_id: str) -> None:
+        if self.editor is not None and self.editor.busy(project_id):
+            raise web.HTTPError(409, f"An edit of {project_id} is running; wait for it to finish.")
+
+
+class EditsHandler(EditBase):
+    @web.authenticated
+    @maps_errors
+    async def get(self, project_id):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        editor = self.require_editor()
+        self.write_json({"edits": await asyncio.to_thread(editor.past_edits, project)})
+
+    @web.authenticated
+    @maps_errors
+    async def post(self, project_id):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        editor = self.require_editor()
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError as exc:
+            raise web.HTTPError(400, f"The body is not JSON: {exc}") from exc
+        instruction, paths = body.get("instruction"), body.get("paths")
+        if not isinstance(instruction, str) or (
+            paths is not None
+            and not (isinstance(paths, list) and all(isinstance(p, str) for p in paths))
+        ):
+            raise web.HTTPError(
+                400, 'Send {"instruction": "...", "paths": ["src/App.jsx"]} (paths optional).'
+            )
+        result = await editor.edit(project, instruction, paths)
+        self.write_json(result.to_json())
+
+
+class EditEventsHandler(EditBase):
+    @web.authenticated
+    @maps_errors
+    async def get(self, project_id):
+        await asyncio.to_thread(self.runtime.store.get, project_id)
+        editor = self.require_editor()
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        progress = editor.progress.get(project_id)
+        sent = 0
+        while progress is not None:
+            changed = progress.changed
+            for event in progress.events[sent:]:
+                self.write(f"data: {json.dumps(event)}\n\n")
+            sent = len(progress.events)
+            try:
+                await self.flush()
+            except StreamClosedError:
+                return
+            if progress.done:
+                break
+            await changed.wait()
+        self.finish()
+
+
+class HistoryHandler(EditBase):
+    @web.authenticated
+    @maps_errors
+    async def get(self, project_id):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        commits = await asyncio.to_thread(history.log, project.app_dir)
+        self.write_json({"commits": [c.to_json() for c in commits]})
+
+
+class HistoryActionHandler(EditBase):
+    @web.authenticated
+    @maps_errors
+    async def post(self, project_id, action):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        self.check_not_editing(project_id)
+        step = history.undo if action == "undo" else history.redo
+        commit = await asyncio.to_thread(step, project.app_dir)
+        self.write_json({"head": commit.to_json()})
+
+
+class DiffHandler(EditBase):
+    @web.authenticated
+    @maps_errors
+    async def get(self, project_id):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        start = self.get_query_argument("from", "HEAD~1")
+        end = self.get_query_argument("to", None)
+        text = await asyncio.to_thread(history.diff, project.app_dir, start, end)
+        self.write_json({"from": start, "to": end, "diff": text})
+
+
 def handlers() -> list[tuple]:
     api = "/reactbox/api"
     return [
@@ -160,4 +269,9 @@ def handlers() -> list[tuple]:
         (f"{api}/projects/{ID}", ProjectHandler),
         (f"{api}/projects/{ID}/(?P<action>start|stop)", ActionHandler),
         (f"{api}/projects/{ID}/logs", LogsHandler),
+        (f"{api}/projects/{ID}/edits", EditsHandler),
+        (f"{api}/projects/{ID}/edits/events", EditEventsHandler),
+        (f"{api}/projects/{ID}/history", HistoryHandler),
+        (f"{api}/projects/{ID}/(?P<action>undo|redo)", HistoryActionHandler),
+        (f"{api}/projects/{ID}/diff", DiffHandler),
     ]

@@ -10,12 +10,14 @@ import getpass
 import os
 from pathlib import Path
 
+import openai
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default, validate
 
 from . import api
 from ._version import __version__
+from .ai.editor import AIEditor
 from .archive import Limits as ArchiveLimits
 from .proxy import PreviewProxyHandler
 from .runtime import Runtime
@@ -169,6 +171,64 @@ class ReactBoxApp(ExtensionApp):
         this server. Empty: same host, CSP sandbox (opaque origin).""",
     ).tag(config=True)
 
+    ai_base_url = Unicode(
+        help="""OpenAI-compatible endpoint for AI edits (OpenAI, Azure, vLLM, Ollama,
+        LiteLLM, ...), e.g. 'http://localhost:11434/v1'. Defaults to $OPENAI_BASE_URL;
+        empty with no key: AI edits are off (the API answers 503).""",
+    ).tag(config=True)
+
+    @default("ai_base_url")
+    def _default_ai_base_url(self):
+        return os.environ.get("OPENAI_BASE_URL", "")
+
+    ai_api_key = Unicode(
+        help="""API key of the AI endpoint. Defaults to $OPENAI_API_KEY. It stays in
+        this server process: never sent to kernels, browsers or containers, never
+        logged.""",
+    ).tag(config=True)
+
+    @default("ai_api_key")
+    def _default_ai_api_key(self):
+        return os.environ.get("OPENAI_API_KEY", "")
+
+    ai_model = Unicode("gpt-4o", help="Model name for AI edits.").tag(config=True)
+    ai_timeout = Float(120, help="Seconds to wait for one model answer.").tag(config=True)
+    ai_max_retries = Int(
+        2, help="Retries (with backoff) on 429, 5xx, timeouts and dropped connections."
+    ).tag(config=True)
+    ai_max_tokens = Int(4096, help="Most tokens the model may answer with.").tag(config=True)
+    ai_max_attempts = Int(
+        3,
+        help="""Model answers per edit: the first, plus fixes after a SEARCH that does
+        not match, a syntax error or a compile error.""",
+    ).tag(config=True)
+    ai_context_chars = Int(
+        60_000, help="Budget of file text sent to the model with an instruction."
+    ).tag(config=True)
+    ai_max_answer_chars = Int(
+        1_000_000, help="Longest model answer accepted; longer ones are refused whole."
+    ).tag(config=True)
+
+    def _make_editor(self, runtime: Runtime) -> AIEditor | None:
+        if not (self.ai_base_url or self.ai_api_key):
+            return None
+        client = openai.AsyncOpenAI(
+            api_key=self.ai_api_key or "not-needed",
+            base_url=self.ai_base_url or None,
+            timeout=self.ai_timeout,
+            max_retries=self.ai_max_retries,
+        )
+        return AIEditor(
+            client,
+            model=self.ai_model,
+            max_tokens=self.ai_max_tokens,
+            max_attempts=self.ai_max_attempts,
+            context_chars=self.ai_context_chars,
+            max_answer_chars=self.ai_max_answer_chars,
+            compile_check=runtime.compile_errors,
+            log=self.log,
+        )
+
     def initialize_settings(self):
         store = ProjectStore(
             Path(self.projects_dir),
@@ -207,6 +267,7 @@ class ReactBoxApp(ExtensionApp):
         )
         self.settings.update(
             reactbox_runtime=self.runtime,
+            reactbox_editor=self._make_editor(self.runtime),
             reactbox_max_upload_bytes=self.max_upload_bytes,
         )
 

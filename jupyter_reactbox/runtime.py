@@ -23,6 +23,18 @@ from .errors import ReactBoxError, SandboxError
 from .sandbox.base import Endpoint, Sandbox
 from .store import Project, ProjectStore
 
+COMPILED_SUFFIXES = (
+    ".js",
+    ".jsx",
+    ".mjs",
+    ".ts",
+    ".tsx",
+    ".mts",
+    ".css",
+    ".scss",
+    ".vue",
+    ".svelte",
+)
 STATUSES = ("installing", "starting", "running", "stopped", "failed")
 
 
@@ -177,6 +189,28 @@ class Runtime:
             f"The dev server did not answer within {self.start_timeout:g} s; see its logs "
             "(GET .../logs), or raise c.ReactBoxApp.start_timeout."
         )
+
+    async def compile_errors(self, project_id: str, paths: list[str]) -> str | None:
+        """Ask the running dev server to compile ``paths``; its first error, or None.
+
+        Vite compiles a module when it is requested; a query it has not seen
+        makes it compile the file as it is on disk now, not from its cache.
+        Other dev servers (and stopped previews) are not asked.
+        """
+        st = self._states.get(project_id)
+        if st is None or st.status != "running" or st.framework != "vite" or not st.endpoint:
+            return None
+        client = httpclient.AsyncHTTPClient()
+        nonce = secrets.token_hex(4)
+        for path in paths:
+            if not path.endswith(COMPILED_SUFFIXES):
+                continue
+            url = f"http://{st.endpoint.host}:{st.endpoint.port}{st.base}{path}?reactbox-check={nonce}"
+            response = await client.fetch(url, raise_error=False, request_timeout=60)
+            if response.code >= 400:
+                text = (response.body or b"").decode("utf-8", "replace").strip()
+                return f"{path}: {text[:2000] or f'HTTP {response.code}'}"
+        return None
 
     async def stop(self, project_id: str) -> None:
         st = self.state(project_id)

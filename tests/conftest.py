@@ -21,6 +21,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+from llm import ScriptedLLM
 
 from jupyter_reactbox.cli import DEFAULT_TAG
 from jupyter_reactbox.sandbox.docker import LABEL
@@ -111,7 +112,32 @@ def projects_dir(tmp_path):
 
 
 @pytest.fixture
-def jp_server_config(projects_dir, owner, package_cache, sandbox_image):
+def llm(jp_asyncio_loop):
+    """The scripted OpenAI-compatible server, on a free loopback port."""
+    server = ScriptedLLM()
+
+    async def start():
+        server.start()
+
+    jp_asyncio_loop.run_until_complete(start())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ai_config(llm):
+    """AI settings of the server under test; a test may override this fixture."""
+    return {
+        "ai_base_url": llm.base_url,
+        "ai_api_key": "test-key",
+        "ai_model": "scripted",
+        "ai_timeout": 3.0,
+        "ai_max_retries": 1,
+    }
+
+
+@pytest.fixture
+def jp_server_config(projects_dir, owner, package_cache, sandbox_image, ai_config):
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_reactbox": True}},
         "ReactBoxApp": {
@@ -119,6 +145,7 @@ def jp_server_config(projects_dir, owner, package_cache, sandbox_image):
             "cache_dir": str(package_cache),
             "owner": owner,
             "image": sandbox_image,
+            **ai_config,
         },
     }
 

@@ -1,0 +1,361 @@
+"""Instruction -> validated, transactional code change -> hot-reloaded preview.
+
+One edit, under the project's edit lock (a second one gets 409):
+
+1. commit the user's own uncommitted changes ("Manual changes"): never lost;
+2. build the context (project map + relevant files) and ask the model;
+3. parse its SEARCH/REPLACE blocks and apply them in memory; refuse paths
+   outside the project; parse-check every changed file; on a miss or a syntax
+   error, tell the model why and ask again (bounded attempts; after a miss the
+   model may answer with whole files);
+4. write the files atomically and commit;
+5. ask the running dev server to compile the changed modules; on an error,
+   feed it back for a fix; if none works, roll back to the commit before the
+   edit and report why.
+
+Statuses: ``applied``; ``rejected`` (the answer could not be applied safely:
+nothing was written); ``failed`` (the model could not be asked, or the code
+did not compile: rolled back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from .. import history
+from ..errors import ReactBoxError, UserError
+from ..store import Project
+from . import context, edits, validate
+
+SYSTEM_PROMPT = """\
+You are an expert React developer editing an app in a live dev server.
+Change the app exactly as the user asks, and nothing else.
+
+Answer with SEARCH/REPLACE blocks, one per change, in this exact format:
+
+path/to/file.jsx
+```jsx
+<<<<<<< SEARCH
+the exact current lines to replace
+=======
+the new lines
+>>>>>>> REPLACE
+```
+
+Rules:
+- The path is relative to the project root, on its own line before the block.
+- SEARCH must copy the current lines exactly, with enough of them to be unique.
+- To create a file, leave SEARCH empty. To delete a file, replace all of it with nothing.
+- Only edit files inside the project; never node_modules or .git.
+- Keep explanations short; the blocks are what counts.
+"""
+
+WHOLE_FILE_LINES = 150
+"""Files at most this long may be answered as a whole file without a SEARCH."""
+
+
+class EditBusy(UserError):
+    status = 409
+
+
+class ModelError(ReactBoxError):
+    """The model endpoint could not give a usable answer."""
+
+
+@dataclass
+class EditResult:
+    id: str
+    instruction: str
+    paths: list[str] | None
+    status: str = "running"
+    files: list[str] = field(default_factory=list)
+    diff: str = ""
+    message: str = ""
+    attempts: int = 0
+    usage: dict = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    commit: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Progress:
+    """Events of one project's current edit, for streaming to the widget."""
+
+    events: list[dict] = field(default_factory=list)
+    done: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def emit(self, **event) -> None:
+        self.events.append({"time": time.time(), **event})
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+CompileCheck = Callable[[str, list[str]], Awaitable[str | None]]
+
+
+class AIEditor:
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        *,
+        model: str,
+        max_tokens: int = 4096,
+        max_attempts: int = 3,
+        context_chars: int = 60_000,
+        max_answer_chars: int = 1_000_000,
+        compile_check: CompileCheck | None = None,
+        log: logging.Logger | None = None,
+    ):
+        self.client = client
+        self.model = model
+        self.max_tokens = max_tokens
+        self.max_attempts = max_attempts
+        self.context_chars = context_chars
+        self.max_answer_chars = max_answer_chars
+        self.compile_check = compile_check
+        self.log = log or logging.getLogger(__name__)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.progress: dict[str, Progress] = {}
+
+    # -- bookkeeping ---------------------------------------------------------
+
+    def busy(self, project_id: str) -> bool:
+        lock = self._locks.get(project_id)
+        return lock is not None and lock.locked()
+
+    @staticmethod
+    def _journal(project: Project) -> Path:
+        return project.path / "edits.jsonl"
+
+    def past_edits(self, project: Project) -> list[dict]:
+        try:
+            lines = self._journal(project).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def _record(self, project: Project, result: EditResult) -> None:
+        with open(self._journal(project), "a") as f:
+            f.write(json.dumps(result.to_json()) + "\n")
+
+    # -- the edit --------------------------------------------------------------
+
+    async def edit(self, project: Project, instruction: str, paths: list[str] | None) -> EditResult:
+        instruction = instruction.strip()
+        if not instruction:
+            raise UserError('Say what to change: {"instruction": "Make the header sticky"}.')
+        if paths is not None:
+            paths = [edits.safe_path(p) for p in paths]  # 422 for a path outside the project
+        lock = self._locks.setdefault(project.id, asyncio.Lock())
+        if lock.locked():
+            raise EditBusy(f"An edit of {project.id} is running; wait for it to finish.")
+        async with lock:
+            progress = self.progress[project.id] = Progress()
+            result = EditResult(id=secrets.token_hex(6), instruction=instruction, paths=paths)
+            try:
+                await self._run(project, result, progress)
+            finally:
+                result.finished = time.time()
+                if result.status == "running":
+                    result.status, result.message = "failed", "Interrupted."
+                await asyncio.to_thread(self._record, project, result)
+                progress.emit(stage="done", status=result.status, message=result.message)
+                progress.done = True
+            return result
+
+    async def _run(self, project: Project, result: EditResult, progress: Progress) -> None:
+        app = project.app_dir
+        await asyncio.to_thread(history.commit_all, app, "Manual changes")
+        base = await asyncio.to_thread(history.head, app)
+        ctx = await asyncio.to_thread(
+            context.build, app, result.instruction, result.paths, self.context_chars
+        )
+        messages: list[dict] = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": _user_prompt(ctx, result.instruction)},
+        ]
+        misses = 0
+        committed = False
+        for attempt in range(1, self.max_attempts + 1):
+            result.attempts = attempt
+            progress.emit(stage="asking", attempt=attempt)
+            try:
+                answer = await self._ask(messages, result)
+            except ModelError as exc:
+                result.status, result.message = "failed", str(exc)
+                break
+            messages.append({"role": "assistant", "content": answer})
+            progress.emit(stage="applying", attempt=attempt)
+            try:
+                changes = await asyncio.to_thread(_apply_answer, app, answer, misses > 0)
+            except edits.UnsafePath as exc:
+                result.status, result.message = "rejected", str(exc)
+                break
+            except edits.EditError as exc:
+                misses += 1
+                result.status, result.message = "rejected", str(exc)
+                messages.append({"role": "user", "content": _retry_prompt(str(exc))})
+                continue
+            await asyncio.to_thread(_write_atomically, app, changes)
+            sha = await asyncio.to_thread(history.commit_all, app, f"AI: {result.instruction[:72]}")
+            committed = committed or sha is not None
+            result.files = sorted(changes)
+            progress.emit(stage="compiling", attempt=attempt, files=result.files)
+            error = await self._compile(
+                project.id, [p for p, c in changes.items() if c is not None]
+            )
+            if error:
+                result.status, result.message = (
+                    "failed",
+                    f"The dev server cannot compile it: {error}",
+                )
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": (
+                            f"The dev server failed to compile the change:\n{error}\n"
+                            "Fix it with SEARCH/REPLACE blocks against the files as they are now."
+                        ),
+                    }
+                )
+                continue
+            result.status = "applied"
+            result.message = f"Changed {', '.join(result.files)}."
+            break
+        if result.status == "applied":
+            result.commit = await asyncio.to_thread(history.head, app)
+            result.diff = await asyncio.to_thread(history.diff, app, base, result.commit)
+        elif committed:
+            await asyncio.to_thread(history.reset, app, base)
+            result.message += " The project was rolled back to how it was before the edit."
+
+    async def _ask(self, messages: list[Any], result: EditResult) -> str:
+        try:
+            response = await self.client.chat.completions.create(
+                model=self.model, messages=messages, max_tokens=self.max_tokens, temperature=0
+            )
+        except openai.APITimeoutError as exc:
+            raise ModelError(
+                f"The model did not answer within {self.client.timeout} s "
+                "(c.ReactBoxApp.ai_timeout)."
+            ) from exc
+        except openai.RateLimitError as exc:
+            raise ModelError(
+                "The model endpoint keeps answering 429 (rate limit) after "
+                f"{self.client.max_retries} retries; try again in a minute."
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise ModelError(
+                f"Cannot reach the model endpoint {self.client.base_url}: {exc}"
+            ) from exc
+        except openai.APIStatusError as exc:
+            raise ModelError(
+                f"The model endpoint answered {exc.status_code}: {str(exc.message)[:300]}"
+            ) from exc
+        if response.usage:
+            result.usage["prompt_tokens"] += response.usage.prompt_tokens or 0
+            result.usage["completion_tokens"] += response.usage.completion_tokens or 0
+        if not response.choices:
+            raise ModelError("The model endpoint answered with no choices.")
+        answer = response.choices[0].message.content or ""
+        if len(answer) > self.max_answer_chars:
+            raise ModelError(
+                f"The model's answer has {len(answer)} characters, over the limit of "
+                f"{self.max_answer_chars} (c.ReactBoxApp.ai_max_answer_chars); nothing was applied."
+            )
+        return answer
+
+    async def _compile(self, project_id: str, paths: list[str]) -> str | None:
+        if self.compile_check is None or not paths:
+            return None
+        return await self.compile_check(project_id, paths)
+
+
+def _user_prompt(ctx: context.Context, instruction: str) -> str:
+    parts = ["Project files (with their top-level symbols):", ctx.project_map, ""]
+    for path, text in ctx.files.items():
+        parts += [path, "```", text.rstrip("\n") if text else "(new file)", "```", ""]
+    parts += ["Instruction:", instruction]
+    return "\n".join(parts)
+
+
+def _retry_prompt(error: str) -> str:
+    return (
+        f"Your edit could not be applied: {error}\n"
+        "Answer again. If a SEARCH block keeps missing, you may instead give the whole "
+        "new file: its path on one line, then the complete content in a fenced block."
+    )
+
+
+def _apply_answer(app: Path, answer: str, whole_files_ok: bool) -> dict[str, str | None]:
+    """New content per changed path (None: delete), all checked; nothing written."""
+    new: dict[str, str | None] = {}
+    originals: dict[str, str | None] = {}
+    for edit in edits.parse(answer):
+        path = edits.safe_path(edit.path)
+        target = (app / path).resolve()
+        if not target.is_relative_to(app.resolve()):
+            raise edits.UnsafePath(f"Refused the path {edit.path!r}: it leads outside the project.")
+        if path not in originals:
+            originals[path] = target.read_text(encoding="utf-8") if target.is_file() else None
+        current = new.get(path, originals[path])
+        if (
+            edit.search is None
+            and current is not None
+            and not whole_files_ok
+            and current.count("\n") > WHOLE_FILE_LINES
+        ):
+            raise edits.EditError(
+                f"{path} is long; change it with SEARCH/REPLACE blocks, not as a whole file."
+            )
+        new[path] = edits.apply(current, edit)
+    for path, content in new.items():
+        if content is not None and not content.strip() and originals[path] is not None:
+            new[path] = None  # emptied: delete
+            continue
+        if content is not None:
+            problem = validate.check(path, originals[path], content)
+            if problem:
+                raise edits.EditError(f"The change adds a syntax error: {problem}")
+    return {p: c for p, c in new.items() if c != originals[p]}
+
+
+def _write_atomically(app: Path, changes: dict[str, str | None]) -> None:
+    """Write every file to a temporary sibling first, then rename them all into place."""
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, content in changes.items():
+            if content is None:
+                continue
+            target = app / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.reactbox-{secrets.token_hex(4)}")
+            tmp.write_text(content, encoding="utf-8")
+            if target.exists():
+                os.chmod(tmp, target.stat().st_mode & 0o777)
+            temps.append((tmp, target))
+    except BaseException:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, target in temps:
+        os.replace(tmp, target)
+    for path, content in changes.items():
+        if content is None:
+            (app / path).unlink(missing_ok=True)

@@ -1,0 +1,103 @@
+"""A project's edit history: its git repository, with undo and redo.
+
+Every change, by the AI or by hand, is a commit on ``main``.  Undo moves
+``main`` back one commit and pushes the undone commit on a redo stack
+(``.git/reactbox-redo``); redo moves it forward again; any new commit clears
+the stack.  The user's uncommitted changes are committed first, so undo never
+loses them.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+from .store import git
+
+_REV_RE = re.compile(r"^(?:[0-9a-f]{7,40}|HEAD(?:~\d{1,4})?)$")
+
+
+class HistoryError(UserError):
+    status = 409
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    message: str
+    time: int
+
+    def to_json(self) -> dict:
+        return {"sha": self.sha, "message": self.message, "time": self.time}
+
+
+def _redo_file(app_dir: Path) -> Path:
+    return app_dir / ".git" / "reactbox-redo"
+
+
+def head(app_dir: Path) -> str:
+    return git(app_dir, "rev-parse", "HEAD").strip()
+
+
+def commit_all(app_dir: Path, message: str) -> str | None:
+    """Commit every change in the work tree; the new sha, or None if there was none."""
+    git(app_dir, "add", "--all")
+    if not git(app_dir, "status", "--porcelain").strip():
+        return None
+    git(app_dir, "commit", "--quiet", "-m", message)
+    _redo_file(app_dir).unlink(missing_ok=True)
+    return head(app_dir)
+
+
+def log(app_dir: Path, limit: int = 200) -> list[Commit]:
+    out = git(app_dir, "log", f"-{limit}", "--format=%H%x00%ct%x00%s")
+    commits = []
+    for line in out.splitlines():
+        sha, when, message = line.split("\x00", 2)
+        commits.append(Commit(sha, message, int(when)))
+    return commits
+
+
+def reset(app_dir: Path, sha: str) -> None:
+    git(app_dir, "reset", "--quiet", "--hard", sha)
+
+
+def undo(app_dir: Path) -> Commit:
+    """Step back one commit; return the commit now at HEAD."""
+    commit_all(app_dir, "Manual changes")
+    commits = log(app_dir, 2)
+    if len(commits) < 2:
+        raise HistoryError("Nothing to undo: this is the project as it was uploaded.")
+    redo = _redo_file(app_dir)
+    stack = redo.read_text().split() if redo.exists() else []
+    reset(app_dir, commits[1].sha)
+    redo.write_text("\n".join([*stack, commits[0].sha]) + "\n")
+    return commits[1]
+
+
+def redo(app_dir: Path) -> Commit:
+    """Step forward to the commit last undone."""
+    commit_all(app_dir, "Manual changes")  # clears the stack if there were changes
+    redo_path = _redo_file(app_dir)
+    stack = redo_path.read_text().split() if redo_path.exists() else []
+    if not stack:
+        raise HistoryError("Nothing to redo.")
+    sha = stack.pop()
+    reset(app_dir, sha)
+    redo_path.write_text("".join(f"{s}\n" for s in stack))
+    return log(app_dir, 1)[0]
+
+
+def diff(app_dir: Path, start: str, end: str | None = None) -> str:
+    """The unified diff between two revisions (``end`` defaults to the work tree)."""
+    for rev in (start, end):
+        if rev is not None and not _REV_RE.match(rev):
+            raise UserError(f"{rev!r} is not a revision: use a commit sha or HEAD~N.")
+    args = ["diff", "--no-color", "--no-ext-diff", start] + ([end] if end else [])
+    try:
+        return git(app_dir, *args, "--")
+    except subprocess.CalledProcessError as exc:
+        raise UserError(f"Cannot diff {start}..{end or 'work tree'}: unknown revision.") from exc

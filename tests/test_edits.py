@@ -1,0 +1,318 @@
+"""AI edits through the REST API: the real openai client against a scripted server.
+
+Projects that need no dev server are imported straight into the store; the
+ones that check compilation run a real Vite dev server in Docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from conftest import ARTIFACTS, FIXTURES, chromium, zip_dir
+from tornado.httpclient import HTTPClientError
+
+from jupyter_reactbox import history
+
+pytestmark = pytest.mark.docker
+
+BUTTON = """\
+        <button
+          type="button"
+          className="counter"
+          onClick={() => setCount((count) => count + 1)}
+        >
+          Count is {count}
+        </button>"""
+JOIN_NOW = BUTTON.replace("Count is {count}", "Join Now")
+
+
+def block(path: str, search: str, replace: str, *, fence: bool = True) -> str:
+    body = f"<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE"
+    return f"{path}\n```jsx\n{body}\n```\n" if fence else f"{path}\n{body}\n"
+
+
+@pytest.fixture
+def project(runtime):
+    """An imported (not started) Vite project."""
+    return runtime.store.import_zip(zip_dir(FIXTURES / "vite-react"), "shop")
+
+
+async def post_edit(jp_fetch, instruction, paths=None, project_id="shop"):
+    body = {"instruction": instruction}
+    if paths is not None:
+        body["paths"] = paths
+    r = await jp_fetch(
+        "reactbox", "api", "projects", project_id, "edits", method="POST", body=json.dumps(body)
+    )
+    return json.loads(r.body)
+
+
+def app_jsx(project) -> str:
+    return (project.app_dir / "src" / "App.jsx").read_text()
+
+
+def assert_intact(project, before_head: str, before_text: str) -> None:
+    assert history.head(project.app_dir) == before_head
+    assert app_jsx(project) == before_text
+    assert history.diff(project.app_dir, "HEAD") == ""  # nothing uncommitted either
+
+
+async def test_clean_search_replace_is_applied_and_committed(jp_fetch, llm, project):
+    llm.answer("Here is the change.\n\n" + block("src/App.jsx", BUTTON, JOIN_NOW))
+    result = await post_edit(jp_fetch, "Change the button to say 'Join Now'", ["src/App.jsx"])
+    assert result["status"] == "applied", result
+    assert result["files"] == ["src/App.jsx"]
+    assert result["attempts"] == 1
+    assert result["usage"] == {"prompt_tokens": 100, "completion_tokens": 20}
+    assert "-          Count is {count}\n+          Join Now" in result["diff"]
+    assert "Join Now" in app_jsx(project) and "Count is {count}" not in app_jsx(project)
+    # The model saw the file and the instruction; the key went to the model only.
+    prompt = llm.user_messages(0)[0]
+    assert "src/App.jsx\n```\nimport { useState } from 'react'" in prompt
+    assert prompt.endswith("Change the button to say 'Join Now'")
+    assert llm.requests[0]["authorization"] == "Bearer test-key"
+    assert llm.requests[0]["body"]["model"] == "scripted"
+    commits = json.loads((await jp_fetch("reactbox", "api", "projects", "shop", "history")).body)
+    assert [c["message"] for c in commits["commits"]] == [
+        "AI: Change the button to say 'Join Now'",
+        "Import uploaded app",
+    ]
+    edits = json.loads((await jp_fetch("reactbox", "api", "projects", "shop", "edits")).body)
+    assert [e["id"] for e in edits["edits"]] == [result["id"]]
+
+
+async def test_fenced_reindented_answer_is_applied_with_the_files_indentation(
+    jp_fetch, llm, project
+):
+    dedented = "\n".join(line[8:] for line in BUTTON.splitlines())
+    new = "\n".join(line[8:] for line in JOIN_NOW.splitlines())
+    llm.answer(
+        f"**`src/App.jsx`**\n~~~javascript\n<<<<<<<< SEARCH\n{dedented}\n========\n{new}\n>>>>>>>> REPLACE\n~~~"
+    )
+    result = await post_edit(jp_fetch, "Join Now button")
+    assert result["status"] == "applied", result
+    assert JOIN_NOW in app_jsx(project)
+
+
+async def test_search_that_never_matches_is_rejected_and_changes_nothing(jp_fetch, llm, project):
+    head, text = history.head(project.app_dir), app_jsx(project)
+    for _ in range(3):
+        llm.answer(block("src/App.jsx", "<button>Nope</button>", "<button>Join Now</button>"))
+    result = await post_edit(jp_fetch, "Join Now")
+    assert result["status"] == "rejected"
+    assert result["attempts"] == 3
+    assert "does not match src/App.jsx" in result["message"]
+    assert "could not be applied" in llm.user_messages(1)[-1]
+    assert_intact(project, head, text)
+
+
+async def test_after_a_miss_a_whole_file_answer_is_accepted(jp_fetch, llm, project):
+    llm.answer(block("src/App.jsx", "<button>Nope</button>", "<button>Join Now</button>"))
+    llm.answer(
+        "src/App.jsx\n```jsx\n" + app_jsx(project).replace("Count is {count}", "Join Now") + "```\n"
+    )
+    result = await post_edit(jp_fetch, "Join Now")
+    assert result["status"] == "applied", result
+    assert result["attempts"] == 2
+    assert "Join Now" in app_jsx(project)
+
+
+async def test_syntax_error_is_refused_and_fed_back_then_fixed(jp_fetch, llm, project):
+    broken = JOIN_NOW.replace("</button>", "</buton>")
+    llm.answer(block("src/App.jsx", BUTTON, broken))
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+    result = await post_edit(jp_fetch, "Join Now")
+    assert result["status"] == "applied", result
+    assert result["attempts"] == 2
+    feedback = llm.user_messages(1)[-1]
+    assert "adds a syntax error: src/App.jsx:" in feedback
+    assert "</buton>" not in app_jsx(project)
+    assert len(history.log(project.app_dir)) == 2  # the broken answer was never written
+
+
+async def test_path_outside_the_project_is_rejected(jp_fetch, llm, project, tmp_path):
+    llm.answer(block("../../../evil.js", "", "alert(1)"))
+    head, text = history.head(project.app_dir), app_jsx(project)
+    result = await post_edit(jp_fetch, "Write outside")
+    assert result["status"] == "rejected"
+    assert "only paths inside the project" in result["message"]
+    assert result["attempts"] == 1
+    assert_intact(project, head, text)
+    assert not (project.path.parent / "evil.js").exists()
+    assert not any(tmp_path.rglob("evil.js"))
+    # Named paths are checked before the model is asked.
+    with pytest.raises(HTTPClientError) as err:
+        await post_edit(jp_fetch, "x", ["/etc/passwd"])
+    assert err.value.code == 422
+    assert len(llm.requests) == 1
+
+
+async def test_rate_limit_then_success(jp_fetch, llm, project):
+    llm.answer("slow down", status=429, headers={"retry-after-ms": "50"})
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+    result = await post_edit(jp_fetch, "Join Now")
+    assert result["status"] == "applied", result
+    assert len(llm.requests) == 2  # the SDK retried once, after the server's hint
+
+
+async def test_timeout_fails_and_changes_nothing(jp_fetch, llm, project):
+    head, text = history.head(project.app_dir), app_jsx(project)
+    for _ in range(2):  # the first try and the SDK's one retry
+        llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW), delay=5)
+    result = await post_edit(jp_fetch, "Join Now")
+    assert result["status"] == "failed"
+    assert "did not answer within 3.0 s" in result["message"]
+    assert_intact(project, head, text)
+
+
+async def test_ten_megabyte_answer_is_refused(jp_fetch, llm, project):
+    head, text = history.head(project.app_dir), app_jsx(project)
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW + "\n" + "//" + "x" * (10 << 20)))
+    result = await post_edit(jp_fetch, "Join Now")
+    assert result["status"] == "failed"
+    assert "over the limit" in result["message"]
+    assert_intact(project, head, text)
+
+
+async def test_one_edit_at_a_time_and_progress_events(jp_fetch, llm, project):
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW), delay=1.5)
+    first = asyncio.ensure_future(post_edit(jp_fetch, "Join Now"))
+    await asyncio.sleep(0.5)
+    with pytest.raises(HTTPClientError) as err:
+        await post_edit(jp_fetch, "Another one")
+    assert err.value.code == 409
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch("reactbox", "api", "projects", "shop", "undo", method="POST", body=b"")
+    assert err.value.code == 409
+    events = await jp_fetch("reactbox", "api", "projects", "shop", "edits", "events")
+    stages = [json.loads(line[6:])["stage"] for line in events.body.decode().splitlines() if line]
+    assert stages == ["asking", "applying", "compiling", "done"]
+    assert (await first)["status"] == "applied"
+
+
+@pytest.fixture
+def unconfigured(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
+@pytest.mark.parametrize("ai_config", [{}])
+async def test_not_configured_is_503_with_how_to_fix(unconfigured, jp_fetch, project):
+    for method, body in (("GET", None), ("POST", b'{"instruction": "x"}')):
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch("reactbox", "api", "projects", "shop", "edits", method=method, body=body)
+        assert err.value.code == 503
+        assert "c.ReactBoxApp.ai_base_url" in json.loads(err.value.response.body)["message"]
+
+
+async def test_bad_edit_requests_are_400(jp_fetch, project):
+    for body in (
+        b"not json",
+        b'{"paths": ["src/App.jsx"]}',
+        b'{"instruction": "x", "paths": "src"}',
+        b'{"instruction": "   "}',
+    ):
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch("reactbox", "api", "projects", "shop", "edits", method="POST", body=body)
+        assert err.value.code == 400, body
+
+
+async def test_undo_redo_diff_over_ai_and_manual_changes(jp_fetch, llm, project):
+    async def step(action):
+        r = await jp_fetch("reactbox", "api", "projects", "shop", action, method="POST", body=b"")
+        return json.loads(r.body)["head"]["message"]
+
+    original = app_jsx(project)
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+    assert (await post_edit(jp_fetch, "Join Now"))["status"] == "applied"
+    edited = app_jsx(project)
+
+    diff = json.loads((await jp_fetch("reactbox", "api", "projects", "shop", "diff")).body)
+    assert "+          Join Now" in diff["diff"]
+
+    # A change by hand, not committed: undo commits it first, then steps back over it.
+    css = project.app_dir / "src" / "App.css"
+    css.write_text(css.read_text() + "\n.manual { color: red; }\n")
+    assert await step("undo") == "AI: Join Now"
+    assert ".manual" not in css.read_text() and app_jsx(project) == edited
+    assert await step("undo") == "Import uploaded app"
+    assert app_jsx(project) == original
+    with pytest.raises(HTTPClientError) as err:
+        await step("undo")
+    assert err.value.code == 409
+    assert await step("redo") == "AI: Join Now"
+    assert await step("redo") == "Manual changes"
+    assert ".manual" in css.read_text() and app_jsx(project) == edited
+    with pytest.raises(HTTPClientError) as err:
+        await step("redo")
+    assert err.value.code == 409
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch(
+            "reactbox", "api", "projects", "shop", "diff", params={"from": "--output=/x"}
+        )
+    assert err.value.code == 400
+
+
+async def test_compile_error_in_vite_is_fed_back_then_fixed(api, jp_fetch, llm, projects_dir):
+    await api.upload_running()
+    app = projects_dir / "shop" / "app"
+    bad_import = "import Missing from './does-not-exist'\n"
+    llm.answer(block("src/App.jsx", "import './App.css'", "import './App.css'\n" + bad_import))
+    llm.answer(
+        block("src/App.jsx", bad_import.strip(), "") + "\n" + block("src/App.jsx", BUTTON, JOIN_NOW)
+    )
+    result = await post_edit(jp_fetch, "Join Now")
+    assert result["status"] == "applied", result
+    assert result["attempts"] == 2
+    assert "does-not-exist" in llm.user_messages(1)[-1]
+    assert "failed to compile" in llm.user_messages(1)[-1]
+    text = (app / "src" / "App.jsx").read_text()
+    assert "does-not-exist" not in text and "Join Now" in text
+
+
+async def test_code_that_never_compiles_is_rolled_back(api, jp_fetch, llm, projects_dir):
+    await api.upload_running()
+    app = projects_dir / "shop" / "app"
+    head, text = history.head(app), (app / "src" / "App.jsx").read_text()
+    bad = "import './App.css'\nimport Missing from './does-not-exist'"
+    llm.answer(block("src/App.jsx", "import './App.css'", bad))
+    llm.answer(
+        block(
+            "src/App.jsx",
+            "import Missing from './does-not-exist'",
+            "import Missing from './still-missing'",
+        )
+    )
+    llm.answer(
+        block(
+            "src/App.jsx", "import Missing from './still-missing'", "import Missing from './never'"
+        )
+    )
+    result = await post_edit(jp_fetch, "Break it")
+    assert result["status"] == "failed"
+    assert "cannot compile" in result["message"] and "rolled back" in result["message"]
+    assert history.head(app) == head
+    assert (app / "src" / "App.jsx").read_text() == text
+
+
+async def test_join_now_in_the_browser_and_undo(api, jp_fetch, llm, server_url):
+    info = await api.upload_running()
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(server_url + info["preview_url"])
+        await page.wait_for_selector("button.counter")
+        assert await page.inner_text("button.counter") == "Count is 0"
+        result = await post_edit(jp_fetch, "Change the button to say 'Join Now'")
+        assert result["status"] == "applied", result
+        await page.wait_for_function(
+            "document.querySelector('button.counter').textContent === 'Join Now'", timeout=15_000
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=ARTIFACTS / "ai-edit-join-now.png")
+        await jp_fetch("reactbox", "api", "projects", "shop", "undo", method="POST", body=b"")
+        await page.wait_for_function(
+            "document.querySelector('button.counter').textContent === 'Count is 0'", timeout=15_000
+        )
