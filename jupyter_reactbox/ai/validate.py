@@ -92,24 +92,15 @@ def syntax_errors(path: str, content: str) -> tuple[int, str | None]:
             _jsx_mismatches(tree.root_node, mismatched)
         if not mismatched:
             return 0, None
-        node = mismatched[0]
-        line, col = node.start_point
-        text = (node.text or b"").decode(errors="replace")
+        closing = mismatched[0]
+        line, col = closing.start_point
+        text = (closing.text or b"").decode(errors="replace")
         return len(mismatched), f"{path}:{line + 1}:{col + 1}: mismatched closing tag {text}"
     node = _first_error(tree.root_node)
     assert node is not None
     line, col = node.start_point
     what = f"missing {node.type}" if node.is_missing else "syntax error"
-    snippet = content.splitlines()[line].strip() if line < len(content.splitlines()) else ""
-    return _count_errors(
-        tree.root_node
-    ) or 1, f"{path}:{line + 1}:{col + 1}: {what} near: {snippet[:120]}"
-
-
-def check(path: str, old: str | None, new: str) -> str | None:
-    """Why ``new`` must not replace ``old`` (it adds syntax errors), or None."""
-    errors, message = syntax_errors(path, new)
-    if not errors:
-        return None
-    before = syntax_errors(path, old)[0] if old is not None else 0
-    return message if errors > before else None
+    lines = content.splitlines()
+    snippet = lines[line].strip()[:120] if line < len(lines) else ""
+    message = f"{path}:{line + 1}:{col + 1}: {what} near: {snippet}"
+    return _count_errors(tree.root_node) or 1, message
