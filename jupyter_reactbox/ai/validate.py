@@ -104,3 +104,12 @@ def syntax_errors(path: str, content: str) -> tuple[int, str | None]:
     snippet = lines[line].strip()[:120] if line < len(lines) else ""
     message = f"{path}:{line + 1}:{col + 1}: {what} near: {snippet}"
     return _count_errors(tree.root_node) or 1, message
+
+
+def check(path: str, old: str | None, new: str) -> str | None:
+    """Why ``new`` must not replace ``old`` (it adds syntax errors), or None."""
+    errors, message = syntax_errors(path, new)
+    if not errors:
+        return None
+    before = syntax_errors(path, old)[0] if old is not None else 0
+    return message if errors > before else None
