@@ -80,3 +80,27 @@ def test_an_already_broken_file_may_be_edited_if_it_gets_no_worse():
     broken = "export default () => <div>hi</div\n"
     assert validate.check("a.jsx", broken, broken.replace("hi", "hello")) is None
     assert validate.check("a.jsx", None, broken) is not None
+
+
+def test_emptying_a_file_deletes_it_and_new_files_may_be_nested(tmp_path):
+    from jupyter_reactbox.ai.editor import _apply_answer, _write_atomically
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "old.css").write_text("body { color: red; }\n")
+    answer = (
+        "src/old.css\n```css\n<<<<<<< SEARCH\nbody { color: red; }\n=======\n>>>>>>> REPLACE\n```\n"
+        "src/components/Badge.jsx\n```jsx\n<<<<<<< SEARCH\n=======\n"
+        "export const Badge = () => <b>new</b>\n>>>>>>> REPLACE\n```\n"
+    )
+    changes = _apply_answer(tmp_path, answer, whole_files_ok=False)
+    assert changes == {
+        "src/old.css": None,
+        "src/components/Badge.jsx": "export const Badge = () => <b>new</b>\n",
+    }
+    _write_atomically(tmp_path, changes)
+    assert not (tmp_path / "src" / "old.css").exists()
+    assert (tmp_path / "src" / "components" / "Badge.jsx").read_text().startswith("export")
+    assert [p.name for p in (tmp_path / "src" / "components").iterdir()] == ["Badge.jsx"]
+    # An empty whole-file answer deletes too.
+    (tmp_path / "src" / "old.css").write_text("body { color: red; }\n")
+    assert _apply_answer(tmp_path, "src/old.css\n```css\n```\n", False) == {"src/old.css": None}
