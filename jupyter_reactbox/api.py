@@ -47,6 +47,14 @@ class BaseHandler(APIHandler):
     def runtime(self) -> Runtime:
         return self.settings["reactbox_runtime"]
 
+    @property
+    def editor(self) -> AIEditor | None:
+        return self.settings["reactbox_editor"]
+
+    def check_not_editing(self, project_id: str) -> None:
+        if self.editor is not None and self.editor.busy(project_id):
+            raise web.HTTPError(409, f"An edit of {project_id} is running; wait for it to finish.")
+
     def project_json(self, project) -> dict:
         return self.runtime.info(project)
 
@@ -112,6 +120,7 @@ class ProjectHandler(BaseHandler):
     @maps_errors
     async def delete(self, project_id):
         await asyncio.to_thread(self.runtime.store.get, project_id)
+        self.check_not_editing(project_id)
         await self.runtime.delete(project_id)
         self.log.info("Deleted project %s", project_id)
         self.set_status(204)
@@ -163,18 +172,10 @@ NO_AI = (
 
 
 class EditBase(BaseHandler):
-    @property
-    def editor(self) -> AIEditor | None:
-        return self.settings["reactbox_editor"]
-
     def require_editor(self) -> AIEditor:
         if self.editor is None:
             raise web.HTTPError(503, NO_AI)
         return self.editor
-
-    def check_not_editing(self, project_id: str) -> None:
-        if self.editor is not None and self.editor.busy(project_id):
-            raise web.HTTPError(409, f"An edit of {project_id} is running; wait for it to finish.")
 
 
 class EditsHandler(EditBase):

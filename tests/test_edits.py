@@ -183,9 +183,18 @@ async def test_one_edit_at_a_time_and_progress_events(jp_fetch, llm, project):
     with pytest.raises(HTTPClientError) as err:
         await post_edit(jp_fetch, "Another one")
     assert err.value.code == 409
-    with pytest.raises(HTTPClientError) as err:
-        await jp_fetch("reactbox", "api", "projects", "shop", "undo", method="POST", body=b"")
-    assert err.value.code == 409
+    for method, path in (("POST", "undo"), ("DELETE", None)):
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch(
+                "reactbox",
+                "api",
+                "projects",
+                "shop",
+                *([path] if path else []),
+                method=method,
+                body=b"" if method == "POST" else None,
+            )
+        assert err.value.code == 409
     events = await jp_fetch("reactbox", "api", "projects", "shop", "edits", "events")
     stages = [json.loads(line[6:])["stage"] for line in events.body.decode().splitlines() if line]
     assert stages == ["asking", "applying", "compiling", "done"]
