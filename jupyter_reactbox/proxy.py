@@ -23,12 +23,15 @@ preview has its own origin, so neither the sandbox nor the shim is needed.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import aiohttp
+import yarl
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server_proxy.handlers import ProxyHandler
-from tornado import web
+from tornado import httputil, web
 
 from .frameworks import UPSTREAM_PATHS
 from .rewrite import inject_shim, public_files
@@ -36,6 +39,25 @@ from .runtime import PreviewState, Runtime
 
 SANDBOX_POLICY = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 _STRIPPED_REQUEST_HEADERS = ("Cookie", "Authorization", "X-XSRFToken", "Accept-Encoding")
+_HOP_BY_HOP = (
+    "Connection",
+    "Keep-Alive",
+    "Proxy-Connection",
+    "TE",
+    "Trailer",
+    "Transfer-Encoding",
+    "Upgrade",
+    "Proxy-Authorization",
+    "Proxy-Authenticate",
+    "Content-Length",
+)
+# The dev server may not set cookies on Jupyter's origin, nor widen CORS.
+_DROPPED_RESPONSE_HEADERS = (
+    "Set-Cookie",
+    "Access-Control-Allow-Credentials",
+    "Access-Control-Allow-Origin",
+)
+_NOT_COPIED = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 _REWRITTEN_TYPES = ("text/html", "javascript", "text/css")
 _DOT_SEGMENT_RE = re.compile(r"(?:^|/)\.\.?(?:/|$)|\\")
 _ENCODED_SLASH_RE = re.compile(r"%2f|%5c", re.IGNORECASE)
@@ -49,11 +71,6 @@ class PreviewProxyHandler(ProxyHandler):
         self.frame_ancestors = frame_ancestors
         self.preview: PreviewState | None = None
         self.host_allowlist = self._is_upstream
-
-        def rewrite(response):  # jupyter-server-proxy passes arguments by parameter name
-            self._rewrite(response)
-
-        self.rewrite_response = (rewrite,)
 
     # -- authorisation -------------------------------------------------------
 
@@ -175,37 +192,82 @@ class PreviewProxyHandler(ProxyHandler):
         headers["Host"] = f"{host}:{port}"
         return headers
 
-    # -- what comes back -------------------------------------------------------
+    # -- HTTP: one pooled client, bodies streamed unless they are rewritten ------
 
-    def _rewrite(self, response):
-        headers = response.headers
+    async def proxy(self, host, port, proxied_path):
+        """Forward one HTTP request over a kept-alive upstream connection.
+
+        Replaces jupyter-server-proxy's buffered path, which opens a new
+        connection per request and holds every body in memory.
+        """
+        if not self._check_host_allowlist(host):
+            raise web.HTTPError(403, f"Host {host!r} is not this preview's.")
+        self._record_activity()
+        headers = self.proxy_request_headers()
+        for name in _HOP_BY_HOP:
+            headers.pop(name, None)
+        body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
+        url = self.get_client_uri("http", host, port, proxied_path)
+        try:
+            upstream = await self.runtime.http_session().request(
+                self.request.method,
+                yarl.URL(url, encoded=True),  # keep the path byte for byte (%40 stays %40)
+                headers=dict(headers.get_all()),
+                data=body,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            raise web.HTTPError(
+                502, "The dev server is not answering; it may be starting, or it stopped."
+            ) from exc
+        async with upstream:
+            self.set_status(upstream.status, upstream.reason)
+            self._headers = httputil.HTTPHeaders()
+            for name, value in upstream.headers.items():
+                if name.lower() not in _NOT_COPIED:
+                    self.add_header(name, value)
+            content_type = upstream.headers.get("Content-Type", "")
+            self._secure_headers()
+            if any(t in content_type for t in _REWRITTEN_TYPES):
+                self.finish(self._rewrite_body(content_type, await upstream.read()))
+                return
+            async for chunk in upstream.content.iter_chunked(64 * 1024):
+                self.write(chunk)
+                await self.flush()
+            self.finish()
+
+    def _secure_headers(self) -> None:
         for name in (
             "Set-Cookie",
             "Access-Control-Allow-Credentials",
             "Access-Control-Allow-Origin",
         ):
-            headers.pop(name, None)
-        sandboxed = not self.runtime.preview_origin(self.project_id)
+            self.clear_header(name)
         policy = f"frame-ancestors {self.frame_ancestors}"
-        if sandboxed:
+        if self._sandboxed:
             policy = f"{SANDBOX_POLICY}; {policy}"
             # Module scripts of an opaque origin are CORS requests with Origin: null.
-            headers["Access-Control-Allow-Origin"] = "*"
-        headers.add("Content-Security-Policy", policy)
-        headers["Referrer-Policy"] = "no-referrer"
-        headers["X-Content-Type-Options"] = "nosniff"
-        content_type = headers.get("Content-Type", "")
-        if response.body and any(t in content_type for t in _REWRITTEN_TYPES):
-            assert self.preview is not None and self.preview.base is not None
-            base = self.preview.base
-            body = response.body
-            if "%" in base:
-                # Dev servers take the base as a decoded path and encodeURI() it in
-                # some URLs (Vite's asset imports), turning '/a%40b/' into
-                # '/a%2540b/'; the public base is already encoded, so undo that.
-                body = body.replace(base.replace("%", "%25").encode(), base.encode())
-            public = public_files(self.runtime.store.root / self.project_id / "app" / "public")
-            body = public.rewrite(body, base)
-            if sandboxed and "text/html" in content_type:
-                body = inject_shim(body)
-            response.body = body
+            self.set_header("Access-Control-Allow-Origin", "*")
+        self.add_header("Content-Security-Policy", policy)
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    @property
+    def _sandboxed(self) -> bool:
+        return not self.runtime.preview_origin(self.project_id)
+
+    def _rewrite_body(self, content_type: str, body: bytes) -> bytes:
+        if not body:
+            return body
+        assert self.preview is not None and self.preview.base is not None
+        base = self.preview.base
+        if "%" in base:
+            # Dev servers take the base as a decoded path and encodeURI() it in
+            # some URLs (Vite's asset imports), turning '/a%40b/' into
+            # '/a%2540b/'; the public base is already encoded, so undo that.
+            body = body.replace(base.replace("%", "%25").encode(), base.encode())
+        public = public_files(self.runtime.store.root / self.project_id / "app" / "public")
+        body = public.rewrite(body, base)
+        if self._sandboxed and "text/html" in content_type:
+            body = inject_shim(body)
+        return body

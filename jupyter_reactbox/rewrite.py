@@ -14,35 +14,43 @@ _HEAD_RE = re.compile(rb"<head(?:\s[^>]*)?>", re.IGNORECASE)
 class PublicFiles:
     """Rewrites absolute references to the app's ``public/`` files to the preview base.
 
-    The regex is rebuilt only when the folder's listing changes.
+    The folder is listed again only when its mtime changes (an entry was added,
+    removed or renamed), so a request costs one ``stat``.
     """
 
     def __init__(self, public_dir: Path):
         self.public_dir = public_dir
-        self._key: tuple | None = None
+        self._key: int | None = None
         self._regex: re.Pattern[bytes] | None = None
 
     def regex(self) -> re.Pattern[bytes] | None:
         try:
-            with os.scandir(self.public_dir) as it:
-                entries = sorted((e.name, e.is_dir()) for e in it)
+            key = os.stat(self.public_dir).st_mtime_ns
         except OSError:
-            entries = []
-        key = tuple(entries)
+            key = -1
         if key != self._key:
+            try:
+                with os.scandir(self.public_dir) as it:
+                    entries = sorted((e.name, e.is_dir()) for e in it)
+            except OSError:
+                entries = []
             names = [
                 re.escape(n.encode()) + (b"/" if is_dir else rb"(?=[\"'`?#)\s])")
                 for n, is_dir in entries
             ]
+            # Starts at the quote character, so the scan skips ahead quickly.
             self._regex = (
-                re.compile(rb"(?<=[\"'`(])/(?=(?:" + b"|".join(names) + rb"))") if names else None
+                re.compile(rb"([\"'`(])/(?=(?:" + b"|".join(names) + rb"))") if names else None
             )
             self._key = key
         return self._regex
 
     def rewrite(self, body: bytes, base: str) -> bytes:
         regex = self.regex()
-        return regex.sub(base.encode(), body) if regex else body
+        if regex is None:
+            return body
+        new = base.encode()
+        return regex.sub(lambda m: m.group(1) + new, body)
 
 
 @functools.lru_cache(maxsize=256)

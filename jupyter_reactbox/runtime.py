@@ -16,6 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+import aiohttp
 from jupyter_server.utils import url_path_join
 from tornado import httpclient
 
@@ -69,6 +70,19 @@ class Runtime:
         self.preview_origin_template = preview_origin_template
         self.log = log or logging.getLogger(__name__)
         self._states: dict[str, PreviewState] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def http_session(self) -> aiohttp.ClientSession:
+        """The pooled client of the preview proxy: upstream connections are kept alive."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=300),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        return self._session
 
     def state(self, project_id: str) -> PreviewState:
         return self._states.setdefault(project_id, PreviewState())
@@ -229,3 +243,5 @@ class Runtime:
         for st in self._states.values():
             if st.task and not st.task.done():
                 st.task.cancel()
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,166 @@
+"""Preview proxy throughput: direct vs stock jupyter-server-proxy vs ours, one run.
+
+One Jupyter server with the extension (and jupyter-server-proxy's own
+``/proxy/<host>:<port>/`` route allowed to reach the container), one Vite dev
+server in Docker, and ``wrk`` (Debian's package) asking for the same Vite
+module — ``src/App.jsx``, transformed — through each path in turn. Prints req/s
+and p50/p99 latency, and the ratio of ours to stock (the goal is >= 3x).
+
+    python benchmarks/proxy.py [--seconds 8] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import docker
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import FIXTURES, zip_dir  # noqa: E402
+
+from jupyter_reactbox.sandbox.docker import LABEL  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url: str, token: str, method: str = "GET", body: bytes | None = None, ctype=None):
+    request = urllib.request.Request(url, data=body, method=method)
+    request.add_header("Authorization", f"token {token}")
+    if ctype:
+        request.add_header("Content-Type", ctype)
+    with urllib.request.urlopen(request, timeout=60) as r:
+        return r.status, r.read()
+
+
+def wrk(url: str, seconds: int, connections: int, headers: dict[str, str]) -> dict:
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    for k, v in headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non_2xx:
+        raise SystemExit(f"{url} answered errors:\n{out}")
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": ms("50%"),
+        "p99": ms("99%"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("needs wrk: apt-get install -y wrk")
+
+    tmp = Path(tempfile.mkdtemp(prefix="reactbox-proxy-bench-"))
+    port, token, owner = free_port(), secrets.token_hex(16), f"bench{secrets.token_hex(3)}"
+    (tmp / "config.py").write_text(
+        # Let stock jupyter-server-proxy reach Docker's bridge addresses.
+        "c.ServerProxy.host_allowlist = lambda handler, host: host.count('.') == 3\n"
+    )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "server",
+            "--allow-root",
+            "--no-browser",
+            f"--port={port}",
+            f"--ServerApp.token={token}",
+            f"--ServerApp.root_dir={tmp}",
+            f"--config={tmp / 'config.py'}",
+            "--ServerApp.jpserver_extensions={'jupyter_reactbox': True}",
+            f"--ReactBoxApp.projects_dir={tmp / 'projects'}",
+            f"--ReactBoxApp.owner={owner}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/reactbox/api/projects"
+    client = docker.from_env()
+    try:
+        for _ in range(100):
+            try:
+                call(api, token)
+                break
+            except OSError:
+                time.sleep(0.2)
+        call(
+            f"{api}?name=bench", token, "POST", zip_dir(FIXTURES / "vite-react"), "application/zip"
+        )
+        while (info := json.loads(call(f"{api}/bench", token)[1]))["status"] not in (
+            "running",
+            "failed",
+        ):
+            time.sleep(0.2)
+        assert info["status"] == "running", info
+        container = client.containers.get(f"reactbox-{owner}-bench")
+        ip = container.attrs["NetworkSettings"]["Networks"][f"reactbox-{owner}-bench"]["IPAddress"]
+        module = f"{info['preview_url']}src/App.jsx"
+        paths = {
+            "direct to the dev server": (f"http://{ip}:5173{module}", {}),
+            "stock jupyter-server-proxy": (
+                f"http://127.0.0.1:{port}/proxy/{ip}:5173{module}",
+                {"Authorization": f"token {token}"},
+            ),
+            "jupyter-reactbox proxy": (f"http://127.0.0.1:{port}{module}", {}),
+        }
+        for url, headers in paths.values():  # warm up: Vite transforms once, then caches
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60).read()
+        results = {
+            name: wrk(url, args.seconds, args.connections, h) for name, (url, h) in paths.items()
+        }
+        print(
+            f"GET {module.rsplit('/', 1)[-1]} (a transformed Vite module), "
+            f"{args.connections} connections, {args.seconds} s each"
+        )
+        print(f"{'':30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+        for name, r in results.items():
+            print(f"{name:30}{r['rps']:>9.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}")
+        ours, stock = results["jupyter-reactbox proxy"], results["stock jupyter-server-proxy"]
+        print(
+            f"ratio ours/stock: {ours['rps'] / stock['rps']:.2f}x req/s, "
+            f"{stock['p50'] / ours['p50']:.2f}x lower p50"
+        )
+        call(f"{api}/bench", token, "DELETE")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        selector = {"label": f"{LABEL}.owner={owner}"}
+        for c in client.containers.list(all=True, filters=selector):
+            c.remove(force=True)
+        for n in client.networks.list(filters=selector):
+            n.remove()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
