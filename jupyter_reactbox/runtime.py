@@ -36,18 +36,17 @@ COMPILED_SUFFIXES = (
     ".vue",
     ".svelte",
 )
-STATUSES = ("installing", "starting", "running", "stopped", "failed")
 
 
 @dataclass
 class PreviewState:
     status: str = "stopped"
+    """installing | starting | running | stopped | failed"""
     error: str | None = None
     framework: str | None = None
     token: str | None = None
     base: str | None = None
     endpoint: Endpoint | None = None
-    started: float | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task | None = None
 
@@ -134,7 +133,7 @@ class Runtime:
             st = self.state(found.project_id)
             st.status, st.token, st.base = "running", found.token, found.base
             st.framework = found.framework
-            st.endpoint, st.started, st.error = found.endpoint, time.time(), None
+            st.endpoint, st.error = found.endpoint, None
             self.log.info("Re-attached the running preview of %s", found.project_id)
 
     def start(self, project: Project) -> PreviewState:
@@ -160,7 +159,7 @@ class Runtime:
                     project.id, project.app_dir, plan, base=st.base, token=st.token
                 )
                 await self._wait_ready(project.id, st)
-                st.status, st.started = "running", time.time()
+                st.status = "running"
                 self.log.info("Preview of %s is running", project.id)
             except asyncio.CancelledError:
                 await self._clear(project.id, st, "stopped")
