@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,13 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import docker  # noqa: E402
-from conftest import FIXTURES, zip_dir  # noqa: E402
+from conftest import FIXTURES, free_port, remove_owned, server_argv, zip_dir  # noqa: E402
 from edit_corpus import CASES, outcome  # noqa: E402
 from llm import ScriptedLLM  # noqa: E402
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest  # noqa: E402
 from tornado.websocket import websocket_connect  # noqa: E402
-
-from jupyter_reactbox.sandbox.docker import LABEL  # noqa: E402
 
 
 def baseline(case) -> tuple[str, str | None]:
@@ -95,12 +92,6 @@ def corpus() -> None:
     assert a["applied wrongly"] == 0, "a wrong application is a bug"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
@@ -113,21 +104,15 @@ async def hmr_timing(rounds: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="reactbox-bench-"))
     owner = f"bench{secrets.token_hex(3)}"
     server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "jupyter",
-        "server",
-        "--allow-root",
-        "--no-browser",
-        f"--port={port}",
-        f"--ServerApp.token={token}",
-        "--ServerApp.base_url=/a%40b/",
-        f"--ServerApp.root_dir={tmp}",
-        "--ServerApp.jpserver_extensions={'jupyter_reactbox': True}",
-        f"--ReactBoxApp.projects_dir={tmp / 'projects'}",
-        f"--ReactBoxApp.owner={owner}",
-        f"--ReactBoxApp.ai_base_url={llm.base_url}",
-        "--ReactBoxApp.ai_api_key=bench",
+        *server_argv(
+            port,
+            token,
+            tmp,
+            owner,
+            "--ServerApp.base_url=/a%40b/",
+            f"--ReactBoxApp.ai_base_url={llm.base_url}",
+            "--ReactBoxApp.ai_api_key=bench",
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -233,17 +218,7 @@ async def hmr_timing(rounds: int) -> None:
         os.killpg(server.pid, signal.SIGTERM)
         await server.wait()
         llm.stop()
-        remove_owned(owner)
-
-
-def remove_owned(owner: str) -> None:
-    """Containers and networks the benchmark's server made (by their owner label)."""
-    client = docker.from_env()
-    selector = {"label": f"{LABEL}.owner={owner}"}
-    for c in client.containers.list(all=True, filters=selector):
-        c.remove(force=True)
-    for n in client.networks.list(filters=selector):
-        n.remove()
+        remove_owned(docker.from_env(), owner)
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,15 +29,7 @@ import docker
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import FIXTURES, zip_dir  # noqa: E402
-
-from jupyter_reactbox.sandbox.docker import LABEL  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import FIXTURES, free_port, remove_owned, server_argv, zip_dir  # noqa: E402
 
 
 def call(url: str, token: str, method: str = "GET", body: bytes | None = None, ctype=None):
@@ -85,21 +76,7 @@ def main() -> None:
         "c.ServerProxy.host_allowlist = lambda handler, host: host.count('.') == 3\n"
     )
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyter",
-            "server",
-            "--allow-root",
-            "--no-browser",
-            f"--port={port}",
-            f"--ServerApp.token={token}",
-            f"--ServerApp.root_dir={tmp}",
-            f"--config={tmp / 'config.py'}",
-            "--ServerApp.jpserver_extensions={'jupyter_reactbox': True}",
-            f"--ReactBoxApp.projects_dir={tmp / 'projects'}",
-            f"--ReactBoxApp.owner={owner}",
-        ],
+        server_argv(port, token, tmp, owner, f"--config={tmp / 'config.py'}"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -154,11 +131,7 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
-        selector = {"label": f"{LABEL}.owner={owner}"}
-        for c in client.containers.list(all=True, filters=selector):
-            c.remove(force=True)
-        for n in client.networks.list(filters=selector):
-            n.remove()
+        remove_owned(client, owner)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

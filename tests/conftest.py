@@ -13,6 +13,8 @@ import contextlib
 import io
 import json
 import os
+import socket
+import sys
 import time
 import uuid
 import zipfile
@@ -57,6 +59,46 @@ def zip_dir(path: Path, *, wrap: str | None = None, extra: dict[str, bytes] | No
     return buf.getvalue()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def remove_owned(client: docker.DockerClient, owner: str, *, report: bool = False) -> None:
+    """Remove the containers and networks labelled with ``owner`` (printing the
+    containers' logs and state first when ``report``)."""
+    selector = {"label": f"{LABEL}.owner={owner}"}
+    for c in client.containers.list(all=True, filters=selector):
+        if report:
+            print(
+                f"--- container {c.name} ({c.status})\n{c.logs(tail=60).decode(errors='replace')}"
+            )
+            print(json.dumps(c.attrs.get("State"), indent=1))
+        c.remove(force=True, v=True)
+    for n in client.networks.list(filters=selector):
+        n.remove()
+
+
+def server_argv(port: int, token: str, root: Path, owner: str, *extra: str) -> list[str]:
+    """A Jupyter server with the extension, for the benchmarks' subprocesses."""
+    return [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "server",
+        "--allow-root",
+        "--no-browser",
+        f"--port={port}",
+        f"--ServerApp.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.jpserver_extensions={'jupyter_reactbox': True}",
+        f"--ReactBoxApp.projects_dir={root / 'projects'}",
+        f"--ReactBoxApp.owner={owner}",
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     try:
@@ -86,17 +128,8 @@ def package_cache(tmp_path_factory):
 def owner(request, docker_client):
     name = f"test{uuid.uuid4().hex[:8]}"
     yield name
-    failed = getattr(request.node, "rep_call", None) and request.node.rep_call.failed
-    selector = {"label": f"{LABEL}.owner={name}"}
-    for c in docker_client.containers.list(all=True, filters=selector):
-        if failed:
-            print(
-                f"--- container {c.name} ({c.status})\n{c.logs(tail=60).decode(errors='replace')}"
-            )
-            print(json.dumps(c.attrs.get("State"), indent=1))
-        c.remove(force=True, v=True)
-    for n in docker_client.networks.list(filters=selector):
-        n.remove()
+    failed = bool(getattr(request.node, "rep_call", None) and request.node.rep_call.failed)
+    remove_owned(docker_client, name, report=failed)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,18 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, FIXTURES, chromium, embed_preview, zip_dir
+from conftest import ARTIFACTS, FIXTURES, chromium, embed_preview, free_port, remove_owned, zip_dir
 from tornado.httpclient import AsyncHTTPClient
 
-from jupyter_reactbox.sandbox.docker import LABEL
-
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def fetch(url, **kw):
@@ -150,11 +141,7 @@ def hub(tmp_path, package_cache, sandbox_image, docker_client, request):
     if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
         print(h.logs())
     for user in (h.alice, h.bob):
-        selector = {"label": f"{LABEL}.owner={user}"}
-        for c in docker_client.containers.list(all=True, filters=selector):
-            c.remove(force=True, v=True)
-        for n in docker_client.networks.list(filters=selector):
-            n.remove()
+        remove_owned(docker_client, user)
 
 
 async def test_preview_under_jupyterhub(hub):
