@@ -100,7 +100,8 @@ def main() -> None:
             time.sleep(0.2)
         assert info["status"] == "running", info
         container = client.containers.get(f"reactbox-{owner}-bench")
-        ip = container.attrs["NetworkSettings"]["Networks"][f"reactbox-{owner}-bench"]["IPAddress"]
+        networks = container.attrs["NetworkSettings"]["Networks"]
+        ip = networks[f"reactbox-{owner}-previews"]["IPAddress"]
         module = f"{info['preview_url']}src/App.jsx"
         paths = {
             "direct to the dev server": (f"http://{ip}:5173{module}", {}),

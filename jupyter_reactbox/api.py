@@ -4,7 +4,9 @@ POST   projects?name=NAME          body: application/zip, or multipart field ``f
 GET    projects                    list
 GET    projects/<id>               one
 DELETE projects/<id>               container, network and files gone
-POST   projects/<id>/start|stop    202
+POST   projects/<id>/start|stop|restart   202 (restart: new container, new link)
+POST   projects/<id>/heartbeat     204; someone uses the preview (resets its idle clock)
+GET    projects/<id>/events        server-sent events: the project's state on each change
 GET    projects/<id>/logs          text; ?follow=1 streams the dev server's output
 """
 
@@ -22,11 +24,14 @@ from tornado.iostream import StreamClosedError
 
 from . import history
 from .ai.editor import AIEditor
-from .errors import ArchiveError, ArchiveTooLarge, ReactBoxError
+from .errors import ArchiveError, ArchiveTooLarge, ReactBoxError, TooManyPreviews
 from .runtime import Runtime
 
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
 ID = r"(?P<project_id>[a-z0-9][a-z0-9-]*)"
+
+
+DELETED = {"status": "deleted"}
 
 
 def maps_errors(method):
@@ -43,6 +48,10 @@ def maps_errors(method):
 
 
 class BaseHandler(APIHandler):
+    async def prepare(self):
+        await super().prepare()
+        await self.runtime.recovered()
+
     @property
     def runtime(self) -> Runtime:
         return self.settings["reactbox_runtime"]
@@ -88,7 +97,10 @@ class ProjectsHandler(BaseHandler):
             raise ArchiveError("Name the project: POST .../reactbox/api/projects?name=my-app")
         project = await asyncio.to_thread(self.runtime.store.import_zip, data, name)
         self.log.info("Imported project %s (%s)", project.id, project.framework)
-        self.runtime.start(project)
+        try:
+            self.runtime.start(project)
+        except TooManyPreviews as exc:  # the upload itself is fine: keep it, say why
+            self.runtime.state(project.id).update(detail=str(exc))
         location = url_path_join(self.base_url, "reactbox", "api", "projects", project.id)
         self.set_header("Location", location)
         self.write_json(self.project_json(project), status=201)
@@ -132,11 +144,51 @@ class ActionHandler(BaseHandler):
     @maps_errors
     async def post(self, project_id, action):
         project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        if action == "heartbeat":
+            self.runtime.touch(project_id)
+            self.set_status(204)
+            return self.finish()
         if action == "start":
             self.runtime.start(project)
+        elif action == "restart":
+            self.runtime.restart(project)
         else:
             await self.runtime.stop(project_id)
         self.write_json(self.project_json(project), status=202)
+
+
+class EventsHandler(BaseHandler):
+    """The project's state as server-sent events: now, then after every change."""
+
+    keepalive = 15.0
+
+    @web.authenticated
+    @maps_errors
+    async def get(self, project_id):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        st = self.runtime.state(project_id)
+        while True:
+            changed = st.changed
+            deleted = st.status == "deleted"
+            data = self.project_json(project) if not deleted else {"id": project_id, **DELETED}
+            self.write(f"data: {json.dumps(data)}\n\n")
+            if deleted:
+                break
+            try:
+                await self.flush()
+                while True:
+                    try:
+                        await asyncio.wait_for(changed.wait(), self.keepalive)
+                        break
+                    except asyncio.TimeoutError:
+                        self.write(": keepalive\n\n")
+                        await self.flush()
+            except StreamClosedError:
+                return
+        self.finish()
 
 
 class LogsHandler(BaseHandler):
@@ -203,6 +255,7 @@ class EditsHandler(EditBase):
             raise web.HTTPError(
                 400, 'Send {"instruction": "...", "paths": ["src/App.jsx"]} (paths optional).'
             )
+        self.runtime.touch(project_id)
         result = await editor.edit(project, instruction, paths)
         self.write_json(result.to_json())
 
@@ -247,6 +300,7 @@ class HistoryActionHandler(EditBase):
     async def post(self, project_id, action):
         project = await asyncio.to_thread(self.runtime.store.get, project_id)
         self.check_not_editing(project_id)
+        self.runtime.touch(project_id)
         step = history.undo if action == "undo" else history.redo
         commit = await asyncio.to_thread(step, project.app_dir)
         self.write_json({"head": commit.to_json()})
@@ -268,7 +322,8 @@ def handlers() -> list[tuple]:
     return [
         (f"{api}/projects", ProjectsHandler),
         (f"{api}/projects/{ID}", ProjectHandler),
-        (f"{api}/projects/{ID}/(?P<action>start|stop)", ActionHandler),
+        (f"{api}/projects/{ID}/(?P<action>start|stop|restart|heartbeat)", ActionHandler),
+        (f"{api}/projects/{ID}/events", EventsHandler),
         (f"{api}/projects/{ID}/logs", LogsHandler),
         (f"{api}/projects/{ID}/edits", EditsHandler),
         (f"{api}/projects/{ID}/edits/events", EditEventsHandler),

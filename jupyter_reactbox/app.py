@@ -24,6 +24,21 @@ from .runtime import Runtime
 from .sandbox.docker import DockerSandbox, Limits
 from .store import ProjectStore, slugify
 
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'512m' -> bytes (Docker's units, powers of 1024); '' or '0' -> 0."""
+    value = text.strip().lower().removesuffix("b")
+    if not value:
+        return 0
+    number, unit = (value[:-1], value[-1]) if value[-1] in _UNITS else (value, "")
+    try:
+        return int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size; write e.g. '500m' or '2g'") from None
+
+
 SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 
 
@@ -120,6 +135,50 @@ class ReactBoxApp(ExtensionApp):
     install_timeout = Float(900, help="Seconds a dependency install may take.").tag(config=True)
     start_timeout = Float(
         180, help="Seconds a dev server may take to answer its first request."
+    ).tag(config=True)
+
+    idle_timeout = Float(
+        600,
+        help="""Seconds a preview may go unused before its dev server is stopped (0:
+        never). Use is a page load, input in the page, or an API action; HMR and an
+        app's own requests are not. Opening the preview again starts it again.""",
+    ).tag(config=True)
+
+    max_running = Int(
+        5,
+        help="""Most previews this server runs at once (0: no limit). Starting one more
+        stops the least recently used; if none can be stopped, the start gets 429.""",
+    ).tag(config=True)
+
+    max_restarts = Int(
+        5,
+        help="""Times a crashed dev server is restarted (after 1, 2, 4, ... s, at most
+        30 s apart) before it stays failed. The count resets after a minute up.""",
+    ).tag(config=True)
+
+    disk_quota = Unicode(
+        "2g",
+        help="""Most disk a project may use (files, node_modules, history), e.g. '500m',
+        '2g'; checked at start and every 30 s while it runs. Empty or '0': no quota.""",
+    ).tag(config=True)
+
+    @validate("disk_quota")
+    def _validate_quota(self, proposal):
+        parse_size(proposal["value"])
+        return proposal["value"]
+
+    on_shutdown = CaselessStrEnum(
+        ["stop", "keep", "remove"],
+        default_value="stop",
+        help="""What happens to running dev servers when this Jupyter server stops.
+        'stop': stopped, their containers kept for a fast start (and links kept);
+        'keep': left running, re-attached by the next server; 'remove': removed.""",
+    ).tag(config=True)
+
+    modules_cache_size = Int(
+        10,
+        help="""Installed node_modules trees kept per user, keyed by the lockfile, so a
+        re-upload or a second project with the same lockfile installs nothing (0: off).""",
     ).tag(config=True)
 
     ignore_scripts = Bool(
@@ -255,6 +314,7 @@ class ReactBoxApp(ExtensionApp):
             ignore_scripts=self.ignore_scripts,
             install_timeout=self.install_timeout,
             pool_size=self.docker_pool_size,
+            modules_cache_size=self.modules_cache_size,
             log=self.log,
         )
         self.runtime = Runtime(
@@ -262,12 +322,20 @@ class ReactBoxApp(ExtensionApp):
             sandbox,
             base_url=self.serverapp.base_url,
             start_timeout=self.start_timeout,
+            idle_timeout=self.idle_timeout,
+            max_running=self.max_running,
+            max_restarts=self.max_restarts,
+            disk_quota=parse_size(self.disk_quota),
+            on_shutdown=self.on_shutdown,
             preview_origin_template=self.preview_origin_template,
             log=self.log,
         )
+        editor = self._make_editor(self.runtime)
+        if editor is not None:
+            self.runtime.busy = editor.busy  # an edit in progress is use
         self.settings.update(
             reactbox_runtime=self.runtime,
-            reactbox_editor=self._make_editor(self.runtime),
+            reactbox_editor=editor,
             reactbox_max_upload_bytes=self.max_upload_bytes,
         )
 

@@ -12,7 +12,9 @@ Errors of the Docker SDK are mapped to ``SandboxError`` at one boundary
     │   ├── UnsupportedApp        422  no framework we know how to run
     │   ├── ProjectNotFound       404
     │   ├── ProjectExists         409
-    │   └── InvalidName           400
+    │   ├── InvalidName           400
+    │   ├── TooManyPreviews       429  max_running reached, none can be stopped
+    │   └── QuotaExceeded         413  a project outgrew its disk quota
     └── SandboxError              500  the container engine failed
         └── EngineUnavailable     503  the engine or the image is missing
 """
@@ -54,6 +56,14 @@ class ProjectExists(UserError):
 
 class InvalidName(UserError):
     status = 400
+
+
+class TooManyPreviews(UserError):
+    status = 429
+
+
+class QuotaExceeded(UserError):
+    status = 413
 
 
 class SandboxError(ReactBoxError):

@@ -24,17 +24,21 @@ preview has its own origin, so neither the sandbox nor the shim is needed.
 from __future__ import annotations
 
 import asyncio
+import html
+import json
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
 import yarl
+from jupyter_server._tz import utcnow
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import httputil, web
 
+from .errors import ReactBoxError
 from .frameworks import UPSTREAM_PATHS
-from .rewrite import inject_shim, public_files
+from .rewrite import inject_scripts, public_files
 from .runtime import PreviewState, Runtime
 
 SANDBOX_POLICY = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
@@ -59,6 +63,9 @@ _DROPPED_RESPONSE_HEADERS = (
 )
 _NOT_COPIED = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 _REWRITTEN_TYPES = ("text/html", "javascript", "text/css")
+HEARTBEAT = "/__reactbox/heartbeat"
+RESUME_WAIT = 5.0
+"""Seconds a page load waits for a resuming preview before it gets the waiting page."""
 _DOT_SEGMENT_RE = re.compile(r"(?:^|/)\.\.?(?:/|$)|\\")
 _ENCODED_SLASH_RE = re.compile(r"%2f|%5c", re.IGNORECASE)
 
@@ -82,6 +89,7 @@ class PreviewProxyHandler(ProxyHandler):
         if not self.check_host():
             raise web.HTTPError(403, "Host not allowed.")
         self.current_user = self._jupyter_current_user = None
+        await self.runtime.recovered()
         project_id, token, path = (*self.path_args, "", "", "")[:3]
         # ``path`` is decoded (catches %2e%2e); the raw path shows encoded slashes.
         if _DOT_SEGMENT_RE.search(path) or _ENCODED_SLASH_RE.search(self.request.path):
@@ -97,6 +105,75 @@ class PreviewProxyHandler(ProxyHandler):
         self.project_id = project_id
         if origin and urlsplit(origin).netloc != self.request.host:
             raise web.HTTPError(403, f"This preview is served at {origin}, not on this host.")
+        heartbeat = path == HEARTBEAT and self.request.method == "POST"
+        if heartbeat or self._is_navigation():
+            self._record_use()
+        if self.preview.status != "running" or self.preview.endpoint is None:
+            await self._not_running(resume=heartbeat or self._is_navigation())
+        elif heartbeat:
+            self._finish_heartbeat()
+
+    # -- use, and what a stopped preview answers -----------------------------
+
+    def _is_navigation(self) -> bool:
+        """A page load (top level or in a frame): a person opened or reloaded it."""
+        mode = self.request.headers.get("Sec-Fetch-Mode")
+        if mode is not None:
+            return mode == "navigate"
+        accept = self.request.headers.get("Accept", "")
+        return self.request.method == "GET" and "text/html" in accept
+
+    def _record_use(self) -> None:
+        """Real use: resets the preview's idle clock and counts as Jupyter activity."""
+        self.runtime.touch(self.project_id)
+        self.settings.setdefault("last_activity_times", {})["jupyter_reactbox"] = utcnow()
+
+    def _record_activity(self):
+        """jupyter-server-proxy calls this for every request and websocket message.
+        Module requests, HMR traffic and an app's polling are not use: they must not
+        keep the preview, nor the whole Jupyter server, from being culled."""
+
+    def _finish_heartbeat(self) -> None:
+        assert self.preview is not None
+        self._secure_headers()
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps({"status": self.preview.status}))
+
+    async def _not_running(self, *, resume: bool) -> None:
+        """Start a stopped preview for a person (not for the app's own requests), and
+        answer with a page that reloads itself until the preview is there."""
+        st = self.preview
+        assert st is not None
+        status = 503
+        if resume and st.status in ("stopped", "failed") and st.restart_at is None:
+            if st.status == "stopped":
+                try:
+                    project = await asyncio.to_thread(self.runtime.store.get, self.project_id)
+                    self.runtime.start(project)
+                except ReactBoxError as exc:
+                    status = exc.status
+                    st.detail = str(exc)
+        if self.request.path.endswith(HEARTBEAT):
+            return self._finish_heartbeat()
+        if resume and st.status in ("installing", "starting"):
+            # A resume takes about a second: hold the page load that long rather
+            # than show the waiting page (which reloads after a second more).
+            await self.runtime.until_settled(self.project_id, RESUME_WAIT)
+            if st.status == "running" and st.endpoint is not None:
+                return  # proxied as if it had been running
+        waiting = st.status in ("installing", "starting") or st.restart_at is not None
+        self.set_status(status)
+        self._headers = httputil.HTTPHeaders()
+        self._secure_headers()
+        self.set_header("Cache-Control", "no-store")
+        if waiting:
+            self.set_header("Retry-After", "1")
+        if not self._is_navigation():
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            return self.finish(f"The preview is {st.status}; reload the page to start it.\n")
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(_status_page(st.status, st.detail, st.error, refresh=waiting))
 
     def _is_upstream(self, _handler, host: str) -> bool:
         return (
@@ -202,7 +279,6 @@ class PreviewProxyHandler(ProxyHandler):
         """
         if not self._check_host_allowlist(host):
             raise web.HTTPError(403, f"Host {host!r} is not this preview's.")
-        self._record_activity()
         headers = self.proxy_request_headers()
         for name in _HOP_BY_HOP:
             headers.pop(name, None)
@@ -217,6 +293,7 @@ class PreviewProxyHandler(ProxyHandler):
                 allow_redirects=False,
             )
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            self.runtime.poke()  # did it die? the watcher looks now
             raise web.HTTPError(
                 502, "The dev server is not answering; it may be starting, or it stopped."
             ) from exc
@@ -268,6 +345,24 @@ class PreviewProxyHandler(ProxyHandler):
             body = body.replace(base.replace("%", "%25").encode(), base.encode())
         public = public_files(self.runtime.store.root / self.project_id / "app" / "public")
         body = public.rewrite(body, base)
-        if self._sandboxed and "text/html" in content_type:
-            body = inject_shim(body)
+        if "text/html" in content_type:
+            body = inject_scripts(
+                body, base, sandboxed=self._sandboxed, beat_ms=self.runtime.beat_ms
+            )
         return body
+
+
+def _status_page(status: str, detail: str | None, error: str | None, *, refresh: bool) -> str:
+    """What a stopped, starting or failed preview shows instead of the app."""
+    title = {"installing": "Installing…", "starting": "Starting…"}.get(status, f"Preview {status}")
+    lines = [html.escape(x) for x in (detail, error) if x]
+    return (
+        "<!doctype html><html><head><meta charset=utf-8>"
+        + ('<meta http-equiv="refresh" content="1">' if refresh else "")
+        + f"<title>{html.escape(title)}</title><style>body{{font:14px system-ui,sans-serif;"
+        "color:#444;margin:2em}pre{white-space:pre-wrap;color:#a00}</style></head><body>"
+        f"<h3>{html.escape(title)}</h3>"
+        + "".join(f"<pre>{line}</pre>" for line in lines)
+        + ("" if refresh else "<p>Reload to try again.</p>")
+        + "</body></html>"
+    )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from pathlib import Path
 
-SHIM = (Path(__file__).parent / "static" / "shim.js").read_bytes()
+_STATIC = Path(__file__).parent / "static"
+SHIM = (_STATIC / "shim.js").read_bytes()
+ACTIVITY = (_STATIC / "activity.js").read_bytes()
 _HEAD_RE = re.compile(rb"<head(?:\s[^>]*)?>", re.IGNORECASE)
 
 
@@ -58,8 +61,15 @@ def public_files(public_dir: Path) -> PublicFiles:
     return PublicFiles(public_dir)
 
 
-def inject_shim(html: bytes) -> bytes:
-    """Put the shim first in <head>, before any of the app's scripts."""
+def inject_scripts(html: bytes, base: str, *, sandboxed: bool, beat_ms: int = 60_000) -> bytes:
+    """Put our scripts first in <head>, before any of the app's: the activity
+    reporter (input reported at most every ``beat_ms``) always, the shim when
+    the page runs in an opaque origin."""
     match = _HEAD_RE.search(html)
     at = match.end() if match else 0
-    return html[:at] + b"<script>" + SHIM + b"</script>" + html[at:]
+    # JSON of the base, with '<' escaped so it cannot end the script element.
+    literal = json.dumps(base).replace("<", "\\u003c").encode()
+    activity = ACTIVITY.replace(b"__REACTBOX_BASE__", literal)
+    activity = activity.replace(b"__REACTBOX_EVERY__", str(int(beat_ms)).encode())
+    scripts = (SHIM if sandboxed else b"") + activity
+    return html[:at] + b"<script>" + scripts + b"</script>" + html[at:]

@@ -1,10 +1,18 @@
-"""The lifecycle of each project's preview: install -> start -> running.
+"""The lifecycle of each project's preview.
 
-One ``asyncio.Lock`` per project serialises start and stop, so concurrent
-requests never start two dev servers.  Every start mints a fresh capability
-token; the preview path carries it and the proxy checks it, so a stopped or
-restarted preview invalidates every link to the old one.  A failed start
-clears what it made before recording the error.
+    stopped --start--> installing --> starting --> running --idle/stop--> stopped
+                                                      |  (the container is kept)
+                                                   crashes --> failed --backoff--> starting
+
+One task per project does a start, so concurrent requests never start two
+dev servers.  A token is minted when a dev server's container is made and
+lives as long as that container: a stopped preview keeps its link, and the
+next request for it starts it again (``restart`` makes a new container and a
+new link).  A watcher stops previews nobody used for ``idle_timeout`` seconds,
+notices dev servers that died (and restarts them with capped backoff), and
+holds projects to their disk quota.  "Used" means a person did something: a
+page load, input in the page (the injected shim reports it), or an API
+action; module requests, HMR and the app's own polling do not count.
 """
 
 from __future__ import annotations
@@ -14,14 +22,16 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 from jupyter_server.utils import url_path_join
 from tornado import httpclient
 
-from .errors import ReactBoxError, SandboxError
+from .errors import QuotaExceeded, ReactBoxError, SandboxError, TooManyPreviews
 from .sandbox.base import Endpoint, Sandbox
+from .sandbox.modules import disk_usage
 from .store import Project, ProjectStore
 
 COMPILED_SUFFIXES = (
@@ -36,6 +46,12 @@ COMPILED_SUFFIXES = (
     ".vue",
     ".svelte",
 )
+ACTIVE = ("installing", "starting", "running")
+STABLE_AFTER = 60.0
+"""Seconds a restarted dev server must stay up before its crash count is forgotten."""
+MAX_BACKOFF = 30.0
+QUOTA_INTERVAL = 30.0
+SHUTDOWN_TIMEOUT = 20.0
 
 
 @dataclass
@@ -43,12 +59,27 @@ class PreviewState:
     status: str = "stopped"
     """installing | starting | running | stopped | failed"""
     error: str | None = None
+    detail: str | None = None
+    """One line for a status bar: install progress, why it stopped, when it restarts."""
+    progress: tuple[int, int] | None = None
     framework: str | None = None
     token: str | None = None
     base: str | None = None
     endpoint: Endpoint | None = None
+    last_used: float = 0.0
+    running_since: float | None = None
+    restarts: int = 0
+    restart_at: float | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def update(self, **fields) -> None:
+        """Change fields and wake everyone who waits for a change."""
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.changed.set()
+        self.changed = asyncio.Event()
 
 
 class Runtime:
@@ -59,17 +90,36 @@ class Runtime:
         *,
         base_url: str,
         start_timeout: float = 180,
+        idle_timeout: float = 600,
+        max_running: int = 0,
+        max_restarts: int = 5,
+        disk_quota: int = 0,
+        on_shutdown: str = "stop",
         preview_origin_template: str = "",
+        busy: Callable[[str], bool] = lambda project_id: False,
+        clock: Callable[[], float] = time.monotonic,
         log: logging.Logger | None = None,
     ):
         self.store = store
         self.sandbox = sandbox
         self.base_url = base_url
         self.start_timeout = start_timeout
+        self.idle_timeout = idle_timeout
+        self.max_running = max_running
+        self.max_restarts = max_restarts
+        self.disk_quota = disk_quota
+        self.on_shutdown = on_shutdown
         self.preview_origin_template = preview_origin_template
+        self.busy = busy
+        self.clock = clock
         self.log = log or logging.getLogger(__name__)
         self._states: dict[str, PreviewState] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._watcher: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._quota_checked = 0.0
+        self.quota_interval = QUOTA_INTERVAL
+        self._recovered = asyncio.Event()
 
     def http_session(self) -> aiohttp.ClientSession:
         """The pooled client of the preview proxy: upstream connections are kept alive."""
@@ -97,8 +147,9 @@ class Runtime:
         return self.preview_origin_template.format(project=project_id)
 
     def preview_url(self, project_id: str) -> str | None:
+        """The preview's link: valid while its container exists, running or not."""
         st = self.state(project_id)
-        if not st.base or st.status not in ("starting", "running"):
+        if not st.base or not st.token:
             return None
         return (self.preview_origin(project_id) or "") + st.base
 
@@ -108,74 +159,234 @@ class Runtime:
             **project.to_json(),
             "status": st.status,
             "error": st.error,
+            "detail": st.detail,
+            "progress": {"done": st.progress[0], "total": st.progress[1]} if st.progress else None,
+            "restarts": st.restarts,
             "preview_url": self.preview_url(project.id),
         }
 
     def authorize(self, project_id: str, token: str) -> PreviewState | None:
-        """The running preview that ``token`` opens, or None."""
+        """The preview that ``token`` opens (running or not), or None."""
         st = self._states.get(project_id)
-        if st is None or st.token is None or st.endpoint is None:
+        if st is None or st.token is None:
             return None
         if not hmac.compare_digest(st.token.encode(), token.encode()):
             return None
         return st
 
-    # -- lifecycle -----------------------------------------------------------
-
-    async def recover(self) -> None:
-        """Adopt the dev servers that are still running from before a restart."""
-        known = {p.id for p in self.store.list()}
-        for found in await self.sandbox.find_running():
-            if found.project_id not in known:
-                self.log.warning("Removing orphan preview container of %s", found.project_id)
-                await self.sandbox.remove(found.project_id)
-                continue
-            st = self.state(found.project_id)
-            st.status, st.token, st.base = "running", found.token, found.base
-            st.framework = found.framework
-            st.endpoint, st.error = found.endpoint, None
-            self.log.info("Re-attached the running preview of %s", found.project_id)
-
-    def start(self, project: Project) -> PreviewState:
-        """Start the preview in the background unless it is running or starting."""
-        st = self.state(project.id)
-        if st.task is None or st.task.done():
-            if st.status != "running":
-                st.status, st.error = "installing", None
-                st.task = asyncio.create_task(self._start(project, st))
+    async def until_settled(self, project_id: str, timeout: float) -> PreviewState:
+        """Until the preview is no longer installing or starting (or ``timeout`` s)."""
+        st = self.state(project_id)
+        deadline = time.monotonic() + timeout
+        while st.status in ("installing", "starting"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(st.changed.wait(), left)
+            except asyncio.TimeoutError:
+                break
         return st
 
-    async def _start(self, project: Project, st: PreviewState) -> None:
+    def touch(self, project_id: str) -> None:
+        """Someone used this project's preview: reset its idle clock."""
+        self.state(project_id).last_used = self.clock()
+
+    def poke(self) -> None:
+        """Something looks wrong (a dev server did not answer): check now."""
+        self._wake.set()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def recovered(self, timeout: float = 30) -> None:
+        """Until ``recover`` has run: requests wait for it, so none sees a project
+        as stopped that in fact runs (it runs after the server starts listening)."""
+        if not self._recovered.is_set():
+            try:
+                await asyncio.wait_for(self._recovered.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def recover(self) -> None:
+        """Rebuild the state of a restarted server from the engine, then watch.
+
+        Running dev servers are re-attached and stopped ones kept (their links
+        stay valid); containers of deleted projects, second containers of one
+        project and interrupted installs are removed.
+        """
+        try:
+            await self._recover()
+        finally:
+            self._recovered.set()
+            self.watch()
+
+    async def _recover(self) -> None:
+        known = {p.id for p in await asyncio.to_thread(self.store.list)}
+        found = await self.sandbox.find()
+        found.sort(key=lambda f: f.endpoint is None)  # running ones first
+        kept: set[str] = set()
+        for f in found:
+            why = None
+            if f.project_id not in known:
+                why = "its project is gone"
+            elif f.role != "run":
+                why = "an interrupted install"
+            elif f.project_id in kept:
+                why = "a second dev server of the project"
+            if why:
+                self.log.warning("Removing container %s: %s", f.name, why)
+                await self.sandbox.remove_container(f.name)
+                continue
+            kept.add(f.project_id)
+            st = self.state(f.project_id)
+            if st.task is not None or st.status in ACTIVE:
+                continue  # this server started it meanwhile
+            running = f.endpoint is not None
+            st.update(
+                status="running" if running else "stopped",
+                token=f.token,
+                base=f.base,
+                framework=f.framework,
+                endpoint=f.endpoint,
+                error=None,
+                last_used=self.clock(),
+                running_since=self.clock() if running else None,
+            )
+            self.log.info("Re-attached the %s preview of %s", st.status, f.project_id)
+
+    def watch(self) -> None:
+        """Start the watcher (idle culling, crash restarts, disk quota)."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch())
+
+    def start(self, project: Project, *, fresh: bool = False) -> PreviewState:
+        """Start the preview in the background unless it is starting or running.
+
+        With ``max_running`` reached, the least recently used running preview
+        is stopped first; when none can be, TooManyPreviews (429).
+        """
+        st = self.state(project.id)
+        self.touch(project.id)
+        busy = st.task is not None and not st.task.done()
+        if busy and st.status in ACTIVE and not fresh:
+            return st
+        if st.status == "running" and not fresh:
+            return st
+        victims = self._make_room(project.id)
+        if not st.restart_at:
+            st.restarts = 0  # a start by a person, not a crash restart
+        st.update(status="installing", error=None, detail=None, progress=None, restart_at=None)
+        # A previous task may still be cleaning up after a failure or a cancel.
+        previous = st.task if busy else None
+        st.task = asyncio.create_task(
+            self._start(project, st, fresh=fresh, victims=victims, after=previous)
+        )
+        return st
+
+    def _make_room(self, project_id: str) -> list[str]:
+        if self.max_running <= 0:
+            return []
+        active = [i for i, s in self._states.items() if s.status in ACTIVE and i != project_id]
+        excess = len(active) - self.max_running + 1
+        if excess <= 0:
+            return []
+        stoppable = sorted(
+            (i for i in active if self._states[i].status == "running" and not self.busy(i)),
+            key=lambda i: self._states[i].last_used,
+        )
+        if len(stoppable) < excess:
+            raise TooManyPreviews(
+                f"{len(active)} previews are running or starting (the limit is "
+                f"{self.max_running}) and none can be stopped now. Stop one, or ask your "
+                "admin to raise c.ReactBoxApp.max_running."
+            )
+        victims = stoppable[:excess]
+        for i in victims:  # counted as stopped from now on, so the next start sees room
+            self._states[i].update(status="stopped", endpoint=None)
+        return victims
+
+    async def _start(
+        self,
+        project: Project,
+        st: PreviewState,
+        *,
+        fresh: bool,
+        victims: list[str],
+        after: asyncio.Task | None = None,
+    ) -> None:
+        if after is not None:
+            await asyncio.wait([after])
+            st.update(status="installing")
+        for victim in victims:
+            await self.stop(victim, detail=f"Stopped to make room for {project.id}.")
         async with st.lock:
             try:
                 plan = project.plan()
-                st.framework = plan.framework
-                st.status = "installing"
-                await self.sandbox.install(project.id, project.app_dir, plan, project.install_log)
-                st.status = "starting"
-                st.token = secrets.token_urlsafe(24)
-                st.base = self.preview_base(project.id, st.token)
-                st.endpoint = await self.sandbox.run(
-                    project.id, project.app_dir, plan, base=st.base, token=st.token
+                st.update(framework=plan.framework)
+                how = await self.sandbox.install(
+                    project.id, project.app_dir, plan, project.install_log, self._progress(st)
                 )
+                await self._check_quota(project)
+                st.update(status="starting", progress=None, detail=f"dependencies {how}")
+                found = None
+                if fresh:
+                    await self.sandbox.discard(project.id)
+                else:
+                    found = await self.sandbox.resume(project.id, project.app_dir, plan)
+                if found is not None and found.endpoint is not None and found.token:
+                    st.update(token=found.token, base=found.base, endpoint=found.endpoint)
+                else:
+                    token = secrets.token_urlsafe(24)
+                    base = self.preview_base(project.id, token)
+                    st.update(token=token, base=base, endpoint=None)
+                    endpoint = await self.sandbox.run(
+                        project.id, project.app_dir, plan, base=base, token=token
+                    )
+                    st.update(endpoint=endpoint)
                 await self._wait_ready(project.id, st)
-                st.status = "running"
+                now = self.clock()  # the idle clock starts when it is ready
+                st.update(status="running", detail=None, running_since=now, last_used=now)
                 self.log.info("Preview of %s is running", project.id)
             except asyncio.CancelledError:
-                await self._clear(project.id, st, "stopped")
+                await self._halt(project.id, st, detail="Stopped while starting.")
                 raise
             except ReactBoxError as exc:
                 self.log.warning("Preview of %s failed: %s", project.id, exc)
-                await self._clear(project.id, st, "failed", str(exc))
+                await self._fail(project.id, st, str(exc))
             except Exception as exc:
                 self.log.exception("Preview of %s failed", project.id)
-                await self._clear(project.id, st, "failed", f"Internal error: {exc!r}")
+                await self._fail(project.id, st, f"Internal error: {exc!r}")
 
-    async def _clear(self, project_id: str, st: PreviewState, status: str, error=None) -> None:
-        st.token = st.endpoint = st.base = None
-        st.status, st.error = status, error
+    @staticmethod
+    def _progress(st: PreviewState):
+        def report(done: int, total: int) -> None:
+            if st.progress != (done, total):
+                st.update(progress=(done, total), detail=f"installing {done}/{total} packages")
+
+        return report
+
+    async def _halt(self, project_id: str, st: PreviewState, *, detail: str | None) -> None:
+        """Stopped, its container kept (and with it the link)."""
+        st.update(status="stopped", endpoint=None, detail=detail, running_since=None)
         try:
-            await self.sandbox.stop(project_id)
+            await asyncio.shield(self.sandbox.stop(project_id))
+        except Exception:
+            self.log.exception("Could not stop the dev server of %s", project_id)
+
+    async def _fail(self, project_id: str, st: PreviewState, error: str) -> None:
+        """Failed to start: nothing half-made is left, and the old link is dead."""
+        st.update(
+            status="failed",
+            error=error,
+            detail=None,
+            progress=None,
+            token=None,
+            base=None,
+            endpoint=None,
+            running_since=None,
+        )
+        try:
+            await self.sandbox.discard(project_id)
         except Exception:
             self.log.exception("Could not remove the dev server of %s", project_id)
 
@@ -197,11 +408,22 @@ class Runtime:
             if not await self.sandbox.is_running(project_id):
                 tail = (await self.sandbox.logs(project_id, tail=20)).strip()
                 raise SandboxError(f"The dev server exited during start. Last output:\n{tail}")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
         raise SandboxError(
             f"The dev server did not answer within {self.start_timeout:g} s; see its logs "
             "(GET .../logs), or raise c.ReactBoxApp.start_timeout."
         )
+
+    async def _check_quota(self, project: Project) -> None:
+        if self.disk_quota <= 0:
+            return
+        used = await asyncio.to_thread(disk_usage, project.path)
+        if used > self.disk_quota:
+            raise QuotaExceeded(
+                f"The project uses {_size(used)} of disk; its quota is {_size(self.disk_quota)}. "
+                "Remove large files from it, or ask your admin to raise "
+                "c.ReactBoxApp.disk_quota."
+            )
 
     async def compile_errors(self, project_id: str, paths: list[str]) -> str | None:
         """Ask the running dev server to compile ``paths``; its first error, or None.
@@ -225,22 +447,160 @@ class Runtime:
                 return f"{path}: {text[:2000] or f'HTTP {response.code}'}"
         return None
 
-    async def stop(self, project_id: str) -> None:
+    async def stop(self, project_id: str, *, detail: str | None = None) -> None:
+        """Stop the dev server (its container is kept, so the link stays valid)."""
         st = self.state(project_id)
         if st.task and not st.task.done():
             st.task.cancel()
         async with st.lock:
-            await self._clear(project_id, st, "stopped")
+            await self._halt(project_id, st, detail=detail)
+            st.update(restart_at=None, error=None, progress=None)
+
+    def restart(self, project: Project) -> PreviewState:
+        """A new dev server in a new container, with a new link."""
+        st = self.state(project.id)
+        if st.task and not st.task.done():
+            st.task.cancel()
+        return self.start(project, fresh=True)
 
     async def delete(self, project_id: str) -> None:
         await self.stop(project_id)
         await self.sandbox.remove(project_id)
         await asyncio.to_thread(self.store.delete, project_id)
-        self._states.pop(project_id, None)
+        st = self._states.pop(project_id, None)
+        if st is not None:
+            st.update(status="deleted", token=None)  # ends event streams
+
+    # -- the watcher ----------------------------------------------------------
+
+    @property
+    def beat_ms(self) -> int:
+        """How often a page in use reports input: a third of the idle timeout, 1 s..60 s."""
+        idle = self.idle_timeout if self.idle_timeout > 0 else 600
+        return int(min(max(idle * 1000 / 3, 1000), 60_000))
+
+    @property
+    def tick(self) -> float:
+        """How often the watcher looks: often enough that a 10 s idle_timeout works."""
+        idle = self.idle_timeout if self.idle_timeout > 0 else 600
+        return min(max(idle / 10, 0.5), 5.0)
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.tick)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.check()
+            except Exception:
+                self.log.exception("The jupyter-reactbox watcher failed; it goes on")
+
+    async def check(self) -> None:
+        """One round of the watcher: idle, crashed, due for a restart, over quota."""
+        now = self.clock()
+        running = {i: s for i, s in self._states.items() if s.status == "running"}
+        if self.idle_timeout > 0:
+            for project_id, st in list(running.items()):
+                idle = now - st.last_used
+                if idle >= self.idle_timeout and not self.busy(project_id):
+                    self.log.info("Stopping the preview of %s: unused for %d s", project_id, idle)
+                    del running[project_id]
+                    await self.stop(
+                        project_id,
+                        detail=f"Stopped after {self.idle_timeout:g} s without use; "
+                        "opening the preview starts it again.",
+                    )
+        if running:
+            alive = await self.sandbox.running()
+            for project_id, st in running.items():
+                if project_id not in alive and st.status == "running" and not st.lock.locked():
+                    await self._crashed(project_id, st)
+                elif st.running_since and now - st.running_since > STABLE_AFTER:
+                    st.restarts = 0
+        for project_id, st in list(self._states.items()):
+            if st.restart_at is not None and now >= st.restart_at and st.status == "failed":
+                try:
+                    project = await asyncio.to_thread(self.store.get, project_id)
+                except ReactBoxError:
+                    continue
+                self.log.info("Restarting the dev server of %s (%d)", project_id, st.restarts)
+                self.start(project)
+        if self.disk_quota > 0 and now - self._quota_checked >= self.quota_interval:
+            self._quota_checked = now
+            await self._enforce_quota()
+
+    async def _crashed(self, project_id: str, st: PreviewState) -> None:
+        ended = await self.sandbox.exit_info(project_id)
+        tail = (await self.sandbox.logs(project_id, tail=20)).strip()
+        how = "exited"
+        if ended is not None and ended.oom:
+            how = "was killed for using too much memory (c.ReactBoxApp.memory_limit)"
+        elif ended is not None and ended.code is not None:
+            how = f"exited with code {ended.code}"
+        error = f"The dev server {how}. Last output:\n{tail}"
+        if st.restarts < self.max_restarts:
+            delay = min(2.0**st.restarts, MAX_BACKOFF)
+            st.restarts += 1
+            detail = f"restarting in {delay:g} s (restart {st.restarts} of {self.max_restarts})"
+            restart_at = self.clock() + delay
+        else:
+            detail = f"gave up after {self.max_restarts} restarts; start it again once fixed"
+            restart_at = None
+        self.log.warning("The dev server of %s %s; %s", project_id, how, detail)
+        st.update(
+            status="failed",
+            error=error,
+            detail=detail,
+            endpoint=None,
+            running_since=None,
+            restart_at=restart_at,
+        )
+
+    async def _enforce_quota(self) -> None:
+        for project_id, st in list(self._states.items()):
+            if st.status != "running":
+                continue
+            try:
+                await self._check_quota(await asyncio.to_thread(self.store.get, project_id))
+            except QuotaExceeded as exc:
+                self.log.warning("Stopping the preview of %s: %s", project_id, exc)
+                await self.stop(project_id)
+                st.update(status="failed", error=str(exc))
+            except ReactBoxError:
+                continue
+
+    # -- shutdown ---------------------------------------------------------------
 
     async def close(self) -> None:
-        for st in self._states.values():
-            if st.task and not st.task.done():
-                st.task.cancel()
+        """Leave the engine as ``on_shutdown`` says: dev servers stopped, kept running,
+        or removed; starts in flight are stopped, never left half made."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+        tasks = [st.task for st in self._states.values() if st.task and not st.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)
+        if self.on_shutdown != "keep":
+            act = self.sandbox.remove if self.on_shutdown == "remove" else self.sandbox.stop
+            ids = [i for i, st in self._states.items() if st.token or st.status in ACTIVE]
+            jobs = [asyncio.ensure_future(act(i)) for i in ids]
+            if jobs:
+                done, pending = await asyncio.wait(jobs, timeout=SHUTDOWN_TIMEOUT)
+                for job in done:
+                    if job.exception():
+                        self.log.warning("At shutdown: %s", job.exception())
+                if pending:
+                    self.log.warning("%d dev servers did not stop in time", len(pending))
         if self._session is not None:
             await self._session.close()
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # pragma: no cover

@@ -13,9 +13,13 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 import zipfile
 from pathlib import Path
@@ -46,16 +50,18 @@ CHROMIUM_ARGS = [
 
 
 def zip_dir(path: Path, *, wrap: str | None = None, extra: dict[str, bytes] | None = None) -> bytes:
-    """ZIP a fixture folder (optionally inside one wrapping folder, as GitHub does)."""
+    """ZIP a fixture folder (optionally inside one wrapping folder, as GitHub does);
+    ``extra`` files are added, or replace the fixture's of the same name."""
     buf = io.BytesIO()
+    extra = extra or {}
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for file in sorted(path.rglob("*")):
             rel = file.relative_to(path).as_posix()
-            if "node_modules" in rel.split("/") or not file.is_file():
+            if "node_modules" in rel.split("/") or not file.is_file() or rel in extra:
                 continue
             zf.write(file, f"{wrap}/{rel}" if wrap else rel)
-        for name, data in (extra or {}).items():
-            zf.writestr(name, data)
+        for name, data in extra.items():
+            zf.writestr(f"{wrap}/{name}" if wrap else name, data)
     return buf.getvalue()
 
 
@@ -97,6 +103,73 @@ def server_argv(port: int, token: str, root: Path, owner: str, *extra: str) -> l
         f"--ReactBoxApp.owner={owner}",
         *extra,
     ]
+
+
+class JupyterProcess:
+    """A Jupyter server with the extension in a process of its own (for restarts,
+    shutdown policies and the benchmarks), driven over real HTTP with its token."""
+
+    def __init__(self, root: Path, owner: str, *extra: str, port: int | None = None):
+        self.root, self.owner, self.extra = root, owner, extra
+        self.port = port or free_port()
+        self.token = uuid.uuid4().hex
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> JupyterProcess:
+        self.log = open(self.root / f"server-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(
+            server_argv(self.port, self.token, self.root, self.owner, *self.extra),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.call("GET", "reactbox/api/projects")
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        raise RuntimeError(f"the server did not start; see {self.log.name}")
+
+    def call(self, method: str, path: str, body: bytes | None = None, ctype: str | None = None):
+        """(status, body) of one request to the server's API."""
+        request = urllib.request.Request(f"{self.url}/{path}", data=body, method=method)
+        request.add_header("Authorization", f"token {self.token}")
+        if ctype:
+            request.add_header("Content-Type", ctype)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def project(self, project_id: str) -> dict:
+        return json.loads(self.call("GET", f"reactbox/api/projects/{project_id}")[1])
+
+    def upload(self, data: bytes, name: str) -> dict:
+        status, body = self.call(
+            "POST", f"reactbox/api/projects?name={name}", data, "application/zip"
+        )
+        assert status == 201, body
+        return json.loads(body)
+
+    def wait(self, project_id: str, status: str = "running", timeout: float = 240) -> dict:
+        deadline = time.monotonic() + timeout
+        while (info := self.project(project_id))["status"] != status:
+            if info["status"] == "failed" or time.monotonic() > deadline:
+                raise AssertionError(f"{project_id} did not reach {status}: {info}")
+            time.sleep(0.1)
+        return info
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout)
+        self.log.close()
 
 
 @pytest.fixture(scope="session")
@@ -170,7 +243,13 @@ def ai_config(llm):
 
 
 @pytest.fixture
-def jp_server_config(projects_dir, owner, package_cache, sandbox_image, ai_config):
+def reactbox_config():
+    """More c.ReactBoxApp settings for the server under test; a module may override it."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(projects_dir, owner, package_cache, sandbox_image, ai_config, reactbox_config):
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_reactbox": True}},
         "ReactBoxApp": {
@@ -179,8 +258,17 @@ def jp_server_config(projects_dir, owner, package_cache, sandbox_image, ai_confi
             "owner": owner,
             "image": sandbox_image,
             **ai_config,
+            **reactbox_config,
         },
     }
+
+
+@pytest.fixture
+def jp_serverapp(jp_serverapp, jp_asyncio_loop):
+    """pytest-jupyter's server, also *started* as `jupyter server` starts one: the
+    extensions' start hooks run (ours re-attaches previews and starts its watcher)."""
+    jp_asyncio_loop.run_until_complete(jp_serverapp.extension_manager.start_all_extensions())
+    return jp_serverapp
 
 
 @pytest.fixture
@@ -209,14 +297,18 @@ def api(jp_fetch):
             r = await jp_fetch("reactbox", "api", "projects", project_id)
             return json.loads(r.body)
 
-        async def wait(self, project_id: str, status: str = "running", timeout: float = 240):
+        async def wait(
+            self, project_id: str, status: str = "running", timeout: float = 240, *, through=()
+        ):
+            """Until the project has ``status``; fails early on "failed" (unless that
+            is a state it may go ``through``)."""
             deadline = time.monotonic() + timeout
             info: dict = {}
             while time.monotonic() < deadline:
                 info = await self.get(project_id)
                 if info["status"] == status:
                     return info
-                if info["status"] == "failed" and status != "failed":
+                if info["status"] == "failed" and "failed" not in (status, *through):
                     pytest.fail(f"{project_id} failed: {info['error']}")
                 await asyncio.sleep(0.25)
             pytest.fail(f"{project_id} did not reach {status} in {timeout} s: {info}")

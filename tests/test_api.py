@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import docker.errors
 import pytest
 from conftest import FIXTURES, zip_dir
 from test_archive import PKG, make_zip
@@ -20,6 +19,9 @@ ROUTES = [
     ("DELETE", ("projects", "shop")),
     ("POST", ("projects", "shop", "start")),
     ("POST", ("projects", "shop", "stop")),
+    ("POST", ("projects", "shop", "restart")),
+    ("POST", ("projects", "shop", "heartbeat")),
+    ("GET", ("projects", "shop", "events")),
     ("GET", ("projects", "shop", "logs")),
 ]
 
@@ -139,32 +141,41 @@ async def test_vite_app_lifecycle(api, jp_fetch, jp_base_url, projects_dir, dock
     assert (app_dir / ".git").is_dir()
     assert not (app_dir / "node_modules" / ".git").exists()
 
-    # Stop: the container goes, the token dies.
+    # Stop: the dev server stops; its container is kept, and with it the link.
+    selector = {"label": f"org.jupyter.reactbox.owner={owner}"}
     r = await jp_fetch(
         "reactbox", "api", "projects", "vite-react-main", "stop", method="POST", body=b""
     )
     assert r.code == 202
-    assert (await api.get("vite-react-main"))["status"] == "stopped"
-    assert (
-        docker_client.containers.list(filters={"label": f"org.jupyter.reactbox.owner={owner}"})
-        == []
-    )
+    stopped = await api.get("vite-react-main")
+    assert (stopped["status"], stopped["preview_url"]) == ("stopped", info["preview_url"])
+    assert docker_client.containers.list(filters=selector) == []
+    [kept] = docker_client.containers.list(all=True, filters=selector)
+    assert kept.status == "exited"
 
-    # Start again: nothing to install, a new token.
+    # Start again: nothing to install, the same container and link.
     r = await jp_fetch(
         "reactbox", "api", "projects", "vite-react-main", "start", method="POST", body=b""
     )
     assert r.code == 202
     again = await api.wait("vite-react-main")
-    assert again["preview_url"] != info["preview_url"]
+    assert again["preview_url"] == info["preview_url"]
+    assert again["detail"] is None
+    assert [c.id for c in docker_client.containers.list(filters=selector)] == [kept.id]
+
+    # Restart: a new container and a new link; the old link is dead.
+    r = await jp_fetch(
+        "reactbox", "api", "projects", "vite-react-main", "restart", method="POST", body=b""
+    )
+    assert r.code == 202
+    fresh = await api.wait("vite-react-main")
+    assert fresh["preview_url"] != info["preview_url"]
+    assert [c.id for c in docker_client.containers.list(filters=selector)] != [kept.id]
 
     r = await jp_fetch("reactbox", "api", "projects", "vite-react-main", method="DELETE")
     assert r.code == 204
     assert not (projects_dir / "vite-react-main").exists()
-    selector = {"label": f"org.jupyter.reactbox.owner={owner}"}
     assert docker_client.containers.list(all=True, filters=selector) == []
-    with pytest.raises(docker.errors.NotFound):
-        docker_client.networks.get(f"reactbox-{owner}-vite-react-main")
 
 
 async def test_restarted_server_reattaches_running_preview(api, runtime, jp_fetch):

@@ -48,12 +48,12 @@ async def test_container_is_hardened_and_isolated(api, docker_client, owner, jp_
     assert mounts == [("/project", True)]
 
     # No route out: not the Internet, not the metadata service, not the host's Jupyter.
-    network = docker_client.networks.get(f"reactbox-{owner}-shop")
+    network = docker_client.networks.get(f"reactbox-{owner}-previews")
     assert network.attrs["Internal"] is True
     gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
     for host, port in (("1.1.1.1", 443), ("169.254.169.254", 80), (gateway, jp_http_port)):
         assert connect(shop, host, port) != "CONNECTED", (host, port)
-    # Nor another project's dev server, which is on a network of its own.
-    other_ip = other.attrs["NetworkSettings"]["Networks"][f"reactbox-{owner}-other"]["IPAddress"]
+    # Nor another project's dev server: one network per owner, with icc off.
+    other_ip = other.attrs["NetworkSettings"]["Networks"][f"reactbox-{owner}-previews"]["IPAddress"]
     assert connect(other, other_ip, 5173) == "CONNECTED"  # the probe itself works
     assert connect(shop, other_ip, 5173) != "CONNECTED"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -34,11 +35,12 @@ import requests.exceptions
 
 from ..errors import EngineUnavailable, SandboxError, UserError
 from ..frameworks import AppPlan
-from .base import Endpoint, RunningPreview
+from . import modules
+from .base import Endpoint, Exit, Found, Progress
 
 LABEL = "org.jupyter.reactbox"
 CA_IN_CONTAINER = "/etc/reactbox/ca.pem"
-INSTALL_MARKER = ".reactbox-installed"
+STOP_TIMEOUT = 5
 T = TypeVar("T")
 
 
@@ -68,6 +70,11 @@ def labels(owner: str, project_id: str, role: str, **extra: str) -> dict[str, st
 
 def container_name(owner: str, project_id: str, role: str) -> str:
     return f"reactbox-{owner}-{project_id}" + ("" if role == "run" else f"-{role}")
+
+
+def spec_hash(kwargs: dict[str, Any]) -> str:
+    """Names a container spec, so a kept container is reused only if nothing changed."""
+    return hashlib.sha256(json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _hardening(limits: Limits, runtime: str | None) -> dict[str, Any]:
@@ -175,22 +182,6 @@ def run_container_kwargs(
     )
 
 
-def install_fingerprint(app_dir: Path, argv: list[str]) -> str:
-    """What decides the content of node_modules: manifest, lockfiles and command."""
-    h = hashlib.sha256(" ".join(argv).encode())
-    for name in (
-        "package.json",
-        "package-lock.json",
-        "npm-shrinkwrap.json",
-        "yarn.lock",
-        "pnpm-lock.yaml",
-    ):
-        path = app_dir / name
-        if path.is_file():
-            h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
     for dirpath, dirnames, filenames in os.walk(root):
         if "node_modules" in dirnames:
@@ -219,6 +210,7 @@ class DockerSandbox:
         ignore_scripts: bool = True,
         install_timeout: float = 900,
         pool_size: int = 4,
+        modules_cache_size: int = 10,
         log: logging.Logger | None = None,
         client_factory: Callable[[], docker.DockerClient] = docker.from_env,
     ):
@@ -233,10 +225,12 @@ class DockerSandbox:
         self.registry = registry
         self.ignore_scripts = ignore_scripts
         self.install_timeout = install_timeout
+        self.modules_cache = modules.ModulesCache(self.cache_dir / "modules", modules_cache_size)
         self.log = log or logging.getLogger(__name__)
         self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="reactbox-docker")
         self._client_factory = client_factory
         self._client: docker.DockerClient | None = None
+        self._network_lock = asyncio.Lock()
 
     # -- plumbing ---------------------------------------------------------
 
@@ -299,59 +293,69 @@ class DockerSandbox:
                 raise
 
     async def _ensure_network(self, name: str, *, internal: bool, project_id: str) -> None:
-        try:
-            await self._client_call("networks.get", name)
-            return
-        except docker.errors.NotFound:
-            pass
-        try:
-            await self._client_call(
-                "networks.create",
-                name,
-                driver="bridge",
-                internal=internal,
-                labels=labels(self.owner, project_id, "network"),
-                options={"com.docker.network.bridge.enable_icc": "false"} if not internal else {},
-            )
-            self.log.info("Created network %s (internal=%s)", name, internal)
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # created meanwhile by a concurrent call
-                raise
+        # One at a time: the engine lets two concurrent creates make two networks of
+        # one name, and then no container can join "it".
+        async with self._network_lock:
+            try:
+                await self._client_call("networks.get", name)
+                return
+            except docker.errors.NotFound:
+                pass
+            try:
+                await self._client_call(
+                    "networks.create",
+                    name,
+                    driver="bridge",
+                    internal=internal,
+                    check_duplicate=True,
+                    labels=labels(self.owner, project_id, "network"),
+                    # icc off: containers on it cannot reach each other, only the host them.
+                    options={"com.docker.network.bridge.enable_icc": "false"},
+                )
+                self.log.info("Created network %s (internal=%s)", name, internal)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # made meanwhile by another server process
+                    raise
 
-    async def _remove_network(self, name: str) -> None:
-        try:
-            network = await self._client_call("networks.get", name)
-            await self._call(network.remove)
-        except docker.errors.NotFound:
-            pass
-
-    def _network(self, project_id: str) -> str:
-        return f"reactbox-{self.owner}-{project_id}"
+    @property
+    def network(self) -> str:
+        """The owner's ``internal`` network of dev servers; icc off, so they cannot
+        reach each other, and one network per owner, not per project, so the engine's
+        address pools do not cap how many previews run."""
+        return f"reactbox-{self.owner}-previews"
 
     # -- the Sandbox protocol -------------------------------------------------
 
-    def _prepare_install(self, app_dir: Path, argv: list[str]) -> str | None:
-        """The fingerprint to install for, or None when node_modules is up to date.
+    def _prepare_install(self, app_dir: Path, argv: list[str]) -> tuple[str, str | None]:
+        """(fingerprint, how it is satisfied: 'installed', 'cached' or None: install).
 
         Blocking file work; runs on a thread.
         """
-        fingerprint = install_fingerprint(app_dir, argv)
-        marker = app_dir / "node_modules" / INSTALL_MARKER
-        if marker.is_file() and marker.read_text() == fingerprint:
-            return None
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0 and self.uid != 0:
             # A root server: hand the files to the unprivileged container user.
             _chown_tree(app_dir, self.uid, self.gid)
             os.chown(self.cache_dir, self.uid, self.gid)
-        return fingerprint
+        fp = modules.fingerprint(app_dir, argv)
+        if modules.installed(app_dir) == fp:
+            return fp, "installed"
+        if self.modules_cache.restore(fp, app_dir):
+            return fp, "cached"
+        return fp, None
 
-    async def install(self, project_id: str, app_dir: Path, plan: AppPlan, log: Path) -> None:
+    async def install(
+        self,
+        project_id: str,
+        app_dir: Path,
+        plan: AppPlan,
+        log: Path,
+        progress: Progress | None = None,
+    ) -> str:
         argv = plan.install_argv(ignore_scripts=self.ignore_scripts)
-        fingerprint = await asyncio.to_thread(self._prepare_install, app_dir, argv)
-        if fingerprint is None:
-            self.log.info("Dependencies of %s are up to date; not installing", project_id)
-            return
+        fp, done = await asyncio.to_thread(self._prepare_install, app_dir, argv)
+        if done:
+            self.log.info("Dependencies of %s: %s (%s)", project_id, done, fp[:12])
+            return done
         network = f"reactbox-{self.owner}-install"
         await self._ensure_network(network, internal=False, project_id="")
         name = container_name(self.owner, project_id, "install")
@@ -370,90 +374,172 @@ class DockerSandbox:
             ca_file=self.ca_file,
             registry=self.registry,
         )
-        container = await self._client_call("containers.run", **kwargs)
-        self.log.info("Installing %s with %s in %s", project_id, argv[:2], container.id[:7])
         try:
-            result = await self._call(container.wait, timeout=self.install_timeout)
-            code = result.get("StatusCode", 1)
-        except requests.exceptions.ReadTimeout:
-            code = None
-        output = (await self._call(container.logs)).decode("utf-8", "replace")
+            container = await self._client_call("containers.run", **kwargs)
+            self.log.info("Installing %s with %s in %s", project_id, argv[:2], container.id[:7])
+            waiting = asyncio.ensure_future(
+                self._call(container.wait, timeout=self.install_timeout)
+            )
+            if progress is not None:
+                await self._report_install(app_dir, waiting, progress)
+            try:
+                code = (await waiting).get("StatusCode", 1)
+            except requests.exceptions.ReadTimeout:
+                code = None
+            output = (await self._call(container.logs)).decode("utf-8", "replace")
+        finally:
+            # Also when cancelled (a stop, a shutdown): no install is left running.
+            await asyncio.shield(self._remove_container(name))
         await asyncio.to_thread(log.write_text, f"$ {' '.join(argv)}\n{output}")
-        await self._remove_container(name)
         if code != 0:
             tail = "\n".join(output.strip().splitlines()[-15:])
             why = "timed out" if code is None else f"exited with code {code}"
             raise InstallFailed(f"Installing dependencies ({' '.join(argv[:2])}) {why}:\n{tail}")
-        marker = app_dir / "node_modules" / INSTALL_MARKER
-        await asyncio.to_thread(marker.write_text, fingerprint)
+        await asyncio.to_thread(modules.mark, app_dir, fp)
+        try:
+            await asyncio.to_thread(self.modules_cache.save, fp, app_dir)
+        except OSError as exc:  # a full cache disk must not fail the start
+            self.log.warning("Could not keep node_modules of %s in the cache: %s", project_id, exc)
+        return "fresh"
+
+    @staticmethod
+    async def _report_install(app_dir: Path, waiting: asyncio.Future, progress: Progress):
+        """Count the lockfile's packages as they land, until the install ends."""
+        folders = await asyncio.to_thread(modules.expected_packages, app_dir)
+        while not waiting.done():
+            if folders:
+                done = await asyncio.to_thread(modules.count_present, app_dir, folders)
+                progress(done, len(folders))
+            await asyncio.wait([waiting], timeout=0.5)
+
+    def _run_kwargs(self, project_id: str, app_dir: Path, plan: AppPlan, base: str, token: str):
+        def spec(base: str, token: str) -> dict[str, Any]:
+            return run_container_kwargs(
+                image=self.image,
+                owner=self.owner,
+                project_id=project_id,
+                app_dir=app_dir,
+                user=self.user,
+                plan=plan,
+                base=base,
+                token=token,
+                network=self.network,
+                limits=self.run_limits,
+                runtime=self.runtime,
+            )
+
+        kwargs = spec(base, token)
+        kwargs["labels"][f"{LABEL}.spec"] = spec_hash(spec("{base}", "{token}"))
+        return kwargs
 
     async def run(
         self, project_id: str, app_dir: Path, plan: AppPlan, *, base: str, token: str
     ) -> Endpoint:
-        network = self._network(project_id)
-        await self._ensure_network(network, internal=True, project_id=project_id)
+        await self._ensure_network(self.network, internal=True, project_id="")
         name = container_name(self.owner, project_id, "run")
         await self._remove_container(name)
-        kwargs = run_container_kwargs(
-            image=self.image,
-            owner=self.owner,
-            project_id=project_id,
-            app_dir=app_dir,
-            user=self.user,
-            plan=plan,
-            base=base,
-            token=token,
-            network=network,
-            limits=self.run_limits,
-            runtime=self.runtime,
-        )
+        kwargs = self._run_kwargs(project_id, app_dir, plan, base, token)
         container = await self._client_call("containers.run", **kwargs)
         self.log.info("Started dev server of %s in %s", project_id, container.id[:7])
         await self._call(container.reload)
-        return Endpoint(self._address(container, network), plan.port)
+        return Endpoint(self._address(container), plan.port)
 
-    @staticmethod
-    def _address(container, network: str) -> str:
-        address = container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+    async def resume(self, project_id: str, app_dir: Path, plan: AppPlan) -> Found | None:
+        """Start the kept container of a project again, if its spec is still current."""
+        container = await self._get_container(container_name(self.owner, project_id, "run"))
+        if container is None:
+            return None
+        lab = container.labels
+        current = self._run_kwargs(project_id, app_dir, plan, "{base}", "{token}")
+        if lab.get(f"{LABEL}.spec") != current["labels"][f"{LABEL}.spec"]:
+            self.log.info("The kept dev server of %s is out of date; replacing it", project_id)
+            await self._remove_container(container.name)
+            return None
+        if container.status != "running":
+            await self._ensure_network(self.network, internal=True, project_id="")
+            await self._call(container.start)
+            await self._call(container.reload)
+            self.log.info("Resumed dev server of %s in %s", project_id, container.id[:7])
+        return self._found(container)
+
+    def _address(self, container) -> str:
+        networks = container.attrs["NetworkSettings"]["Networks"]
+        address = (networks.get(self.network) or {}).get("IPAddress")
         if not address:
-            raise SandboxError(f"Container {container.name} has no address on {network}.")
+            raise SandboxError(f"Container {container.name} has no address on {self.network}.")
         return address
+
+    def _found(self, container) -> Found:
+        lab = container.labels
+        running = container.status == "running"
+        endpoint = None
+        if running:
+            try:
+                endpoint = Endpoint(self._address(container), int(lab[f"{LABEL}.port"]))
+            except (KeyError, SandboxError):
+                endpoint = None
+        return Found(
+            project_id=lab[f"{LABEL}.project"],
+            role=lab.get(f"{LABEL}.role", ""),
+            name=container.name,
+            framework=lab.get(f"{LABEL}.framework", ""),
+            token=lab.get(f"{LABEL}.token", ""),
+            base=lab.get(f"{LABEL}.base", ""),
+            endpoint=endpoint,
+        )
 
     async def is_running(self, project_id: str) -> bool:
         container = await self._get_container(container_name(self.owner, project_id, "run"))
         return container is not None and container.status == "running"
 
+    async def exit_info(self, project_id: str) -> Exit | None:
+        """How the dev server ended, or None while it runs (or if there is none)."""
+        container = await self._get_container(container_name(self.owner, project_id, "run"))
+        if container is None:
+            return Exit(code=None, oom=False)
+        state = container.attrs.get("State", {})
+        if state.get("Running"):
+            return None
+        return Exit(code=state.get("ExitCode"), oom=bool(state.get("OOMKilled")))
+
+    async def running(self) -> set[str]:
+        """Projects whose dev server runs now: one engine call for all of them."""
+        containers = await self._client_call(
+            "containers.list",
+            sparse=True,
+            filters={"label": [f"{LABEL}.owner={self.owner}", f"{LABEL}.role=run"]},
+        )
+        return {c.attrs["Labels"][f"{LABEL}.project"] for c in containers}
+
     async def stop(self, project_id: str) -> None:
+        """Stop the dev server and keep its container, so a start is fast."""
+        container = await self._get_container(container_name(self.owner, project_id, "run"))
+        if container is None or container.status not in ("running", "restarting", "paused"):
+            return
+        try:
+            await self._call(container.stop, timeout=STOP_TIMEOUT)
+            self.log.info("Stopped dev server of %s (%s)", project_id, container.id[:7])
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (304, 404):
+                raise
+
+    async def discard(self, project_id: str) -> None:
+        """Remove the dev server's container: the next start makes a new one."""
         await self._remove_container(container_name(self.owner, project_id, "run"))
 
     async def remove(self, project_id: str) -> None:
         await self._remove_container(container_name(self.owner, project_id, "install"))
-        await self.stop(project_id)
-        await self._remove_network(self._network(project_id))
+        await self.discard(project_id)
 
-    async def find_running(self) -> list[RunningPreview]:
+    async def find(self) -> list[Found]:
+        """Every container of this owner, running or not, install ones included."""
         containers = await self._client_call(
-            "containers.list",
-            filters={"label": [f"{LABEL}.owner={self.owner}", f"{LABEL}.role=run"]},
+            "containers.list", all=True, filters={"label": f"{LABEL}.owner={self.owner}"}
         )
-        found = []
-        for c in containers:
-            lab = c.labels
-            project_id = lab[f"{LABEL}.project"]
-            try:
-                address = self._address(c, self._network(project_id))
-            except (KeyError, SandboxError):
-                continue
-            found.append(
-                RunningPreview(
-                    project_id=project_id,
-                    framework=lab[f"{LABEL}.framework"],
-                    token=lab[f"{LABEL}.token"],
-                    base=lab[f"{LABEL}.base"],
-                    endpoint=Endpoint(address, int(lab[f"{LABEL}.port"])),
-                )
-            )
-        return found
+        return [self._found(c) for c in containers if f"{LABEL}.project" in c.labels]
+
+    async def remove_container(self, name: str) -> None:
+        await self._remove_container(name)
 
     async def logs(self, project_id: str, *, tail: int = 500) -> str:
         container = await self._get_container(container_name(self.owner, project_id, "run"))

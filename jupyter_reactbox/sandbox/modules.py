@@ -1,0 +1,177 @@
+"""Installed dependencies, reused: a ``node_modules`` cache keyed by the lockfile.
+
+What decides the content of ``node_modules`` is the manifest, the lockfile
+and the install command; their hash (the *fingerprint*) names a finished
+install.  After an install, a copy of the tree is kept under
+``<cache>/modules/<fingerprint>``; a project whose fingerprint is there (a
+re-upload, a second project from the same template) gets a copy instead of an
+install.  A copy, not hard links or a shared mount: a project's dev server
+runs code nobody reviewed and may write into its ``node_modules``, and that
+must never reach another project's files.
+
+All functions here block (file work) and are called on threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+MARKER = ".reactbox-installed"
+_INPUTS = (
+    "package.json",
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+)
+
+
+def fingerprint(app_dir: Path, argv: list[str]) -> str:
+    """The hash of what decides ``node_modules``: manifest, lockfiles and command."""
+    h = hashlib.sha256(" ".join(argv).encode())
+    for name in _INPUTS:
+        path = app_dir / name
+        if path.is_file():
+            h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def installed(app_dir: Path) -> str | None:
+    """The fingerprint ``app_dir/node_modules`` was installed for, if any."""
+    try:
+        return (app_dir / "node_modules" / MARKER).read_text()
+    except OSError:
+        return None
+
+
+def mark(app_dir: Path, fp: str) -> None:
+    (app_dir / "node_modules" / MARKER).write_text(fp)
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """``cp -a`` (reflinks where the filesystem has them); shutil when cp is missing."""
+    if shutil.which("cp"):
+        subprocess.run(
+            ["cp", "-a", "--reflink=auto", "--", str(src), str(dst)],
+            check=True,
+            capture_output=True,
+        )
+    else:  # pragma: no cover - every supported host has GNU cp
+        shutil.copytree(src, dst, symlinks=True)
+
+
+class ModulesCache:
+    """Finished ``node_modules`` trees of one owner, at most ``keep`` of them."""
+
+    def __init__(self, root: Path, keep: int = 10):
+        self.root = Path(root)
+        self.keep = keep
+
+    def _entry(self, fp: str) -> Path:
+        return self.root / fp / "node_modules"
+
+    def restore(self, fp: str, app_dir: Path) -> bool:
+        """Give ``app_dir`` a copy of the tree installed for ``fp``; False if none is kept."""
+        if self.keep <= 0:
+            return False
+        entry = self._entry(fp)
+        if not (entry / MARKER).is_file():
+            return False
+        staging = Path(tempfile.mkdtemp(prefix=".modules-", dir=app_dir.parent))
+        try:
+            _copy_tree(entry, staging / "node_modules")
+            _replace(app_dir / "node_modules", staging / "node_modules")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        os.utime(entry.parent)  # recently used: pruned last
+        return True
+
+    def save(self, fp: str, app_dir: Path) -> None:
+        """Keep a copy of ``app_dir/node_modules`` (installed for ``fp``), then prune."""
+        if self.keep <= 0 or self._entry(fp).is_dir():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.root))
+        try:
+            _copy_tree(app_dir / "node_modules", staging / "node_modules")
+            os.rename(staging, self.root / fp)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not self._entry(fp).is_dir():
+                raise
+        self.prune()
+
+    def prune(self) -> None:
+        """Remove the least recently used trees beyond ``keep``, and interrupted copies."""
+        if not self.root.is_dir():
+            return
+        entries = []
+        for child in self.root.iterdir():
+            if child.name.startswith("."):
+                if time.time() - child.stat().st_mtime > 3600:
+                    shutil.rmtree(child, ignore_errors=True)
+                continue
+            entries.append((child.stat().st_mtime, child))
+        entries.sort(reverse=True)
+        for _, child in entries[max(self.keep, 0) :]:
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _replace(target: Path, new: Path) -> None:
+    """Put ``new`` at ``target``, removing what was there."""
+    if target.exists() or target.is_symlink():
+        doomed = target.with_name(f".{target.name}-old-{os.getpid()}-{time.monotonic_ns()}")
+        os.rename(target, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    os.rename(new, target)
+
+
+def expected_packages(app_dir: Path) -> list[str]:
+    """Folders an npm lockfile says an install creates (optional ones left out)."""
+    for name in ("package-lock.json", "npm-shrinkwrap.json"):
+        try:
+            lock = json.loads((app_dir / name).read_text())
+        except (OSError, ValueError):
+            continue
+        packages = lock.get("packages") or {}
+        return [
+            path
+            for path, meta in packages.items()
+            if path.startswith("node_modules/")
+            and isinstance(meta, dict)
+            and not meta.get("optional")
+            and not meta.get("link")
+        ]
+    return []
+
+
+def count_present(app_dir: Path, folders: list[str]) -> int:
+    """How many of ``folders`` hold a package.json now (install progress)."""
+    return sum(1 for f in folders if (app_dir / f / "package.json").is_file())
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes allocated under ``root`` (like ``du``), symlinks not followed."""
+    total = 0
+    stack = [str(root)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total

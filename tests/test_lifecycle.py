@@ -1,0 +1,264 @@
+"""Lifecycle of previews on a real engine: idle culling and resume, crashes and
+restarts, max_running, the node_modules cache, install progress, disk quota."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+import pytest
+import yarl
+from conftest import FIXTURES, chromium, zip_dir
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+pytestmark = pytest.mark.docker
+
+NAVIGATE = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe", "Accept": "text/html"}
+MODULE = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "script", "Accept": "*/*"}
+
+
+@pytest.fixture
+def reactbox_config():
+    return {"idle_timeout": 3.0}
+
+
+async def fetch(url: str, method: str = "GET", headers: dict | None = None, body=None):
+    return await AsyncHTTPClient().fetch(
+        url, method=method, headers=headers, body=body, raise_error=False, request_timeout=30
+    )
+
+
+async def post(jp_fetch, project_id: str, action: str) -> dict:
+    r = await jp_fetch("reactbox", "api", "projects", project_id, action, method="POST", body=b"")
+    return json.loads(r.body) if r.body else {}
+
+
+async def next_second() -> int:
+    """The engine's event filter counts whole seconds: start a fresh one."""
+    await asyncio.sleep(1.05 - time.time() % 1)
+    return int(time.time())
+
+
+def containers(docker_client, owner: str, project_id: str, **kw):
+    labels = [f"org.jupyter.reactbox.owner={owner}", f"org.jupyter.reactbox.project={project_id}"]
+    return docker_client.containers.list(filters={"label": labels}, **kw)
+
+
+async def test_idle_preview_stops_and_the_next_page_load_resumes_it(
+    api, server_url, jp_serverapp, docker_client, owner
+):
+    info = await api.upload_running()
+    page = server_url + info["preview_url"]
+    activity = jp_serverapp.web_app.settings.setdefault("last_activity_times", {})
+
+    # The app's own requests (modules, polling) are not use: it stops anyway.
+    deadline = time.monotonic() + 8
+    while (await api.get("shop"))["status"] == "running":
+        r = await fetch(page + "src/main.jsx", headers=MODULE)
+        assert r.code in (200, 503)
+        assert time.monotonic() < deadline, "an unused preview was not stopped"
+        await asyncio.sleep(0.2)
+    stopped = await api.get("shop")
+    assert stopped["status"] == "stopped"
+    assert "without use" in stopped["detail"]
+    assert stopped["preview_url"] == info["preview_url"]  # the link stays valid
+    [kept] = containers(docker_client, owner, "shop", all=True)
+    assert kept.status == "exited"
+    # ... and they did not count as Jupyter activity either (jupyterhub-idle-culler).
+    assert "jupyter-server-proxy" not in activity and "jupyter_reactbox" not in activity
+
+    # Another module request is answered, but does not start it again.
+    r = await fetch(page + "src/main.jsx", headers=MODULE)
+    assert r.code == 503 and b"reload the page" in r.body
+    await asyncio.sleep(1)
+    assert (await api.get("shop"))["status"] == "stopped"
+
+    # A page load does: it is held while the preview resumes, then served.
+    r = await fetch(page, headers=NAVIGATE)
+    assert r.code == 200 and b"__reactbox/heartbeat" in r.body
+    assert "frame-ancestors 'self'" in r.headers["Content-Security-Policy"]
+    assert "jupyter_reactbox" in activity
+    resumed = await api.get("shop")
+    assert (resumed["status"], resumed["preview_url"]) == ("running", info["preview_url"])
+    assert [c.id for c in containers(docker_client, owner, "shop")] == [kept.id]
+
+    # Input in the page (the injected reporter's heartbeat) keeps it running.
+    for _ in range(6):
+        r = await fetch(page + "__reactbox/heartbeat", method="POST", body=b"")
+        assert r.code == 200 and json.loads(r.body) == {"status": "running"}
+        await asyncio.sleep(1)
+    assert (await api.get("shop"))["status"] == "running"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("reactbox_config", [{"idle_timeout": 8.0}])  # a first load may take 3 s
+async def test_a_click_in_a_stopped_preview_brings_it_back(api, server_url):
+    info = await api.upload_running()
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(server_url + info["preview_url"])
+        await page.wait_for_selector("text=count is 0")
+        await api.wait("shop", "stopped", timeout=30)
+        # The reporter sees input, learns the preview stopped, and reloads:
+        # the starting page reloads itself until the app is back.
+        await page.mouse.click(5, 5)
+        await page.wait_for_selector("text=count is 0", timeout=60_000)
+    assert (await api.get("shop"))["status"] == "running"
+
+
+KILL_VITE = "for p in /proc/[0-9]*; do grep -q 'vite[.]js' $p/cmdline && kill -9 ${p#/proc/}; done"
+
+
+@pytest.mark.parametrize("reactbox_config", [{"idle_timeout": 0, "max_restarts": 1}])
+async def test_a_dead_dev_server_is_reported_and_restarted_then_given_up(
+    api, docker_client, owner, server_url
+):
+    info = await api.upload_running()
+    [container] = containers(docker_client, owner, "shop")
+
+    # The dev process dies (not the container's init): reported, then restarted.
+    container.exec_run(["sh", "-c", KILL_VITE])
+    failed = await api.wait("shop", "failed", timeout=30)
+    assert "exited with code 137" in failed["error"] and "VITE" in failed["error"]
+    assert failed["detail"].startswith("restarting in 1 s (restart 1 of 1)")
+    page = server_url + info["preview_url"]
+    # Meanwhile a page load gets a page that says why, and reloads itself.
+    r = await fetch(page, headers=NAVIGATE)
+    assert r.code == 503 and b"exited with code 137" in r.body
+    assert r.headers["Retry-After"] == "1" and b'http-equiv="refresh"' in r.body
+    assert "frame-ancestors 'self'" in r.headers["Content-Security-Policy"]
+    back = await api.wait("shop", timeout=60, through=["failed"])
+    assert (back["restarts"], back["preview_url"]) == (1, info["preview_url"])
+    assert (await fetch(page, headers=NAVIGATE)).code == 200
+
+    # The container is killed from outside: with no restarts left, it stays failed.
+    containers(docker_client, owner, "shop")[0].kill()
+    failed = await api.wait("shop", "failed", timeout=30)
+    assert "gave up after 1 restarts" in failed["detail"]
+    await asyncio.sleep(2)
+    assert (await api.get("shop"))["status"] == "failed"
+
+
+@pytest.mark.parametrize("reactbox_config", [{"max_running": 1}])
+async def test_max_running_stops_the_least_recently_used_or_answers_429(api, jp_fetch):
+    data = zip_dir(FIXTURES / "vite-react")
+    first = json.loads((await api.upload(data, "first")).body)
+    assert first["status"] == "installing"
+    # While the first is still starting, nothing can make room: the upload is
+    # kept, but not started, and an explicit start is a clear 429.
+    second = json.loads((await api.upload(data, "second")).body)
+    assert second["status"] == "stopped" and "max_running" in second["detail"]
+    with pytest.raises(HTTPClientError) as err:
+        await post(jp_fetch, "second", "start")
+    assert err.value.code == 429
+    assert "max_running" in err.value.response.body.decode()
+
+    await api.wait("first")
+    await post(jp_fetch, "second", "start")
+    await api.wait("second")
+    evicted = await api.get("first")
+    assert evicted["status"] == "stopped"
+    assert evicted["detail"] == "Stopped to make room for second."
+
+
+async def test_concurrent_starts_make_one_container(
+    api, jp_fetch, server_url, docker_client, owner
+):
+    info = await api.upload_running()
+    await post(jp_fetch, "shop", "stop")
+    since = await next_second()
+    page = server_url + info["preview_url"]
+    await asyncio.gather(
+        *(post(jp_fetch, "shop", "start") for _ in range(8)),
+        *(fetch(page, headers=NAVIGATE) for _ in range(8)),
+    )
+    await api.wait("shop")
+    assert len(containers(docker_client, owner, "shop", all=True)) == 1
+    events = docker_client.events(
+        since=since,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={
+            "type": "container",
+            "event": ["create", "start"],
+            "label": f"org.jupyter.reactbox.owner={owner}",
+        },
+    )
+    # The kept container, started once; nothing created.
+    assert [e["Action"] for e in events] == ["start"]
+
+
+async def test_install_progress_then_a_second_project_with_the_same_lockfile_installs_nothing(
+    api, server_url, jp_base_url, jp_auth_header, docker_client, owner, projects_dir
+):
+    # A manifest no earlier test installed, so this one really installs.
+    manifest = json.loads((FIXTURES / "vite-react" / "package.json").read_text())
+    manifest["description"] = f"installed by {owner}"
+    data = zip_dir(FIXTURES / "vite-react", extra={"package.json": json.dumps(manifest)})
+    await api.upload(data, "fresh")
+
+    events: list[dict] = []
+    # encoded=True: keep the base's %40 as it is.
+    url = yarl.URL(f"{server_url}{jp_base_url}reactbox/api/projects/fresh/events", encoded=True)
+    async with aiohttp.ClientSession() as session, session.get(url, headers=jp_auth_header) as r:
+        assert r.headers["Content-Type"] == "text/event-stream"
+        async for line in r.content:
+            if line.startswith(b"data: "):
+                events.append(json.loads(line[6:]))
+                if events[-1]["status"] in ("running", "failed"):
+                    break
+    statuses = [e["status"] for e in events]
+    assert statuses[-1] == "running", events[-1]
+    assert statuses.index("installing") < statuses.index("starting") < statuses.index("running")
+    counts = [e["progress"] for e in events if e["progress"]]
+    assert counts, "no package counts while installing"
+    assert all(0 <= c["done"] <= c["total"] for c in counts)
+    assert counts[-1]["total"] > 10 and counts[-1]["done"] > counts[0]["done"] - 1
+    assert any(e["detail"] and "packages" in e["detail"] for e in events)
+
+    # The same lockfile again: a copy of the kept tree, no install container.
+    since = await next_second()
+    await api.upload(data, "twin")
+    twin = await api.wait("twin")
+    events = docker_client.events(
+        since=since,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={
+            "type": "container",
+            "event": "create",
+            "label": f"org.jupyter.reactbox.owner={owner}",
+        },
+    )
+    roles = [e["Actor"]["Attributes"]["org.jupyter.reactbox.role"] for e in events]
+    assert roles == ["run"]
+    assert not (projects_dir / "twin" / "install.log").exists()
+    marker = "app/node_modules/.reactbox-installed"
+    assert (projects_dir / "twin" / marker).read_text() == (
+        projects_dir / "fresh" / marker
+    ).read_text()
+    assert twin["status"] == "running"
+
+
+@pytest.mark.parametrize("reactbox_config", [{"disk_quota": "150m", "idle_timeout": 0}])
+async def test_a_project_over_its_disk_quota_is_stopped_and_cannot_start(
+    api, runtime, jp_fetch, docker_client, owner, projects_dir
+):
+    runtime.quota_interval = 0.5
+    await api.upload_running()
+    [container] = containers(docker_client, owner, "shop")
+    code, out = container.exec_run(["sh", "-c", "head -c 200000000 /dev/zero > /project/filler"])
+    assert code == 0, out
+    failed = await api.wait("shop", "failed", timeout=30)
+    assert "its quota is 150.0 MiB" in failed["error"]
+    assert containers(docker_client, owner, "shop") == []  # stopped
+
+    assert (await post(jp_fetch, "shop", "start"))["status"] == "installing"
+    failed = await api.wait("shop", "failed", timeout=30)
+    assert "its quota is 150.0 MiB" in failed["error"]
+
+    (projects_dir / "shop" / "app" / "filler").unlink()
+    await post(jp_fetch, "shop", "start")
+    await api.wait("shop")
