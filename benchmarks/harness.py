@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import docker  # noqa: E402
-from conftest import FIXTURES, JupyterProcess, remove_owned, zip_dir  # noqa: E402
+from conftest import FIXTURES, JupyterProcess, chromium, remove_owned, zip_dir  # noqa: E402
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest  # noqa: E402
 from tornado.websocket import WebSocketClientConnection, websocket_connect  # noqa: E402
 
-__all__ = ["FIXTURES", "JupyterProcess", "zip_dir"]
+__all__ = ["FIXTURES", "JupyterProcess", "chromium", "zip_dir"]
 
 
 @contextlib.contextmanager
@@ -96,13 +96,13 @@ def pct(values: list[float], p: float) -> float:
 def table(title: str, rows: dict[str, list[float]], baseline: str, unit: str = "ms") -> None:
     """Median and p95 of each row (seconds in, ``unit`` out) and each median's ratio
     to the baseline row's."""
-    scale = 1000 if unit == "ms" else 1
+    scale, digits = (1000, 0) if unit == "ms" else (1, 2)
     print(f"\n{title}")
     print(f"{'':38}{'n':>4}{'median':>9}{'p95':>9}{'ratio':>8}")
     base = statistics.median(rows[baseline])
     for name, xs in rows.items():
         med = statistics.median(xs)
         print(
-            f"{name:38}{len(xs):>4}{med * scale:>9.0f}{pct(xs, 95) * scale:>9.0f}"
+            f"{name:38}{len(xs):>4}{med * scale:>9.{digits}f}{pct(xs, 95) * scale:>9.{digits}f}"
             f"{med / base:>7.2f}x"
         )

@@ -1,0 +1,82 @@
+"""How many idle previews one machine holds: memory per preview, N reached.
+
+One real Jupyter server (max_running off) starts previews of the fixture app
+one after another, each rendered once over HTTP, until --max or until a start
+fails.  Memory is each container's cgroup usage less its inactive file cache
+(what `docker stats` shows), side by side with a baseline container of the
+same image and limits running an idle `node` and nothing else.
+
+    python benchmarks/density.py [--max 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import urllib.request
+
+import docker
+from harness import FIXTURES, jupyter, zip_dir
+
+from jupyter_reactbox.cli import DEFAULT_TAG
+from jupyter_reactbox.sandbox.docker import LABEL
+
+
+def memory(container) -> int:
+    stats = container.stats(stream=False, one_shot=True)["memory_stats"]
+    return stats["usage"] - stats.get("stats", {}).get("inactive_file", 0)
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max", type=int, default=16)
+    args = parser.parse_args()
+    client = docker.from_env()
+    data = zip_dir(FIXTURES / "vite-react")
+    with jupyter("--ReactBoxApp.max_running=0", "--ReactBoxApp.idle_timeout=0") as server:
+        reached, why, started = 0, f"--max {args.max}", time.perf_counter()
+        for i in range(args.max):
+            server.upload(data, f"p{i}")
+            try:
+                info = server.wait(f"p{i}", timeout=120)
+            except AssertionError as exc:
+                why = f"start {i + 1} failed: {exc}"
+                break
+            urllib.request.urlopen(server.url + info["preview_url"], timeout=60).read()
+            reached = i + 1
+        elapsed = time.perf_counter() - started
+        time.sleep(3)  # let the dev servers settle to idle
+        selector = {"label": [f"{LABEL}.owner={server.owner}", f"{LABEL}.role=run"]}
+        previews = [memory(c) for c in client.containers.list(filters=selector)]
+        baseline = client.containers.run(
+            DEFAULT_TAG,
+            ["node", "-e", "setInterval(() => {}, 1e9)"],
+            labels={f"{LABEL}.owner": server.owner},
+            read_only=True,
+            user="1000:1000",
+            init=True,
+            detach=True,
+        )
+        time.sleep(2)
+        bare = memory(baseline)
+    per = statistics.median(previews)
+    with open("/proc/meminfo") as f:
+        available = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable"))
+    print(f"\nidle previews: {reached} running ({why}); started in {elapsed:.1f} s")
+    print(f"{'':34}{'memory':>10}{'ratio':>8}")
+    print(f"{'idle node, nothing else (baseline)':34}{mib(bare):>10}{1:>7.2f}x")
+    print(f"{'idle Vite preview (median)':34}{mib(per):>10}{per / bare:>7.2f}x")
+    print(f"{'all previews together':34}{mib(sum(previews)):>10}")
+    print(
+        f"memory available now: {mib(available)}, room for about {int(available // per)} more "
+        "at this size (each is capped by c.ReactBoxApp.memory_limit, 1 GiB by default)"
+    )
+
+
+if __name__ == "__main__":
+    main()
