@@ -32,13 +32,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import docker  # noqa: E402
 from conftest import FIXTURES, free_port, remove_owned, server_argv, zip_dir  # noqa: E402
 from edit_corpus import CASES, outcome  # noqa: E402
+from harness import next_update, pct, toggle, vite_socket  # noqa: E402
 from llm import ScriptedLLM  # noqa: E402
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest  # noqa: E402
-from tornado.websocket import websocket_connect  # noqa: E402
+from tornado.httpclient import AsyncHTTPClient  # noqa: E402
 
 
 def baseline(case) -> tuple[str, str | None]:
@@ -92,11 +93,6 @@ def corpus() -> None:
     assert a["applied wrongly"] == 0, "a wrong application is a bug"
 
 
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
-
-
 async def hmr_timing(rounds: int) -> None:
     llm = ScriptedLLM()
     llm.start()
@@ -140,39 +136,17 @@ async def hmr_timing(rounds: int) -> None:
                 break
             await asyncio.sleep(0.2)
         assert info["status"] == "running", info
-        preview = f"http://127.0.0.1:{port}{info['preview_url']}"
-        # Load the modules as a browser would: Vite only sends updates for modules
-        # that a client has imported.
-        for module in ("src/main.jsx", "src/App.jsx"):
-            await http.fetch(preview + module)
-        client_js = (await http.fetch(f"{preview}@vite/client")).body.decode()
-        ws_token = re.search(r'const wsToken = "([^"]+)"', client_js).group(1)
-        ws = await websocket_connect(
-            HTTPRequest(
-                preview.replace("http://", "ws://") + f"?token={ws_token}",
-                headers={"Sec-WebSocket-Protocol": "vite-hmr"},
-            ),
-            subprotocols=["vite-hmr"],
-        )
+        ws = await vite_socket(f"http://127.0.0.1:{port}{info['preview_url']}")
         app_jsx = tmp / "projects" / "bench" / "app" / "src" / "App.jsx"
+        words = ("Count is", "Join Now")
 
-        async def until_update(started: float) -> float:
-            while True:
-                msg = json.loads(await asyncio.wait_for(ws.read_message(), 30))
-                if msg.get("type") in ("update", "full-reload"):
-                    return time.perf_counter() - started
-
-        words = ["Count is", "Join Now"]
-
-        def toggle() -> None:
-            text = app_jsx.read_text()
-            old, new = (words[0], words[1]) if words[0] in text else (words[1], words[0])
-            app_jsx.write_text(text.replace(old, new))
+        def until_update(started: float):
+            return next_update(ws, started)
 
         # Warm-up, not measured: the dev server answers HTTP before its file
         # watcher is ready; write until a first update comes through.
         for _ in range(30):
-            toggle()
+            toggle(app_jsx, words)
             try:
                 await asyncio.wait_for(until_update(time.perf_counter()), 2)
                 break
