@@ -12,6 +12,9 @@ could read Jupyter's cookies and call ``/api/kernels`` as the user.  So:
 * The dev server never sees the user's credentials: ``Cookie``,
   ``Authorization`` and Jupyter's ``token`` are stripped, ``Set-Cookie`` is
   dropped, and the upstream is only the project's own container.
+* A stopped preview keeps its link: a page load (not the app's own requests)
+  starts it again and is held until it answers; ``static/activity.js``
+  reports a person's input, so a preview in use is not culled as idle.
 * An injected shim (``static/shim.js``) gives the opaque page in-memory
   ``localStorage`` and ``document.cookie`` and inlines external SVG sprites;
   references to files of the app's ``public/`` folder are rewritten to the
@@ -146,14 +149,13 @@ class PreviewProxyHandler(ProxyHandler):
         st = self.preview
         assert st is not None
         status = 503
-        if resume and st.status in ("stopped", "failed") and st.restart_at is None:
-            if st.status == "stopped":
-                try:
-                    project = await asyncio.to_thread(self.runtime.store.get, self.project_id)
-                    self.runtime.start(project)
-                except ReactBoxError as exc:
-                    status = exc.status
-                    st.detail = str(exc)
+        if resume and st.status == "stopped":
+            try:
+                project = await asyncio.to_thread(self.runtime.store.get, self.project_id)
+                self.runtime.start(project)
+            except ReactBoxError as exc:  # e.g. max_running: say so on the page
+                status = exc.status
+                st.update(detail=str(exc))
         if self.request.path.endswith(HEARTBEAT):
             return self._finish_heartbeat()
         if resume and st.status in ("installing", "starting"):
