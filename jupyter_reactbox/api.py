@@ -8,6 +8,11 @@ POST   projects/<id>/start|stop|restart   202 (restart: new container, new link)
 POST   projects/<id>/heartbeat     204; someone uses the preview (resets its idle clock)
 GET    projects/<id>/events        server-sent events: the project's state on each change
 GET    projects/<id>/logs          text; ?follow=1 streams the dev server's output
+GET    projects/<id>/files         the project's own files (paths)
+GET    projects/<id>/files/<path>  one file's text
+PUT    projects/<id>/files/<path>  write it by hand (checked, committed: Undo steps back)
+PUT    projects/<id>/data/<name>   JSON from a notebook -> src/reactbox-data/<name>.json
+DELETE projects/<id>/data/<name>
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import history
+from . import files, history
 from .ai.editor import AIEditor
 from .errors import ArchiveError, ArchiveTooLarge, ReactBoxError, TooManyPreviews
 from .runtime import Runtime
@@ -42,7 +47,7 @@ def maps_errors(method):
         try:
             return await method(self, *args, **kwargs)
         except ReactBoxError as exc:
-            raise web.HTTPError(exc.status, str(exc).replace("%", "%%")) from exc
+            raise web.HTTPError(exc.status, "%s", str(exc)) from exc
 
     return wrapper
 
@@ -63,6 +68,16 @@ class BaseHandler(APIHandler):
     def check_not_editing(self, project_id: str) -> None:
         if self.editor is not None and self.editor.busy(project_id):
             raise web.HTTPError(409, f"An edit of {project_id} is running; wait for it to finish.")
+
+    def write_error(self, status_code, **kwargs):
+        """Jupyter's JSON error, with the message formatted: ours carry it as an
+        argument so a '%' in a path or name is never taken for a format."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, web.HTTPError) and exc.args and exc.log_message:
+            self.set_header("Content-Type", "application/json")
+            message = exc.log_message % exc.args
+            return self.finish(json.dumps({"message": message, "reason": exc.reason}))
+        return super().write_error(status_code, **kwargs)
 
     def project_json(self, project) -> dict:
         return self.runtime.info(project)
@@ -216,6 +231,56 @@ class LogsHandler(BaseHandler):
         self.finish()
 
 
+class FilesHandler(BaseHandler):
+    @web.authenticated
+    @maps_errors
+    async def get(self, project_id, path=""):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        if not path:
+            names = await asyncio.to_thread(files.list_files, project.app_dir)
+            return self.write_json({"files": names})
+        text = await asyncio.to_thread(files.read_file, project.app_dir, path)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(text)
+
+    @web.authenticated
+    @maps_errors
+    async def put(self, project_id, path=""):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        self.check_not_editing(project_id)
+        try:
+            content = self.request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise web.HTTPError(415, "Send the file as UTF-8 text.") from None
+        self.runtime.touch(project_id)
+        commit = await asyncio.to_thread(files.write_file, project.app_dir, path, content)
+        self.write_json({"path": path, "commit": commit})
+
+
+MAX_DATA_BYTES = 32 << 20
+
+
+class DataHandler(BaseHandler):
+    @web.authenticated
+    @maps_errors
+    async def put(self, project_id, name):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        if len(self.request.body) > MAX_DATA_BYTES:
+            raise web.HTTPError(
+                413, f"The data is {len(self.request.body)} bytes; the limit is {MAX_DATA_BYTES}."
+            )
+        path = await asyncio.to_thread(files.publish_data, project.app_dir, name, self.request.body)
+        self.write_json({"name": name, "path": path, "bytes": len(self.request.body)})
+
+    @web.authenticated
+    @maps_errors
+    async def delete(self, project_id, name):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        await asyncio.to_thread(files.remove_data, project.app_dir, name)
+        self.set_status(204)
+        self.finish()
+
+
 NO_AI = (
     "AI edits are not configured. Set c.ReactBoxApp.ai_base_url (or $OPENAI_BASE_URL) to "
     "an OpenAI-compatible endpoint and c.ReactBoxApp.ai_api_key (or $OPENAI_API_KEY), "
@@ -325,6 +390,8 @@ def handlers() -> list[tuple]:
         (f"{api}/projects/{ID}/(?P<action>start|stop|restart|heartbeat)", ActionHandler),
         (f"{api}/projects/{ID}/events", EventsHandler),
         (f"{api}/projects/{ID}/logs", LogsHandler),
+        (f"{api}/projects/{ID}/files(?:/(?P<path>.+))?", FilesHandler),
+        (f"{api}/projects/{ID}/data/(?P<name>[^/]+)", DataHandler),
         (f"{api}/projects/{ID}/edits", EditsHandler),
         (f"{api}/projects/{ID}/edits/events", EditEventsHandler),
         (f"{api}/projects/{ID}/history", HistoryHandler),

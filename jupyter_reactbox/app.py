@@ -353,12 +353,30 @@ class ReactBoxApp(ExtensionApp):
             (r"/reactbox/preview(?:/.*)?", PreviewProxyHandler, options),
         ]
 
+    def _kernel_environment(self) -> dict[str, str]:
+        """Where this server's kernels find it (``jupyter_reactbox.kernel.client``).
+        The token itself stays in the server's info file, readable by this user only."""
+        app = self.serverapp
+        if app.sock:
+            return {}  # a kernel's client cannot speak HTTP over a Unix socket
+        if app.ip in ("", "0.0.0.0", "::", "localhost", "127.0.0.1", "::1") and not app.certfile:
+            url = f"http://127.0.0.1:{app.port}{app.base_url}"
+        else:
+            url = app.connection_url
+        return {"JUPYTER_REACTBOX_URL": url, "JUPYTER_REACTBOX_SERVER_INFO": app.info_file}
+
     async def _start_jupyter_server_extension(self, serverapp):
+        # Kernels inherit the server's environment.
+        self._kernel_env = self._kernel_environment()
+        os.environ.update(self._kernel_env)
         try:
             await self.runtime.recover()
         except Exception as exc:  # the server must come up even with the engine down
             self.log.warning("jupyter-reactbox could not re-attach previews: %s", exc)
 
     async def stop_extension(self):
+        for name, value in getattr(self, "_kernel_env", {}).items():
+            if os.environ.get(name) == value:
+                del os.environ[name]
         await self.runtime.close()
         await self.runtime.sandbox.close()

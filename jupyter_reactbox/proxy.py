@@ -67,6 +67,11 @@ _DROPPED_RESPONSE_HEADERS = (
 _NOT_COPIED = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 _REWRITTEN_TYPES = ("text/html", "javascript", "text/css")
 HEARTBEAT = "/__reactbox/heartbeat"
+ERROR_REPORT = "/__reactbox/error"
+"""Where the page's reporter POSTs uncaught errors and failed loads (JSON)."""
+MAX_REPORT_BYTES = 16 * 1024
+_REPORT_FIELDS = {"kind": 20, "message": 2000, "source": 500, "stack": 4000}
+_REPORT_KINDS = ("error", "rejection", "resource", "overlay")
 RESUME_WAIT = 5.0
 """Seconds a page load waits for a resuming preview before it gets the waiting page."""
 _DOT_SEGMENT_RE = re.compile(r"(?:^|/)\.\.?(?:/|$)|\\")
@@ -108,9 +113,13 @@ class PreviewProxyHandler(ProxyHandler):
         self.project_id = project_id
         if origin and urlsplit(origin).netloc != self.request.host:
             raise web.HTTPError(403, f"This preview is served at {origin}, not on this host.")
+        if path == ERROR_REPORT and self.request.method == "POST":
+            return self._take_error_report()
         heartbeat = path == HEARTBEAT and self.request.method == "POST"
         if heartbeat or self._is_navigation():
             self._record_use()
+        if self._is_navigation():
+            self.runtime.clear_errors(project_id)
         if self.preview.status != "running" or self.preview.endpoint is None:
             await self._not_running(resume=heartbeat or self._is_navigation())
         elif heartbeat:
@@ -135,6 +144,32 @@ class PreviewProxyHandler(ProxyHandler):
         """jupyter-server-proxy calls this for every request and websocket message.
         Module requests, HMR traffic and an app's polling are not use: they must not
         keep the preview, nor the whole Jupyter server, from being culled."""
+
+    def _take_error_report(self) -> None:
+        """Keep what the page says went wrong, for the notebook.  The page is
+        untrusted: only known fields, strings, cut to size, are kept."""
+        body = self.request.body
+        try:
+            if len(body) > MAX_REPORT_BYTES:
+                raise ValueError("too large")
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            raise web.HTTPError(400, f"An error report is a small JSON object ({exc}).") from exc
+        report = {
+            name: value[:limit]
+            for name, limit in _REPORT_FIELDS.items()
+            if isinstance(value := data.get(name), str)
+        }
+        if report.get("kind") not in _REPORT_KINDS or not report.get("message"):
+            raise web.HTTPError(
+                400, f"An error report needs kind ({', '.join(_REPORT_KINDS)}) and message."
+            )
+        self.runtime.report_error(self.project_id, report)
+        self._secure_headers()
+        self.set_status(204)
+        self.finish()
 
     def _finish_heartbeat(self) -> None:
         assert self.preview is not None

@@ -22,6 +22,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,6 +53,8 @@ STABLE_AFTER = 60.0
 MAX_BACKOFF = 30.0
 QUOTA_INTERVAL = 30.0
 SHUTDOWN_TIMEOUT = 20.0
+MAX_ERRORS = 20
+"""Page errors kept per preview (the newest); repeats of the last one are counted."""
 
 
 @dataclass
@@ -73,6 +76,8 @@ class PreviewState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    errors: deque[dict] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
+    """What went wrong in the page since it was last loaded (reported by the page)."""
 
     def update(self, **fields) -> None:
         """Change fields and wake everyone who waits for a change."""
@@ -163,6 +168,7 @@ class Runtime:
             "progress": {"done": st.progress[0], "total": st.progress[1]} if st.progress else None,
             "restarts": st.restarts,
             "preview_url": self.preview_url(project.id),
+            "errors": list(st.errors),
         }
 
     def authorize(self, project_id: str, token: str) -> PreviewState | None:
@@ -191,6 +197,25 @@ class Runtime:
     def touch(self, project_id: str) -> None:
         """Someone used this project's preview: reset its idle clock."""
         self.state(project_id).last_used = self.clock()
+
+    def report_error(self, project_id: str, report: dict) -> None:
+        """The page hit an error (already cleaned by the proxy): keep it for the
+        notebook, counting a repeat of the last one instead of storing it again."""
+        st = self.state(project_id)
+        last = st.errors[-1] if st.errors else None
+        if last is not None and all(last.get(k) == report.get(k) for k in ("kind", "message")):
+            last["count"] += 1
+            last["time"] = time.time()
+        else:
+            st.errors.append({**report, "count": 1, "time": time.time()})
+        st.update()
+
+    def clear_errors(self, project_id: str) -> None:
+        """The page was loaded again: what it reported before is history."""
+        st = self.state(project_id)
+        if st.errors:
+            st.errors.clear()
+            st.update()
 
     def poke(self) -> None:
         """Something looks wrong (a dev server did not answer): check now."""

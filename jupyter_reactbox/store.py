@@ -36,7 +36,7 @@ _GIT_IDENTITY = {
     "GIT_COMMITTER_EMAIL": "reactbox@localhost",
 }
 # Ignored in the history: reinstalled or rebuilt, never the user's work.
-_GIT_EXCLUDE = "node_modules/\ndist/\nbuild/\n.vite/\n"
+_GIT_EXCLUDE = "node_modules/\ndist/\nbuild/\n.vite/\n/src/reactbox-data/\n"
 
 
 def slugify(name: str) -> str:

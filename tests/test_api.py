@@ -7,7 +7,9 @@ import json
 import pytest
 from conftest import FIXTURES, zip_dir
 from test_archive import PKG, make_zip
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from jupyter_reactbox import history
 
 pytestmark = pytest.mark.docker
 
@@ -23,12 +25,17 @@ ROUTES = [
     ("POST", ("projects", "shop", "heartbeat")),
     ("GET", ("projects", "shop", "events")),
     ("GET", ("projects", "shop", "logs")),
+    ("GET", ("projects", "shop", "files")),
+    ("GET", ("projects", "shop", "files", "src", "App.jsx")),
+    ("PUT", ("projects", "shop", "files", "src", "App.jsx")),
+    ("PUT", ("projects", "shop", "data", "sales")),
+    ("DELETE", ("projects", "shop", "data", "sales")),
 ]
 
 
 @pytest.mark.parametrize("method, path", ROUTES)
 async def test_every_api_route_requires_authentication(jp_fetch, method, path):
-    body = b"PK" if method == "POST" else None
+    body = b"PK" if method in ("POST", "PUT") else None
     with pytest.raises(HTTPClientError) as err:
         await jp_fetch(
             "reactbox", "api", *path, method=method, body=body, headers={"Authorization": ""}
@@ -185,3 +192,74 @@ async def test_restarted_server_reattaches_running_preview(api, runtime, jp_fetc
     assert (await api.get("shop"))["status"] == "stopped"
     await runtime.recover()
     assert await api.get("shop") == info
+
+
+async def test_files_and_data_check_their_input_and_write_nothing_when_refused(
+    jp_fetch, runtime, server_url, jp_base_url, jp_serverapp
+):
+    """Hand edits and notebook data: refused input is a 4xx with a reason, and the
+    project stays exactly as it was."""
+    project = runtime.store.import_zip(zip_dir(FIXTURES / "vite-react"), "shop")
+    app = project.app_dir
+
+    def snapshot() -> dict[str, bytes]:
+        return {
+            p.relative_to(app).as_posix(): p.read_bytes()
+            for p in sorted(app.rglob("*"))
+            if p.is_file() and ".git" not in p.relative_to(app).parts
+        }
+
+    async def call(method, *path, body=None, raw=False):
+        try:
+            r = await jp_fetch(
+                "reactbox", "api", "projects", "shop", *path, method=method, body=body
+            )
+            return r.code, r.body if raw else (json.loads(r.body) if r.body else None)
+        except HTTPClientError as exc:
+            return exc.code, json.loads(exc.response.body)["message"]
+
+    code, listing = await call("GET", "files")
+    assert code == 200 and "src/App.jsx" in listing["files"] and "package.json" in listing["files"]
+    code, text = await call("GET", "files", "src", "App.jsx", raw=True)
+    assert code == 200 and text == (app / "src" / "App.jsx").read_bytes()
+
+    before = snapshot()
+    head = history.head(app)
+    refused = [
+        (("PUT", "files", "src", "50%.jsx"), b"export default (", 422, "src/50%.jsx:1"),
+        (("PUT", "files", ".git", "config"), b"x", 422, ".git and node_modules"),
+        (("PUT", "files", "src", "App.jsx"), b"export default (", 422, "syntax error"),
+        (("PUT", "files", "src", "App.jsx"), b"\xff\xfe", 415, "UTF-8"),
+        (("GET", "files", "src", "Nope.jsx"), None, 404, "no file"),
+        (("GET", "files", "src", "assets", "hero.png"), None, 415, "not a UTF-8 text"),
+        (("PUT", "data", "sales"), b"{not json", 400, "not JSON"),
+        (("PUT", "data", "bad.name"), b"[]", 400, "cannot name data"),
+        (("DELETE", "data", "sales"), None, 404, "No data named"),
+    ]
+    for (method, *path), body, status, words in refused:
+        code, message = await call(method, *path, body=body)
+        assert code == status, (path, code, message)
+        assert words in message, (path, message)
+    assert snapshot() == before and history.head(app) == head
+    # A path that leaves the project, as raw bytes on the wire (no client normalising it).
+    for raw in ("files/..%2Fproject.json", "files/src/..%2F..%2F..%2Fetc%2Fpasswd"):
+        r = await AsyncHTTPClient().fetch(
+            f"{server_url}{jp_base_url}reactbox/api/projects/shop/{raw}",
+            method="PUT",
+            body=b"x",
+            headers={"Authorization": f"token {jp_serverapp.identity_provider.token}"},
+            raise_error=False,
+        )
+        assert r.code == 422 and b"only paths inside the project" in r.body, r.body
+    assert snapshot() == before and history.head(app) == head
+
+    # Accepted: a hand edit is one commit; data is a file outside history.
+    new = (app / "src" / "App.jsx").read_text().replace("Get started", "Welcome")
+    code, body = await call("PUT", "files", "src", "App.jsx", body=new.encode())
+    assert code == 200 and body["commit"] == history.head(app)
+    assert history.log(app)[0].message == "Edit src/App.jsx by hand"
+    code, body = await call("PUT", "data", "sales", body=b'[{"units": 3}]')
+    assert (code, body["path"]) == (200, "src/reactbox-data/sales.json")
+    assert history.diff(app, "HEAD") == ""  # the data file is not a change to commit
+    code, _ = await call("DELETE", "data", "sales")
+    assert code == 204 and not (app / "src/reactbox-data/sales.json").exists()

@@ -1,21 +1,26 @@
-/* jupyter-reactbox activity reporter.
+/* jupyter-reactbox activity and error reporter.
  *
- * A preview is stopped after `idle_timeout` seconds nobody used it.  Module
- * requests, HMR and an app's own polling are not use; a person's input is.
- * This reports input (at most every __REACTBOX_EVERY__ ms, a third of the
+ * Activity: a preview is stopped after `idle_timeout` seconds nobody used it.
+ * Module requests, HMR and an app's own polling are not use; a person's input
+ * is.  This reports input (at most every __REACTBOX_EVERY__ ms, a third of the
  * idle timeout and never more than a minute apart) to the preview's heartbeat
  * path, and reloads the page if the preview was stopped meanwhile, which
- * starts it again.  It sends nothing else.
+ * starts it again.
+ *
+ * Errors: a blank page should say why in the notebook.  Uncaught errors,
+ * unhandled rejections, scripts and styles that failed to load, and Vite's
+ * error overlay are POSTed to the preview's error path (at most 20 a page, a
+ * repeat once).  Nothing else is sent.
  */
 (() => {
   "use strict";
-  const url = __REACTBOX_BASE__ + "__reactbox/heartbeat";
+  const base = __REACTBOX_BASE__;
   let last = 0;
   const beat = () => {
     const now = Date.now();
     if (now - last < __REACTBOX_EVERY__) return;
     last = now;
-    fetch(url, { method: "POST", credentials: "omit", cache: "no-store" })
+    fetch(base + "__reactbox/heartbeat", { method: "POST", credentials: "omit", cache: "no-store" })
       .then((r) => r.json())
       .then((s) => {
         if (s.status !== "running") location.reload();
@@ -26,4 +31,47 @@
     addEventListener(type, beat, { capture: true, passive: true });
   }
   beat();
+
+  const seen = new Set();
+  const report = (kind, message, source, stack) => {
+    const key = kind + "\n" + message;
+    if (!message || seen.has(key) || seen.size >= 20) return;
+    seen.add(key);
+    const body = JSON.stringify({
+      kind,
+      message: String(message).slice(0, 2000),
+      source: String(source || "").slice(0, 500),
+      stack: String(stack || "").slice(0, 4000),
+    });
+    fetch(base + "__reactbox/error", { method: "POST", body, credentials: "omit", keepalive: true })
+      .catch(() => {});
+  };
+  addEventListener(
+    "error",
+    (e) => {
+      const el = e.target;
+      if (el && el !== window && (el.src || el.href)) {
+        report("resource", "Failed to load " + (el.src || el.href), el.src || el.href);
+      } else {
+        const where = e.filename ? `${e.filename}:${e.lineno}:${e.colno}` : "";
+        report("error", e.message || String(e.error), where, e.error && e.error.stack);
+      }
+    },
+    true,
+  );
+  addEventListener("unhandledrejection", (e) => {
+    const r = e.reason;
+    report("rejection", (r && r.message) || String(r), "", r && r.stack);
+  });
+  // Vite shows compile errors in an overlay element (open shadow root).
+  new MutationObserver((records) => {
+    for (const rec of records) {
+      for (const node of rec.addedNodes) {
+        if (node.nodeName !== "VITE-ERROR-OVERLAY") continue;
+        const root = node.shadowRoot;
+        const text = (sel) => (root && root.querySelector(sel)?.textContent) || "";
+        report("overlay", text(".message") || "Compile error", text(".file"), text(".frame"));
+      }
+    }
+  }).observe(document.documentElement, { childList: true, subtree: true });
 })();
