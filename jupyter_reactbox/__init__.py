@@ -9,4 +9,24 @@ def _jupyter_server_extension_points():
     return [{"module": "jupyter_reactbox.app", "app": ReactBoxApp}]
 
 
-__all__ = ["__version__"]
+def load_ipython_extension(ipython):
+    """``%load_ext jupyter_reactbox``: the ``%reactbox`` magics."""
+    from .kernel.magics import ReactBoxMagics
+
+    ipython.register_magics(ReactBoxMagics)
+
+
+def __getattr__(name):
+    # ``from jupyter_reactbox import ReactBox`` without importing ipywidgets on the server.
+    if name == "ReactBox":
+        from .kernel.widget import ReactBox
+
+        return ReactBox
+    if name == "connect":
+        from .kernel.client import connect
+
+        return connect
+    raise AttributeError(name)
+
+
+__all__ = ["ReactBox", "__version__", "connect", "load_ipython_extension"]

@@ -86,13 +86,15 @@ def remove_owned(client: docker.DockerClient, owner: str, *, report: bool = Fals
         n.remove()
 
 
-def server_argv(port: int, token: str, root: Path, owner: str, *extra: str) -> list[str]:
-    """A Jupyter server with the extension, for the benchmarks' subprocesses."""
+def server_argv(
+    port: int, token: str, root: Path, owner: str, *extra: str, app: str = "server"
+) -> list[str]:
+    """A Jupyter server (``app="lab"``: JupyterLab) with the extension, in a process."""
     return [
         sys.executable,
         "-m",
         "jupyter",
-        "server",
+        app,
         "--allow-root",
         "--no-browser",
         f"--port={port}",
@@ -109,8 +111,17 @@ class JupyterProcess:
     """A Jupyter server with the extension in a process of its own (for restarts,
     shutdown policies and the benchmarks), driven over real HTTP with its token."""
 
-    def __init__(self, root: Path, owner: str, *extra: str, port: int | None = None):
-        self.root, self.owner, self.extra = root, owner, extra
+    def __init__(
+        self,
+        root: Path,
+        owner: str,
+        *extra: str,
+        port: int | None = None,
+        app: str = "server",
+        env: dict[str, str] | None = None,
+    ):
+        self.root, self.owner, self.extra, self.app = root, owner, extra, app
+        self.env = {**os.environ, **(env or {})}
         self.port = port or free_port()
         self.token = uuid.uuid4().hex
         self.url = f"http://127.0.0.1:{self.port}"
@@ -119,7 +130,8 @@ class JupyterProcess:
     def start(self, timeout: float = 60) -> JupyterProcess:
         self.log = open(self.root / f"server-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
-            server_argv(self.port, self.token, self.root, self.owner, *self.extra),
+            server_argv(self.port, self.token, self.root, self.owner, *self.extra, app=self.app),
+            env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -91,3 +91,28 @@ class ScriptedLLM:
     def user_messages(self, n: int) -> list[str]:
         """The user-role messages of request ``n``."""
         return [m["content"] for m in self.requests[n]["body"]["messages"] if m["role"] == "user"]
+
+
+class ThreadedLLM(ScriptedLLM):
+    """The same server on a loop of its own, for tests that block (kernels, nbclient)."""
+
+    def start(self) -> None:
+        import threading
+
+        ready = threading.Event()
+
+        def run() -> None:
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            ScriptedLLM.start(self)
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True, name="scripted-llm")
+        self.thread.start()
+        ready.wait(10)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(ScriptedLLM.stop, self)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

@@ -8,6 +8,7 @@ user's own pages, and must not open any door into the user's server or the hub.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import secrets
@@ -137,9 +138,9 @@ def hub(tmp_path, package_cache, sandbox_image, docker_client, request):
         )
     h = Hub(tmp_path, package_cache, sandbox_image)
     yield h
-    h.stop()
     if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
         print(h.logs())
+    h.stop()
     for user in (h.alice, h.bob):
         remove_owned(docker_client, user)
 
@@ -213,3 +214,89 @@ async def test_preview_under_jupyterhub(hub):
         )
         assert all(a.startswith(("blocked", "403", "401")) for a in attack), attack
         await page.screenshot(path=ARTIFACTS / "preview-under-jupyterhub.png")
+
+
+async def test_a_kernel_in_a_hub_server_finds_it_with_nothing_pasted(hub, tmp_path):
+    """A kernel of Alice's single-user server reaches her projects with the hub's
+    token from its environment; Bob's token for the same URL is refused."""
+    from jupyter_client import BlockingKernelClient
+
+    await hub.ready()
+    alice_token = await hub.start_server(hub.alice)
+    bob_token = await hub.start_server(hub.bob)
+    r = await fetch(
+        f"{hub.url}/user/{hub.alice}/api/kernels",
+        method="POST",
+        body="{}",
+        headers={"Authorization": f"token {alice_token}"},
+    )
+    assert r.code == 201, r.body
+    kernel_id = json.loads(r.body)["id"]
+    home = tmp_path / "home" / hub.alice
+    connection = next(home.rglob(f"kernel-{kernel_id}.json"))
+    # One thread of its own drives the kernel (the blocking client runs its own loop).
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    loop = asyncio.get_running_loop()
+
+    def connect_kernel():
+        client = BlockingKernelClient(connection_file=str(connection))
+        client.load_connection_file()
+        client.start_channels()
+        client.wait_for_ready(60)
+        return client
+
+    kernel = await loop.run_in_executor(pool, connect_kernel)
+    shop_zip = tmp_path / "shop.zip"
+    shop_zip.write_bytes(zip_dir(FIXTURES / "vite-react"))
+
+    def run(code: str) -> str:
+        out: list[str] = []
+
+        def hook(msg):
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                out.append("\n".join(msg["content"]["traceback"]))
+
+        kernel.execute_interactive(code, output_hook=hook, timeout=120)
+        return "".join(out)
+
+    try:
+        out = await loop.run_in_executor(
+            pool,
+            run,
+            "import os\n"
+            "from jupyter_reactbox.kernel.client import connect\n"
+            "print(sorted(k for k in os.environ if k.startswith(('JUPYTERHUB_', 'JUPYTER_REACTBOX'))))\n"
+            "print(connect().url)",
+        )
+        assert f"/user/{hub.alice}/" in out.splitlines()[-1], out
+        assert "'JUPYTERHUB_API_TOKEN'" in out and "'JUPYTER_REACTBOX_URL'" in out
+        out = await loop.run_in_executor(
+            pool,
+            run,
+            f"%load_ext jupyter_reactbox\n%reactbox upload {shop_zip} --name shop --no-wait",
+        )
+        assert "Uploaded shop" in out, out
+        # Without the extension's variable: the hub's own variables are enough.
+        out = await loop.run_in_executor(
+            pool,
+            run,
+            "del os.environ['JUPYTER_REACTBOX_URL']\n"
+            "c = connect()\nprint(c.url, [p.id for p in c.projects()])",
+        )
+        assert out.strip().endswith("['shop']"), out
+        # Bob's token, pointed at Alice's server, is refused (and learns nothing).
+        out = await loop.run_in_executor(
+            pool,
+            run,
+            "from jupyter_reactbox.kernel.client import ReactBoxClient, ReactBoxClientError\n"
+            "import os\n"
+            f"bob = ReactBoxClient(os.environ['JUPYTERHUB_SERVICE_URL'], {bob_token!r})\n"
+            "try:\n    print(bob.check().projects())\n"
+            "except ReactBoxClientError as e:\n    print('refused:', e)",
+        )
+        assert out.startswith("refused:") and "shop" not in out, out
+    finally:
+        await loop.run_in_executor(pool, kernel.stop_channels)
+        pool.shutdown()

@@ -1,0 +1,534 @@
+"""The notebook's client of the jupyter-reactbox REST API.
+
+``connect()`` finds the Jupyter server this kernel belongs to and its
+credentials, with nothing for the user to paste:
+
+1. ``JUPYTER_REACTBOX_URL``: the extension puts it (with
+   ``JUPYTER_REACTBOX_SERVER_INFO``, the server's info file that holds its
+   token) into the environment of the kernels its server starts.  A user may
+   set it, with ``JUPYTER_REACTBOX_TOKEN``, to reach another server.
+2. Under JupyterHub: ``JUPYTERHUB_SERVICE_URL`` (or ``JUPYTERHUB_SERVICE_PREFIX``
+   on this host) with ``JUPYTERHUB_API_TOKEN``, which the hub grants access to
+   the user's own server.
+3. The servers listed in Jupyter's runtime dir whose root holds the kernel's
+   working directory, newest first.
+
+The typed API (``ReactBoxClient``, ``Project``, ``EditResult``) is what the
+magics and the widget share; every failure is a ``ReactBoxClientError`` with a
+one-line message.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+
+API = "reactbox/api"
+SKIPPED_IN_FOLDERS = {"node_modules", ".git", "dist", "build", ".vite", "__pycache__"}
+ENABLE_HINT = (
+    "enable it with `jupyter server extension enable jupyter_reactbox` and restart the server"
+)
+
+
+class ReactBoxClientError(Exception):
+    """Anything that went wrong, as one line a person can act on."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class EditResult:
+    id: str
+    status: str
+    """applied | failed | no_change"""
+    message: str
+    files: list[str]
+    diff: str
+    attempts: int
+    commit: str | None
+
+    @classmethod
+    def from_json(cls, data: dict) -> EditResult:
+        return cls(
+            id=data.get("id", ""),
+            status=data.get("status", ""),
+            message=data.get("message", ""),
+            files=list(data.get("files") or []),
+            diff=data.get("diff", ""),
+            attempts=int(data.get("attempts") or 0),
+            commit=data.get("commit"),
+        )
+
+
+@dataclass
+class Project:
+    """One project, as last seen on the server (``refresh()`` looks again)."""
+
+    client: ReactBoxClient = field(repr=False)
+    info: dict = field(repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.info["id"]
+
+    @property
+    def name(self) -> str:
+        return self.info.get("name") or self.id
+
+    @property
+    def status(self) -> str:
+        return self.info.get("status", "unknown")
+
+    @property
+    def framework(self) -> str | None:
+        return self.info.get("framework")
+
+    @property
+    def preview_url(self) -> str | None:
+        """The preview's absolute path on the Jupyter server (None when not running)."""
+        return self.info.get("preview_url")
+
+    @property
+    def error(self) -> str | None:
+        return self.info.get("error")
+
+    @property
+    def detail(self) -> str | None:
+        return self.info.get("detail")
+
+    @property
+    def progress(self) -> tuple[int, int] | None:
+        p = self.info.get("progress")
+        return (p["done"], p["total"]) if p else None
+
+    @property
+    def page_errors(self) -> list[dict]:
+        """Errors the preview page reported since it was last loaded."""
+        return list(self.info.get("errors") or [])
+
+    def __repr__(self) -> str:
+        return f"<Project {self.id} {self.status}>"
+
+    def _path(self, *parts: str) -> str:
+        return "/".join(["projects", quote(self.id, safe=""), *parts])
+
+    def _set(self, info: dict) -> Project:
+        self.info = info
+        return self
+
+    # -- state -----------------------------------------------------------------
+
+    def refresh(self) -> Project:
+        return self._set(self.client.request("GET", self._path()).json())
+
+    def start(self) -> Project:
+        return self._set(self.client.request("POST", self._path("start")).json())
+
+    def stop(self) -> Project:
+        return self._set(self.client.request("POST", self._path("stop")).json())
+
+    def restart(self) -> Project:
+        return self._set(self.client.request("POST", self._path("restart")).json())
+
+    def delete(self) -> None:
+        self.client.request("DELETE", self._path())
+        self.info = {**self.info, "status": "deleted", "preview_url": None}
+
+    def events(self, timeout: float | None = None) -> Iterator[dict]:
+        """The project's state now and after every change (server-sent events)."""
+        for data in self.client.stream_events(self._path("events"), timeout):
+            self.info = data if data.get("status") != "deleted" else {**self.info, **data}
+            yield data
+
+    def wait(
+        self,
+        status: str = "running",
+        timeout: float = 300,
+        on_change: Callable[[Project], None] | None = None,
+    ) -> Project:
+        """Until the project is ``status``; a ReactBoxClientError if it fails first."""
+        deadline = time.monotonic() + timeout
+        for _ in self.events(timeout):
+            if on_change is not None:
+                on_change(self)
+            if self.status == status:
+                return self
+            if self.status in ("failed", "deleted") and status != self.status:
+                why = self.error or self.detail or "see its logs"
+                raise ReactBoxClientError(f"{self.id} is {self.status}: {why}")
+            if time.monotonic() > deadline:
+                break
+        raise ReactBoxClientError(
+            f"{self.id} did not become {status} within {timeout:.0f} s (it is {self.status})."
+        )
+
+    # -- logs, files, history ----------------------------------------------------
+
+    def logs(self) -> str:
+        return self.client.request("GET", self._path("logs")).text
+
+    def follow_logs(self) -> Iterator[str]:
+        """The logs so far, then the dev server's output as it comes (until interrupted)."""
+        with self.client.request(
+            "GET", self._path("logs"), params={"follow": "1"}, stream=True, timeout=None
+        ) as r:
+            yield from r.iter_content(chunk_size=None, decode_unicode=True)
+
+    def files(self) -> list[str]:
+        return self.client.request("GET", self._path("files")).json()["files"]
+
+    def read(self, path: str) -> str:
+        return self.client.request("GET", self._path("files", quote(path))).text
+
+    def write(self, path: str, content: str) -> str | None:
+        """Change one file by hand (checked, committed); the commit, or None if unchanged."""
+        r = self.client.request(
+            "PUT",
+            self._path("files", quote(path)),
+            data=content.encode("utf-8"),
+            headers={"Content-Type": "text/plain; charset=utf-8"},
+        )
+        return r.json()["commit"]
+
+    def edit(
+        self,
+        instruction: str,
+        paths: list[str] | None = None,
+        on_event: Callable[[dict], None] | None = None,
+    ) -> EditResult:
+        """Ask the AI to change the app; ``on_event`` sees its progress (asking, applying...)."""
+        if not instruction.strip():
+            raise ReactBoxClientError("Say what to change: the instruction is empty.")
+        body = {"instruction": instruction, "paths": paths or None}
+        if on_event is None:
+            r = self.client.request("POST", self._path("edits"), json=body, timeout=None)
+            return EditResult.from_json(r.json())
+        import threading
+
+        result: dict = {}
+
+        def post() -> None:
+            try:
+                result["r"] = self.client.request(
+                    "POST", self._path("edits"), json=body, timeout=None
+                )
+            except ReactBoxClientError as exc:
+                result["e"] = exc
+
+        worker = threading.Thread(target=post, daemon=True)
+        started = time.time()
+        worker.start()
+        done = False
+        while worker.is_alive() and not done:
+            fresh = False
+            try:  # the stream is the server's current edit; an older one is skipped
+                for event in self.client.stream_events(self._path("edits", "events"), None):
+                    if event.get("time", started) < started - 2:
+                        continue
+                    fresh = True
+                    on_event(event)
+                    done = done or event.get("stage") == "done"
+            except ReactBoxClientError:
+                pass
+            if not fresh:
+                time.sleep(0.1)
+        worker.join()
+        if "e" in result:
+            raise result["e"]
+        return EditResult.from_json(result["r"].json())
+
+    def undo(self) -> str:
+        """Step back one change; the message of the change now current."""
+        return self.client.request("POST", self._path("undo")).json()["head"]["message"]
+
+    def redo(self) -> str:
+        return self.client.request("POST", self._path("redo")).json()["head"]["message"]
+
+    def diff(self, start: str = "HEAD~1", end: str | None = None) -> str:
+        params = {"from": start, **({"to": end} if end else {})}
+        return self.client.request("GET", self._path("diff"), params=params).json()["diff"]
+
+    def history(self) -> list[dict]:
+        return self.client.request("GET", self._path("history")).json()["commits"]
+
+    # -- notebook data -------------------------------------------------------------
+
+    def publish(self, name: str, value) -> str:
+        """Put ``value`` (a DataFrame, list, dict...) where the app can ``import`` it:
+        ``src/reactbox-data/<name>.json``.  Publishing again updates the preview."""
+        body = to_json(value)
+        r = self.client.request(
+            "PUT",
+            self._path("data", quote(name, safe="")),
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        return r.json()["path"]
+
+
+def to_json(value) -> bytes:
+    """JSON of notebook data: DataFrames as a list of row objects (NaN -> null,
+    dates as ISO strings), Series as objects, arrays as lists."""
+    if hasattr(value, "to_json") and hasattr(value, "columns"):  # a DataFrame
+        return value.to_json(orient="records", date_format="iso").encode()
+    if hasattr(value, "to_json") and hasattr(value, "index"):  # a Series
+        return value.to_json(orient="index", date_format="iso").encode()
+    if hasattr(value, "tolist"):  # numpy
+        value = value.tolist()
+    try:
+        return json.dumps(value, allow_nan=False, default=_json_default).encode()
+    except (TypeError, ValueError) as exc:
+        raise ReactBoxClientError(f"This value cannot be sent as JSON: {exc}") from None
+
+
+def _json_default(obj):
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON")
+
+
+def zip_folder(folder: Path) -> bytes:
+    """A ZIP of an app folder, without its dependencies, build output or history."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for dirpath, dirs, names in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if d not in SKIPPED_IN_FOLDERS)
+            for name in sorted(names):
+                path = Path(dirpath, name)
+                zf.write(path, path.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
+class ReactBoxClient:
+    """The REST API of one Jupyter server's jupyter-reactbox."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 60):
+        self.url = url.rstrip("/") + "/"
+        self.token = token or None
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.trust_env = False  # a proxy from the environment must not see the token
+        if self.token:
+            self.session.headers["Authorization"] = f"token {self.token}"
+
+    def __repr__(self) -> str:
+        return f"<ReactBoxClient {self.url}>"
+
+    def request(self, method: str, path: str, *, timeout: float | str | None = "default", **kw):
+        """One API call; the response if it is 2xx, else a ReactBoxClientError."""
+        url = f"{self.url}{API}/{path}"
+        try:
+            r = self.session.request(
+                method, url, timeout=self.timeout if timeout == "default" else timeout, **kw
+            )
+        except requests.ConnectionError:
+            raise ReactBoxClientError(
+                f"The Jupyter server at {self.url} is not answering; is it still running?"
+            ) from None
+        except requests.Timeout:
+            raise ReactBoxClientError(f"The Jupyter server at {self.url} took too long.") from None
+        if r.status_code < 400:
+            return r
+        raise ReactBoxClientError(_message(r), r.status_code)
+
+    def stream_events(self, path: str, timeout: float | None) -> Iterator[dict]:
+        """The ``data:`` payloads of a server-sent-events stream, parsed."""
+        with self.request("GET", path, stream=True, timeout=(10, timeout)) as r:
+            try:
+                for line in r.iter_lines(decode_unicode=True):
+                    if line and line.startswith("data: "):
+                        yield json.loads(line[6:])
+            except requests.RequestException:
+                return
+
+    def check(self) -> ReactBoxClient:
+        """Raise a clear error unless this server has the extension and accepts us."""
+        try:
+            self.request("GET", "projects")
+        except ReactBoxClientError as exc:
+            if exc.status == 404:
+                raise ReactBoxClientError(
+                    f"The Jupyter server at {self.url} does not have jupyter-reactbox: "
+                    f"{ENABLE_HINT}."
+                ) from None
+            if exc.status in (401, 403):
+                raise ReactBoxClientError(
+                    f"The Jupyter server at {self.url} refused this kernel's credentials; set "
+                    "JUPYTER_REACTBOX_TOKEN to a token of that server."
+                ) from None
+            raise
+        return self
+
+    # -- projects --------------------------------------------------------------------
+
+    def projects(self) -> list[Project]:
+        return [Project(self, p) for p in self.request("GET", "projects").json()["projects"]]
+
+    def project(self, name: str) -> Project:
+        """The project called ``name`` (its id, or the name it was uploaded with)."""
+        if not name:
+            raise ReactBoxClientError("Name a project.")
+        try:
+            return Project(self, self.request("GET", f"projects/{quote(name, safe='')}").json())
+        except ReactBoxClientError as exc:
+            if exc.status not in (404,):
+                raise
+        for project in self.projects():
+            if name in (project.id, project.name):
+                return project
+        known = ", ".join(p.id for p in self.projects()) or "none yet"
+        raise ReactBoxClientError(f"No project {name!r} (projects: {known}).", 404)
+
+    def upload(self, source, name: str | None = None, *, replace: bool = False) -> Project:
+        """Upload an app: a ZIP's path, a folder (zipped here), or the ZIP's bytes.
+        The project installs and starts in the background; ``wait()`` follows it."""
+        data, default_name = _read_source(source)
+        name = name or default_name
+        if not name:
+            raise ReactBoxClientError("Name the project: upload(data, name='shop').")
+        if replace:
+            try:
+                self.project(name).delete()
+            except ReactBoxClientError as exc:
+                if exc.status != 404:
+                    raise
+        r = self.request(
+            "POST",
+            "projects",
+            params={"name": name},
+            data=data,
+            headers={"Content-Type": "application/zip"},
+            timeout=300,
+        )
+        return Project(self, r.json())
+
+
+def _read_source(source) -> tuple[bytes, str | None]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), None
+    if isinstance(source, dict) and "content" in source:  # an ipywidgets FileUpload value
+        return bytes(source["content"]), Path(source.get("name") or "").stem or None
+    if not isinstance(source, (str, os.PathLike)):
+        raise ReactBoxClientError(
+            f"Upload a ZIP file's path, an app folder, or bytes (got {type(source).__name__})."
+        )
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "package.json").is_file():
+            raise ReactBoxClientError(f"{path} has no package.json; it is not an app folder.")
+        return zip_folder(path), path.resolve().name
+    if not path.is_file():
+        raise ReactBoxClientError(f"No such file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ReactBoxClientError(f"{path} is not a ZIP file.")
+    return path.read_bytes(), path.stem
+
+
+def _message(r: requests.Response) -> str:
+    """The server's own message for an error response, on one line."""
+    try:
+        data = r.json()
+        text = data.get("message") or data.get("reason") or ""
+    except ValueError:
+        text = r.text.strip()
+    text = " ".join(str(text).split()) or r.reason
+    return f"{text} (HTTP {r.status_code})"
+
+
+# -- finding the server -----------------------------------------------------------------
+
+
+def _loopback(url: str) -> str:
+    """Talk to a server on this host over loopback (its Host check allows that)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host in ("", "0.0.0.0", "::", "localhost"):
+        netloc = f"127.0.0.1:{parts.port}" if parts.port else "127.0.0.1"
+        return urlunsplit((parts.scheme or "http", netloc, parts.path or "/", "", ""))
+    return url
+
+
+def _token_from_info(info_file: str | None) -> str | None:
+    if not info_file:
+        return None
+    try:
+        return json.loads(Path(info_file).read_text()).get("token") or None
+    except (OSError, ValueError):
+        return None
+
+
+def _running_servers() -> list[dict]:
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    servers = []
+    for info_file in Path(jupyter_runtime_dir()).glob("jpserver-*.json"):
+        try:
+            info = json.loads(info_file.read_text())
+            os.kill(int(info["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        servers.append(info)
+    return sorted(servers, key=lambda s: s.get("pid", 0), reverse=True)
+
+
+def candidates() -> list[tuple[str, str | None, str]]:
+    """(url, token, where it came from) to try, best first."""
+    env = os.environ
+    found: list[tuple[str, str | None, str]] = []
+    hub_token = env.get("JUPYTERHUB_API_TOKEN")
+    if url := env.get("JUPYTER_REACTBOX_URL"):
+        token = (
+            env.get("JUPYTER_REACTBOX_TOKEN")
+            or _token_from_info(env.get("JUPYTER_REACTBOX_SERVER_INFO"))
+            or hub_token
+        )
+        found.append((_loopback(url), token, "JUPYTER_REACTBOX_URL"))
+    if hub_token:
+        url = env.get("JUPYTERHUB_SERVICE_URL")
+        if not url and env.get("JUPYTERHUB_SERVICE_PREFIX") and env.get("JUPYTER_SERVER_PORT"):
+            url = f"http://127.0.0.1:{env['JUPYTER_SERVER_PORT']}{env['JUPYTERHUB_SERVICE_PREFIX']}"
+        if url:
+            found.append((_loopback(url), hub_token, "JupyterHub"))
+    cwd = Path.cwd().resolve()
+    for info in _running_servers():
+        root = Path(info.get("root_dir") or info.get("notebook_dir") or "/").resolve()
+        if info.get("sock") or not cwd.is_relative_to(root):
+            continue
+        url = f"http://127.0.0.1:{info['port']}{info.get('base_url') or '/'}"
+        found.append((url, info.get("token") or None, f"server {info['pid']}"))
+    return found
+
+
+def connect() -> ReactBoxClient:
+    """The client of the Jupyter server this kernel belongs to."""
+    tried = []
+    for url, token, where in candidates():
+        client = ReactBoxClient(url, token)
+        try:
+            return client.check()
+        except ReactBoxClientError as exc:
+            if where == "JUPYTER_REACTBOX_URL":
+                raise  # the extension said where it is: its answer is the answer
+            tried.append(str(exc))
+    if tried:
+        raise ReactBoxClientError(tried[0])
+    raise ReactBoxClientError(
+        "No Jupyter server with jupyter-reactbox was found for this kernel. Run the notebook "
+        f"in Jupyter with the extension ({ENABLE_HINT}), or set JUPYTER_REACTBOX_URL and "
+        "JUPYTER_REACTBOX_TOKEN."
+    )

@@ -1,0 +1,342 @@
+"""``%reactbox`` and ``%%reactbox``: the notebook's commands.
+
+A user's mistake (unknown project, missing file, bad arguments, no server) is
+one line, ``UsageError: ...``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import (
+    MagicArgumentParser,
+    argument,
+    magic_arguments,
+)
+from IPython.display import HTML, display
+
+from .client import Project, ReactBoxClient, ReactBoxClientError, connect
+
+COMMANDS = {
+    "upload": "upload SOURCE [--name NAME] [--replace] [--no-wait]: a ZIP path, an app "
+    "folder, or a variable holding the ZIP's bytes; shows progress, then the preview",
+    "list": "list: your projects and their status",
+    "open": "open NAME: show the preview inline",
+    "status": "status NAME: one line of state",
+    "start": "start NAME",
+    "stop": "stop NAME: the container is kept; the preview link too",
+    "restart": "restart NAME: a new container (and a new link)",
+    "delete": "delete NAME: container and files gone",
+    "edit": "edit NAME [PATH ...] [INSTRUCTION]: ask the AI to change the app "
+    "(%%reactbox edit NAME [PATH ...] takes the instruction from the cell)",
+    "write": "%%reactbox write NAME PATH: the cell becomes that file (checked, committed)",
+    "undo": "undo NAME: step back one change",
+    "redo": "redo NAME",
+    "diff": "diff NAME [--from REV]: what the last change did",
+    "logs": "logs NAME [--follow] [--tail N]: install and dev-server output",
+    "data": "data NAME VAR [--as ALIAS]: publish a DataFrame/list/dict to "
+    "src/reactbox-data/ALIAS.json (again: the preview updates)",
+    "errors": "errors NAME: what the preview page reported (why it is blank)",
+}
+
+
+def _parser(name: str, description: str) -> MagicArgumentParser:
+    # The help formatter writes the "%" itself.
+    return MagicArgumentParser(prog=f"reactbox {name}", description=description, add_help=True)
+
+
+def _with_project(name: str) -> MagicArgumentParser:
+    p = _parser(name, COMMANDS[name])
+    p.add_argument("project", help="the project's name")
+    return p
+
+
+def _parsers() -> dict[str, MagicArgumentParser]:
+    parsers = {}
+    p = _parser("upload", COMMANDS["upload"])
+    p.add_argument("source", help="path to a .zip, an app folder, or a variable with ZIP bytes")
+    p.add_argument("--name", help="project name (default: the file or folder name)")
+    p.add_argument("--replace", action="store_true", help="delete a project of that name first")
+    p.add_argument("--no-wait", action="store_true", help="return at once; do not show progress")
+    parsers["upload"] = p
+    parsers["list"] = _parser("list", COMMANDS["list"])
+    for name in ("open", "status", "start", "stop", "restart", "delete", "undo", "redo", "errors"):
+        parsers[name] = _with_project(name)
+    p = _with_project("edit")
+    p.add_argument("words", nargs="*", help="paths to focus on, then the instruction")
+    parsers["edit"] = p
+    p = _with_project("write")
+    p.add_argument("path", help="the file, e.g. src/App.jsx")
+    parsers["write"] = p
+    p = _with_project("diff")
+    p.add_argument("--from", dest="start", default="HEAD~1", help="revision (default HEAD~1)")
+    parsers["diff"] = p
+    p = _with_project("logs")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing (stop: interrupt)")
+    p.add_argument("--tail", type=int, default=0, help="only the last N lines")
+    parsers["logs"] = p
+    p = _with_project("data")
+    p.add_argument("variable", help="a notebook variable: DataFrame, list, dict, array...")
+    p.add_argument("--as", dest="alias", help="the name the app imports (default: VAR)")
+    parsers["data"] = p
+    return parsers
+
+
+def _documented(func):
+    """Put the list of commands into the magic's help (``%reactbox?``)."""
+    lines = [f"  {text}" for text in COMMANDS.values()]
+    func.__doc__ = "\n".join([inspect.cleandoc(func.__doc__ or ""), "", *lines, ""])
+    return func
+
+
+def _looks_like_path(word: str) -> bool:
+    return ("/" in word and " " not in word) or word.endswith(
+        (".js", ".jsx", ".ts", ".tsx", ".css")
+    )
+
+
+@magics_class
+class ReactBoxMagics(Magics):
+    def __init__(self, shell, client: ReactBoxClient | None = None):
+        super().__init__(shell)
+        self._client = client
+        self.parsers = _parsers()
+
+    @property
+    def client(self) -> ReactBoxClient:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    @magic_arguments()
+    @argument("command", nargs="?", help=" | ".join(COMMANDS))
+    @argument("args", nargs=argparse.REMAINDER, help="the command's arguments")
+    @line_cell_magic
+    @_documented
+    def reactbox(self, line: str, cell: str | None = None):
+        """Run React apps in a sandbox beside this notebook and change them in plain words.
+
+        Commands (each takes --help):
+        """
+        words = line.split(None, 1)
+        if not words or words[0] in ("-h", "--help", "help"):
+            return print(self._help())
+        command = words[0]
+        parser = self.parsers.get(command)
+        if parser is None:
+            raise UsageError(f"Unknown command {command!r}; try one of: {', '.join(COMMANDS)}.")
+        try:
+            opts = parser.parse_argstring(words[1] if len(words) > 1 else "")
+        except SystemExit:  # --help printed the command's help
+            return None
+        if command == "write" and cell is None:
+            raise UsageError("write is a cell magic: %%reactbox write NAME PATH, then the code.")
+        try:
+            return getattr(self, f"_{command}")(opts, cell)
+        except ReactBoxClientError as exc:
+            raise UsageError(str(exc)) from None
+        except KeyboardInterrupt:
+            print("Interrupted; the server carries on.", file=sys.stderr)
+            return None
+
+    def _help(self) -> str:
+        lines = ["%reactbox COMMAND ...   (COMMAND --help for details)", ""]
+        lines += [f"  {text}" for text in COMMANDS.values()]
+        return "\n".join(lines)
+
+    # -- commands ---------------------------------------------------------------------
+
+    def _upload(self, opts, cell):
+        source = opts.source
+        value = self.shell.user_ns.get(source) if source.isidentifier() else None
+        if isinstance(value, (bytes, bytearray, memoryview, dict)):
+            source = value
+            if not opts.name:
+                raise UsageError("Name the project: %reactbox upload VAR --name NAME.")
+        project = self.client.upload(source, opts.name, replace=opts.replace)
+        if opts.no_wait:
+            print(f"Uploaded {project.id}; it installs and starts in the background.")
+            return None
+        return self._wait_and_show(project)
+
+    def _wait_and_show(self, project: Project):
+        from .widget import PreviewView, ProgressView
+
+        bar = ProgressView(project)
+        display(bar)
+        try:
+            project.wait("running", on_change=bar.update)
+        except KeyboardInterrupt:
+            print(
+                f"{project.id} goes on in the background; %reactbox open {project.id} shows it.",
+                file=sys.stderr,
+            )
+            return None
+        finally:
+            bar.close()
+        print(f"{project.id} is running.")
+        display(PreviewView(project))
+        return None
+
+    def _list(self, opts, cell):
+        projects = self.client.projects()
+        if not projects:
+            print("No projects yet: %reactbox upload app.zip --name NAME")
+            return None
+        rows = [(p.id, p.framework or "", p.status, p.detail or p.error or "") for p in projects]
+        width = max(len(r[0]) for r in rows)
+        text = "\n".join(f"{a:<{width}}  {b:<6}  {c:<10}  {d}".rstrip() for a, b, c, d in rows)
+        html_rows = "".join(
+            "<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in row) + "</tr>" for row in rows
+        )
+        display(
+            {
+                "text/plain": text,
+                "text/html": "<table><tr><th>project</th><th>framework</th><th>status</th>"
+                f"<th></th></tr>{html_rows}</table>",
+            },
+            raw=True,
+        )
+        return None
+
+    def _open(self, opts, cell):
+        project = self.client.project(opts.project)
+        if project.status == "stopped":
+            project.start()
+        if project.status in ("installing", "starting"):
+            return self._wait_and_show(project)
+        from .widget import PreviewView
+
+        display(PreviewView(project))
+        return None
+
+    def _status(self, opts, cell):
+        p = self.client.project(opts.project)
+        why = p.error if p.status == "failed" else p.detail
+        print(f"{p.id}: {p.status}" + (f" ({why})" if why else ""))
+
+    def _start(self, opts, cell):
+        project = self.client.project(opts.project).start()
+        return self._wait_and_show(project)
+
+    def _restart(self, opts, cell):
+        project = self.client.project(opts.project).restart()
+        return self._wait_and_show(project)
+
+    def _stop(self, opts, cell):
+        project = self.client.project(opts.project).stop()
+        print(f"{project.id} is stopped; %reactbox start {project.id} resumes it.")
+
+    def _delete(self, opts, cell):
+        project = self.client.project(opts.project)
+        project.delete()
+        print(f"Deleted {project.id}.")
+
+    def _edit(self, opts, cell):
+        words = list(opts.words)
+        if cell is not None:
+            paths, instruction = words, cell.strip()
+        else:
+            paths = []
+            while len(words) > 1 and _looks_like_path(words[0]):
+                paths.append(words.pop(0))
+            instruction = " ".join(words)
+        if not instruction:
+            raise UsageError(
+                'Say what to change: %reactbox edit NAME [PATH] "instruction", or put the '
+                "instruction in the cell under %%reactbox edit NAME."
+            )
+        project = self.client.project(opts.project)
+        from .widget import diff_html
+
+        try:
+            result = project.edit(instruction, paths or None, on_event=LineInPlace().show)
+        except ReactBoxClientError as exc:
+            if exc.status == 503:  # AI not configured: a setting, not a mistake in this cell
+                print(str(exc), file=sys.stderr)
+                return None
+            raise
+        if result.status != "applied":
+            raise UsageError(f"Nothing changed: {result.message}")
+        print(f"{result.message} ({', '.join(result.files)}; undo: %reactbox undo {project.id})")
+        display({"text/plain": result.diff, "text/html": diff_html(result.diff)}, raw=True)
+        return None
+
+    def _write(self, opts, cell):
+        project = self.client.project(opts.project)
+        commit = project.write(opts.path, cell)
+        print(f"Wrote {opts.path}." if commit else f"{opts.path} is unchanged.")
+
+    def _undo(self, opts, cell):
+        message = self.client.project(opts.project).undo()
+        print(f"Undone. The project is now at: {message}")
+
+    def _redo(self, opts, cell):
+        message = self.client.project(opts.project).redo()
+        print(f"Redone: {message}")
+
+    def _diff(self, opts, cell):
+        from .widget import diff_html
+
+        text = self.client.project(opts.project).diff(opts.start)
+        display({"text/plain": text or "No change.", "text/html": diff_html(text)}, raw=True)
+
+    def _logs(self, opts, cell):
+        project = self.client.project(opts.project)
+        if not opts.follow:
+            text = project.logs()
+            if opts.tail:
+                text = "\n".join(text.splitlines()[-opts.tail :])
+            print(text)
+            return None
+        for chunk in project.follow_logs():
+            print(chunk, end="", flush=True)
+        return None
+
+    def _data(self, opts, cell):
+        if opts.variable not in self.shell.user_ns:
+            raise UsageError(f"No variable {opts.variable!r} in this notebook.")
+        alias = opts.alias or opts.variable
+        path = self.client.project(opts.project).publish(alias, self.shell.user_ns[opts.variable])
+        print(
+            f"Published {opts.variable} as {path}; in the app: "
+            f"import {alias} from './reactbox-data/{alias}.json' (from a file in src/)."
+        )
+
+    def _errors(self, opts, cell):
+        project = self.client.project(opts.project)
+        errors = project.page_errors
+        if not errors:
+            print(f"The {project.id} page reported no errors since it was last loaded.")
+            return None
+        for e in errors:
+            where = f" at {e['source']}" if e.get("source") else ""
+            times = f" (x{e['count']})" if e.get("count", 1) > 1 else ""
+            print(f"{e['kind']}: {e['message']}{where}{times}")
+        return None
+
+
+class LineInPlace:
+    """One line of output that changes in place (the edit's stages)."""
+
+    def __init__(self):
+        self.handle = None
+
+    def show(self, event: dict) -> None:
+        from .widget import _edit_stage
+
+        text = _edit_stage(event)
+        if self.handle is None:
+            self.handle = display(HTML(text), display_id=True)
+        else:
+            self.handle.update(HTML(text))
+
+
+def _esc(value: str) -> str:
+    import html
+
+    return html.escape(str(value))
