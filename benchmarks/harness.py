@@ -20,7 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import docker  # noqa: E402
-from conftest import FIXTURES, JupyterProcess, chromium, remove_owned, zip_dir  # noqa: E402
+from conftest import (  # noqa: E402
+    FIXTURES,
+    JupyterProcess,
+    chromium,
+    quiet_interfaces,
+    remove_owned,
+    zip_dir,
+)
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest  # noqa: E402
 from tornado.websocket import WebSocketClientConnection, websocket_connect  # noqa: E402
 
@@ -33,7 +40,8 @@ def jupyter(*extra: str) -> Iterator[JupyterProcess]:
     tmp = Path(tempfile.mkdtemp(prefix="reactbox-bench-"))
     server = JupyterProcess(tmp, f"bench{secrets.token_hex(3)}", *extra)
     try:
-        yield server.start()
+        with quiet_interfaces():
+            yield server.start()
     finally:
         server.stop()
         remove_owned(docker.from_env(), server.owner)

@@ -184,6 +184,34 @@ class JupyterProcess:
         self.log.close()
 
 
+IPV6_DEFAULT = Path("/proc/sys/net/ipv6/conf/default/disable_ipv6")
+
+
+@contextlib.contextmanager
+def quiet_interfaces():
+    """No IPv6 link-local addresses on the bridges and veths Docker makes meanwhile.
+    Chromium aborts every request in flight (ERR_NETWORK_CHANGED) when a host
+    address appears, and a bridge gets one a moment after its first container
+    starts: exactly when a test loads that container's page.  Only a browser on
+    the engine's own host sees this; the setting is put back after."""
+    try:
+        before = IPV6_DEFAULT.read_text().strip()
+        IPV6_DEFAULT.write_text("1")
+    except OSError:  # not root, or no IPv6: nothing to quiet
+        yield
+        return
+    try:
+        yield
+    finally:
+        IPV6_DEFAULT.write_text(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_interfaces():
+    with quiet_interfaces():
+        yield
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     try:

@@ -64,7 +64,12 @@ async def test_idle_preview_stops_and_the_next_page_load_resumes_it(
     assert stopped["status"] == "stopped"
     assert "without use" in stopped["detail"]
     assert stopped["preview_url"] == info["preview_url"]  # the link stays valid
-    [kept] = containers(docker_client, owner, "shop", all=True)
+    # The proxy stops forwarding at once; the engine stops the container just after.
+    for _ in range(100):
+        [kept] = containers(docker_client, owner, "shop", all=True)
+        if kept.status == "exited":
+            break
+        await asyncio.sleep(0.1)
     assert kept.status == "exited"
     # ... and they did not count as Jupyter activity either (jupyterhub-idle-culler).
     assert "jupyter-server-proxy" not in activity and "jupyter_reactbox" not in activity

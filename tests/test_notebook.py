@@ -245,6 +245,12 @@ def test_magics_in_a_kernel_of_the_server(server, scripted_llm, tmp_path):
 
         text, rich = ok("%reactbox list")
         assert rich[0]["text/plain"].split() == ["shop", "vite", "running"]
+        # open: a panel where the JupyterLab extension renders it, an iframe elsewhere.
+        _, rich = ok("%reactbox open shop")
+        assert rich[0]["application/vnd.jupyter.reactbox.open+json"]["id"] == "shop"
+        assert f'<iframe src="{info["preview_url"]}"' in rich[0]["text/html"]
+        _, rich = ok("%reactbox open shop --inline")
+        assert "application/vnd.jupyter.widget-view+json" in rich[0]
 
         # Upload from a variable holding the ZIP's bytes; a folder; bad sources.
         ok(f"data = open({str(shop_zip)!r}, 'rb').read()")
@@ -426,7 +432,7 @@ async def test_page_errors_reach_the_notebook_and_data_hot_reloads(server, capsy
 
     async with chromium() as browser:
         page = await browser.new_page()
-        await page.goto(server.url + project.preview_url)
+        await page.goto(server.url + project.preview_url, wait_until="commit")
         errors = await _async_until(
             lambda: [
                 e for e in project.refresh().page_errors if "boom from the app" in e["message"]
@@ -457,6 +463,8 @@ async def test_page_errors_reach_the_notebook_and_data_hot_reloads(server, capsy
         )
         assert missing and not any("boom" in e["message"] for e in project.page_errors)
         await asyncio.to_thread(project.write, "src/main.jsx", main)
+        await page.goto(server.url + project.preview_url, wait_until="commit")
+        await page.get_by_text("Corner Shop").wait_for(timeout=30_000)
 
         # Data: published, imported, and re-published into the running page by HMR.
         await asyncio.to_thread(project.publish, "sales", [{"month": "Jan", "units": 120}])
@@ -468,10 +476,9 @@ async def test_page_errors_reach_the_notebook_and_data_hot_reloads(server, capsy
             "        <ul>{sales.map((r) => <li key={r.month}>{r.month}: {r.units}</li>)}</ul>\n"
             "      </section>",
         )
-        await asyncio.to_thread(project.write, "src/App.jsx", with_data)
-        await page.goto(server.url + project.preview_url)
-        await page.get_by_text("Jan: 120").wait_for(timeout=30_000)
         await page.evaluate("window.__notReloaded = true")
+        await asyncio.to_thread(project.write, "src/App.jsx", with_data)
+        await page.get_by_text("Jan: 120").wait_for(timeout=30_000)
         await asyncio.to_thread(
             project.publish,
             "sales",
