@@ -9,6 +9,11 @@ def _jupyter_server_extension_points():
     return [{"module": "jupyter_reactbox.app", "app": ReactBoxApp}]
 
 
+def _jupyter_labextension_paths():
+    # Built from labextension/ into jupyter_reactbox/labextension (see pyproject.toml).
+    return [{"src": "labextension", "dest": "jupyter-reactbox"}]
+
+
 def load_ipython_extension(ipython):
     """``%load_ext jupyter_reactbox``: the ``%reactbox`` magics."""
     from .kernel.magics import ReactBoxMagics

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -25,7 +26,8 @@ COMMANDS = {
     "upload": "upload SOURCE [--name NAME] [--replace] [--no-wait]: a ZIP path, an app "
     "folder, or a variable holding the ZIP's bytes; shows progress, then the preview",
     "list": "list: your projects and their status",
-    "open": "open NAME: show the preview inline",
+    "open": "open NAME [--inline]: the preview in a panel beside the notebook (JupyterLab), "
+    "else inline",
     "status": "status NAME: one line of state",
     "start": "start NAME",
     "stop": "stop NAME: the container is kept; the preview link too",
@@ -66,6 +68,11 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     parsers["list"] = _parser("list", COMMANDS["list"])
     for name in ("open", "status", "start", "stop", "restart", "delete", "undo", "redo", "errors"):
         parsers[name] = _with_project(name)
+    parsers["open"].add_argument(
+        "--inline",
+        action="store_true",
+        help="in the output, even where JupyterLab can open a panel",
+    )
     p = _with_project("edit")
     p.add_argument("words", nargs="*", help="paths to focus on, then the instruction")
     parsers["edit"] = p
@@ -163,8 +170,9 @@ class ReactBoxMagics(Magics):
             return None
         return self._wait_and_show(project)
 
-    def _wait_and_show(self, project: Project):
-        from .widget import PreviewView, ProgressView
+    def _wait(self, project: Project) -> bool:
+        """Show install progress until the project runs; False if interrupted."""
+        from .widget import ProgressView
 
         bar = ProgressView(project)
         display(bar)
@@ -175,11 +183,17 @@ class ReactBoxMagics(Magics):
                 f"{project.id} goes on in the background; %reactbox open {project.id} shows it.",
                 file=sys.stderr,
             )
-            return None
+            return False
         finally:
             bar.close()
         print(f"{project.id} is running.")
-        display(PreviewView(project))
+        return True
+
+    def _wait_and_show(self, project: Project):
+        from .widget import PreviewView
+
+        if self._wait(project):
+            display(PreviewView(project))
         return None
 
     def _list(self, opts, cell):
@@ -208,10 +222,15 @@ class ReactBoxMagics(Magics):
         if project.status == "stopped":
             project.start()
         if project.status in ("installing", "starting"):
-            return self._wait_and_show(project)
-        from .widget import PreviewView
+            if opts.inline:
+                return self._wait_and_show(project)
+            self._wait(project)
+        if opts.inline:
+            from .widget import PreviewView
 
-        display(PreviewView(project))
+            display(PreviewView(project))
+        else:
+            display(open_bundle(project), raw=True)
         return None
 
     def _status(self, opts, cell):
@@ -334,6 +353,23 @@ class LineInPlace:
             self.handle = display(HTML(text), display_id=True)
         else:
             self.handle.update(HTML(text))
+
+
+OPEN_MIME = "application/vnd.jupyter.reactbox.open+json"
+"""Rendered by the JupyterLab extension: it opens the preview panel beside the notebook."""
+
+
+def open_bundle(project: Project) -> dict:
+    """``%reactbox open``: a panel in JupyterLab, the page in an iframe elsewhere."""
+    url = project.preview_url or ""
+    return {
+        OPEN_MIME: {"id": project.id, "requested": int(time.time() * 1000)},
+        "text/html": (
+            f'<iframe src="{_esc(url)}" title="React preview" '
+            'style="width:100%;height:480px;border:1px solid #d0d7de"></iframe>'
+        ),
+        "text/plain": f"{project.id}: {project.status}",
+    }
 
 
 def _esc(value: str) -> str:

@@ -1,0 +1,195 @@
+/**
+ * The jupyter-reactbox REST API (`{base_url}reactbox/api/`), as JupyterLab
+ * calls it: through `ServerConnection`, so the page's own login (cookie and
+ * XSRF token, or the hub's) is the credential.  Nothing here knows the DOM.
+ */
+
+export interface PageError {
+  kind: string;
+  message: string;
+  source?: string;
+  stack?: string;
+  count: number;
+  time: number;
+}
+
+export interface ProjectInfo {
+  id: string;
+  name: string;
+  framework: string | null;
+  status: string;
+  error: string | null;
+  detail: string | null;
+  progress: { done: number; total: number } | null;
+  restarts: number;
+  preview_url: string | null;
+  errors: PageError[];
+}
+
+export interface EditResult {
+  id: string;
+  status: string;
+  message: string;
+  files: string[];
+  diff: string;
+  attempts: number;
+}
+
+/** An API error with the server's own one-line message and its status. */
+export class ReactBoxError extends Error {
+  constructor(
+    message: string,
+    readonly status: number
+  ) {
+    super(message);
+    this.name = 'ReactBoxError';
+  }
+}
+
+/** How a request goes out: JupyterLab's `ServerConnection.makeRequest`, or a test's. */
+export type Fetcher = (url: string, init: RequestInit) => Promise<Response>;
+
+export class ReactBoxAPI {
+  /**
+   * @param baseUrl the Jupyter server's base URL (ends with '/')
+   * @param fetcher sends one request with the page's credentials
+   */
+  constructor(
+    readonly baseUrl: string,
+    private readonly fetcher: Fetcher
+  ) {}
+
+  /** The absolute URL of an API path. */
+  url(...parts: string[]): string {
+    const base = this.baseUrl.endsWith('/') ? this.baseUrl : this.baseUrl + '/';
+    return base + ['reactbox', 'api', ...parts.map(encodeURIComponent)].join('/');
+  }
+
+  async request<T>(method: string, parts: string[], init: RequestInit = {}): Promise<T> {
+    let response: Response;
+    try {
+      response = await this.fetcher(this.url(...parts), { ...init, method });
+    } catch (error) {
+      throw new ReactBoxError(`The Jupyter server is not answering (${error}).`, 0);
+    }
+    if (!response.ok) {
+      throw new ReactBoxError(await errorMessage(response), response.status);
+    }
+    if (response.status === 204) {
+      return undefined as T;
+    }
+    const type = response.headers.get('Content-Type') || '';
+    return (type.includes('json') ? await response.json() : await response.text()) as T;
+  }
+
+  async list(): Promise<ProjectInfo[]> {
+    return (await this.request<{ projects: ProjectInfo[] }>('GET', ['projects'])).projects;
+  }
+
+  get(id: string): Promise<ProjectInfo> {
+    return this.request('GET', ['projects', id]);
+  }
+
+  upload(file: Blob, name: string): Promise<ProjectInfo> {
+    const body = new FormData();
+    body.append('file', file, `${name}.zip`);
+    body.append('name', name);
+    return this.request('POST', ['projects'], { body });
+  }
+
+  action(id: string, action: 'start' | 'stop' | 'restart'): Promise<ProjectInfo> {
+    return this.request('POST', ['projects', id, action]);
+  }
+
+  remove(id: string): Promise<void> {
+    return this.request('DELETE', ['projects', id]);
+  }
+
+  logs(id: string): Promise<string> {
+    return this.request('GET', ['projects', id, 'logs']);
+  }
+
+  edit(id: string, instruction: string, paths?: string[]): Promise<EditResult> {
+    return this.request('POST', ['projects', id, 'edits'], {
+      body: JSON.stringify({ instruction, paths: paths && paths.length ? paths : null }),
+      headers: { 'Content-Type': 'application/json' }
+    });
+  }
+
+  async undo(id: string): Promise<string> {
+    const r = await this.request<{ head: { message: string } }>('POST', ['projects', id, 'undo']);
+    return r.head.message;
+  }
+
+  async diff(id: string): Promise<string> {
+    return (await this.request<{ diff: string }>('GET', ['projects', id, 'diff'])).diff;
+  }
+
+  /** The URL of the project's server-sent events (same-origin GET: the login cookie). */
+  eventsUrl(id: string): string {
+    return this.url('projects', id, 'events');
+  }
+}
+
+/** The server's message for an error response, on one line. */
+export async function errorMessage(response: Response): Promise<string> {
+  let text = '';
+  try {
+    const raw = await response.text();
+    try {
+      const data = JSON.parse(raw);
+      text = data.message || data.reason || '';
+    } catch {
+      text = raw;
+    }
+  } catch {
+    text = '';
+  }
+  text = text.replace(/\s+/g, ' ').trim() || response.statusText || 'Request failed';
+  return `${text} (HTTP ${response.status})`;
+}
+
+/** A project name from an uploaded file's name: "My Shop (1).zip" -> "my-shop-1". */
+export function projectNameFromFile(filename: string): string {
+  const stem = filename.replace(/\.zip$/i, '');
+  return stem
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 40)
+    .replace(/-+$/g, '');
+}
+
+/** One line for a status bar. */
+export function statusLine(info: ProjectInfo): string {
+  let line = `${info.id}: ${info.status}`;
+  if (info.status === 'installing' && info.progress && info.progress.total > 0) {
+    line += ` (${info.progress.done}/${info.progress.total} packages)`;
+  }
+  const why = info.status === 'failed' ? info.error : info.detail;
+  if (why) {
+    line += ` — ${why}`;
+  }
+  return line;
+}
+
+/** The last `n` non-empty lines of a log, for a failed preview's status. */
+export function lastLines(log: string, n = 8): string {
+  return log
+    .split('\n')
+    .filter(line => line.trim())
+    .slice(-n)
+    .join('\n');
+}
+
+export interface DevicePreset {
+  label: string;
+  width: number | null;
+}
+
+/** Widths the preview can be shown at (null: the panel's full width). */
+export const DEVICE_PRESETS: DevicePreset[] = [
+  { label: 'Desktop', width: null },
+  { label: 'Tablet', width: 768 },
+  { label: 'Phone', width: 375 }
+];

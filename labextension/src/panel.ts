@@ -1,0 +1,225 @@
+/**
+ * One project's preview in the main area: the page in an iframe (it runs in a
+ * sandbox: an opaque origin the server sets), reload, open in a new tab,
+ * device widths, a status line (the last log lines when it failed), and an
+ * instruction bar for AI edits with the diff and Undo.
+ */
+import { Widget } from '@lumino/widgets';
+
+import {
+  DEVICE_PRESETS,
+  ProjectInfo,
+  ReactBoxAPI,
+  ReactBoxError,
+  lastLines,
+  statusLine
+} from './api';
+import { button } from './sidebar';
+
+const POLL_MS = 1000;
+
+export class PreviewPanel extends Widget {
+  readonly frame: HTMLIFrameElement;
+  private readonly status: HTMLDivElement;
+  private readonly failure: HTMLPreElement;
+  private readonly stage: HTMLDivElement;
+  private readonly newTab: HTMLAnchorElement;
+  private readonly device: HTMLSelectElement;
+  private readonly instruction: HTMLTextAreaElement;
+  private readonly applyButton: HTMLButtonElement;
+  private readonly editStatus: HTMLSpanElement;
+  private readonly diff: HTMLPreElement;
+  private info: ProjectInfo | null = null;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private src: string | null = null;
+
+  constructor(
+    readonly api: ReactBoxAPI,
+    readonly projectId: string
+  ) {
+    super();
+    this.id = `reactbox-preview-${projectId}`;
+    this.addClass('jp-ReactBox-panel');
+    this.title.label = `Preview: ${projectId}`;
+    this.title.closable = true;
+
+    const toolbar = document.createElement('div');
+    toolbar.className = 'jp-ReactBox-toolbar';
+    const reload = button('Reload', 'jp-ReactBox-reload', () => this.reload());
+    this.newTab = document.createElement('a');
+    this.newTab.className = 'jp-ReactBox-newtab';
+    this.newTab.textContent = 'Open in new tab';
+    this.newTab.target = '_blank';
+    this.newTab.rel = 'noopener';
+    this.device = document.createElement('select');
+    this.device.className = 'jp-ReactBox-device';
+    this.device.title = 'Device width';
+    for (const preset of DEVICE_PRESETS) {
+      const option = document.createElement('option');
+      option.value = preset.width === null ? '' : String(preset.width);
+      option.textContent = preset.width === null ? preset.label : `${preset.label} (${preset.width}px)`;
+      this.device.append(option);
+    }
+    this.device.addEventListener('change', () => this.applyDevice());
+    this.status = document.createElement('div');
+    this.status.className = 'jp-ReactBox-statusline';
+    toolbar.append(reload, this.newTab, this.device, this.status);
+
+    this.failure = document.createElement('pre');
+    this.failure.className = 'jp-ReactBox-failure';
+    this.failure.hidden = true;
+
+    this.stage = document.createElement('div');
+    this.stage.className = 'jp-ReactBox-stage';
+    this.frame = document.createElement('iframe');
+    this.frame.className = 'jp-ReactBox-frame';
+    this.frame.title = `Preview of ${projectId}`;
+    this.stage.append(this.frame);
+
+    const bar = document.createElement('div');
+    bar.className = 'jp-ReactBox-instruction';
+    this.instruction = document.createElement('textarea');
+    this.instruction.placeholder = 'Say what to change, e.g. Make the header sticky';
+    this.instruction.rows = 2;
+    this.applyButton = button('Apply', 'jp-ReactBox-apply', () => this.applyEdit());
+    this.applyButton.classList.add('jp-mod-accept');
+    const undo = button('Undo', 'jp-ReactBox-undo', () => this.undo());
+    this.editStatus = document.createElement('span');
+    this.editStatus.className = 'jp-ReactBox-editstatus';
+    bar.append(this.instruction, this.applyButton, undo, this.editStatus);
+    this.diff = document.createElement('pre');
+    this.diff.className = 'jp-ReactBox-diff';
+    this.diff.hidden = true;
+
+    this.node.append(toolbar, this.failure, this.stage, bar, this.diff);
+  }
+
+  protected onAfterAttach(): void {
+    void this.poll();
+  }
+
+  protected onBeforeDetach(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+
+  /** Follow the project's state; show the page once it runs. */
+  async poll(): Promise<void> {
+    try {
+      this.update_(await this.api.get(this.projectId));
+    } catch (error) {
+      this.status.textContent = error instanceof ReactBoxError ? error.message : String(error);
+      if (error instanceof ReactBoxError && error.status === 404) {
+        this.parent?.close(); // the project was deleted: its panel goes too
+        return;
+      }
+    }
+    if (this.isAttached) {
+      this.timer = setTimeout(() => void this.poll(), POLL_MS);
+    }
+  }
+
+  private update_(info: ProjectInfo): void {
+    const before = this.info;
+    this.info = info;
+    this.status.textContent = statusLine(info);
+    this.status.dataset.status = info.status;
+    const url = info.status === 'running' ? info.preview_url : null;
+    if (url) {
+      this.newTab.href = url;
+      this.newTab.hidden = false;
+    } else {
+      this.newTab.removeAttribute('href');
+      this.newTab.hidden = true;
+    }
+    if (url !== this.src) {
+      this.src = url;
+      if (url) {
+        this.frame.src = url;
+      } else {
+        this.frame.removeAttribute('src');
+      }
+    }
+    if (info.status === 'failed' && before?.status !== 'failed') {
+      void this.showFailure();
+    } else if (info.status !== 'failed') {
+      this.failure.hidden = true;
+    }
+  }
+
+  private async showFailure(): Promise<void> {
+    try {
+      this.failure.textContent = lastLines(await this.api.logs(this.projectId));
+    } catch (error) {
+      this.failure.textContent = String(error);
+    }
+    this.failure.hidden = false;
+  }
+
+  reload(): void {
+    if (this.src) {
+      this.frame.src = this.src;
+    }
+  }
+
+  private applyDevice(): void {
+    const width = this.device.value;
+    this.frame.style.width = width ? `${width}px` : '100%';
+    this.stage.classList.toggle('jp-mod-device', Boolean(width));
+  }
+
+  async applyEdit(): Promise<void> {
+    const text = this.instruction.value.trim();
+    if (!text) {
+      this.editStatus.textContent = 'Say what to change first.';
+      return;
+    }
+    this.applyButton.disabled = true;
+    this.editStatus.textContent = 'Asking the model…';
+    try {
+      const result = await this.api.edit(this.projectId, text);
+      this.editStatus.textContent = `${result.status}: ${result.message}`;
+      this.showDiff(result.diff);
+      if (result.status === 'applied') {
+        this.instruction.value = '';
+      }
+    } catch (error) {
+      this.editStatus.textContent = error instanceof ReactBoxError ? error.message : String(error);
+    } finally {
+      this.applyButton.disabled = false;
+    }
+  }
+
+  async undo(): Promise<void> {
+    try {
+      const message = await this.api.undo(this.projectId);
+      this.editStatus.textContent = `Undone; now at: ${message}`;
+      this.showDiff(await this.api.diff(this.projectId));
+    } catch (error) {
+      this.editStatus.textContent = error instanceof ReactBoxError ? error.message : String(error);
+    }
+  }
+
+  private showDiff(diff: string): void {
+    this.diff.replaceChildren(
+      ...diff.split('\n').map(line => {
+        const span = document.createElement('span');
+        if (line.startsWith('+') && !line.startsWith('+++')) {
+          span.className = 'jp-ReactBox-added';
+        } else if (line.startsWith('-') && !line.startsWith('---')) {
+          span.className = 'jp-ReactBox-removed';
+        }
+        span.textContent = line + '\n';
+        return span;
+      })
+    );
+    this.diff.hidden = !diff.trim();
+  }
+
+  dispose(): void {
+    this.onBeforeDetach();
+    super.dispose();
+  }
+}

@@ -1,0 +1,178 @@
+import { describe, expect, it } from 'vitest';
+
+import {
+  DEVICE_PRESETS,
+  ProjectInfo,
+  ReactBoxAPI,
+  ReactBoxError,
+  errorMessage,
+  lastLines,
+  projectNameFromFile,
+  statusLine
+} from '../src/api';
+import { ProjectsModel } from '../src/model';
+
+function info(id: string, status = 'running', extra: Partial<ProjectInfo> = {}): ProjectInfo {
+  return {
+    id,
+    name: id,
+    framework: 'vite',
+    status,
+    error: null,
+    detail: null,
+    progress: null,
+    restarts: 0,
+    preview_url: status === 'running' ? `/base/reactbox/preview/${id}/tok/` : null,
+    errors: [],
+    ...extra
+  };
+}
+
+/** A fetcher that records requests and answers from a script. */
+function scripted(...answers: Response[]) {
+  const calls: { url: string; init: RequestInit }[] = [];
+  const fetcher = async (url: string, init: RequestInit) => {
+    calls.push({ url, init });
+    const answer = answers.shift();
+    if (!answer) {
+      throw new TypeError('Failed to fetch');
+    }
+    return answer;
+  };
+  return { calls, fetcher };
+}
+
+const json = (data: unknown, status = 200) =>
+  new Response(JSON.stringify(data), { status, headers: { 'Content-Type': 'application/json' } });
+
+describe('ReactBoxAPI', () => {
+  it('builds URLs under the base URL, encoding each part', () => {
+    const api = new ReactBoxAPI('/a%40b/', scripted().fetcher);
+    expect(api.url('projects', 'shop', 'logs')).toBe('/a%40b/reactbox/api/projects/shop/logs');
+    expect(api.url('projects', 'a/b')).toBe('/a%40b/reactbox/api/projects/a%2Fb');
+    expect(new ReactBoxAPI('/user/x', scripted().fetcher).eventsUrl('shop')).toBe(
+      '/user/x/reactbox/api/projects/shop/events'
+    );
+  });
+
+  it('lists projects and sends actions with their method', async () => {
+    const { calls, fetcher } = scripted(json({ projects: [info('shop')] }), json(info('shop', 'stopped'), 202));
+    const api = new ReactBoxAPI('/', fetcher);
+    expect((await api.list()).map(p => p.id)).toEqual(['shop']);
+    expect((await api.action('shop', 'stop')).status).toBe('stopped');
+    expect(calls.map(c => [c.init.method, c.url])).toEqual([
+      ['GET', '/reactbox/api/projects'],
+      ['POST', '/reactbox/api/projects/shop/stop']
+    ]);
+  });
+
+  it('uploads a ZIP as a multipart form with the name', async () => {
+    const { calls, fetcher } = scripted(json(info('shop', 'installing'), 201));
+    const api = new ReactBoxAPI('/', fetcher);
+    await api.upload(new Blob(['PK']), 'shop');
+    const body = calls[0].init.body as FormData;
+    expect(body.get('name')).toBe('shop');
+    expect((body.get('file') as File).name).toBe('shop.zip');
+  });
+
+  it('sends an edit as JSON, paths only when given', async () => {
+    const result = { id: 'e1', status: 'applied', message: 'ok', files: [], diff: '', attempts: 1 };
+    const { calls, fetcher } = scripted(json(result), json(result));
+    const api = new ReactBoxAPI('/', fetcher);
+    await api.edit('shop', 'Make it blue');
+    await api.edit('shop', 'Make it blue', ['src/App.jsx']);
+    expect(JSON.parse(calls[0].init.body as string)).toEqual({ instruction: 'Make it blue', paths: null });
+    expect(JSON.parse(calls[1].init.body as string).paths).toEqual(['src/App.jsx']);
+  });
+
+  it("turns error responses into the server's one-line message", async () => {
+    const { fetcher } = scripted(
+      json({ message: 'No project \'nope\'.', reason: null }, 404),
+      new Response('plain\n  text', { status: 502, statusText: 'Bad Gateway' }),
+      new Response(null, { status: 204 })
+    );
+    const api = new ReactBoxAPI('/', fetcher);
+    await expect(api.get('nope')).rejects.toEqual(new ReactBoxError("No project 'nope'. (HTTP 404)", 404));
+    await expect(api.get('x')).rejects.toThrow('plain text (HTTP 502)');
+    await expect(api.remove('x')).resolves.toBeUndefined();
+    await expect(api.list()).rejects.toThrow('The Jupyter server is not answering');
+  });
+
+  it('reads an empty error body as the status text', async () => {
+    expect(await errorMessage(new Response('', { status: 503, statusText: 'Service Unavailable' }))).toBe(
+      'Service Unavailable (HTTP 503)'
+    );
+  });
+});
+
+describe('helpers', () => {
+  it('makes project names from file names', () => {
+    expect(projectNameFromFile('My Shop (1).zip')).toBe('my-shop-1');
+    expect(projectNameFromFile('shop.ZIP')).toBe('shop');
+    expect(projectNameFromFile('???.zip')).toBe('');
+    expect(projectNameFromFile('x'.repeat(60) + '.zip')).toHaveLength(40);
+  });
+
+  it('says the state in one line', () => {
+    expect(statusLine(info('shop'))).toBe('shop: running');
+    expect(statusLine(info('shop', 'installing', { progress: { done: 3, total: 10 } }))).toBe(
+      'shop: installing (3/10 packages)'
+    );
+    expect(statusLine(info('shop', 'failed', { error: 'npm ci failed', detail: 'x' }))).toBe(
+      'shop: failed — npm ci failed'
+    );
+    expect(statusLine(info('shop', 'stopped', { detail: 'idle for 600 s' }))).toBe(
+      'shop: stopped — idle for 600 s'
+    );
+  });
+
+  it('keeps the last log lines', () => {
+    expect(lastLines('a\n\nb\nc\n', 2)).toBe('b\nc');
+  });
+
+  it('offers desktop, tablet and phone widths', () => {
+    expect(DEVICE_PRESETS.map(p => p.width)).toEqual([null, 768, 375]);
+  });
+});
+
+describe('ProjectsModel', () => {
+  it('sorts, and signals only real changes', () => {
+    const model = new ProjectsModel(new ReactBoxAPI('/', scripted().fetcher));
+    let changes = 0;
+    model.changed.connect(() => changes++);
+    model.set([info('b'), info('a')]);
+    model.set([info('a'), info('b')]);
+    expect(model.projects.map(p => p.id)).toEqual(['a', 'b']);
+    expect(changes).toBe(1);
+    model.upsert(info('a', 'stopped'));
+    expect(model.get('a')?.status).toBe('stopped');
+    model.drop('b');
+    expect(model.projects.map(p => p.id)).toEqual(['a']);
+    expect(changes).toBe(3);
+  });
+
+  it('keeps the error of a failed action and refreshes after it', async () => {
+    const { calls, fetcher } = scripted(
+      json({ message: 'Too many previews are running.' }, 429),
+      json({ projects: [info('shop', 'stopped')] })
+    );
+    const model = new ProjectsModel(new ReactBoxAPI('/', fetcher));
+    const result = await model.run(() => model.api.action('shop', 'start'));
+    expect(result).toBeUndefined();
+    expect(model.error).toBe('Too many previews are running. (HTTP 429)');
+    expect(model.projects.map(p => p.status)).toEqual(['stopped']);
+    expect(calls.map(c => c.url)).toEqual(['/reactbox/api/projects/shop/start', '/reactbox/api/projects']);
+  });
+
+  it('polls only while active, faster while something installs', async () => {
+    const { calls, fetcher } = scripted(json({ projects: [info('shop', 'installing')] }));
+    const model = new ProjectsModel(new ReactBoxAPI('/', fetcher), 50);
+    model.active = true;
+    await new Promise(r => setTimeout(r, 10));
+    expect(model.busy).toBe(true);
+    model.active = false;
+    await new Promise(r => setTimeout(r, 100));
+    expect(calls).toHaveLength(1);
+    model.dispose();
+  });
+});

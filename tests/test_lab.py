@@ -1,0 +1,225 @@
+"""The JupyterLab extension, installed from the wheel, in a live JupyterLab driven
+by Debian's chromium: sidebar, drag-and-drop and button uploads, the preview
+panel, device widths, the instruction bar, stop and delete, the launcher card
+and palette entries, and ``%reactbox open`` opening a panel from a kernel."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    FIXTURES,
+    JupyterProcess,
+    _require_chromium,
+    zip_dir,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.browser]
+
+
+LABEXTENSION = Path(__file__).parent.parent / "labextension"
+
+
+def test_typescript_unit_tests():
+    """The extension's API client and state (vitest), run from here so `pytest` runs all."""
+    jlpm = [
+        shutil.which(
+            "jlpm", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+        )
+    ]
+    assert jlpm[0], "jlpm (JupyterLab's yarn) is not installed"
+    subprocess.run([*jlpm, "install", "--immutable"], cwd=LABEXTENSION, check=True)
+    out = subprocess.run(
+        [*jlpm, "test"], cwd=LABEXTENSION, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"Tests\s+\d+ passed", re.sub(r"\x1b\[[0-9;]*m", "", out.stdout)), out.stdout
+
+
+def test_labextension_is_installed_enabled_and_ok():
+    out = subprocess.run(
+        [sys.executable, "-m", "jupyter", "labextension", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)
+    line = next((line for line in text.splitlines() if "jupyter-reactbox" in line), "")
+    assert re.search(r"jupyter-reactbox v\S+ enabled OK", line), text
+
+
+DROP_ZIP = """([selector, name, b64]) => {
+    const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+    const data = new DataTransfer();
+    data.items.add(new File([bytes], name, { type: 'application/zip' }));
+    document.querySelector(selector).dispatchEvent(
+        new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+}"""
+
+
+async def test_lab_sidebar_panel_and_magic(tmp_path, owner, package_cache, sandbox_image):
+    from playwright.async_api import async_playwright
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext jupyter_reactbox\n%reactbox open shop")]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, root / "open.ipynb")
+    lab = JupyterProcess(
+        root,
+        owner,
+        f"--ReactBoxApp.cache_dir={package_cache}",
+        f"--ReactBoxApp.image={sandbox_image}",
+        "--ServerApp.base_url=/a%40b/",
+        app="lab",
+        env={"JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")},
+    )
+    lab.url += "/a%40b"
+    lab.start(timeout=120)
+    _require_chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    app_zip = zip_dir(FIXTURES / "vite-react")
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("dialog", lambda d: d.accept())
+            # JupyterLab asks once whether to fetch its news, in a toast over the page.
+            news = page.get_by_text("Would you like to get notified about official Jupyter news?")
+            await page.add_locator_handler(
+                news, lambda _: page.get_by_role("button", name="No", exact=True).click()
+            )
+            # Console errors of JupyterLab and of our extension; not those of the
+            # app inside a preview frame (the user's code, in an opaque origin),
+            # nor the failed requests this test provokes on purpose.
+            errors: list[str] = []
+            provoked = ("/projects/shop/edits?", "/projects/second-app?")
+
+            def on_console(m) -> None:
+                where = m.location.get("url", "")
+                if m.type != "error" or "/reactbox/preview/" in where:
+                    return
+                if not any(p in where for p in provoked):
+                    errors.append(f"{m.text} @ {where}")
+
+            page.on("console", on_console)
+            page.on(
+                "pageerror",
+                lambda e: "origin 'null'" not in str(e) and errors.append(str(e)),
+            )
+            try:
+                await page.goto(f"{lab.url}/lab?reset&token={lab.token}")
+
+                # The launcher card and the palette entries.
+                await page.get_by_text("ReactBox app", exact=True).wait_for(timeout=90_000)
+                await page.keyboard.press("Control+Shift+C")
+                await page.keyboard.type("ReactBox")
+                palette = page.locator(".lm-CommandPalette-item")
+                for label in ("ReactBox: Upload app", "ReactBox: Open preview"):
+                    await palette.filter(has_text=label).first.wait_for(timeout=10_000)
+                await page.keyboard.press("Escape")
+
+                # Drop a ZIP on the sidebar: it uploads, then its panel opens beside.
+                await page.locator("li[data-id='reactbox-sidebar']").click()
+                sidebar = page.locator("#reactbox-sidebar")
+                await sidebar.get_by_text("No projects yet.").wait_for()
+                await page.evaluate(
+                    DROP_ZIP,
+                    ["#reactbox-sidebar", "shop.zip", base64.b64encode(app_zip).decode()],
+                )
+                panel = page.locator("#reactbox-preview-shop")
+                frame = panel.frame_locator(".jp-ReactBox-frame")
+                await frame.locator("h1").wait_for(timeout=120_000)
+                assert await frame.locator("h1").inner_text() == "Get started"
+                await (
+                    panel.locator(".jp-ReactBox-statusline").get_by_text("shop: running").wait_for()
+                )
+                new_tab = await panel.locator(".jp-ReactBox-newtab").get_attribute("href")
+                assert re.fullmatch(r"/a%40b/reactbox/preview/shop/[\w-]+/", new_tab or "")
+
+                # Device widths.
+                await panel.locator(".jp-ReactBox-device").select_option(label="Phone (375px)")
+                box = await panel.locator(".jp-ReactBox-frame").bounding_box()
+                assert box is not None and round(box["width"]) == 375
+                await page.screenshot(path=str(ARTIFACTS / "lab-sidebar-and-panel.png"))
+
+                # The instruction bar says when no AI endpoint is configured.
+                await panel.locator("textarea").fill("Make the header sticky")
+                await panel.get_by_role("button", name="Apply").click()
+                await (
+                    panel.locator(".jp-ReactBox-editstatus")
+                    .get_by_text("AI edits are not configured", exact=False)
+                    .wait_for()
+                )
+
+                # A second upload through the button, then deleted from the sidebar.
+                await page.set_input_files(
+                    "#reactbox-sidebar input[type=file]",
+                    files=[
+                        {"name": "Second App.zip", "mimeType": "application/zip", "buffer": app_zip}
+                    ],
+                )
+                second = sidebar.locator("li[data-project='second-app']")
+                await second.wait_for(timeout=60_000)
+                await second.get_by_role("button", name="Delete").click()
+                await second.wait_for(state="detached", timeout=60_000)
+                # ... and its panel, which opened on upload, closes with it.
+                await page.locator("#reactbox-preview-second-app").wait_for(state="detached")
+                status, _ = lab.call("GET", "reactbox/api/projects/second-app")
+                assert status == 404
+
+                # Stop from the sidebar: the panel follows.
+                row = sidebar.locator("li[data-project='shop']")
+                await row.get_by_role("button", name="Stop").click()
+                await (
+                    row.locator(".jp-ReactBox-status")
+                    .get_by_text("stopped")
+                    .wait_for(timeout=30_000)
+                )
+                await (
+                    panel.locator(".jp-ReactBox-statusline")
+                    .get_by_text("shop: stopped", exact=False)
+                    .wait_for(timeout=10_000)
+                )
+                assert lab.project("shop")["status"] == "stopped"
+
+                # Close the panel; `%reactbox open shop` in a notebook starts the
+                # preview and opens the panel again.
+                await (
+                    page.locator(".lm-TabBar-tab", has_text="Preview: shop")
+                    .locator(".lm-TabBar-tabCloseIcon")
+                    .click()
+                )
+                await panel.wait_for(state="detached")
+                await page.goto(f"{lab.url}/lab/tree/open.ipynb?reset&token={lab.token}")
+                await page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=90_000)
+                await page.locator(".jp-Notebook .jp-Cell").first.click()
+                await page.keyboard.press("Shift+Enter")
+                await frame.locator("h1").wait_for(timeout=120_000)
+                assert lab.project("shop")["status"] == "running"
+                output = page.locator(".jp-ReactBox-openOutput")
+                await output.get_by_text("Opened shop beside the notebook.").wait_for()
+                await page.screenshot(path=str(ARTIFACTS / "lab-magic-opens-panel.png"))
+            finally:
+                await page.screenshot(path=str(ARTIFACTS / "lab-extension-last.png"))
+                await browser.close()
+            assert not errors, json.dumps(errors, indent=1)
+    finally:
+        lab.stop()
