@@ -367,9 +367,13 @@ def test_widget_drives_everything_against_a_live_server(server, scripted_llm):
     box = ReactBox(client=client)
     assert "No projects yet" in box.message.value
     box.upload.value = (uploaded("shop.zip", zip_dir(SAMPLE)),)
-    _until(lambda: box.picker.value == "shop", what="the upload to be picked")
-    view = box.view
+    view = _until(
+        lambda: box.view if box.view and box.view.project.id == "shop" else None,
+        what="the upload to be picked and shown",
+    )
     _until(lambda: "running" in view.status.value, what="the preview to run")
+    # The progress bar (fed by the server while it installs) is full, then hidden.
+    assert view.bar.layout.display == "none" and view.bar.bar.value == 100
     preview_url = server.project("shop")["preview_url"]
     assert f'src="{preview_url}"' in view.frame.value
     assert preview_url in view.new_tab.value

@@ -87,10 +87,10 @@ class _Follower:
 class ProgressView(w.HBox):
     """A progress bar fed by the server: installing (package counts) → starting → running."""
 
-    def __init__(self, project: Project):
+    def __init__(self, project: Project, *, with_status: bool = True):
         self.bar = w.IntProgress(value=0, min=0, max=100, layout=w.Layout(width="240px"))
         self.label = w.HTML()
-        super().__init__([self.bar, self.label])
+        super().__init__([self.bar, self.label] if with_status else [self.bar])
         self.update(project)
 
     def update(self, project: Project) -> None:
@@ -111,6 +111,7 @@ class PreviewView(w.VBox):
     def __init__(self, project: Project, *, height: int = 480, follow: bool = True):
         self.project = project
         self.status = w.HTML()
+        self.bar = ProgressView(project, with_status=False)  # the status line says it
         self.reload_button = w.Button(description="Reload", icon="refresh", tooltip="Reload")
         self.reload_button.on_click(lambda _: self.reload())
         self.new_tab = w.HTML()
@@ -125,6 +126,7 @@ class PreviewView(w.VBox):
         super().__init__(
             [
                 w.HBox([self.status], layout=w.Layout(align_items="center")),
+                self.bar,
                 w.HBox([self.reload_button, self.new_tab, self.height]),
                 self.frame,
                 self.errors,
@@ -136,6 +138,8 @@ class PreviewView(w.VBox):
     def update(self, project: Project) -> None:
         self.project = project
         self.status.value = status_html(project)
+        self.bar.update(project)
+        self.bar.layout.display = "" if project.status in ("installing", "starting") else "none"
         self.errors.value = errors_html(project)
         url = project.preview_url if project.status == "running" else None
         self.new_tab.value = (
@@ -180,14 +184,14 @@ class ReactBox(w.VBox):
         self.upload = w.FileUpload(accept=".zip", multiple=False, description="Upload ZIP")
         self.upload.observe(self._on_upload, names="value")
         self.picker = w.Dropdown(description="Project", options=[], layout=w.Layout(width="300px"))
-        self.picker.observe(lambda _: self._show(), names="value")
+        self._refreshing = False
+        self.picker.observe(lambda _: self._refreshing or self._show(), names="value")
         self.buttons = {
             name: w.Button(description=name.title(), layout=w.Layout(width="auto"))
             for name in ("refresh", "start", "stop", "restart", "delete")
         }
         for name, button in self.buttons.items():
             button.on_click(lambda _, name=name: self._action(name))
-        self.progress = w.HTML()
         self.preview_box = w.VBox()
         self.instruction = w.Textarea(
             placeholder="Say what to change, e.g. Make the header sticky",
@@ -210,7 +214,6 @@ class ReactBox(w.VBox):
             [
                 w.HBox([self.upload, self.picker, *self.buttons.values()]),
                 self.message,
-                self.progress,
                 self.preview_box,
                 self.instruction,
                 w.HBox([self.apply_button, self.undo_button, self.edit_status]),
@@ -260,8 +263,12 @@ class ReactBox(w.VBox):
         except ReactBoxClientError as exc:
             return self._error(exc)
         current = select or self.picker.value
-        self.picker.options = ids
-        self.picker.value = current if current in ids else (ids[0] if ids else None)
+        self._refreshing = True  # options and value change: show the result once
+        try:
+            self.picker.options = ids
+            self.picker.value = current if current in ids else (ids[0] if ids else None)
+        finally:
+            self._refreshing = False
         if not ids:
             self._say("No projects yet: upload a React app as a ZIP.")
         self._show()
