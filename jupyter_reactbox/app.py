@@ -187,6 +187,14 @@ class ReactBoxApp(ExtensionApp):
         script runs. Turn off only for apps you trust that need them.""",
     ).tag(config=True)
 
+    allow_remote_dependencies = Bool(
+        False,
+        help="""Allow dependencies from outside the package registry: git repositories,
+        URLs, tarballs and paths outside the app. They fetch and build code from
+        anywhere (a git dependency's `prepare` script runs even with ignore_scripts),
+        so apps asking for them are refused at upload and before every install.""",
+    ).tag(config=True)
+
     npm_registry = Unicode(
         "",
         help="""Package registry URL for installs (npm_config_registry), e.g. a local
@@ -296,6 +304,7 @@ class ReactBoxApp(ExtensionApp):
                 max_total_bytes=self.max_unpacked_bytes,
                 max_ratio=self.max_compression_ratio,
             ),
+            allow_remote_dependencies=self.allow_remote_dependencies,
         )
         store.cleanup_staging()
         sandbox = DockerSandbox(
@@ -328,6 +337,7 @@ class ReactBoxApp(ExtensionApp):
             disk_quota=parse_size(self.disk_quota),
             on_shutdown=self.on_shutdown,
             preview_origin_template=self.preview_origin_template,
+            allow_remote_dependencies=self.allow_remote_dependencies,
             log=self.log,
         )
         editor = self._make_editor(self.runtime)

@@ -30,6 +30,7 @@ import aiohttp
 from jupyter_server.utils import url_path_join
 from tornado import httpclient
 
+from . import supply
 from .errors import QuotaExceeded, ReactBoxError, SandboxError, TooManyPreviews
 from .sandbox.base import Endpoint, Sandbox
 from .sandbox.modules import disk_usage
@@ -101,6 +102,7 @@ class Runtime:
         disk_quota: int = 0,
         on_shutdown: str = "stop",
         preview_origin_template: str = "",
+        allow_remote_dependencies: bool = False,
         busy: Callable[[str], bool] = lambda project_id: False,
         clock: Callable[[], float] = time.monotonic,
         log: logging.Logger | None = None,
@@ -115,6 +117,7 @@ class Runtime:
         self.disk_quota = disk_quota
         self.on_shutdown = on_shutdown
         self.preview_origin_template = preview_origin_template
+        self.allow_remote_dependencies = allow_remote_dependencies
         self.busy = busy
         self.clock = clock
         self.log = log or logging.getLogger(__name__)
@@ -348,6 +351,10 @@ class Runtime:
             try:
                 plan = project.plan()
                 st.update(framework=plan.framework)
+                # Again before every install: an edit may have added such a dependency.
+                await asyncio.to_thread(
+                    supply.check, project.app_dir, allowed=self.allow_remote_dependencies
+                )
                 how = await self.sandbox.install(
                     project.id, project.app_dir, plan, project.install_log, self._progress(st)
                 )

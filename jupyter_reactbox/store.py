@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import archive
+from . import archive, supply
 from .errors import InvalidName, ProjectExists, ProjectNotFound
 from .frameworks import AppPlan, detect
 
@@ -99,9 +99,16 @@ def git(app_dir: Path, *args: str) -> str:
 class ProjectStore:
     """Creates, finds and deletes projects under one root folder."""
 
-    def __init__(self, root: Path, limits: archive.Limits | None = None):
+    def __init__(
+        self,
+        root: Path,
+        limits: archive.Limits | None = None,
+        *,
+        allow_remote_dependencies: bool = False,
+    ):
         self.root = Path(root)
         self.limits = limits or archive.Limits()
+        self.allow_remote_dependencies = allow_remote_dependencies
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _dir(self, project_id: str) -> Path:
@@ -145,6 +152,7 @@ class ProjectStore:
         try:
             archive.extract(data, staging / "app", self.limits)
             plan = detect(staging / "app")
+            supply.check(staging / "app", allowed=self.allow_remote_dependencies)
             project = Project(
                 id=project_id,
                 name=name,

@@ -81,7 +81,15 @@ def remove_owned(client: docker.DockerClient, owner: str, *, report: bool = Fals
                 f"--- container {c.name} ({c.status})\n{c.logs(tail=60).decode(errors='replace')}"
             )
             print(json.dumps(c.attrs.get("State"), indent=1))
-        c.remove(force=True, v=True)
+        try:
+            c.remove(force=True, v=True)
+        except (docker.errors.NotFound, docker.errors.APIError) as exc:
+            if not isinstance(exc, docker.errors.NotFound) and "in progress" not in str(exc):
+                raise  # else the server is removing it already
+    for _ in range(100):  # removals the server started itself may still be running
+        if not client.containers.list(all=True, filters=selector):
+            break
+        time.sleep(0.1)
     for n in client.networks.list(filters=selector):
         n.remove()
 

@@ -239,7 +239,9 @@ async def test_install_progress_then_a_second_project_with_the_same_lockfile_ins
     )
     roles = [e["Actor"]["Attributes"]["org.jupyter.reactbox.role"] for e in events]
     assert roles == ["run"]
-    assert not (projects_dir / "twin" / "install.log").exists()
+    # ... and its install log says where node_modules came from.
+    twin_log = (projects_dir / "twin" / "install.log").read_text()
+    assert twin_log.startswith("$ npm ci") and "skipped: node_modules copied" in twin_log
     marker = "app/node_modules/.reactbox-installed"
     assert (projects_dir / "twin" / marker).read_text() == (
         projects_dir / "fresh" / marker

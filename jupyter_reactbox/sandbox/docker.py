@@ -355,6 +355,9 @@ class DockerSandbox:
         fp, done = await asyncio.to_thread(self._prepare_install, app_dir, argv)
         if done:
             self.log.info("Dependencies of %s: %s (%s)", project_id, done, fp[:12])
+            if done == "cached":  # say so where the user reads the install's output
+                why = "node_modules copied from an earlier install of the same lockfile"
+                await asyncio.to_thread(log.write_text, f"$ {' '.join(argv)}\nskipped: {why}\n")
             return done
         network = f"reactbox-{self.owner}-install"
         await self._ensure_network(network, internal=False, project_id="")

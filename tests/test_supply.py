@@ -1,0 +1,136 @@
+"""Supply chain: dependencies come from the registry only, and no lifecycle script
+runs, unless an admin says otherwise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import FIXTURES, zip_dir
+from tornado.httpclient import HTTPClientError
+
+from jupyter_reactbox import supply
+from jupyter_reactbox.errors import UnsupportedApp
+
+FIXTURE_PKG = json.loads((FIXTURES / "vite-react" / "package.json").read_text())
+
+
+def with_deps(**deps: str) -> bytes:
+    pkg = json.loads(json.dumps(FIXTURE_PKG))
+    pkg["dependencies"].update(deps)
+    return json.dumps(pkg, indent=2).encode()
+
+
+def test_what_counts_as_outside_the_registry(tmp_path):
+    app = tmp_path / "app"
+    (app / "vendor" / "lib").mkdir(parents=True)
+    deps = {
+        "ok-range": "^1.2.3",
+        "ok-tag": "latest",
+        "ok-alias": "npm:left-pad@^1.3.0",
+        "ok-local": "file:./vendor/lib",
+        "git-https": "git+https://example.invalid/a/b.git",
+        "git-ssh": "git+ssh://git@example.invalid/a/b.git#main",
+        "github": "github:user/repo",
+        "shorthand": "user/repo#v1",
+        "tarball": "https://example.invalid/pkg-1.0.0.tgz",
+        "up-and-out": "file:../../outside",
+        "linked": "link:/usr/lib/node_modules/x",
+    }
+    (app / "package.json").write_text(json.dumps({"dependencies": deps}))
+    lock = {
+        "packages": {
+            "": {"dependencies": {}},
+            "node_modules/fine": {"resolved": "https://registry.invalid/fine/-/fine-1.0.0.tgz"},
+            "node_modules/sneaky": {"resolved": "git+ssh://git@example.invalid/s.git#abc"},
+        }
+    }
+    (app / "package-lock.json").write_text(json.dumps(lock))
+    found = supply.outside_registry(app)
+    assert [f.split(":", 1)[0] for f in found] == [
+        "git-https",
+        "git-ssh",
+        "github",
+        "shorthand",
+        "tarball",
+        "up-and-out",
+        "linked",
+        "node_modules/sneaky",
+    ]
+    with pytest.raises(UnsupportedApp, match="allow_remote_dependencies") as err:
+        supply.check(app, allowed=False)
+    assert "git-https: git+https://example.invalid/a/b.git" in str(err.value)
+    assert "and 3 more" in str(err.value)
+    supply.check(app, allowed=True)  # an admin may allow it
+
+
+@pytest.mark.docker
+async def test_a_git_dependency_is_refused_at_upload_and_writes_nothing(api, projects_dir):
+    data = zip_dir(
+        FIXTURES / "vite-react",
+        extra={"package.json": with_deps(leftpad="github:left-pad/left-pad")},
+    )
+    with pytest.raises(HTTPClientError) as err:
+        await api.upload(data, "shop")
+    assert err.value.code == 422
+    message = json.loads(err.value.response.body)["message"]
+    assert "leftpad: github:left-pad/left-pad" in message
+    assert [p.name for p in projects_dir.iterdir()] == []
+
+
+@pytest.mark.docker
+async def test_an_edit_that_adds_one_is_refused_before_the_install(
+    api, jp_fetch, docker_client, owner
+):
+    info = await api.upload_running()
+    await jp_fetch(
+        "reactbox",
+        "api",
+        "projects",
+        "shop",
+        "files",
+        "package.json",
+        method="PUT",
+        body=with_deps(evil="git+https://example.invalid/evil.git"),
+    )
+    await jp_fetch("reactbox", "api", "projects", "shop", "restart", method="POST", body=b"")
+    failed = await api.wait(info["id"], "failed")
+    assert "evil: git+https://example.invalid/evil.git" in failed["error"]
+    # No install container was made for it (installs carry the role label).
+    installs = docker_client.containers.list(
+        all=True,
+        filters={
+            "label": [f"org.jupyter.reactbox.owner={owner}", "org.jupyter.reactbox.role=install"]
+        },
+    )
+    assert installs == []
+
+
+@pytest.fixture
+def reactbox_config(request):
+    return getattr(request, "param", {})
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    "reactbox_config, ran",
+    [({}, []), ({"ignore_scripts": False}, ["install", "postinstall", "preinstall", "prepare"])],
+    ids=["default", "scripts-allowed"],
+    indirect=["reactbox_config"],
+)
+async def test_lifecycle_scripts_run_only_when_allowed(api, projects_dir, reactbox_config, ran):
+    pkg = json.loads(with_deps())
+    marker = "require('fs').writeFileSync('SCRIPT-RAN-' + process.env.npm_lifecycle_event, 'x')"
+    pkg["scripts"].update(
+        {
+            name: f'node -e "{marker}"'
+            for name in ("preinstall", "install", "postinstall", "prepare")
+        }
+    )
+    data = zip_dir(FIXTURES / "vite-react", extra={"package.json": json.dumps(pkg).encode()})
+    r = await api.upload(data, "scripts")
+    info = await api.wait(json.loads(r.body)["id"])
+    assert info["status"] == "running"  # installed (a real npm ci) and serving
+    app = projects_dir / "scripts" / "app"
+    assert (app / "node_modules" / "vite").is_dir()
+    assert sorted(p.name.removeprefix("SCRIPT-RAN-") for p in app.glob("SCRIPT-RAN-*")) == ran
