@@ -73,21 +73,30 @@ def free_port() -> int:
 
 def remove_owned(client: docker.DockerClient, owner: str, *, report: bool = False) -> None:
     """Remove the containers and networks labelled with ``owner`` (printing the
-    containers' logs and state first when ``report``)."""
+    containers' logs and state first when ``report``).  The server may be removing
+    some itself meanwhile (a restart, its shutdown): those are let go."""
     selector = {"label": f"{LABEL}.owner={owner}"}
-    for c in client.containers.list(all=True, filters=selector):
-        if report:
-            print(
-                f"--- container {c.name} ({c.status})\n{c.logs(tail=60).decode(errors='replace')}"
-            )
-            print(json.dumps(c.attrs.get("State"), indent=1))
+
+    def listed() -> list[str]:  # ids only: no inspect that can race a removal
+        return [c["Id"] for c in client.api.containers(all=True, filters=selector)]
+
+    for cid in listed():
         try:
+            c = client.containers.get(cid)
+            if report:
+                print(
+                    f"--- container {c.name} ({c.status})\n"
+                    f"{c.logs(tail=60).decode(errors='replace')}"
+                )
+                print(json.dumps(c.attrs.get("State"), indent=1))
             c.remove(force=True, v=True)
-        except (docker.errors.NotFound, docker.errors.APIError) as exc:
-            if not isinstance(exc, docker.errors.NotFound) and "in progress" not in str(exc):
-                raise  # else the server is removing it already
-    for _ in range(100):  # removals the server started itself may still be running
-        if not client.containers.list(all=True, filters=selector):
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "in progress" not in str(exc):
+                raise
+    for _ in range(100):
+        if not listed():
             break
         time.sleep(0.1)
     for n in client.networks.list(filters=selector):
