@@ -116,12 +116,13 @@ class PreviewProxyHandler(ProxyHandler):
         if path == ERROR_REPORT and self.request.method == "POST":
             return self._take_error_report()
         heartbeat = path == HEARTBEAT and self.request.method == "POST"
-        if heartbeat or self._is_navigation():
+        navigation = self._is_navigation()
+        if heartbeat or navigation:
             self._record_use()
-        if self._is_navigation():
+        if navigation:
             self.runtime.clear_errors(project_id)
         if self.preview.status != "running" or self.preview.endpoint is None:
-            await self._not_running(resume=heartbeat or self._is_navigation())
+            await self._not_running(resume=heartbeat or navigation)
         elif heartbeat:
             self._finish_heartbeat()
 

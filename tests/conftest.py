@@ -229,6 +229,23 @@ def _quiet_interfaces():
         yield
 
 
+def start_lab(
+    root: Path, owner: str, package_cache: Path, image: str, env: dict[str, str] | None = None
+) -> JupyterProcess:
+    """JupyterLab with the extension in its own process, under the base URL /a%40b/."""
+    lab = JupyterProcess(
+        root,
+        owner,
+        f"--ReactBoxApp.cache_dir={package_cache}",
+        f"--ReactBoxApp.image={image}",
+        "--ServerApp.base_url=/a%40b/",
+        app="lab",
+        env=env,
+    )
+    lab.url += "/a%40b"
+    return lab.start(timeout=120)
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     try:

@@ -21,8 +21,8 @@ from conftest import (
     CHROMIUM,
     CHROMIUM_ARGS,
     FIXTURES,
-    JupyterProcess,
     _require_chromium,
+    start_lab,
     zip_dir,
 )
 
@@ -82,17 +82,13 @@ async def test_lab_sidebar_panel_and_magic(tmp_path, owner, package_cache, sandb
         "language": "python",
     }
     nbformat.write(nb, root / "open.ipynb")
-    lab = JupyterProcess(
+    lab = start_lab(
         root,
         owner,
-        f"--ReactBoxApp.cache_dir={package_cache}",
-        f"--ReactBoxApp.image={sandbox_image}",
-        "--ServerApp.base_url=/a%40b/",
-        app="lab",
+        package_cache,
+        sandbox_image,
         env={"JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")},
     )
-    lab.url += "/a%40b"
-    lab.start(timeout=120)
     _require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     app_zip = zip_dir(FIXTURES / "vite-react")

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, CHROMIUM_ARGS, JupyterProcess, free_port, zip_dir
+from conftest import ARTIFACTS, CHROMIUM_ARGS, JupyterProcess, free_port, start_lab, zip_dir
 from IPython.core.error import UsageError
 from llm import ThreadedLLM
 
@@ -584,16 +584,7 @@ async def test_lab_runs_the_notebook_and_shows_the_app_in_the_output(
 
     root = tmp_path / "lab"
     shutil.copytree(NOTEBOOKS, root)
-    lab = JupyterProcess(
-        root,
-        owner,
-        f"--ReactBoxApp.cache_dir={package_cache}",
-        f"--ReactBoxApp.image={sandbox_image}",
-        "--ServerApp.base_url=/a%40b/",
-        app="lab",
-    )
-    lab.url += "/a%40b"
-    lab.start(timeout=120)
+    lab = start_lab(root, owner, package_cache, sandbox_image)
     _require_chromium()
     try:
         async with async_playwright() as pw:

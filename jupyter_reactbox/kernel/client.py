@@ -388,10 +388,11 @@ class ReactBoxClient:
         except ReactBoxClientError as exc:
             if exc.status not in (404,):
                 raise
-        for project in self.projects():
+        projects = self.projects()
+        for project in projects:
             if name in (project.id, project.name):
                 return project
-        known = ", ".join(p.id for p in self.projects()) or "none yet"
+        known = ", ".join(p.id for p in projects) or "none yet"
         raise ReactBoxClientError(f"No project {name!r} (projects: {known}).", 404)
 
     def upload(self, source, name: str | None = None, *, replace: bool = False) -> Project:
