@@ -29,7 +29,14 @@ from tornado.iostream import StreamClosedError
 
 from . import files, history
 from .ai.editor import AIEditor
-from .errors import ArchiveError, ArchiveTooLarge, ReactBoxError, TooManyPreviews
+from .errors import (
+    ArchiveError,
+    ArchiveTooLarge,
+    DiskFull,
+    ReactBoxError,
+    TooManyPreviews,
+    is_disk_full,
+)
 from .runtime import Runtime
 
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
@@ -48,6 +55,11 @@ def maps_errors(method):
             return await method(self, *args, **kwargs)
         except ReactBoxError as exc:
             raise web.HTTPError(exc.status, "%s", str(exc)) from exc
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            full = DiskFull(self.runtime.store.root)
+            raise web.HTTPError(full.status, "%s", str(full)) from exc
 
     return wrapper
 

@@ -15,7 +15,7 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default, validate
 
-from . import api
+from . import api, history
 from ._version import __version__
 from .ai.editor import AIEditor
 from .archive import Limits as ArchiveLimits
@@ -307,6 +307,14 @@ class ReactBoxApp(ExtensionApp):
             allow_remote_dependencies=self.allow_remote_dependencies,
         )
         store.cleanup_staging()
+        for project in store.list():
+            undone = history.repair(project.app_dir)
+            if undone:
+                self.log.warning(
+                    "%s: the server stopped during a change (%s); the project is as before it.",
+                    project.id,
+                    undone,
+                )
         sandbox = DockerSandbox(
             image=self.image,
             owner=self.owner,

@@ -15,11 +15,14 @@ Errors of the Docker SDK are mapped to ``SandboxError`` at one boundary
     │   ├── InvalidName           400
     │   ├── TooManyPreviews       429  max_running reached, none can be stopped
     │   └── QuotaExceeded         413  a project outgrew its disk quota
+    ├── DiskFull                  507  no space left where the projects live
     └── SandboxError              500  the container engine failed
         └── EngineUnavailable     503  the engine or the image is missing
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class ReactBoxError(Exception):
@@ -64,6 +67,21 @@ class TooManyPreviews(UserError):
 
 class QuotaExceeded(UserError):
     status = 413
+
+
+class DiskFull(ReactBoxError):
+    status = 507
+
+    def __init__(self, where: object = "the projects folder"):
+        super().__init__(
+            f"No space is left on the disk of {where}. Nothing was changed: free some "
+            "space (delete a project, or ask your admin), then try again."
+        )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError of a full disk or an exhausted quota."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class SandboxError(ReactBoxError):

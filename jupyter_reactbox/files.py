@@ -94,8 +94,9 @@ def write_file(app: Path, path: str, content: str) -> str | None:
     if old == content:
         return None
     history.commit_all(app, "Changes before a hand edit")
-    _replace(target, content.encode())
-    return history.commit_all(app, f"Edit {clean} by hand")
+    with history.change(app, history.head(app), f"hand edit of {clean}"):
+        _replace(target, content.encode())
+        return history.commit_all(app, f"Edit {clean} by hand")
 
 
 def publish_data(app: Path, name: str, body: bytes) -> str:

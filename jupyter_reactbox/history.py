@@ -5,12 +5,22 @@ Every change, by the AI or by hand, is a commit on ``main``.  Undo moves
 (``.git/reactbox-redo``); redo moves it forward again; any new commit clears
 the stack.  The user's uncommitted changes are committed first, so undo never
 loses them.
+
+A change that writes files runs as a ``change``: a marker in ``.git`` names
+the commit to go back to, and is removed only once the change is committed
+(or rolled back).  If the server dies in between, ``repair`` at the next start
+finds the marker and puts the project back at that commit, so a project is
+never left half-edited, with a stale git lock, or with our temporary files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +28,10 @@ from .errors import UserError
 from .store import git
 
 _REV_RE = re.compile(r"^(?:[0-9a-f]{7,40}|HEAD(?:~\d{1,4})?)$")
+TEMP_RE = re.compile(r"^\..+\.reactbox-[0-9a-f]{8}$")
+"""Our temporary files: written beside their target, then renamed over it."""
+_LOCKS = ("index.lock", "HEAD.lock", "refs/heads/main.lock", "packed-refs.lock")
+_SKIPPED = {".git", "node_modules"}
 
 
 class HistoryError(UserError):
@@ -36,6 +50,76 @@ class Commit:
 
 def _redo_file(app_dir: Path) -> Path:
     return app_dir / ".git" / "reactbox-redo"
+
+
+def _marker(app_dir: Path) -> Path:
+    return app_dir / ".git" / "reactbox-change"
+
+
+def begin(app_dir: Path, restore_to: str, what: str) -> None:
+    """A change starts: until ``end``, ``repair`` puts the project back at ``restore_to``."""
+    marker = _marker(app_dir)
+    try:
+        marker.write_text(json.dumps({"restore_to": restore_to, "what": what}))
+    except BaseException:  # a full disk: the change does not begin
+        marker.unlink(missing_ok=True)
+        raise
+
+
+def end(app_dir: Path) -> None:
+    """The change is committed (or rolled back): nothing to repair."""
+    _marker(app_dir).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def change(app_dir: Path, restore_to: str, what: str) -> Iterator[None]:
+    """``begin`` and ``end`` around a block; on an error the project goes back at once."""
+    begin(app_dir, restore_to, what)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # if this fails too, the next start repairs
+            repair(app_dir)
+        raise
+    end(app_dir)
+
+
+def _restore(app_dir: Path, sha: str) -> None:
+    for lock in _LOCKS:
+        (app_dir / ".git" / lock).unlink(missing_ok=True)
+    remove_temporaries(app_dir)
+    reset(app_dir, sha)
+
+
+def remove_temporaries(app_dir: Path) -> None:
+    for folder, dirs, names in os.walk(app_dir):
+        dirs[:] = [d for d in dirs if d not in _SKIPPED]
+        for name in names:
+            if TEMP_RE.match(name):
+                Path(folder, name).unlink(missing_ok=True)
+
+
+def repair(app_dir: Path) -> str | None:
+    """Undo a change that did not ``end`` (it failed, or the server died during it),
+    and clear stale git locks and temporary files. What was undone, if anything."""
+    if not (app_dir / ".git").is_dir():
+        return None
+    marker = _marker(app_dir)
+    try:
+        pending = json.loads(marker.read_text())
+    except FileNotFoundError:
+        pending = None
+    except ValueError:  # cut short while being written: the change had not begun
+        marker.unlink()
+        pending = None
+    if pending is None:
+        for lock in _LOCKS:  # no change was running, so any lock is stale
+            (app_dir / ".git" / lock).unlink(missing_ok=True)
+        remove_temporaries(app_dir)
+        return None
+    _restore(app_dir, pending["restore_to"])
+    marker.unlink()
+    return pending["what"]
 
 
 def head(app_dir: Path) -> str:
@@ -73,8 +157,9 @@ def undo(app_dir: Path) -> Commit:
         raise HistoryError("Nothing to undo: this is the project as it was uploaded.")
     redo = _redo_file(app_dir)
     stack = redo.read_text().split() if redo.exists() else []
-    reset(app_dir, commits[1].sha)
-    redo.write_text("\n".join([*stack, commits[0].sha]) + "\n")
+    with change(app_dir, commits[0].sha, "undo"):
+        reset(app_dir, commits[1].sha)
+        redo.write_text("\n".join([*stack, commits[0].sha]) + "\n")
     return commits[1]
 
 
@@ -86,8 +171,9 @@ def redo(app_dir: Path) -> Commit:
     if not stack:
         raise HistoryError("Nothing to redo.")
     sha = stack.pop()
-    reset(app_dir, sha)
-    redo_path.write_text("".join(f"{s}\n" for s in stack))
+    with change(app_dir, head(app_dir), "redo"):
+        reset(app_dir, sha)
+        redo_path.write_text("".join(f"{s}\n" for s in stack))
     return log(app_dir, 1)[0]
 
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import archive, supply
-from .errors import InvalidName, ProjectExists, ProjectNotFound
+from .errors import DiskFull, InvalidName, ProjectExists, ProjectNotFound
 from .frameworks import AppPlan, detect
 
 ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
@@ -35,6 +35,13 @@ _GIT_IDENTITY = {
     "GIT_COMMITTER_NAME": "jupyter-reactbox",
     "GIT_COMMITTER_EMAIL": "reactbox@localhost",
 }
+_GIT_OPTIONS = (
+    "safe.directory=*",
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "commit.gpgsign=false",
+)
+_GIT_DISK_FULL = ("No space left on device", "Out of diskspace")
 # Ignored in the history: reinstalled or rebuilt, never the user's work.
 _GIT_EXCLUDE = "node_modules/\ndist/\nbuild/\n.vite/\n/src/reactbox-data/\n"
 
@@ -74,25 +81,18 @@ class Project:
 def git(app_dir: Path, *args: str) -> str:
     """Run git in a project's folder, ignoring any hooks or config the app ships."""
     env = {**os.environ, **_GIT_IDENTITY, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
-    out = subprocess.run(
-        [
-            "git",
-            "-c",
-            "safe.directory=*",
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "commit.gpgsign=false",
-            *args,
-        ],
-        cwd=app_dir,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    command = ["git"]
+    for option in _GIT_OPTIONS:
+        command += ["-c", option]
+    command += args
+    try:
+        out = subprocess.run(
+            command, cwd=app_dir, env=env, check=True, capture_output=True, text=True
+        )
+    except subprocess.CalledProcessError as exc:
+        if any(sign in (exc.stderr or "") for sign in _GIT_DISK_FULL):
+            raise DiskFull(app_dir.parent.parent) from exc
+        raise
     return out.stdout
 
 

@@ -164,6 +164,10 @@ class JupyterProcess:
                 time.sleep(0.1)
         raise RuntimeError(f"the server did not start; see {self.log.name}")
 
+    def log_text(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
+
     def call(self, method: str, path: str, body: bytes | None = None, ctype: str | None = None):
         """(status, body) of one request to the server's API."""
         request = urllib.request.Request(f"{self.url}/{path}", data=body, method=method)

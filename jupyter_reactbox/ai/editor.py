@@ -174,7 +174,10 @@ class AIEditor:
                 result.finished = time.time()
                 if result.status == "running":
                     result.status, result.message = "failed", "Interrupted."
-                await asyncio.to_thread(self._record, project, result)
+                try:
+                    await asyncio.to_thread(self._record, project, result)
+                except OSError as exc:  # a full disk: the edit's outcome still goes out
+                    self.log.warning("Could not record the edit of %s: %s", project.id, exc)
                 progress.emit(stage="done", status=result.status, message=result.message)
                 progress.done = True
             return result
@@ -190,6 +193,25 @@ class AIEditor:
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": _user_prompt(ctx, result.instruction)},
         ]
+        # From here the project may change: if the server dies before the edit
+        # ends, the next start puts it back at ``base`` (history.repair).
+        await asyncio.to_thread(history.begin, app, base, f"AI edit: {result.instruction[:72]}")
+        try:
+            await self._attempts(project, result, progress, messages, base)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(history.repair, app))
+            raise
+        await asyncio.to_thread(history.end, app)
+
+    async def _attempts(
+        self,
+        project: Project,
+        result: EditResult,
+        progress: Progress,
+        messages: list[dict],
+        base: str,
+    ) -> None:
+        app = project.app_dir
         misses = 0
         committed = False
         for attempt in range(1, self.max_attempts + 1):

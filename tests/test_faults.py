@@ -1,0 +1,247 @@
+"""Faults: the disk fills, the Jupyter server dies mid-edit, the engine dies mid-start.
+
+Each must end in a clear error, recovery once the fault is gone, and no project
+lost or corrupted. These tests mount a tmpfs and kill and start ``dockerd``, so
+they need root on a machine whose engine the tests may restart (as in CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, JupyterProcess, zip_dir
+from llm import ThreadedLLM
+from test_edits import BUTTON, JOIN_NOW, block
+from tornado.httpclient import HTTPClientError
+
+from jupyter_reactbox import history
+from jupyter_reactbox.store import git
+
+pytestmark = pytest.mark.docker
+
+FULL = "No space is left on the disk"
+
+
+def snapshot(app: Path) -> dict[str, bytes]:
+    """The project's files (its history is checked by ``assert_consistent``)."""
+    files = {}
+    for folder, dirs, names in os.walk(app):
+        dirs[:] = [d for d in dirs if d not in (".git", "node_modules")]
+        for name in names:
+            path = Path(folder, name)
+            files[path.relative_to(app).as_posix()] = path.read_bytes()
+    return files
+
+
+def assert_consistent(app: Path, head: str) -> None:
+    """At ``head``, nothing uncommitted, no change pending, the repository sound."""
+    assert history.head(app) == head
+    assert git(app, "--no-optional-locks", "status", "--porcelain") == ""
+    assert not (app / ".git" / "reactbox-change").exists()
+    git(app, "fsck", "--strict", "--no-progress")
+
+
+# -- a full disk --------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+@pytest.fixture
+def projects_dir(small_disk):
+    return small_disk / "projects"
+
+
+def fill(disk: Path, leave: int = 0) -> Path:
+    """Write one file until the disk is full, then give back ``leave`` bytes."""
+    filler = disk / "filler"
+    with open(filler, "ab", buffering=0) as f:
+        for chunk in (1 << 20, 4096):
+            try:
+                while f.write(b"\0" * chunk) == chunk:
+                    pass
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    if leave:
+        os.truncate(filler, filler.stat().st_size - leave)
+    return filler
+
+
+async def test_a_full_disk_is_507_and_changes_nothing_then_recovers(
+    api, jp_fetch, llm, projects_dir, small_disk, server_url
+):
+    info = await api.upload_running()
+    app = projects_dir / "shop" / "app"
+    head, before = history.head(app), snapshot(app)
+
+    async def refused(*path, method="POST", body=b""):
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch("reactbox", "api", *path, method=method, body=body)
+        assert err.value.code == 507, err.value
+        message = json.loads(err.value.response.body)["message"]
+        assert FULL in message and "Nothing was changed" in message
+        assert snapshot(app) == before
+        assert_consistent(app, head)
+        assert sorted(p.name for p in projects_dir.iterdir()) == ["shop"]
+
+    filler = fill(small_disk)
+    with pytest.raises(HTTPClientError) as err:
+        await api.upload(zip_dir(FIXTURES / "vite-react"), "second")
+    assert err.value.code == 507 and FULL in json.loads(err.value.response.body)["message"]
+    assert sorted(p.name for p in projects_dir.iterdir()) == ["shop"]  # no staging left
+    await refused("projects", "shop", "files", "src", "App.jsx", method="PUT", body=b"// mine\n")
+    await refused("projects", "shop", "data", "sales", method="PUT", body=b"[1, 2, 3]")
+    await refused("projects", "shop", "edits", body=json.dumps({"instruction": "Join Now"}))
+    assert llm.requests == []  # refused before the model was asked
+
+    # Room for the marker and a small file, not for the large one: the edit's
+    # first file may be written, the second cannot; neither may stay.
+    os.unlink(filler)
+    filler = fill(small_disk, leave=64 << 10)
+    big = json.dumps(list(range(60_000)))
+    llm.answer(
+        block("src/App.jsx", BUTTON, JOIN_NOW)
+        + f"\nsrc/numbers.json\n```json\n<<<<<<< SEARCH\n=======\n{big}\n>>>>>>> REPLACE\n```\n"
+    )
+    await refused("projects", "shop", "edits", body=json.dumps({"instruction": "Join Now"}))
+    assert len(llm.requests) == 1
+    await refused("projects", "shop", "files", "src", "numbers.json", method="PUT", body=big)
+
+    # The dev server kept running throughout; with space again, everything works.
+    page = await urllib_get(server_url + info["preview_url"])
+    assert b'<div id="root">' in page
+    os.unlink(filler)
+    r = await jp_fetch(
+        "reactbox",
+        "api",
+        "projects",
+        "shop",
+        "files",
+        "src",
+        "numbers.json",
+        method="PUT",
+        body=big,
+    )
+    assert r.code == 200
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+    r = await jp_fetch(
+        "reactbox", "api", "projects", "shop", "edits", method="POST",
+        body=json.dumps({"instruction": "Join Now"}),
+    )  # fmt: skip
+    assert json.loads(r.body)["status"] == "applied"
+    assert "Join Now" in (app / "src" / "App.jsx").read_text()
+    assert_consistent(app, history.head(app))
+
+
+async def urllib_get(url: str) -> bytes:
+    def get():
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.read()
+
+    return await asyncio.to_thread(get)
+
+
+# -- the Jupyter server killed mid-edit ---------------------------------------
+
+
+def test_the_server_killed_mid_edit_leaves_the_project_as_it_was(
+    tmp_path, owner, package_cache, sandbox_image
+):
+    llm = ThreadedLLM()
+    llm.start()
+    args = (
+        f"--ReactBoxApp.cache_dir={package_cache}",
+        f"--ReactBoxApp.image={sandbox_image}",
+        f"--ReactBoxApp.ai_base_url={llm.base_url}",
+        "--ReactBoxApp.ai_api_key=test-key",
+        "--ReactBoxApp.ai_model=scripted",
+        "--ReactBoxApp.ai_timeout=120",
+    )
+    server = JupyterProcess(tmp_path, owner, *args, "--ReactBoxApp.on_shutdown=keep").start()
+    app = tmp_path / "projects" / "shop" / "app"
+    try:
+        shop = server.wait(server.upload(zip_dir(FIXTURES / "vite-react"), "shop")["id"])
+        head, before = history.head(app), snapshot(app)
+
+        # The first answer does not compile; the server writes and commits it, then
+        # asks for a fix, which never comes: it dies while the change is in place.
+        broken = "import './App.css'\nimport Missing from './does-not-exist'"
+        llm.answer(block("src/App.jsx", "import './App.css'", broken))
+        llm.answer("never sent", delay=300)
+        edit = threading.Thread(
+            target=lambda: _ignore_errors(
+                server.call,
+                "POST",
+                "reactbox/api/projects/shop/edits",
+                json.dumps({"instruction": "Break it"}).encode(),
+                "application/json",
+            ),
+            daemon=True,
+        )
+        edit.start()
+        deadline = time.monotonic() + 60
+        while len(llm.requests) < 2:
+            assert time.monotonic() < deadline, "the edit never asked for a fix"
+            time.sleep(0.05)
+        assert "does-not-exist" in (app / "src" / "App.jsx").read_text()
+        assert history.head(app) != head
+    finally:
+        server.stop(signal.SIGKILL)
+
+    server = JupyterProcess(tmp_path, owner, *args, "--ReactBoxApp.on_shutdown=keep").start()
+    try:
+        assert snapshot(app) == before
+        assert_consistent(app, head)
+        again = server.project("shop")
+        assert (again["status"], again["preview_url"]) == ("running", shop["preview_url"])
+        with urllib.request.urlopen(server.url + shop["preview_url"] + "src/App.jsx") as r:
+            assert b"does-not-exist" not in r.read()
+        llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+        status, body = server.call(
+            "POST",
+            "reactbox/api/projects/shop/edits",
+            json.dumps({"instruction": "Join Now"}).encode(),
+            "application/json",
+        )
+        assert status == 200 and json.loads(body)["status"] == "applied", body
+        head, before = history.head(app), snapshot(app)
+    finally:
+        server.stop(signal.SIGKILL)
+
+    # What a death in the middle of writing leaves: some files renamed into place,
+    # a temporary file not yet renamed, git's index lock, and the change's marker.
+    (app / "src" / "App.jsx").write_text("half of an edit\n")
+    (app / "src" / ".main.jsx.reactbox-0123abcd").write_text("the other half\n")
+    (app / ".git" / "index.lock").write_text("")
+    history.begin(app, head, "AI edit: the other half")
+    server = JupyterProcess(tmp_path, owner, *args).start()
+    try:
+        assert snapshot(app) == before
+        assert_consistent(app, head)
+        assert "stopped during a change (AI edit: the other half); the project is as before" in server.log_text()
+    finally:
+        server.stop()
+        llm.stop()
+
+
+def _ignore_errors(fn, *args):
+    try:
+        fn(*args)
+    except OSError:
+        pass  # the server was killed under this request
