@@ -234,7 +234,10 @@ def test_the_server_killed_mid_edit_leaves_the_project_as_it_was(
     try:
         assert snapshot(app) == before
         assert_consistent(app, head)
-        assert "stopped during a change (AI edit: the other half); the project is as before" in server.log_text()
+        assert (
+            "stopped during a change (AI edit: the other half); the project is as before"
+            in server.log_text()
+        )
     finally:
         server.stop()
         llm.stop()
@@ -245,3 +248,97 @@ def _ignore_errors(fn, *args):
         fn(*args)
     except OSError:
         pass  # the server was killed under this request
+
+
+# -- the Docker engine killed mid-start ---------------------------------------
+
+
+def _engine_answers(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def _running(pid_file: Path) -> bool:
+    """The process the pid file names runs (a killed one may linger as a zombie
+    until PID 1 reaps it, and dockerd would wait for it)."""
+    try:
+        stat = Path("/proc", pid_file.read_text().strip(), "stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+DOCKERD_PID = Path("/var/run/docker.pid")
+CONTAINERD_PID = Path("/var/run/docker/containerd/containerd.pid")
+
+
+def start_engine(client, timeout: float = 90) -> None:
+    """Start dockerd the way .ci/setup does, unless one answers; wait until it does."""
+    if not _engine_answers(client) and not _running(DOCKERD_PID):
+        for pid_file in (DOCKERD_PID, CONTAINERD_PID):
+            if not _running(pid_file):
+                pid_file.unlink(missing_ok=True)
+        with open("/var/log/dockerd.log", "ab") as log:
+            subprocess.Popen(
+                ["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+    deadline = time.monotonic() + timeout
+    while not _engine_answers(client):
+        assert time.monotonic() < deadline, "dockerd did not come back"
+        time.sleep(0.25)
+
+
+@pytest.fixture
+def engine(docker_client):
+    """The engine, started again after the test whatever happens in it."""
+    yield docker_client
+    start_engine(docker_client)
+
+
+def test_the_engine_killed_mid_start_is_a_clear_error_and_nothing_is_lost(
+    tmp_path, owner, engine, package_cache, sandbox_image
+):
+    args = (f"--ReactBoxApp.cache_dir={package_cache}", f"--ReactBoxApp.image={sandbox_image}")
+    server = JupyterProcess(tmp_path, owner, *args).start()
+    app = tmp_path / "projects" / "shop" / "app"
+    try:
+        server.upload(zip_dir(FIXTURES / "vite-react"), "shop")
+        head, before = history.head(app), snapshot(app)
+        while (status := server.project("shop")["status"]) not in ("installing", "starting"):
+            assert status != "running", "started before the engine could be killed"
+            time.sleep(0.01)
+        subprocess.run(["pkill", "-KILL", "-x", "dockerd"], check=True)
+
+        deadline = time.monotonic() + 120
+        while (info := server.project("shop"))["status"] != "failed":
+            assert time.monotonic() < deadline, info
+            time.sleep(0.25)
+        assert "Docker engine" in info["error"], info
+        assert info["preview_url"] is None
+
+        # The server answers; a start says what is wrong; a delete keeps the files.
+        t0 = time.monotonic()
+        status, body = server.call("GET", "reactbox/api/projects")
+        assert status == 200 and [p["id"] for p in json.loads(body)["projects"]] == ["shop"]
+        assert time.monotonic() - t0 < 5
+        assert server.call("POST", "reactbox/api/projects/shop/start", b"")[0] == 202
+        while (info := server.project("shop"))["status"] != "failed":
+            assert time.monotonic() < deadline, info
+            time.sleep(0.25)
+        assert "Docker engine" in info["error"], info
+        status, body = server.call("DELETE", "reactbox/api/projects/shop")
+        assert status == 503 and b"Docker engine" in body, body
+        assert snapshot(app) == before
+        assert_consistent(app, head)
+
+        # With the engine back, the same project starts and renders.
+        start_engine(engine)
+        assert server.call("POST", "reactbox/api/projects/shop/start", b"")[0] == 202
+        shop = server.wait("shop", timeout=180)
+        with urllib.request.urlopen(server.url + shop["preview_url"], timeout=30) as r:
+            assert r.status == 200 and b'<div id="root">' in r.read()
+        assert snapshot(app) == before
+    finally:
+        server.stop()
