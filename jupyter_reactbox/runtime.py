@@ -493,6 +493,7 @@ class Runtime:
         st = self.state(project.id)
         if st.task and not st.task.done():
             st.task.cancel()
+        st.update(token=None, base=None)  # the old link is dead from now on
         return self.start(project, fresh=True)
 
     async def delete(self, project_id: str) -> None:

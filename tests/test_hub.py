@@ -127,6 +127,10 @@ class Hub:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, 9)
+        try:  # the proxy outlives a hub that did not stop cleanly
+            os.kill(int((self.tmp / "proxy.pid").read_text()), 9)
+        except (OSError, ValueError):
+            pass
         self.log.close()
 
 
@@ -187,33 +191,111 @@ async def test_preview_under_jupyterhub(hub):
         "frame-ancestors 'self'"
     ]
 
+    # A kernel of Alice's, for the preview to go after.
+    r = await fetch(
+        f"{alice}api/kernels",
+        method="POST",
+        body="{}",
+        headers={"Authorization": f"token {alice_token}"},
+    )
+    assert r.code == 201, r.body
+    kernel = json.loads(r.body)["id"]
+    ws_kernel = f"ws://127.0.0.1:{hub.port}/user/{hub.alice}/api/kernels/{kernel}/channels"
+
     ARTIFACTS.mkdir(exist_ok=True)
     async with chromium() as browser:
-        page = await browser.new_page()
-        await page.goto(f"{hub.url}/hub/login")
-        await page.fill("input[name=username]", hub.alice)
-        await page.fill("input[name=password]", "pw")
-        await page.click("input[type=submit], button[type=submit]")
-        await page.wait_for_load_state()
+        page = await login(browser, hub, hub.alice)
         # Any HTML page of Alice's own server, reached through the hub's OAuth.
         await page.goto(f"{alice}a-page-that-is-not-there")
         assert page.url.startswith(alice)
+        assert any(c["name"].startswith("jupyterhub") for c in await page.context.cookies())
         frame = await embed_preview(page, preview)
         await frame.wait_for_selector("h1", timeout=30_000)
         assert await frame.inner_text("h1") == "Get started"
-        attack = await frame.evaluate(
-            """async ([alice, hub]) => {
-                const get = async (url) => {
-                    try { const r = await fetch(url, {credentials: 'include'}); return `${r.status}`; }
-                    catch (e) { return `blocked: ${e.name}`; }
-                };
-                return [await get(alice + 'api/kernels'), await get(hub + '/hub/api/user'),
-                        await get(alice + 'reactbox/api/projects')];
-            }""",
-            [alice, hub.url],
-        )
-        assert all(a.startswith(("blocked", "403", "401")) for a in attack), attack
+        attack = await frame.evaluate(ATTACK, [alice, hub.url, ws_kernel])
+        assert attack["cookie"] == "", attack  # the shim's own, empty: none of the hub's
+        assert attack["parentCookie"] == "SecurityError", attack
+        assert attack["kernelSocket"] in ("error", "closed"), attack
+        for name in ("kernels", "kernelStart", "contents", "hubUser", "projects"):
+            assert attack[name].startswith(("blocked", "401", "403")), (name, attack)
         await page.screenshot(path=ARTIFACTS / "preview-under-jupyterhub.png")
+
+        # Alice's server has only the kernel she started herself.
+        r = await fetch(f"{alice}api/kernels", headers={"Authorization": f"token {alice_token}"})
+        assert [k["id"] for k in json.loads(r.body)] == [kernel]
+
+        # Bob, logged in to the same hub in his own browser.
+        bob = await login(await browser.new_context(), hub, hub.bob)
+        for url in (api, f"{api}/shop"):
+            r = await bob.goto(url)
+            assert r.status in (403, 404), (url, r.status)
+            assert "Get started" not in await bob.content()
+        # Without her link he learns nothing, not even whether a project exists.
+        probes = []
+        for url in (wrong, wrong.replace("/shop/", "/no-such-project/")):
+            r = await bob.goto(url)
+            probes.append((r.status, await r.text()))
+        assert probes[0] == probes[1] and probes[0][0] == 403, probes
+        # A link Alice shares is a capability for the current run: it shows the app
+        # but gives Bob nothing of Alice's (nor of his own), and a restart revokes it.
+        await bob.goto(f"{hub.url}/user/{hub.bob}/a-page-that-is-not-there")
+        frame = await embed_preview(bob, preview)
+        await frame.wait_for_selector("h1", timeout=30_000)
+        attack = await frame.evaluate(ATTACK, [alice, hub.url, ws_kernel])
+        for name in ("kernels", "kernelStart", "contents", "hubUser", "projects"):
+            assert attack[name].startswith(("blocked", "401", "403")), (name, attack)
+        assert attack["kernelSocket"] in ("error", "closed"), attack
+        r = await fetch(
+            f"{api}/shop/restart",
+            method="POST",
+            body=b"",
+            headers={"Authorization": f"token {alice_token}"},
+        )
+        assert r.code == 202
+        r = await bob.goto(preview)
+        assert r.status == 403
+
+
+ATTACK = """async ([alice, hub, kernelSocket]) => {
+    const get = async (url, init = {}) => {
+        try {
+            const r = await fetch(url, {credentials: 'include', ...init});
+            return `${r.status}`;
+        } catch (e) { return `blocked: ${e.name}`; }
+    };
+    let parentCookie;
+    try { parentCookie = parent.document.cookie; } catch (e) { parentCookie = e.name; }
+    const socket = await new Promise((resolve) => {
+        try {
+            const ws = new WebSocket(kernelSocket);
+            ws.onopen = () => { ws.close(); resolve('open'); };
+            ws.onerror = () => resolve('error');
+            ws.onclose = () => resolve('closed');
+        } catch (e) { resolve(`blocked: ${e.name}`); }
+        setTimeout(() => resolve('timeout'), 10000);
+    });
+    return {
+        cookie: document.cookie,
+        parentCookie,
+        kernelSocket: socket,
+        kernels: await get(alice + 'api/kernels'),
+        kernelStart: await get(alice + 'api/kernels', {method: 'POST', body: '{}'}),
+        contents: await get(alice + 'api/contents'),
+        hubUser: await get(hub + '/hub/api/user'),
+        projects: await get(alice + 'reactbox/api/projects'),
+    };
+}"""
+
+
+async def login(browser_or_context, hub, user):
+    """A page logged in to the hub as ``user`` (a new page of the browser or context)."""
+    page = await browser_or_context.new_page()
+    await page.goto(f"{hub.url}/hub/login")
+    await page.fill("input[name=username]", user)
+    await page.fill("input[name=password]", "pw")
+    await page.click("input[type=submit], button[type=submit]")
+    await page.wait_for_load_state()
+    return page
 
 
 async def test_a_kernel_in_a_hub_server_finds_it_with_nothing_pasted(hub, tmp_path):
