@@ -23,6 +23,7 @@ from .proxy import PreviewProxyHandler
 from .runtime import Runtime
 from .sandbox.docker import DockerSandbox, Limits
 from .store import ProjectStore, slugify
+from .supply import Policy as SupplyPolicy
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -195,6 +196,14 @@ class ReactBoxApp(ExtensionApp):
         so apps asking for them are refused at upload and before every install.""",
     ).tag(config=True)
 
+    allow_vulnerable_vite = Bool(
+        False,
+        help="""Serve previews with a Vite release that has known ways to read files
+        outside the app through its dev server (older than 5.4.20, 6.4.2, 7.3.2 or
+        8.0.5 in its line, or older than 5). Such apps are refused at upload (by their
+        lockfile) and after each install (by the Vite installed).""",
+    ).tag(config=True)
+
     npm_registry = Unicode(
         "",
         help="""Package registry URL for installs (npm_config_registry), e.g. a local
@@ -304,7 +313,10 @@ class ReactBoxApp(ExtensionApp):
                 max_total_bytes=self.max_unpacked_bytes,
                 max_ratio=self.max_compression_ratio,
             ),
-            allow_remote_dependencies=self.allow_remote_dependencies,
+            supply_policy=SupplyPolicy(
+                allow_remote_dependencies=self.allow_remote_dependencies,
+                allow_vulnerable_vite=self.allow_vulnerable_vite,
+            ),
         )
         store.cleanup_staging()
         for project in store.list():
@@ -345,7 +357,6 @@ class ReactBoxApp(ExtensionApp):
             disk_quota=parse_size(self.disk_quota),
             on_shutdown=self.on_shutdown,
             preview_origin_template=self.preview_origin_template,
-            allow_remote_dependencies=self.allow_remote_dependencies,
             log=self.log,
         )
         editor = self._make_editor(self.runtime)

@@ -102,7 +102,6 @@ class Runtime:
         disk_quota: int = 0,
         on_shutdown: str = "stop",
         preview_origin_template: str = "",
-        allow_remote_dependencies: bool = False,
         busy: Callable[[str], bool] = lambda project_id: False,
         clock: Callable[[], float] = time.monotonic,
         log: logging.Logger | None = None,
@@ -117,7 +116,6 @@ class Runtime:
         self.disk_quota = disk_quota
         self.on_shutdown = on_shutdown
         self.preview_origin_template = preview_origin_template
-        self.allow_remote_dependencies = allow_remote_dependencies
         self.busy = busy
         self.clock = clock
         self.log = log or logging.getLogger(__name__)
@@ -351,12 +349,14 @@ class Runtime:
             try:
                 plan = project.plan()
                 st.update(framework=plan.framework)
-                # Again before every install: an edit may have added such a dependency.
-                await asyncio.to_thread(
-                    supply.check, project.app_dir, allowed=self.allow_remote_dependencies
-                )
+                # Again before every install (an edit may add such a dependency),
+                # and after it, on the Vite that was installed.
+                await asyncio.to_thread(supply.check, project.app_dir, self.store.supply_policy)
                 how = await self.sandbox.install(
                     project.id, project.app_dir, plan, project.install_log, self._progress(st)
+                )
+                await asyncio.to_thread(
+                    supply.check, project.app_dir, self.store.supply_policy, installed=True
                 )
                 await self._check_quota(project)
                 st.update(status="starting", progress=None, detail=f"dependencies {how}")

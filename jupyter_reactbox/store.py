@@ -104,11 +104,11 @@ class ProjectStore:
         root: Path,
         limits: archive.Limits | None = None,
         *,
-        allow_remote_dependencies: bool = False,
+        supply_policy: supply.Policy | None = None,
     ):
         self.root = Path(root)
         self.limits = limits or archive.Limits()
-        self.allow_remote_dependencies = allow_remote_dependencies
+        self.supply_policy = supply_policy or supply.Policy()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _dir(self, project_id: str) -> Path:
@@ -152,7 +152,7 @@ class ProjectStore:
         try:
             archive.extract(data, staging / "app", self.limits)
             plan = detect(staging / "app")
-            supply.check(staging / "app", allowed=self.allow_remote_dependencies)
+            supply.check(staging / "app", self.supply_policy)
             project = Project(
                 id=project_id,
                 name=name,

@@ -1,16 +1,23 @@
-"""Where an app's dependencies may come from: the package registry only.
+"""What an app may depend on: registry packages, and no Vite with known file leaks.
 
 A git, URL or tarball dependency (or a path that leaves the project) would
 fetch and build code from anywhere, past the registry an admin configured; its
 ``prepare`` script runs even with ``--ignore-scripts``.  Such an app is refused
 at upload and again before every install (an edit may add one), unless
 ``c.ReactBoxApp.allow_remote_dependencies`` is set.
+
+The preview runs the app's own Vite, and old Vite releases let a request read
+files outside the app (``server.fs`` bypasses, ``vite:invoke`` over the HMR
+socket).  An app whose Vite is older than the fixed release of its line is
+refused: at upload by its lockfile, and after each install by what was
+installed, unless ``c.ReactBoxApp.allow_vulnerable_vite`` is set.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UnsupportedApp
@@ -60,9 +67,65 @@ def outside_registry(app_dir: Path) -> list[str]:
     return found
 
 
-def check(app_dir: Path, *, allowed: bool) -> None:
-    """UnsupportedApp (422) unless every dependency comes from the registry or ``allowed``."""
-    if allowed:
+@dataclass(frozen=True)
+class Policy:
+    allow_remote_dependencies: bool = False
+    allow_vulnerable_vite: bool = False
+
+
+VITE_MINIMUMS = {5: (5, 4, 20), 6: (6, 4, 2), 7: (7, 3, 2), 8: (8, 0, 5)}
+"""Per major line, the first release with every fix for reading files through the
+dev server on Linux (GHSA advisories of 2025-2026).  Older lines are refused;
+newer ones are taken as fixed."""
+_VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
+
+
+def vite_version(app_dir: Path, *, installed: bool) -> str | None:
+    """The app's Vite: the one installed, or the one its npm lockfile pins."""
+    try:
+        if installed:
+            meta = json.loads((app_dir / "node_modules/vite/package.json").read_text())
+            return meta.get("version")
+        lock = json.loads((app_dir / "package-lock.json").read_text(encoding="utf-8"))
+        return lock["packages"]["node_modules/vite"]["version"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def vite_problem(version: str) -> str | None:
+    """Why this Vite version may not serve a preview, or None."""
+    match = _VERSION_RE.match(version)
+    if not match:
+        return None
+    release = tuple(int(n) for n in match.groups())
+    oldest = min(VITE_MINIMUMS)
+    if release[0] < oldest:
+        return (
+            f"Vite {version} is no longer maintained and has known ways to read files "
+            f"outside the app; update to Vite {oldest} or later"
+        )
+    minimum = VITE_MINIMUMS.get(release[0])
+    if minimum and release < minimum:
+        fixed = ".".join(map(str, minimum))
+        return (
+            f"Vite {version} has known ways to read files outside the app through its dev "
+            f"server, fixed in {fixed}; update it (npm install vite@^{fixed})"
+        )
+    return None
+
+
+def check(app_dir: Path, policy: Policy | None = None, *, installed: bool = False) -> None:
+    """UnsupportedApp (422) for a dependency from outside the registry or a Vite with
+    known file leaks, unless the policy allows it."""
+    policy = policy or Policy()
+    if not policy.allow_vulnerable_vite:
+        version = vite_version(app_dir, installed=installed)
+        problem = version and vite_problem(version)
+        if problem:
+            raise UnsupportedApp(
+                f"{problem}, or ask your admin to set c.ReactBoxApp.allow_vulnerable_vite = True."
+            )
+    if policy.allow_remote_dependencies:
         return
     found = outside_registry(app_dir)
     if found:

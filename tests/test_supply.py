@@ -7,6 +7,7 @@ import json
 
 import pytest
 from conftest import FIXTURES, zip_dir
+from test_archive import make_zip
 from tornado.httpclient import HTTPClientError
 
 from jupyter_reactbox import supply
@@ -58,10 +59,43 @@ def test_what_counts_as_outside_the_registry(tmp_path):
         "node_modules/sneaky",
     ]
     with pytest.raises(UnsupportedApp, match="allow_remote_dependencies") as err:
-        supply.check(app, allowed=False)
+        supply.check(app)
     assert "git-https: git+https://example.invalid/a/b.git" in str(err.value)
     assert "and 3 more" in str(err.value)
-    supply.check(app, allowed=True)  # an admin may allow it
+    supply.check(app, supply.Policy(allow_remote_dependencies=True))  # an admin may allow it
+
+
+@pytest.mark.parametrize(
+    ("version", "fixed"),
+    [
+        ("4.5.14", "Vite 5 or later"),
+        ("5.4.19", "5.4.20"),
+        ("5.4.20", None),
+        ("6.3.9", "6.4.2"),
+        ("6.4.1", "6.4.2"),
+        ("6.4.2", None),
+        ("7.3.1", "7.3.2"),
+        ("7.3.2", None),
+        ("8.0.4", "8.0.5"),
+        ("8.0.5", None),
+        ("8.3.8", None),
+        ("9.0.0-beta.1", None),
+    ],
+)
+def test_vite_releases_with_known_file_leaks(tmp_path, version, fixed):
+    problem = supply.vite_problem(version)
+    assert (problem is None) == (fixed is None), problem
+    if fixed:
+        assert fixed in problem and version in problem
+    lock = {"packages": {"": {}, "node_modules/vite": {"version": version}}}
+    (tmp_path / "package-lock.json").write_text(json.dumps(lock))
+    assert supply.vite_version(tmp_path, installed=False) == version
+    if fixed:
+        with pytest.raises(UnsupportedApp, match="allow_vulnerable_vite"):
+            supply.check(tmp_path)
+        supply.check(tmp_path, supply.Policy(allow_vulnerable_vite=True))
+    else:
+        supply.check(tmp_path)
 
 
 @pytest.mark.docker
@@ -134,3 +168,44 @@ async def test_lifecycle_scripts_run_only_when_allowed(api, projects_dir, reactb
     app = projects_dir / "scripts" / "app"
     assert (app / "node_modules" / "vite").is_dir()
     assert sorted(p.name.removeprefix("SCRIPT-RAN-") for p in app.glob("SCRIPT-RAN-*")) == ran
+
+
+OLD_VITE_APP = {
+    "package.json": json.dumps(
+        {
+            "name": "old",
+            "private": True,
+            "scripts": {"dev": "vite"},
+            "devDependencies": {"vite": "6.0.0"},
+        }
+    ).encode(),
+    "index.html": b'<!doctype html><div id="root"></div><script type="module" src="/main.js"></script>',
+    "main.js": b"document.getElementById('root').textContent = 'old vite'\n",
+}
+
+
+@pytest.mark.docker
+async def test_an_old_vite_is_refused_by_its_lockfile_and_after_the_install(
+    api, projects_dir, docker_client, owner
+):
+    # Pinned in the lockfile: refused at upload, nothing written.
+    lock = {"lockfileVersion": 3, "packages": {"": {}, "node_modules/vite": {"version": "6.0.0"}}}
+    with pytest.raises(HTTPClientError) as err:
+        await api.upload(
+            make_zip({**OLD_VITE_APP, "package-lock.json": json.dumps(lock).encode()}), "old"
+        )
+    assert err.value.code == 422
+    message = json.loads(err.value.response.body)["message"]
+    assert "Vite 6.0.0" in message and "6.4.2" in message and "allow_vulnerable_vite" in message
+    assert [p.name for p in projects_dir.iterdir()] == []
+
+    # No lockfile: what npm installs is checked before a dev server runs it.
+    r = await api.upload(make_zip(OLD_VITE_APP), "old")
+    assert r.code == 201
+    failed = await api.wait("old", "failed")
+    assert "Vite 6.0.0" in failed["error"] and "6.4.2" in failed["error"], failed
+    runs = docker_client.containers.list(
+        all=True,
+        filters={"label": [f"org.jupyter.reactbox.owner={owner}", "org.jupyter.reactbox.role=run"]},
+    )
+    assert runs == []
