@@ -258,9 +258,10 @@ class ReactBoxApp(ExtensionApp):
         return os.environ.get("OPENAI_BASE_URL", "")
 
     ai_api_key = Unicode(
-        help="""API key of the AI endpoint. Defaults to $OPENAI_API_KEY. It stays in
-        this server process: never sent to kernels, browsers or containers, never
-        logged.""",
+        help="""API key of the AI endpoint. Defaults to $OPENAI_API_KEY, which is then
+        removed from the server's environment so kernels and terminals do not inherit
+        it. The key stays in this server process: never sent to kernels, browsers or
+        containers, never logged.""",
     ).tag(config=True)
 
     @default("ai_api_key")
@@ -360,6 +361,10 @@ class ReactBoxApp(ExtensionApp):
             log=self.log,
         )
         editor = self._make_editor(self.runtime)
+        if self.ai_api_key and os.environ.get("OPENAI_API_KEY") == self.ai_api_key:
+            # Kernels and terminals inherit this process's environment; the key
+            # stays in the editor's client.
+            del os.environ["OPENAI_API_KEY"]
         if editor is not None:
             self.runtime.busy = editor.busy  # an edit in progress is use
         self.settings.update(

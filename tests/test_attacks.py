@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
+import urllib.request
 
 import pytest
-from conftest import FIXTURES, zip_dir
+from conftest import FIXTURES, JupyterProcess, zip_dir
+from llm import ThreadedLLM
+from test_edits import BUTTON, JOIN_NOW, block
+from test_notebook import Kernel
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -120,3 +125,97 @@ async def test_fork_and_memory_bombs_stop_at_the_limits(api, docker_client, owne
     # The preview runs again (the dev server survived, or was restarted).
     await asyncio.sleep(4)
     assert (await api.wait(info["id"], "running", through=["failed"]))["status"] == "running"
+
+
+def test_secrets_reach_no_container_kernel_browser_or_log(
+    tmp_path, owner, package_cache, sandbox_image, docker_client
+):
+    """The LLM key (given the usual way, as $OPENAI_API_KEY) and Jupyter's token, after
+    an upload, an install, a running preview and an applied AI edit."""
+    llm = ThreadedLLM()
+    llm.start()
+    key = f"sk-reactbox-{secrets.token_hex(16)}"
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    server = JupyterProcess(
+        tmp_path,
+        owner,
+        f"--ReactBoxApp.cache_dir={package_cache}",
+        f"--ReactBoxApp.image={sandbox_image}",
+        "--ReactBoxApp.ai_model=scripted",
+        env={
+            "OPENAI_API_KEY": key,
+            "OPENAI_BASE_URL": llm.base_url,
+            "JUPYTER_RUNTIME_DIR": str(runtime),
+        },
+    )
+    server.runtime_dir = runtime
+    server.start()
+    kernel = None
+    try:
+        shop = server.wait(server.upload(zip_dir(FIXTURES / "vite-react"), "shop")["id"])
+        llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+        edits = "reactbox/api/projects/shop/edits"
+        status, body = server.call(
+            "POST", edits, json.dumps({"instruction": "Join Now"}).encode(), "application/json"
+        )
+        assert status == 200 and json.loads(body)["status"] == "applied", body
+        assert llm.requests[0]["authorization"] == f"Bearer {key}"  # the key is in use
+        hidden = (key, server.token)
+
+        def assert_hidden(where: str, text: str | bytes) -> None:
+            text = text.decode(errors="replace") if isinstance(text, bytes) else text
+            for secret in hidden:
+                assert secret not in text, f"a secret in {where}"
+
+        # Containers: their whole spec, and the environment inside.
+        selector = {"label": f"org.jupyter.reactbox.owner={owner}"}
+        containers = docker_client.containers.list(all=True, filters=selector)
+        assert containers
+        for container in containers:
+            assert_hidden(f"the spec of {container.name}", json.dumps(container.attrs))
+            environ = container.exec_run(["cat", "/proc/1/environ"]).output
+            assert b"PATH=" in environ
+            assert_hidden(f"the environment of {container.name}", environ)
+
+        # A kernel the server started: its environment and what it can print.
+        kernel = Kernel(server)
+        status, out, _ = kernel.run("import os, json; print(json.dumps(dict(os.environ)))")
+        assert status == "ok", out
+        assert "JUPYTER_REACTBOX_URL" in json.loads(out)  # this is the kernel's environment
+        assert "OPENAI_API_KEY" not in json.loads(out)
+        assert_hidden("the kernel's environment", out)
+
+        # What a browser can get: every API answer, the preview and its scripts.
+        api = "reactbox/api/projects"
+        for path in (
+            api,
+            f"{api}/shop",
+            f"{api}/shop/logs",
+            f"{api}/shop/edits",
+            f"{api}/shop/history",
+            f"{api}/shop/diff",
+            f"{api}/shop/files",
+            f"{api}/shop/files/src/App.jsx",
+        ):
+            status, body = server.call("GET", path)
+            assert status == 200, (path, body)
+            assert_hidden(path, body)
+        page = urllib.request.urlopen(server.url + shop["preview_url"], timeout=30).read()
+        scripts = re.findall(rb'src="([^"]+\.js[^"]*)"', page)
+        assert scripts
+        for src in scripts:
+            url = src.decode() if src.startswith(b"http") else server.url + src.decode()
+            assert_hidden(src.decode(), urllib.request.urlopen(url, timeout=30).read())
+        assert_hidden("the preview page", page)
+
+        # Logs: the install's, the dev server's (above) and the server's own.
+        assert_hidden("install.log", (tmp_path / "projects/shop/install.log").read_bytes())
+        assert key not in server.log_text()
+        ours = [line for line in server.log_text().splitlines() if "ReactBoxApp" in line]
+        assert ours and not [line for line in ours if server.token in line]
+    finally:
+        if kernel is not None:
+            kernel.close()
+        server.stop()
+        llm.stop()
