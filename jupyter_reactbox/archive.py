@@ -42,6 +42,9 @@ class _Entry:
     is_dir: bool
 
 
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".7z", ".rar")
+
+
 def _entry_kind(info: zipfile.ZipInfo) -> str:
     """'file', 'dir' or the name of what else it is (from the Unix mode bits)."""
     kind = stat.S_IFMT(info.external_attr >> 16)  # 0 where the tool wrote no Unix type
@@ -196,6 +199,12 @@ def extract(data: bytes, dest: Path, limits: Limits | None = None) -> list[str]:
         raise
     if "package.json" not in files:
         shutil.rmtree(dest, ignore_errors=True)
+        inner = [f for f in files if f.lower().endswith(_ARCHIVE_SUFFIXES)]
+        if inner:  # archives inside are never opened: they stay files of the app
+            raise ArchiveError(
+                f"The ZIP holds another archive ({inner[0]}) but no package.json. Upload "
+                "the app's folder zipped once, not an archive inside an archive."
+            )
         raise ArchiveError(
             "The ZIP has no package.json at its top level (or inside one wrapping folder). "
             "Zip the folder that contains your app's package.json."

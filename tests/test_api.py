@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from zipfile import ZIP_STORED
 
 import pytest
 from conftest import FIXTURES, zip_dir
-from test_archive import PKG, make_zip
+from test_archive import PKG, encrypted, make_zip
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from jupyter_reactbox import history
@@ -60,6 +61,19 @@ BAD_UPLOADS = {
         "entries",
     ),
     "no package.json": (make_zip({"src/App.jsx": b"x"}), 400, "no package.json"),
+    "duplicate names": (make_zip({"package.json": PKG, "./package.json": b"{}"}), 400, "two"),
+    "backslash": (make_zip({"package.json": PKG, "src\\..\\..\\x.js": b"x"}), 400, "backslash"),
+    "NUL in a name": (
+        make_zip({"package.json": PKG, "src/aQ.js": b"x"}).replace(b"src/aQ.js", b"src/a\x00.js"),
+        400,
+        "NUL",
+    ),
+    "encrypted": (
+        encrypted(make_zip({"package.json": PKG}, compression=ZIP_STORED)),
+        400,
+        "encrypted",
+    ),
+    "nested archive": (make_zip({"app.zip": make_zip({"package.json": PKG})}), 400, "another"),
     "unsupported": (make_zip({"package.json": b'{"dependencies": {}}'}), 422, "Cannot tell"),
 }
 

@@ -81,6 +81,19 @@ def test_rejects_bad_archives_and_writes_nothing(tmp_path, case):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_archive_inside_is_a_file_never_opened(tmp_path):
+    inner = make_zip({"package.json": PKG, "../../evil.js": b"x"})
+    files = archive.extract(
+        make_zip({"package.json": PKG, "assets/data.zip": inner}), tmp_path / "a"
+    )
+    assert files == ["package.json", "assets/data.zip"]
+    assert (tmp_path / "a" / "assets" / "data.zip").read_bytes() == inner
+    assert not (tmp_path / "evil.js").exists()
+    with pytest.raises(ArchiveError, match=r"another archive \(my-app.zip\)"):
+        archive.extract(make_zip({"my-app.zip": make_zip({"package.json": PKG})}), tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
 def test_rejects_nul_in_names(tmp_path):
     # zipfile cannot write a NUL in a name (it cuts the name there), so patch the bytes.
     data = make_zip({"package.json": PKG, "src/aQ.js": b"x"}).replace(b"src/aQ.js", b"src/a\x00.js")
@@ -99,14 +112,19 @@ def test_rejects_not_a_zip_and_empty(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_rejects_encrypted_entries(tmp_path):
-    data = bytearray(make_zip({"package.json": PKG}, compression=zipfile.ZIP_STORED))
-    # Set the "encrypted" flag bit in the local header and the central directory.
+def encrypted(data: bytes) -> bytes:
+    """The archive with its first entry flagged as encrypted (zipfile cannot encrypt):
+    the flag bit set in the local header and in the central directory."""
+    data = bytearray(data)
     for sig, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
-        at = data.find(sig)
-        data[at + offset] |= 0x1
+        data[data.find(sig) + offset] |= 0x1
+    return bytes(data)
+
+
+def test_rejects_encrypted_entries(tmp_path):
+    data = encrypted(make_zip({"package.json": PKG}, compression=zipfile.ZIP_STORED))
     with pytest.raises(ArchiveError, match="encrypted"):
-        archive.extract(bytes(data), tmp_path / "app")
+        archive.extract(data, tmp_path / "app")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -77,11 +77,22 @@ async def test_proxy_forwards_no_credentials_and_checks_the_token(
         r = await fetch(f"{preview}{path}")
         assert r.code == 400, path
 
+    # host@ip: an address in the path stays a path of the project's own dev server,
+    # and one in the Host header is refused.
+    r = await fetch(f"{preview}__reactbox_echo@169.254.169.254/latest/meta-data/")
+    assert r.code == 200
+    url = json.loads(r.body)["url"]
+    assert url == f"{info['preview_url']}__reactbox_echo@169.254.169.254/latest/meta-data/"
+    for host in ("x@169.254.169.254", f"127.0.0.1:{server_url.rsplit(':', 1)[1]}@evil.example"):
+        r = await fetch(preview, headers={"Host": host})
+        assert r.code == 400, host
+
     # The websocket: no token, no connection; a foreign Origin, no connection.
     ws = preview.replace("http://", "ws://")
-    with pytest.raises(HTTPClientError) as err:
-        await websocket_connect(f"{base.replace('http://', 'ws://')}/shop/wrong/")
-    assert err.value.code == 403
+    for path in ("shop/wrong/", "shop/", f"other/{token}/"):
+        with pytest.raises(HTTPClientError) as err:
+            await websocket_connect(f"{base.replace('http://', 'ws://')}/{path}")
+        assert err.value.code == 403, path
     with pytest.raises(HTTPClientError) as err:
         await websocket_connect(
             HTTPRequest(
