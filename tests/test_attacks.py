@@ -23,9 +23,13 @@ SECRET = "s3cr3t-from-dot-env"
 
 
 @pytest.fixture
-def reactbox_config():
-    # Small bounds so the bombs hit them quickly.
-    return {"memory_limit": "256m", "pids_limit": 128}
+def reactbox_config(request, docker_client):
+    """Small bounds so the bombs hit them quickly; the runtime by parameter."""
+    runtime = getattr(request, "param", "runc")
+    if runtime == "runsc" and "runsc" not in docker_client.info().get("Runtimes", {}):
+        pytest.fail("gVisor is not registered with Docker: see .ci/setup.")
+    bounds = {"memory_limit": "256m", "pids_limit": 128}
+    return bounds if runtime == "runc" else {**bounds, "docker_runtime": "runsc"}
 
 
 async def get(url: str):
@@ -99,32 +103,64 @@ def _request(url: str, headers: dict) -> HTTPRequest:
     return HTTPRequest(url, headers=headers, connect_timeout=10, request_timeout=10)
 
 
-async def test_fork_and_memory_bombs_stop_at_the_limits(api, docker_client, owner, jp_fetch):
+FORK_BOMB = "i=0; while [ $i -lt 400 ]; do sleep 3 & i=$((i+1)); done 2>&1 | tail -1"
+MEMORY_BOMB = "exec node -e 'const a = []; for (;;) a.push(Buffer.alloc(32 << 20, 1));'"
+
+
+@pytest.mark.parametrize("reactbox_config", ["runc", "runsc"], indirect=True)
+async def test_fork_and_memory_bombs_stop_at_the_limits(
+    api, docker_client, owner, jp_fetch, reactbox_config, server_url
+):
     info = await api.upload_running()
     container = docker_client.containers.get(f"reactbox-{owner}-shop")
+    assert container.attrs["HostConfig"]["PidsLimit"] == 128
+    assert container.attrs["HostConfig"]["Memory"] == 256 << 20
+
+    async def server_answers() -> None:
+        status = json.loads((await jp_fetch("api", "status")).body)
+        assert "started" in status
 
     def run(cmd: str):
         return container.exec_run(["sh", "-c", cmd], demux=False)
 
-    # Fork bomb (bounded in time): forks fail at the pids limit.
-    result = await asyncio.to_thread(
-        run, "i=0; while [ $i -lt 400 ]; do sleep 3 & i=$((i+1)); done 2>&1 | tail -1"
-    )
-    out = result.output.decode()
-    assert "Cannot fork" in out or "Resource temporarily unavailable" in out, out
-    assert container.attrs["HostConfig"]["PidsLimit"] == 128
-    status = json.loads((await jp_fetch("api", "status")).body)
-    assert "started" in status  # the Jupyter server answers
+    if "docker_runtime" not in reactbox_config:
+        # runc: the bombs fail inside the container's cgroup, which lives on.
+        out = (await asyncio.to_thread(run, FORK_BOMB)).output.decode()
+        assert "Cannot fork" in out or "Resource temporarily unavailable" in out, out
+        await server_answers()
+        result = await asyncio.to_thread(run, MEMORY_BOMB)
+        assert result.exit_code == 137, result  # SIGKILL from the OOM killer
+        await server_answers()
+        await asyncio.sleep(4)  # the dev server survived, or is restarted
+        assert (await api.wait(info["id"], "running", through=["failed"]))["status"] == "running"
+        return
 
-    # Memory bomb: the kernel's OOM killer ends it inside the container's cgroup.
-    bomb = "const a = []; for (;;) a.push(Buffer.alloc(32 << 20, 1));"
-    result = await asyncio.to_thread(run, f"exec node -e '{bomb}'")
-    assert result.exit_code == 137, result  # SIGKILL from the OOM killer
-    status = json.loads((await jp_fetch("api", "status")).body)
-    assert "started" in status
-    # The preview runs again (the dev server survived, or was restarted).
-    await asyncio.sleep(4)
-    assert (await api.wait(info["id"], "running", through=["failed"]))["status"] == "running"
+    # gVisor: the whole sandbox is the unit the host bounds, so a bomb ends it (a
+    # fork bomb at the pids limit, a memory bomb by the host's OOM killer). The
+    # server answers throughout, and its crash watcher starts the preview again.
+    for bomb, killed_for_memory in ((FORK_BOMB, False), (MEMORY_BOMB, True)):
+        started = container.attrs["State"]["StartedAt"]
+        container.exec_run(["sh", "-c", bomb], detach=True)
+        for _ in range(240):
+            await server_answers()
+            container.reload()
+            if not container.attrs["State"]["Running"]:
+                break
+            await asyncio.sleep(0.25)
+        state = container.attrs["State"]
+        assert not state["Running"] and state["OOMKilled"] is killed_for_memory, state
+        for _ in range(240):
+            await server_answers()
+            container.reload()
+            back = container.attrs["State"]
+            project = await api.get(info["id"])
+            if back["Running"] and back["StartedAt"] != started and project["status"] == "running":
+                break
+            await asyncio.sleep(0.25)
+        else:
+            pytest.fail(f"the preview did not come back: {project}")
+        code, body = await get(server_url + project["preview_url"])
+        assert code == 200 and b'<div id="root">' in body, project
 
 
 def test_secrets_reach_no_container_kernel_browser_or_log(
