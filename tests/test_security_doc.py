@@ -1,5 +1,5 @@
-"""docs/security.md names the tests behind each promise: they must exist, and
-every attack test must be named there."""
+"""docs/security.md names the tests behind each promise: they must exist, every
+attack test must be named there, and every attack names its promises and result."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 DOC = ROOT / "docs" / "security.md"
-ATTACK_MODULES = ("test_attacks.py", "test_supply.py")
+ATTACK_MODULES = ("test_attacks.py", "test_supply.py", "test_faults.py", "test_hub.py")
+PROMISES = {str(n) for n in range(1, 8)}
 
 
 def defined_tests(module: str) -> set[str]:
@@ -33,3 +34,15 @@ def test_every_test_the_security_doc_names_exists_and_every_attack_is_named():
         if f"{module}::{name}" not in doc
     ]
     assert unnamed == [], f"attack tests missing from docs/security.md: {unnamed}"
+
+
+def test_every_attack_names_its_promises_and_its_result():
+    section = DOC.read_text().split("## Attacks and their results", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`test_" in line]
+    assert len(rows) >= 20
+    for row in rows:
+        attack, promises, result, tests = (cell.strip() for cell in row.strip("|").split(" | "))
+        assert attack and result and tests.startswith("`test_"), row
+        assert set(promises.replace(" ", "").split(",")) <= PROMISES, row
+    numbered = re.findall(r"^(\d)\. \*\*", DOC.read_text(), re.M)
+    assert numbered[:7] == sorted(PROMISES), "the seven promises are listed in order"
