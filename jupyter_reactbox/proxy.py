@@ -348,7 +348,9 @@ class PreviewProxyHandler(ProxyHandler):
                 return
             async for chunk in upstream.content.iter_chunked(64 * 1024):
                 self.write(chunk)
-                await self.flush()
+                # Not self.flush(): jupyter-server-proxy's websocket mixin replaces it
+                # on the instance with a wrapper that drops the future to wait on.
+                await web.RequestHandler.flush(self)
             self.finish()
 
     def _secure_headers(self) -> None:

@@ -6,6 +6,7 @@ The preview is untrusted code; these tests attack from inside it.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from conftest import ARTIFACTS, FIXTURES, chromium, embed_preview, zip_dir
@@ -22,7 +23,9 @@ async def fetch(url, **kw):
 async def test_proxy_forwards_no_credentials_and_checks_the_token(
     api, server_url, jp_serverapp, jp_base_url
 ):
-    info = await api.upload_running()
+    blob = os.urandom(1 << 20)  # a large file, to stream through in many chunks
+    await api.upload(zip_dir(FIXTURES / "vite-react", extra={"public/big.bin": blob}), "shop")
+    info = await api.wait("shop")
     preview = server_url + info["preview_url"]
     jupyter_token = jp_serverapp.identity_provider.token
 
@@ -52,6 +55,9 @@ async def test_proxy_forwards_no_credentials_and_checks_the_token(
     body = page.body.decode()
     assert body.index("jupyter-reactbox preview shim") < body.index("@vite/client")
     assert f'href="{info["preview_url"]}favicon.svg"' in body
+
+    r = await fetch(f"{preview}big.bin")
+    assert r.code == 200 and len(r.body) == len(blob) and r.body == blob
 
     # The app's own absolute references to public/ files are moved under the base.
     app_js = await fetch(f"{preview}src/App.jsx")
