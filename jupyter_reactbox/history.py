@@ -84,13 +84,6 @@ def change(app_dir: Path, restore_to: str, what: str) -> Iterator[None]:
     end(app_dir)
 
 
-def _restore(app_dir: Path, sha: str) -> None:
-    for lock in _LOCKS:
-        (app_dir / ".git" / lock).unlink(missing_ok=True)
-    remove_temporaries(app_dir)
-    reset(app_dir, sha)
-
-
 def remove_temporaries(app_dir: Path) -> None:
     for folder, dirs, names in os.walk(app_dir):
         dirs[:] = [d for d in dirs if d not in _SKIPPED]
@@ -112,12 +105,12 @@ def repair(app_dir: Path) -> str | None:
     except ValueError:  # cut short while being written: the change had not begun
         marker.unlink()
         pending = None
+    for lock in _LOCKS:  # whatever held them has died or given up
+        (app_dir / ".git" / lock).unlink(missing_ok=True)
+    remove_temporaries(app_dir)
     if pending is None:
-        for lock in _LOCKS:  # no change was running, so any lock is stale
-            (app_dir / ".git" / lock).unlink(missing_ok=True)
-        remove_temporaries(app_dir)
         return None
-    _restore(app_dir, pending["restore_to"])
+    reset(app_dir, pending["restore_to"])
     marker.unlink()
     return pending["what"]
 
