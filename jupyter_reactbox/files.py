@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from pathlib import Path
 
 from . import history
@@ -72,7 +71,7 @@ def read_file(app: Path, path: str) -> str:
 def _replace(target: Path, data: bytes) -> None:
     """Write ``data`` to ``target`` by renaming a finished sibling over it."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.reactbox-{secrets.token_hex(4)}")
+    tmp = history.temporary_for(target)
     try:
         tmp.write_bytes(data)
         if target.exists():

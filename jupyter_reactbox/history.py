@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,6 +83,12 @@ def change(app_dir: Path, restore_to: str, what: str) -> Iterator[None]:
             repair(app_dir)
         raise
     end(app_dir)
+
+
+def temporary_for(target: Path) -> Path:
+    """Where ``target``'s new content is written before it is renamed into place
+    (``repair`` removes those a dead server left)."""
+    return target.with_name(f".{target.name}.reactbox-{secrets.token_hex(4)}")
 
 
 def remove_temporaries(app_dir: Path) -> None:

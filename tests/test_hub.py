@@ -117,6 +117,17 @@ class Hub:
         assert code in (200, 201), tok
         return tok["token"]
 
+    async def start_kernel(self, user, token) -> str:
+        """A kernel in ``user``'s server; its id."""
+        r = await fetch(
+            f"{self.url}/user/{user}/api/kernels",
+            method="POST",
+            body="{}",
+            headers={"Authorization": f"token {token}"},
+        )
+        assert r.code == 201, r.body
+        return json.loads(r.body)["id"]
+
     def logs(self) -> str:
         self.log.flush()
         return (self.tmp / "hub.log").read_text(errors="replace")[-5000:]
@@ -192,14 +203,7 @@ async def test_preview_under_jupyterhub(hub):
     ]
 
     # A kernel of Alice's, for the preview to go after.
-    r = await fetch(
-        f"{alice}api/kernels",
-        method="POST",
-        body="{}",
-        headers={"Authorization": f"token {alice_token}"},
-    )
-    assert r.code == 201, r.body
-    kernel = json.loads(r.body)["id"]
+    kernel = await hub.start_kernel(hub.alice, alice_token)
     ws_kernel = f"ws://127.0.0.1:{hub.port}/user/{hub.alice}/api/kernels/{kernel}/channels"
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -306,14 +310,7 @@ async def test_a_kernel_in_a_hub_server_finds_it_with_nothing_pasted(hub, tmp_pa
     await hub.ready()
     alice_token = await hub.start_server(hub.alice)
     bob_token = await hub.start_server(hub.bob)
-    r = await fetch(
-        f"{hub.url}/user/{hub.alice}/api/kernels",
-        method="POST",
-        body="{}",
-        headers={"Authorization": f"token {alice_token}"},
-    )
-    assert r.code == 201, r.body
-    kernel_id = json.loads(r.body)["id"]
+    kernel_id = await hub.start_kernel(hub.alice, alice_token)
     home = tmp_path / "home" / hub.alice
     connection = next(home.rglob(f"kernel-{kernel_id}.json"))
     # One thread of its own drives the kernel (the blocking client runs its own loop).

@@ -367,7 +367,7 @@ def _write_atomically(app: Path, changes: dict[str, str | None]) -> None:
                 continue
             target = app / path
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.reactbox-{secrets.token_hex(4)}")
+            tmp = history.temporary_for(target)
             tmp.write_text(content, encoding="utf-8")
             if target.exists():
                 os.chmod(tmp, target.stat().st_mode & 0o777)
