@@ -86,17 +86,29 @@ async def test_hmr_websocket_cannot_read_files(api, server_url):
         )
     assert err.value.code == 403
 
-    conn = await websocket_connect(_request(ws_url, {"Origin": "null"}), subprotocols=["vite-hmr"])
-    assert json.loads(await conn.read_message())["type"] == "connected"
-    for target in ("/.env", "/@fs/project/.env", "/@fs/etc/passwd", "/.env?raw??"):
-        invoke = {"name": "fetchModule", "id": f"send:{target}", "data": [target]}
-        await conn.write_message(
-            json.dumps({"type": "custom", "event": "vite:invoke", "data": invoke})
-        )
-        reply = await asyncio.wait_for(conn.read_message(), 10)
-        assert SECRET not in reply and "root:x:0:0" not in reply, reply[:300]
-        assert json.loads(reply)["data"]["data"]["error"], reply[:300]
-    conn.close()
+    # The sandboxed page's own socket (Origin: null), and one with no Origin at all
+    # (a script, not a browser: the case of GHSA-p9ff-h696-f583, file:// with ?raw).
+    targets = (
+        "/.env",
+        "/@fs/project/.env",
+        "/@fs/etc/passwd",
+        "/.env?raw??",
+        "file:///project/.env?raw",
+        "file:///etc/passwd?raw",
+        "file:///etc/passwd?inline",
+    )
+    for headers in ({"Origin": "null"}, {}):
+        conn = await websocket_connect(_request(ws_url, headers), subprotocols=["vite-hmr"])
+        assert json.loads(await conn.read_message())["type"] == "connected"
+        for target in targets:
+            invoke = {"name": "fetchModule", "id": f"send:{target}", "data": [target]}
+            await conn.write_message(
+                json.dumps({"type": "custom", "event": "vite:invoke", "data": invoke})
+            )
+            reply = await asyncio.wait_for(conn.read_message(), 10)
+            assert SECRET not in reply and "root:x:0:0" not in reply, reply[:300]
+            assert json.loads(reply)["data"]["data"]["error"], reply[:300]
+        conn.close()
 
 
 def _request(url: str, headers: dict) -> HTTPRequest:
