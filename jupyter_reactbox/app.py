@@ -326,8 +326,10 @@ class ReactBoxApp(ExtensionApp):
                 self.log.warning(
                     "%s: the server stopped during a change (%s); the project is as before it.",
                     project.id,
-                    undone,
+                    undone["what"],
                 )
+                if undone.get("record"):
+                    AIEditor.record_interrupted(project, undone["record"])
         sandbox = DockerSandbox(
             image=self.image,
             owner=self.owner,

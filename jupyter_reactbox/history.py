@@ -57,11 +57,13 @@ def _marker(app_dir: Path) -> Path:
     return app_dir / ".git" / "reactbox-change"
 
 
-def begin(app_dir: Path, restore_to: str, what: str) -> None:
-    """A change starts: until ``end``, ``repair`` puts the project back at ``restore_to``."""
+def begin(app_dir: Path, restore_to: str, what: str, record: dict | None = None) -> None:
+    """A change starts: until ``end``, ``repair`` puts the project back at ``restore_to``
+    (and hands back ``what`` and ``record``, to tell the user)."""
     marker = _marker(app_dir)
+    pending = {"restore_to": restore_to, "what": what, "record": record}
     try:
-        marker.write_text(json.dumps({"restore_to": restore_to, "what": what}))
+        marker.write_text(json.dumps(pending))
     except BaseException:  # a full disk: the change does not begin
         marker.unlink(missing_ok=True)
         raise
@@ -99,9 +101,10 @@ def remove_temporaries(app_dir: Path) -> None:
                 Path(folder, name).unlink(missing_ok=True)
 
 
-def repair(app_dir: Path) -> str | None:
+def repair(app_dir: Path) -> dict | None:
     """Undo a change that did not ``end`` (it failed, or the server died during it),
-    and clear stale git locks and temporary files. What was undone, if anything."""
+    and clear stale git locks and temporary files. The undone change's ``what`` and
+    ``record``, if there was one."""
     if not (app_dir / ".git").is_dir():
         return None
     marker = _marker(app_dir)
@@ -119,7 +122,7 @@ def repair(app_dir: Path) -> str | None:
         return None
     reset(app_dir, pending["restore_to"])
     marker.unlink()
-    return pending["what"]
+    return pending
 
 
 def head(app_dir: Path) -> str:

@@ -210,6 +210,9 @@ def test_the_server_killed_mid_edit_leaves_the_project_as_it_was(
         assert_consistent(app, head)
         again = server.project("shop")
         assert (again["status"], again["preview_url"]) == ("running", shop["preview_url"])
+        last = json.loads(server.call("GET", "reactbox/api/projects/shop/edits")[1])["edits"][-1]
+        assert (last["instruction"], last["status"]) == ("Break it", "failed")
+        assert "server stopped during this edit" in last["message"]
         with urllib.request.urlopen(server.url + shop["preview_url"] + "src/App.jsx") as r:
             assert b"does-not-exist" not in r.read()
         llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))

@@ -61,6 +61,7 @@ Rules:
 - Keep explanations short; the blocks are what counts.
 """
 
+INTERRUPTED = "The server stopped during this edit; the project was put back as it was before it."
 WHOLE_FILE_LINES = 150
 """Files at most this long may be answered as a whole file without a SEARCH."""
 
@@ -154,6 +155,13 @@ class AIEditor:
         with open(self._journal(project), "a") as f:
             f.write(json.dumps(result.to_json()) + "\n")
 
+    @classmethod
+    def record_interrupted(cls, project: Project, record: dict) -> None:
+        """Journal an edit the server died during (``history.repair`` undid it)."""
+        record = {**record, "status": "failed", "message": INTERRUPTED, "finished": time.time()}
+        with open(cls._journal(project), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
     # -- the edit --------------------------------------------------------------
 
     async def edit(self, project: Project, instruction: str, paths: list[str] | None) -> EditResult:
@@ -195,7 +203,8 @@ class AIEditor:
         ]
         # From here the project may change: if the server dies before the edit
         # ends, the next start puts it back at ``base`` (history.repair).
-        await asyncio.to_thread(history.begin, app, base, f"AI edit: {result.instruction[:72]}")
+        what = f"AI edit: {result.instruction[:72]}"
+        await asyncio.to_thread(history.begin, app, base, what, result.to_json())
         try:
             await self._attempts(project, result, progress, messages, base)
         except BaseException:
