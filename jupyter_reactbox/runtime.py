@@ -21,6 +21,7 @@ import asyncio
 import hmac
 import logging
 import secrets
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,7 +32,14 @@ from jupyter_server.utils import url_path_join
 from tornado import httpclient
 
 from . import supply
-from .errors import QuotaExceeded, ReactBoxError, SandboxError, TooManyPreviews
+from .errors import (
+    DiskFull,
+    QuotaExceeded,
+    ReactBoxError,
+    SandboxError,
+    TooManyPreviews,
+    is_disk_full,
+)
 from .sandbox.base import Endpoint, Sandbox
 from .sandbox.modules import disk_usage
 from .store import Project, ProjectStore
@@ -386,8 +394,13 @@ class Runtime:
                 self.log.warning("Preview of %s failed: %s", project.id, exc)
                 await self._fail(project.id, st, str(exc))
             except Exception as exc:
-                self.log.exception("Preview of %s failed", project.id)
-                await self._fail(project.id, st, f"Internal error: {exc!r}")
+                if is_disk_full(exc):
+                    error = str(DiskFull(self.store.root))
+                    self.log.warning("Preview of %s failed: %s", project.id, error)
+                else:
+                    self.log.exception("Preview of %s failed", project.id)
+                    error = f"Internal error: {exc!r}"
+                await self._fail(project.id, st, error)
 
     @staticmethod
     def _progress(st: PreviewState):
@@ -435,9 +448,11 @@ class Runtime:
                 )
                 if response.code < 500 and response.code != 599:
                     return
-            except OSError:
+            except (OSError, httpclient.HTTPClientError):  # 599: no connection (yet)
                 pass
             if not await self.sandbox.is_running(project_id):
+                if self._disk_full():
+                    raise DiskFull(self.store.root)  # what it died of, most likely
                 tail = (await self.sandbox.logs(project_id, tail=20)).strip()
                 raise SandboxError(f"The dev server exited during start. Last output:\n{tail}")
             await asyncio.sleep(0.05)
@@ -445,6 +460,10 @@ class Runtime:
             f"The dev server did not answer within {self.start_timeout:g} s; see its logs "
             "(GET .../logs), or raise c.ReactBoxApp.start_timeout."
         )
+
+    def _disk_full(self) -> bool:
+        """Less than 1 MiB left where the projects live: why a dev server died, most likely."""
+        return shutil.disk_usage(self.store.root).free < 1 << 20
 
     async def _check_quota(self, project: Project) -> None:
         if self.disk_quota <= 0:
@@ -573,6 +592,8 @@ class Runtime:
         elif ended is not None and ended.code is not None:
             how = f"exited with code {ended.code}"
         error = f"The dev server {how}. Last output:\n{tail}"
+        if self._disk_full():
+            error = f"{DiskFull(self.store.root)}\n{error}"
         if st.restarts < self.max_restarts:
             delay = min(2.0**st.restarts, MAX_BACKOFF)
             st.restarts += 1

@@ -90,7 +90,10 @@ async def test_a_full_disk_is_507_and_changes_nothing_then_recovers(
     app = projects_dir / "shop" / "app"
     head, before = history.head(app), snapshot(app)
 
+    room = 0  # bytes left free; the running dev server may free some meanwhile
+
     async def refused(*path, method="POST", body=b""):
+        fill(small_disk, room)
         with pytest.raises(HTTPClientError) as err:
             await jp_fetch("reactbox", "api", *path, method=method, body=body)
         assert err.value.code == 507, err.value
@@ -109,11 +112,16 @@ async def test_a_full_disk_is_507_and_changes_nothing_then_recovers(
     await refused("projects", "shop", "data", "sales", method="PUT", body=b"[1, 2, 3]")
     await refused("projects", "shop", "edits", body=json.dumps({"instruction": "Join Now"}))
     assert llm.requests == []  # refused before the model was asked
+    # A restart cannot start the dev server either, and says why.
+    fill(small_disk)
+    await jp_fetch("reactbox", "api", "projects", "shop", "restart", method="POST", body=b"")
+    failed = await api.wait("shop", "failed")
+    assert FULL in failed["error"], failed
+    assert snapshot(app) == before
 
     # Room for the marker and a small file, not for the large one: the edit's
     # first file may be written, the second cannot; neither may stay.
-    os.unlink(filler)
-    filler = fill(small_disk, leave=64 << 10)
+    room = 64 << 10
     big = json.dumps(list(range(60_000)))
     llm.answer(
         block("src/App.jsx", BUTTON, JOIN_NOW)
@@ -123,10 +131,12 @@ async def test_a_full_disk_is_507_and_changes_nothing_then_recovers(
     assert len(llm.requests) == 1
     await refused("projects", "shop", "files", "src", "numbers.json", method="PUT", body=big)
 
-    # The dev server kept running throughout; with space again, everything works.
+    # With space again, everything works.
+    os.unlink(filler)
+    await jp_fetch("reactbox", "api", "projects", "shop", "start", method="POST", body=b"")
+    info = await api.wait("shop")
     page = await urllib_get(server_url + info["preview_url"])
     assert b'<div id="root">' in page
-    os.unlink(filler)
     r = await jp_fetch(
         "reactbox",
         "api",
