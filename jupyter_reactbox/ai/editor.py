@@ -151,16 +151,20 @@ class AIEditor:
             return []
         return [json.loads(line) for line in lines if line.strip()]
 
+    @classmethod
+    def _append(cls, project: Project, record: dict) -> None:
+        with open(cls._journal(project), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
     def _record(self, project: Project, result: EditResult) -> None:
-        with open(self._journal(project), "a") as f:
-            f.write(json.dumps(result.to_json()) + "\n")
+        self._append(project, result.to_json())
 
     @classmethod
     def record_interrupted(cls, project: Project, record: dict) -> None:
         """Journal an edit the server died during (``history.repair`` undid it)."""
-        record = {**record, "status": "failed", "message": INTERRUPTED, "finished": time.time()}
-        with open(cls._journal(project), "a") as f:
-            f.write(json.dumps(record) + "\n")
+        cls._append(
+            project, {**record, "status": "failed", "message": INTERRUPTED, "finished": time.time()}
+        )
 
     # -- the edit --------------------------------------------------------------
 
