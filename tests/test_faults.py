@@ -7,7 +7,6 @@ they need root on a machine whose engine the tests may restart (as in CI).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, JupyterProcess, zip_dir
 from llm import ThreadedLLM
+from test_attacks import get
 from test_edits import BUTTON, JOIN_NOW, block
 from tornado.httpclient import HTTPClientError
 
@@ -135,8 +135,8 @@ async def test_a_full_disk_is_507_and_changes_nothing_then_recovers(
     os.unlink(filler)
     await jp_fetch("reactbox", "api", "projects", "shop", "start", method="POST", body=b"")
     info = await api.wait("shop")
-    page = await urllib_get(server_url + info["preview_url"])
-    assert b'<div id="root">' in page
+    code, page = await get(server_url + info["preview_url"])
+    assert code == 200 and b'<div id="root">' in page
     r = await jp_fetch(
         "reactbox",
         "api",
@@ -157,14 +157,6 @@ async def test_a_full_disk_is_507_and_changes_nothing_then_recovers(
     assert json.loads(r.body)["status"] == "applied"
     assert "Join Now" in (app / "src" / "App.jsx").read_text()
     assert_consistent(app, history.head(app))
-
-
-async def urllib_get(url: str) -> bytes:
-    def get():
-        with urllib.request.urlopen(url, timeout=30) as r:
-            return r.read()
-
-    return await asyncio.to_thread(get)
 
 
 # -- the Jupyter server killed mid-edit ---------------------------------------
