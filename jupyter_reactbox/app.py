@@ -321,6 +321,8 @@ class ReactBoxApp(ExtensionApp):
         )
         store.cleanup_staging()
         for project in store.list():
+            if history.migrate(project.app_dir):
+                self.log.info("%s: history moved out of the app folder.", project.id)
             undone = history.repair(project.app_dir)
             if undone:
                 self.log.warning(

@@ -9,10 +9,10 @@ lists, never shell strings.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import worktree
 from .errors import UnsupportedApp
 
 LOCKFILES = {
@@ -105,7 +105,7 @@ CRA = AppPlan(
 
 
 def _package_manager(pkg: dict, app_dir: Path) -> tuple[str, str | None]:
-    lockfile = next((name for name in LOCKFILES if (app_dir / name).is_file()), None)
+    lockfile = next((name for name in LOCKFILES if worktree.is_file(app_dir, name)), None)
     declared = str(pkg.get("packageManager", "")).split("@", 1)[0]
     if declared in ("npm", "yarn", "pnpm"):
         return declared, lockfile if lockfile and LOCKFILES[lockfile] == declared else None
@@ -117,9 +117,11 @@ def _package_manager(pkg: dict, app_dir: Path) -> tuple[str, str | None]:
 def detect(app_dir: Path) -> AppPlan:
     """Read ``package.json`` (and the lockfile) in ``app_dir`` and plan how to run it."""
     try:
-        pkg = json.loads((app_dir / "package.json").read_text(encoding="utf-8"))
+        pkg = worktree.read_json(app_dir, "package.json")
     except FileNotFoundError as exc:
         raise UnsupportedApp("The app has no package.json at its top level.") from exc
+    except worktree.NotAFile as exc:
+        raise UnsupportedApp(f"package.json cannot be read: {exc}") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise UnsupportedApp(f"package.json is not valid JSON: {exc}.") from exc
     if not isinstance(pkg, dict):

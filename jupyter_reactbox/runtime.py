@@ -355,7 +355,7 @@ class Runtime:
             await self.stop(victim, detail=f"Stopped to make room for {project.id}.")
         async with st.lock:
             try:
-                plan = project.plan()
+                plan = await asyncio.to_thread(project.plan)
                 st.update(framework=plan.framework)
                 # Again before every install (an edit may add such a dependency),
                 # and after it, on the Vite that was installed.

@@ -3,8 +3,10 @@
     <root>/
       <project-id>/
         project.json    metadata (name, framework, created)
-        app/            the app's files: a git repository, and the only folder
-                        a sandbox can write to
+        app/            the app's files: the only folder a sandbox can write to,
+                        so nothing in it is trusted (see ``worktree``)
+        history.git/    its history, a bare git repository only the server
+                        writes (see ``history``)
         install.log     output of the last dependency install
       .incoming-*/      uploads being checked; renamed into place when good
 
@@ -18,32 +20,16 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import archive, supply
-from .errors import DiskFull, InvalidName, ProjectExists, ProjectNotFound
+from . import archive, history, supply
+from .errors import InvalidName, ProjectExists, ProjectNotFound
 from .frameworks import AppPlan, detect
 
 ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
-_GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "jupyter-reactbox",
-    "GIT_AUTHOR_EMAIL": "reactbox@localhost",
-    "GIT_COMMITTER_NAME": "jupyter-reactbox",
-    "GIT_COMMITTER_EMAIL": "reactbox@localhost",
-}
-_GIT_OPTIONS = (
-    "safe.directory=*",
-    "core.hooksPath=/dev/null",
-    "core.fsmonitor=false",
-    "commit.gpgsign=false",
-)
-_GIT_DISK_FULL = ("No space left on device", "Out of diskspace")
-# Ignored in the history: reinstalled or rebuilt, never the user's work.
-_GIT_EXCLUDE = "node_modules/\ndist/\nbuild/\n.vite/\n/src/reactbox-data/\n"
 
 
 def slugify(name: str) -> str:
@@ -76,24 +62,6 @@ class Project:
         data = asdict(self)
         del data["path"]
         return data
-
-
-def git(app_dir: Path, *args: str) -> str:
-    """Run git in a project's folder, ignoring any hooks or config the app ships."""
-    env = {**os.environ, **_GIT_IDENTITY, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
-    command = ["git"]
-    for option in _GIT_OPTIONS:
-        command += ["-c", option]
-    command += args
-    try:
-        out = subprocess.run(
-            command, cwd=app_dir, env=env, check=True, capture_output=True, text=True
-        )
-    except subprocess.CalledProcessError as exc:
-        if any(sign in (exc.stderr or "") for sign in _GIT_DISK_FULL):
-            raise DiskFull(app_dir.parent.parent) from exc
-        raise
-    return out.stdout
 
 
 class ProjectStore:
@@ -161,7 +129,7 @@ class ProjectStore:
                 created=time.time(),
                 path=final,
             )
-            self._init_history(staging / "app")
+            history.create(staging / "app")
             (staging / "project.json").write_text(json.dumps(project.to_json(), indent=1))
             try:
                 os.rename(staging, final)  # atomic; fails if a twin upload won the race
@@ -171,14 +139,6 @@ class ProjectStore:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return project
-
-    @staticmethod
-    def _init_history(app_dir: Path) -> None:
-        git(app_dir, "init", "--quiet", "--initial-branch=main")
-        (app_dir / ".git" / "info").mkdir(exist_ok=True)
-        (app_dir / ".git" / "info" / "exclude").write_text(_GIT_EXCLUDE)
-        git(app_dir, "add", "--all")
-        git(app_dir, "commit", "--quiet", "--allow-empty", "-m", "Import uploaded app")
 
     def delete(self, project_id: str) -> None:
         path = self._dir(project_id)

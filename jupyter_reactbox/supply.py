@@ -15,11 +15,11 @@ installed, unless ``c.ReactBoxApp.allow_vulnerable_vite`` is set.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import worktree
 from .errors import UnsupportedApp
 
 SECTIONS = ("dependencies", "devDependencies", "optionalDependencies", "peerDependencies")
@@ -44,8 +44,8 @@ def outside_registry(app_dir: Path) -> list[str]:
     """``name: spec`` of every dependency that does not come from the registry."""
     found: list[str] = []
     try:
-        pkg = json.loads((app_dir / "package.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        pkg = worktree.read_json(app_dir, "package.json")
+    except (OSError, ValueError, worktree.NotAFile):
         return found  # detect() says what is wrong with it
     for section in SECTIONS:
         deps = pkg.get(section) if isinstance(pkg, dict) else None
@@ -53,8 +53,8 @@ def outside_registry(app_dir: Path) -> list[str]:
             if isinstance(spec, str) and _outside(spec, app_dir):
                 found.append(f"{name}: {spec}")
     try:
-        lock = json.loads((app_dir / "package-lock.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        lock = worktree.read_json(app_dir, "package-lock.json")
+    except (OSError, ValueError, worktree.NotAFile):
         lock = {}
     packages = lock.get("packages") if isinstance(lock, dict) else None
     for path, entry in (packages or {}).items() if isinstance(packages, dict) else ():
@@ -84,11 +84,11 @@ def vite_version(app_dir: Path, *, installed: bool) -> str | None:
     """The app's Vite: the one installed, or the one its npm lockfile pins."""
     try:
         if installed:
-            meta = json.loads((app_dir / "node_modules/vite/package.json").read_text())
+            meta = worktree.read_json(app_dir, "node_modules/vite/package.json")
             return meta.get("version")
-        lock = json.loads((app_dir / "package-lock.json").read_text(encoding="utf-8"))
+        lock = worktree.read_json(app_dir, "package-lock.json")
         return lock["packages"]["node_modules/vite"]["version"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, worktree.NotAFile):
         return None
 
 

@@ -158,9 +158,10 @@ async def test_vite_app_lifecycle(api, jp_fetch, jp_base_url, projects_dir, dock
     app_dir = projects_dir / "vite-react-main" / "app"
     log = (await jp_fetch("reactbox", "api", "projects", "vite-react-main", "logs")).body.decode()
     assert "npm ci" in log and "VITE" in log
-    # The import is the first commit of the project's history.
-    assert (app_dir / ".git").is_dir()
-    assert not (app_dir / "node_modules" / ".git").exists()
+    # The import is the first commit of the project's history, kept beside the
+    # work tree, out of the container's reach.
+    assert [c.message for c in history.log(app_dir)] == ["Import uploaded app"]
+    assert not (app_dir / ".git").exists()
 
     # Stop: the dev server stops; its container is kept, and with it the link.
     selector = {"label": f"org.jupyter.reactbox.owner={owner}"}

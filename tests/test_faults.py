@@ -25,7 +25,6 @@ from test_edits import BUTTON, JOIN_NOW, block
 from tornado.httpclient import HTTPClientError
 
 from jupyter_reactbox import history
-from jupyter_reactbox.store import git
 
 pytestmark = pytest.mark.docker
 
@@ -46,9 +45,9 @@ def snapshot(app: Path) -> dict[str, bytes]:
 def assert_consistent(app: Path, head: str) -> None:
     """At ``head``, nothing uncommitted, no change pending, the repository sound."""
     assert history.head(app) == head
-    assert git(app, "--no-optional-locks", "status", "--porcelain") == ""
-    assert not (app / ".git" / "reactbox-change").exists()
-    git(app, "fsck", "--strict", "--no-progress")
+    assert history.diff(app, "HEAD") == ""
+    assert history.pending(app) is None
+    history.git(app, "fsck", "--strict", "--no-progress")
 
 
 # -- a full disk --------------------------------------------------------------
@@ -230,10 +229,10 @@ def test_the_server_killed_mid_edit_leaves_the_project_as_it_was(
         server.stop(signal.SIGKILL)
 
     # What a death in the middle of writing leaves: some files renamed into place,
-    # a temporary file not yet renamed, git's index lock, and the change's marker.
+    # a temporary file not yet renamed, git's lock on main, and the change's marker.
     (app / "src" / "App.jsx").write_text("half of an edit\n")
     (app / "src" / ".main.jsx.reactbox-0123abcd").write_text("the other half\n")
-    (app / ".git" / "index.lock").write_text("")
+    (history.git_dir(app) / "refs" / "heads" / "main.lock").write_text("")
     history.begin(app, head, "AI edit: the other half")
     server = JupyterProcess(tmp_path, owner, *args).start()
     try:

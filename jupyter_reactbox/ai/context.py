@@ -8,11 +8,11 @@ component first, and taken while they fit the size budget.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import worktree
 from .edits import safe_path
 from .validate import parser_for
 
@@ -77,14 +77,26 @@ class Context:
     files: dict[str, str]
 
 
+MAX_FILE_BYTES = 1 << 20
+"""Larger files are listed in the project map but never read into the context."""
+
+
+def _skipped(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return name in SKIP_DIRS or name.startswith(".")
+
+
 def project_files(app_dir: Path) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(app_dir):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
-        for name in sorted(filenames):
-            rel = os.path.relpath(os.path.join(dirpath, name), app_dir).replace(os.sep, "/")
-            found.append(rel)
-    return found
+    return [entry.path for entry in worktree.walk(app_dir, _skipped)]
+
+
+def _read(app_dir: Path, rel: str) -> str | None:
+    """A text file of the project, read as data (no link followed, size-capped)."""
+    try:
+        data = worktree.read_bytes(app_dir, rel, MAX_FILE_BYTES)
+        return None if data is None else data.decode("utf-8")
+    except (worktree.NotAFile, UnicodeDecodeError, OSError):
+        return None
 
 
 def is_text(path: str) -> bool:
@@ -120,9 +132,8 @@ def build(app_dir: Path, instruction: str, paths: list[str] | None, budget: int)
         if not is_text(rel):
             lines.append(rel)
             continue
-        try:
-            text = (app_dir / rel).read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
+        text = _read(app_dir, rel)
+        if text is None:
             lines.append(rel)
             continue
         if rel not in ("package-lock.json", "yarn.lock", "pnpm-lock.yaml"):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -33,7 +32,7 @@ from typing import Any
 
 import openai
 
-from .. import history
+from .. import history, worktree
 from ..errors import ReactBoxError, UserError
 from ..store import Project
 from . import context, edits, validate
@@ -64,6 +63,8 @@ Rules:
 INTERRUPTED = "The server stopped during this edit; the project was put back as it was before it."
 WHOLE_FILE_LINES = 150
 """Files at most this long may be answered as a whole file without a SEARCH."""
+MAX_EDITED_BYTES = 1 << 20
+"""A file larger than this is not read for an edit."""
 
 
 class EditBusy(UserError):
@@ -212,7 +213,7 @@ class AIEditor:
         try:
             await self._attempts(project, result, progress, messages, base)
         except BaseException:
-            await asyncio.shield(asyncio.to_thread(history.repair, app))
+            await asyncio.shield(asyncio.to_thread(history.rollback, app))
             raise
         await asyncio.to_thread(history.end, app)
 
@@ -344,11 +345,8 @@ def _apply_answer(app: Path, answer: str, whole_files_ok: bool) -> dict[str, str
     originals: dict[str, str | None] = {}
     for edit in edits.parse(answer):
         path = edits.safe_path(edit.path)
-        target = (app / path).resolve()
-        if not target.is_relative_to(app.resolve()):
-            raise edits.UnsafePath(f"Refused the path {edit.path!r}: it leads outside the project.")
         if path not in originals:
-            originals[path] = target.read_text(encoding="utf-8") if target.is_file() else None
+            originals[path] = _read(app, path)
         current = new.get(path, originals[path])
         if (
             edit.search is None
@@ -371,26 +369,23 @@ def _apply_answer(app: Path, answer: str, whole_files_ok: bool) -> dict[str, str
     return {p: c for p, c in new.items() if c != originals[p]}
 
 
-def _write_atomically(app: Path, changes: dict[str, str | None]) -> None:
-    """Write every file to a temporary sibling first, then rename them all into place."""
-    temps: list[tuple[Path, Path]] = []
+def _read(app: Path, path: str) -> str | None:
+    """A file of the project as text (None if there is none); a link or a special file
+    where the path leads is refused, never followed."""
     try:
-        for path, content in changes.items():
-            if content is None:
-                continue
-            target = app / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = history.temporary_for(target)
-            tmp.write_text(content, encoding="utf-8")
-            if target.exists():
-                os.chmod(tmp, target.stat().st_mode & 0o777)
-            temps.append((tmp, target))
-    except BaseException:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
-        raise
-    for tmp, target in temps:
-        os.replace(tmp, target)
+        data = worktree.read_bytes(app, path, MAX_EDITED_BYTES)
+    except worktree.NotAFile as exc:
+        raise edits.UnsafePath(f"Refused the path {path!r}: {exc}") from None
+    return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def _write_atomically(app: Path, changes: dict[str, str | None]) -> None:
+    """Write every changed file (each replaced atomically), then delete the removed ones.
+
+    Runs inside ``history.change``: if one write fails, the change rolls back."""
+    for path, content in changes.items():
+        if content is not None:
+            worktree.write_bytes(app, path, content.encode("utf-8"))
     for path, content in changes.items():
         if content is None:
-            (app / path).unlink(missing_ok=True)
+            worktree.remove(app, path)

@@ -183,12 +183,14 @@ def run_container_kwargs(
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
+    """Hand the work tree to the sandbox's user: by folder descriptors, never by a
+    path a planted link could redirect (the tree may have been written by a preview)."""
+    for _, dirnames, filenames, dfd in os.fwalk(root, follow_symlinks=False):
         if "node_modules" in dirnames:
             dirnames.remove("node_modules")
-        os.chown(dirpath, uid, gid)
+        os.fchown(dfd, uid, gid)
         for name in filenames:
-            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+            os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
 
 
 class DockerSandbox:

@@ -15,13 +15,14 @@ All functions here block (file work) and are called on threads.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from .. import worktree
 
 MARKER = ".reactbox-installed"
 _INPUTS = (
@@ -37,22 +38,23 @@ def fingerprint(app_dir: Path, argv: list[str]) -> str:
     """The hash of what decides ``node_modules``: manifest, lockfiles and command."""
     h = hashlib.sha256(" ".join(argv).encode())
     for name in _INPUTS:
-        path = app_dir / name
-        if path.is_file():
-            h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+        data = worktree.read_bytes(app_dir, name, worktree.MAX_MANIFEST)
+        if data is not None:
+            h.update(name.encode() + b"\0" + data + b"\0")
     return h.hexdigest()
 
 
 def installed(app_dir: Path) -> str | None:
     """The fingerprint ``app_dir/node_modules`` was installed for, if any."""
     try:
-        return (app_dir / "node_modules" / MARKER).read_text()
-    except OSError:
+        data = worktree.read_bytes(app_dir, f"node_modules/{MARKER}", 256)
+    except (OSError, worktree.NotAFile):
         return None
+    return None if data is None else data.decode("ascii", "replace")
 
 
 def mark(app_dir: Path, fp: str) -> None:
-    (app_dir / "node_modules" / MARKER).write_text(fp)
+    worktree.write_bytes(app_dir, f"node_modules/{MARKER}", fp.encode())
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
@@ -137,10 +139,12 @@ def expected_packages(app_dir: Path) -> list[str]:
     """Folders an npm lockfile says an install creates (optional ones left out)."""
     for name in ("package-lock.json", "npm-shrinkwrap.json"):
         try:
-            lock = json.loads((app_dir / name).read_text())
-        except (OSError, ValueError):
+            lock = worktree.read_json(app_dir, name)
+        except (OSError, ValueError, worktree.NotAFile):
             continue
-        packages = lock.get("packages") or {}
+        packages = lock.get("packages") if isinstance(lock, dict) else None
+        if not isinstance(packages, dict):
+            return []
         return [
             path
             for path, meta in packages.items()
@@ -154,7 +158,7 @@ def expected_packages(app_dir: Path) -> list[str]:
 
 def count_present(app_dir: Path, folders: list[str]) -> int:
     """How many of ``folders`` hold a package.json now (install progress)."""
-    return sum(1 for f in folders if (app_dir / f / "package.json").is_file())
+    return sum(1 for f in folders if worktree.is_file(app_dir, f"{f}/package.json"))
 
 
 def disk_usage(root: Path) -> int:
