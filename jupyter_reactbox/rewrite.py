@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import re
+import stat
 from pathlib import Path
 
 _STATIC = Path(__file__).parent / "static"
@@ -18,8 +20,14 @@ class PublicFiles:
     """Rewrites absolute references to the app's ``public/`` files to the preview base.
 
     The folder is listed again only when its mtime changes (an entry was added,
-    removed or renamed), so a request costs one ``stat``.
+    removed or renamed), so a request costs one ``stat``.  The folder is the
+    sandbox's: a link in its place is not followed, and at most ``MAX_NAMES``
+    entries are read, so a folder of thousands of files cannot stall the server
+    (a page of an app with more names at the top of ``public/`` keeps the rest
+    as they are).
     """
+
+    MAX_NAMES = 500
 
     def __init__(self, public_dir: Path):
         self.public_dir = public_dir
@@ -28,15 +36,21 @@ class PublicFiles:
 
     def regex(self) -> re.Pattern[bytes] | None:
         try:
-            key = os.stat(self.public_dir).st_mtime_ns
+            st = os.stat(self.public_dir, follow_symlinks=False)
+            key = st.st_mtime_ns if stat.S_ISDIR(st.st_mode) else -1
         except OSError:
             key = -1
         if key != self._key:
-            try:
-                with os.scandir(self.public_dir) as it:
-                    entries = sorted((e.name, e.is_dir()) for e in it)
-            except OSError:
-                entries = []
+            entries = []
+            if key != -1:
+                try:
+                    with os.scandir(self.public_dir) as it:
+                        entries = sorted(
+                            (e.name, e.is_dir(follow_symlinks=False))
+                            for e in itertools.islice(it, self.MAX_NAMES)
+                        )
+                except OSError:
+                    entries = []
             names = [
                 re.escape(n.encode()) + (b"/" if is_dir else rb"(?=[\"'`?#)\s])")
                 for n, is_dir in entries

@@ -14,6 +14,7 @@ ATTACK_MODULES = (
     "test_faults.py",
     "test_hub.py",
     "test_worktree_attacks.py",
+    "test_hostile.py",
 )
 PROMISES = {str(n) for n in range(1, 9)}
 

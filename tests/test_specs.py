@@ -17,6 +17,7 @@ HARDENING = dict(
     memswap_limit="1g",
     nano_cpus=1_000_000_000,
     init=True,
+    log_config={"type": "json-file", "config": {"max-size": "2m", "max-file": "2"}},
 )
 
 

@@ -88,6 +88,8 @@ def _hardening(limits: Limits, runtime: str | None) -> dict[str, Any]:
         memswap_limit=limits.memory,
         nano_cpus=int(limits.cpus * 1e9),
         init=True,
+        # What a container prints is kept by the engine, outside any quota: bounded.
+        log_config={"type": "json-file", "config": {"max-size": "2m", "max-file": "2"}},
     )
     if runtime:
         spec["runtime"] = runtime
