@@ -219,28 +219,48 @@ class EventsHandler(BaseHandler):
 
 
 class LogsHandler(BaseHandler):
+    """The install's and the dev server's output; ``?follow=1`` streams it until the
+    client leaves (then the follow ends at once, even if the dev server is quiet)."""
+
+    _pumping: asyncio.Future | None = None
+
+    def on_connection_close(self):
+        if self._pumping is not None:
+            self._pumping.cancel()
+
     @web.authenticated
     @maps_errors
     async def get(self, project_id):
         project = await asyncio.to_thread(self.runtime.store.get, project_id)
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.set_header("Cache-Control", "no-cache")
+        follow = None
+        if self.get_query_argument("follow", ""):
+            follow = await self.runtime.sandbox.follow_logs(project_id)  # 429 before output
         try:
-            install = project.install_log.read_text(errors="replace")
-        except FileNotFoundError:
-            install = ""
-        self.write(install)
-        self.write(await self.runtime.sandbox.logs(project_id))
-        if not self.get_query_argument("follow", ""):
-            return self.finish()
-        await self.flush()
-        async for chunk in self.runtime.sandbox.follow_logs(project_id):
-            self.write(chunk)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.set_header("Cache-Control", "no-cache")
             try:
-                await self.flush()
-            except StreamClosedError:
-                return
-        self.finish()
+                install = project.install_log.read_text(errors="replace")
+            except FileNotFoundError:
+                install = ""
+            self.write(install)
+            self.write(await self.runtime.sandbox.logs(project_id))
+            if follow is None:
+                return self.finish()
+            await self.flush()
+            self._pumping = asyncio.ensure_future(self._pump(follow))
+            try:
+                await self._pumping
+            except (asyncio.CancelledError, StreamClosedError):
+                return  # the client left
+            self.finish()
+        finally:
+            if follow is not None:
+                follow.close()
+
+    async def _pump(self, follow) -> None:
+        async for chunk in follow:
+            self.write(chunk)
+            await self.flush()
 
 
 class FilesHandler(BaseHandler):

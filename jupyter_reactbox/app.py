@@ -88,6 +88,12 @@ class ReactBoxApp(ExtensionApp):
         4, help="Threads that run blocking Docker SDK calls off the event loop."
     ).tag(config=True)
 
+    max_log_followers = Int(
+        8,
+        help="""Followed logs (`logs?follow=1`, `%reactbox logs --follow`) open at once;
+        each holds a thread of its own until its client leaves. One more is a 429.""",
+    ).tag(config=True)
+
     owner = Unicode(
         help="""Name that labels and names this server's containers and networks, so
         several Jupyter users can share one engine. Defaults to $JUPYTERHUB_USER,
@@ -348,6 +354,7 @@ class ReactBoxApp(ExtensionApp):
             ignore_scripts=self.ignore_scripts,
             install_timeout=self.install_timeout,
             pool_size=self.docker_pool_size,
+            max_log_followers=self.max_log_followers,
             modules_cache_size=self.modules_cache_size,
             log=self.log,
         )

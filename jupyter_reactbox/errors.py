@@ -14,6 +14,7 @@ Errors of the Docker SDK are mapped to ``SandboxError`` at one boundary
     │   ├── ProjectExists         409
     │   ├── InvalidName           400
     │   ├── TooManyPreviews       429  max_running reached, none can be stopped
+    │   ├── TooManyStreams        429  too many followed logs are open at once
     │   └── QuotaExceeded         413  a project outgrew its disk quota
     ├── DiskFull                  507  no space left where the projects live
     └── SandboxError              500  the container engine failed
@@ -62,6 +63,10 @@ class InvalidName(UserError):
 
 
 class TooManyPreviews(UserError):
+    status = 429
+
+
+class TooManyStreams(UserError):
     status = 429
 
 

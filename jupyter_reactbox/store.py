@@ -150,7 +150,11 @@ class ProjectStore:
         shutil.rmtree(doomed, ignore_errors=True)
 
     def cleanup_staging(self) -> None:
-        """Remove what an interrupted import or delete left behind."""
+        """Remove what an interrupted import, delete, install or migration left behind."""
         for child in self.root.iterdir():
             if child.name.startswith((".incoming-", ".deleting-")):
                 shutil.rmtree(child, ignore_errors=True)
+            elif not child.name.startswith(".") and child.is_dir():
+                for debris in child.glob(".*-*"):
+                    if debris.name.startswith((".install-", ".modules-", ".history-")):
+                        shutil.rmtree(debris, ignore_errors=True)

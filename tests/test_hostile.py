@@ -11,10 +11,18 @@ import os
 import time
 
 import pytest
+from conftest import FIXTURES, zip_dir
 from test_attacks import get
 from tornado.httpclient import HTTPClientError
 
 pytestmark = pytest.mark.docker
+
+FOLLOWERS = 6
+
+
+@pytest.fixture
+def reactbox_config():
+    return {"max_log_followers": FOLLOWERS}
 
 
 @contextlib.asynccontextmanager
@@ -127,3 +135,85 @@ def _log_bytes(log_path: str) -> int:
     return sum(
         os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder) if f.startswith(name)
     )
+
+
+async def test_abandoned_log_follows_free_their_threads_at_once(
+    api, jp_fetch, jp_http_port, jp_base_url, jp_auth_header
+):
+    """Followed logs of a quiet dev server whose clients left must not hold the threads
+    that start, stop and read every project's containers."""
+    await api.upload_running()
+    path = f"{jp_base_url}reactbox/api/projects/shop/logs?follow=1"
+    auth = "".join(f"{k}: {v}\r\n" for k, v in jp_auth_header.items())
+
+    async def open_follow() -> tuple[bytes, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", jp_http_port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode())
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), 10), writer
+
+    follows = [await open_follow() for _ in range(FOLLOWERS)]
+    assert all(b" 200 " in status for status, _ in follows)
+    for _, writer in follows:
+        writer.close()  # the clients leave; the dev server prints nothing meanwhile
+
+    async with watched(jp_fetch):
+        call = ("reactbox", "api", "projects", "shop")
+        await asyncio.wait_for(jp_fetch(*call, "stop", method="POST", body=b""), 10)
+        await api.wait("shop", "stopped", timeout=10)
+        await asyncio.wait_for(jp_fetch(*call, "start", method="POST", body=b""), 10)
+        await api.wait("shop", timeout=30)
+        await asyncio.wait_for(jp_fetch(*call, "logs"), 10)
+    follows = [await open_follow() for _ in range(FOLLOWERS)]  # every slot is free again
+    assert all(b" 200 " in status for status, _ in follows)
+    status, writer = await open_follow()
+    assert b" 429 " in status  # one more than the limit, refused before any output
+    writer.close()
+    for _, writer in follows:
+        writer.close()
+
+
+async def test_an_install_sees_only_the_manifest_the_lockfile_and_allowed_settings(
+    api, jp_fetch, runtime
+):
+    """The project's ``.npmrc`` may say where npm writes (here its logs, into the
+    project), ``.pnpmfile.cjs`` and ``.yarnrc.yml`` may name code and binaries to run:
+    none of it reaches the install.  Settings that only shape the tree pass."""
+    manifest = json.loads((FIXTURES / "vite-react" / "package.json").read_text())
+    manifest["description"] = f"fresh fingerprint {time.time_ns()}"  # no cached install
+    extra = {
+        "package.json": json.dumps(manifest, indent=2).encode(),
+        ".npmrc": b"logs-dir=/project/npmrc-was-read\nlegacy-peer-deps=true\n"
+        b"@evil:registry=http://127.0.0.1:9/\n",
+        ".pnpmfile.cjs": b"require('fs').mkdirSync('/project/pnpmfile-ran')\n",
+        ".yarnrc.yml": b"yarnPath: .yarn/releases/evil.cjs\nplugins:\n  - .yarn/evil.cjs\n",
+        ".corepack.env": b"COREPACK_INTEGRITY_KEYS=0\n",
+    }
+    r = await api.upload(zip_dir(FIXTURES / "vite-react", extra=extra), "shop")
+    await api.wait(json.loads(r.body)["id"])
+    app = runtime.store.get("shop").app_dir
+    assert not (app / "npmrc-was-read").exists()  # npm never read the project's .npmrc
+    assert (app / "node_modules" / "vite" / "package.json").is_file()
+    log = (await jp_fetch("reactbox", "api", "projects", "shop", "logs")).body.decode()
+    assert log.splitlines()[0].endswith("(legacy-peer-deps=true from .npmrc)"), log[:300]
+    assert not [p.name for p in app.parent.iterdir() if p.name.startswith(".install-")]
+
+
+async def test_a_lockfile_cannot_choose_where_a_package_comes_from(api, runtime):
+    """A ``resolved`` URL on another host, with no integrity to check it by, is fetched
+    from the configured registry instead (the .invalid host never resolves, so the old
+    behaviour fails the install)."""
+    lock = json.loads((FIXTURES / "vite-react" / "package-lock.json").read_text())
+    react = lock["packages"]["node_modules/react"]
+    react["resolved"] = f"http://evil.invalid/react/-/react-{react['version']}.tgz"
+    del react["integrity"]
+    manifest = json.loads((FIXTURES / "vite-react" / "package.json").read_text())
+    manifest["description"] = f"fresh fingerprint {time.time_ns()}"
+    extra = {
+        "package.json": json.dumps(manifest, indent=2).encode(),
+        "package-lock.json": json.dumps(lock, indent=2).encode(),
+    }
+    r = await api.upload(zip_dir(FIXTURES / "vite-react", extra=extra), "shop")
+    await api.wait(json.loads(r.body)["id"])
+    installed = runtime.store.get("shop").app_dir / "node_modules/react/package.json"
+    assert json.loads(installed.read_text())["version"] == react["version"]

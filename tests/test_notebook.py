@@ -453,6 +453,8 @@ async def test_page_errors_reach_the_notebook_and_data_hot_reloads(server, capsy
 
         # A module that cannot load: reported too; a reload forgets the old errors.
         main = (app / "src" / "main.jsx").read_text()
+        # Off the page first: Vite's HMR would reload it on these writes, racing our load.
+        await page.goto("about:blank")
         await asyncio.to_thread(project.write, "src/App.jsx", good)
         await asyncio.to_thread(
             project.write, "src/main.jsx", main.replace("./App.jsx", "./Missing.jsx")
@@ -466,6 +468,7 @@ async def test_page_errors_reach_the_notebook_and_data_hot_reloads(server, capsy
             ]
         )
         assert missing and not any("boom" in e["message"] for e in project.page_errors)
+        await page.goto("about:blank")
         await asyncio.to_thread(project.write, "src/main.jsx", main)
         await page.goto(server.url + project.preview_url, wait_until="commit")
         await page.get_by_text("Corner Shop").wait_for(timeout=30_000)

@@ -75,7 +75,7 @@ def test_install_container_spec_with_ca_and_registry():
         image="img:1",
         owner="alice",
         project_id="shop",
-        app_dir=Path("/data/shop/app"),
+        app_dir=Path("/data/shop/.install-x1"),
         cache_dir=Path("/data/.cache"),
         user="1000:1000",
         argv=["npm", "ci", "--ignore-scripts"],
@@ -83,6 +83,7 @@ def test_install_container_spec_with_ca_and_registry():
         limits=Limits(),
         ca_file="/etc/ssl/certs/ca-certificates.crt",
         registry="https://npm.example.org/",
+        settings={"npm_config_legacy_peer_deps": "true"},
     )
     assert spec == dict(
         image="img:1",
@@ -91,6 +92,7 @@ def test_install_container_spec_with_ca_and_registry():
         user="1000:1000",
         working_dir="/project",
         environment={
+            "npm_config_legacy_peer_deps": "true",
             "HOME": "/tmp",
             "CI": "true",
             "npm_config_cache": "/cache/npm",
@@ -99,6 +101,8 @@ def test_install_container_spec_with_ca_and_registry():
             "COREPACK_ENABLE_DOWNLOAD_PROMPT": "0",
             "YARN_CACHE_FOLDER": "/cache/yarn",
             "npm_config_store_dir": "/cache/pnpm",
+            "YARN_NODE_LINKER": "node-modules",
+            "npm_config_replace_registry_host": "always",
             "NODE_EXTRA_CA_CERTS": "/etc/reactbox/ca.pem",
             "npm_config_registry": "https://npm.example.org/",
             "COREPACK_NPM_REGISTRY": "https://npm.example.org",
@@ -110,7 +114,7 @@ def test_install_container_spec_with_ca_and_registry():
         },
         network="reactbox-alice-install",
         volumes={
-            "/data/shop/app": {"bind": "/project", "mode": "rw"},
+            "/data/shop/.install-x1": {"bind": "/project", "mode": "rw"},
             "/data/.cache": {"bind": "/cache", "mode": "rw"},
             "/etc/ssl/certs/ca-certificates.crt": {"bind": "/etc/reactbox/ca.pem", "mode": "ro"},
         },

@@ -51,6 +51,13 @@ class Exit:
     oom: bool
 
 
+class LogStream(Protocol):
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    def close(self) -> None:
+        """End the follow and free what it holds, at once."""
+
+
 class Sandbox(Protocol):
     async def install(
         self,
@@ -96,6 +103,8 @@ class Sandbox(Protocol):
 
     async def logs(self, project_id: str, *, tail: int = 500) -> str: ...
 
-    def follow_logs(self, project_id: str) -> AsyncIterator[str]: ...
+    async def follow_logs(self, project_id: str) -> LogStream:
+        """The dev server's output from now on; TooManyStreams (429) before anything
+        is sent when too many are open."""
 
     async def close(self) -> None: ...

@@ -23,7 +23,9 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+import shutil
+import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from ..errors import EngineUnavailable, SandboxError, UserError
+from ..errors import EngineUnavailable, SandboxError, TooManyStreams, UserError
 from ..frameworks import AppPlan
 from . import modules
 from .base import Endpoint, Exit, Found, Progress
@@ -110,8 +112,10 @@ def install_container_kwargs(
     runtime: str | None = None,
     ca_file: str | None = None,
     registry: str | None = None,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     env = {
+        **(settings or {}),
         "HOME": "/tmp",
         "CI": "true",
         "npm_config_cache": "/cache/npm",
@@ -120,6 +124,12 @@ def install_container_kwargs(
         "COREPACK_ENABLE_DOWNLOAD_PROMPT": "0",
         "YARN_CACHE_FOLDER": "/cache/yarn",
         "npm_config_store_dir": "/cache/pnpm",
+        # Yarn 2+: a node_modules tree (the dev server needs one), and no scripts
+        # unless the npm side allows them too (--ignore-scripts is in the argv).
+        "YARN_NODE_LINKER": "node-modules",
+        # A lockfile's `resolved` URL names a tarball; npm fetches it from the
+        # configured registry whatever host the lockfile (the app's) wrote there.
+        "npm_config_replace_registry_host": "always",
     }
     volumes = {
         str(app_dir): {"bind": "/project", "mode": "rw"},
@@ -195,6 +205,31 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
             os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
 
 
+class LogFollow:
+    """An open follow of a container's log: async-iterate it, then ``close()`` it."""
+
+    def __init__(self, sandbox: DockerSandbox, stream: Any):
+        self._sandbox, self._stream = sandbox, stream
+
+    def __aiter__(self) -> LogFollow:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._stream is None:
+            raise StopAsyncIteration
+        chunk = await self._sandbox._follow(next, self._stream, None)
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """End the follow; a thread blocked on the stream is released by the close."""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            self._sandbox._following -= 1
+            stream.close()
+
+
 class DockerSandbox:
     """Runs projects in containers of one image for one owner (a Jupyter user)."""
 
@@ -214,6 +249,7 @@ class DockerSandbox:
         ignore_scripts: bool = True,
         install_timeout: float = 900,
         pool_size: int = 4,
+        max_log_followers: int = 8,
         modules_cache_size: int = 10,
         log: logging.Logger | None = None,
         client_factory: Callable[[], docker.DockerClient] = docker.from_env,
@@ -232,6 +268,11 @@ class DockerSandbox:
         self.modules_cache = modules.ModulesCache(self.cache_dir / "modules", modules_cache_size)
         self.log = log or logging.getLogger(__name__)
         self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="reactbox-docker")
+        # A followed log blocks a thread until its container prints: never one of the
+        # pool's, so open follows cannot starve starts, stops and logs.
+        self.max_log_followers = max_log_followers
+        self._followers = ThreadPoolExecutor(max_log_followers, thread_name_prefix="reactbox-logs")
+        self._following = 0
         self._client_factory = client_factory
         self._client: docker.DockerClient | None = None
         self._network_lock = asyncio.Lock()
@@ -330,22 +371,45 @@ class DockerSandbox:
 
     # -- the Sandbox protocol -------------------------------------------------
 
-    def _prepare_install(self, app_dir: Path, argv: list[str]) -> tuple[str, str | None]:
-        """(fingerprint, how it is satisfied: 'installed', 'cached' or None: install).
-
-        Blocking file work; runs on a thread.
-        """
+    def _prepare_install(
+        self, app_dir: Path, argv: list[str]
+    ) -> tuple[modules.InstallInputs, str | None]:
+        """(what the install is given, how it is satisfied: 'installed', 'cached' or
+        None: install).  Blocking file work; runs on a thread."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0 and self.uid != 0:
             # A root server: hand the files to the unprivileged container user.
             _chown_tree(app_dir, self.uid, self.gid)
             os.chown(self.cache_dir, self.uid, self.gid)
-        fp = modules.fingerprint(app_dir, argv)
+        inputs = modules.install_inputs(app_dir, argv)
+        fp = inputs.fingerprint
         if modules.installed(app_dir) == fp:
-            return fp, "installed"
+            return inputs, "installed"
         if self.modules_cache.restore(fp, app_dir):
-            return fp, "cached"
-        return fp, None
+            return inputs, "cached"
+        return inputs, None
+
+    def _stage_install(self, app_dir: Path, inputs: modules.InstallInputs) -> Path:
+        """A folder beside the project holding only what the install is given."""
+        staging = Path(tempfile.mkdtemp(prefix=".install-", dir=app_dir.parent))
+        inputs.write(staging)
+        if os.geteuid() == 0 and self.uid != 0:
+            _chown_tree(staging, self.uid, self.gid)
+        return staging
+
+    def _finish_install(
+        self, project_id: str, app_dir: Path, staging: Path, inputs: modules.InstallInputs
+    ) -> None:
+        """Keep the fresh tree in the cache (no preview has touched it), then move it
+        into the project."""
+        fp = inputs.fingerprint
+        (staging / "node_modules").mkdir(exist_ok=True)
+        modules.mark(staging, fp)
+        try:
+            self.modules_cache.save(fp, staging)
+        except OSError as exc:  # a full cache disk must not fail the start
+            self.log.warning("Could not keep node_modules of %s in the cache: %s", project_id, exc)
+        modules.replace_tree(app_dir / "node_modules", staging / "node_modules")
 
     async def install(
         self,
@@ -356,57 +420,63 @@ class DockerSandbox:
         progress: Progress | None = None,
     ) -> str:
         argv = plan.install_argv(ignore_scripts=self.ignore_scripts)
-        fp, done = await asyncio.to_thread(self._prepare_install, app_dir, argv)
+        inputs, done = await asyncio.to_thread(self._prepare_install, app_dir, argv)
+        command = " ".join(argv) + "".join(
+            f" ({k}={v} from .npmrc)" for k, v in inputs.settings.items()
+        )
         if done:
-            self.log.info("Dependencies of %s: %s (%s)", project_id, done, fp[:12])
+            self.log.info("Dependencies of %s: %s (%s)", project_id, done, inputs.fingerprint[:12])
             if done == "cached":  # say so where the user reads the install's output
                 why = "node_modules copied from an earlier install of the same lockfile"
-                await asyncio.to_thread(log.write_text, f"$ {' '.join(argv)}\nskipped: {why}\n")
+                await asyncio.to_thread(log.write_text, f"$ {command}\nskipped: {why}\n")
             return done
         network = f"reactbox-{self.owner}-install"
         await self._ensure_network(network, internal=False, project_id="")
         name = container_name(self.owner, project_id, "install")
         await self._remove_container(name)
-        kwargs = install_container_kwargs(
-            image=self.image,
-            owner=self.owner,
-            project_id=project_id,
-            app_dir=app_dir,
-            cache_dir=self.cache_dir,
-            user=self.user,
-            argv=argv,
-            network=network,
-            limits=self.install_limits,
-            runtime=self.runtime,
-            ca_file=self.ca_file,
-            registry=self.registry,
-        )
+        staging = await asyncio.to_thread(self._stage_install, app_dir, inputs)
         try:
-            container = await self._client_call("containers.run", **kwargs)
-            self.log.info("Installing %s with %s in %s", project_id, argv[:2], container.id[:7])
-            waiting = asyncio.ensure_future(
-                self._call(container.wait, timeout=self.install_timeout)
+            kwargs = install_container_kwargs(
+                image=self.image,
+                owner=self.owner,
+                project_id=project_id,
+                app_dir=staging,
+                cache_dir=self.cache_dir,
+                user=self.user,
+                argv=argv,
+                network=network,
+                limits=self.install_limits,
+                runtime=self.runtime,
+                ca_file=self.ca_file,
+                registry=self.registry,
+                settings=inputs.env,
             )
-            if progress is not None:
-                await self._report_install(app_dir, waiting, progress)
             try:
-                code = (await waiting).get("StatusCode", 1)
-            except requests.exceptions.ReadTimeout:
-                code = None
-            output = (await self._call(container.logs)).decode("utf-8", "replace")
+                container = await self._client_call("containers.run", **kwargs)
+                self.log.info("Installing %s with %s in %s", project_id, argv[:2], container.id[:7])
+                waiting = asyncio.ensure_future(
+                    self._call(container.wait, timeout=self.install_timeout)
+                )
+                if progress is not None:
+                    await self._report_install(staging, waiting, progress)
+                try:
+                    code = (await waiting).get("StatusCode", 1)
+                except requests.exceptions.ReadTimeout:
+                    code = None
+                output = (await self._call(container.logs)).decode("utf-8", "replace")
+            finally:
+                # Also when cancelled (a stop, a shutdown): no install is left running.
+                await asyncio.shield(self._remove_container(name))
+            await asyncio.to_thread(log.write_text, f"$ {command}\n{output}")
+            if code != 0:
+                tail = "\n".join(output.strip().splitlines()[-15:])
+                why = "timed out" if code is None else f"exited with code {code}"
+                raise InstallFailed(
+                    f"Installing dependencies ({' '.join(argv[:2])}) {why}:\n{tail}"
+                )
+            await asyncio.to_thread(self._finish_install, project_id, app_dir, staging, inputs)
         finally:
-            # Also when cancelled (a stop, a shutdown): no install is left running.
-            await asyncio.shield(self._remove_container(name))
-        await asyncio.to_thread(log.write_text, f"$ {' '.join(argv)}\n{output}")
-        if code != 0:
-            tail = "\n".join(output.strip().splitlines()[-15:])
-            why = "timed out" if code is None else f"exited with code {code}"
-            raise InstallFailed(f"Installing dependencies ({' '.join(argv[:2])}) {why}:\n{tail}")
-        await asyncio.to_thread(modules.mark, app_dir, fp)
-        try:
-            await asyncio.to_thread(self.modules_cache.save, fp, app_dir)
-        except OSError as exc:  # a full cache disk must not fail the start
-            self.log.warning("Could not keep node_modules of %s in the cache: %s", project_id, exc)
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, staging, True))
         return "fresh"
 
     @staticmethod
@@ -555,21 +625,31 @@ class DockerSandbox:
         data = await self._call(container.logs, tail=tail)
         return data.decode("utf-8", "replace")
 
-    async def follow_logs(self, project_id: str) -> AsyncIterator[str]:
+    async def follow_logs(self, project_id: str) -> LogFollow:
+        """The dev server's output from now on.  Each follow has a thread of its own
+        (never one of the pool's, so open follows cannot starve starts and stops), at
+        most ``max_log_followers`` at once; ``close()`` frees it at once."""
+        if self._following >= self.max_log_followers:
+            raise TooManyStreams(
+                f"{self._following} followed logs are open already; close one (or wait for "
+                "its client to leave) and try again."
+            )
         container = await self._get_container(container_name(self.owner, project_id, "run"))
         if container is None:
-            return
-        stream = await self._call(container.logs, stream=True, follow=True, tail=0)
+            return LogFollow(self, None)
+        self._following += 1
         try:
-            while True:
-                chunk = await self._call(next, stream, None)
-                if chunk is None:
-                    return
-                yield chunk.decode("utf-8", "replace")
-        finally:
-            stream.close()
+            stream = await self._follow(container.logs, stream=True, follow=True, tail=0)
+        except BaseException:
+            self._following -= 1
+            raise
+        return LogFollow(self, stream)
+
+    async def _follow(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.wrap_future(self._followers.submit(fn, *args, **kwargs))
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._followers.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
             self._client.close()

@@ -1,8 +1,12 @@
 """Installed dependencies, reused: a ``node_modules`` cache keyed by the lockfile.
 
-What decides the content of ``node_modules`` is the manifest, the lockfile
-and the install command; their hash (the *fingerprint*) names a finished
-install.  After an install, a copy of the tree is kept under
+What decides the content of ``node_modules`` is the manifest, the lockfile,
+the install command and the few settings allowed from ``.npmrc``
+(``InstallInputs``); their hash (the *fingerprint*) names a finished install.
+An install never runs in the project folder: the server copies those inputs
+into a staging folder beside it, the install container sees only that, and the
+finished tree is kept in the cache before it is moved into the project, so no
+preview has touched what the cache keeps.  After an install, a copy of the tree is kept under
 ``<cache>/modules/<fingerprint>``; a project whose fingerprint is there (a
 re-upload, a second project from the same template) gets a copy instead of an
 install.  A copy, not hard links or a shared mount: a project's dev server
@@ -16,10 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import worktree
@@ -34,14 +40,67 @@ _INPUTS = (
 )
 
 
-def fingerprint(app_dir: Path, argv: list[str]) -> str:
-    """The hash of what decides ``node_modules``: manifest, lockfiles and command."""
-    h = hashlib.sha256(" ".join(argv).encode())
+SETTINGS = frozenset(
+    {"legacy-peer-deps", "strict-peer-deps", "engine-strict", "auto-install-peers",
+     "strict-peer-dependencies", "shamefully-hoist", "install-strategy", "prefer-dedupe",
+     "dedupe-peer-dependents", "resolution-mode", "include-workspace-root"}
+)  # fmt: skip
+"""``.npmrc`` keys an install honours: how the tree is laid out, never where packages
+come from, what runs, or where anything is written."""
+_SETTING_VALUE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class InstallInputs:
+    """Everything an install is given, taken from the project as data by the server:
+    the manifest and lockfiles (as bytes), and the allowed settings (as environment).
+    Nothing else of the project reaches the install: no ``.npmrc`` beyond those
+    keys, no ``.pnpmfile.cjs``, ``.yarnrc.yml``, ``.yarn/`` or ``.corepack.env``."""
+
+    files: dict[str, bytes]
+    settings: dict[str, str]
+    argv: tuple[str, ...]
+
+    @property
+    def fingerprint(self) -> str:
+        """The hash of what decides ``node_modules``."""
+        h = hashlib.sha256(" ".join(self.argv).encode())
+        for name, data in sorted(self.files.items()):
+            h.update(name.encode() + b"\0" + data + b"\0")
+        for key, value in sorted(self.settings.items()):
+            h.update(f"{key}={value}\0".encode())
+        return h.hexdigest()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"npm_config_" + k.replace("-", "_"): v for k, v in self.settings.items()}
+
+    def write(self, folder: Path) -> None:
+        for name, data in self.files.items():
+            (folder / name).write_bytes(data)
+
+
+def install_inputs(app_dir: Path, argv: list[str]) -> InstallInputs:
+    files = {}
     for name in _INPUTS:
         data = worktree.read_bytes(app_dir, name, worktree.MAX_MANIFEST)
         if data is not None:
-            h.update(name.encode() + b"\0" + data + b"\0")
-    return h.hexdigest()
+            files[name] = data
+    return InstallInputs(files, _settings(app_dir), tuple(argv))
+
+
+def _settings(app_dir: Path) -> dict[str, str]:
+    try:
+        raw = worktree.read_bytes(app_dir, ".npmrc", 1 << 16) or b""
+    except worktree.NotAFile:
+        return {}
+    found = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        key, sep, value = line.strip().partition("=")
+        key, value = key.strip(), value.strip()
+        if sep and key in SETTINGS and _SETTING_VALUE.match(value):
+            found[key] = value
+    return found
 
 
 def installed(app_dir: Path) -> str | None:
@@ -89,7 +148,7 @@ class ModulesCache:
         staging = Path(tempfile.mkdtemp(prefix=".modules-", dir=app_dir.parent))
         try:
             _copy_tree(entry, staging / "node_modules")
-            _replace(app_dir / "node_modules", staging / "node_modules")
+            replace_tree(app_dir / "node_modules", staging / "node_modules")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         os.utime(entry.parent)  # recently used: pruned last
@@ -126,9 +185,12 @@ class ModulesCache:
             shutil.rmtree(child, ignore_errors=True)
 
 
-def _replace(target: Path, new: Path) -> None:
-    """Put ``new`` at ``target``, removing what was there."""
-    if target.exists() or target.is_symlink():
+def replace_tree(target: Path, new: Path) -> None:
+    """Put ``new`` at ``target``, removing what was there (a link is removed, never
+    followed)."""
+    if target.is_symlink():
+        target.unlink()
+    elif target.exists():
         doomed = target.with_name(f".{target.name}-old-{os.getpid()}-{time.monotonic_ns()}")
         os.rename(target, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
