@@ -66,6 +66,8 @@ _DROPPED_RESPONSE_HEADERS = (
 )
 _NOT_COPIED = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 _REWRITTEN_TYPES = ("text/html", "javascript", "text/css")
+MAX_REWRITTEN = 8 << 20
+"""A body to rewrite is held whole up to this size; a larger one streams unchanged."""
 HEARTBEAT = "/__reactbox/heartbeat"
 ERROR_REPORT = "/__reactbox/error"
 """Where the page's reporter POSTs uncaught errors and failed loads (JSON)."""
@@ -344,8 +346,11 @@ class PreviewProxyHandler(ProxyHandler):
             content_type = upstream.headers.get("Content-Type", "")
             self._secure_headers()
             if any(t in content_type for t in _REWRITTEN_TYPES):
-                self.finish(self._rewrite_body(content_type, await upstream.read()))
-                return
+                head = await _read_at_most(upstream.content, MAX_REWRITTEN + 1)
+                if len(head) <= MAX_REWRITTEN:
+                    self.finish(self._rewrite_body(content_type, head))
+                    return
+                self.write(head)  # too large to hold and rewrite: passed on as it is
             async for chunk in upstream.content.iter_chunked(64 * 1024):
                 self.write(chunk)
                 # Not self.flush(): jupyter-server-proxy's websocket mixin replaces it
@@ -390,6 +395,18 @@ class PreviewProxyHandler(ProxyHandler):
                 body, base, sandboxed=self._sandboxed, beat_ms=self.runtime.beat_ms
             )
         return body
+
+
+async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to ``limit`` bytes (all of it if it is shorter)."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _status_page(status: str, detail: str | None, error: str | None, *, refresh: bool) -> str:

@@ -8,12 +8,13 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import time
 
 import pytest
 from conftest import FIXTURES, zip_dir
 from test_attacks import get
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 pytestmark = pytest.mark.docker
 
@@ -217,3 +218,32 @@ async def test_a_lockfile_cannot_choose_where_a_package_comes_from(api, runtime)
     await api.wait(json.loads(r.body)["id"])
     installed = runtime.store.get("shop").app_dir / "node_modules/react/package.json"
     assert json.loads(installed.read_text())["version"] == react["version"]
+
+
+async def test_a_huge_body_to_rewrite_streams_through_without_being_held(
+    api, jp_fetch, docker_client, owner, server_url
+):
+    """A dev server answering a script of 512 MiB: the proxy passes it on in pieces
+    (the page still gets all of it) instead of holding it to rewrite."""
+    info = await api.upload_running()
+    container = docker_client.containers.get(f"reactbox-{owner}-shop")
+    size = 512 << 20
+    sh(container, f"head -c {size} /dev/zero | tr '\\0' ' ' > public/huge.js")
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
+    received = 0
+
+    def count(chunk: bytes) -> None:
+        nonlocal received
+        received += len(chunk)
+
+    async with watched(jp_fetch):
+        client = AsyncHTTPClient(force_instance=True, max_body_size=size + (1 << 20))
+        r = await client.fetch(
+            server_url + info["preview_url"] + "huge.js",
+            streaming_callback=count,
+            request_timeout=120,
+        )
+    assert r.code == 200 and received == size
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10) - peak_before
+    assert grown < 128 << 20, f"the server's peak memory grew by {grown >> 20} MiB"
+    sh(container, "rm public/huge.js")
