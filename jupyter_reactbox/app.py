@@ -169,6 +169,13 @@ class ReactBoxApp(ExtensionApp):
         '2g'; checked at start and every 30 s while it runs. Empty or '0': no quota.""",
     ).tag(config=True)
 
+    file_quota = Int(
+        200_000,
+        help="""Most files and folders a project may hold (its node_modules included):
+        the inodes it spends, which a byte quota does not count; checked with
+        disk_quota. 0: no limit.""",
+    ).tag(config=True)
+
     @validate("disk_quota")
     def _validate_quota(self, proposal):
         parse_size(proposal["value"])
@@ -367,6 +374,7 @@ class ReactBoxApp(ExtensionApp):
             max_running=self.max_running,
             max_restarts=self.max_restarts,
             disk_quota=parse_size(self.disk_quota),
+            file_quota=self.file_quota,
             on_shutdown=self.on_shutdown,
             preview_origin_template=self.preview_origin_template,
             log=self.log,

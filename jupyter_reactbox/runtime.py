@@ -108,6 +108,7 @@ class Runtime:
         max_running: int = 0,
         max_restarts: int = 5,
         disk_quota: int = 0,
+        file_quota: int = 0,
         on_shutdown: str = "stop",
         preview_origin_template: str = "",
         busy: Callable[[str], bool] = lambda project_id: False,
@@ -122,6 +123,7 @@ class Runtime:
         self.max_running = max_running
         self.max_restarts = max_restarts
         self.disk_quota = disk_quota
+        self.file_quota = file_quota
         self.on_shutdown = on_shutdown
         self.preview_origin_template = preview_origin_template
         self.busy = busy
@@ -466,14 +468,20 @@ class Runtime:
         return shutil.disk_usage(self.store.root).free < 1 << 20
 
     async def _check_quota(self, project: Project) -> None:
-        if self.disk_quota <= 0:
+        if self.disk_quota <= 0 and self.file_quota <= 0:
             return
-        used = await asyncio.to_thread(disk_usage, project.path)
-        if used > self.disk_quota:
+        used = await asyncio.to_thread(disk_usage, project.path, max_files=self.file_quota)
+        if self.disk_quota > 0 and used.bytes > self.disk_quota:
             raise QuotaExceeded(
-                f"The project uses {_size(used)} of disk; its quota is {_size(self.disk_quota)}. "
-                "Remove large files from it, or ask your admin to raise "
-                "c.ReactBoxApp.disk_quota."
+                f"The project uses {_size(used.bytes)} of disk; its quota is "
+                f"{_size(self.disk_quota)}. Remove large files from it, or ask your admin to "
+                "raise c.ReactBoxApp.disk_quota."
+            )
+        if self.file_quota > 0 and used.files > self.file_quota:
+            raise QuotaExceeded(
+                f"The project holds more than {self.file_quota} files and folders, its quota. "
+                "Remove generated files from it, or ask your admin to raise "
+                "c.ReactBoxApp.file_quota."
             )
 
     async def compile_errors(self, project_id: str, paths: list[str]) -> str | None:
@@ -579,7 +587,8 @@ class Runtime:
                     continue
                 self.log.info("Restarting the dev server of %s (%d)", project_id, st.restarts)
                 self.start(project)
-        if self.disk_quota > 0 and now - self._quota_checked >= self.quota_interval:
+        quotas = self.disk_quota > 0 or self.file_quota > 0
+        if quotas and now - self._quota_checked >= self.quota_interval:
             self._quota_checked = now
             await self._enforce_quota()
 

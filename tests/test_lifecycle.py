@@ -269,3 +269,22 @@ async def test_a_project_over_its_disk_quota_is_stopped_and_cannot_start(
     (projects_dir / "shop" / "app" / "filler").unlink()
     await post(jp_fetch, "shop", "start")
     await api.wait("shop")
+
+
+@pytest.mark.parametrize("reactbox_config", [{"file_quota": 30_000, "idle_timeout": 0}])
+async def test_a_project_over_its_file_quota_is_stopped(api, runtime, docker_client, owner):
+    """Empty files cost no bytes but an inode each: 40,000 of them, written by the app's
+    code, stop the preview (a byte quota alone never would)."""
+    runtime.quota_interval = 0.5
+    await api.upload_running()
+    [container] = containers(docker_client, owner, "shop")
+    make = (
+        "node -e \"const fs=require('fs'); fs.mkdirSync('/project/many'); "
+        "for (let i = 0; i < 40000; i++) fs.writeFileSync('/project/many/f' + i, '')\""
+    )
+    code, out = container.exec_run(["sh", "-c", make])
+    assert code == 0, out
+    failed = await api.wait("shop", "failed", timeout=30)
+    assert "more than 30000 files and folders, its quota" in failed["error"]
+    assert "c.ReactBoxApp.file_quota" in failed["error"]
+    assert containers(docker_client, owner, "shop") == []  # stopped

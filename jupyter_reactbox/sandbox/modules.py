@@ -223,9 +223,18 @@ def count_present(app_dir: Path, folders: list[str]) -> int:
     return sum(1 for f in folders if worktree.is_file(app_dir, f"{f}/package.json"))
 
 
-def disk_usage(root: Path) -> int:
-    """Bytes allocated under ``root`` (like ``du``), symlinks not followed."""
-    total = 0
+@dataclass(frozen=True)
+class Usage:
+    bytes: int
+    files: int
+    """Files, folders and links: what a filesystem spends an inode on."""
+
+
+def disk_usage(root: Path, *, max_files: int = 0) -> Usage:
+    """Bytes allocated under ``root`` (like ``du``) and how many entries it holds,
+    links not followed; the walk stops once it has seen more than ``max_files``
+    entries (when given), so a folder of millions costs a bounded walk."""
+    total = files = 0
     stack = [str(root)]
     while stack:
         try:
@@ -236,8 +245,11 @@ def disk_usage(root: Path) -> int:
                     except OSError:
                         continue
                     total += st.st_blocks * 512
+                    files += 1
+                    if max_files and files > max_files:
+                        return Usage(total, files)
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
         except OSError:
             continue
-    return total
+    return Usage(total, files)
