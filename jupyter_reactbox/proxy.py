@@ -87,6 +87,7 @@ class PreviewProxyHandler(ProxyHandler):
         self.runtime = runtime
         self.frame_ancestors = frame_ancestors
         self.preview: PreviewState | None = None
+        self._navigation = False
         self.host_allowlist = self._is_upstream
 
     # -- authorisation -------------------------------------------------------
@@ -117,14 +118,21 @@ class PreviewProxyHandler(ProxyHandler):
             raise web.HTTPError(403, f"This preview is served at {origin}, not on this host.")
         if path == ERROR_REPORT and self.request.method == "POST":
             return self._take_error_report()
-        heartbeat = path == HEARTBEAT and self.request.method == "POST"
-        navigation = self._is_navigation()
+        heartbeat = False
+        if path == HEARTBEAT or path.startswith(HEARTBEAT + "/"):
+            key = path[len(HEARTBEAT) + 1 :]
+            if self.request.method != "POST" or not self.runtime.is_page_key(project_id, key):
+                raise web.HTTPError(
+                    403, "Only a page of this preview, on a person's input, reports use."
+                )
+            heartbeat = True
+        navigation = self._navigation = self._is_navigation()
         if heartbeat or navigation:
             self._record_use()
         if navigation:
             self.runtime.clear_errors(project_id)
         if self.preview.status != "running" or self.preview.endpoint is None:
-            await self._not_running(resume=heartbeat or navigation)
+            await self._not_running(resume=heartbeat or navigation, heartbeat=heartbeat)
         elif heartbeat:
             self._finish_heartbeat()
 
@@ -181,7 +189,7 @@ class PreviewProxyHandler(ProxyHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps({"status": self.preview.status}))
 
-    async def _not_running(self, *, resume: bool) -> None:
+    async def _not_running(self, *, resume: bool, heartbeat: bool = False) -> None:
         """Start a stopped preview for a person (not for the app's own requests), and
         answer with a page that reloads itself until the preview is there."""
         st = self.preview
@@ -194,7 +202,7 @@ class PreviewProxyHandler(ProxyHandler):
             except ReactBoxError as exc:  # e.g. max_running: say so on the page
                 status = exc.status
                 st.update(detail=str(exc))
-        if self.request.path.endswith(HEARTBEAT):
+        if heartbeat:
             return self._finish_heartbeat()
         if resume and st.status in ("installing", "starting"):
             # A resume takes about a second: hold the page load that long rather
@@ -391,9 +399,12 @@ class PreviewProxyHandler(ProxyHandler):
         public = public_files(self.runtime.store.root / self.project_id / "app" / "public")
         body = public.rewrite(body, base)
         if "text/html" in content_type:
+            # A page key only for a page load: a script's fetch of the page gets none.
+            key = self.runtime.page_key(self.project_id) if self._navigation else ""
             body = inject_scripts(
-                body, base, sandboxed=self._sandboxed, beat_ms=self.runtime.beat_ms
+                body, base, sandboxed=self._sandboxed, beat_ms=self.runtime.beat_ms, key=key
             )
+            self.set_header("Cache-Control", "no-store")  # nor can it read one from a cache
         return body
 
 

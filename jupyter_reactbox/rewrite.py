@@ -75,15 +75,18 @@ def public_files(public_dir: Path) -> PublicFiles:
     return PublicFiles(public_dir)
 
 
-def inject_scripts(html: bytes, base: str, *, sandboxed: bool, beat_ms: int = 60_000) -> bytes:
+def inject_scripts(
+    html: bytes, base: str, *, sandboxed: bool, beat_ms: int = 60_000, key: str = ""
+) -> bytes:
     """Put our scripts first in <head>, before any of the app's: the activity
-    reporter (input reported at most every ``beat_ms``) always, the shim when
-    the page runs in an opaque origin."""
+    reporter (input reported at most every ``beat_ms``, with the page's ``key``; none
+    without one) always, the shim when the page runs in an opaque origin."""
     match = _HEAD_RE.search(html)
     at = match.end() if match else 0
     # JSON of the base, with '<' escaped so it cannot end the script element.
     literal = json.dumps(base).replace("<", "\\u003c").encode()
     activity = ACTIVITY.replace(b"__REACTBOX_BASE__", literal)
     activity = activity.replace(b"__REACTBOX_EVERY__", str(int(beat_ms)).encode())
+    activity = activity.replace(b"__REACTBOX_KEY__", json.dumps(key).encode())
     scripts = (SHIM if sandboxed else b"") + activity
     return html[:at] + b"<script>" + scripts + b"</script>" + html[at:]

@@ -63,6 +63,8 @@ MAX_BACKOFF = 30.0
 QUOTA_INTERVAL = 30.0
 SHUTDOWN_TIMEOUT = 20.0
 MAX_ERRORS = 20
+MAX_PAGES = 32
+"""Page keys kept per preview: the pages loaded last may report a person's input."""
 """Page errors kept per preview (the newest); repeats of the last one are counted."""
 
 
@@ -87,6 +89,9 @@ class PreviewState:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     errors: deque[dict] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
     """What went wrong in the page since it was last loaded (reported by the page)."""
+    page_keys: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_PAGES))
+    """One per page load: a page reports input with its key, which the app's own
+    scripts cannot read (see ``static/activity.js``)."""
 
     def update(self, **fields) -> None:
         """Change fields and wake everyone who waits for a change."""
@@ -204,6 +209,16 @@ class Runtime:
             except asyncio.TimeoutError:
                 break
         return st
+
+    def page_key(self, project_id: str) -> str:
+        """A key for one page load of the preview, to report a person's input with."""
+        key = secrets.token_urlsafe(18)
+        self.state(project_id).page_keys.append(key)
+        return key
+
+    def is_page_key(self, project_id: str, key: str) -> bool:
+        keys = self.state(project_id).page_keys
+        return any(hmac.compare_digest(k.encode(), key.encode()) for k in keys)
 
     def touch(self, project_id: str) -> None:
         """Someone used this project's preview: reset its idle clock."""

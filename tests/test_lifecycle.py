@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import aiohttp
@@ -89,9 +90,13 @@ async def test_idle_preview_stops_and_the_next_page_load_resumes_it(
     assert (resumed["status"], resumed["preview_url"]) == ("running", info["preview_url"])
     assert [c.id for c in containers(docker_client, owner, "shop")] == [kept.id]
 
-    # Input in the page (the injected reporter's heartbeat) keeps it running.
+    # Input in the page (the injected reporter's heartbeat, with this page load's key)
+    # keeps it running; a heartbeat without the key is refused.
+    key = re.search(rb'const key = "([^"]+)"', r.body).group(1).decode()
+    r = await fetch(page + "__reactbox/heartbeat", method="POST", body=b"")
+    assert r.code == 403
     for _ in range(6):
-        r = await fetch(page + "__reactbox/heartbeat", method="POST", body=b"")
+        r = await fetch(page + "__reactbox/heartbeat/" + key, method="POST", body=b"")
         assert r.code == 200 and json.loads(r.body) == {"status": "running"}
         await asyncio.sleep(1)
     assert (await api.get("shop"))["status"] == "running"
@@ -288,3 +293,55 @@ async def test_a_project_over_its_file_quota_is_stopped(api, runtime, docker_cli
     assert "more than 30000 files and folders, its quota" in failed["error"]
     assert "c.ReactBoxApp.file_quota" in failed["error"]
     assert containers(docker_client, owner, "shop") == []  # stopped
+
+
+FORGERIES = """async () => {
+  const tried = {};
+  const post = async (url) => {
+    try {
+      return (await fetch(url, { method: "POST" })).status;
+    } catch {
+      return "refused";  // a 403 without CORS headers is a network error to the page
+    }
+  };
+  tried.plain = await post("__reactbox/heartbeat");
+  tried.guessed = await post("__reactbox/heartbeat/" + "A".repeat(24));
+  // Read the key: our script element, the page fetched again, and from the cache.
+  tried.scripts = [...document.scripts].map((s) => s.textContent).join("\\n");
+  tried.refetched = await (await fetch(location.href)).text();
+  tried.cached = await (await fetch(location.href, { cache: "force-cache" })).text();
+  for (const text of [tried.scripts, tried.refetched, tried.cached]) {
+    const m = /const key = "([^"]+)"/.exec(text);
+    if (m) tried.stolen = await post("__reactbox/heartbeat/" + m[1]);
+  }
+  // Events the app makes are not a person's.
+  for (const type of ["pointerdown", "keydown", "wheel", "touchstart"]) {
+    window.dispatchEvent(new Event(type));
+    document.body.dispatchEvent(new KeyboardEvent(type, { bubbles: true }));
+  }
+  return tried;
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("reactbox_config", [{"idle_timeout": 30.0}])  # input reported 10 s apart
+async def test_the_apps_own_script_cannot_report_use(api, runtime, server_url):
+    info = await api.upload_running()
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(server_url + info["preview_url"])
+        await page.wait_for_selector("text=count is 0")
+        await asyncio.sleep(11)  # past the page load's own report, and the throttle
+        used = runtime.state("shop").last_used
+        tried = await page.evaluate(FORGERIES)  # run as the app's code runs
+        await asyncio.sleep(1)
+        assert runtime.state("shop").last_used == used, tried
+        assert tried["plain"] in (403, "refused") and tried["guessed"] in (403, "refused")
+        assert "stolen" not in tried, tried
+        # A person's click (a trusted event) does count.
+        await page.mouse.click(5, 5)
+        for _ in range(50):
+            if runtime.state("shop").last_used > used:
+                break
+            await asyncio.sleep(0.1)
+        assert runtime.state("shop").last_used > used

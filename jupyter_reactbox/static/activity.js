@@ -5,7 +5,11 @@
  * is.  This reports input (at most every __REACTBOX_EVERY__ ms, a third of the
  * idle timeout and never more than a minute apart) to the preview's heartbeat
  * path, and reloads the page if the preview was stopped meanwhile, which
- * starts it again.
+ * starts it again.  The app's own scripts share this page, so they must not be
+ * able to report use: only trusted (person-made) events count, the report
+ * carries this page load's key, which lives only in this closure (this script
+ * element removes itself before any of the app's runs, and the page is served
+ * with no-store), and it goes through the fetch this script captured first.
  *
  * Errors: a blank page should say why in the notebook.  Uncaught errors,
  * unhandled rejections, scripts and styles that failed to load, and Vite's
@@ -15,12 +19,16 @@
 (() => {
   "use strict";
   const base = __REACTBOX_BASE__;
+  const key = __REACTBOX_KEY__;
+  const send = window.fetch.bind(window);
+  if (document.currentScript) document.currentScript.remove();
   let last = 0;
-  const beat = () => {
+  const beat = (e) => {
+    if (!key || (e && !e.isTrusted)) return;
     const now = Date.now();
     if (now - last < __REACTBOX_EVERY__) return;
     last = now;
-    fetch(base + "__reactbox/heartbeat", { method: "POST", credentials: "omit", cache: "no-store" })
+    send(base + "__reactbox/heartbeat/" + key, { method: "POST", credentials: "omit", cache: "no-store" })
       .then((r) => r.json())
       .then((s) => {
         if (s.status !== "running") location.reload();
@@ -43,7 +51,7 @@
       source: String(source || "").slice(0, 500),
       stack: String(stack || "").slice(0, 4000),
     });
-    fetch(base + "__reactbox/error", { method: "POST", body, credentials: "omit", keepalive: true })
+    send(base + "__reactbox/error", { method: "POST", body, credentials: "omit", keepalive: true })
       .catch(() => {});
   };
   addEventListener(
