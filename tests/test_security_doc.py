@@ -15,6 +15,7 @@ ATTACK_MODULES = (
     "test_hub.py",
     "test_worktree_attacks.py",
     "test_hostile.py",
+    "test_egress.py",
 )
 PROMISES = {str(n) for n in range(1, 9)}
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from jupyter_reactbox.frameworks import VITE
-from jupyter_reactbox.sandbox.docker import Limits, install_container_kwargs, run_container_kwargs
+from jupyter_reactbox.sandbox.docker import (
+    Limits,
+    install_container_kwargs,
+    package_cache,
+    run_container_kwargs,
+)
 
 HARDENING = dict(
     read_only=True,
@@ -84,6 +89,7 @@ def test_install_container_spec_with_ca_and_registry():
         ca_file="/etc/ssl/certs/ca-certificates.crt",
         registry="https://npm.example.org/",
         settings={"npm_config_legacy_peer_deps": "true"},
+        proxy="http://172.30.0.1:40123",
     )
     assert spec == dict(
         image="img:1",
@@ -104,6 +110,10 @@ def test_install_container_spec_with_ca_and_registry():
             "YARN_NODE_LINKER": "node-modules",
             "npm_config_replace_registry_host": "always",
             "NODE_EXTRA_CA_CERTS": "/etc/reactbox/ca.pem",
+            "npm_config_https_proxy": "http://172.30.0.1:40123",
+            "npm_config_proxy": "http://172.30.0.1:40123",
+            "HTTPS_PROXY": "http://172.30.0.1:40123",
+            "HTTP_PROXY": "http://172.30.0.1:40123",
             "npm_config_registry": "https://npm.example.org/",
             "COREPACK_NPM_REGISTRY": "https://npm.example.org",
         },
@@ -121,3 +131,10 @@ def test_install_container_spec_with_ca_and_registry():
         detach=True,
         **HARDENING,
     )
+
+
+def test_installs_share_a_package_cache_only_when_no_script_runs():
+    root = Path("/data/.cache")
+    assert package_cache(root, "shop", ignore_scripts=True) == root
+    assert package_cache(root, "shop", ignore_scripts=False) == root / "projects" / "shop"
+    assert package_cache(root, "blog", ignore_scripts=False) != package_cache(root, "shop", False)

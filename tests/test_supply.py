@@ -154,7 +154,12 @@ def reactbox_config(request):
 )
 async def test_lifecycle_scripts_run_only_when_allowed(api, projects_dir, reactbox_config, ran):
     pkg = json.loads(with_deps())
-    marker = "require('fs').writeFileSync('SCRIPT-RAN-' + process.env.npm_lifecycle_event, 'x')"
+    # Installs run in a staging copy of the manifest and lockfile, and only the
+    # node_modules it makes is kept: the marker goes there.
+    marker = (
+        "const fs = require('fs'); fs.mkdirSync('node_modules', {recursive: true}); "
+        "fs.writeFileSync('node_modules/SCRIPT-RAN-' + process.env.npm_lifecycle_event, 'x')"
+    )
     pkg["scripts"].update(
         {
             name: f'node -e "{marker}"'
@@ -167,7 +172,8 @@ async def test_lifecycle_scripts_run_only_when_allowed(api, projects_dir, reactb
     assert info["status"] == "running"  # installed (a real npm ci) and serving
     app = projects_dir / "scripts" / "app"
     assert (app / "node_modules" / "vite").is_dir()
-    assert sorted(p.name.removeprefix("SCRIPT-RAN-") for p in app.glob("SCRIPT-RAN-*")) == ran
+    found = app.glob("node_modules/SCRIPT-RAN-*")
+    assert sorted(p.name.removeprefix("SCRIPT-RAN-") for p in found) == ran
 
 
 OLD_VITE_APP = {

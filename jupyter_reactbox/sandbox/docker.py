@@ -1,8 +1,9 @@
 """The Docker backend: one hardened dev-server container per project.
 
-* Install runs in a short-lived container on the owner's install network,
-  which can reach the package registry; lifecycle scripts are off unless
-  configured.  The package cache is a per-owner folder under the projects root.
+* Install runs in a short-lived container that sees a staging copy of the
+  manifest and lockfile only, on the owner's ``internal`` install network,
+  whose one way out is the server's registry proxy (``egress.py``); lifecycle
+  scripts are off unless configured.  The package cache is a per-owner folder.
 * Run is a long-lived container on an ``internal`` network of its own (no
   route out, nothing else on it); the preview proxy reaches it by address.
   It runs as a non-root user with no capabilities, ``no-new-privileges``, a
@@ -37,7 +38,7 @@ import requests.exceptions
 
 from ..errors import EngineUnavailable, SandboxError, TooManyStreams, UserError
 from ..frameworks import AppPlan
-from . import modules
+from . import egress, modules
 from .base import Endpoint, Exit, Found, Progress
 
 LABEL = "org.jupyter.reactbox"
@@ -113,6 +114,7 @@ def install_container_kwargs(
     ca_file: str | None = None,
     registry: str | None = None,
     settings: dict[str, str] | None = None,
+    proxy: str | None = None,
 ) -> dict[str, Any]:
     env = {
         **(settings or {}),
@@ -138,6 +140,9 @@ def install_container_kwargs(
     if ca_file:
         env["NODE_EXTRA_CA_CERTS"] = CA_IN_CONTAINER
         volumes[ca_file] = {"bind": CA_IN_CONTAINER, "mode": "ro"}
+    if proxy:  # the only way out of the install's internal network (see egress.py)
+        for name in ("npm_config_https_proxy", "npm_config_proxy", "HTTPS_PROXY", "HTTP_PROXY"):
+            env[name] = proxy
     if registry:
         env["npm_config_registry"] = registry
         env["COREPACK_NPM_REGISTRY"] = registry.rstrip("/")
@@ -192,6 +197,15 @@ def run_container_kwargs(
         detach=True,
         **_hardening(limits, runtime),
     )
+
+
+def package_cache(cache_root: Path, project_id: str, ignore_scripts: bool) -> Path:
+    """The package managers' cache an install mounts.  With lifecycle scripts off no
+    code but the package manager's runs in an install, and it writes only what it
+    fetched (checked by integrity), so one cache serves all of an owner's installs.
+    With scripts on, a dependency's script could plant code there (a cached yarn or
+    pnpm, a store entry) for the next project's install: each project gets its own."""
+    return cache_root if ignore_scripts else cache_root / "projects" / project_id
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
@@ -273,6 +287,9 @@ class DockerSandbox:
         self.max_log_followers = max_log_followers
         self._followers = ThreadPoolExecutor(max_log_followers, thread_name_prefix="reactbox-logs")
         self._following = 0
+        self._egress: egress.RegistryProxy | None = None
+        self._registry_default: str | None = None
+        self._route_lock = asyncio.Lock()
         self._client_factory = client_factory
         self._client: docker.DockerClient | None = None
         self._network_lock = asyncio.Lock()
@@ -362,6 +379,52 @@ class DockerSandbox:
                 if exc.status_code != 409:  # made meanwhile by another server process
                     raise
 
+    async def _install_route(self) -> tuple[str, str | None]:
+        """(the network an install runs on, the proxy it must use): an ``internal``
+        network whose only way out is the registry proxy on its gateway.  A registry
+        that is not https keeps the older route out (and says so in the log)."""
+        async with self._route_lock:
+            registry = self.registry or await self._default_registry()
+            try:
+                target = egress.registry_target(registry)
+            except ValueError:
+                self.log.warning(
+                    "The registry %s is not https: installs keep a route out to reach it.",
+                    registry,
+                )
+                network = f"reactbox-{self.owner}-install"
+                await self._ensure_network(network, internal=False, project_id="")
+                return network, None
+            network = f"reactbox-{self.owner}-fetch"
+            await self._ensure_network(network, internal=True, project_id="")
+            attrs = (await self._client_call("networks.get", network)).attrs
+            gateway = attrs["IPAM"]["Config"][0]["Gateway"]
+            if (
+                self._egress is None
+                or self._egress.address is None
+                or (self._egress.address[0] != gateway or self._egress.allowed != target)
+            ):
+                if self._egress is not None:
+                    await self._egress.close()
+                self._egress = egress.RegistryProxy(target, self.log)
+                await self._egress.start(gateway)
+            return network, self._egress.url
+
+    async def _default_registry(self) -> str:
+        """The registry npm in the image uses when none is configured (asked once)."""
+        if self._registry_default is None:
+            out = await self._client_call(
+                "containers.run",
+                self.image,
+                ["npm", "config", "get", "registry"],
+                network_mode="none",
+                remove=True,
+                user=self.user,
+                environment={"HOME": "/tmp"},
+            )
+            self._registry_default = out.decode().strip()
+        return self._registry_default
+
     @property
     def network(self) -> str:
         """The owner's ``internal`` network of dev servers; icc off, so they cannot
@@ -389,12 +452,14 @@ class DockerSandbox:
             return inputs, "cached"
         return inputs, None
 
-    def _stage_install(self, app_dir: Path, inputs: modules.InstallInputs) -> Path:
+    def _stage_install(self, app_dir: Path, inputs: modules.InstallInputs, cache: Path) -> Path:
         """A folder beside the project holding only what the install is given."""
         staging = Path(tempfile.mkdtemp(prefix=".install-", dir=app_dir.parent))
         inputs.write(staging)
+        cache.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0 and self.uid != 0:
             _chown_tree(staging, self.uid, self.gid)
+            os.chown(cache, self.uid, self.gid)
         return staging
 
     def _finish_install(
@@ -430,18 +495,18 @@ class DockerSandbox:
                 why = "node_modules copied from an earlier install of the same lockfile"
                 await asyncio.to_thread(log.write_text, f"$ {command}\nskipped: {why}\n")
             return done
-        network = f"reactbox-{self.owner}-install"
-        await self._ensure_network(network, internal=False, project_id="")
+        network, proxy = await self._install_route()
         name = container_name(self.owner, project_id, "install")
         await self._remove_container(name)
-        staging = await asyncio.to_thread(self._stage_install, app_dir, inputs)
+        cache = package_cache(self.cache_dir, project_id, self.ignore_scripts)
+        staging = await asyncio.to_thread(self._stage_install, app_dir, inputs, cache)
         try:
             kwargs = install_container_kwargs(
                 image=self.image,
                 owner=self.owner,
                 project_id=project_id,
                 app_dir=staging,
-                cache_dir=self.cache_dir,
+                cache_dir=cache,
                 user=self.user,
                 argv=argv,
                 network=network,
@@ -450,6 +515,7 @@ class DockerSandbox:
                 ca_file=self.ca_file,
                 registry=self.registry,
                 settings=inputs.env,
+                proxy=proxy,
             )
             try:
                 container = await self._client_call("containers.run", **kwargs)
@@ -649,6 +715,8 @@ class DockerSandbox:
         return await asyncio.wrap_future(self._followers.submit(fn, *args, **kwargs))
 
     async def close(self) -> None:
+        if self._egress is not None:
+            await self._egress.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._followers.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
