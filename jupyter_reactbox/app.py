@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import subprocess
 from pathlib import Path
 
 import openai
@@ -19,10 +20,11 @@ from . import api, history
 from ._version import __version__
 from .ai.editor import AIEditor
 from .archive import Limits as ArchiveLimits
+from .errors import ReactBoxError
 from .proxy import PreviewProxyHandler
 from .runtime import Runtime
 from .sandbox.docker import DockerSandbox, Limits
-from .store import ProjectStore, slugify
+from .store import Project, ProjectStore, slugify
 from .supply import Policy as SupplyPolicy
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -319,6 +321,27 @@ class ReactBoxApp(ExtensionApp):
             log=self.log,
         )
 
+    def _repair(self, project: Project) -> None:
+        """Move an older project's history out of its app folder, and undo a change the
+        last server died during.  The work tree is the sandbox's: if it blocks the
+        repair (a folder where a file must go back), the project says so and waits,
+        and the server starts all the same."""
+        try:
+            if history.migrate(project.app_dir):
+                self.log.info("%s: history moved out of the app folder.", project.id)
+            undone = history.repair(project.app_dir)
+        except (ReactBoxError, OSError, subprocess.CalledProcessError) as exc:
+            self.log.error("%s: its history could not be repaired: %s", project.id, exc)
+            return
+        if undone:
+            self.log.warning(
+                "%s: the server stopped during a change (%s); the project is as before it.",
+                project.id,
+                undone["what"],
+            )
+            if undone.get("record"):
+                AIEditor.record_interrupted(project, undone["record"])
+
     def initialize_settings(self):
         store = ProjectStore(
             Path(self.projects_dir),
@@ -334,17 +357,7 @@ class ReactBoxApp(ExtensionApp):
         )
         store.cleanup_staging()
         for project in store.list():
-            if history.migrate(project.app_dir):
-                self.log.info("%s: history moved out of the app folder.", project.id)
-            undone = history.repair(project.app_dir)
-            if undone:
-                self.log.warning(
-                    "%s: the server stopped during a change (%s); the project is as before it.",
-                    project.id,
-                    undone["what"],
-                )
-                if undone.get("record"):
-                    AIEditor.record_interrupted(project, undone["record"])
+            self._repair(project)
         sandbox = DockerSandbox(
             image=self.image,
             owner=self.owner,

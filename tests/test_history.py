@@ -222,3 +222,33 @@ async def test_parallel_hand_edits_are_all_committed(jp_fetch, runtime):
     for i in range(8):
         assert (project.app_dir / "src" / f"Part{i}.jsx").read_text().startswith("export")
     assert history.diff(project.app_dir, "HEAD") == ""
+
+
+def test_a_repair_the_work_tree_blocks_waits_and_says_so(request, projects_dir, tmp_path):
+    """The server died during a change; meanwhile the preview put a folder where a file
+    must go back. The server starts all the same and the project says why."""
+    store_app = projects_dir / "shop" / "app"
+    (store_app / "src").mkdir(parents=True)
+    (store_app / "src" / "App.jsx").write_text("one\n")
+    (store_app / "package.json").write_text("{}\n")
+    (projects_dir / "shop" / "project.json").write_text(
+        json.dumps(
+            {
+                "id": "shop",
+                "name": "shop",
+                "framework": "vite",
+                "package_manager": "npm",
+                "created": time.time(),
+            }
+        )
+    )
+    first = history.create(store_app)
+    (store_app / "src" / "App.jsx").unlink()
+    history.commit_all(store_app, "removed")
+    history.begin(store_app, first, "AI edit: put it back")
+    (store_app / "src" / "App.jsx").mkdir()  # a folder where the file must go back
+    jp_fetch = request.getfixturevalue("jp_fetch")
+    loop = request.getfixturevalue("jp_asyncio_loop")
+    r = loop.run_until_complete(jp_fetch("reactbox", "api", "projects"))
+    assert [p["id"] for p in json.loads(r.body)["projects"]] == ["shop"]
+    assert history.pending(store_app) is not None  # still to do, at the next start
