@@ -247,3 +247,33 @@ async def test_a_huge_body_to_rewrite_streams_through_without_being_held(
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10) - peak_before
     assert grown < 128 << 20, f"the server's peak memory grew by {grown >> 20} MiB"
     sh(container, "rm public/huge.js")
+
+
+async def test_a_start_cancelled_while_the_engine_makes_its_container_leaves_none(
+    runtime, docker_client, owner
+):
+    """A stop or delete cancels a start; the engine goes on making the container on
+    its thread.  That container must not be left running outside the server's view
+    (a re-upload of the name would otherwise find a stranger there)."""
+    project = runtime.store.import_zip(zip_dir(FIXTURES / "vite-react"), "shop")
+    plan = project.plan()
+    name = f"reactbox-{owner}-shop"
+    left, cancelled = [], 0
+    for delay in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5):
+        task = asyncio.ensure_future(
+            runtime.sandbox.run("shop", project.app_dir, plan, base="/x/", token="t")
+        )
+        await asyncio.sleep(delay)
+        done_before = task.done()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await asyncio.sleep(1.5)  # whatever the engine was doing has finished
+        found = docker_client.containers.list(all=True, filters={"name": f"^/{name}$"})
+        if found and not done_before:
+            left.append(delay)
+        cancelled += not done_before
+        for container in found:
+            container.remove(force=True)
+    assert cancelled >= 3, "the starts finished before they could be cancelled"
+    assert left == [], f"cancelled starts left containers (cancelled after {left} s)"

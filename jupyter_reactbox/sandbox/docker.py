@@ -20,6 +20,7 @@ runs on a thread pool through ``_call``, which also maps SDK errors to ours.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -336,6 +337,21 @@ class DockerSandbox:
 
         return await self._call(call)
 
+    async def _create(self, **kwargs: Any):
+        """``containers.run``, whole: if the caller is cancelled (a stop, a delete) while
+        the engine makes the container, the engine finishes on its thread anyway; the
+        container is then removed before the cancellation goes on, so no container is
+        ever left running that the server does not know."""
+        making = asyncio.ensure_future(self._client_call("containers.run", **kwargs))
+        try:
+            return await asyncio.shield(making)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await making
+            with contextlib.suppress(Exception):
+                await self._remove_container(kwargs["name"])
+            raise
+
     async def _get_container(self, name: str):
         try:
             return await self._client_call("containers.get", name)
@@ -518,7 +534,7 @@ class DockerSandbox:
                 proxy=proxy,
             )
             try:
-                container = await self._client_call("containers.run", **kwargs)
+                container = await self._create(**kwargs)
                 self.log.info("Installing %s with %s in %s", project_id, argv[:2], container.id[:7])
                 waiting = asyncio.ensure_future(
                     self._call(container.wait, timeout=self.install_timeout)
@@ -582,7 +598,7 @@ class DockerSandbox:
         name = container_name(self.owner, project_id, "run")
         await self._remove_container(name)
         kwargs = self._run_kwargs(project_id, app_dir, plan, base, token)
-        container = await self._client_call("containers.run", **kwargs)
+        container = await self._create(**kwargs)
         self.log.info("Started dev server of %s in %s", project_id, container.id[:7])
         await self._call(container.reload)
         return Endpoint(self._address(container), plan.port)
