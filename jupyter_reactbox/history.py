@@ -244,6 +244,7 @@ def _import(
     out = [b"reset %s\n" % ref.encode()] if ref != "refs/heads/main" else []
     out += [
         b"commit %s\n" % ref.encode(),
+        b"mark :1\n",
         b"committer %s now\n" % _IDENTITY.encode(),
         b"data %d\n%s\n" % (len(msg), msg),
     ]
@@ -255,8 +256,8 @@ def _import(
         assert f.data is not None
         out.append(b"M %s inline %s\ndata %d\n" % (f.mode.encode(), _quote(path), len(f.data)))
         out += [f.data, b"\n"]
-    out.append(b"done\n")
-    _git(
+    out.append(b"get-mark :1\ndone\n")  # the new commit's id, on stdout
+    made = _git(
         git_dir(app_dir),
         "fast-import",
         "--quiet",
@@ -264,7 +265,7 @@ def _import(
         "--date-format=now",
         input=b"".join(out),
     )
-    return _git(git_dir(app_dir), "rev-parse", ref).decode().strip()
+    return made.decode().strip()
 
 
 def _changes(app_dir: Path, base: str) -> tuple[dict[str, _File], list[str]]:
