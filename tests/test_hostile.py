@@ -277,3 +277,49 @@ async def test_a_start_cancelled_while_the_engine_makes_its_container_leaves_non
             container.remove(force=True)
     assert cancelled >= 3, "the starts finished before they could be cancelled"
     assert left == [], f"cancelled starts left containers (cancelled after {left} s)"
+
+
+async def test_a_preview_cannot_poison_the_node_modules_another_project_gets(
+    api, jp_fetch, runtime, docker_client, owner
+):
+    """A preview changes a package in its node_modules and the manifest the cache is
+    keyed by, then its project is reinstalled.  A second project with that manifest
+    gets its node_modules from the cache: never the changed package."""
+    manifest = json.loads((FIXTURES / "vite-react" / "package.json").read_text())
+    manifest["description"] = f"fresh fingerprint {time.time_ns()}"
+    app_files = {"package.json": json.dumps(manifest, indent=2).encode(), "package-lock.json": b""}
+    data = zip_dir(FIXTURES / "vite-react", extra=app_files)
+    data = _without(data, "package-lock.json")  # `npm install`: it keeps what it finds
+    r = await api.upload(data, "first")
+    await api.wait(json.loads(r.body)["id"])
+    sh(
+        docker_client.containers.get(f"reactbox-{owner}-first"),
+        "echo '/* poisoned */' >> node_modules/react/index.js && rm -f package-lock.json && "
+        "node -e \"const fs=require('fs'); const p=JSON.parse(fs.readFileSync('package.json'));"
+        " p.keywords=['changed']; fs.writeFileSync('package.json', JSON.stringify(p))\"",
+    )
+    await jp_fetch("reactbox", "api", "projects", "first", "restart", method="POST", body=b"")
+    await api.wait("first")  # reinstalled for the changed manifest
+    changed = (runtime.store.get("first").app_dir / "package.json").read_bytes()
+
+    second = _without(zip_dir(FIXTURES / "vite-react", extra={"package.json": changed}),
+                      "package-lock.json")  # fmt: skip
+    r = await api.upload(second, "second")
+    await api.wait(json.loads(r.body)["id"])
+    log = (await jp_fetch("reactbox", "api", "projects", "second", "logs")).body.decode()
+    assert "copied from an earlier install" in log  # it came from the cache
+    react = runtime.store.get("second").app_dir / "node_modules" / "react" / "index.js"
+    assert "poisoned" not in react.read_text()
+
+
+def _without(zipped: bytes, name: str) -> bytes:
+    """The ZIP without one entry."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(zipped)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            if info.filename != name:
+                dst.writestr(info, src.read(info))
+    return out.getvalue()
