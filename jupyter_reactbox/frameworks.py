@@ -82,6 +82,9 @@ VITE = AppPlan(
         "--base",
         "{base}",
     ),
+    # No browser to open in a container: `server.open` in an app's config would
+    # crash the dev server on a missing xdg-open.
+    env_template=(("BROWSER", "none"),),
 )
 
 CRA = AppPlan(

@@ -45,7 +45,7 @@ def test_vite_with_npm_lockfile(tmp_path):
         "--base",
         BASE,
     ]
-    assert plan.dev_env(BASE) == {}
+    assert plan.dev_env(BASE) == {"BROWSER": "none"}  # server.open must not crash it
 
 
 def test_vite_typescript_template_without_lockfile(tmp_path):

@@ -5,6 +5,7 @@ The preview is untrusted code; these tests attack from inside it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -233,3 +234,40 @@ async def test_create_react_app_renders_and_hot_reloads(api, server_url, project
         assert await page.inner_text("button.counter") == "Count is 1"
         await page.screenshot(path=ARTIFACTS / "cra-preview.png")
         assert errors == []
+
+
+async def test_an_app_that_opens_a_browser_on_start_runs(api, server_url):
+    """`server.open` in the app's own Vite config: there is no browser in a container,
+    and the dev server must not die looking for one."""
+    config = (FIXTURES / "vite-react" / "vite.config.js").read_text()
+    opening = config.replace(
+        "plugins: [react(), echoHeaders],",
+        "plugins: [react(), echoHeaders],\n  server: { open: true },",
+    )
+    assert opening != config
+    r = await api.upload(
+        zip_dir(FIXTURES / "vite-react", extra={"vite.config.js": opening.encode()}), "opener"
+    )
+    info = await api.wait(json.loads(r.body)["id"])
+    await asyncio.sleep(2)  # past the moment it would try to open one
+    assert (await api.get("opener"))["status"] == "running"
+    r = await AsyncHTTPClient().fetch(server_url + info["preview_url"], request_timeout=30)
+    assert r.code == 200 and b'<div id="root">' in r.body
+
+
+async def test_a_lockfile_out_of_step_with_package_json_falls_back_to_npm_install(
+    api, jp_fetch, runtime
+):
+    """A dependency added to package.json and not to the lockfile (as tutorials leave
+    them): `npm ci` refuses; the install resolves again with `npm install` and says so."""
+    manifest = json.loads((FIXTURES / "vite-react" / "package.json").read_text())
+    manifest["dependencies"]["is-number"] = "^7.0.0"
+    data = zip_dir(
+        FIXTURES / "vite-react", extra={"package.json": json.dumps(manifest, indent=2).encode()}
+    )
+    r = await api.upload(data, "stale")
+    await api.wait(json.loads(r.body)["id"])
+    log = (await jp_fetch("reactbox", "api", "projects", "stale", "logs")).body.decode()
+    assert "package-lock.json does not match package.json: installing with `npm install" in log
+    app = runtime.store.get("stale").app_dir
+    assert (app / "node_modules" / "is-number" / "package.json").is_file()

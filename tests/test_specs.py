@@ -57,7 +57,7 @@ def test_run_container_spec():
         name="reactbox-alice-shop",
         user="1000:1000",
         working_dir="/project",
-        environment={"HOME": "/tmp", "NODE_ENV": "development"},
+        environment={"HOME": "/tmp", "NODE_ENV": "development", "BROWSER": "none"},
         labels={
             "org.jupyter.reactbox.owner": "alice",
             "org.jupyter.reactbox.project": "shop",

@@ -45,6 +45,8 @@ from .base import Endpoint, Exit, Found, Progress
 LABEL = "org.jupyter.reactbox"
 CA_IN_CONTAINER = "/etc/reactbox/ca.pem"
 STOP_TIMEOUT = 5
+_LOCK_OUT_OF_SYNC = "package.json and package-lock.json or npm-shrinkwrap.json are in sync"
+"""What `npm ci` says when the lockfile no longer matches the manifest."""
 T = TypeVar("T")
 
 
@@ -517,14 +519,13 @@ class DockerSandbox:
         cache = package_cache(self.cache_dir, project_id, self.ignore_scripts)
         staging = await asyncio.to_thread(self._stage_install, app_dir, inputs, cache)
         try:
-            kwargs = install_container_kwargs(
+            common = dict(
                 image=self.image,
                 owner=self.owner,
                 project_id=project_id,
                 app_dir=staging,
                 cache_dir=cache,
                 user=self.user,
-                argv=argv,
                 network=network,
                 limits=self.install_limits,
                 runtime=self.runtime,
@@ -533,23 +534,23 @@ class DockerSandbox:
                 settings=inputs.env,
                 proxy=proxy,
             )
-            try:
-                container = await self._create(**kwargs)
-                self.log.info("Installing %s with %s in %s", project_id, argv[:2], container.id[:7])
-                waiting = asyncio.ensure_future(
-                    self._call(container.wait, timeout=self.install_timeout)
+            code, output = await self._run_install(
+                project_id, install_container_kwargs(argv=argv, **common), staging, progress
+            )
+            transcript = f"$ {command}\n{output}"
+            if code != 0 and argv[:2] == ["npm", "ci"] and _LOCK_OUT_OF_SYNC in output:
+                # A lockfile that no longer matches package.json (common in tutorials):
+                # resolve again from package.json, and say so.
+                argv = ["npm", "install", *argv[2:]]
+                transcript += (
+                    "\npackage-lock.json does not match package.json: installing with "
+                    f"`{' '.join(argv)}` instead.\n$ {' '.join(argv)}\n"
                 )
-                if progress is not None:
-                    await self._report_install(staging, waiting, progress)
-                try:
-                    code = (await waiting).get("StatusCode", 1)
-                except requests.exceptions.ReadTimeout:
-                    code = None
-                output = (await self._call(container.logs)).decode("utf-8", "replace")
-            finally:
-                # Also when cancelled (a stop, a shutdown): no install is left running.
-                await asyncio.shield(self._remove_container(name))
-            await asyncio.to_thread(log.write_text, f"$ {command}\n{output}")
+                code, output = await self._run_install(
+                    project_id, install_container_kwargs(argv=argv, **common), staging, progress
+                )
+                transcript += output
+            await asyncio.to_thread(log.write_text, transcript)
             if code != 0:
                 tail = "\n".join(output.strip().splitlines()[-15:])
                 why = "timed out" if code is None else f"exited with code {code}"
@@ -560,6 +561,35 @@ class DockerSandbox:
         finally:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, staging, True))
         return "fresh"
+
+    async def _run_install(
+        self,
+        project_id: str,
+        kwargs: dict[str, Any],
+        staging: Path,
+        progress: Progress | None,
+    ) -> tuple[int | None, str]:
+        """One install container, to its end: (exit code, None if it timed out; output)."""
+        name = kwargs["name"]
+        try:
+            container = await self._create(**kwargs)
+            self.log.info(
+                "Installing %s with %s in %s", project_id, kwargs["command"][:2], container.id[:7]
+            )
+            waiting = asyncio.ensure_future(
+                self._call(container.wait, timeout=self.install_timeout)
+            )
+            if progress is not None:
+                await self._report_install(staging, waiting, progress)
+            try:
+                code = (await waiting).get("StatusCode", 1)
+            except requests.exceptions.ReadTimeout:
+                code = None
+            output = (await self._call(container.logs)).decode("utf-8", "replace")
+        finally:
+            # Also when cancelled (a stop, a shutdown): no install is left running.
+            await asyncio.shield(self._remove_container(name))
+        return code, output
 
     @staticmethod
     async def _report_install(app_dir: Path, waiting: asyncio.Future, progress: Progress):
