@@ -170,7 +170,6 @@ unchanged is not read again.  ctime cannot be set back by the file's writer."""
 class _File:
     mode: str
     blob: str
-    entry: worktree.Entry | None = None
     data: bytes | None = None
 
 
@@ -354,6 +353,8 @@ def migrate(app_dir: Path) -> bool:
     return True
 
 
+_MAX_OLD_OBJECT = 256 << 20
+"""A larger object file is not taken (a history it breaks starts afresh instead)."""
 _OBJECT_RE = re.compile(r"^(?:[0-9a-f]{2}/[0-9a-f]{38}|pack/pack-[0-9a-f]{40}\.(?:pack|idx))$")
 
 
@@ -362,11 +363,11 @@ def _copy_objects(app_dir: Path, dest: Path) -> None:
     try:
         entries = worktree.walk(root, lambda rel: False, max_files=1_000_000)
         for entry in entries:
-            if not _OBJECT_RE.match(entry.path):
+            if not _OBJECT_RE.match(entry.path) or entry.stat.st_size > _MAX_OLD_OBJECT:
                 continue  # info/alternates and anything else: not data we take
             target = dest / entry.path
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(entry.read(1 << 32))
+            target.write_bytes(entry.read(_MAX_OLD_OBJECT))
     except (FileNotFoundError, NotADirectoryError, worktree.NotAFile):
         return
 
