@@ -123,25 +123,28 @@ def test_a_crafted_old_repository_starts_a_fresh_history(tmp_path):
     assert not (app / ".git").exists()
 
 
+def register(project_dir: Path) -> None:
+    """Make ``project_dir`` (with its ``app/``) a project of the store, as an import does."""
+    meta = {"id": project_dir.name, "name": project_dir.name, "framework": "vite",
+            "package_manager": "npm", "created": time.time()}  # fmt: skip
+    (project_dir / "project.json").write_text(json.dumps(meta))
+
+
+def start_server_and_get(request, *path: str):
+    """Start the Jupyter server only now (after the test laid out its projects) and GET
+    ``path`` from it."""
+    jp_fetch = request.getfixturevalue("jp_fetch")
+    loop = request.getfixturevalue("jp_asyncio_loop")
+    return loop.run_until_complete(jp_fetch(*path))
+
+
 def test_a_server_migrates_older_projects_at_its_start(request, projects_dir, tmp_path):
     mark = tmp_path / "ran"
     app, shas = old_project(projects_dir / "shop", mark)
     os.rename(projects_dir / "shop" / "p" / "app", projects_dir / "shop" / "app")
     app = projects_dir / "shop" / "app"
-    (projects_dir / "shop" / "project.json").write_text(
-        json.dumps(
-            {
-                "id": "shop",
-                "name": "shop",
-                "framework": "vite",
-                "package_manager": "npm",
-                "created": time.time(),
-            }
-        )
-    )
-    jp_fetch = request.getfixturevalue("jp_fetch")  # the server starts only now
-    loop = request.getfixturevalue("jp_asyncio_loop")
-    r = loop.run_until_complete(jp_fetch("reactbox", "api", "projects", "shop", "history"))
+    register(projects_dir / "shop")
+    r = start_server_and_get(request, "reactbox", "api", "projects", "shop", "history")
     assert [c["sha"] for c in json.loads(r.body)["commits"]] == [shas[1], shas[0]]
     assert not (app / ".git").exists() and (projects_dir / "shop" / "history.git").is_dir()
     assert not mark.exists()
@@ -226,29 +229,17 @@ async def test_parallel_hand_edits_are_all_committed(jp_fetch, runtime):
 
 def test_a_repair_the_work_tree_blocks_waits_and_says_so(request, projects_dir, tmp_path):
     """The server died during a change; meanwhile the preview put a folder where a file
-    must go back. The server starts all the same and the project says why."""
+    must go back. The server starts all the same, and the repair waits for the next."""
     store_app = projects_dir / "shop" / "app"
     (store_app / "src").mkdir(parents=True)
     (store_app / "src" / "App.jsx").write_text("one\n")
     (store_app / "package.json").write_text("{}\n")
-    (projects_dir / "shop" / "project.json").write_text(
-        json.dumps(
-            {
-                "id": "shop",
-                "name": "shop",
-                "framework": "vite",
-                "package_manager": "npm",
-                "created": time.time(),
-            }
-        )
-    )
+    register(projects_dir / "shop")
     first = history.create(store_app)
     (store_app / "src" / "App.jsx").unlink()
     history.commit_all(store_app, "removed")
     history.begin(store_app, first, "AI edit: put it back")
     (store_app / "src" / "App.jsx").mkdir()  # a folder where the file must go back
-    jp_fetch = request.getfixturevalue("jp_fetch")
-    loop = request.getfixturevalue("jp_asyncio_loop")
-    r = loop.run_until_complete(jp_fetch("reactbox", "api", "projects"))
+    r = start_server_and_get(request, "reactbox", "api", "projects")
     assert [p["id"] for p in json.loads(r.body)["projects"]] == ["shop"]
     assert history.pending(store_app) is not None  # still to do, at the next start
