@@ -153,11 +153,6 @@ def read_bytes(root: Path, rel: str, limit: int) -> bytes | None:
         return None
 
 
-def read_text(root: Path, rel: str, limit: int) -> str | None:
-    data = read_bytes(root, rel, limit)
-    return None if data is None else data.decode("utf-8")
-
-
 MAX_MANIFEST = 32 << 20
 """``package.json`` and lockfiles larger than this are refused."""
 

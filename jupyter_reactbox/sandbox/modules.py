@@ -18,6 +18,7 @@ All functions here block (file work) and are called on threads.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -61,9 +62,9 @@ class InstallInputs:
     settings: dict[str, str]
     argv: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """The hash of what decides ``node_modules``."""
+        """The hash of what decides ``node_modules`` (lockfiles can be megabytes: once)."""
         h = hashlib.sha256(" ".join(self.argv).encode())
         for name, data in sorted(self.files.items()):
             h.update(name.encode() + b"\0" + data + b"\0")
