@@ -27,12 +27,12 @@ def build_image(args) -> int:
         print("  start dockerd (or set DOCKER_HOST) and try again.", file=sys.stderr)
         return 1
     if not args.force:
-        try:
-            existing = client.images.get(args.tag)
-            print(f"{args.tag} exists ({existing.short_id}); --force rebuilds it.")
+        found = images.layout(client, args.tag)
+        if found == images.LAYOUT:
+            print(f"{args.tag} exists; --force rebuilds it.")
             return 0
-        except docker.errors.ImageNotFound:
-            pass
+        if found is not None:
+            print(f"{args.tag} has an older layout ({found}, now {images.LAYOUT}): rebuilding.")
     try:
         if args.offline:
             images.build_offline(args.tag, mirror=args.mirror, client=client)
@@ -61,15 +61,20 @@ def doctor(args) -> int:
     except docker.errors.DockerException as exc:
         check(False, "", f"Docker engine unreachable ({exc}). Start dockerd or set DOCKER_HOST.")
         return 1
-    try:
-        client.images.get(args.image)
-        check(True, f"image {args.image} present", "")
-    except docker.errors.ImageNotFound:
+    found = images.layout(client, args.image)
+    if found is None:
         check(
             False,
             "",
             f"image {args.image} is missing. Run `jupyter reactbox build-image` "
             "(add --offline on hosts with no container registry).",
+        )
+    else:
+        check(
+            found == images.LAYOUT,
+            f"image {args.image} present",
+            f"image {args.image} has an older layout (no yarn or pnpm for installs). "
+            "Run `jupyter reactbox build-image` again.",
         )
     if args.runtime:
         runtimes = sorted(info.get("Runtimes", {}))

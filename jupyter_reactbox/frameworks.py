@@ -12,16 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import worktree
+from . import managers, worktree
 from .errors import UnsupportedApp
-
-LOCKFILES = {
-    "package-lock.json": "npm",
-    "npm-shrinkwrap.json": "npm",
-    "yarn.lock": "yarn",
-    "pnpm-lock.yaml": "pnpm",
-}
-
+from .managers import NPM, Manager
 
 # Paths (relative to the preview base) that the dev server serves somewhere else:
 # create-react-app's WDS_SOCKET_PATH only tells the browser where to connect;
@@ -33,32 +26,23 @@ UPSTREAM_PATHS: dict[str, dict[str, str]] = {"cra": {"ws": "/ws"}}
 class AppPlan:
     framework: str
     """'vite' or 'cra'."""
-    package_manager: str
-    """'npm', 'yarn' or 'pnpm'."""
     port: int
-    lockfile: str | None = None
+    manager: Manager = NPM
     dev_argv_template: tuple[str, ...] = field(default=())
     env_template: tuple[tuple[str, str], ...] = field(default=())
 
+    @property
+    def package_manager(self) -> str:
+        """'npm', 'yarn' or 'pnpm'."""
+        return self.manager.name
+
+    @property
+    def lockfile(self) -> str | None:
+        return self.manager.lockfile
+
     def install_argv(self, *, ignore_scripts: bool = True) -> list[str]:
         """The argv that installs the app's dependencies into ./node_modules."""
-        pm = self.package_manager
-        if pm == "npm":
-            verb = (
-                "ci" if self.lockfile in ("package-lock.json", "npm-shrinkwrap.json") else "install"
-            )
-            argv = ["npm", verb, "--no-audit", "--no-fund", "--loglevel=error"]
-        elif pm == "yarn":
-            argv = ["corepack", "yarn", "install"]
-            if self.lockfile:
-                argv.append("--frozen-lockfile")
-        else:
-            argv = ["corepack", "pnpm", "install", "--config.node-linker=hoisted"]
-            if self.lockfile:
-                argv.append("--frozen-lockfile")
-        if ignore_scripts:
-            argv.append("--ignore-scripts")
-        return argv
+        return self.manager.install_argv(ignore_scripts=ignore_scripts)
 
     def dev_argv(self, base: str) -> list[str]:
         return [a.format(base=base, port=self.port) for a in self.dev_argv_template]
@@ -69,7 +53,6 @@ class AppPlan:
 
 VITE = AppPlan(
     framework="vite",
-    package_manager="npm",
     port=5173,
     dev_argv_template=(
         "node",
@@ -89,7 +72,6 @@ VITE = AppPlan(
 
 CRA = AppPlan(
     framework="cra",
-    package_manager="npm",
     port=3000,
     dev_argv_template=("node", "node_modules/react-scripts/bin/react-scripts.js", "start"),
     env_template=(
@@ -107,14 +89,16 @@ CRA = AppPlan(
 )
 
 
-def _package_manager(pkg: dict, app_dir: Path) -> tuple[str, str | None]:
-    lockfile = next((name for name in LOCKFILES if worktree.is_file(app_dir, name)), None)
-    declared = str(pkg.get("packageManager", "")).split("@", 1)[0]
-    if declared in ("npm", "yarn", "pnpm"):
-        return declared, lockfile if lockfile and LOCKFILES[lockfile] == declared else None
-    if lockfile:
-        return LOCKFILES[lockfile], lockfile
-    return "npm", None
+def _manager(pkg: dict, app_dir: Path) -> Manager:
+    lockfiles = {}
+    for name in managers.LOCKFILES:
+        try:
+            data = worktree.read_bytes(app_dir, name, worktree.MAX_MANIFEST)
+        except worktree.NotAFile as exc:
+            raise UnsupportedApp(f"{name} cannot be read: {exc}") from exc
+        if data is not None:
+            lockfiles[name] = data
+    return managers.choose(pkg, lockfiles)
 
 
 def detect(app_dir: Path) -> AppPlan:
@@ -134,7 +118,6 @@ def detect(app_dir: Path) -> AppPlan:
         section = pkg.get(key) or {}
         if isinstance(section, dict):
             deps.update(section)
-    package_manager, lockfile = _package_manager(pkg, app_dir)
     if "vite" in deps:
         spec = VITE
     elif "react-scripts" in deps:
@@ -150,4 +133,4 @@ def detect(app_dir: Path) -> AppPlan:
             "'react-scripts' in dependencies or devDependencies. Add Vite "
             "(npm create vite@latest) or upload a create-react-app project."
         )
-    return replace(spec, package_manager=package_manager, lockfile=lockfile)
+    return replace(spec, manager=_manager(pkg, app_dir))

@@ -5,11 +5,13 @@
 Debian root filesystem made by ``debootstrap`` from the host's own apt mirror,
 plus the host's Node.js, npm and corepack, imported with ``docker import``.
 Both give the same layout: user 1000 (``reactbox``), ``/project``, ``/cache``,
-``HOME=/tmp``.
+``HOME=/tmp``, and the package managers installs use (``managers.SHIPPED``)
+under ``/opt/reactbox/pm``, packed from the package registry by the host's npm.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,14 +22,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import docker
+import docker.errors
+
+from . import managers
 
 IMAGE_DIR = Path(__file__).parent / "image"
 LABEL = "org.jupyter.reactbox.image"
+LAYOUT = "2"
+"""The image's layout (what the server expects to find in it); an image of an
+older layout is rebuilt by ``build-image`` without ``--force``."""
 _CHANGES = [
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "ENV HOME=/tmp",
     "ENV NPM_CONFIG_UPDATE_NOTIFIER=false",
     f'LABEL {LABEL}="sandbox"',
+    f'LABEL {LABEL}.layout="{LAYOUT}"',
     "USER 1000:1000",
     "WORKDIR /project",
 ]
@@ -91,6 +100,36 @@ def _add_node(rootfs: Path, node: Path, modules: Path) -> None:
             (local / "bin" / name).symlink_to(target)
 
 
+def fetch_managers(dest: Path, say: Callable[[str], None] = print) -> None:
+    """Unpack each of ``managers.SHIPPED`` into ``dest/<tool>``, packed from the
+    package registry by the host's npm (its registry, its CA, its proxy)."""
+    npm = shutil.which("npm")
+    if not npm:
+        raise BuildError("No `npm` on this host's PATH; it fetches yarn and pnpm for the image.")
+    with tempfile.TemporaryDirectory(prefix="reactbox-pm-") as tmp:
+        for tool, spec in managers.SHIPPED.items():
+            say(f"npm pack {spec} ...")
+            result = subprocess.run(
+                [npm, "pack", spec, "--json", "--pack-destination", tmp],
+                capture_output=True,
+                text=True,
+                cwd=tmp,
+            )
+            if result.returncode:
+                raise BuildError(f"npm pack {spec} failed:\n{result.stderr[-2000:]}")
+            filename = json.loads(result.stdout)[0]["filename"]
+            target = dest / tool
+            target.mkdir(parents=True)
+            with tarfile.open(Path(tmp) / filename) as tar:
+                for member in tar.getmembers():
+                    _, _, rest = member.name.partition("/")  # each npm tarball has one top folder
+                    if not rest:
+                        continue
+                    member.name = rest
+                    tar.extract(member, target, filter="data")
+            os.chmod(target / managers.entry(tool).split(f"/{tool}/", 1)[1], 0o755)
+
+
 def _add_user(rootfs: Path) -> None:
     with open(rootfs / "etc" / "passwd", "a") as f:
         f.write("reactbox:x:1000:1000:jupyter-reactbox:/tmp:/usr/sbin/nologin\n")
@@ -149,6 +188,7 @@ def build_offline(
             raise BuildError(f"debootstrap failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
         say(f"adding the host's Node.js ({node}) and npm/corepack ...")
         _add_node(rootfs, node, modules)
+        fetch_managers(rootfs / managers.PM_DIR.lstrip("/"), say)
         _add_user(rootfs)
         tar_path = Path(tmp) / "rootfs.tar"
         with tarfile.open(tar_path, "w") as tar:
@@ -168,8 +208,22 @@ def build_online(
     tag: str, *, client: docker.DockerClient | None = None, say: Callable[[str], None] = print
 ) -> str:
     client = client or docker.from_env()
-    image, logs = client.images.build(path=str(IMAGE_DIR), tag=tag, rm=True, pull=True)
-    for chunk in logs:
-        if "stream" in chunk:
-            say(chunk["stream"].rstrip())
+    with tempfile.TemporaryDirectory(prefix="reactbox-context-") as context:
+        shutil.copy(IMAGE_DIR / "Dockerfile", context)
+        fetch_managers(Path(context) / "pm", say)
+        image, logs = client.images.build(
+            path=context, tag=tag, rm=True, pull=True, buildargs={"LAYOUT": LAYOUT}
+        )
+        for chunk in logs:
+            if "stream" in chunk:
+                say(chunk["stream"].rstrip())
     return image.id
+
+
+def layout(client: docker.DockerClient, tag: str) -> str | None:
+    """The layout of the image ``tag`` (None: missing or unlabelled)."""
+    try:
+        labels = client.images.get(tag).labels or {}
+    except docker.errors.ImageNotFound:
+        return None
+    return labels.get(f"{LABEL}.layout", "1")

@@ -49,15 +49,23 @@ CHROMIUM_ARGS = [
 ]
 
 
-def zip_dir(path: Path, *, wrap: str | None = None, extra: dict[str, bytes] | None = None) -> bytes:
+def zip_dir(
+    path: Path,
+    *,
+    wrap: str | None = None,
+    extra: dict[str, bytes] | None = None,
+    omit: tuple[str, ...] = (),
+) -> bytes:
     """ZIP a fixture folder (optionally inside one wrapping folder, as GitHub does);
-    ``extra`` files are added, or replace the fixture's of the same name."""
+    ``extra`` files are added, or replace the fixture's of the same name; ``omit``
+    names files of the fixture left out."""
     buf = io.BytesIO()
     extra = extra or {}
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for file in sorted(path.rglob("*")):
             rel = file.relative_to(path).as_posix()
-            if "node_modules" in rel.split("/") or not file.is_file() or rel in extra:
+            skip = "node_modules" in rel.split("/") or rel in extra or rel in omit
+            if skip or not file.is_file():
                 continue
             zf.write(file, f"{wrap}/{rel}" if wrap else rel)
         for name, data in extra.items():

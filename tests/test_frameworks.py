@@ -65,9 +65,12 @@ def test_cra_gets_public_url_and_socket_path(tmp_path):
     plan = detect(app(tmp_path, {"dependencies": {"react-scripts": "5.0.1"}}, "yarn.lock"))
     assert (plan.framework, plan.package_manager) == ("cra", "yarn")
     assert plan.install_argv() == [
-        "corepack",
-        "yarn",
+        "node",
+        "/opt/reactbox/pm/yarn-1/bin/yarn.js",
         "install",
+        "--non-interactive",
+        "--network-timeout",
+        "600000",
         "--frozen-lockfile",
         "--ignore-scripts",
     ]
@@ -93,8 +96,8 @@ def test_pnpm_from_package_manager_field(tmp_path):
     plan = detect(app(tmp_path, pkg, "pnpm-lock.yaml"))
     assert plan.package_manager == "pnpm"
     assert plan.install_argv() == [
-        "corepack",
-        "pnpm",
+        "node",
+        "/opt/reactbox/pm/pnpm-9/bin/pnpm.cjs",
         "install",
         "--config.node-linker=hoisted",
         "--frozen-lockfile",

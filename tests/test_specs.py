@@ -103,8 +103,6 @@ def test_install_container_spec_with_ca_and_registry():
             "CI": "true",
             "npm_config_cache": "/cache/npm",
             "npm_config_update_notifier": "false",
-            "COREPACK_HOME": "/cache/corepack",
-            "COREPACK_ENABLE_DOWNLOAD_PROMPT": "0",
             "YARN_CACHE_FOLDER": "/cache/yarn",
             "npm_config_store_dir": "/cache/pnpm",
             "YARN_NODE_LINKER": "node-modules",
@@ -115,7 +113,6 @@ def test_install_container_spec_with_ca_and_registry():
             "HTTPS_PROXY": "http://172.30.0.1:40123",
             "HTTP_PROXY": "http://172.30.0.1:40123",
             "npm_config_registry": "https://npm.example.org/",
-            "COREPACK_NPM_REGISTRY": "https://npm.example.org",
         },
         labels={
             "org.jupyter.reactbox.owner": "alice",

@@ -37,6 +37,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from .. import managers
 from ..errors import EngineUnavailable, SandboxError, TooManyStreams, UserError
 from ..frameworks import AppPlan
 from . import egress, modules
@@ -45,7 +46,6 @@ from .base import Endpoint, Exit, Found, Progress
 LABEL = "org.jupyter.reactbox"
 CA_IN_CONTAINER = "/etc/reactbox/ca.pem"
 STOP_TIMEOUT = 5
-_LOCK_OUT_OF_SYNC = "package.json and package-lock.json or npm-shrinkwrap.json are in sync"
 """What `npm ci` says when the lockfile no longer matches the manifest."""
 T = TypeVar("T")
 
@@ -125,8 +125,6 @@ def install_container_kwargs(
         "CI": "true",
         "npm_config_cache": "/cache/npm",
         "npm_config_update_notifier": "false",
-        "COREPACK_HOME": "/cache/corepack",
-        "COREPACK_ENABLE_DOWNLOAD_PROMPT": "0",
         "YARN_CACHE_FOLDER": "/cache/yarn",
         "npm_config_store_dir": "/cache/pnpm",
         # Yarn 2+: a node_modules tree (the dev server needs one), and no scripts
@@ -148,7 +146,6 @@ def install_container_kwargs(
             env[name] = proxy
     if registry:
         env["npm_config_registry"] = registry
-        env["COREPACK_NPM_REGISTRY"] = registry.rstrip("/")
     return dict(
         image=image,
         command=argv,
@@ -397,8 +394,8 @@ class DockerSandbox:
                 if exc.status_code != 409:  # made meanwhile by another server process
                     raise
 
-    async def _install_route(self) -> tuple[str, str | None]:
-        """(the network an install runs on, the proxy it must use): an ``internal``
+    async def _install_route(self) -> tuple[str, str | None, str]:
+        """(the network an install runs on, the proxy it must use, the registry): an ``internal``
         network whose only way out is the registry proxy on its gateway.  A registry
         that is not https keeps the older route out (and says so in the log)."""
         async with self._route_lock:
@@ -412,7 +409,7 @@ class DockerSandbox:
                 )
                 network = f"reactbox-{self.owner}-install"
                 await self._ensure_network(network, internal=False, project_id="")
-                return network, None
+                return network, None, registry
             network = f"reactbox-{self.owner}-fetch"
             await self._ensure_network(network, internal=True, project_id="")
             attrs = (await self._client_call("networks.get", network)).attrs
@@ -426,7 +423,7 @@ class DockerSandbox:
                     await self._egress.close()
                 self._egress = egress.RegistryProxy(target, self.log)
                 await self._egress.start(gateway)
-            return network, self._egress.url
+            return network, self._egress.url, registry
 
     async def _default_registry(self) -> str:
         """The registry npm in the image uses when none is configured (asked once)."""
@@ -470,10 +467,12 @@ class DockerSandbox:
             return inputs, "cached"
         return inputs, None
 
-    def _stage_install(self, app_dir: Path, inputs: modules.InstallInputs, cache: Path) -> Path:
+    def _stage_install(
+        self, app_dir: Path, inputs: modules.InstallInputs, cache: Path, registry: str
+    ) -> Path:
         """A folder beside the project holding only what the install is given."""
         staging = Path(tempfile.mkdtemp(prefix=".install-", dir=app_dir.parent))
-        inputs.write(staging)
+        inputs.write(staging, registry)
         cache.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0 and self.uid != 0:
             _chown_tree(staging, self.uid, self.gid)
@@ -513,11 +512,11 @@ class DockerSandbox:
                 why = "node_modules copied from an earlier install of the same lockfile"
                 await asyncio.to_thread(log.write_text, f"$ {command}\nskipped: {why}\n")
             return done
-        network, proxy = await self._install_route()
+        network, proxy, registry = await self._install_route()
         name = container_name(self.owner, project_id, "install")
         await self._remove_container(name)
         cache = package_cache(self.cache_dir, project_id, self.ignore_scripts)
-        staging = await asyncio.to_thread(self._stage_install, app_dir, inputs, cache)
+        staging = await asyncio.to_thread(self._stage_install, app_dir, inputs, cache, registry)
         try:
             common = dict(
                 image=self.image,
@@ -530,21 +529,23 @@ class DockerSandbox:
                 limits=self.install_limits,
                 runtime=self.runtime,
                 ca_file=self.ca_file,
-                registry=self.registry,
-                settings=inputs.env,
+                registry=registry,
+                settings={**inputs.env, **plan.manager.env(registry, proxy)},
                 proxy=proxy,
             )
+            transcript = f"{plan.manager.note}\n" if plan.manager.note else ""
+            transcript += f"$ {command}\n"
             code, output = await self._run_install(
                 project_id, install_container_kwargs(argv=argv, **common), staging, progress
             )
-            transcript = f"$ {command}\n{output}"
-            if code != 0 and argv[:2] == ["npm", "ci"] and _LOCK_OUT_OF_SYNC in output:
+            transcript += output
+            retry = plan.manager.fallback(argv, output) if code != 0 else None
+            if retry is not None:
                 # A lockfile that no longer matches package.json (common in tutorials):
                 # resolve again from package.json, and say so.
-                argv = ["npm", "install", *argv[2:]]
+                argv, why = retry
                 transcript += (
-                    "\npackage-lock.json does not match package.json: installing with "
-                    f"`{' '.join(argv)}` instead.\n$ {' '.join(argv)}\n"
+                    f"\n{why}: installing with `{' '.join(argv)}` instead.\n$ {' '.join(argv)}\n"
                 )
                 code, output = await self._run_install(
                     project_id, install_container_kwargs(argv=argv, **common), staging, progress
@@ -554,8 +555,11 @@ class DockerSandbox:
             if code != 0:
                 tail = "\n".join(output.strip().splitlines()[-15:])
                 why = "timed out" if code is None else f"exited with code {code}"
+                first = managers.first_error(output)
                 raise InstallFailed(
-                    f"Installing dependencies ({' '.join(argv[:2])}) {why}:\n{tail}"
+                    f"Installing dependencies ({plan.manager.name} install) {why}"
+                    + (f": {first}" if first else "")
+                    + f"\n{tail}"
                 )
             await asyncio.to_thread(self._finish_install, project_id, app_dir, staging, inputs)
         finally:

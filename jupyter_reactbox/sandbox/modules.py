@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import worktree
+from .. import managers, worktree
 
 MARKER = ".reactbox-installed"
 _INPUTS = (
@@ -76,9 +76,9 @@ class InstallInputs:
     def env(self) -> dict[str, str]:
         return {"npm_config_" + k.replace("-", "_"): v for k, v in self.settings.items()}
 
-    def write(self, folder: Path) -> None:
+    def write(self, folder: Path, registry: str) -> None:
         for name, data in self.files.items():
-            (folder / name).write_bytes(data)
+            (folder / name).write_bytes(managers.point_lockfile_at(registry, name, data))
 
 
 def install_inputs(app_dir: Path, argv: list[str]) -> InstallInputs:

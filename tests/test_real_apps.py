@@ -1,0 +1,63 @@
+"""Apps as people have them: yarn and pnpm projects, ... Each must render its main
+content in Debian's chromium, through the preview, and respond to a click.
+
+Real engine, real installs from the package registry, real dev servers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import FIXTURES, chromium, zip_dir
+
+pytestmark = [pytest.mark.docker, pytest.mark.browser]
+
+
+async def renders_and_responds(url: str, *, heading: str, button: str, after: str) -> None:
+    """The page at ``url`` shows ``heading``; clicking ``button`` makes it read ``after``."""
+    async with chromium() as browser:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(url)
+        await page.wait_for_selector(f"text={heading}", timeout=60_000)
+        await page.click(button)
+        await page.wait_for_selector(f"text={after}", timeout=10_000)
+        assert errors == []
+
+
+@pytest.mark.parametrize(
+    "manager, tool",
+    [
+        ("yarn-classic", "yarn-1/bin/yarn.js install"),
+        ("yarn-berry", "yarn-4/bin/yarn.js install"),
+        ("pnpm", "pnpm-10/bin/pnpm.cjs install"),
+    ],
+)
+async def test_yarn_and_pnpm_apps_install_with_the_managers_the_image_ships(
+    api, jp_fetch, server_url, manager, tool
+):
+    """No corepack download at install time: the image's own yarn and pnpm, from
+    the registry alone (the yarn 1 lockfile names another registry host for every
+    tarball; the install fetches them from the configured one)."""
+    lock = "pnpm-lock.yaml" if manager == "pnpm" else "yarn.lock"
+    folder = FIXTURES / "managers" / manager
+    data = zip_dir(
+        FIXTURES / "vite-react",
+        omit=("package-lock.json",),
+        extra={name: (folder / name).read_bytes() for name in ("package.json", lock)},
+    )
+    r = await api.upload(data, manager)
+    assert r.code == 201
+    info = await api.wait(json.loads(r.body)["id"], timeout=400)
+    assert info["package_manager"] == manager.split("-")[0]
+    log = (await jp_fetch("reactbox", "api", "projects", manager, "logs")).body.decode()
+    assert tool in log
+    assert "corepack" not in log
+    await renders_and_responds(
+        server_url + info["preview_url"],
+        heading="Get started",
+        button="button.counter",
+        after="Count is 1",
+    )
