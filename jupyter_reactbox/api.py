@@ -122,7 +122,8 @@ class ProjectsHandler(BaseHandler):
             name = PurePath(filename).stem
         if not name:
             raise ArchiveError("Name the project: POST .../reactbox/api/projects?name=my-app")
-        project = await asyncio.to_thread(self.runtime.store.import_zip, data, name)
+        path = self.get_query_argument("path", None)
+        project = await asyncio.to_thread(self.runtime.store.import_zip, data, name, path)
         self.log.info("Imported project %s (%s)", project.id, project.framework)
         try:
             self.runtime.start(project)

@@ -8,19 +8,26 @@ wrapping top-level folder (a GitHub "Download ZIP") is stripped, and
 ``node_modules/`` and ``.git/`` are dropped wherever they appear: dependencies
 are always reinstalled, and a foreign ``.git`` could make our own git run
 commands.
+
+The app is the folder whose ``package.json`` can be run: the top level, or,
+when that has none (or one that runs nothing, as a monorepo's root), the one
+subfolder that has (``frontend/`` beside a ``backend/``).  Only that folder is
+imported.  With several, the caller picks one (``path``); the error lists them.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import stat
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
-from .errors import ArchiveError, ArchiveTooLarge
+from .errors import ArchiveError, ArchiveTooLarge, UnsupportedApp
 
 DROPPED_DIRS = frozenset({"node_modules", ".git"})
 _CHUNK = 64 * 1024
@@ -122,6 +129,63 @@ def _wrapping_folder(entries: list[_Entry]) -> int:
     return 1 if any(e.parts[0] == top and len(e.parts) > 1 for e in entries) else 0
 
 
+_MAX_PACKAGE_JSON = 1 << 20
+_MAX_APP_DEPTH = 4
+
+
+def _manifest(zf: zipfile.ZipFile, entry: _Entry) -> Any:
+    """A ``package.json`` entry, parsed (None if it is too large or not JSON)."""
+    if entry.info.file_size > _MAX_PACKAGE_JSON:
+        return None
+    try:
+        with zf.open(entry.info) as f:
+            return json.loads(f.read(_MAX_PACKAGE_JSON + 1))
+    except (ValueError, zipfile.BadZipFile, EOFError, NotImplementedError):
+        return None
+
+
+def _app_root(
+    zf: zipfile.ZipFile,
+    entries: list[_Entry],
+    strip: int,
+    path: str | None,
+    runnable: Callable[[Any], bool],
+) -> tuple[str, ...]:
+    """The folder (parts below the wrapping folder) that holds the app."""
+    manifests = {
+        e.parts[strip:-1]: e
+        for e in entries
+        if not e.is_dir
+        and e.parts[-1] == "package.json"
+        and len(e.parts) - strip - 1 <= _MAX_APP_DEPTH
+    }
+    if path is not None:
+        wanted = tuple(p for p in PurePosixPath(path).parts if p not in ("", ".", "/"))
+        if wanted not in manifests:
+            raise UnsupportedApp(
+                f"The ZIP has no package.json in {path!r}. "
+                + _listing(sorted(manifests), "Folders with one")
+            )
+        return wanted
+    if () in manifests and runnable(_manifest(zf, manifests[()])):
+        return ()
+    apps = sorted(
+        folder for folder, e in manifests.items() if folder and runnable(_manifest(zf, e))
+    )
+    if len(apps) == 1:
+        return apps[0]
+    if len(apps) > 1:
+        raise UnsupportedApp(
+            "The ZIP holds several apps. Pick one with ?path=<folder>. " + _listing(apps, "Apps")
+        )
+    return ()  # the top level's package.json, if any: detection says what it lacks
+
+
+def _listing(folders: list[tuple[str, ...]], what: str) -> str:
+    shown = ", ".join("/".join(f) or "." for f in folders[:20])
+    return f"{what}: {shown}." if folders else ""
+
+
 def _copy_limited(src: IO[bytes], dst: IO[bytes], entry: _Entry, budget: list[int], limits: Limits):
     """Copy one entry, stopping as soon as a size or ratio limit is crossed."""
     compressed = max(entry.info.compress_size, 1)
@@ -144,10 +208,19 @@ def _copy_limited(src: IO[bytes], dst: IO[bytes], entry: _Entry, budget: list[in
     return written
 
 
-def extract(data: bytes, dest: Path, limits: Limits | None = None) -> list[str]:
-    """Extract the ZIP ``data`` into the new folder ``dest``.
+def extract(
+    data: bytes,
+    dest: Path,
+    limits: Limits | None = None,
+    *,
+    path: str | None = None,
+    runnable: Callable[[Any], bool] = lambda manifest: True,
+) -> list[str]:
+    """Extract the app in the ZIP ``data`` into the new folder ``dest``.
 
     ``dest`` must not exist; on any error it does not exist afterwards either.
+    ``runnable`` says whether a parsed ``package.json`` is an app we can run;
+    ``path`` names the app's folder in the ZIP (below a wrapping folder).
     Returns the relative paths of the files written.
     """
     limits = limits or Limits()
@@ -164,9 +237,13 @@ def extract(data: bytes, dest: Path, limits: Limits | None = None) -> list[str]:
         with zf:
             entries = _check_entries(zf, limits)
             strip = _wrapping_folder(entries)
+            root = _app_root(zf, entries, strip, path, runnable)
+            strip += len(root)
             budget = [limits.max_total_bytes]
             files: list[str] = []
             for entry in entries:
+                if entry.parts[strip - len(root) : strip] != root:
+                    continue  # beside the app (a backend/ next to its frontend/)
                 parts = entry.parts[strip:]
                 if not parts:
                     continue

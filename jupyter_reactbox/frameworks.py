@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from . import managers, worktree
 from .errors import UnsupportedApp
@@ -101,6 +102,25 @@ def _manager(pkg: dict, app_dir: Path) -> Manager:
     return managers.choose(pkg, lockfiles)
 
 
+FRAMEWORK_PACKAGES = ("vite", "react-scripts", "next")
+"""A ``package.json`` that depends on one of these is an app (to run, or to refuse
+with a reason); one that does not (a monorepo's root, a backend) is not."""
+
+
+def _dependencies(pkg: Any) -> dict:
+    deps: dict = {}
+    for key in ("dependencies", "devDependencies"):
+        section = pkg.get(key) if isinstance(pkg, dict) else None
+        if isinstance(section, dict):
+            deps.update(section)
+    return deps
+
+
+def runnable(pkg: Any) -> bool:
+    """Whether the parsed ``package.json`` ``pkg`` is an app's."""
+    return any(name in _dependencies(pkg) for name in FRAMEWORK_PACKAGES)
+
+
 def detect(app_dir: Path) -> AppPlan:
     """Read ``package.json`` (and the lockfile) in ``app_dir`` and plan how to run it."""
     try:
@@ -113,11 +133,7 @@ def detect(app_dir: Path) -> AppPlan:
         raise UnsupportedApp(f"package.json is not valid JSON: {exc}.") from exc
     if not isinstance(pkg, dict):
         raise UnsupportedApp("package.json must hold a JSON object.")
-    deps: dict = {}
-    for key in ("dependencies", "devDependencies"):
-        section = pkg.get(key) or {}
-        if isinstance(section, dict):
-            deps.update(section)
+    deps = _dependencies(pkg)
     if "vite" in deps:
         spec = VITE
     elif "react-scripts" in deps:

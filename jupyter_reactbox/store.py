@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import archive, history, supply
 from .errors import InvalidName, ProjectExists, ProjectNotFound
-from .frameworks import AppPlan, detect
+from .frameworks import AppPlan, detect, runnable
 
 ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 
@@ -102,8 +102,9 @@ class ProjectStore:
             projects.append(self.get(child.name))
         return projects
 
-    def import_zip(self, data: bytes, name: str) -> Project:
-        """Check, extract and commit an uploaded ZIP as the new project ``name``."""
+    def import_zip(self, data: bytes, name: str, path: str | None = None) -> Project:
+        """Check, extract and commit an uploaded ZIP as the new project ``name``;
+        ``path`` names the app's folder in the ZIP when it holds several apps."""
         project_id = slugify(name)
         if not ID_RE.match(project_id):
             raise InvalidName(
@@ -118,7 +119,7 @@ class ProjectStore:
             )
         staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.root))
         try:
-            archive.extract(data, staging / "app", self.limits)
+            archive.extract(data, staging / "app", self.limits, path=path, runnable=runnable)
             plan = detect(staging / "app")
             supply.check(staging / "app", self.supply_policy)
             project = Project(

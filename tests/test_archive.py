@@ -152,3 +152,55 @@ def test_total_size_is_counted_from_inflated_bytes_not_headers(tmp_path):
     with pytest.raises((ArchiveTooLarge, ArchiveError)):
         archive.extract(bytes(data), tmp_path / "app", archive.Limits(max_total_bytes=100_000))
     assert list(tmp_path.iterdir()) == []
+
+
+API = b'{"name": "api", "dependencies": {"express": "^5"}}'
+NEXT = b'{"name": "site", "dependencies": {"next": "16"}}'
+
+
+def extract_app(tmp_path, entries, **kw):
+    from jupyter_reactbox.frameworks import runnable
+
+    return sorted(archive.extract(make_zip(entries), tmp_path / "app", runnable=runnable, **kw))
+
+
+def test_an_app_in_a_subfolder_is_found_and_only_it_is_imported(tmp_path):
+    files = extract_app(
+        tmp_path,
+        {
+            "repo-main/README.md": b"# shop",
+            "repo-main/package.json": b'{"private": true, "workspaces": ["frontend"]}',
+            "repo-main/backend/package.json": API,
+            "repo-main/backend/server.js": b"",
+            "repo-main/frontend/package.json": PKG,
+            "repo-main/frontend/src/main.jsx": b"",
+        },
+    )
+    assert files == ["package.json", "src/main.jsx"]
+    assert (tmp_path / "app" / "package.json").read_bytes() == PKG
+
+
+def test_several_apps_are_listed_and_path_picks_one(tmp_path):
+    entries = {"web/package.json": PKG, "docs/site/package.json": NEXT, "api/package.json": API}
+    with pytest.raises(archive.UnsupportedApp) as exc:
+        extract_app(tmp_path, entries)
+    assert exc.value.status == 422
+    assert str(exc.value) == (
+        "The ZIP holds several apps. Pick one with ?path=<folder>. Apps: docs/site, web."
+    )
+    assert not (tmp_path / "app").exists()
+    assert extract_app(tmp_path, entries, path="docs/site/") == ["package.json"]
+    assert (tmp_path / "app" / "package.json").read_bytes() == NEXT
+
+
+def test_a_path_without_a_package_json_is_refused(tmp_path):
+    with pytest.raises(archive.UnsupportedApp, match=r"no package.json in 'src'\. Folders"):
+        extract_app(tmp_path, {"web/package.json": PKG, "web/src/a.js": b""}, path="src")
+    assert not (tmp_path / "app").exists()
+
+
+def test_a_runnable_top_level_wins_over_apps_below(tmp_path):
+    files = extract_app(
+        tmp_path, {"package.json": PKG, "examples/demo/package.json": PKG, "index.html": b""}
+    )
+    assert files == ["examples/demo/package.json", "index.html", "package.json"]

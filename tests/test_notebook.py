@@ -260,7 +260,7 @@ def test_magics_in_a_kernel_of_the_server(server, scripted_llm, tmp_path):
         for line, message in {
             "%reactbox upload /nowhere/app.zip": "UsageError: No such file: /nowhere/app.zip",
             f"%reactbox upload {tmp_path / 'notes.txt'}": "is not a ZIP file.",
-            f"%reactbox upload {tmp_path}": "has no package.json; it is not an app folder.",
+            f"%reactbox upload {tmp_path}": "has no package.json (nor a subfolder with one); it is not an app folder.",
             "%reactbox upload data": "Name the project",
             f"%reactbox upload {shop_zip} --name shop": "exists already",
             "%reactbox undo nope": "No project 'nope'",

@@ -6,10 +6,13 @@ Real engine, real installs from the package registry, real dev servers.
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
 import pytest
 from conftest import FIXTURES, chromium, zip_dir
+from tornado.httpclient import HTTPClientError
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
@@ -55,6 +58,46 @@ async def test_yarn_and_pnpm_apps_install_with_the_managers_the_image_ships(
     log = (await jp_fetch("reactbox", "api", "projects", manager, "logs")).body.decode()
     assert tool in log
     assert "corepack" not in log
+    await renders_and_responds(
+        server_url + info["preview_url"],
+        heading="Get started",
+        button="button.counter",
+        after="Count is 1",
+    )
+
+
+def two_apps() -> bytes:
+    """A repository as GitHub zips it: the app in frontend/, a server and a second
+    app (a Storybook-like docs site) beside it."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(
+        io.BytesIO(zip_dir(FIXTURES / "vite-react", wrap="shop-main/frontend"))
+    ) as src:
+        with zipfile.ZipFile(buf, "w") as out:
+            for info in src.infolist():
+                out.writestr(info, src.read(info))
+            out.writestr("shop-main/backend/package.json", '{"dependencies": {"express": "5"}}')
+            out.writestr("shop-main/backend/server.js", "")
+            out.writestr("shop-main/docs/package.json", '{"devDependencies": {"vite": "8"}}')
+    return buf.getvalue()
+
+
+async def test_an_app_in_a_subfolder_is_found_and_path_picks_among_several(
+    jp_fetch, api, server_url
+):
+    upload = dict(method="POST", body=two_apps(), headers={"Content-Type": "application/zip"})
+    with pytest.raises(HTTPClientError) as exc:
+        await jp_fetch("reactbox", "api", "projects", params={"name": "mono"}, **upload)
+    assert exc.value.code == 422
+    body = json.loads(exc.value.response.body)
+    assert "Pick one with ?path=<folder>. Apps: docs, frontend." in body["message"]
+    r = await jp_fetch(
+        "reactbox", "api", "projects", params={"name": "mono", "path": "frontend"}, **upload
+    )
+    assert r.code == 201
+    info = await api.wait("mono")
+    files = (await jp_fetch("reactbox", "api", "projects", "mono", "files")).body.decode()
+    assert "src/App.jsx" in files and "server.js" not in files
     await renders_and_responds(
         server_url + info["preview_url"],
         heading="Get started",

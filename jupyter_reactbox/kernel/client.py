@@ -395,8 +395,16 @@ class ReactBoxClient:
         known = ", ".join(p.id for p in projects) or "none yet"
         raise ReactBoxClientError(f"No project {name!r} (projects: {known}).", 404)
 
-    def upload(self, source, name: str | None = None, *, replace: bool = False) -> Project:
+    def upload(
+        self,
+        source,
+        name: str | None = None,
+        *,
+        path: str | None = None,
+        replace: bool = False,
+    ) -> Project:
         """Upload an app: a ZIP's path, a folder (zipped here), or the ZIP's bytes.
+        ``path`` picks the app's folder in a ZIP that holds several apps.
         The project installs and starts in the background; ``wait()`` follows it."""
         data, default_name = _read_source(source)
         name = name or default_name
@@ -411,7 +419,7 @@ class ReactBoxClient:
         r = self.request(
             "POST",
             "projects",
-            params={"name": name},
+            params={"name": name, **({"path": path} if path else {})},
             data=data,
             headers={"Content-Type": "application/zip"},
             timeout=300,
@@ -430,8 +438,11 @@ def _read_source(source) -> tuple[bytes, str | None]:
         )
     path = Path(source).expanduser()
     if path.is_dir():
-        if not (path / "package.json").is_file():
-            raise ReactBoxClientError(f"{path} has no package.json; it is not an app folder.")
+        folders = [path, *(sub for sub in path.iterdir() if sub.is_dir())]
+        if not any((folder / "package.json").is_file() for folder in folders):
+            raise ReactBoxClientError(
+                f"{path} has no package.json (nor a subfolder with one); it is not an app folder."
+            )
         return zip_folder(path), path.resolve().name
     if not path.is_file():
         raise ReactBoxClientError(f"No such file: {path}")
