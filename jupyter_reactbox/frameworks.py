@@ -52,22 +52,23 @@ class AppPlan:
         return {k: v.format(base=base, port=self.port) for k, v in self.env_template}
 
 
+SUPPORT = "/opt/reactbox/support"
+"""Where a dev server finds jupyter-reactbox's own scripts (``sandbox/support/``,
+read-only): a launcher that adds our Vite plugin to the app's own config."""
+
 VITE = AppPlan(
     framework="vite",
     port=5173,
     dev_argv_template=(
         "node",
-        "node_modules/vite/bin/vite.js",
-        "--host",
-        "0.0.0.0",
+        f"{SUPPORT}/vite-serve.mjs",
         "--port",
         "{port}",
-        "--strictPort",
         "--base",
         "{base}",
     ),
     # No browser to open in a container: `server.open` in an app's config would
-    # crash the dev server on a missing xdg-open.
+    # crash the dev server on a missing xdg-open (the launcher also turns it off).
     env_template=(("BROWSER", "none"),),
 )
 

@@ -36,12 +36,9 @@ def test_vite_with_npm_lockfile(tmp_path):
     ]
     assert plan.dev_argv(BASE) == [
         "node",
-        "node_modules/vite/bin/vite.js",
-        "--host",
-        "0.0.0.0",
+        "/opt/reactbox/support/vite-serve.mjs",  # the app's Vite, config and our plugin
         "--port",
         "5173",
-        "--strictPort",
         "--base",
         BASE,
     ]

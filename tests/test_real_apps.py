@@ -104,3 +104,38 @@ async def test_an_app_in_a_subfolder_is_found_and_path_picks_among_several(
         button="button.counter",
         after="Count is 1",
     )
+
+
+@pytest.mark.parametrize("variant", ["main.jsx", "main-data-router.jsx", "main-tanstack.jsx"])
+async def test_client_routers_without_a_basename_route_under_the_preview(
+    api, server_url, runtime, variant
+):
+    """BrowserRouter, createBrowserRouter and TanStack's createRouter, as tutorials
+    write them (no basename): routes match, links and the reload of a deep route
+    work, and nothing is written into the app's files."""
+    folder = FIXTURES / "vite-routers"
+    name = variant.removesuffix(".jsx").replace("main-", "").replace("main", "browser-router")
+    r = await api.upload(
+        zip_dir(folder, extra={"src/main.jsx": (folder / "src" / variant).read_bytes()}), name
+    )
+    info = await api.wait(json.loads(r.body)["id"], timeout=400)
+    url = server_url + info["preview_url"]
+    async with chromium() as browser:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(url)
+        await page.wait_for_selector("text=Home page", timeout=60_000)
+        await page.click("button.counter")
+        await page.wait_for_selector("text=Clicked 1")
+        await page.click("text=About")
+        await page.wait_for_selector("text=About page")
+        assert page.url == url + "about"
+        await page.reload()
+        await page.wait_for_selector("text=About page", timeout=30_000)
+        await page.go_back()
+        await page.wait_for_selector("text=Home page")
+        assert errors == []
+    app = runtime.store.get(name).app_dir
+    assert (app / "src" / "main.jsx").read_bytes() == (folder / "src" / variant).read_bytes()
+    assert (app / "vite.config.js").read_bytes() == (folder / "vite.config.js").read_bytes()

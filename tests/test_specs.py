@@ -6,6 +6,7 @@ from pathlib import Path
 
 from jupyter_reactbox.frameworks import VITE
 from jupyter_reactbox.sandbox.docker import (
+    SUPPORT_DIR,
     Limits,
     install_container_kwargs,
     package_cache,
@@ -45,12 +46,9 @@ def test_run_container_spec():
         image="img:1",
         command=[
             "node",
-            "node_modules/vite/bin/vite.js",
-            "--host",
-            "0.0.0.0",
+            "/opt/reactbox/support/vite-serve.mjs",
             "--port",
             "5173",
-            "--strictPort",
             "--base",
             "/user/alice/reactbox/preview/shop/T/",
         ],
@@ -68,7 +66,11 @@ def test_run_container_spec():
             "org.jupyter.reactbox.port": "5173",
         },
         network="reactbox-alice-shop",
-        volumes={"/data/shop/app": {"bind": "/project", "mode": "rw"}},
+        volumes={
+            "/data/shop/app": {"bind": "/project", "mode": "rw"},
+            # jupyter-reactbox's own launcher and Vite plugin, read-only
+            str(SUPPORT_DIR): {"bind": "/opt/reactbox/support", "mode": "ro"},
+        },
         detach=True,
         runtime="runsc",
         **HARDENING,

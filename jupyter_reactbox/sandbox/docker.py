@@ -39,7 +39,7 @@ import requests.exceptions
 
 from .. import managers
 from ..errors import EngineUnavailable, SandboxError, TooManyStreams, UserError
-from ..frameworks import AppPlan
+from ..frameworks import SUPPORT, AppPlan
 from . import egress, modules
 from .base import Endpoint, Exit, Found, Progress
 
@@ -47,6 +47,9 @@ LABEL = "org.jupyter.reactbox"
 CA_IN_CONTAINER = "/etc/reactbox/ca.pem"
 STOP_TIMEOUT = 5
 """What `npm ci` says when the lockfile no longer matches the manifest."""
+SUPPORT_DIR = Path(__file__).parent / "support"
+"""jupyter-reactbox's own scripts for dev servers, mounted read-only at ``SUPPORT``."""
+
 T = TypeVar("T")
 
 
@@ -193,7 +196,10 @@ def run_container_kwargs(
             port=str(plan.port),
         ),
         network=network,
-        volumes={str(app_dir): {"bind": "/project", "mode": "rw"}},
+        volumes={
+            str(app_dir): {"bind": "/project", "mode": "rw"},
+            str(SUPPORT_DIR): {"bind": SUPPORT, "mode": "ro"},
+        },
         detach=True,
         **_hardening(limits, runtime),
     )

@@ -1,0 +1,41 @@
+// The dev server of a Vite app as jupyter-reactbox runs it in the sandbox: the
+// app's own Vite and its own config, plus the plugin in vite-plugin.mjs, behind
+// the preview's base path.  Run from the app's folder:
+//   node /opt/reactbox/support/vite-serve.mjs --port 5173 --base /prefix/
+// (the Vite CLI would take no plugin without a change to the app's config).
+import fs from 'node:fs'
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { reactbox } from './vite-plugin.mjs'
+
+function option(name) {
+  const at = process.argv.indexOf(`--${name}`)
+  if (at < 0 || at + 1 >= process.argv.length) {
+    console.error(`vite-serve: --${name} is required`)
+    process.exit(2)
+  }
+  return process.argv[at + 1]
+}
+
+// The app's own Vite: its package.json says where its Node API lives.
+function viteEntry(root) {
+  const dir = path.join(root, 'node_modules', 'vite')
+  const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'))
+  let entry = pkg.exports?.['.']?.import ?? pkg.module ?? pkg.main ?? 'dist/node/index.js'
+  if (typeof entry === 'object') entry = entry.default
+  return pathToFileURL(path.join(dir, entry)).href
+}
+
+const root = process.cwd()
+const vite = await import(viteEntry(root))
+const server = await vite.createServer({
+  root,
+  base: option('base'),
+  server: { host: '0.0.0.0', port: Number(option('port')), strictPort: true, open: false },
+  plugins: [reactbox({ root })],
+})
+await server.listen()
+server.printUrls?.()
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => server.close().finally(() => process.exit(0)))
+}
