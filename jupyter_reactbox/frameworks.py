@@ -41,9 +41,9 @@ class AppPlan:
     def lockfile(self) -> str | None:
         return self.manager.lockfile
 
-    def install_argv(self, *, ignore_scripts: bool = True) -> list[str]:
+    def install_argv(self, *, ignore_scripts: bool = True, frozen: bool = True) -> list[str]:
         """The argv that installs the app's dependencies into ./node_modules."""
-        return self.manager.install_argv(ignore_scripts=ignore_scripts)
+        return self.manager.install_argv(ignore_scripts=ignore_scripts, frozen=frozen)
 
     def dev_argv(self, base: str) -> list[str]:
         return [a.format(base=base, port=self.port) for a in self.dev_argv_template]
@@ -75,7 +75,9 @@ VITE = AppPlan(
 CRA = AppPlan(
     framework="cra",
     port=3000,
-    dev_argv_template=("node", "node_modules/react-scripts/bin/react-scripts.js", "start"),
+    # react-scripts 2 to 5: the launcher gives older releases what they need (the
+    # legacy OpenSSL provider, the base as public path, the socket's path).
+    dev_argv_template=("node", f"{SUPPORT}/cra-start.cjs"),
     env_template=(
         ("HOST", "0.0.0.0"),
         ("PORT", "{port}"),

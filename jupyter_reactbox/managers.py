@@ -64,21 +64,26 @@ class Manager:
     note: str = ""
     """Said in the install log: the app asked for a release the image does not ship."""
 
-    def install_argv(self, *, ignore_scripts: bool = True) -> list[str]:
-        """The argv that installs the app's dependencies into ./node_modules."""
-        frozen = ["--frozen-lockfile"] if self.lockfile else []
+    def install_argv(self, *, ignore_scripts: bool = True, frozen: bool = True) -> list[str]:
+        """The argv that installs the app's dependencies into ./node_modules; not
+        ``frozen``: the lockfile may change (the install's copy of package.json was)."""
+        frozen = frozen and self.lockfile is not None
         no_scripts = ["--ignore-scripts"] if ignore_scripts else []
         if self.tool == "npm":
-            verb = "ci" if self.lockfile else "install"
+            verb = "ci" if frozen else "install"
             return ["npm", verb, "--no-audit", "--no-fund", "--loglevel=error", *no_scripts]
+        # pnpm's default under CI=true is frozen, even with no lockfile: say it both ways.
+        lock = ["--frozen-lockfile"] if frozen else []
+        if self.name == "pnpm" and not frozen:
+            lock = ["--no-frozen-lockfile"]
         run = ["node", entry(self.tool), "install"]
         if self.tool == "yarn-1":
-            return [*run, "--non-interactive", "--network-timeout", "600000", *frozen, *no_scripts]
+            return [*run, "--non-interactive", "--network-timeout", "600000", *lock, *no_scripts]
         if self.tool == "yarn-4":
             # Berry has no --ignore-scripts; skip-build is the same. Its lockfile may
             # be rewritten for this release (yarn 2 and 3 projects): not --immutable.
             return [*run, *(["--mode=skip-build"] if ignore_scripts else [])]
-        return [*run, "--config.node-linker=hoisted", *frozen, *no_scripts]
+        return [*run, "--config.node-linker=hoisted", *lock, *no_scripts]
 
     def env(self, registry: str | None, proxy: str | None) -> dict[str, str]:
         """What this manager needs beyond npm's ``npm_config_*`` settings."""

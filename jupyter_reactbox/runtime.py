@@ -41,7 +41,7 @@ from .errors import (
     is_disk_full,
 )
 from .sandbox.base import Endpoint, Sandbox
-from .sandbox.modules import disk_usage
+from .sandbox.modules import disk_usage, read_inputs
 from .store import Project, ProjectStore
 
 COMPILED_SUFFIXES = (
@@ -84,6 +84,8 @@ class PreviewState:
     running_since: float | None = None
     restarts: int = 0
     restart_at: float | None = None
+    notes: list[str] = field(default_factory=list)
+    """What the user should know about how the preview runs (a package replaced)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -174,6 +176,9 @@ class Runtime:
             return None
         return (self.preview_origin(project_id) or "") + st.base
 
+    def _vite_pin(self, project: Project) -> supply.VitePin | None:
+        return supply.vite_pin(read_inputs(project.app_dir), self.store.supply_policy)
+
     def info(self, project: Project) -> dict:
         st = self.state(project.id)
         return {
@@ -185,6 +190,7 @@ class Runtime:
             "restarts": st.restarts,
             "preview_url": self.preview_url(project.id),
             "errors": list(st.errors),
+            "notes": st.notes,
         }
 
     def authorize(self, project_id: str, token: str) -> PreviewState | None:
@@ -377,8 +383,15 @@ class Runtime:
                 # Again before every install (an edit may add such a dependency),
                 # and after it, on the Vite that was installed.
                 await asyncio.to_thread(supply.check, project.app_dir, self.store.supply_policy)
+                pin = await asyncio.to_thread(self._vite_pin, project)
+                st.update(notes=[pin.note] if pin else [])
                 how = await self.sandbox.install(
-                    project.id, project.app_dir, plan, project.install_log, self._progress(st)
+                    project.id,
+                    project.app_dir,
+                    plan,
+                    project.install_log,
+                    self._progress(st),
+                    pins={"vite": pin.fixed} if pin else None,
                 )
                 await asyncio.to_thread(
                     supply.check, project.app_dir, self.store.supply_policy, installed=True

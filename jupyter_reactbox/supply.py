@@ -8,13 +8,18 @@ at upload and again before every install (an edit may add one), unless
 
 The preview runs the app's own Vite, and old Vite releases let a request read
 files outside the app (``server.fs`` bypasses, ``vite:invoke`` over the HMR
-socket).  An app whose Vite is older than the fixed release of its line is
-refused: at upload by its lockfile, and after each install by what was
-installed, unless ``c.ReactBoxApp.allow_vulnerable_vite`` is set.
+socket).  An app whose lockfile (or exact version) asks for a Vite older than
+the patched release of its major line is installed with that patched release
+instead (``vite_pin``: an override in the install's copy of ``package.json``,
+said in the install log and the project's JSON; the app's files are not
+changed).  A Vite of a line with no patched release is refused at upload, and
+whatever was installed is checked again before a dev server runs it, unless
+``c.ReactBoxApp.allow_vulnerable_vite`` is set.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,16 +85,83 @@ newer ones are taken as fixed."""
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
+_LOCKED_VITE = {
+    "yarn.lock": re.compile(rb'^"?vite@[^\n]*:\n\s+version:? "?(\d+\.\d+\.\d+[^"\s]*)', re.M),
+    "pnpm-lock.yaml": re.compile(rb"^\s+/?vite@(\d+\.\d+\.\d+[^:(\s]*)[:(]", re.M),
+}
+
+
+def locked_vite(files: dict[str, bytes]) -> str | None:
+    """The Vite an install of these inputs gets, where the inputs say so: the
+    lockfile's, else an exact version in ``package.json``."""
+    try:
+        if "package-lock.json" in files or "npm-shrinkwrap.json" in files:
+            data = files.get("package-lock.json") or files["npm-shrinkwrap.json"]
+            return json.loads(data)["packages"]["node_modules/vite"]["version"]
+        for name, pattern in _LOCKED_VITE.items():
+            if name in files:
+                found = pattern.search(files[name])
+                return found.group(1).decode() if found else None
+        pkg = json.loads(files.get("package.json", b"{}"))
+        specs = [pkg.get(section, {}).get("vite") for section in SECTIONS]
+        spec = next((s for s in specs if isinstance(s, str)), "")
+        return spec if _EXACT_RE.match(spec) else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+_EXACT_RE = re.compile(r"^\d+\.\d+\.\d+$")
+
+
 def vite_version(app_dir: Path, *, installed: bool) -> str | None:
-    """The app's Vite: the one installed, or the one its npm lockfile pins."""
+    """The app's Vite: the one installed, or the one its lockfile pins."""
     try:
         if installed:
             meta = worktree.read_json(app_dir, "node_modules/vite/package.json")
             return meta.get("version")
-        lock = worktree.read_json(app_dir, "package-lock.json")
-        return lock["packages"]["node_modules/vite"]["version"]
+        files = {}
+        for name in ("package.json", "package-lock.json", "npm-shrinkwrap.json",
+                     "yarn.lock", "pnpm-lock.yaml"):  # fmt: skip
+            data = worktree.read_bytes(app_dir, name, worktree.MAX_MANIFEST)
+            if data is not None:
+                files[name] = data
+        return locked_vite(files)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, worktree.NotAFile):
         return None
+
+
+def patched_release(version: str) -> str | None:
+    """The patched release of this vulnerable Vite's own major line, if it has one."""
+    match = _VERSION_RE.match(version)
+    if not match or not vite_problem(version):
+        return None
+    minimum = VITE_MINIMUMS.get(int(match.group(1)))
+    return ".".join(map(str, minimum)) if minimum else None
+
+
+@dataclass(frozen=True)
+class VitePin:
+    """Install ``fixed`` where the app asks for the vulnerable ``found``."""
+
+    found: str
+    fixed: str
+
+    @property
+    def note(self) -> str:
+        return (
+            f"Vite {self.found} has known ways to read files outside the app through its dev "
+            f"server; the preview runs Vite {self.fixed}, the patched release of its line. "
+            f'To make it yours, set "vite": "^{self.fixed}" in package.json.'
+        )
+
+
+def vite_pin(files: dict[str, bytes], policy: Policy | None = None) -> VitePin | None:
+    """The override an install of these inputs needs, if any."""
+    if (policy or Policy()).allow_vulnerable_vite:
+        return None
+    found = locked_vite(files)
+    fixed = found and patched_release(found)
+    return VitePin(found, fixed) if found and fixed else None
 
 
 def vite_problem(version: str) -> str | None:
@@ -100,9 +172,12 @@ def vite_problem(version: str) -> str | None:
     release = tuple(int(n) for n in match.groups())
     oldest = min(VITE_MINIMUMS)
     if release[0] < oldest:
+        fixed = ".".join(map(str, VITE_MINIMUMS[oldest]))
         return (
             f"Vite {version} is no longer maintained and has known ways to read files "
-            f"outside the app; update to Vite {oldest} or later"
+            f"outside the app, and no patched release of Vite {release[0]} exists: set "
+            f'"vite": "^{fixed}" in package.json (Vite {oldest} or later; update Vite '
+            "plugins such as @vitejs/plugin-react to releases for it)"
         )
     minimum = VITE_MINIMUMS.get(release[0])
     if minimum and release < minimum:
@@ -116,12 +191,13 @@ def vite_problem(version: str) -> str | None:
 
 def check(app_dir: Path, policy: Policy | None = None, *, installed: bool = False) -> None:
     """UnsupportedApp (422) for a dependency from outside the registry or a Vite with
-    known file leaks, unless the policy allows it."""
+    known file leaks (before the install: one no override can fix), unless the
+    policy allows it."""
     policy = policy or Policy()
     if not policy.allow_vulnerable_vite:
         version = vite_version(app_dir, installed=installed)
         problem = version and vite_problem(version)
-        if problem:
+        if problem and (installed or not patched_release(version)):
             raise UnsupportedApp(
                 f"{problem}, or ask your admin to set c.ReactBoxApp.allow_vulnerable_vite = True."
             )

@@ -111,7 +111,7 @@ async def test_an_install_reaches_the_registry_only_through_the_proxy(
     r = await api.upload(zip_dir(FIXTURES / "vite-react"), "shop")
     await api.wait(json.loads(r.body)["id"])  # an install ran (or the cache served it)
     sandbox = runtime.sandbox
-    network, proxy = await sandbox._install_route()
+    network, proxy, _ = await sandbox._install_route()
     registry = urlsplit(await sandbox._default_registry())
     host, port = registry.hostname, registry.port or 443
     address = (await asyncio.to_thread(socket.getaddrinfo, host, port, socket.AF_INET))[0][4][0]

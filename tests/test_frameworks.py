@@ -71,11 +71,7 @@ def test_cra_gets_public_url_and_socket_path(tmp_path):
         "--frozen-lockfile",
         "--ignore-scripts",
     ]
-    assert plan.dev_argv(BASE) == [
-        "node",
-        "node_modules/react-scripts/bin/react-scripts.js",
-        "start",
-    ]
+    assert plan.dev_argv(BASE) == ["node", "/opt/reactbox/support/cra-start.cjs"]
     assert plan.dev_env(BASE) == {
         "HOST": "0.0.0.0",
         "PORT": "3000",

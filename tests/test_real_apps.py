@@ -139,3 +139,41 @@ async def test_client_routers_without_a_basename_route_under_the_preview(
     app = runtime.store.get(name).app_dir
     assert (app / "src" / "main.jsx").read_bytes() == (folder / "src" / variant).read_bytes()
     assert (app / "vite.config.js").read_bytes() == (folder / "vite.config.js").read_bytes()
+
+
+@pytest.mark.parametrize("release", ["react-scripts-4", "react-scripts-3"])
+async def test_older_create_react_app_renders_under_the_prefix(
+    api, jp_fetch, server_url, projects_dir, release
+):
+    """react-scripts 4.0.3 and 3.2.0 (webpack 4) on Node 20: they need OpenSSL's
+    legacy provider; 3.2 also ignores PUBLIC_URL in development. Version 4 also hot
+    reloads through the preview's socket."""
+    folder = FIXTURES / "cra-legacy"
+    pinned = folder / release
+    data = zip_dir(
+        folder,
+        omit=tuple(f"{r}/{n}" for r in ("react-scripts-3", "react-scripts-4")
+                   for n in ("package.json", "package-lock.json")),
+        extra={n: (pinned / n).read_bytes() for n in ("package.json", "package-lock.json")},
+    )  # fmt: skip
+    r = await api.upload(data, release)
+    info = await api.wait(json.loads(r.body)["id"], timeout=600)
+    log = (await jp_fetch("reactbox", "api", "projects", release, "logs")).body.decode()
+    version = json.loads((pinned / "package.json").read_text())["dependencies"]["react-scripts"]
+    assert f"jupyter-reactbox: react-scripts {version}" in log
+    async with chromium() as browser:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(server_url + info["preview_url"])
+        await page.wait_for_selector("text=Hello from an older create-react-app", timeout=120_000)
+        await page.wait_for_function(
+            "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=10_000
+        )
+        await page.click("button.counter")
+        await page.wait_for_selector("text=Count is 1")
+        if release == "react-scripts-4":
+            app_js = projects_dir / release / "app" / "src" / "App.js"
+            app_js.write_text(app_js.read_text().replace("Hello from", "Hot reloaded"))
+            await page.wait_for_selector("text=Hot reloaded an older", timeout=60_000)
+        assert errors == []

@@ -64,8 +64,11 @@ async def test_container_is_hardened_and_isolated(api, docker_client, owner, jp_
     assert host_config["PidsLimit"] == 512
     assert host_config["NanoCpus"] == 1_000_000_000
     assert host_config["Privileged"] is False
-    mounts = [(m["Destination"], m["RW"]) for m in shop.attrs["Mounts"]]
-    assert mounts == [("/project", True)]
+    mounts = sorted((m["Destination"], m["RW"]) for m in shop.attrs["Mounts"])
+    # The app's folder, and jupyter-reactbox's own launcher scripts, read-only.
+    assert mounts == [("/opt/reactbox/support", False), ("/project", True)]
+    code, out = run(shop, "touch", "/opt/reactbox/support/vite-plugin.mjs")
+    assert code != 0 and ("Read-only file system" in out or "Permission denied" in out), out
 
     # No route out: not the Internet, not the metadata service, not the host's Jupyter.
     network = docker_client.networks.get(f"reactbox-{owner}-previews")

@@ -12,6 +12,7 @@ from tornado.httpclient import HTTPClientError
 
 from jupyter_reactbox import supply
 from jupyter_reactbox.errors import UnsupportedApp
+from jupyter_reactbox.sandbox.modules import pinned
 
 FIXTURE_PKG = json.loads((FIXTURES / "vite-react" / "package.json").read_text())
 
@@ -90,12 +91,56 @@ def test_vite_releases_with_known_file_leaks(tmp_path, version, fixed):
     lock = {"packages": {"": {}, "node_modules/vite": {"version": version}}}
     (tmp_path / "package-lock.json").write_text(json.dumps(lock))
     assert supply.vite_version(tmp_path, installed=False) == version
-    if fixed:
-        with pytest.raises(UnsupportedApp, match="allow_vulnerable_vite"):
+    pin = supply.vite_pin({"package-lock.json": json.dumps(lock).encode()})
+    if fixed and fixed[0].isdigit():  # a patched release of its own line exists
+        assert pin == supply.VitePin(version, fixed)
+        supply.check(tmp_path)  # installed with the pin, not refused
+    elif fixed:  # Vite 4 and older: no patched release; refused, saying what to change
+        assert pin is None
+        with pytest.raises(UnsupportedApp, match=r'set "vite": "\^5.4.20" in package.json'):
             supply.check(tmp_path)
         supply.check(tmp_path, supply.Policy(allow_vulnerable_vite=True))
     else:
+        assert pin is None
         supply.check(tmp_path)
+    if fixed:  # whatever got installed is checked again before a dev server runs it
+        modules = tmp_path / "node_modules" / "vite"
+        modules.mkdir(parents=True)
+        (modules / "package.json").write_text(json.dumps({"version": version}))
+        with pytest.raises(UnsupportedApp, match="allow_vulnerable_vite"):
+            supply.check(tmp_path, installed=True)
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("yarn.lock", b'"vite@^6.0.0":\n  version "6.0.3"\n  resolved "https://r.invalid/x.tgz"\n'),
+        ("yarn.lock", b'"vite@npm:^6.0.0":\n  version: 6.0.3\n  resolution: "vite@npm:6.0.3"\n'),
+        ("pnpm-lock.yaml", b"lockfileVersion: '9.0'\npackages:\n  vite@6.0.3:\n    resolution: {}\n"),
+        ("pnpm-lock.yaml", b"lockfileVersion: '6.0'\npackages:\n  /vite@6.0.3(less@4.0.0):\n"),
+        ("package.json", b'{"devDependencies": {"vite": "6.0.3"}}'),
+    ],
+)  # fmt: skip
+def test_the_locked_vite_is_read_from_every_lockfile(name, data):
+    files = {"package.json": b"{}", name: data}
+    assert supply.locked_vite(files) == "6.0.3"
+    assert supply.vite_pin(files) == supply.VitePin("6.0.3", "6.4.2")
+    assert supply.vite_pin(files, supply.Policy(allow_vulnerable_vite=True)) is None
+    assert supply.locked_vite({"package.json": b'{"devDependencies": {"vite": "^6.0.3"}}'}) is None
+
+
+def test_a_pin_overrides_the_package_for_the_app_and_its_dependents():
+    manifest = json.dumps({"devDependencies": {"vite": "6.0.3", "vitest": "3"}}).encode()
+    assert json.loads(pinned(manifest, {"vite": "6.4.2"}, "npm")) == {
+        "devDependencies": {"vite": "6.4.2", "vitest": "3"},
+        "overrides": {"vite": "6.4.2"},
+    }
+    assert json.loads(pinned(manifest, {"vite": "6.4.2"}, "yarn"))["resolutions"] == {
+        "vite": "6.4.2"
+    }
+    assert json.loads(pinned(manifest, {"vite": "6.4.2"}, "pnpm"))["pnpm"] == {
+        "overrides": {"vite": "6.4.2"}
+    }
 
 
 @pytest.mark.docker
@@ -191,27 +236,49 @@ OLD_VITE_APP = {
 
 
 @pytest.mark.docker
-async def test_an_old_vite_is_refused_by_its_lockfile_and_after_the_install(
-    api, projects_dir, docker_client, owner
+async def test_an_old_vite_runs_on_its_lines_patched_release_and_older_lines_are_refused(
+    api, jp_fetch, projects_dir, docker_client, owner
 ):
-    # Pinned in the lockfile: refused at upload, nothing written.
+    # Vite 6.0.0 in the lockfile: installed as 6.4.2, said in the log and the
+    # project's JSON; the app's own package.json and lockfile are untouched.
     lock = {"lockfileVersion": 3, "packages": {"": {}, "node_modules/vite": {"version": "6.0.0"}}}
+    files = {**OLD_VITE_APP, "package-lock.json": json.dumps(lock).encode()}
+    r = await api.upload(make_zip(files), "old")
+    info = await api.wait(json.loads(r.body)["id"])
+    assert info["notes"] == [supply.VitePin("6.0.0", "6.4.2").note]
+    app = projects_dir / "old" / "app"
+    assert json.loads((app / "node_modules" / "vite" / "package.json").read_text())["version"] == (
+        "6.4.2"
+    )
+    for name in ("package.json", "package-lock.json"):
+        assert (app / name).read_bytes() == files[name]
+    log = (await jp_fetch("reactbox", "api", "projects", "old", "logs")).body.decode()
+    assert "$ npm install --no-audit" in log and "(with vite 6.4.2 in place of the app's)" in log
+
+    # Vite 4: no patched release of its line. Refused at upload, nothing written.
+    pkg = json.loads(OLD_VITE_APP["package.json"])
+    pkg["devDependencies"]["vite"] = "4.5.3"
     with pytest.raises(HTTPClientError) as err:
-        await api.upload(
-            make_zip({**OLD_VITE_APP, "package-lock.json": json.dumps(lock).encode()}), "old"
-        )
+        await api.upload(make_zip({**OLD_VITE_APP, "package.json": json.dumps(pkg).encode()}), "v4")
     assert err.value.code == 422
     message = json.loads(err.value.response.body)["message"]
-    assert "Vite 6.0.0" in message and "6.4.2" in message and "allow_vulnerable_vite" in message
-    assert [p.name for p in projects_dir.iterdir()] == []
+    assert "Vite 4.5.3" in message and 'set "vite": "^5.4.20" in package.json' in message
+    assert sorted(p.name for p in projects_dir.iterdir()) == ["old"]
 
-    # No lockfile: what npm installs is checked before a dev server runs it.
-    r = await api.upload(make_zip(OLD_VITE_APP), "old")
-    assert r.code == 201
-    failed = await api.wait("old", "failed")
-    assert "Vite 6.0.0" in failed["error"] and "6.4.2" in failed["error"], failed
+    # A range (no lockfile) that resolves to a vulnerable release: what npm installed
+    # is checked before a dev server runs it.
+    pkg["devDependencies"]["vite"] = "~6.0.0"
+    r = await api.upload(make_zip({**OLD_VITE_APP, "package.json": json.dumps(pkg).encode()}), "r")
+    failed = await api.wait("r", "failed")
+    assert "Vite 6.0." in failed["error"] and "6.4.2" in failed["error"], failed
     runs = docker_client.containers.list(
         all=True,
-        filters={"label": [f"org.jupyter.reactbox.owner={owner}", "org.jupyter.reactbox.role=run"]},
+        filters={
+            "label": [
+                f"org.jupyter.reactbox.owner={owner}",
+                "org.jupyter.reactbox.role=run",
+                "org.jupyter.reactbox.project=r",
+            ]
+        },
     )
     assert runs == []

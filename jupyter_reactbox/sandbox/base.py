@@ -66,10 +66,13 @@ class Sandbox(Protocol):
         plan: AppPlan,
         log: Path,
         progress: Progress | None = None,
+        *,
+        pins: dict[str, str] | None = None,
     ) -> str:
         """Make ``app_dir/node_modules`` match the lockfile: 'installed' (it did
-        already), 'cached' (copied from an earlier install) or 'fresh'.  Raises
-        SandboxError on failure, with the install output written to ``log``."""
+        already), 'cached' (copied from an earlier install) or 'fresh'; ``pins``
+        (package -> version) override what the app asks for.  Raises SandboxError
+        on failure, with the install output written to ``log``."""
 
     async def run(
         self, project_id: str, app_dir: Path, plan: AppPlan, *, base: str, token: str

@@ -456,7 +456,7 @@ class DockerSandbox:
     # -- the Sandbox protocol -------------------------------------------------
 
     def _prepare_install(
-        self, app_dir: Path, argv: list[str]
+        self, app_dir: Path, argv: list[str], pins: dict[str, str] | None, manager: str
     ) -> tuple[modules.InstallInputs, str | None]:
         """(what the install is given, how it is satisfied: 'installed', 'cached' or
         None: install).  Blocking file work; runs on a thread."""
@@ -465,7 +465,7 @@ class DockerSandbox:
             # A root server: hand the files to the unprivileged container user.
             _chown_tree(app_dir, self.uid, self.gid)
             os.chown(self.cache_dir, self.uid, self.gid)
-        inputs = modules.install_inputs(app_dir, argv)
+        inputs = modules.install_inputs(app_dir, argv, pins, manager)
         fp = inputs.fingerprint
         if modules.installed(app_dir) == fp:
             return inputs, "installed"
@@ -506,12 +506,22 @@ class DockerSandbox:
         plan: AppPlan,
         log: Path,
         progress: Progress | None = None,
+        *,
+        pins: dict[str, str] | None = None,
     ) -> str:
-        argv = plan.install_argv(ignore_scripts=self.ignore_scripts)
-        inputs, done = await asyncio.to_thread(self._prepare_install, app_dir, argv)
+        # A pinned package changes the install's copy of package.json: the lockfile
+        # is resolved again around it.
+        argv = plan.install_argv(ignore_scripts=self.ignore_scripts, frozen=not pins)
+        inputs, done = await asyncio.to_thread(
+            self._prepare_install, app_dir, argv, pins, plan.manager.name
+        )
         command = " ".join(argv) + "".join(
             f" ({k}={v} from .npmrc)" for k, v in inputs.settings.items()
         )
+        if pins:
+            command += "".join(
+                f" (with {name} {v} in place of the app's)" for name, v in pins.items()
+            )
         if done:
             self.log.info("Dependencies of %s: %s (%s)", project_id, done, inputs.fingerprint[:12])
             if done == "cached":  # say so where the user reads the install's output

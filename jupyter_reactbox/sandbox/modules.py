@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -81,13 +82,39 @@ class InstallInputs:
             (folder / name).write_bytes(managers.point_lockfile_at(registry, name, data))
 
 
-def install_inputs(app_dir: Path, argv: list[str]) -> InstallInputs:
+def read_inputs(app_dir: Path) -> dict[str, bytes]:
+    """The manifest and lockfiles of the app, as bytes."""
     files = {}
     for name in _INPUTS:
         data = worktree.read_bytes(app_dir, name, worktree.MAX_MANIFEST)
         if data is not None:
             files[name] = data
+    return files
+
+
+def install_inputs(
+    app_dir: Path, argv: list[str], pins: dict[str, str] | None = None, manager: str = "npm"
+) -> InstallInputs:
+    files = read_inputs(app_dir)
+    if pins:
+        files["package.json"] = pinned(files.get("package.json", b"{}"), pins, manager)
     return InstallInputs(files, _settings(app_dir), tuple(argv))
+
+
+def pinned(manifest: bytes, pins: dict[str, str], manager: str) -> bytes:
+    """``package.json`` with each package of ``pins`` at its version, for the app
+    (its own dependency) and for every package that depends on it (an override:
+    ``overrides`` for npm, ``resolutions`` for yarn, ``pnpm.overrides``)."""
+    pkg = json.loads(manifest)
+    for section in ("dependencies", "devDependencies", "optionalDependencies"):
+        deps = pkg.get(section)
+        if isinstance(deps, dict):
+            deps.update({name: v for name, v in pins.items() if name in deps})
+    if manager == "pnpm":
+        pkg.setdefault("pnpm", {}).setdefault("overrides", {}).update(pins)
+    else:
+        pkg.setdefault("resolutions" if manager == "yarn" else "overrides", {}).update(pins)
+    return json.dumps(pkg, indent=2).encode()
 
 
 def _settings(app_dir: Path) -> dict[str, str]:

@@ -26,6 +26,7 @@ function viteEntry(root) {
   return pathToFileURL(path.join(dir, entry)).href
 }
 
+const started = performance.now()
 const root = process.cwd()
 const vite = await import(viteEntry(root))
 const server = await vite.createServer({
@@ -35,6 +36,8 @@ const server = await vite.createServer({
   plugins: [reactbox({ root })],
 })
 await server.listen()
+const ms = Math.round(performance.now() - started)
+console.log(`\n  VITE v${vite.version ?? '?'}  ready in ${ms} ms (jupyter-reactbox)\n`)
 server.printUrls?.()
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => server.close().finally(() => process.exit(0)))

@@ -1,0 +1,79 @@
+'use strict'
+// The dev server of a create-react-app app as jupyter-reactbox runs it in the
+// sandbox, for every react-scripts from 2 to 5.  Run from the app's folder with
+// PUBLIC_URL (the preview's base, ending in /) and WDS_SOCKET_PATH set:
+//   node /opt/reactbox/support/cra-start.cjs
+// What older releases need, without a change to the app's files:
+// - react-scripts < 5 (webpack 4) hashes with md4, which OpenSSL 3 keeps in its
+//   legacy provider: Node is started again with --openssl-legacy-provider.
+// - react-scripts < 3.4 ignores PUBLIC_URL in development and serves from /:
+//   its webpack and dev-server configs get the base as their public path, and
+//   public/ is served under the base too.
+// - webpack-dev-server 3 (react-scripts < 5) listens for its socket where the
+//   page connects; the preview proxy sends the socket to /ws, as for
+//   webpack-dev-server 4, so the server listens there.
+const fs = require('fs')
+const path = require('path')
+
+const scripts = path.join(process.cwd(), 'node_modules', 'react-scripts')
+const version = JSON.parse(fs.readFileSync(path.join(scripts, 'package.json'), 'utf8')).version
+const [major, minor] = version.split('.').map(Number)
+
+if (major < 5 && !process.execArgv.includes('--openssl-legacy-provider')) {
+  const { spawn } = require('child_process')
+  const argv = ['--openssl-legacy-provider', ...process.execArgv, __filename, ...process.argv.slice(2)]
+  const child = spawn(process.execPath, argv, { stdio: 'inherit' })
+  for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => child.kill(signal))
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)))
+  return
+}
+
+const base = process.env.PUBLIC_URL || '/'
+const servesFromRoot = major < 3 || (major === 3 && minor < 4)
+
+function patch(rel, change) {
+  const file = path.join(scripts, 'config', rel)
+  if (!fs.existsSync(file)) return
+  const exported = require(file)
+  require.cache[file].exports =
+    typeof exported === 'function'
+      ? (...args) => change(exported(...args))
+      : change(exported)
+}
+
+process.env.BABEL_ENV = 'development'
+process.env.NODE_ENV = 'development'
+require(path.join(scripts, 'config', 'env')) // reads .env files first, as start.js does
+
+if (servesFromRoot) {
+  const publicPath = (config) => {
+    config.output.publicPath = base
+    return config
+  }
+  patch('webpack.config.js', publicPath)
+  patch('webpack.config.dev.js', publicPath) // react-scripts 2
+}
+if (major < 5) {
+  // Its page client would take WDS_SOCKET_PORT=0 (webpack-dev-server 4: "the page's
+  // port") as port 0; unset, it uses the page's port.
+  delete process.env.WDS_SOCKET_PORT
+  patch('webpackDevServer.config.js', (config) => {
+    config.sockPath = '/ws'
+    if (servesFromRoot) {
+      config.publicPath = base.replace(/\/$/, '')
+      config.historyApiFallback = { ...config.historyApiFallback, index: base }
+      // public/ is served at / by these releases: serve it under the base as well.
+      const wds = require.resolve('webpack-dev-server', { paths: [scripts] })
+      const serveStatic = require(require.resolve('serve-static', { paths: [wds] }))
+      const files = serveStatic(path.join(process.cwd(), 'public'), { index: false })
+      const before = config.before
+      config.before = (app, server) => {
+        app.use(base.replace(/\/$/, ''), files)
+        if (before) before(app, server)
+      }
+    }
+    return config
+  })
+}
+console.log(`jupyter-reactbox: react-scripts ${version}`)
+require(path.join(scripts, 'scripts', 'start.js'))
