@@ -118,7 +118,9 @@ async def test_a_click_in_a_stopped_preview_brings_it_back(api, server_url):
     assert (await api.get("shop"))["status"] == "running"
 
 
-KILL_VITE = "for p in /proc/[0-9]*; do grep -q 'vite-serve[.]mjs' $p/cmdline && kill -9 ${p#/proc/}; done"
+KILL_VITE = (
+    "for p in /proc/[0-9]*; do grep -q 'vite-serve[.]mjs' $p/cmdline && kill -9 ${p#/proc/}; done"
+)
 
 
 @pytest.mark.parametrize("reactbox_config", [{"idle_timeout": 0, "max_restarts": 1}])
