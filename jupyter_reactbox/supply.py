@@ -102,15 +102,30 @@ def locked_vite(files: dict[str, bytes]) -> str | None:
             if name in files:
                 found = pattern.search(files[name])
                 return found.group(1).decode() if found else None
-        pkg = json.loads(files.get("package.json", b"{}"))
-        specs = [pkg.get(section, {}).get("vite") for section in SECTIONS]
-        spec = next((s for s in specs if isinstance(s, str)), "")
+        spec = _vite_spec(files)
         return spec if _EXACT_RE.match(spec) else None
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
+def _vite_spec(files: dict[str, bytes]) -> str:
+    pkg = json.loads(files.get("package.json", b"{}"))
+    specs = [pkg.get(section, {}).get("vite") for section in SECTIONS]
+    return next((s.strip() for s in specs if isinstance(s, str)), "")
+
+
 _EXACT_RE = re.compile(r"^\d+\.\d+\.\d+$")
+_LINE_RE = re.compile(r"^[\^~]?(\d+)(?:\.(?:\d+|x|\*))*$")
+"""A range that stays within one major line: ``^4.3.2``, ``~4.3``, ``4.x``, ``4``."""
+
+
+def vite_line(files: dict[str, bytes]) -> int | None:
+    """The major line of Vite the app can get, when ``package.json`` allows only one."""
+    try:
+        found = _LINE_RE.match(_vite_spec(files))
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return int(found.group(1)) if found else None
 
 
 def vite_version(app_dir: Path, *, installed: bool) -> str | None:
@@ -172,13 +187,7 @@ def vite_problem(version: str) -> str | None:
     release = tuple(int(n) for n in match.groups())
     oldest = min(VITE_MINIMUMS)
     if release[0] < oldest:
-        fixed = ".".join(map(str, VITE_MINIMUMS[oldest]))
-        return (
-            f"Vite {version} is no longer maintained and has known ways to read files "
-            f"outside the app, and no patched release of Vite {release[0]} exists: set "
-            f'"vite": "^{fixed}" in package.json (Vite {oldest} or later; update Vite '
-            "plugins such as @vitejs/plugin-react to releases for it)"
-        )
+        return _unmaintained(version, release[0])
     minimum = VITE_MINIMUMS.get(release[0])
     if minimum and release < minimum:
         fixed = ".".join(map(str, minimum))
@@ -189,11 +198,33 @@ def vite_problem(version: str) -> str | None:
     return None
 
 
+def _unmaintained(shown: str, line: int) -> str:
+    oldest = min(VITE_MINIMUMS)
+    fixed = ".".join(map(str, VITE_MINIMUMS[oldest]))
+    return (
+        f"Vite {shown} is no longer maintained and has known ways to read files "
+        f"outside the app, and no patched release of Vite {line} exists: set "
+        f'"vite": "^{fixed}" in package.json (Vite {oldest} or later; update Vite '
+        "plugins such as @vitejs/plugin-react to releases for it)"
+    )
+
+
 def check(app_dir: Path, policy: Policy | None = None, *, installed: bool = False) -> None:
     """UnsupportedApp (422) for a dependency from outside the registry or a Vite with
     known file leaks (before the install: one no override can fix), unless the
     policy allows it."""
     policy = policy or Policy()
+    if not policy.allow_vulnerable_vite and not installed:
+        try:
+            manifest = {"package.json": worktree.read_bytes(app_dir, "package.json", 1 << 20)}
+        except (OSError, worktree.NotAFile):
+            manifest = {}
+        line = vite_line(manifest) if manifest.get("package.json") else None
+        if line is not None and line < min(VITE_MINIMUMS):
+            problem = _unmaintained(_vite_spec(manifest), line)
+            raise UnsupportedApp(
+                f"{problem}, or ask your admin to set c.ReactBoxApp.allow_vulnerable_vite = True."
+            )
     if not policy.allow_vulnerable_vite:
         version = vite_version(app_dir, installed=installed)
         problem = version and vite_problem(version)

@@ -4,6 +4,7 @@ runs, unless an admin says otherwise."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import FIXTURES, zip_dir
@@ -127,6 +128,22 @@ def test_the_locked_vite_is_read_from_every_lockfile(name, data):
     assert supply.vite_pin(files) == supply.VitePin("6.0.3", "6.4.2")
     assert supply.vite_pin(files, supply.Policy(allow_vulnerable_vite=True)) is None
     assert supply.locked_vite({"package.json": b'{"devDependencies": {"vite": "^6.0.3"}}'}) is None
+
+
+@pytest.mark.parametrize(
+    "spec, line",
+    [("^4.3.2", 4), ("~3.1", 3), ("4.x", 4), ("2", 2), ("4.5.3", 4), (">=4", None),
+     ("^4 || ^5", None), ("latest", None), ("npm:rolldown-vite@7", None)],
+)  # fmt: skip
+def test_a_range_within_one_old_line_is_refused_at_upload(tmp_path, spec, line):
+    manifest = json.dumps({"devDependencies": {"vite": spec}}).encode()
+    assert supply.vite_line({"package.json": manifest}) == line
+    (tmp_path / "package.json").write_bytes(manifest)
+    if line is None:
+        supply.check(tmp_path)
+    else:
+        with pytest.raises(UnsupportedApp, match=f"Vite {re.escape(spec)} is no longer"):
+            supply.check(tmp_path)
 
 
 def test_a_pin_overrides_the_package_for_the_app_and_its_dependents():

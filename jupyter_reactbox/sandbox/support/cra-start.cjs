@@ -9,6 +9,7 @@
 // - react-scripts < 3.4 ignores PUBLIC_URL in development and serves from /:
 //   its webpack and dev-server configs get the base as their public path, and
 //   public/ is served under the base too.
+// - react-scripts 5 writes no tsconfig.json on start (see below).
 // - webpack-dev-server 3 (react-scripts < 5) listens for its socket where the
 //   page connects; the preview proxy sends the socket to /ws, as for
 //   webpack-dev-server 4, so the server listens there.
@@ -74,6 +75,14 @@ if (major < 5) {
     }
     return config
   })
+}
+// react-scripts 5 writes a TypeScript app's tsconfig.json only when create-react-app
+// makes the app (releases before 5 did on every start): without it, webpack
+// resolves no .tsx module. A template uploaded as it ships gets one here, as
+// create-react-app would have written it.
+const verifyTypeScript = path.join(scripts, 'scripts', 'utils', 'verifyTypeScriptSetup.js')
+if (major >= 5 && fs.existsSync(verifyTypeScript) && !fs.existsSync('tsconfig.json')) {
+  require(verifyTypeScript)()
 }
 console.log(`jupyter-reactbox: react-scripts ${version}`)
 require(path.join(scripts, 'scripts', 'start.js'))

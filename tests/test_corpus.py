@@ -1,0 +1,200 @@
+"""A corpus of real apps, as their authors ship them: the official templates that
+packages publish to the package registry, taken at test time (``npm pack``),
+uploaded as a ZIP the way a user would, and opened through the preview in
+Debian's chromium.  Each must render its main content and respond to a click,
+or fail fast with a message that says why and what to change.  The test prints
+the table, and needs 9 in 10 to render.
+
+Nothing of these templates is committed here; the fixtures of our own (yarn,
+pnpm, older create-react-app, routers, subfolders) are in ``test_real_apps.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import tarfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import chromium
+from tornado.httpclient import HTTPClientError
+
+pytestmark = [pytest.mark.docker, pytest.mark.browser]
+
+
+@dataclass
+class App:
+    name: str
+    source: str
+    """Where it comes from: the registry package and the folder in it."""
+    files: dict[str, bytes]
+    refused: str | None = None
+    """Part of the message an app we do not run must fail with."""
+
+
+def npm_pack(spec: str, into: Path) -> Path:
+    """Unpack the registry package ``spec`` into a new folder; its ``package/``."""
+    into.mkdir(parents=True)
+    out = subprocess.run(
+        ["npm", "pack", spec, "--json", "--pack-destination", str(into)],
+        capture_output=True,
+        text=True,
+        cwd=into,
+        timeout=300,
+        check=True,
+    )
+    with tarfile.open(into / json.loads(out.stdout)[0]["filename"]) as tar:
+        tar.extractall(into, filter="data")
+    return into / "package"
+
+
+def folder_files(root: Path) -> dict[str, bytes]:
+    """A template folder as its scaffolder writes it (``_gitignore`` -> ``.gitignore``)."""
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            rel = path.relative_to(root).as_posix()
+            files[{"_gitignore": ".gitignore", "gitignore": ".gitignore"}.get(rel, rel)] = (
+                path.read_bytes()
+            )
+    return files
+
+
+def vite_template(tmp: Path, version: str, template: str) -> App:
+    package = npm_pack(f"create-vite@{version}", tmp / f"create-vite-{version}-{template}")
+    real = json.loads((package / "package.json").read_text())["version"]
+    files = folder_files(package / f"template-{template}")
+    manifest = json.loads(files["package.json"])
+    manifest["name"] = template
+    files["package.json"] = json.dumps(manifest, indent=2).encode()
+    major = int(manifest["devDependencies"]["vite"].lstrip("^~").split(".")[0])
+    refused = "no patched release of Vite" if major < 5 else None
+    return App(
+        f"vite-{version}-{template}", f"create-vite@{real} template-{template}", files, refused
+    )
+
+
+def cra_template(tmp: Path, name: str) -> App:
+    """What `create-react-app` makes of a template: its ``template/`` folder, and a
+    package.json with react-scripts, React and the template's dependencies."""
+    package = npm_pack(name, tmp / name)
+    real = json.loads((package / "package.json").read_text())["version"]
+    template = json.loads((package / "template.json").read_text())["package"]
+    files = folder_files(package / "template")
+    manifest = {
+        "name": name,
+        "version": "0.1.0",
+        "private": True,
+        "dependencies": {
+            "react": "^19.0.0",
+            "react-dom": "^19.0.0",
+            "react-scripts": "5.0.1",
+            **template.get("dependencies", {}),
+        },
+        "scripts": {"start": "react-scripts start"},
+        "eslintConfig": template.get("eslintConfig", {}),
+        "browserslist": {
+            "production": [">0.2%", "not dead", "not op_mini all"],
+            "development": ["last 1 chrome version"],
+        },
+    }
+    files["package.json"] = json.dumps(manifest, indent=2).encode()
+    return App(name, f"{name}@{real}", files)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> list[App]:
+    tmp = tmp_path_factory.mktemp("corpus")
+    apps = [
+        vite_template(tmp, version, template)
+        for version in ("latest", "7", "6", "5")
+        for template in ("react", "react-ts")
+    ]
+    apps.append(vite_template(tmp, "4", "react"))  # Vite 4: no patched release
+    apps += [cra_template(tmp, "cra-template"), cra_template(tmp, "cra-template-typescript")]
+    return apps
+
+
+def to_zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+async def check_page(browser, url: str) -> tuple[str, str]:
+    """(rendered, clicked): 'yes', or what went wrong; 'no button' where the page
+    has nothing to click but links out."""
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        await page.goto(url)
+        await page.wait_for_function(
+            "document.querySelector('#root')?.innerText.trim().length > 0", timeout=90_000
+        )
+        if errors:
+            return f"page error: {errors[0][:80]}", "-"
+        button = page.locator("button").first
+        if not await button.count():
+            return "yes", "no button"
+        before = await page.inner_text("#root")
+        await button.click()
+        await page.wait_for_function(
+            "before => document.querySelector('#root').innerText !== before", arg=before
+        )
+        return "yes", "yes"
+    except Exception as exc:  # a row of the table, not the end of the run
+        return f"no: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}", "-"
+    finally:
+        await page.close()
+
+
+async def test_the_corpus_of_registry_templates_renders(api, jp_fetch, server_url, corpus):
+    rows = []
+    async with chromium() as browser:
+        for app in corpus:
+            started = time.monotonic()
+            try:
+                r = await api.upload(to_zip(app.files), app.name)
+            except HTTPClientError as exc:
+                message = json.loads(exc.response.body)["message"]
+                ok = app.refused is not None and app.refused in message
+                rows.append(
+                    (app, "refused" if ok else "no", "-", message, time.monotonic() - started)
+                )
+                continue
+            project = json.loads(r.body)["id"]
+            info = await api.get(project)
+            deadline = time.monotonic() + 600
+            while info["status"] not in ("running", "failed") and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                info = await api.get(project)
+            if info["status"] != "running":
+                note = (info["error"] or info["status"]).splitlines()[0]
+                ok = app.refused is not None and app.refused in note
+                rows.append((app, "refused" if ok else "no", "-", note, time.monotonic() - started))
+            else:
+                rendered, clicked = await check_page(browser, server_url + info["preview_url"])
+                note = "; ".join(info["notes"]) or info["detail"] or ""
+                rows.append((app, rendered, clicked, note, time.monotonic() - started))
+            await jp_fetch("reactbox", "api", "projects", project, method="DELETE")
+
+    width = max(len(a.source) for a in corpus)
+    print(f"\n{'app':<{width}}  {'renders':<8} {'click':<9} {'s':>5}  note")
+    for app, rendered, clicked, note, seconds in rows:
+        print(f"{app.source:<{width}}  {rendered[:8]:<8} {clicked:<9} {seconds:5.0f}  {note[:100]}")
+    ran = [row for row in rows if row[0].refused is None]
+    good = [row for row in ran if row[1] == "yes" and row[2] in ("yes", "no button")]
+    print(f"rendered and responded: {len(good)} of {len(ran)}; refused as expected: "
+          f"{sum(1 for row in rows if row[1] == 'refused')} of {len(rows) - len(ran)}")  # fmt: skip
+    assert len(good) >= 0.9 * len(ran), rows
+    # An app we do not run fails fast, with a message that says what to change.
+    assert all(row[1] == "refused" for row in rows if row[0].refused is not None), rows
