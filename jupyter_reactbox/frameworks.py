@@ -22,11 +22,21 @@ from .managers import NPM, Manager
 # webpack-dev-server itself keeps listening on /ws.
 UPSTREAM_PATHS: dict[str, dict[str, str]] = {"cra": {"ws": "/ws"}}
 
+ROOT_WITHOUT_SLASH = frozenset({"next"})
+"""Dev servers whose root under a basePath is the base with no trailing slash
+(Next.js redirects ``<base>/`` to ``<base>``): the preview's root goes upstream so."""
+
+CROSS_SITE_CHECKED = frozenset({"next"})
+"""Dev servers that refuse cross-site requests for their dev resources (Next.js
+15+ checks ``Origin`` and ``Sec-Fetch-Site``); the sandboxed page is cross-site
+to everyone (``Origin: null``), so the proxy, which has checked the preview's
+token, presents these requests as the dev server's own."""
+
 
 @dataclass(frozen=True)
 class AppPlan:
     framework: str
-    """'vite' or 'cra'."""
+    """'vite', 'cra' or 'next'."""
     port: int
     manager: Manager = NPM
     dev_argv_template: tuple[str, ...] = field(default=())
@@ -93,6 +103,29 @@ CRA = AppPlan(
 )
 
 
+NEXT = AppPlan(
+    framework="next",
+    port=3000,
+    dev_argv_template=(
+        "node",
+        "node_modules/next/dist/bin/next",
+        "dev",
+        "--port",
+        "{port}",
+        "--hostname",
+        "0.0.0.0",
+    ),
+    env_template=(
+        # The preview's base becomes Next's default basePath (no change to the
+        # app's next.config; see sandbox/support/next-preload.cjs).
+        ("NODE_OPTIONS", f"--require {SUPPORT}/next-preload.cjs"),
+        ("REACTBOX_BASE", "{base}"),
+        ("NEXT_TELEMETRY_DISABLED", "1"),
+        ("BROWSER", "none"),
+    ),
+)
+
+
 def _manager(pkg: dict, app_dir: Path) -> Manager:
     lockfiles = {}
     for name in managers.LOCKFILES:
@@ -105,7 +138,7 @@ def _manager(pkg: dict, app_dir: Path) -> Manager:
     return managers.choose(pkg, lockfiles)
 
 
-FRAMEWORK_PACKAGES = ("vite", "react-scripts", "next")
+FRAMEWORK_PACKAGES = ("vite", "react-scripts", "next", "astro")
 """A ``package.json`` that depends on one of these is an app (to run, or to refuse
 with a reason); one that does not (a monorepo's root, a backend) is not."""
 
@@ -142,14 +175,19 @@ def detect(app_dir: Path) -> AppPlan:
     elif "react-scripts" in deps:
         spec = CRA
     elif "next" in deps:
+        spec = NEXT
+    elif "astro" in deps:
         raise UnsupportedApp(
-            "This is a Next.js app; jupyter-reactbox runs Vite and create-react-app apps. "
-            "Next.js support is planned."
+            "This is an Astro site. jupyter-reactbox runs React apps built with Vite, "
+            "create-react-app or Next.js; Astro renders its pages on its own server, which "
+            "would need the preview's base in astro.config (`base`) to match any route, and "
+            "jupyter-reactbox does not change an app's files to run it. To preview its React "
+            "components here, put them in a Vite app (npm create vite@latest -- --template react)."
         )
     else:
         raise UnsupportedApp(
-            "Cannot tell how to run this app: package.json lists neither 'vite' nor "
-            "'react-scripts' in dependencies or devDependencies. Add Vite "
-            "(npm create vite@latest) or upload a create-react-app project."
+            "Cannot tell how to run this app: package.json lists none of 'vite', "
+            "'react-scripts' or 'next' in dependencies or devDependencies. Add Vite "
+            "(npm create vite@latest) or upload a create-react-app or Next.js project."
         )
     return replace(spec, manager=_manager(pkg, app_dir))

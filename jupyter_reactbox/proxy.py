@@ -40,7 +40,7 @@ from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import httputil, web
 
 from .errors import ReactBoxError
-from .frameworks import UPSTREAM_PATHS
+from .frameworks import CROSS_SITE_CHECKED, ROOT_WITHOUT_SLASH, UPSTREAM_PATHS
 from .rewrite import inject_scripts, public_files
 from .runtime import PreviewState, Runtime
 
@@ -305,7 +305,10 @@ class PreviewProxyHandler(ProxyHandler):
             if not (k == "token" and (protocol == "http" or v == jupyter_token))
         ]
         assert self.preview is not None
-        moved = UPSTREAM_PATHS.get(self.preview.framework or "", {}).get(proxied_path.lstrip("/"))
+        framework = self.preview.framework or ""
+        moved = UPSTREAM_PATHS.get(framework, {}).get(proxied_path.lstrip("/"))
+        if framework in ROOT_WITHOUT_SLASH and proxied_path in ("", "/"):
+            moved = self.request.path.rstrip("/")
         uri = f"{protocol}://{host}:{port}{moved or self.request.path}"
         return uri + ("?" + urlencode(query) if query else "")
 
@@ -315,6 +318,16 @@ class PreviewProxyHandler(ProxyHandler):
             headers.pop(name, None)
         host, port = self._upstream()
         headers["Host"] = f"{host}:{port}"
+        assert self.preview is not None
+        if self.preview.framework in CROSS_SITE_CHECKED:
+            # As if the page were the dev server's own, on localhost (which Next.js
+            # allows for dev resources, and where Origin and Host agree for its
+            # server actions' check).
+            headers["Host"] = f"localhost:{port}"
+            for name in ("Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest"):
+                headers.pop(name, None)
+            if "Origin" in headers:
+                headers["Origin"] = f"http://localhost:{port}"
         return headers
 
     # -- HTTP: one pooled client, bodies streamed unless they are rewritten ------

@@ -52,7 +52,7 @@ class PublicFiles:
                 except OSError:
                     entries = []
             names = [
-                re.escape(n.encode()) + (b"/" if is_dir else rb"(?=[\"'`?#)\s])")
+                re.escape(n.encode()) + (b"/" if is_dir else rb"(?=[\"'`?#)\s\\])")
                 for n, is_dir in entries
             ]
             # Starts at the quote character, so the scan skips ahead quickly.

@@ -98,11 +98,25 @@ def test_pnpm_from_package_manager_field(tmp_path):
     ]
 
 
+def test_next_gets_the_base_as_its_default_base_path(tmp_path):
+    plan = detect(app(tmp_path, {"dependencies": {"next": "16.4.6"}}, "package-lock.json"))
+    assert (plan.framework, plan.port) == ("next", 3000)
+    assert plan.dev_argv(BASE) == [
+        "node", "node_modules/next/dist/bin/next", "dev", "--port", "3000", "--hostname", "0.0.0.0",
+    ]  # fmt: skip
+    assert plan.dev_env(BASE) == {
+        "NODE_OPTIONS": "--require /opt/reactbox/support/next-preload.cjs",
+        "REACTBOX_BASE": BASE,
+        "NEXT_TELEMETRY_DISABLED": "1",
+        "BROWSER": "none",
+    }
+
+
 @pytest.mark.parametrize(
     "pkg, message",
     [
-        ({"dependencies": {"next": "15"}}, "Next.js"),
-        ({"dependencies": {"react": "19"}}, "neither 'vite' nor 'react-scripts'"),
+        ({"dependencies": {"react": "19"}}, "none of 'vite', 'react-scripts' or 'next'"),
+        ({"dependencies": {"astro": "5", "@astrojs/react": "4"}}, "This is an Astro site"),
         ([1, 2], "JSON object"),
     ],
 )

@@ -177,3 +177,45 @@ async def test_older_create_react_app_renders_under_the_prefix(
             app_js.write_text(app_js.read_text().replace("Hello from", "Hot reloaded"))
             await page.wait_for_selector("text=Hot reloaded an older", timeout=60_000)
         assert errors == []
+
+
+async def test_a_next_app_runs_under_the_prefix_with_both_routers_and_hot_reloads(
+    api, server_url, projects_dir
+):
+    """Next.js 16 (Turbopack): the preview's base becomes its basePath with no change
+    to the app's files; its dev-origin check lets the sandboxed page (Origin: null)
+    through the proxy; the app router, the pages router, links, reloads of deep
+    routes, public files and HMR all work."""
+    r = await api.upload(zip_dir(FIXTURES / "next-app"), "next")
+    info = await api.wait(json.loads(r.body)["id"], timeout=600)
+    assert info["framework"] == "next"
+    url = server_url + info["preview_url"]
+    async with chromium() as browser:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(url)
+        await page.wait_for_selector("text=Hello from Next.js", timeout=120_000)
+        assert await page.evaluate("self.origin") == "null"
+        await page.wait_for_function(
+            "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=10_000
+        )
+        await page.click("button.counter")
+        await page.wait_for_selector("text=Count is 1")
+        await page.click("text=About")
+        await page.wait_for_selector("text=About page", timeout=60_000)
+        assert page.url.rstrip("/") == url + "about"
+        await page.reload()
+        await page.wait_for_selector("text=About page", timeout=60_000)
+        await page.goto(url + "legacy")
+        await page.wait_for_selector("text=Pages router", timeout=120_000)
+        await page.click("button.counter")
+        await page.wait_for_selector("text=Count is 1")
+
+        await page.goto(url)
+        await page.wait_for_selector("text=Hello from Next.js", timeout=60_000)
+        await page.click("button.counter")
+        page_js = projects_dir / "next" / "app" / "app" / "page.js"
+        page_js.write_text(page_js.read_text().replace("Hello from", "Hot reloaded"))
+        await page.wait_for_selector("text=Hot reloaded Next.js", timeout=60_000)
+        assert errors == []

@@ -1,0 +1,31 @@
+'use strict'
+// Loaded (--require, through NODE_OPTIONS) into every Node process of a Next.js
+// dev server that jupyter-reactbox runs in the sandbox.  It makes the preview's
+// base (REACTBOX_BASE) Next's default basePath, without a change to the app's
+// files: Next merges the app's own next.config over its defaults, then derives
+// assetPrefix, the image path and the HMR socket from basePath.  An app that
+// sets a basePath of its own keeps it (and is served under it).
+//
+// Next's defaults are a frozen object exported by next/dist/server/config-shared;
+// every require() of that module gets a copy of its exports whose defaults have
+// the base.
+const Module = require('module')
+
+const base = (process.env.REACTBOX_BASE || '').replace(/\/$/, '')
+const load = Module._load
+const replaced = new WeakMap()
+
+Module._load = function (request, parent, isMain) {
+  const exported = load.apply(this, arguments)
+  if (!base || typeof request !== 'string' || !/config-shared(\.js)?$/.test(request)) {
+    return exported
+  }
+  const defaults = exported && exported.defaultConfig
+  if (!defaults || typeof defaults !== 'object' || !('basePath' in defaults)) return exported
+  if (!replaced.has(exported)) {
+    const copy = { ...exported, defaultConfig: Object.freeze({ ...defaults, basePath: base }) }
+    Object.defineProperty(copy, '__esModule', { value: true })
+    replaced.set(exported, copy)
+  }
+  return replaced.get(exported)
+}
