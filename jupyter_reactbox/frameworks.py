@@ -170,6 +170,16 @@ def detect(app_dir: Path) -> AppPlan:
     if not isinstance(pkg, dict):
         raise UnsupportedApp("package.json must hold a JSON object.")
     deps = _dependencies(pkg)
+    server_routed = next((n for n in ("@react-router/dev", "@remix-run/dev") if n in deps), None)
+    if server_routed:
+        raise UnsupportedApp(
+            f"This app uses {server_routed} (React Router's framework mode, or Remix), which "
+            "matches every route on its own server against `basename` in its config. Behind "
+            "the preview's path that needs the preview's base there, and jupyter-reactbox does "
+            "not change an app's files to run it, so each page would be its 404. React "
+            "Router in library mode (BrowserRouter, createBrowserRouter in a Vite app) runs "
+            "as it is."
+        )
     if "vite" in deps:
         spec = VITE
     elif "react-scripts" in deps:

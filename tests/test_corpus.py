@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import subprocess
 import tarfile
 import time
@@ -36,6 +37,8 @@ class App:
     files: dict[str, bytes]
     refused: str | None = None
     """Part of the message an app we do not run must fail with."""
+    main: str = "#root"
+    """The element the app renders into."""
 
 
 def npm_pack(spec: str, into: Path) -> Path:
@@ -54,15 +57,16 @@ def npm_pack(spec: str, into: Path) -> Path:
     return into / "package"
 
 
+RENAMED = {"_gitignore": ".gitignore", "gitignore": ".gitignore", "README-template.md": "README.md"}
+
+
 def folder_files(root: Path) -> dict[str, bytes]:
     """A template folder as its scaffolder writes it (``_gitignore`` -> ``.gitignore``)."""
     files = {}
     for path in sorted(root.rglob("*")):
         if path.is_file():
             rel = path.relative_to(root).as_posix()
-            files[{"_gitignore": ".gitignore", "gitignore": ".gitignore"}.get(rel, rel)] = (
-                path.read_bytes()
-            )
+            files[RENAMED.get(rel, rel)] = path.read_bytes()
     return files
 
 
@@ -108,6 +112,37 @@ def cra_template(tmp: Path, name: str) -> App:
     return App(name, f"{name}@{real}", files)
 
 
+def next_template(tmp: Path, template: str, language: str) -> App:
+    """What `create-next-app --no-eslint` makes of one of its templates: the folder,
+    and the package.json it writes (its own Next release, the React it pins)."""
+    package = npm_pack("create-next-app", tmp / f"create-next-app-{template}-{language}")
+    real = json.loads((package / "package.json").read_text())["version"]
+    react = re.search(r'\ben="(\d+\.\d+\.\d+)"', (package / "dist" / "index.js").read_text())
+    assert react, "create-next-app no longer names the React it installs where it did"
+    files = folder_files(package / "dist" / "templates" / template / language)
+    files.pop("eslint.config.mjs", None)
+    manifest = {
+        "name": f"next-{template}-{language}",
+        "version": "0.1.0",
+        "private": True,
+        "scripts": {"dev": "next dev", "build": "next build", "start": "next start"},
+        "dependencies": {"react": react.group(1), "react-dom": react.group(1), "next": real},
+        "devDependencies": {},
+    }
+    if language == "ts":
+        manifest["devDependencies"] = {
+            "typescript": "^5", "@types/node": "^20", "@types/react": "^19",
+            "@types/react-dom": "^19",
+        }  # fmt: skip
+    files["package.json"] = json.dumps(manifest, indent=2).encode()
+    return App(
+        f"next-{template}-{language}",
+        f"create-next-app@{real} {template}/{language}",
+        files,
+        main="main",
+    )
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> list[App]:
     tmp = tmp_path_factory.mktemp("corpus")
@@ -118,6 +153,7 @@ def corpus(tmp_path_factory) -> list[App]:
     ]
     apps.append(vite_template(tmp, "4", "react"))  # Vite 4: no patched release
     apps += [cra_template(tmp, "cra-template"), cra_template(tmp, "cra-template-typescript")]
+    apps += [next_template(tmp, "app", "ts"), next_template(tmp, "default", "js")]
     return apps
 
 
@@ -129,7 +165,7 @@ def to_zip(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-async def check_page(browser, url: str) -> tuple[str, str]:
+async def check_page(browser, url: str, main: str) -> tuple[str, str]:
     """(rendered, clicked): 'yes', or what went wrong; 'no button' where the page
     has nothing to click but links out."""
     page = await browser.new_page()
@@ -138,17 +174,20 @@ async def check_page(browser, url: str) -> tuple[str, str]:
     try:
         await page.goto(url)
         await page.wait_for_function(
-            "document.querySelector('#root')?.innerText.trim().length > 0", timeout=90_000
+            "main => document.querySelector(main)?.innerText.trim().length > 0",
+            arg=main,
+            timeout=120_000,
         )
         if errors:
             return f"page error: {errors[0][:80]}", "-"
         button = page.locator("button").first
         if not await button.count():
             return "yes", "no button"
-        before = await page.inner_text("#root")
+        before = await page.inner_text(main)
         await button.click()
         await page.wait_for_function(
-            "before => document.querySelector('#root').innerText !== before", arg=before
+            "([main, before]) => document.querySelector(main).innerText !== before",
+            arg=[main, before],
         )
         return "yes", "yes"
     except Exception as exc:  # a row of the table, not the end of the run
@@ -182,7 +221,8 @@ async def test_the_corpus_of_registry_templates_renders(api, jp_fetch, server_ur
                 ok = app.refused is not None and app.refused in note
                 rows.append((app, "refused" if ok else "no", "-", note, time.monotonic() - started))
             else:
-                rendered, clicked = await check_page(browser, server_url + info["preview_url"])
+                url = server_url + info["preview_url"]
+                rendered, clicked = await check_page(browser, url, app.main)
                 note = "; ".join(info["notes"]) or info["detail"] or ""
                 rows.append((app, rendered, clicked, note, time.monotonic() - started))
             await jp_fetch("reactbox", "api", "projects", project, method="DELETE")

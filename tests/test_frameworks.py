@@ -117,6 +117,13 @@ def test_next_gets_the_base_as_its_default_base_path(tmp_path):
     [
         ({"dependencies": {"react": "19"}}, "none of 'vite', 'react-scripts' or 'next'"),
         ({"dependencies": {"astro": "5", "@astrojs/react": "4"}}, "This is an Astro site"),
+        (
+            {
+                "dependencies": {"react-router": "7"},
+                "devDependencies": {"@react-router/dev": "7", "vite": "7"},
+            },
+            "uses @react-router/dev .React Router's framework mode",
+        ),
         ([1, 2], "JSON object"),
     ],
 )

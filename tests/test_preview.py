@@ -123,6 +123,8 @@ async def test_preview_renders_hot_reloads_and_cannot_act_as_the_user(
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        console: list[str] = []
+        page.on("console", lambda m: console.append(m.text))
 
         # Log in to Jupyter the way a user does: the browser now holds the cookies.
         r = await page.goto(f"{jupyter}api/status?token={jp_serverapp.identity_provider.token}")
@@ -156,6 +158,8 @@ async def test_preview_renders_hot_reloads_and_cannot_act_as_the_user(
         assert await frame.evaluate(
             "[...document.querySelectorAll('use')].every(u => document.getElementById(u.getAttribute('href').slice(1)))"
         )
+        # ... without the browser first refusing the external reference.
+        assert not [line for line in console if "Unsafe attempt to load URL" in line], console
 
         # Attacks from inside the preview.
         attack = await frame.evaluate(

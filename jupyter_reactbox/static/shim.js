@@ -54,15 +54,23 @@
     });
   }
 
+  // A <use> that names an external sprite is refused by the browser (and logged as
+  // "Unsafe attempt to load URL") the moment it is connected, before any observer
+  // could change it. So the reference is changed as it is set: the element gets a
+  // local id at once, and the symbol is fetched (CORS) and inlined under that id;
+  // <use> picks it up when it appears.
   const XLINK = "http://www.w3.org/1999/xlink";
   const sprites = new Map(); // sprite URL -> Promise<Document>
+  const inlined = new Map(); // "url#id" -> local id
   let defs = null;
   let counter = 0;
-  const inlined = new Map(); // "url#id" -> local id
 
-  const localId = async (url, id) => {
-    const key = `${url}#${id}`;
-    if (inlined.has(key)) return inlined.get(key);
+  const whenBody = () =>
+    document.body
+      ? Promise.resolve()
+      : new Promise((done) => document.addEventListener("DOMContentLoaded", done, { once: true }));
+
+  const inline = async (url, id, local) => {
     if (!sprites.has(url)) {
       sprites.set(
         url,
@@ -71,9 +79,9 @@
           .then((text) => new DOMParser().parseFromString(text, "image/svg+xml")),
       );
     }
-    const doc = await sprites.get(url);
-    const symbol = doc.getElementById(id);
-    if (!symbol) return null;
+    const symbol = (await sprites.get(url)).getElementById(id);
+    if (!symbol) return;
+    await whenBody();
     if (!defs) {
       const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
       svg.setAttribute("aria-hidden", "true");
@@ -82,22 +90,57 @@
       svg.appendChild(defs);
       document.body.appendChild(svg);
     }
-    if (!inlined.has(key)) {
-      const copy = document.importNode(symbol, true);
-      copy.id = `reactbox-sprite-${++counter}-${id}`;
-      defs.appendChild(copy);
-      inlined.set(key, copy.id);
-    }
-    return inlined.get(key);
+    const copy = document.importNode(symbol, true);
+    copy.id = local;
+    defs.appendChild(copy);
   };
 
-  const fix = async (use) => {
-    const href = use.getAttribute("href") ?? use.getAttributeNS(XLINK, "href");
-    if (!href || href.startsWith("#")) return;
-    const url = new URL(href, document.baseURI);
-    if (url.host !== location.host || !url.hash) return;
-    const id = await localId(url.href.split("#")[0], decodeURIComponent(url.hash.slice(1)));
-    if (id) use.setAttribute("href", `#${id}`);
+  // "/icons.svg#home" on this host -> "#reactbox-sprite-1-home"; anything else as is.
+  const localRef = (value) => {
+    if (!value || value.startsWith("#")) return value;
+    let url;
+    try {
+      url = new URL(value, document.baseURI);
+    } catch {
+      return value;
+    }
+    if (url.host !== location.host || !url.hash) return value;
+    const file = url.href.split("#")[0];
+    const id = decodeURIComponent(url.hash.slice(1));
+    const key = `${file}#${id}`;
+    if (!inlined.has(key)) {
+      const local = `reactbox-sprite-${++counter}-${id}`;
+      inlined.set(key, local);
+      inline(file, id, local);
+    }
+    return `#${inlined.get(key)}`;
+  };
+
+  const isHref = (name) => name === "href" || name === "xlink:href";
+  const { setAttribute, setAttributeNS } = Element.prototype;
+  Element.prototype.setAttribute = function (name, value) {
+    if (this instanceof SVGUseElement && isHref(String(name).toLowerCase())) {
+      value = localRef(String(value));
+    }
+    return setAttribute.call(this, name, value);
+  };
+  Element.prototype.setAttributeNS = function (ns, name, value) {
+    if (this instanceof SVGUseElement && isHref(String(name).toLowerCase())) {
+      value = localRef(String(value));
+    }
+    return setAttributeNS.call(this, ns, name, value);
+  };
+
+  // What the parser made (static HTML), or set another way: changed when seen.
+  const fix = (use) => {
+    for (const [ns, name] of [[null, "href"], [XLINK, "xlink:href"]]) {
+      const value = ns ? use.getAttributeNS(ns, "href") : use.getAttribute(name);
+      const local = localRef(value);
+      if (value && local !== value) {
+        if (ns) setAttributeNS.call(use, ns, name, local);
+        else setAttribute.call(use, name, local);
+      }
+    }
   };
 
   const scan = (root) => {
