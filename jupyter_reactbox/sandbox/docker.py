@@ -46,7 +46,6 @@ from .base import Endpoint, Exit, Found, Progress
 LABEL = "org.jupyter.reactbox"
 CA_IN_CONTAINER = "/etc/reactbox/ca.pem"
 STOP_TIMEOUT = 5
-"""What `npm ci` says when the lockfile no longer matches the manifest."""
 SUPPORT_DIR = Path(__file__).parent / "support"
 """jupyter-reactbox's own scripts for dev servers, mounted read-only at ``SUPPORT``."""
 
