@@ -127,15 +127,11 @@ NEXT = AppPlan(
 
 
 def _manager(pkg: dict, app_dir: Path) -> Manager:
-    lockfiles = {}
-    for name in managers.LOCKFILES:
-        try:
-            data = worktree.read_bytes(app_dir, name, worktree.MAX_MANIFEST)
-        except worktree.NotAFile as exc:
-            raise UnsupportedApp(f"{name} cannot be read: {exc}") from exc
-        if data is not None:
-            lockfiles[name] = data
-    return managers.choose(pkg, lockfiles)
+    try:
+        files = managers.read_inputs(app_dir)
+    except worktree.NotAFile as exc:
+        raise UnsupportedApp(f"A lockfile cannot be read: {exc}") from exc
+    return managers.choose(pkg, {n: d for n, d in files.items() if n in managers.LOCKFILES})
 
 
 FRAMEWORK_PACKAGES = ("vite", "react-scripts", "next", "astro")

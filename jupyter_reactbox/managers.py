@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
+
+from . import worktree
 
 PM_DIR = "/opt/reactbox/pm"
 """Where the image keeps the shipped managers, one folder (an npm package) each."""
@@ -40,6 +43,21 @@ LOCKFILES = {
     "yarn.lock": "yarn",
     "pnpm-lock.yaml": "pnpm",
 }
+
+
+INPUTS = ("package.json", *LOCKFILES)
+"""What decides an install: the manifest and the lockfiles."""
+
+
+def read_inputs(app_dir: Path) -> dict[str, bytes]:
+    """Those of ``INPUTS`` the app has, as bytes (read as data, size-capped);
+    ``worktree.NotAFile`` for one that is not a regular file."""
+    files = {}
+    for name in INPUTS:
+        data = worktree.read_bytes(app_dir, name, worktree.MAX_MANIFEST)
+        if data is not None:
+            files[name] = data
+    return files
 
 
 def entry(tool: str) -> str:

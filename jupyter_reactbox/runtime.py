@@ -31,7 +31,7 @@ import aiohttp
 from jupyter_server.utils import url_path_join
 from tornado import httpclient
 
-from . import supply
+from . import managers, supply
 from .errors import (
     DiskFull,
     QuotaExceeded,
@@ -41,7 +41,7 @@ from .errors import (
     is_disk_full,
 )
 from .sandbox.base import Endpoint, Sandbox
-from .sandbox.modules import disk_usage, read_inputs
+from .sandbox.modules import disk_usage
 from .store import Project, ProjectStore
 
 COMPILED_SUFFIXES = (
@@ -177,7 +177,7 @@ class Runtime:
         return (self.preview_origin(project_id) or "") + st.base
 
     def _vite_pin(self, project: Project) -> supply.VitePin | None:
-        return supply.vite_pin(read_inputs(project.app_dir), self.store.supply_policy)
+        return supply.vite_pin(managers.read_inputs(project.app_dir), self.store.supply_policy)
 
     def info(self, project: Project) -> dict:
         st = self.state(project.id)

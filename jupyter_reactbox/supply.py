@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import worktree
+from . import managers, worktree
 from .errors import UnsupportedApp
 
 SECTIONS = ("dependencies", "devDependencies", "optionalDependencies", "peerDependencies")
@@ -134,13 +134,7 @@ def vite_version(app_dir: Path, *, installed: bool) -> str | None:
         if installed:
             meta = worktree.read_json(app_dir, "node_modules/vite/package.json")
             return meta.get("version")
-        files = {}
-        for name in ("package.json", "package-lock.json", "npm-shrinkwrap.json",
-                     "yarn.lock", "pnpm-lock.yaml"):  # fmt: skip
-            data = worktree.read_bytes(app_dir, name, worktree.MAX_MANIFEST)
-            if data is not None:
-                files[name] = data
-        return locked_vite(files)
+        return locked_vite(managers.read_inputs(app_dir))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, worktree.NotAFile):
         return None
 

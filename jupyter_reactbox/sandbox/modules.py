@@ -33,13 +33,6 @@ from pathlib import Path
 from .. import managers, worktree
 
 MARKER = ".reactbox-installed"
-_INPUTS = (
-    "package.json",
-    "package-lock.json",
-    "npm-shrinkwrap.json",
-    "yarn.lock",
-    "pnpm-lock.yaml",
-)
 
 
 SETTINGS = frozenset(
@@ -82,20 +75,10 @@ class InstallInputs:
             (folder / name).write_bytes(managers.point_lockfile_at(registry, name, data))
 
 
-def read_inputs(app_dir: Path) -> dict[str, bytes]:
-    """The manifest and lockfiles of the app, as bytes."""
-    files = {}
-    for name in _INPUTS:
-        data = worktree.read_bytes(app_dir, name, worktree.MAX_MANIFEST)
-        if data is not None:
-            files[name] = data
-    return files
-
-
 def install_inputs(
     app_dir: Path, argv: list[str], pins: dict[str, str] | None = None, manager: str = "npm"
 ) -> InstallInputs:
-    files = read_inputs(app_dir)
+    files = managers.read_inputs(app_dir)
     if pins:
         files["package.json"] = pinned(files.get("package.json", b"{}"), pins, manager)
     return InstallInputs(files, _settings(app_dir), tuple(argv))
