@@ -432,6 +432,17 @@ async def chromium():
             await browser.close()
 
 
+@contextlib.asynccontextmanager
+async def preview_page(url: str):
+    """Chromium on ``url``: (the page, the uncaught errors it has thrown so far)."""
+    async with chromium() as browser:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(url)
+        yield page, errors
+
+
 async def embed_preview(page, url: str):
     """Put the preview in an iframe on the current page, as JupyterLab does; its frame."""
     await page.evaluate(

@@ -11,7 +11,7 @@ import json
 import zipfile
 
 import pytest
-from conftest import FIXTURES, chromium, zip_dir
+from conftest import FIXTURES, preview_page, zip_dir
 from tornado.httpclient import HTTPClientError
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
@@ -19,11 +19,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
 async def renders_and_responds(url: str, *, heading: str, button: str, after: str) -> None:
     """The page at ``url`` shows ``heading``; clicking ``button`` makes it read ``after``."""
-    async with chromium() as browser:
-        page = await browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await page.goto(url)
+    async with preview_page(url) as (page, errors):
         await page.wait_for_selector(f"text={heading}", timeout=60_000)
         await page.click(button)
         await page.wait_for_selector(f"text={after}", timeout=10_000)
@@ -120,11 +116,7 @@ async def test_client_routers_without_a_basename_route_under_the_preview(
     )
     info = await api.wait(json.loads(r.body)["id"], timeout=400)
     url = server_url + info["preview_url"]
-    async with chromium() as browser:
-        page = await browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await page.goto(url)
+    async with preview_page(url) as (page, errors):
         await page.wait_for_selector("text=Home page", timeout=60_000)
         await page.click("button.counter")
         await page.wait_for_selector("text=Clicked 1")
@@ -161,11 +153,7 @@ async def test_older_create_react_app_renders_under_the_prefix(
     log = (await jp_fetch("reactbox", "api", "projects", release, "logs")).body.decode()
     version = json.loads((pinned / "package.json").read_text())["dependencies"]["react-scripts"]
     assert f"jupyter-reactbox: react-scripts {version}" in log
-    async with chromium() as browser:
-        page = await browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await page.goto(server_url + info["preview_url"])
+    async with preview_page(server_url + info["preview_url"]) as (page, errors):
         await page.wait_for_selector("text=Hello from an older create-react-app", timeout=120_000)
         await page.wait_for_function(
             "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=10_000
@@ -190,11 +178,7 @@ async def test_a_next_app_runs_under_the_prefix_with_both_routers_and_hot_reload
     info = await api.wait(json.loads(r.body)["id"], timeout=600)
     assert info["framework"] == "next"
     url = server_url + info["preview_url"]
-    async with chromium() as browser:
-        page = await browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await page.goto(url)
+    async with preview_page(url) as (page, errors):
         await page.wait_for_selector("text=Hello from Next.js", timeout=120_000)
         assert await page.evaluate("self.origin") == "null"
         await page.wait_for_function(
