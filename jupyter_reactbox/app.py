@@ -10,6 +10,7 @@ import getpass
 import os
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import openai
 from jupyter_core.paths import jupyter_data_dir
@@ -21,7 +22,7 @@ from ._version import __version__
 from .ai.editor import AIEditor
 from .archive import Limits as ArchiveLimits
 from .errors import ReactBoxError
-from .proxy import PreviewProxyHandler
+from .proxy import OriginPreviewHandler, PreviewProxyHandler, origin_host_pattern
 from .runtime import Runtime
 from .sandbox.docker import DockerSandbox, Limits
 from .store import Project, ProjectStore, slugify
@@ -257,10 +258,24 @@ class ReactBoxApp(ExtensionApp):
 
     preview_origin_template = Unicode(
         "",
-        help="""Serve previews from their own origin instead of a sandboxed page on
-        Jupyter's, e.g. 'https://{project}.preview.example.org'. That host must reach
-        this server. Empty: same host, CSP sandbox (opaque origin).""",
+        help="""Serve each preview at / of its own origin instead of a sandboxed page
+        under Jupyter's path, e.g. 'https://{project}.preview.example.org' (a wildcard
+        name that reaches this server; a registrable domain of its own is best, so no
+        preview shares a site with Jupyter). Set frame_ancestors to Jupyter's origin
+        with it. Empty: under Jupyter's path, in a CSP sandbox (an opaque origin).""",
     ).tag(config=True)
+
+    @validate("preview_origin_template")
+    def _validate_origin_template(self, proposal):
+        value = proposal["value"].rstrip("/")
+        if value:
+            parts = urlsplit(value.replace("{project}", "p"))
+            if parts.scheme not in ("http", "https") or parts.path or parts.query:
+                raise ValueError(
+                    f"preview_origin_template is an origin (scheme://host[:port]): {value!r}"
+                )
+            origin_host_pattern(value)
+        return value
 
     ai_base_url = Unicode(
         help="""OpenAI-compatible endpoint for AI edits (OpenAI, Azure, vLLM, Ollama,
@@ -418,6 +433,24 @@ class ReactBoxApp(ExtensionApp):
             # redirect or a Jupyter page.
             (r"/reactbox/preview(?:/.*)?", PreviewProxyHandler, options),
         ]
+        if self.preview_origin_template:
+            self._serve_preview_hosts(options)
+
+    def _serve_preview_hosts(self, options: dict) -> None:
+        """Separate-origin mode: every path of a preview host is the preview's.
+        The rule goes first, before Jupyter's own (which match any host)."""
+        pattern = origin_host_pattern(self.preview_origin_template)
+        app = self.serverapp.web_app
+        app.add_handlers(
+            pattern, [(r"/.*", OriginPreviewHandler, {**options, "host_pattern": pattern})]
+        )
+        app.default_router.rules.insert(0, app.default_router.rules.pop(-2))
+        if self.frame_ancestors == "'self'":
+            self.log.warning(
+                "Previews have their own origins (preview_origin_template), so 'self' in "
+                "c.ReactBoxApp.frame_ancestors is the preview's own: set it to the origin "
+                "people open Jupyter at, or JupyterLab cannot show previews beside notebooks."
+            )
 
     def _kernel_environment(self) -> dict[str, str]:
         """Where this server's kernels find it (``jupyter_reactbox.kernel.client``).

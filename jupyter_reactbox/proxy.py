@@ -20,8 +20,13 @@ could read Jupyter's cookies and call ``/api/kernels`` as the user.  So:
   references to files of the app's ``public/`` folder are rewritten to the
   preview base, so absolute paths like ``/icons.svg`` do not escape it.
 
-In separate-origin mode (``c.ReactBoxApp.preview_origin_template``) the
-preview has its own origin, so neither the sandbox nor the shim is needed.
+In separate-origin mode (``c.ReactBoxApp.preview_origin_template``, e.g.
+``https://{project}.preview.example.org``) each preview is served at ``/`` of
+its own host by :class:`OriginPreviewHandler`: the app needs no prefix, and
+its origin is not Jupyter's, so neither the sandbox nor the shim is needed.
+The link is ``<origin>/__reactbox/enter/<token>``; it trades the token for an
+HttpOnly cookie of that host alone, which every later request carries.
+Nothing of Jupyter is served on a preview host.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ class PreviewProxyHandler(ProxyHandler):
         self.frame_ancestors = frame_ancestors
         self.preview: PreviewState | None = None
         self._navigation = False
+        self._entering = False  # an origin-mode link: see OriginPreviewHandler
         self.host_allowlist = self._is_upstream
 
     # -- authorisation -------------------------------------------------------
@@ -101,7 +107,8 @@ class PreviewProxyHandler(ProxyHandler):
             raise web.HTTPError(403, "Host not allowed.")
         self.current_user = self._jupyter_current_user = None
         await self.runtime.recovered()
-        project_id, token, path = (*self.path_args, "", "", "")[:3]
+        project_id, token, path = self._credentials()
+        self.proxied_path = path
         # ``path`` is decoded (catches %2e%2e); the raw path shows encoded slashes.
         if _DOT_SEGMENT_RE.search(path) or _ENCODED_SLASH_RE.search(self.request.path):
             raise web.HTTPError(400, "Preview paths may not contain '..', '.' or encoded slashes.")
@@ -116,6 +123,8 @@ class PreviewProxyHandler(ProxyHandler):
         self.project_id = project_id
         if origin and urlsplit(origin).netloc != self.request.host:
             raise web.HTTPError(403, f"This preview is served at {origin}, not on this host.")
+        if self._entering:
+            return self._enter(token)
         if path == ERROR_REPORT and self.request.method == "POST":
             return self._take_error_report()
         heartbeat = False
@@ -135,6 +144,14 @@ class PreviewProxyHandler(ProxyHandler):
             await self._not_running(resume=heartbeat or navigation, heartbeat=heartbeat)
         elif heartbeat:
             self._finish_heartbeat()
+
+    def _credentials(self) -> tuple[str, str, str]:
+        """(project, token, path below the preview's base) of this request."""
+        project_id, token, path = (*self.path_args, "", "", "")[:3]
+        return project_id, token, path
+
+    def _enter(self, token: str) -> None:
+        raise web.HTTPError(404)
 
     # -- use, and what a stopped preview answers -----------------------------
 
@@ -263,35 +280,35 @@ class PreviewProxyHandler(ProxyHandler):
     async def get(self, *args):
         return await super().get(*args)
 
-    async def http_get(self, project_id, token, path):
-        return await self.proxy(*self._upstream(), path)
+    async def http_get(self, *args):
+        return await self.proxy(*self._upstream(), self.proxied_path)
 
-    async def open(self, project_id, token, path):
-        return await self.proxy_open(*self._upstream(), path)
-
-    @allow_unauthenticated
-    async def post(self, project_id, token, path):
-        return await self.proxy(*self._upstream(), path)
+    async def open(self, *args):
+        return await self.proxy_open(*self._upstream(), self.proxied_path)
 
     @allow_unauthenticated
-    async def put(self, project_id, token, path):
-        return await self.proxy(*self._upstream(), path)
+    async def post(self, *args):
+        return await self.proxy(*self._upstream(), self.proxied_path)
 
     @allow_unauthenticated
-    async def patch(self, project_id, token, path):
-        return await self.proxy(*self._upstream(), path)
+    async def put(self, *args):
+        return await self.proxy(*self._upstream(), self.proxied_path)
 
     @allow_unauthenticated
-    async def delete(self, project_id, token, path):
-        return await self.proxy(*self._upstream(), path)
+    async def patch(self, *args):
+        return await self.proxy(*self._upstream(), self.proxied_path)
 
     @allow_unauthenticated
-    async def head(self, project_id, token, path):
-        return await self.proxy(*self._upstream(), path)
+    async def delete(self, *args):
+        return await self.proxy(*self._upstream(), self.proxied_path)
 
     @allow_unauthenticated
-    async def options(self, project_id, token, path):
-        return await self.proxy(*self._upstream(), path)
+    async def head(self, *args):
+        return await self.proxy(*self._upstream(), self.proxied_path)
+
+    @allow_unauthenticated
+    async def options(self, *args):
+        return await self.proxy(*self._upstream(), self.proxied_path)
 
     # -- what goes upstream ----------------------------------------------------
 
@@ -308,7 +325,7 @@ class PreviewProxyHandler(ProxyHandler):
         framework = self.preview.framework or ""
         moved = UPSTREAM_PATHS.get(framework, {}).get(proxied_path.lstrip("/"))
         if framework in ROOT_WITHOUT_SLASH and proxied_path in ("", "/"):
-            moved = self.request.path.rstrip("/")
+            moved = self.request.path.rstrip("/") or "/"
         uri = f"{protocol}://{host}:{port}{moved or self.request.path}"
         return uri + ("?" + urlencode(query) if query else "")
 
@@ -419,6 +436,70 @@ class PreviewProxyHandler(ProxyHandler):
             )
             self.set_header("Cache-Control", "no-store")  # nor can it read one from a cache
         return body
+
+
+ENTER = "/__reactbox/enter/"
+"""An origin-mode link: ``<origin>/__reactbox/enter/<token>`` sets the cookie below."""
+TOKEN_COOKIE = "reactbox-preview"
+
+
+def origin_host_pattern(template: str) -> str:
+    """The host names of ``preview_origin_template``, as a regex (tornado matches
+    it against the request's host name, without its port), the project a group."""
+    host = urlsplit(template).hostname or ""
+    if host.count("{project}") != 1:
+        raise ValueError(
+            f"preview_origin_template must name {{project}} once in its host: {template!r}"
+        )
+    before, after = (re.escape(part) for part in host.split("{project}"))
+    return f"^{before}(?P<project>[a-z0-9](?:[a-z0-9-]{{0,38}}[a-z0-9])?){after}$"
+
+
+class OriginPreviewHandler(PreviewProxyHandler):
+    """A preview at ``/`` of its own host (separate-origin mode).
+
+    The project is the host's; the token is the cookie that the link's
+    ``/__reactbox/enter/<token>`` set (HttpOnly: the app cannot read it, and the
+    dev server never sees it: Cookie is stripped upstream).
+    """
+
+    def initialize(self, runtime: Runtime, host_pattern: str, frame_ancestors: str = "'self'"):
+        super().initialize(runtime, frame_ancestors)
+        self.host_pattern = re.compile(host_pattern)
+
+    def check_host(self) -> bool:
+        # Jupyter's check (local names only, unless allow_remote_access) is for
+        # Jupyter's own pages; this host serves none.  Its port is checked in
+        # prepare, against the template.
+        return self.host_pattern.match(self.request.host_name) is not None
+
+    def _credentials(self) -> tuple[str, str, str]:
+        match = self.host_pattern.match(self.request.host_name)
+        project_id = match.group("project") if match else ""
+        path = self.request.path
+        if path.startswith(ENTER):
+            self._entering = True
+            return project_id, path[len(ENTER) :], ""
+        return project_id, self.get_cookie(TOKEN_COOKIE) or "", path
+
+    def _enter(self, token: str) -> None:
+        """Trade the link's token for this host's cookie, then go to the app."""
+        to = self.get_query_argument("to", "/")
+        if not to.startswith("/") or to.startswith(("//", "/\\")):
+            to = "/"
+        secure = self.request.protocol == "https" or _is_localhost(self.request.host_name)
+        # In a frame of Jupyter's page the preview is a third party: a cookie
+        # partitioned by that page's site (CHIPS) is still sent, and only there.
+        attributes = "; SameSite=None; Secure; Partitioned" if secure else "; SameSite=Lax"
+        self._headers = httputil.HTTPHeaders()
+        self._secure_headers()
+        self.set_header("Cache-Control", "no-store")
+        self.add_header("Set-Cookie", f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly{attributes}")
+        self.redirect(to, status=303)
+
+
+def _is_localhost(host: str) -> bool:
+    return host == "localhost" or host.endswith(".localhost")
 
 
 async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:

@@ -160,21 +160,27 @@ class Runtime:
         return self._states.setdefault(project_id, PreviewState())
 
     def preview_base(self, project_id: str, token: str) -> str:
-        """The public path the dev server serves under (ends with '/')."""
+        """The public path the dev server serves under (ends with '/'): the root of
+        its own host in separate-origin mode."""
+        if self.preview_origin_template:
+            return "/"
         return url_path_join(self.base_url, "reactbox", "preview", project_id, token) + "/"
 
     def preview_origin(self, project_id: str) -> str | None:
         """The origin of a project's preview in separate-origin mode, else None."""
         if not self.preview_origin_template:
             return None
-        return self.preview_origin_template.format(project=project_id)
+        return self.preview_origin_template.format(project=project_id).rstrip("/")
 
     def preview_url(self, project_id: str) -> str | None:
         """The preview's link: valid while its container exists, running or not."""
         st = self.state(project_id)
         if not st.base or not st.token:
             return None
-        return (self.preview_origin(project_id) or "") + st.base
+        origin = self.preview_origin(project_id)
+        if origin:  # the link trades the token for a cookie of that host
+            return f"{origin}/__reactbox/enter/{st.token}"
+        return st.base
 
     def _vite_pin(self, project: Project) -> supply.VitePin | None:
         return supply.vite_pin(managers.read_inputs(project.app_dir), self.store.supply_policy)
@@ -290,6 +296,8 @@ class Runtime:
                 why = "an interrupted install"
             elif f.project_id in kept:
                 why = "a second dev server of the project"
+            elif f.token and f.base != self.preview_base(f.project_id, f.token):
+                why = "it serves another base (the preview's origin setting changed)"
             if why:
                 self.log.warning("Removing container %s: %s", f.name, why)
                 await self.sandbox.remove_container(f.name)

@@ -16,6 +16,7 @@ ATTACK_MODULES = (
     "test_worktree_attacks.py",
     "test_hostile.py",
     "test_egress.py",
+    "test_origin_mode.py",
 )
 PROMISES = {str(n) for n in range(1, 9)}
 

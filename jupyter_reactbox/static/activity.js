@@ -19,6 +19,8 @@
 (() => {
   "use strict";
   const base = __REACTBOX_BASE__;
+  // Requests say "same-origin": a sandboxed page's origin is opaque, so they carry
+  // no cookie of Jupyter's; a preview on its own origin sends its token cookie.
   const key = __REACTBOX_KEY__;
   const send = window.fetch.bind(window);
   if (document.currentScript) document.currentScript.remove();
@@ -28,7 +30,7 @@
     const now = Date.now();
     if (now - last < __REACTBOX_EVERY__) return;
     last = now;
-    send(base + "__reactbox/heartbeat/" + key, { method: "POST", credentials: "omit", cache: "no-store" })
+    send(base + "__reactbox/heartbeat/" + key, { method: "POST", credentials: "same-origin", cache: "no-store" })
       .then((r) => r.json())
       .then((s) => {
         if (s.status !== "running") location.reload();
@@ -51,7 +53,7 @@
       source: String(source || "").slice(0, 500),
       stack: String(stack || "").slice(0, 4000),
     });
-    send(base + "__reactbox/error", { method: "POST", body, credentials: "omit", keepalive: true })
+    send(base + "__reactbox/error", { method: "POST", body, credentials: "same-origin", keepalive: true })
       .catch(() => {});
   };
   addEventListener(

@@ -1,0 +1,170 @@
+"""Separate-origin mode (``c.ReactBoxApp.preview_origin_template``), end to end.
+
+Each preview is served at ``/`` of its own host, here ``<project>.localhost``
+(Chromium sends every ``*.localhost`` name to loopback), by the same Jupyter
+server: no prefix, no sandbox, no shim, and the isolation from Jupyter comes from
+the origin alone.  So the attacks of test_preview are made again from there.
+Real engine, real Vite, Debian's chromium.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from conftest import FIXTURES, chromium, zip_dir
+from tornado.httpclient import AsyncHTTPClient
+
+pytestmark = [pytest.mark.docker, pytest.mark.browser]
+
+
+@pytest.fixture
+def reactbox_config(jp_http_port):
+    return {
+        "preview_origin_template": f"http://{{project}}.localhost:{jp_http_port}",
+        "frame_ancestors": f"http://localhost:{jp_http_port}",
+    }
+
+
+async def fetch(url: str, host: str, **kw):
+    """A request to this server as ``host`` (the host's name needs no resolver)."""
+    headers = {"Host": host, **kw.pop("headers", {})}
+    return await AsyncHTTPClient().fetch(
+        url, headers=headers, raise_error=False, follow_redirects=False, **kw
+    )
+
+
+async def frame_at(page, origin: str):
+    for _ in range(400):
+        frame = next((f for f in page.frames if f.url.startswith(origin + "/")), None)
+        if frame is not None:
+            return frame
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no frame at {origin}")
+
+
+async def test_a_preview_on_its_own_origin_runs_at_root_and_cannot_act_as_the_user(
+    api, jp_fetch, jp_serverapp, jp_http_port, jp_base_url, projects_dir
+):
+    folder = FIXTURES / "vite-routers"
+    r = await api.upload(zip_dir(folder), "shop")
+    info = await api.wait(json.loads(r.body)["id"], timeout=400)
+    origin = f"http://shop.localhost:{jp_http_port}"
+    link = info["preview_url"]
+    assert link.startswith(f"{origin}/__reactbox/enter/"), link
+    token = link.rsplit("/", 1)[1]
+    loopback = f"http://127.0.0.1:{jp_http_port}"
+    host = f"shop.localhost:{jp_http_port}"
+
+    # The link trades its token for an HttpOnly cookie of this host, then goes to /.
+    r = await fetch(f"{loopback}/__reactbox/enter/{token}?to=//evil.example/", host)
+    assert r.code == 303 and r.headers["Location"] == "/"
+    cookie = r.headers["Set-Cookie"]
+    assert cookie.startswith(f"reactbox-preview={token};") and "HttpOnly" in cookie
+    jar = {"Cookie": f"reactbox-preview={token}"}
+    r = await fetch(f"{loopback}/", host, headers=jar)
+    assert r.code == 200 and b'id="root"' in r.body
+    # Without the cookie, with another token, or on Jupyter's host: nothing.
+    for headers in ({}, {"Cookie": "reactbox-preview=" + "x" * len(token)}):
+        r = await fetch(f"{loopback}/", host, headers=headers)
+        assert r.code == 403, headers
+    r = await fetch(f"{loopback}/__reactbox/enter/{'y' * len(token)}", host)
+    assert r.code == 403 and "Set-Cookie" not in r.headers
+    r = await fetch(
+        f"{loopback}{jp_base_url}reactbox/preview/shop/{token}/", f"localhost:{jp_http_port}"
+    )
+    assert r.code == 403 and origin.encode() in r.body
+    # Nothing of Jupyter is served on a preview host, even with Jupyter's token.
+    jupyter_token = jp_serverapp.identity_provider.token
+    r = await fetch(f"{loopback}{jp_base_url}api/kernels?token={jupyter_token}", host, headers=jar)
+    assert not r.body.lstrip().startswith(b"["), r.body[:200]
+    assert "application/json" not in r.headers.get("Content-Type", "")
+
+    jupyter = f"http://localhost:{jp_http_port}{jp_base_url}"
+    kernels_before = len(jp_serverapp.kernel_manager.list_kernel_ids())
+    async with chromium() as browser:
+        context = await browser.new_context()
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        r = await page.goto(f"{jupyter}api/status?token={jupyter_token}")
+        assert r.ok
+        assert any(c["name"].startswith("username-") for c in await context.cookies())
+
+        # In a frame of a Jupyter page, as JupyterLab shows it.
+        await page.goto(f"{jupyter}a-page-that-is-not-there")
+        await page.evaluate(
+            """src => { const f = document.createElement('iframe'); f.src = src;
+                        f.style.width = '1000px'; f.style.height = '700px';
+                        document.body.replaceChildren(f); }""",
+            link,
+        )
+        frame = await frame_at(page, origin)
+        await frame.wait_for_selector("text=Home page", timeout=60_000)
+        assert await frame.evaluate("self.origin") == origin
+        assert await frame.evaluate("location.pathname") == "/"
+        await frame.click("button.counter")
+        await frame.wait_for_selector("text=Clicked 1")
+        await frame.click("text=About")
+        await frame.wait_for_selector("text=About page")
+        assert await frame.evaluate("location.pathname") == "/about"
+
+        attack = await frame.evaluate(
+            """async (jupyter) => {
+                const out = {};
+                const tryFetch = async (url, init) => {
+                    try { const r = await fetch(url, init); return `${r.status} ${await r.text()}`; }
+                    catch (e) { return `blocked: ${e.name}`; }
+                };
+                out.cookie = document.cookie;
+                out.parentCookie = (() => { try { return parent.document.cookie; } catch (e) { return `blocked: ${e.name}`; } })();
+                out.kernels = await tryFetch(jupyter + 'api/kernels', {credentials: 'include'});
+                out.startKernel = await tryFetch(jupyter + 'api/kernels', {method: 'POST', credentials: 'include', body: '{}'});
+                out.contents = await tryFetch(jupyter + 'api/contents', {credentials: 'include'});
+                out.websocket = await new Promise(resolve => {
+                    const ws = new WebSocket(jupyter.replace('http', 'ws') + 'api/kernels/x/channels');
+                    ws.onopen = () => resolve('open');
+                    ws.onerror = () => resolve('error');
+                });
+                return out;
+            }""",
+            jupyter,
+        )
+        assert "username-" not in attack["cookie"] and "_xsrf" not in attack["cookie"]
+        assert "reactbox-preview" not in attack["cookie"]  # HttpOnly
+        assert attack["parentCookie"] == "blocked: SecurityError"
+        for key in ("kernels", "startKernel", "contents"):
+            assert attack[key].startswith(("blocked", "403")), (key, attack[key])
+        assert attack["websocket"] == "error"
+        assert len(jp_serverapp.kernel_manager.list_kernel_ids()) == kernels_before
+
+        # HMR at the root: the edit shows, the page keeps its state.
+        await frame.evaluate("window.__reactbox_marker = 7")
+        pages = projects_dir / "shop" / "app" / "src" / "pages.jsx"
+        pages.write_text(pages.read_text().replace("About page", "About us"))
+        await frame.wait_for_selector("text=About us", timeout=15_000)
+        assert await frame.evaluate("window.__reactbox_marker") == 7
+
+        # The page's error reporter works at the root of its own origin too.
+        await frame.evaluate("setTimeout(() => { throw new Error('boom at the root') })")
+        for _ in range(100):
+            if any("boom at the root" in e["message"] for e in (await api.get("shop"))["errors"]):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the page's error never reached the project")
+        assert [e for e in errors if "boom at the root" not in e] == []
+
+        # A deep route loads by itself, in a tab of its own (the cookie is set there anew).
+        tab = await context.new_page()
+        await tab.goto(f"{origin}/__reactbox/enter/{token}?to=/about")
+        await tab.wait_for_selector("text=About us", timeout=30_000)
+        assert tab.url == f"{origin}/about"
+
+        # Stopped, its link and cookie stay good: the next page load brings it back.
+        await jp_fetch("reactbox", "api", "projects", "shop", "stop", method="POST", body=b"")
+        assert (await api.get("shop"))["status"] == "stopped"
+        await tab.reload()
+        await tab.wait_for_selector("text=About us", timeout=60_000)
+        assert (await api.get("shop"))["status"] == "running"
