@@ -9,6 +9,8 @@ lists, never shell strings.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,44 @@ NEXT = AppPlan(
         ("BROWSER", "none"),
     ),
 )
+
+
+_NEXT_ROUTE_FILE = re.compile(
+    r"^(?:src/)?(?P<router>app|pages)/(?P<route>.*?)(?:/?(?P<leaf>page|index))?\.(?:[jt]sx?|mdx)$"
+)
+_NEXT_DATA = re.compile(
+    r'<script id="__NEXT_DATA__" type="application/json">(.*?)</script>', re.DOTALL
+)
+
+
+def next_routes(paths: list[str]) -> list[str]:
+    """The routes (relative to the base) whose pages Next.js must render to compile
+    ``paths``: a page's own route, else the root page (which compiles the layout
+    and what it imports).  Next compiles a page when it is requested."""
+    routes = []
+    for path in paths:
+        route = ""
+        match = _NEXT_ROUTE_FILE.match(path)
+        if match and (match["router"] == "pages" or match["leaf"] == "page"):
+            segments = [s for s in match["route"].split("/") if s and not s.startswith(("(", "@"))]
+            if all(not s.startswith(("[", "_")) for s in segments) and segments[:1] != ["api"]:
+                route = "/".join(segments)
+        if route not in routes:
+            routes.append(route)
+    return routes[:3]
+
+
+def next_error(body: bytes) -> str | None:
+    """What Next.js's development error page says went wrong (its ``__NEXT_DATA__``
+    carries the compile or render error), or None."""
+    match = _NEXT_DATA.search(body.decode("utf-8", "replace"))
+    try:
+        data = json.loads(match[1]) if match else None
+    except ValueError:
+        return None
+    err = data.get("err") if isinstance(data, dict) else None
+    message = err.get("message") if isinstance(err, dict) else None
+    return message if isinstance(message, str) and message else None
 
 
 def _manager(pkg: dict, app_dir: Path) -> Manager:

@@ -31,7 +31,7 @@ import aiohttp
 from jupyter_server.utils import url_path_join
 from tornado import httpclient
 
-from . import managers, supply
+from . import frameworks, managers, supply
 from .errors import (
     DiskFull,
     QuotaExceeded,
@@ -44,6 +44,8 @@ from .sandbox.base import Endpoint, Sandbox
 from .sandbox.modules import disk_usage
 from .store import Project, ProjectStore
 
+NEXT_COMPILE_PROBES = (0.3, 0.7)
+"""Seconds before each round of page requests of Next's compile check."""
 COMPILED_SUFFIXES = (
     ".js",
     ".jsx",
@@ -525,21 +527,35 @@ class Runtime:
 
         Vite compiles a module when it is requested; a query it has not seen
         makes it compile the file as it is on disk now, not from its cache.
-        Other dev servers (and stopped previews) are not asked.
+        Next.js compiles a page when it is requested: the pages of the changed
+        files (or the root page) are asked for, twice, since its file watcher
+        may not have seen the change at the first request.  Other dev servers
+        (and stopped previews) are not asked.
         """
         st = self._states.get(project_id)
-        if st is None or st.status != "running" or st.framework != "vite" or not st.endpoint:
+        if st is None or st.status != "running" or not st.endpoint:
             return None
+        compiled = [p for p in paths if p.endswith(COMPILED_SUFFIXES)]
+        root = f"http://{st.endpoint.host}:{st.endpoint.port}{st.base}"
         client = httpclient.AsyncHTTPClient()
-        nonce = secrets.token_hex(4)
-        for path in paths:
-            if not path.endswith(COMPILED_SUFFIXES):
-                continue
-            url = f"http://{st.endpoint.host}:{st.endpoint.port}{st.base}{path}?reactbox-check={nonce}"
-            response = await client.fetch(url, raise_error=False, request_timeout=60)
-            if response.code >= 400:
-                text = (response.body or b"").decode("utf-8", "replace").strip()
-                return f"{path}: {text[:2000] or f'HTTP {response.code}'}"
+        if st.framework == "vite":
+            nonce = secrets.token_hex(4)
+            for path in compiled:
+                url = f"{root}{path}?reactbox-check={nonce}"
+                response = await client.fetch(url, raise_error=False, request_timeout=60)
+                if response.code >= 400:
+                    text = (response.body or b"").decode("utf-8", "replace").strip()
+                    return f"{path}: {text[:2000] or f'HTTP {response.code}'}"
+        elif st.framework == "next" and compiled:
+            for delay in NEXT_COMPILE_PROBES:
+                await asyncio.sleep(delay)
+                for route in frameworks.next_routes(compiled):
+                    response = await client.fetch(
+                        root + route, raise_error=False, request_timeout=120
+                    )
+                    if response.code >= 500:
+                        error = frameworks.next_error(response.body or b"")
+                        return (error or f"HTTP {response.code}")[:2000]
         return None
 
     async def stop(self, project_id: str, *, detail: str | None = None) -> None:

@@ -136,3 +136,32 @@ def test_broken_package_json(tmp_path):
     (tmp_path / "package.json").write_text("{nope")
     with pytest.raises(UnsupportedApp, match="not valid JSON"):
         detect(tmp_path)
+
+
+def test_next_compile_check_asks_for_the_pages_of_the_changed_files():
+    from jupyter_reactbox.frameworks import next_routes
+
+    assert next_routes(["app/about/page.tsx", "src/app/(shop)/cart/page.jsx"]) == [
+        "about",
+        "cart",
+    ]
+    assert next_routes(["pages/blog/index.js", "pages/legacy.js"]) == ["blog", "legacy"]
+    # Components, layouts, dynamic and private routes, API routes: the root page.
+    for path in ("app/counter.js", "app/layout.js", "app/blog/[id]/page.js",
+                 "pages/_app.js", "pages/api/hello.js", "app/@modal/page.js"):  # fmt: skip
+        assert next_routes([path]) == [""], path
+    assert next_routes(["app/a.js", "app/b.js"]) == [""]
+
+
+def test_next_compile_errors_are_read_from_its_error_page():
+    from jupyter_reactbox.frameworks import next_error
+
+    data = {"page": "/_error", "err": {"name": "Error", "message": "./app/x.js:3:1\nBoom"}}
+    body = (
+        '<html><script id="__NEXT_DATA__" type="application/json">'
+        + json.dumps(data)
+        + "</script></html>"
+    ).encode()
+    assert next_error(body) == "./app/x.js:3:1\nBoom"
+    assert next_error(b"<html>no data</html>") is None
+    assert next_error(b'<script id="__NEXT_DATA__" type="application/json">{bad</script>') is None

@@ -12,6 +12,7 @@ import zipfile
 
 import pytest
 from conftest import FIXTURES, preview_page, zip_dir
+from test_edits import block, post_edit
 from tornado.httpclient import HTTPClientError
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
@@ -203,3 +204,29 @@ async def test_a_next_app_runs_under_the_prefix_with_both_routers_and_hot_reload
         page_js.write_text(page_js.read_text().replace("Hello from", "Hot reloaded"))
         await page.wait_for_selector("text=Hot reloaded Next.js", timeout=60_000)
         assert errors == []
+
+
+async def test_a_next_edit_that_does_not_compile_is_fed_back_then_fixed(
+    api, jp_fetch, llm, projects_dir
+):
+    """AI edits on a Next.js app are compiled by its dev server before they are
+    kept: the first answer imports a module that does not exist, Next's error goes
+    back to the model, and its second answer (which fixes it) is the one change."""
+    r = await api.upload(zip_dir(FIXTURES / "next-app"), "next")
+    await api.wait(json.loads(r.body)["id"], timeout=600)
+    app = projects_dir / "next" / "app"
+    counter = "import { useState } from 'react'"
+    bad_import = "import Missing from './does-not-exist'"
+    llm.answer(block("app/counter.js", counter, f"{counter}\n{bad_import}"))
+    llm.answer(
+        block("app/counter.js", bad_import, "")
+        + "\n"
+        + block("app/counter.js", "Count is {count}", "Clicks: {count}")
+    )
+    result = await post_edit(jp_fetch, "Say Clicks instead of Count is", project_id="next")
+    assert result["status"] == "applied", result
+    assert result["attempts"] == 2
+    fed_back = llm.user_messages(1)[-1]
+    assert "failed to compile" in fed_back and "does-not-exist" in fed_back, fed_back
+    text = (app / "app" / "counter.js").read_text()
+    assert "does-not-exist" not in text and "Clicks: {count}" in text
