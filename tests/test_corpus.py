@@ -112,35 +112,39 @@ def cra_template(tmp: Path, name: str) -> App:
     return App(name, f"{name}@{real}", files)
 
 
-def next_template(tmp: Path, template: str, language: str) -> App:
+def next_template(tmp: Path, template: str, language: str, version: str = "latest") -> App:
     """What `create-next-app --no-eslint` makes of one of its templates: the folder,
-    and the package.json it writes (its own Next release, the React it pins)."""
-    package = npm_pack("create-next-app", tmp / f"create-next-app-{template}-{language}")
+    and the package.json it writes (its own Next release, the React it names)."""
+    name = f"next-{version}-{template}-{language}"
+    package = npm_pack(f"create-next-app@{version}", tmp / name)
     real = json.loads((package / "package.json").read_text())["version"]
-    react = re.search(r'\ben="(\d+\.\d+\.\d+)"', (package / "dist" / "index.js").read_text())
-    assert react, "create-next-app no longer names the React it installs where it did"
+    code = (package / "dist" / "index.js").read_text()
+    named = re.search(r'dependencies:\{react:("[^"]+"|\w+)', code)
+    assert named, "create-next-app no longer writes React's version where it did"
+    react = named.group(1).strip('"')
+    if not named.group(1).startswith('"'):  # a constant of the bundle
+        constant = re.search(rf'\b{react}="(\d+\.\d+\.\d+)"', code)
+        assert constant, "create-next-app no longer names the React it installs where it did"
+        react = constant.group(1)
     files = folder_files(package / "dist" / "templates" / template / language)
     files.pop("eslint.config.mjs", None)
+    files.pop(".eslintrc.json", None)
     manifest = {
-        "name": f"next-{template}-{language}",
+        "name": name,
         "version": "0.1.0",
         "private": True,
         "scripts": {"dev": "next dev", "build": "next build", "start": "next start"},
-        "dependencies": {"react": react.group(1), "react-dom": react.group(1), "next": real},
+        "dependencies": {"react": react, "react-dom": react, "next": real},
         "devDependencies": {},
     }
     if language == "ts":
+        types = "^" + react.lstrip("^~").split(".")[0]
         manifest["devDependencies"] = {
-            "typescript": "^5", "@types/node": "^20", "@types/react": "^19",
-            "@types/react-dom": "^19",
+            "typescript": "^5", "@types/node": "^20", "@types/react": types,
+            "@types/react-dom": types,
         }  # fmt: skip
     files["package.json"] = json.dumps(manifest, indent=2).encode()
-    return App(
-        f"next-{template}-{language}",
-        f"create-next-app@{real} {template}/{language}",
-        files,
-        main="main",
-    )
+    return App(name, f"create-next-app@{real} {template}/{language}", files, main="main")
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +158,9 @@ def corpus(tmp_path_factory) -> list[App]:
     apps.append(vite_template(tmp, "4", "react"))  # Vite 4: no patched release
     apps += [cra_template(tmp, "cra-template"), cra_template(tmp, "cra-template-typescript")]
     apps += [next_template(tmp, "app", "ts"), next_template(tmp, "default", "js")]
+    # Older Next.js lines people still have: 15 (app router, TypeScript) and 13
+    # (pages router, webpack).
+    apps += [next_template(tmp, "app", "ts", "15"), next_template(tmp, "default", "js", "13")]
     return apps
 
 
@@ -196,6 +203,7 @@ async def check_page(browser, url: str, main: str) -> tuple[str, str]:
         await page.close()
 
 
+@pytest.mark.timeout(1200)
 async def test_the_corpus_of_registry_templates_renders(api, jp_fetch, server_url, corpus):
     rows = []
     async with chromium() as browser:
