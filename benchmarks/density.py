@@ -19,8 +19,8 @@ import urllib.request
 import docker
 from harness import FIXTURES, jupyter, zip_dir
 
+from jupyter_reactbox.backends.docker import LABEL
 from jupyter_reactbox.cli import DEFAULT_TAG
-from jupyter_reactbox.sandbox.docker import LABEL
 
 
 def memory(container) -> int:
@@ -74,7 +74,7 @@ def main() -> None:
     print(f"{'all previews together':34}{mib(sum(previews)):>10}")
     print(
         f"memory available now: {mib(available)}, room for about {int(available // per)} more "
-        "at this size (each is capped by c.ReactBoxApp.memory_limit, 1 GiB by default)"
+        "at this size (each is capped by c.DockerBackend.memory_limit, 1 GiB by default)"
     )
 
 

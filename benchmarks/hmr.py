@@ -36,8 +36,9 @@ async def measure(rounds: int) -> None:
         ip = container.attrs["NetworkSettings"]["Networks"][f"reactbox-{server.owner}-previews"][
             "IPAddress"
         ]
+        port = container.labels["org.jupyter.reactbox.port"]
         ours = await vite_socket(server.url + info["preview_url"])
-        direct = await vite_socket(f"http://{ip}:5173{info['preview_url']}")
+        direct = await vite_socket(f"http://{ip}:{port}{info['preview_url']}")
         app_jsx = server.root / "projects" / "hmr" / "app" / "src" / "App.jsx"
 
         # Warm-up, not measured: the dev server answers HTTP before its file

@@ -102,11 +102,12 @@ def main() -> None:
         container = client.containers.get(f"reactbox-{owner}-bench")
         networks = container.attrs["NetworkSettings"]["Networks"]
         ip = networks[f"reactbox-{owner}-previews"]["IPAddress"]
+        dev = container.labels["org.jupyter.reactbox.port"]
         module = f"{info['preview_url']}src/App.jsx"
         paths = {
-            "direct to the dev server": (f"http://{ip}:5173{module}", {}),
+            "direct to the dev server": (f"http://{ip}:{dev}{module}", {}),
             "stock jupyter-server-proxy": (
-                f"http://127.0.0.1:{port}/proxy/{ip}:5173{module}",
+                f"http://127.0.0.1:{port}/proxy/{ip}:{dev}{module}",
                 {"Authorization": f"token {token}"},
             ),
             "jupyter-reactbox proxy": (f"http://127.0.0.1:{port}{module}", {}),

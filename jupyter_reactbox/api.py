@@ -235,7 +235,7 @@ class LogsHandler(BaseHandler):
         project = await asyncio.to_thread(self.runtime.store.get, project_id)
         follow = None
         if self.get_query_argument("follow", ""):
-            follow = await self.runtime.sandbox.follow_logs(project_id)  # 429 before output
+            follow = await self.runtime.backend.follow_logs(project_id)  # 429 before output
         try:
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.set_header("Cache-Control", "no-cache")
@@ -244,7 +244,7 @@ class LogsHandler(BaseHandler):
             except FileNotFoundError:
                 install = ""
             self.write(install)
-            self.write(await self.runtime.sandbox.logs(project_id))
+            self.write(await self.runtime.backend.logs(project_id))
             if follow is None:
                 return self.finish()
             await self.flush()

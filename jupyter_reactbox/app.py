@@ -15,35 +15,32 @@ from urllib.parse import urlsplit
 import openai
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default, validate
+from traitlets import Bool, CaselessStrEnum, Float, Int, Type, Unicode, Union, default, validate
 
-from . import api, history
-from ._version import __version__
+from . import api, backends, history
 from .ai.editor import AIEditor
 from .archive import Limits as ArchiveLimits
+from .backends.base import Backend
+from .backends.docker import DockerBackend
 from .errors import ReactBoxError
 from .proxy import OriginPreviewHandler, PreviewProxyHandler, origin_host_pattern
 from .runtime import Runtime
-from .sandbox.docker import DockerSandbox, Limits
-from .store import Project, ProjectStore, slugify
+from .store import Project, ProjectStore, parse_size, slugify
 from .supply import Policy as SupplyPolicy
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """'512m' -> bytes (Docker's units, powers of 1024); '' or '0' -> 0."""
-    value = text.strip().lower().removesuffix("b")
-    if not value:
-        return 0
-    number, unit = (value[:-1], value[-1]) if value[-1] in _UNITS else (value, "")
-    try:
-        return int(float(number) * _UNITS[unit])
-    except ValueError:
-        raise ValueError(f"{text!r} is not a size; write e.g. '500m' or '2g'") from None
-
-
-SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+MOVED_TO_DOCKER_BACKEND = {
+    "image": "image",
+    "docker_runtime": "runtime",
+    "docker_pool_size": "pool_size",
+    "sandbox_uid": "uid",
+    "sandbox_gid": "gid",
+    "memory_limit": "memory_limit",
+    "cpu_limit": "cpu_limit",
+    "pids_limit": "pids_limit",
+    "tmp_size": "tmp_size",
+    "install_memory_limit": "install_memory_limit",
+    "extra_ca_certs": "extra_ca_certs",
+}
 
 
 class ReactBoxApp(ExtensionApp):
@@ -68,27 +65,14 @@ class ReactBoxApp(ExtensionApp):
     def _default_cache_dir(self):
         return os.path.join(self.projects_dir, ".cache")
 
-    backend = CaselessStrEnum(
-        ["docker"],
-        default_value="docker",
-        help="""Where dev servers run. 'docker': one hardened container per project,
-        through the Docker engine that DOCKER_HOST (or the local socket) points at.""",
-    ).tag(config=True)
-
-    image = Unicode(
-        f"jupyter-reactbox-sandbox:{__version__}",
-        help="""Sandbox image for install and dev-server containers. Build it with
-        `jupyter reactbox build-image` (`--offline` needs no registry).""",
-    ).tag(config=True)
-
-    docker_runtime = Unicode(
-        "",
-        help="""OCI runtime for the containers, e.g. 'runsc' for gVisor. Empty: the
-        engine's default. It must be registered in /etc/docker/daemon.json.""",
-    ).tag(config=True)
-
-    docker_pool_size = Int(
-        4, help="Threads that run blocking Docker SDK calls off the event loop."
+    backend = Union(
+        [Unicode(), Type(klass="jupyter_reactbox.backends.base.Backend")],
+        default_value="auto",
+        help="""Where dev servers run. 'auto': Docker when an engine answers (DOCKER_HOST
+        or the local socket), else 'local'. 'docker': a hardened container per preview
+        (c.DockerBackend.*). 'local': processes on this machine, in a bubblewrap
+        sandbox where it can run (c.LocalBackend.*). Or a Backend class, or the name
+        of one that a package adds (entry point group jupyter_reactbox.backends).""",
     ).tag(config=True)
 
     max_log_followers = Int(
@@ -114,34 +98,23 @@ class ReactBoxApp(ExtensionApp):
             raise ValueError(f"owner {proposal['value']!r} has no letters or digits")
         return slug
 
-    sandbox_uid = Int(
-        help="""Uid the containers run as. Defaults to this server's uid, or 1000 when
-        the server runs as root (containers never run as root).""",
-    ).tag(config=True)
-
-    @default("sandbox_uid")
-    def _default_uid(self):
-        return os.getuid() or 1000
-
-    sandbox_gid = Int(help="Gid the containers run as (see sandbox_uid).").tag(config=True)
-
-    @default("sandbox_gid")
-    def _default_gid(self):
-        return os.getgid() or 1000
-
-    @validate("sandbox_uid", "sandbox_gid")
-    def _validate_id(self, proposal):
-        if proposal["value"] <= 0:
-            raise ValueError(f"{proposal['trait'].name} must be a non-root id (> 0)")
-        return proposal["value"]
-
-    memory_limit = Unicode("1g", help="Memory limit of a dev-server container.").tag(config=True)
-    cpu_limit = Float(1.0, help="CPU limit of a dev-server container, in cores.").tag(config=True)
-    pids_limit = Int(512, help="Process limit of a container (stops fork bombs).").tag(config=True)
-    tmp_size = Unicode("256m", help="Size of each container's /tmp (tmpfs).").tag(config=True)
+    # Settings of the Docker backend that were the app's before there were backends.
+    image = Unicode(help="Deprecated: use c.DockerBackend.image.").tag(config=True)
+    docker_runtime = Unicode(help="Deprecated: use c.DockerBackend.runtime.").tag(config=True)
+    docker_pool_size = Int(help="Deprecated: use c.DockerBackend.pool_size.").tag(config=True)
+    sandbox_uid = Int(help="Deprecated: use c.DockerBackend.uid.").tag(config=True)
+    sandbox_gid = Int(help="Deprecated: use c.DockerBackend.gid.").tag(config=True)
+    memory_limit = Unicode(help="Deprecated: use c.DockerBackend.memory_limit.").tag(config=True)
+    cpu_limit = Float(help="Deprecated: use c.DockerBackend.cpu_limit.").tag(config=True)
+    pids_limit = Int(help="Deprecated: use c.DockerBackend.pids_limit.").tag(config=True)
+    tmp_size = Unicode(help="Deprecated: use c.DockerBackend.tmp_size.").tag(config=True)
     install_memory_limit = Unicode(
-        "2g", help="Memory limit of the dependency-install container."
+        help="Deprecated: use c.DockerBackend.install_memory_limit."
     ).tag(config=True)
+    extra_ca_certs = Unicode(help="Deprecated: use c.DockerBackend.extra_ca_certs.").tag(
+        config=True
+    )
+
     install_timeout = Float(900, help="Seconds a dependency install may take.").tag(config=True)
     start_timeout = Float(
         180, help="Seconds a dev server may take to answer its first request."
@@ -225,16 +198,6 @@ class ReactBoxApp(ExtensionApp):
         help="""Package registry URL for installs (npm_config_registry), e.g. a local
         mirror. Empty: the package manager's default.""",
     ).tag(config=True)
-
-    extra_ca_certs = Unicode(
-        help="""PEM file of CAs the install container trusts (NODE_EXTRA_CA_CERTS), for
-        registries behind a TLS-intercepting proxy or with a private CA. Defaults to
-        the host's system CA bundle; empty to trust only Node's built-in CAs.""",
-    ).tag(config=True)
-
-    @default("extra_ca_certs")
-    def _default_ca(self):
-        return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), "")
 
     max_upload_bytes = Int(100 * 1024 * 1024, help="Largest accepted ZIP upload, in bytes.").tag(
         config=True
@@ -373,29 +336,10 @@ class ReactBoxApp(ExtensionApp):
         store.cleanup_staging()
         for project in store.list():
             self._repair(project)
-        sandbox = DockerSandbox(
-            image=self.image,
-            owner=self.owner,
-            uid=self.sandbox_uid,
-            gid=self.sandbox_gid,
-            cache_dir=Path(self.cache_dir),
-            run_limits=Limits(self.memory_limit, self.cpu_limit, self.pids_limit, self.tmp_size),
-            install_limits=Limits(
-                self.install_memory_limit, max(self.cpu_limit, 1.0), self.pids_limit, self.tmp_size
-            ),
-            runtime=self.docker_runtime or None,
-            ca_file=self.extra_ca_certs or None,
-            registry=self.npm_registry or None,
-            ignore_scripts=self.ignore_scripts,
-            install_timeout=self.install_timeout,
-            pool_size=self.docker_pool_size,
-            max_log_followers=self.max_log_followers,
-            modules_cache_size=self.modules_cache_size,
-            log=self.log,
-        )
+        backend = self._make_backend()
         self.runtime = Runtime(
             store,
-            sandbox,
+            backend,
             base_url=self.serverapp.base_url,
             start_timeout=self.start_timeout,
             idle_timeout=self.idle_timeout,
@@ -419,6 +363,44 @@ class ReactBoxApp(ExtensionApp):
             reactbox_editor=editor,
             reactbox_max_upload_bytes=self.max_upload_bytes,
         )
+
+    def _make_backend(self) -> Backend:
+        cls, why = backends.choose(self.backend)
+        settings: dict = {}
+        if issubclass(cls, DockerBackend):
+            settings = self._moved_docker_settings()
+        backend = cls(
+            parent=self,
+            log=self.log,
+            owner=self.owner,
+            cache_dir=self.cache_dir,
+            registry=self.npm_registry or None,
+            ignore_scripts=self.ignore_scripts,
+            install_timeout=self.install_timeout,
+            modules_cache_size=self.modules_cache_size,
+            max_log_followers=self.max_log_followers,
+            **settings,
+        )
+        isolation = backend.isolation()
+        self.log.info(
+            "jupyter-reactbox runs previews with the %s backend (%s): %s",
+            isolation.backend,
+            why,
+            isolation.how,
+        )
+        return backend
+
+    def _moved_docker_settings(self) -> dict:
+        """c.ReactBoxApp.<old> still configures the Docker backend, with a warning,
+        unless c.DockerBackend sets the same."""
+        settings = {}
+        for old, new in MOVED_TO_DOCKER_BACKEND.items():
+            if old not in self.config.ReactBoxApp:
+                continue
+            self.log.warning("c.ReactBoxApp.%s is deprecated: use c.DockerBackend.%s", old, new)
+            if new not in self.config.DockerBackend:
+                settings[new] = getattr(self, old)
+        return settings
 
     def initialize_handlers(self):
         self.handlers.extend(api.handlers())
@@ -478,4 +460,4 @@ class ReactBoxApp(ExtensionApp):
             if os.environ.get(name) == value:
                 del os.environ[name]
         await self.runtime.close()
-        await self.runtime.sandbox.close()
+        await self.runtime.backend.close()

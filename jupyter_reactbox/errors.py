@@ -50,6 +50,10 @@ class UnsupportedApp(UserError):
     status = 422
 
 
+class InstallFailed(UnsupportedApp):
+    """The app's dependencies did not install (its lockfile, a missing package, ...)."""
+
+
 class ProjectNotFound(UserError):
     status = 404
 
@@ -93,5 +97,12 @@ class SandboxError(ReactBoxError):
     status = 500
 
 
-class EngineUnavailable(SandboxError):
+class BackendUnavailable(SandboxError):
+    """The backend cannot run dev servers here (no engine, no sandbox where one is
+    required)."""
+
+    status = 503
+
+
+class EngineUnavailable(BackendUnavailable):
     status = 503

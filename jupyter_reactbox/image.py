@@ -100,17 +100,22 @@ def _add_node(rootfs: Path, node: Path, modules: Path) -> None:
             (local / "bin" / name).symlink_to(target)
 
 
-def fetch_managers(dest: Path, say: Callable[[str], None] = print) -> None:
+def fetch_managers(
+    dest: Path, say: Callable[[str], None] = print, npm: list[str] | None = None
+) -> None:
     """Unpack each of ``managers.SHIPPED`` into ``dest/<tool>``, packed from the
-    package registry by the host's npm (its registry, its CA, its proxy)."""
-    npm = shutil.which("npm")
-    if not npm:
-        raise BuildError("No `npm` on this host's PATH; it fetches yarn and pnpm for the image.")
+    package registry by the host's npm (its registry, its CA, its proxy), or by
+    the ``npm`` argv given."""
+    if npm is None:
+        found = shutil.which("npm")
+        if not found:
+            raise BuildError("No `npm` on this host's PATH; it fetches yarn and pnpm.")
+        npm = [found]
     with tempfile.TemporaryDirectory(prefix="reactbox-pm-") as tmp:
         for tool, spec in managers.SHIPPED.items():
             say(f"npm pack {spec} ...")
             result = subprocess.run(
-                [npm, "pack", spec, "--json", "--pack-destination", tmp],
+                [*npm, "pack", spec, "--json", "--pack-destination", tmp],
                 capture_output=True,
                 text=True,
                 cwd=tmp,

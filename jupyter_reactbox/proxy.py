@@ -44,8 +44,8 @@ from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import httputil, web
 
+from . import frameworks
 from .errors import ReactBoxError
-from .frameworks import CROSS_SITE_CHECKED, ROOT_WITHOUT_SLASH, UPSTREAM_PATHS
 from .rewrite import inject_scripts, public_files
 from .runtime import PreviewState, Runtime
 
@@ -272,6 +272,10 @@ class PreviewProxyHandler(ProxyHandler):
 
     # -- the verbs -------------------------------------------------------------
 
+    def _framework(self) -> frameworks.Framework | None:
+        assert self.preview is not None
+        return frameworks.get(self.preview.framework)
+
     def _upstream(self):
         assert self.preview is not None and self.preview.endpoint is not None
         return self.preview.endpoint.host, self.preview.endpoint.port
@@ -321,10 +325,9 @@ class PreviewProxyHandler(ProxyHandler):
             # The HMR websocket's own ``token`` (Vite) must pass; Jupyter's never does.
             if not (k == "token" and (protocol == "http" or v == jupyter_token))
         ]
-        assert self.preview is not None
-        framework = self.preview.framework or ""
-        moved = UPSTREAM_PATHS.get(framework, {}).get(proxied_path.lstrip("/"))
-        if framework in ROOT_WITHOUT_SLASH and proxied_path in ("", "/"):
+        framework = self._framework()
+        moved = framework.upstream_paths.get(proxied_path.lstrip("/")) if framework else None
+        if framework and framework.root_without_slash and proxied_path in ("", "/"):
             moved = self.request.path.rstrip("/") or "/"
         uri = f"{protocol}://{host}:{port}{moved or self.request.path}"
         return uri + ("?" + urlencode(query) if query else "")
@@ -335,8 +338,8 @@ class PreviewProxyHandler(ProxyHandler):
             headers.pop(name, None)
         host, port = self._upstream()
         headers["Host"] = f"{host}:{port}"
-        assert self.preview is not None
-        if self.preview.framework in CROSS_SITE_CHECKED:
+        framework = self._framework()
+        if framework and framework.cross_site_checked:
             # As if the page were the dev server's own, on localhost (which Next.js
             # allows for dev resources, and where Origin and Host agree for its
             # server actions' check).

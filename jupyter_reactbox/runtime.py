@@ -18,6 +18,7 @@ action; module requests, HMR and the app's own polling do not count.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import secrets
@@ -32,6 +33,8 @@ from jupyter_server.utils import url_path_join
 from tornado import httpclient
 
 from . import frameworks, managers, supply
+from .backends.base import Backend, Endpoint
+from .backends.modules import disk_usage
 from .errors import (
     DiskFull,
     QuotaExceeded,
@@ -40,24 +43,9 @@ from .errors import (
     TooManyPreviews,
     is_disk_full,
 )
-from .sandbox.base import Endpoint, Sandbox
-from .sandbox.modules import disk_usage
+from .schema import ProjectInfo
 from .store import Project, ProjectStore
 
-NEXT_COMPILE_PROBES = (0.3, 0.7)
-"""Seconds before each round of page requests of Next's compile check."""
-COMPILED_SUFFIXES = (
-    ".js",
-    ".jsx",
-    ".mjs",
-    ".ts",
-    ".tsx",
-    ".mts",
-    ".css",
-    ".scss",
-    ".vue",
-    ".svelte",
-)
 ACTIVE = ("installing", "starting", "running")
 STABLE_AFTER = 60.0
 """Seconds a restarted dev server must stay up before its crash count is forgotten."""
@@ -109,7 +97,7 @@ class Runtime:
     def __init__(
         self,
         store: ProjectStore,
-        sandbox: Sandbox,
+        backend: Backend,
         *,
         base_url: str,
         start_timeout: float = 180,
@@ -125,7 +113,7 @@ class Runtime:
         log: logging.Logger | None = None,
     ):
         self.store = store
-        self.sandbox = sandbox
+        self.backend = backend
         self.base_url = base_url
         self.start_timeout = start_timeout
         self.idle_timeout = idle_timeout
@@ -145,6 +133,17 @@ class Runtime:
         self._quota_checked = 0.0
         self.quota_interval = QUOTA_INTERVAL
         self._recovered = asyncio.Event()
+
+    @functools.cached_property
+    def isolation(self) -> dict:
+        """How previews are isolated, for the project JSON: the backend, whether a
+        sandbox holds the dev server, and in a line what it is (or why there is none)."""
+        isolation = self.backend.isolation()
+        return {
+            "backend": isolation.backend,
+            "sandboxed": isolation.sandboxed,
+            "isolation": isolation.how,
+        }
 
     def http_session(self) -> aiohttp.ClientSession:
         """The pooled client of the preview proxy: upstream connections are kept alive."""
@@ -187,7 +186,7 @@ class Runtime:
     def _vite_pin(self, project: Project) -> supply.VitePin | None:
         return supply.vite_pin(managers.read_inputs(project.app_dir), self.store.supply_policy)
 
-    def info(self, project: Project) -> dict:
+    def info(self, project: Project) -> ProjectInfo:
         st = self.state(project.id)
         return {
             **project.to_json(),
@@ -199,6 +198,7 @@ class Runtime:
             "preview_url": self.preview_url(project.id),
             "errors": list(st.errors),
             "notes": st.notes,
+            **self.isolation,
         }
 
     def authorize(self, project_id: str, token: str) -> PreviewState | None:
@@ -287,39 +287,30 @@ class Runtime:
 
     async def _recover(self) -> None:
         known = {p.id for p in await asyncio.to_thread(self.store.list)}
-        found = await self.sandbox.find()
-        found.sort(key=lambda f: f.endpoint is None)  # running ones first
-        kept: set[str] = set()
-        for f in found:
-            why = None
-            if f.project_id not in known:
-                why = "its project is gone"
-            elif f.role != "run":
-                why = "an interrupted install"
-            elif f.project_id in kept:
-                why = "a second dev server of the project"
-            elif f.token and f.base != self.preview_base(f.project_id, f.token):
-                why = "it serves another base (the preview's origin setting changed)"
-            if why:
-                self.log.warning("Removing container %s: %s", f.name, why)
-                await self.sandbox.remove_container(f.name)
+        for record in await self.backend.recover(known):
+            if record.token and record.base != self.preview_base(record.project_id, record.token):
+                self.log.warning(
+                    "Discarding the dev server of %s: it serves another base (the preview "
+                    "origin setting changed)",
+                    record.project_id,
+                )
+                await self.backend.discard(record.project_id)
                 continue
-            kept.add(f.project_id)
-            st = self.state(f.project_id)
+            st = self.state(record.project_id)
             if st.task is not None or st.status in ACTIVE:
                 continue  # this server started it meanwhile
-            running = f.endpoint is not None
+            running = record.endpoint is not None
             st.update(
                 status="running" if running else "stopped",
-                token=f.token,
-                base=f.base,
-                framework=f.framework,
-                endpoint=f.endpoint,
+                token=record.token,
+                base=record.base,
+                framework=record.framework,
+                endpoint=record.endpoint,
                 error=None,
                 last_used=self.clock(),
                 running_since=self.clock() if running else None,
             )
-            self.log.info("Re-attached the %s preview of %s", st.status, f.project_id)
+            self.log.info("Re-attached the %s preview of %s", st.status, record.project_id)
 
     def watch(self) -> None:
         """Start the watcher (idle culling, crash restarts, disk quota)."""
@@ -395,7 +386,7 @@ class Runtime:
                 await asyncio.to_thread(supply.check, project.app_dir, self.store.supply_policy)
                 pin = await asyncio.to_thread(self._vite_pin, project)
                 st.update(notes=[pin.note] if pin else [])
-                how = await self.sandbox.install(
+                how = await self.backend.install(
                     project.id,
                     project.app_dir,
                     plan,
@@ -410,16 +401,16 @@ class Runtime:
                 st.update(status="starting", progress=None, detail=f"dependencies {how}")
                 found = None
                 if fresh:
-                    await self.sandbox.discard(project.id)
+                    await self.backend.discard(project.id)
                 else:
-                    found = await self.sandbox.resume(project.id, project.app_dir, plan)
+                    found = await self.backend.resume(project.id, project.app_dir, plan)
                 if found is not None and found.endpoint is not None and found.token:
                     st.update(token=found.token, base=found.base, endpoint=found.endpoint)
                 else:
                     token = secrets.token_urlsafe(24)
                     base = self.preview_base(project.id, token)
                     st.update(token=token, base=base, endpoint=None)
-                    endpoint = await self.sandbox.run(
+                    endpoint = await self.backend.launch(
                         project.id, project.app_dir, plan, base=base, token=token
                     )
                     st.update(endpoint=endpoint)
@@ -454,7 +445,7 @@ class Runtime:
         """Stopped, its container kept (and with it the link)."""
         st.update(status="stopped", endpoint=None, detail=detail, running_since=None)
         try:
-            await asyncio.shield(self.sandbox.stop(project_id))
+            await asyncio.shield(self.backend.stop(project_id))
         except Exception:
             self.log.exception("Could not stop the dev server of %s", project_id)
 
@@ -471,7 +462,7 @@ class Runtime:
             running_since=None,
         )
         try:
-            await self.sandbox.discard(project_id)
+            await self.backend.discard(project_id)
         except Exception:
             self.log.exception("Could not remove the dev server of %s", project_id)
 
@@ -490,10 +481,10 @@ class Runtime:
                     return
             except (OSError, httpclient.HTTPClientError):  # 599: no connection (yet)
                 pass
-            if not await self.sandbox.is_running(project_id):
+            if await self.backend.poll(project_id) is not None:
                 if self._disk_full():
                     raise DiskFull(self.store.root)  # what it died of, most likely
-                tail = (await self.sandbox.logs(project_id, tail=20)).strip()
+                tail = (await self.backend.logs(project_id, tail=20)).strip()
                 raise SandboxError(f"The dev server exited during start. Last output:\n{tail}")
             await asyncio.sleep(0.05)
         raise SandboxError(
@@ -523,40 +514,14 @@ class Runtime:
             )
 
     async def compile_errors(self, project_id: str, paths: list[str]) -> str | None:
-        """Ask the running dev server to compile ``paths``; its first error, or None.
-
-        Vite compiles a module when it is requested; a query it has not seen
-        makes it compile the file as it is on disk now, not from its cache.
-        Next.js compiles a page when it is requested: the pages of the changed
-        files (or the root page) are asked for, twice, since its file watcher
-        may not have seen the change at the first request.  Other dev servers
-        (and stopped previews) are not asked.
-        """
+        """Ask the running dev server to compile ``paths``, as its framework knows
+        how; its first error, or None (also for a stopped preview)."""
         st = self._states.get(project_id)
-        if st is None or st.status != "running" or not st.endpoint:
+        framework = frameworks.get(st.framework) if st is not None else None
+        if st is None or st.status != "running" or not st.endpoint or framework is None:
             return None
-        compiled = [p for p in paths if p.endswith(COMPILED_SUFFIXES)]
         root = f"http://{st.endpoint.host}:{st.endpoint.port}{st.base}"
-        client = httpclient.AsyncHTTPClient()
-        if st.framework == "vite":
-            nonce = secrets.token_hex(4)
-            for path in compiled:
-                url = f"{root}{path}?reactbox-check={nonce}"
-                response = await client.fetch(url, raise_error=False, request_timeout=60)
-                if response.code >= 400:
-                    text = (response.body or b"").decode("utf-8", "replace").strip()
-                    return f"{path}: {text[:2000] or f'HTTP {response.code}'}"
-        elif st.framework == "next" and compiled:
-            for delay in NEXT_COMPILE_PROBES:
-                await asyncio.sleep(delay)
-                for route in frameworks.next_routes(compiled):
-                    response = await client.fetch(
-                        root + route, raise_error=False, request_timeout=120
-                    )
-                    if response.code >= 500:
-                        error = frameworks.next_error(response.body or b"")
-                        return (error or f"HTTP {response.code}")[:2000]
-        return None
+        return await framework.compile_errors(root, paths)
 
     async def stop(self, project_id: str, *, detail: str | None = None) -> None:
         """Stop the dev server (its container is kept, so the link stays valid)."""
@@ -577,7 +542,7 @@ class Runtime:
 
     async def delete(self, project_id: str) -> None:
         await self.stop(project_id)
-        await self.sandbox.remove(project_id)
+        await self.backend.remove(project_id)
         await asyncio.to_thread(self.store.delete, project_id)
         st = self._states.pop(project_id, None)
         if st is not None:
@@ -625,7 +590,7 @@ class Runtime:
                         "opening the preview starts it again.",
                     )
         if running:
-            alive = await self.sandbox.running()
+            alive = await self.backend.running()
             for project_id, st in running.items():
                 if project_id not in alive and st.status == "running" and not st.lock.locked():
                     await self._crashed(project_id, st)
@@ -645,11 +610,11 @@ class Runtime:
             await self._enforce_quota()
 
     async def _crashed(self, project_id: str, st: PreviewState) -> None:
-        ended = await self.sandbox.exit_info(project_id)
-        tail = (await self.sandbox.logs(project_id, tail=20)).strip()
+        ended = await self.backend.poll(project_id)
+        tail = (await self.backend.logs(project_id, tail=20)).strip()
         how = "exited"
-        if ended is not None and ended.oom:
-            how = "was killed for using too much memory (c.ReactBoxApp.memory_limit)"
+        if ended is not None and ended.why:
+            how = ended.why
         elif ended is not None and ended.code is not None:
             how = f"exited with code {ended.code}"
         error = f"The dev server {how}. Last output:\n{tail}"
@@ -699,7 +664,7 @@ class Runtime:
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)
         if self.on_shutdown != "keep":
-            act = self.sandbox.remove if self.on_shutdown == "remove" else self.sandbox.stop
+            act = self.backend.remove if self.on_shutdown == "remove" else self.backend.stop
             ids = [i for i, st in self._states.items() if st.token or st.status in ACTIVE]
             jobs = [asyncio.ensure_future(act(i)) for i in ids]
             if jobs:

@@ -159,3 +159,18 @@ class ProjectStore:
                 for debris in child.glob(".*-*"):
                     if debris.name.startswith((".install-", ".modules-", ".history-")):
                         shutil.rmtree(debris, ignore_errors=True)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'512m' -> bytes (Docker's units, powers of 1024); '' or '0' -> 0."""
+    value = text.strip().lower().removesuffix("b")
+    if not value:
+        return 0
+    number, unit = (value[:-1], value[-1]) if value[-1] in _UNITS else (value, "")
+    try:
+        return int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size; write e.g. '500m' or '2g'") from None

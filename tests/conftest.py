@@ -29,8 +29,8 @@ import docker.errors
 import pytest
 from llm import ScriptedLLM
 
+from jupyter_reactbox.backends.docker import LABEL
 from jupyter_reactbox.cli import DEFAULT_TAG
-from jupyter_reactbox.sandbox.docker import LABEL
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -249,7 +249,7 @@ def start_lab(
         root,
         owner,
         f"--ReactBoxApp.cache_dir={package_cache}",
-        f"--ReactBoxApp.image={image}",
+        f"--DockerBackend.image={image}",
         "--ServerApp.base_url=/a%40b/",
         app="lab",
         env=env,
@@ -335,17 +335,43 @@ def reactbox_config():
 
 
 @pytest.fixture
-def jp_server_config(projects_dir, owner, package_cache, sandbox_image, ai_config, reactbox_config):
+def docker_config():
+    """More c.DockerBackend settings for the server under test; a module may override it."""
+    return {}
+
+
+@pytest.fixture
+def local_config():
+    """c.LocalBackend settings for the server under test; a module may override it."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(
+    request,
+    projects_dir,
+    owner,
+    package_cache,
+    ai_config,
+    reactbox_config,
+    docker_config,
+    local_config,
+):
+    docker = {}
+    if reactbox_config.get("backend", "docker") == "docker":
+        docker = {"image": request.getfixturevalue("sandbox_image"), **docker_config}
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_reactbox": True}},
         "ReactBoxApp": {
             "projects_dir": str(projects_dir),
             "cache_dir": str(package_cache),
             "owner": owner,
-            "image": sandbox_image,
+            "backend": "docker",
             **ai_config,
             **reactbox_config,
         },
+        "DockerBackend": docker,
+        "LocalBackend": local_config,
     }
 
 

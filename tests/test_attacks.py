@@ -23,13 +23,13 @@ SECRET = "s3cr3t-from-dot-env"
 
 
 @pytest.fixture
-def reactbox_config(request, docker_client):
+def docker_config(request, docker_client):
     """Small bounds so the bombs hit them quickly; the runtime by parameter."""
     runtime = getattr(request, "param", "runc")
     if runtime == "runsc" and "runsc" not in docker_client.info().get("Runtimes", {}):
         pytest.fail("gVisor is not registered with Docker: see .ci/setup.")
     bounds = {"memory_limit": "256m", "pids_limit": 128}
-    return bounds if runtime == "runc" else {**bounds, "docker_runtime": "runsc"}
+    return bounds if runtime == "runc" else {**bounds, "runtime": "runsc"}
 
 
 async def get(url: str):
@@ -119,9 +119,9 @@ FORK_BOMB = "i=0; while [ $i -lt 400 ]; do sleep 3 & i=$((i+1)); done 2>&1 | tai
 MEMORY_BOMB = "exec node -e 'const a = []; for (;;) a.push(Buffer.alloc(32 << 20, 1));'"
 
 
-@pytest.mark.parametrize("reactbox_config", ["runc", "runsc"], indirect=True)
+@pytest.mark.parametrize("docker_config", ["runc", "runsc"], indirect=True)
 async def test_fork_and_memory_bombs_stop_at_the_limits(
-    api, docker_client, owner, jp_fetch, reactbox_config, server_url
+    api, docker_client, owner, jp_fetch, docker_config, server_url
 ):
     info = await api.upload_running()
     container = docker_client.containers.get(f"reactbox-{owner}-shop")
@@ -135,7 +135,7 @@ async def test_fork_and_memory_bombs_stop_at_the_limits(
     def run(cmd: str):
         return container.exec_run(["sh", "-c", cmd], demux=False)
 
-    if "docker_runtime" not in reactbox_config:
+    if "runtime" not in docker_config:
         # runc: the bombs fail inside the container's cgroup, which lives on.
         out = (await asyncio.to_thread(run, FORK_BOMB)).output.decode()
         assert "Cannot fork" in out or "Resource temporarily unavailable" in out, out
@@ -189,7 +189,7 @@ def test_secrets_reach_no_container_kernel_browser_or_log(
         tmp_path,
         owner,
         f"--ReactBoxApp.cache_dir={package_cache}",
-        f"--ReactBoxApp.image={sandbox_image}",
+        f"--DockerBackend.image={sandbox_image}",
         "--ReactBoxApp.ai_model=scripted",
         env={
             "OPENAI_API_KEY": key,

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import FIXTURES, zip_dir
 
-from jupyter_reactbox.sandbox import egress
+from jupyter_reactbox.backends import egress
 
 PROBE = """
 const net = require("net");
@@ -110,9 +110,10 @@ async def test_an_install_reaches_the_registry_only_through_the_proxy(
     address answers directly."""
     r = await api.upload(zip_dir(FIXTURES / "vite-react"), "shop")
     await api.wait(json.loads(r.body)["id"])  # an install ran (or the cache served it)
-    sandbox = runtime.sandbox
-    network, proxy, _ = await sandbox._install_route()
-    registry = urlsplit(await sandbox._default_registry())
+    backend = runtime.backend
+    proxy, _ = await backend._install_route()
+    network = backend._install_network
+    registry = urlsplit(await backend._default_registry())
     host, port = registry.hostname, registry.port or 443
     address = (await asyncio.to_thread(socket.getaddrinfo, host, port, socket.AF_INET))[0][4][0]
     proxy_host, proxy_port = urlsplit(proxy).hostname, urlsplit(proxy).port

@@ -168,7 +168,7 @@ def test_the_server_killed_mid_edit_leaves_the_project_as_it_was(
     llm.start()
     args = (
         f"--ReactBoxApp.cache_dir={package_cache}",
-        f"--ReactBoxApp.image={sandbox_image}",
+        f"--DockerBackend.image={sandbox_image}",
         f"--ReactBoxApp.ai_base_url={llm.base_url}",
         "--ReactBoxApp.ai_api_key=test-key",
         "--ReactBoxApp.ai_model=scripted",
@@ -304,7 +304,7 @@ def engine(docker_client):
 def test_the_engine_killed_mid_start_is_a_clear_error_and_nothing_is_lost(
     tmp_path, owner, engine, package_cache, sandbox_image
 ):
-    args = (f"--ReactBoxApp.cache_dir={package_cache}", f"--ReactBoxApp.image={sandbox_image}")
+    args = (f"--ReactBoxApp.cache_dir={package_cache}", f"--DockerBackend.image={sandbox_image}")
     server = JupyterProcess(tmp_path, owner, *args).start()
     app = tmp_path / "projects" / "shop" / "app"
     try:

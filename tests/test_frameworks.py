@@ -10,6 +10,7 @@ from jupyter_reactbox.errors import UnsupportedApp
 from jupyter_reactbox.frameworks import detect
 
 BASE = "/a%40b/reactbox/preview/shop/tok/"
+WHERE = {"base": BASE, "host": "0.0.0.0", "port": 4321, "support": "/opt/reactbox/support"}
 
 
 def app(tmp_path, pkg, *lockfiles):
@@ -34,15 +35,17 @@ def test_vite_with_npm_lockfile(tmp_path):
         "--loglevel=error",
         "--ignore-scripts",
     ]
-    assert plan.dev_argv(BASE) == [
+    assert plan.dev_argv(**WHERE) == [
         "node",
         "/opt/reactbox/support/vite-serve.mjs",  # the app's Vite, config and our plugin
+        "--host",
+        "0.0.0.0",
         "--port",
-        "5173",
+        "4321",
         "--base",
         BASE,
     ]
-    assert plan.dev_env(BASE) == {"BROWSER": "none"}  # server.open must not crash it
+    assert plan.dev_env(**WHERE) == {"BROWSER": "none"}  # server.open must not crash it
 
 
 def test_vite_typescript_template_without_lockfile(tmp_path):
@@ -71,10 +74,10 @@ def test_cra_gets_public_url_and_socket_path(tmp_path):
         "--frozen-lockfile",
         "--ignore-scripts",
     ]
-    assert plan.dev_argv(BASE) == ["node", "/opt/reactbox/support/cra-start.cjs"]
-    assert plan.dev_env(BASE) == {
+    assert plan.dev_argv(**WHERE) == ["node", "/opt/reactbox/support/cra-start.cjs"]
+    assert plan.dev_env(**WHERE) == {
         "HOST": "0.0.0.0",
-        "PORT": "3000",
+        "PORT": "4321",
         "BROWSER": "none",
         "PUBLIC_URL": BASE,
         "WDS_SOCKET_PATH": BASE + "ws",
@@ -100,11 +103,11 @@ def test_pnpm_from_package_manager_field(tmp_path):
 
 def test_next_gets_the_base_as_its_default_base_path(tmp_path):
     plan = detect(app(tmp_path, {"dependencies": {"next": "16.4.6"}}, "package-lock.json"))
-    assert (plan.framework, plan.port) == ("next", 3000)
-    assert plan.dev_argv(BASE) == [
-        "node", "node_modules/next/dist/bin/next", "dev", "--port", "3000", "--hostname", "0.0.0.0",
+    assert plan.framework == "next"
+    assert plan.dev_argv(**WHERE) == [
+        "node", "node_modules/next/dist/bin/next", "dev", "--port", "4321", "--hostname", "0.0.0.0",
     ]  # fmt: skip
-    assert plan.dev_env(BASE) == {
+    assert plan.dev_env(**WHERE) == {
         "NODE_OPTIONS": "--require /opt/reactbox/support/next-preload.cjs",
         "REACTBOX_BASE": BASE,
         "NEXT_TELEMETRY_DISABLED": "1",
@@ -139,7 +142,7 @@ def test_broken_package_json(tmp_path):
 
 
 def test_next_compile_check_asks_for_the_pages_of_the_changed_files():
-    from jupyter_reactbox.frameworks import next_routes
+    from jupyter_reactbox.frameworks.nextjs import routes as next_routes
 
     assert next_routes(["app/about/page.tsx", "src/app/(shop)/cart/page.jsx"]) == [
         "about",
@@ -154,7 +157,7 @@ def test_next_compile_check_asks_for_the_pages_of_the_changed_files():
 
 
 def test_next_compile_errors_are_read_from_its_error_page():
-    from jupyter_reactbox.frameworks import next_error
+    from jupyter_reactbox.frameworks.nextjs import error_of as next_error
 
     data = {"page": "/_error", "err": {"name": "Error", "message": "./app/x.js:3:1\nBoom"}}
     body = (

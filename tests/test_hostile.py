@@ -261,7 +261,7 @@ async def test_a_start_cancelled_while_the_engine_makes_its_container_leaves_non
     left, cancelled = [], 0
     for delay in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5):
         task = asyncio.ensure_future(
-            runtime.sandbox.run("shop", project.app_dir, plan, base="/x/", token="t")
+            runtime.backend.launch("shop", project.app_dir, plan, base="/x/", token="t")
         )
         await asyncio.sleep(delay)
         done_before = task.done()

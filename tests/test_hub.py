@@ -58,7 +58,7 @@ class Hub:
                 c.Spawner.args = [
                     "--allow-root",
                     "--ReactBoxApp.cache_dir={package_cache}",
-                    "--ReactBoxApp.image={image}",
+                    "--DockerBackend.image={image}",
                 ]
                 c.Spawner.start_timeout = 120
                 c.Spawner.http_timeout = 120

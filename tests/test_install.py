@@ -10,6 +10,8 @@ import pytest
 from traitlets import TraitType
 
 from jupyter_reactbox.app import ReactBoxApp
+from jupyter_reactbox.backends.docker import DockerBackend
+from jupyter_reactbox.backends.local import LocalBackend
 
 
 def jupyter(*args: str) -> subprocess.CompletedProcess:
@@ -25,14 +27,15 @@ def test_server_extension_is_enabled_and_ok():
     assert "jupyter_reactbox 0.1.0 OK" in text
 
 
-def test_every_setting_is_documented():
-    traits: dict[str, TraitType] = ReactBoxApp.class_own_traits(config=True)
-    assert len(traits) >= 20
+@pytest.mark.parametrize("cls", [ReactBoxApp, DockerBackend, LocalBackend])
+def test_every_setting_is_documented(cls):
+    traits: dict[str, TraitType] = cls.class_own_traits(config=True)
+    assert len(traits) >= (20 if cls is ReactBoxApp else 3)
     undocumented = [name for name, trait in traits.items() if not (trait.help or "").strip()]
     assert undocumented == []
     documented = jupyter("reactbox", "settings").stdout
     for name, trait in traits.items():
-        assert f"# c.ReactBoxApp.{name} = " in documented
+        assert f"# c.{cls.__name__}.{name} = " in documented
         assert trait.help.split()[0] in documented
 
 
@@ -54,4 +57,41 @@ def test_owner_and_ids_are_validated():
     app.owner = "Alice Smith@Example"
     assert app.owner == "alice-smith-example"
     with pytest.raises(Exception, match="non-root"):
-        app.sandbox_uid = 0
+        DockerBackend(uid=0)
+
+
+def test_settings_that_moved_to_the_docker_backend_still_apply_with_a_warning():
+    import logging
+
+    from traitlets.config import Config
+
+    config = Config()
+    config.ReactBoxApp.backend = "docker"
+    config.ReactBoxApp.memory_limit = "300m"
+    config.ReactBoxApp.docker_runtime = "runsc"
+    config.ReactBoxApp.pids_limit = 64
+    config.DockerBackend.pids_limit = 99  # the new name wins
+    app = ReactBoxApp(config=config)
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    app.log.addHandler(handler)
+    backend = app._make_backend()
+    assert isinstance(backend, DockerBackend)
+    assert (backend.memory_limit, backend.runtime, backend.pids_limit) == ("300m", "runsc", 99)
+    warned = "\n".join(said)
+    assert "c.ReactBoxApp.memory_limit is deprecated: use c.DockerBackend.memory_limit" in warned
+    assert "c.ReactBoxApp.docker_runtime is deprecated: use c.DockerBackend.runtime" in warned
+
+
+def test_a_backend_is_chosen_by_name_class_or_entry_point():
+    from jupyter_reactbox.backends import backend_class
+
+    assert backend_class("docker") is DockerBackend
+    assert backend_class("local") is LocalBackend
+    assert backend_class(LocalBackend) is LocalBackend
+    assert backend_class("jupyter_reactbox.backends.local.LocalBackend") is LocalBackend
+    with pytest.raises(ValueError, match="No backend 'nosuch'"):
+        backend_class("nosuch")
+    with pytest.raises(ValueError, match="is not a jupyter_reactbox Backend"):
+        backend_class("jupyter_reactbox.app.ReactBoxApp")

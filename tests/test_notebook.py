@@ -82,7 +82,7 @@ def server(tmp_path, owner, package_cache, sandbox_image, scripted_llm):
         root,
         owner,
         f"--ReactBoxApp.cache_dir={package_cache}",
-        f"--ReactBoxApp.image={sandbox_image}",
+        f"--DockerBackend.image={sandbox_image}",
         f"--ReactBoxApp.ai_base_url={scripted_llm.base_url}",
         "--ReactBoxApp.ai_api_key=test-key",
         "--ReactBoxApp.ai_model=scripted",

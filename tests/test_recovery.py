@@ -20,7 +20,7 @@ def labels(owner: str, project_id: str, role: str) -> dict[str, str]:
 def test_a_restarted_server_reattaches_cleans_up_and_stops_on_shutdown(
     tmp_path, owner, docker_client, package_cache, sandbox_image
 ):
-    common = (f"--ReactBoxApp.cache_dir={package_cache}", f"--ReactBoxApp.image={sandbox_image}")
+    common = (f"--ReactBoxApp.cache_dir={package_cache}", f"--DockerBackend.image={sandbox_image}")
     server = JupyterProcess(tmp_path, owner, *common, "--ReactBoxApp.on_shutdown=keep").start()
     try:
         data = zip_dir(FIXTURES / "vite-react")

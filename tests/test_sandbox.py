@@ -26,14 +26,14 @@ def connect(container, host: str, port: int) -> str:
 
 
 @pytest.fixture(params=["runc", "runsc"])
-def reactbox_config(request, docker_client):
+def docker_config(request, docker_client):
     """The same probes under Docker's default runtime and under gVisor."""
     if request.param == "runsc" and "runsc" not in docker_client.info().get("Runtimes", {}):
         pytest.fail(
             "gVisor is not registered with Docker: apt-get install runsc and add it to "
             "/etc/docker/daemon.json (`.ci/setup` does both)"
         )
-    return {} if request.param == "runc" else {"docker_runtime": "runsc"}
+    return {} if request.param == "runc" else {"runtime": "runsc"}
 
 
 async def test_container_is_hardened_and_isolated(api, docker_client, owner, jp_http_port):
@@ -78,5 +78,6 @@ async def test_container_is_hardened_and_isolated(api, docker_client, owner, jp_
         assert connect(shop, host, port) != "CONNECTED", (host, port)
     # Nor another project's dev server: one network per owner, with icc off.
     other_ip = other.attrs["NetworkSettings"]["Networks"][f"reactbox-{owner}-previews"]["IPAddress"]
-    assert connect(other, other_ip, 5173) == "CONNECTED"  # the probe itself works
-    assert connect(shop, other_ip, 5173) != "CONNECTED"
+    port = int(other.labels["org.jupyter.reactbox.port"])
+    assert connect(other, other_ip, port) == "CONNECTED"  # the probe itself works
+    assert connect(shop, other_ip, port) != "CONNECTED"

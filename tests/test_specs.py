@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jupyter_reactbox.frameworks import VITE
-from jupyter_reactbox.sandbox.docker import (
-    SUPPORT_DIR,
+from jupyter_reactbox.backends.base import package_cache
+from jupyter_reactbox.backends.docker import (
     Limits,
     install_container_kwargs,
-    package_cache,
     run_container_kwargs,
 )
+from jupyter_reactbox.frameworks import SUPPORT_DIR, AppPlan, vite
+
+VITE = AppPlan(vite.FRAMEWORK)
 
 HARDENING = dict(
     read_only=True,
@@ -47,8 +48,10 @@ def test_run_container_spec():
         command=[
             "node",
             "/opt/reactbox/support/vite-serve.mjs",
+            "--host",
+            "0.0.0.0",
             "--port",
-            "5173",
+            "8000",
             "--base",
             "/user/alice/reactbox/preview/shop/T/",
         ],
@@ -63,7 +66,7 @@ def test_run_container_spec():
             "org.jupyter.reactbox.framework": "vite",
             "org.jupyter.reactbox.token": "T",
             "org.jupyter.reactbox.base": "/user/alice/reactbox/preview/shop/T/",
-            "org.jupyter.reactbox.port": "5173",
+            "org.jupyter.reactbox.port": "8000",
         },
         network="reactbox-alice-shop",
         volumes={

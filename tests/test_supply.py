@@ -12,8 +12,8 @@ from test_archive import make_zip
 from tornado.httpclient import HTTPClientError
 
 from jupyter_reactbox import supply
+from jupyter_reactbox.backends.modules import pinned
 from jupyter_reactbox.errors import UnsupportedApp
-from jupyter_reactbox.sandbox.modules import pinned
 
 FIXTURE_PKG = json.loads((FIXTURES / "vite-react" / "package.json").read_text())
 

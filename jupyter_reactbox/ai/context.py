@@ -38,6 +38,7 @@ TEXT_SUFFIXES = {
     ".env.example",
 }
 ENTRY_NAMES = ("src/App.jsx", "src/App.tsx", "src/App.js", "src/App.ts")
+"""Shown first when the framework names none (its ``entry_files``)."""
 _SYMBOL_TYPES = {
     "function_declaration",
     "class_declaration",
@@ -124,7 +125,13 @@ def symbols(path: str, content: str) -> list[str]:
     return names
 
 
-def build(app_dir: Path, instruction: str, paths: list[str] | None, budget: int) -> Context:
+def build(
+    app_dir: Path,
+    instruction: str,
+    paths: list[str] | None,
+    budget: int,
+    entry_files: tuple[str, ...] = ENTRY_NAMES,
+) -> Context:
     files = project_files(app_dir)
     lines = []
     texts: dict[str, str] = {}
@@ -150,7 +157,7 @@ def build(app_dir: Path, instruction: str, paths: list[str] | None, budget: int)
         def score(rel: str) -> tuple:
             text = texts[rel].lower()
             hits = sum(1 for w in words if w in rel.lower() or w in text)
-            return (rel in ENTRY_NAMES, hits, rel.startswith("src/"), -len(texts[rel]))
+            return (rel in entry_files, hits, rel.startswith("src/"), -len(texts[rel]))
 
         wanted = sorted(
             (r for r in texts if not r.endswith((".svg", ".md", ".json"))), key=score, reverse=True

@@ -32,7 +32,7 @@ from typing import Any
 
 import openai
 
-from .. import history, worktree
+from .. import frameworks, history, worktree
 from ..errors import ReactBoxError, UserError
 from ..store import Project
 from . import context, edits, validate
@@ -199,8 +199,10 @@ class AIEditor:
         app = project.app_dir
         await asyncio.to_thread(history.commit_all, app, "Manual changes")
         base = await asyncio.to_thread(history.head, app)
+        framework = frameworks.get(project.framework)
+        entry_files = framework.entry_files if framework else context.ENTRY_NAMES
         ctx = await asyncio.to_thread(
-            context.build, app, result.instruction, result.paths, self.context_chars
+            context.build, app, result.instruction, result.paths, self.context_chars, entry_files
         )
         messages: list[dict] = [
             {"role": "system", "content": SYSTEM_PROMPT},

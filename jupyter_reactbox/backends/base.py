@@ -1,20 +1,45 @@
-"""What a sandbox backend provides to the runtime.
+"""The backend seam: where dev servers run, in a few coarse verbs.
 
-A backend installs an app's dependencies (with the package registry
-reachable) and then runs its dev server where nothing but the preview proxy
-can reach it.  A stopped dev server's container is kept, so starting it again
-is fast.  The backend keeps its own state in the engine (labels), so that a
-restarted Jupyter server can find its previews again.
+A backend installs an app's dependencies (the package registry reachable, no
+lifecycle scripts unless allowed), launches its dev server where nothing but
+the preview proxy can reach it, tells whether it still runs, stops it keeping
+what makes the next start fast, and finds its previews again after the
+Jupyter server restarts, from a record of its own (labels for Docker, a state
+file for the local backend).  Nothing outside a backend knows containers,
+process groups or an engine's errors.
+
+The file contract: the Jupyter server owns the project folder
+(``<projects_dir>/<project>/app``) and writes it (uploads, edits, undo); the
+dev server reads it and may write it (its own caches, an app's plugins), so
+host-side code reads it only as data (``worktree.py``).  A backend that runs
+dev servers on this machine bind-mounts the folder; one that runs them
+elsewhere copies it there before ``launch`` and sends each change after
+(``sync``), so that HMR sees it.
+
+Each backend is one file, a :class:`Backend` with its own traits
+(``c.DockerBackend.memory_limit``); ``c.ReactBoxApp.backend`` names it, and
+other packages add one through the entry point group
+``jupyter_reactbox.backends``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
+from traitlets import Bool, Float, Int, Unicode
+from traitlets.config import LoggingConfigurable
+
+from .. import managers
+from ..errors import InstallFailed
 from ..frameworks import AppPlan
+from . import modules
 
 Progress = Callable[[int, int], None]
 """Called with (packages installed so far, packages expected) during an install."""
@@ -29,13 +54,10 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class Found:
-    """A container found in the engine, with what is needed to serve it."""
+class Record:
+    """A preview a backend keeps, with what is needed to serve it again."""
 
     project_id: str
-    role: str
-    """'run' (a dev server) or 'install'."""
-    name: str
     framework: str
     token: str
     base: str
@@ -48,7 +70,75 @@ class Exit:
     """How a dev server ended."""
 
     code: int | None
-    oom: bool
+    why: str | None = None
+    """Said by the backend when it knows more than the code (killed for memory)."""
+
+
+@dataclass(frozen=True)
+class InstallRun:
+    """One run of a package manager, as a backend is asked to make it: in a
+    sandbox that sees ``staging`` (the manifest and lockfile only) at its work
+    folder and ``cache`` as the package cache, with ``env`` set."""
+
+    project_id: str
+    argv: list[str]
+    staging: Path
+    cache: Path
+    env: dict[str, str]
+    registry: str
+    proxy: str | None
+
+
+def package_cache(cache_root: Path, project_id: str, ignore_scripts: bool) -> Path:
+    """The package managers' cache an install mounts.  With lifecycle scripts off no
+    code but the package manager's runs in an install, and it writes only what it
+    fetched (checked by integrity), so one cache serves all of an owner's installs.
+    With scripts on, a dependency's script could plant code there (a cached yarn or
+    pnpm, a store entry) for the next project's install: each project gets its own."""
+    return cache_root if ignore_scripts else cache_root / "projects" / project_id
+
+
+def install_env(
+    *,
+    cache: str,
+    registry: str | None,
+    proxy: str | None = None,
+    settings: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of a package manager in a sandbox whose package cache is at
+    ``cache``, with the app's own settings (``.npmrc``, the manager's)."""
+    env = {
+        **(settings or {}),
+        "HOME": "/tmp",
+        "CI": "true",
+        "npm_config_cache": f"{cache}/npm",
+        "npm_config_update_notifier": "false",
+        "YARN_CACHE_FOLDER": f"{cache}/yarn",
+        "npm_config_store_dir": f"{cache}/pnpm",
+        # Yarn 2+: a node_modules tree (the dev server needs one), and no scripts
+        # unless the npm side allows them too (--ignore-scripts is in the argv).
+        "YARN_NODE_LINKER": "node-modules",
+        # A lockfile's `resolved` URL names a tarball; npm fetches it from the
+        # configured registry whatever host the lockfile (the app's) wrote there.
+        "npm_config_replace_registry_host": "always",
+    }
+    if proxy:  # the install's only way out (see egress.py)
+        for name in ("npm_config_https_proxy", "npm_config_proxy", "HTTPS_PROXY", "HTTP_PROXY"):
+            env[name] = proxy
+    if registry:
+        env["npm_config_registry"] = registry
+    return env
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """How a backend isolates what it runs: shown in the project JSON, the
+    widget, the Lab panel, the first log line and ``doctor``."""
+
+    backend: str
+    sandboxed: bool
+    how: str
+    """One line: what isolates the dev server, or why nothing does."""
 
 
 class LogStream(Protocol):
@@ -58,7 +148,30 @@ class LogStream(Protocol):
         """End the follow and free what it holds, at once."""
 
 
-class Sandbox(Protocol):
+class Backend(LoggingConfigurable):
+    """Runs the previews of one owner (a Jupyter user)."""
+
+    name: ClassVar[str] = ""
+
+    # Given by the app (they are its settings, for every backend), not configured here.
+    owner = Unicode()
+    cache_dir = Unicode(help="Package caches and kept node_modules of this owner.")
+    registry = Unicode(allow_none=True, default_value=None)
+    ignore_scripts = Bool(True)
+    install_timeout = Float(900)
+    modules_cache_size = Int(10)
+    max_log_followers = Int(8)
+
+    @classmethod
+    def available(cls) -> str | None:
+        """None if this backend can run here; else why not (``auto`` skips it)."""
+        return None
+
+    def isolation(self) -> Isolation:
+        raise NotImplementedError
+
+    # -- installs: the same steps everywhere, one run of a package manager each --
+
     async def install(
         self,
         project_id: str,
@@ -71,43 +184,183 @@ class Sandbox(Protocol):
     ) -> str:
         """Make ``app_dir/node_modules`` match the lockfile: 'installed' (it did
         already), 'cached' (copied from an earlier install) or 'fresh'; ``pins``
-        (package -> version) override what the app asks for.  Raises SandboxError
-        on failure, with the install output written to ``log``."""
+        (package -> version) override what the app asks for.  Raises InstallFailed,
+        with the install output written to ``log``.
 
-    async def run(
+        The package manager sees a staging copy of the manifest and lockfile only
+        (never the app's files, which a preview may have written), and its tree is
+        moved into the app when it succeeds.
+        """
+        # A pinned package changes the install's copy of package.json: the lockfile
+        # is resolved again around it.
+        argv = plan.install_argv(ignore_scripts=self.ignore_scripts, frozen=not pins)
+        inputs, done = await asyncio.to_thread(
+            self._prepare_install, app_dir, argv, pins, plan.manager.name
+        )
+        command = " ".join(argv) + "".join(
+            f" ({k}={v} from .npmrc)" for k, v in inputs.settings.items()
+        )
+        if pins:
+            command += "".join(
+                f" (with {name} {v} in place of the app's)" for name, v in pins.items()
+            )
+        if done:
+            self.log.info("Dependencies of %s: %s (%s)", project_id, done, inputs.fingerprint[:12])
+            if done == "cached":  # say so where the user reads the install's output
+                why = "node_modules copied from an earlier install of the same lockfile"
+                await asyncio.to_thread(log.write_text, f"$ {command}\nskipped: {why}\n")
+            return done
+        proxy, registry = await self._install_route()
+        cache = package_cache(Path(self.cache_dir), project_id, self.ignore_scripts)
+        staging = await asyncio.to_thread(self._stage_install, app_dir, inputs, cache, registry)
+        try:
+            env = {**inputs.env, **plan.manager.env(registry, proxy)}
+            transcript = f"{plan.manager.note}\n" if plan.manager.note else ""
+            transcript += f"$ {command}\n"
+            run = InstallRun(project_id, argv, staging, cache, env, registry, proxy)
+            code, output = await self._install_once(run, progress)
+            transcript += output
+            retry = plan.manager.fallback(argv, output) if code != 0 else None
+            if retry is not None:
+                # A lockfile that no longer matches package.json (common in tutorials):
+                # resolve again from package.json, and say so.
+                argv, why = retry
+                transcript += (
+                    f"\n{why}: installing with `{' '.join(argv)}` instead.\n$ {' '.join(argv)}\n"
+                )
+                run = InstallRun(project_id, argv, staging, cache, env, registry, proxy)
+                code, output = await self._install_once(run, progress)
+                transcript += output
+            await asyncio.to_thread(log.write_text, transcript)
+            if code != 0:
+                tail = "\n".join(output.strip().splitlines()[-15:])
+                why = "timed out" if code is None else f"exited with code {code}"
+                first = managers.first_error(output)
+                raise InstallFailed(
+                    f"Installing dependencies ({plan.manager.name} install) {why}"
+                    + (f": {first}" if first else "")
+                    + f"\n{tail}"
+                )
+            await asyncio.to_thread(self._finish_install, project_id, app_dir, staging, inputs)
+        finally:
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, staging, True))
+        return "fresh"
+
+    async def _install_route(self) -> tuple[str | None, str]:
+        """(the proxy an install must use, or None; the registry it installs from)."""
+        raise NotImplementedError
+
+    async def _install_once(
+        self, run: InstallRun, progress: Progress | None
+    ) -> tuple[int | None, str]:
+        """Run the package manager once, to its end (or ``install_timeout``): its exit
+        code (None if it timed out) and output.  Cancelled, it leaves nothing running."""
+        raise NotImplementedError
+
+    def _hand_over(self, path: Path) -> None:
+        """Make ``path`` (a tree the sandbox will write) the sandbox user's."""
+
+    @cached_property
+    def modules_cache(self) -> modules.ModulesCache:
+        return modules.ModulesCache(Path(self.cache_dir) / "modules", self.modules_cache_size)
+
+    def _prepare_install(
+        self, app_dir: Path, argv: list[str], pins: dict[str, str] | None, manager: str
+    ) -> tuple[modules.InstallInputs, str | None]:
+        """(what the install is given, how it is satisfied: 'installed', 'cached' or
+        None: install).  Blocking file work; runs on a thread."""
+        Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
+        self._hand_over(app_dir)
+        inputs = modules.install_inputs(app_dir, argv, pins, manager)
+        fp = inputs.fingerprint
+        if modules.installed(app_dir) == fp:
+            return inputs, "installed"
+        if self.modules_cache.restore(fp, app_dir):
+            return inputs, "cached"
+        return inputs, None
+
+    def _stage_install(
+        self, app_dir: Path, inputs: modules.InstallInputs, cache: Path, registry: str
+    ) -> Path:
+        """A folder beside the project holding only what the install is given."""
+        staging = Path(tempfile.mkdtemp(prefix=".install-", dir=app_dir.parent))
+        inputs.write(staging, registry)
+        cache.mkdir(parents=True, exist_ok=True)
+        self._hand_over(staging)
+        self._hand_over(cache)
+        return staging
+
+    def _finish_install(
+        self, project_id: str, app_dir: Path, staging: Path, inputs: modules.InstallInputs
+    ) -> None:
+        """Keep the fresh tree in the cache (no preview has touched it), then move it
+        into the project."""
+        fp = inputs.fingerprint
+        (staging / "node_modules").mkdir(exist_ok=True)
+        modules.mark(staging, fp)
+        try:
+            self.modules_cache.save(fp, staging)
+        except OSError as exc:  # a full cache disk must not fail the start
+            self.log.warning("Could not keep node_modules of %s in the cache: %s", project_id, exc)
+        modules.replace_tree(app_dir / "node_modules", staging / "node_modules")
+
+    @staticmethod
+    async def report_install(staging: Path, waiting: asyncio.Future, progress: Progress):
+        """Count the lockfile's packages as they land in ``staging``, until ``waiting``
+        (the package manager) is done."""
+        folders = await asyncio.to_thread(modules.expected_packages, staging)
+        while not waiting.done():
+            if folders:
+                done = await asyncio.to_thread(modules.count_present, staging, folders)
+                progress(done, len(folders))
+            await asyncio.wait([waiting], timeout=0.5)
+
+    # -- dev servers ---------------------------------------------------------------
+
+    async def launch(
         self, project_id: str, app_dir: Path, plan: AppPlan, *, base: str, token: str
     ) -> Endpoint:
-        """Start a new dev server serving under ``base``; return once it has an address."""
+        """Start a new dev server serving under ``base`` (on a port the backend
+        picks); return once it has an address."""
+        raise NotImplementedError
 
-    async def resume(self, project_id: str, app_dir: Path, plan: AppPlan) -> Found | None:
+    async def resume(self, project_id: str, app_dir: Path, plan: AppPlan) -> Record | None:
         """Start the kept dev server again if it is still current; None if there is none."""
+        raise NotImplementedError
 
-    async def is_running(self, project_id: str) -> bool: ...
-
-    async def exit_info(self, project_id: str) -> Exit | None:
-        """How the dev server ended; None while it runs."""
+    async def poll(self, project_id: str) -> Exit | None:
+        """None while the dev server runs; how it ended otherwise."""
+        raise NotImplementedError
 
     async def running(self) -> set[str]:
-        """The projects whose dev server runs now."""
+        """The projects whose dev server runs now (one call for all of them)."""
+        raise NotImplementedError
 
     async def stop(self, project_id: str) -> None:
         """Stop the dev server, keeping what makes a later start fast; no-op if stopped."""
+        raise NotImplementedError
 
     async def discard(self, project_id: str) -> None:
-        """Remove the dev server; the next start begins from nothing."""
+        """Forget the dev server; the next start begins from nothing."""
+        raise NotImplementedError
 
     async def remove(self, project_id: str) -> None:
         """Remove everything the backend made for the project."""
+        raise NotImplementedError
 
-    async def find(self) -> list[Found]:
-        """Every container of this owner, running or not."""
+    async def recover(self, known: set[str]) -> list[Record]:
+        """After a restart of the Jupyter server: the previews of ``known`` projects
+        this backend still has, running or stopped; anything else it made (for
+        projects that are gone, interrupted installs, duplicates) is removed."""
+        raise NotImplementedError
 
-    async def remove_container(self, name: str) -> None: ...
-
-    async def logs(self, project_id: str, *, tail: int = 500) -> str: ...
+    async def logs(self, project_id: str, *, tail: int = 500) -> str:
+        raise NotImplementedError
 
     async def follow_logs(self, project_id: str) -> LogStream:
         """The dev server's output from now on; TooManyStreams (429) before anything
         is sent when too many are open."""
+        raise NotImplementedError
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Free what the backend holds (its dev servers are left as they are)."""

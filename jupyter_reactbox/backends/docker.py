@@ -9,8 +9,9 @@
   It runs as a non-root user with no capabilities, ``no-new-privileges``, a
   read-only root filesystem, a tmpfs ``/tmp``, and pids, memory and CPU limits;
   the project's ``app/`` folder is its only writable mount.
-* Everything created carries ownership labels, so ``find_running`` can
-  rebuild the state of a restarted Jupyter server from the engine alone.
+* Everything created carries ownership labels, so ``recover`` can rebuild
+  the state of a restarted Jupyter server from the engine alone.
+* Its settings are its own traits: ``c.DockerBackend.memory_limit``, ...
 
 Container specs are built by pure functions (``install_container_kwargs``,
 ``run_container_kwargs``) that tests compare as whole dicts.  Every SDK call
@@ -23,10 +24,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,26 +34,24 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
+from traitlets import Float, Int, Unicode, default, validate
 
-from .. import managers
-from ..errors import EngineUnavailable, SandboxError, TooManyStreams, UserError
-from ..frameworks import SUPPORT, AppPlan
-from . import egress, modules
-from .base import Endpoint, Exit, Found, Progress
+from .._version import __version__
+from ..errors import EngineUnavailable, SandboxError, TooManyStreams
+from ..frameworks import SUPPORT_DIR, AppPlan
+from . import egress
+from .base import Backend, Endpoint, Exit, InstallRun, Isolation, Progress, Record, install_env
 
 LABEL = "org.jupyter.reactbox"
 CA_IN_CONTAINER = "/etc/reactbox/ca.pem"
 STOP_TIMEOUT = 5
-SUPPORT_DIR = Path(__file__).parent / "support"
-"""jupyter-reactbox's own scripts for dev servers, mounted read-only at ``SUPPORT``."""
+SUPPORT = "/opt/reactbox/support"
+"""Where a dev server finds jupyter-reactbox's support scripts (read-only)."""
+PORT = 8000
+"""The dev server's port: every container has a network namespace of its own."""
+SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 
 T = TypeVar("T")
-
-
-class InstallFailed(UserError):
-    """The app's dependencies did not install (its lockfile, a missing package, ...)."""
-
-    status = 422
 
 
 @dataclass(frozen=True)
@@ -121,21 +117,7 @@ def install_container_kwargs(
     settings: dict[str, str] | None = None,
     proxy: str | None = None,
 ) -> dict[str, Any]:
-    env = {
-        **(settings or {}),
-        "HOME": "/tmp",
-        "CI": "true",
-        "npm_config_cache": "/cache/npm",
-        "npm_config_update_notifier": "false",
-        "YARN_CACHE_FOLDER": "/cache/yarn",
-        "npm_config_store_dir": "/cache/pnpm",
-        # Yarn 2+: a node_modules tree (the dev server needs one), and no scripts
-        # unless the npm side allows them too (--ignore-scripts is in the argv).
-        "YARN_NODE_LINKER": "node-modules",
-        # A lockfile's `resolved` URL names a tarball; npm fetches it from the
-        # configured registry whatever host the lockfile (the app's) wrote there.
-        "npm_config_replace_registry_host": "always",
-    }
+    env = install_env(cache="/cache", registry=registry, proxy=proxy, settings=settings)
     volumes = {
         str(app_dir): {"bind": "/project", "mode": "rw"},
         str(cache_dir): {"bind": "/cache", "mode": "rw"},
@@ -143,11 +125,6 @@ def install_container_kwargs(
     if ca_file:
         env["NODE_EXTRA_CA_CERTS"] = CA_IN_CONTAINER
         volumes[ca_file] = {"bind": CA_IN_CONTAINER, "mode": "ro"}
-    if proxy:  # the only way out of the install's internal network (see egress.py)
-        for name in ("npm_config_https_proxy", "npm_config_proxy", "HTTPS_PROXY", "HTTP_PROXY"):
-            env[name] = proxy
-    if registry:
-        env["npm_config_registry"] = registry
     return dict(
         image=image,
         command=argv,
@@ -177,10 +154,11 @@ def run_container_kwargs(
     limits: Limits,
     runtime: str | None = None,
 ) -> dict[str, Any]:
-    env = {"HOME": "/tmp", "NODE_ENV": "development", **plan.dev_env(base)}
+    where = dict(base=base, host="0.0.0.0", port=PORT, support=SUPPORT)
+    env = {"HOME": "/tmp", "NODE_ENV": "development", **plan.dev_env(**where)}
     return dict(
         image=image,
-        command=plan.dev_argv(base),
+        command=plan.dev_argv(**where),
         name=container_name(owner, project_id, "run"),
         user=user,
         working_dir="/project",
@@ -192,7 +170,7 @@ def run_container_kwargs(
             framework=plan.framework,
             token=token,
             base=base,
-            port=str(plan.port),
+            port=str(PORT),
         ),
         network=network,
         volumes={
@@ -202,15 +180,6 @@ def run_container_kwargs(
         detach=True,
         **_hardening(limits, runtime),
     )
-
-
-def package_cache(cache_root: Path, project_id: str, ignore_scripts: bool) -> Path:
-    """The package managers' cache an install mounts.  With lifecycle scripts off no
-    code but the package manager's runs in an install, and it writes only what it
-    fetched (checked by integrity), so one cache serves all of an owner's installs.
-    With scripts on, a dependency's script could plant code there (a cached yarn or
-    pnpm, a store entry) for the next project's install: each project gets its own."""
-    return cache_root if ignore_scripts else cache_root / "projects" / project_id
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
@@ -227,7 +196,7 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
 class LogFollow:
     """An open follow of a container's log: async-iterate it, then ``close()`` it."""
 
-    def __init__(self, sandbox: DockerSandbox, stream: Any):
+    def __init__(self, sandbox: DockerBackend, stream: Any):
         self._sandbox, self._stream = sandbox, stream
 
     def __aiter__(self) -> LogFollow:
@@ -249,55 +218,118 @@ class LogFollow:
             stream.close()
 
 
-class DockerSandbox:
+class DockerBackend(Backend):
     """Runs projects in containers of one image for one owner (a Jupyter user)."""
 
+    name = "docker"
+
+    image = Unicode(
+        f"jupyter-reactbox-sandbox:{__version__}",
+        help="""Sandbox image for install and dev-server containers. Build it with
+        `jupyter reactbox build-image` (`--offline` needs no registry).""",
+    ).tag(config=True)
+
+    runtime = Unicode(
+        "",
+        help="""OCI runtime for the containers, e.g. 'runsc' for gVisor. Empty: the
+        engine's default. It must be registered in /etc/docker/daemon.json.""",
+    ).tag(config=True)
+
+    uid = Int(
+        help="""Uid the containers run as. Defaults to this server's uid, or 1000 when
+        the server runs as root (containers never run as root).""",
+    ).tag(config=True)
+
+    @default("uid")
+    def _default_uid(self):
+        return os.getuid() or 1000
+
+    gid = Int(help="Gid the containers run as (see uid).").tag(config=True)
+
+    @default("gid")
+    def _default_gid(self):
+        return os.getgid() or 1000
+
+    @validate("uid", "gid")
+    def _validate_id(self, proposal):
+        if proposal["value"] <= 0:
+            raise ValueError(f"DockerBackend.{proposal['trait'].name} must be non-root (> 0)")
+        return proposal["value"]
+
+    memory_limit = Unicode("1g", help="Memory limit of a dev-server container.").tag(config=True)
+    cpu_limit = Float(1.0, help="CPU limit of a dev-server container, in cores.").tag(config=True)
+    pids_limit = Int(512, help="Process limit of a container (stops fork bombs).").tag(config=True)
+    tmp_size = Unicode("256m", help="Size of each container's /tmp (tmpfs).").tag(config=True)
+    install_memory_limit = Unicode(
+        "2g", help="Memory limit of the dependency-install container."
+    ).tag(config=True)
+
+    extra_ca_certs = Unicode(
+        help="""PEM file of CAs the install container trusts (NODE_EXTRA_CA_CERTS), for
+        registries behind a TLS-intercepting proxy or with a private CA. Defaults to
+        the host's system CA bundle; empty to trust only Node's built-in CAs.""",
+    ).tag(config=True)
+
+    @default("extra_ca_certs")
+    def _default_ca(self):
+        return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), "")
+
+    pool_size = Int(4, help="Threads that run blocking Docker SDK calls off the event loop.").tag(
+        config=True
+    )
+
     def __init__(
-        self,
-        *,
-        image: str,
-        owner: str,
-        uid: int,
-        gid: int,
-        cache_dir: Path,
-        run_limits: Limits,
-        install_limits: Limits,
-        runtime: str | None = None,
-        ca_file: str | None = None,
-        registry: str | None = None,
-        ignore_scripts: bool = True,
-        install_timeout: float = 900,
-        pool_size: int = 4,
-        max_log_followers: int = 8,
-        modules_cache_size: int = 10,
-        log: logging.Logger | None = None,
-        client_factory: Callable[[], docker.DockerClient] = docker.from_env,
+        self, client_factory: Callable[[], docker.DockerClient] = docker.from_env, **kwargs
     ):
-        self.image = image
-        self.owner = owner
-        self.uid, self.gid = uid, gid
-        self.cache_dir = Path(cache_dir)
-        self.run_limits = run_limits
-        self.install_limits = install_limits
-        self.runtime = runtime
-        self.ca_file = ca_file
-        self.registry = registry
-        self.ignore_scripts = ignore_scripts
-        self.install_timeout = install_timeout
-        self.modules_cache = modules.ModulesCache(self.cache_dir / "modules", modules_cache_size)
-        self.log = log or logging.getLogger(__name__)
-        self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="reactbox-docker")
+        super().__init__(**kwargs)
+        self._pool = ThreadPoolExecutor(self.pool_size, thread_name_prefix="reactbox-docker")
         # A followed log blocks a thread until its container prints: never one of the
         # pool's, so open follows cannot starve starts, stops and logs.
-        self.max_log_followers = max_log_followers
-        self._followers = ThreadPoolExecutor(max_log_followers, thread_name_prefix="reactbox-logs")
+        self._followers = ThreadPoolExecutor(
+            self.max_log_followers, thread_name_prefix="reactbox-logs"
+        )
         self._following = 0
         self._egress: egress.RegistryProxy | None = None
         self._registry_default: str | None = None
+        self._install_network = ""
         self._route_lock = asyncio.Lock()
         self._client_factory = client_factory
         self._client: docker.DockerClient | None = None
         self._network_lock = asyncio.Lock()
+
+    @classmethod
+    def available(cls) -> str | None:
+        try:
+            client = docker.from_env(timeout=5)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            return f"no Docker engine answers ({exc})"
+        return None
+
+    def isolation(self) -> Isolation:
+        runtime = f", under {self.runtime}" if self.runtime else ""
+        return Isolation(
+            backend=self.name,
+            sandboxed=True,
+            how=f"a hardened container per preview on an internal network{runtime}",
+        )
+
+    @property
+    def run_limits(self) -> Limits:
+        return Limits(self.memory_limit, self.cpu_limit, self.pids_limit, self.tmp_size)
+
+    @property
+    def install_limits(self) -> Limits:
+        return Limits(
+            self.install_memory_limit, max(self.cpu_limit, 1.0), self.pids_limit, self.tmp_size
+        )
+
+    @property
+    def ca_file(self) -> str | None:
+        return self.extra_ca_certs or None
 
     # -- plumbing ---------------------------------------------------------
 
@@ -399,10 +431,10 @@ class DockerSandbox:
                 if exc.status_code != 409:  # made meanwhile by another server process
                     raise
 
-    async def _install_route(self) -> tuple[str, str | None, str]:
-        """(the network an install runs on, the proxy it must use, the registry): an ``internal``
-        network whose only way out is the registry proxy on its gateway.  A registry
-        that is not https keeps the older route out (and says so in the log)."""
+    async def _install_route(self) -> tuple[str | None, str]:
+        """(the proxy an install must use, the registry): installs run on an
+        ``internal`` network whose only way out is the registry proxy on its gateway.
+        A registry that is not https keeps the older route out (and says so in the log)."""
         async with self._route_lock:
             registry = self.registry or await self._default_registry()
             try:
@@ -414,7 +446,8 @@ class DockerSandbox:
                 )
                 network = f"reactbox-{self.owner}-install"
                 await self._ensure_network(network, internal=False, project_id="")
-                return network, None, registry
+                self._install_network = network
+                return None, registry
             network = f"reactbox-{self.owner}-fetch"
             await self._ensure_network(network, internal=True, project_id="")
             attrs = (await self._client_call("networks.get", network)).attrs
@@ -428,7 +461,8 @@ class DockerSandbox:
                     await self._egress.close()
                 self._egress = egress.RegistryProxy(target, self.log)
                 await self._egress.start(gateway)
-            return network, self._egress.url, registry
+            self._install_network = network
+            return self._egress.url, registry
 
     async def _default_registry(self) -> str:
         """The registry npm in the image uses when none is configured (asked once)."""
@@ -452,134 +486,35 @@ class DockerSandbox:
         address pools do not cap how many previews run."""
         return f"reactbox-{self.owner}-previews"
 
-    # -- the Sandbox protocol -------------------------------------------------
+    # -- the Backend verbs ------------------------------------------------------
 
-    def _prepare_install(
-        self, app_dir: Path, argv: list[str], pins: dict[str, str] | None, manager: str
-    ) -> tuple[modules.InstallInputs, str | None]:
-        """(what the install is given, how it is satisfied: 'installed', 'cached' or
-        None: install).  Blocking file work; runs on a thread."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+    def _hand_over(self, path: Path) -> None:
         if os.geteuid() == 0 and self.uid != 0:
             # A root server: hand the files to the unprivileged container user.
-            _chown_tree(app_dir, self.uid, self.gid)
-            os.chown(self.cache_dir, self.uid, self.gid)
-        inputs = modules.install_inputs(app_dir, argv, pins, manager)
-        fp = inputs.fingerprint
-        if modules.installed(app_dir) == fp:
-            return inputs, "installed"
-        if self.modules_cache.restore(fp, app_dir):
-            return inputs, "cached"
-        return inputs, None
+            _chown_tree(path, self.uid, self.gid)
 
-    def _stage_install(
-        self, app_dir: Path, inputs: modules.InstallInputs, cache: Path, registry: str
-    ) -> Path:
-        """A folder beside the project holding only what the install is given."""
-        staging = Path(tempfile.mkdtemp(prefix=".install-", dir=app_dir.parent))
-        inputs.write(staging, registry)
-        cache.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0 and self.uid != 0:
-            _chown_tree(staging, self.uid, self.gid)
-            os.chown(cache, self.uid, self.gid)
-        return staging
-
-    def _finish_install(
-        self, project_id: str, app_dir: Path, staging: Path, inputs: modules.InstallInputs
-    ) -> None:
-        """Keep the fresh tree in the cache (no preview has touched it), then move it
-        into the project."""
-        fp = inputs.fingerprint
-        (staging / "node_modules").mkdir(exist_ok=True)
-        modules.mark(staging, fp)
-        try:
-            self.modules_cache.save(fp, staging)
-        except OSError as exc:  # a full cache disk must not fail the start
-            self.log.warning("Could not keep node_modules of %s in the cache: %s", project_id, exc)
-        modules.replace_tree(app_dir / "node_modules", staging / "node_modules")
-
-    async def install(
-        self,
-        project_id: str,
-        app_dir: Path,
-        plan: AppPlan,
-        log: Path,
-        progress: Progress | None = None,
-        *,
-        pins: dict[str, str] | None = None,
-    ) -> str:
-        # A pinned package changes the install's copy of package.json: the lockfile
-        # is resolved again around it.
-        argv = plan.install_argv(ignore_scripts=self.ignore_scripts, frozen=not pins)
-        inputs, done = await asyncio.to_thread(
-            self._prepare_install, app_dir, argv, pins, plan.manager.name
-        )
-        command = " ".join(argv) + "".join(
-            f" ({k}={v} from .npmrc)" for k, v in inputs.settings.items()
-        )
-        if pins:
-            command += "".join(
-                f" (with {name} {v} in place of the app's)" for name, v in pins.items()
-            )
-        if done:
-            self.log.info("Dependencies of %s: %s (%s)", project_id, done, inputs.fingerprint[:12])
-            if done == "cached":  # say so where the user reads the install's output
-                why = "node_modules copied from an earlier install of the same lockfile"
-                await asyncio.to_thread(log.write_text, f"$ {command}\nskipped: {why}\n")
-            return done
-        network, proxy, registry = await self._install_route()
-        name = container_name(self.owner, project_id, "install")
+    async def _install_once(
+        self, run: InstallRun, progress: Progress | None
+    ) -> tuple[int | None, str]:
+        name = container_name(self.owner, run.project_id, "install")
         await self._remove_container(name)
-        cache = package_cache(self.cache_dir, project_id, self.ignore_scripts)
-        staging = await asyncio.to_thread(self._stage_install, app_dir, inputs, cache, registry)
-        try:
-            common = dict(
-                image=self.image,
-                owner=self.owner,
-                project_id=project_id,
-                app_dir=staging,
-                cache_dir=cache,
-                user=self.user,
-                network=network,
-                limits=self.install_limits,
-                runtime=self.runtime,
-                ca_file=self.ca_file,
-                registry=registry,
-                settings={**inputs.env, **plan.manager.env(registry, proxy)},
-                proxy=proxy,
-            )
-            transcript = f"{plan.manager.note}\n" if plan.manager.note else ""
-            transcript += f"$ {command}\n"
-            code, output = await self._run_install(
-                project_id, install_container_kwargs(argv=argv, **common), staging, progress
-            )
-            transcript += output
-            retry = plan.manager.fallback(argv, output) if code != 0 else None
-            if retry is not None:
-                # A lockfile that no longer matches package.json (common in tutorials):
-                # resolve again from package.json, and say so.
-                argv, why = retry
-                transcript += (
-                    f"\n{why}: installing with `{' '.join(argv)}` instead.\n$ {' '.join(argv)}\n"
-                )
-                code, output = await self._run_install(
-                    project_id, install_container_kwargs(argv=argv, **common), staging, progress
-                )
-                transcript += output
-            await asyncio.to_thread(log.write_text, transcript)
-            if code != 0:
-                tail = "\n".join(output.strip().splitlines()[-15:])
-                why = "timed out" if code is None else f"exited with code {code}"
-                first = managers.first_error(output)
-                raise InstallFailed(
-                    f"Installing dependencies ({plan.manager.name} install) {why}"
-                    + (f": {first}" if first else "")
-                    + f"\n{tail}"
-                )
-            await asyncio.to_thread(self._finish_install, project_id, app_dir, staging, inputs)
-        finally:
-            await asyncio.shield(asyncio.to_thread(shutil.rmtree, staging, True))
-        return "fresh"
+        kwargs = install_container_kwargs(
+            image=self.image,
+            owner=self.owner,
+            project_id=run.project_id,
+            app_dir=run.staging,
+            cache_dir=run.cache,
+            user=self.user,
+            argv=run.argv,
+            network=self._install_network,
+            limits=self.install_limits,
+            runtime=self.runtime or None,
+            ca_file=self.ca_file,
+            registry=run.registry,
+            settings=run.env,
+            proxy=run.proxy,
+        )
+        return await self._run_install(run.project_id, kwargs, run.staging, progress)
 
     async def _run_install(
         self,
@@ -599,7 +534,7 @@ class DockerSandbox:
                 self._call(container.wait, timeout=self.install_timeout)
             )
             if progress is not None:
-                await self._report_install(staging, waiting, progress)
+                await self.report_install(staging, waiting, progress)
             try:
                 code = (await waiting).get("StatusCode", 1)
             except requests.exceptions.ReadTimeout:
@@ -609,16 +544,6 @@ class DockerSandbox:
             # Also when cancelled (a stop, a shutdown): no install is left running.
             await asyncio.shield(self._remove_container(name))
         return code, output
-
-    @staticmethod
-    async def _report_install(app_dir: Path, waiting: asyncio.Future, progress: Progress):
-        """Count the lockfile's packages as they land, until the install ends."""
-        folders = await asyncio.to_thread(modules.expected_packages, app_dir)
-        while not waiting.done():
-            if folders:
-                done = await asyncio.to_thread(modules.count_present, app_dir, folders)
-                progress(done, len(folders))
-            await asyncio.wait([waiting], timeout=0.5)
 
     def _run_kwargs(self, project_id: str, app_dir: Path, plan: AppPlan, base: str, token: str):
         def spec(base: str, token: str) -> dict[str, Any]:
@@ -633,14 +558,14 @@ class DockerSandbox:
                 token=token,
                 network=self.network,
                 limits=self.run_limits,
-                runtime=self.runtime,
+                runtime=self.runtime or None,
             )
 
         kwargs = spec(base, token)
         kwargs["labels"][f"{LABEL}.spec"] = spec_hash(spec("{base}", "{token}"))
         return kwargs
 
-    async def run(
+    async def launch(
         self, project_id: str, app_dir: Path, plan: AppPlan, *, base: str, token: str
     ) -> Endpoint:
         await self._ensure_network(self.network, internal=True, project_id="")
@@ -650,9 +575,9 @@ class DockerSandbox:
         container = await self._create(**kwargs)
         self.log.info("Started dev server of %s in %s", project_id, container.id[:7])
         await self._call(container.reload)
-        return Endpoint(self._address(container), plan.port)
+        return Endpoint(self._address(container), PORT)
 
-    async def resume(self, project_id: str, app_dir: Path, plan: AppPlan) -> Found | None:
+    async def resume(self, project_id: str, app_dir: Path, plan: AppPlan) -> Record | None:
         """Start the kept container of a project again, if its spec is still current."""
         container = await self._get_container(container_name(self.owner, project_id, "run"))
         if container is None:
@@ -668,7 +593,7 @@ class DockerSandbox:
             await self._call(container.start)
             await self._call(container.reload)
             self.log.info("Resumed dev server of %s in %s", project_id, container.id[:7])
-        return self._found(container)
+        return self._record(container)
 
     def _address(self, container) -> str:
         networks = container.attrs["NetworkSettings"]["Networks"]
@@ -677,7 +602,7 @@ class DockerSandbox:
             raise SandboxError(f"Container {container.name} has no address on {self.network}.")
         return address
 
-    def _found(self, container) -> Found:
+    def _record(self, container) -> Record:
         lab = container.labels
         running = container.status == "running"
         endpoint = None
@@ -686,29 +611,26 @@ class DockerSandbox:
                 endpoint = Endpoint(self._address(container), int(lab[f"{LABEL}.port"]))
             except (KeyError, SandboxError):
                 endpoint = None
-        return Found(
+        return Record(
             project_id=lab[f"{LABEL}.project"],
-            role=lab.get(f"{LABEL}.role", ""),
-            name=container.name,
             framework=lab.get(f"{LABEL}.framework", ""),
             token=lab.get(f"{LABEL}.token", ""),
             base=lab.get(f"{LABEL}.base", ""),
             endpoint=endpoint,
         )
 
-    async def is_running(self, project_id: str) -> bool:
-        container = await self._get_container(container_name(self.owner, project_id, "run"))
-        return container is not None and container.status == "running"
-
-    async def exit_info(self, project_id: str) -> Exit | None:
-        """How the dev server ended, or None while it runs (or if there is none)."""
+    async def poll(self, project_id: str) -> Exit | None:
+        """None while the dev server runs; how it ended otherwise."""
         container = await self._get_container(container_name(self.owner, project_id, "run"))
         if container is None:
-            return Exit(code=None, oom=False)
+            return Exit(code=None, why="its container is gone")
         state = container.attrs.get("State", {})
         if state.get("Running"):
             return None
-        return Exit(code=state.get("ExitCode"), oom=bool(state.get("OOMKilled")))
+        if state.get("OOMKilled"):
+            why = "was killed for using too much memory (c.DockerBackend.memory_limit)"
+            return Exit(code=state.get("ExitCode"), why=why)
+        return Exit(code=state.get("ExitCode"))
 
     async def running(self) -> set[str]:
         """Projects whose dev server runs now: one engine call for all of them."""
@@ -739,15 +661,32 @@ class DockerSandbox:
         await self._remove_container(container_name(self.owner, project_id, "install"))
         await self.discard(project_id)
 
-    async def find(self) -> list[Found]:
-        """Every container of this owner, running or not, install ones included."""
+    async def recover(self, known: set[str]) -> list[Record]:
+        """The dev-server containers of this owner's ``known`` projects (running ones
+        first); containers of deleted projects, interrupted installs and second
+        containers of one project are removed."""
         containers = await self._client_call(
             "containers.list", all=True, filters={"label": f"{LABEL}.owner={self.owner}"}
         )
-        return [self._found(c) for c in containers if f"{LABEL}.project" in c.labels]
-
-    async def remove_container(self, name: str) -> None:
-        await self._remove_container(name)
+        found = [(c, self._record(c)) for c in containers if f"{LABEL}.project" in c.labels]
+        # Serving ones first: a running dev server with its link beats a stray one.
+        found.sort(key=lambda f: (f[1].endpoint is None, not f[1].token))
+        kept: dict[str, Record] = {}
+        for container, record in found:
+            project_id = record.project_id
+            why = None
+            if project_id not in known:
+                why = "its project is gone"
+            elif container.labels.get(f"{LABEL}.role") != "run":
+                why = "an interrupted install"
+            elif project_id in kept:
+                why = "a second dev server of the project"
+            if why:
+                self.log.warning("Removing container %s: %s", container.name, why)
+                await self._remove_container(container.name)
+                continue
+            kept[project_id] = record
+        return list(kept.values())
 
     async def logs(self, project_id: str, *, tail: int = 500) -> str:
         container = await self._get_container(container_name(self.owner, project_id, "run"))

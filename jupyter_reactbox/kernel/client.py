@@ -117,6 +117,21 @@ class Project:
         """Errors the preview page reported since it was last loaded."""
         return list(self.info.get("errors") or [])
 
+    @property
+    def notes(self) -> list[str]:
+        """What the server changed to run it (a patched Vite release, ...)."""
+        return list(self.info.get("notes") or [])
+
+    @property
+    def sandboxed(self) -> bool:
+        """False when the dev server runs with no sandbox (see ``isolation``)."""
+        return bool(self.info.get("sandboxed", True))
+
+    @property
+    def isolation(self) -> str:
+        """In a line: what isolates the dev server, or why nothing does."""
+        return self.info.get("isolation") or ""
+
     def __repr__(self) -> str:
         return f"<Project {self.id} {self.status}>"
 

@@ -36,7 +36,10 @@ def status_html(project: Project) -> str:
     why = project.error if project.status == "failed" else project.detail
     if why:
         parts.append(f"— {html.escape(why)}")
-    return " ".join(parts)
+    line = " ".join(parts)
+    if not project.sandboxed:
+        line += f'<div style="color:#cf222e">⚠ {html.escape(project.isolation)}</div>'
+    return line
 
 
 def errors_html(project: Project) -> str:

@@ -13,10 +13,13 @@ export interface PageError {
   time: number;
 }
 
+/** The project JSON, as jupyter_reactbox/schema.py defines it (a test keeps them equal). */
 export interface ProjectInfo {
   id: string;
   name: string;
   framework: string | null;
+  package_manager: string;
+  created: number;
   status: string;
   error: string | null;
   detail: string | null;
@@ -24,6 +27,10 @@ export interface ProjectInfo {
   restarts: number;
   preview_url: string | null;
   errors: PageError[];
+  notes: string[];
+  backend: string;
+  sandboxed: boolean;
+  isolation: string;
 }
 
 export interface EditResult {
@@ -169,6 +176,9 @@ export function statusLine(info: ProjectInfo): string {
   const why = info.status === 'failed' ? info.error : info.detail;
   if (why) {
     line += ` — ${why}`;
+  }
+  if (info.sandboxed === false) {
+    line += ` ⚠ ${info.isolation}`;
   }
   return line;
 }

@@ -17,6 +17,8 @@ function info(id: string, status = 'running', extra: Partial<ProjectInfo> = {}):
     id,
     name: id,
     framework: 'vite',
+    package_manager: 'npm',
+    created: 0,
     status,
     error: null,
     detail: null,
@@ -24,6 +26,10 @@ function info(id: string, status = 'running', extra: Partial<ProjectInfo> = {}):
     restarts: 0,
     preview_url: status === 'running' ? `/base/reactbox/preview/${id}/tok/` : null,
     errors: [],
+    notes: [],
+    backend: 'docker',
+    sandboxed: true,
+    isolation: 'a hardened container per preview',
     ...extra
   };
 }
@@ -123,6 +129,10 @@ describe('helpers', () => {
     );
     expect(statusLine(info('shop', 'stopped', { detail: 'idle for 600 s' }))).toBe(
       'shop: stopped — idle for 600 s'
+    );
+    const bare = { sandboxed: false, isolation: 'NOT SANDBOXED: no bubblewrap' };
+    expect(statusLine(info('shop', 'running', bare))).toBe(
+      'shop: running ⚠ NOT SANDBOXED: no bubblewrap'
     );
   });
 

@@ -1,7 +1,7 @@
 // The dev server of a Vite app as jupyter-reactbox runs it in the sandbox: the
 // app's own Vite and its own config, plus the plugin in vite-plugin.mjs, behind
 // the preview's base path.  Run from the app's folder:
-//   node /opt/reactbox/support/vite-serve.mjs --port 5173 --base /prefix/
+//   node /opt/reactbox/support/vite-serve.mjs --host 0.0.0.0 --port 8000 --base /prefix/
 // (the Vite CLI would take no plugin without a change to the app's config).
 import fs from 'node:fs'
 import path from 'node:path'
@@ -32,7 +32,7 @@ const vite = await import(viteEntry(root))
 const server = await vite.createServer({
   root,
   base: option('base'),
-  server: { host: '0.0.0.0', port: Number(option('port')), strictPort: true, open: false },
+  server: { host: option('host'), port: Number(option('port')), strictPort: true, open: false },
   plugins: [reactbox({ root })],
 })
 await server.listen()

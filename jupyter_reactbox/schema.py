@@ -1,0 +1,56 @@
+"""The project JSON, defined once: what ``GET reactbox/api/projects/<id>`` answers.
+
+The kernel's client (``kernel/client.py``), the widget and the JupyterLab
+extension (``labextension/src/api.ts``) read these fields; ``tests/test_schema.py``
+checks that each of them reads only fields named here, and that the Lab
+extension's ``ProjectInfo`` has exactly these.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+Status = Literal["installing", "starting", "running", "stopped", "failed", "deleted"]
+
+
+class Progress(TypedDict):
+    done: int
+    total: int
+
+
+class PageError(TypedDict, total=False):
+    kind: str
+    message: str
+    source: str
+    stack: str
+    count: int
+    time: float
+
+
+class ProjectInfo(TypedDict):
+    id: str
+    name: str
+    framework: str
+    """'vite', 'cra', 'next', or another framework plugin's name."""
+    package_manager: str
+    created: float
+    status: Status
+    error: str | None
+    """Why it failed (the first useful line first)."""
+    detail: str | None
+    """What it is doing, or why it stopped."""
+    progress: Progress | None
+    """Packages installed so far, during an install."""
+    restarts: int
+    preview_url: str | None
+    """The page to load: a path on this server, or a URL on the preview's own origin."""
+    errors: list[PageError]
+    """What the preview page reported since it was last loaded."""
+    notes: list[str]
+    """What the server changed to run it (a patched Vite release, ...)."""
+    backend: str
+    """Where its dev server runs: 'docker', 'local', ..."""
+    sandboxed: bool
+    """False: the dev server runs with no sandbox (say so wherever it shows)."""
+    isolation: str
+    """In a line: what isolates the dev server, or why nothing does."""

@@ -1,0 +1,172 @@
+"""The preview state machine with no engine: a fake backend (real little HTTP
+servers that answer 200) and an injected clock, so idle culling, crash backoff,
+max_running and recovery run in milliseconds.  The project JSON is checked here
+against its one definition (jupyter_reactbox/schema.py), and so are the readers
+of it: the kernel's client and the JupyterLab extension."""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, zip_dir
+from fakes import Clock, FakeBackend
+
+from jupyter_reactbox.errors import TooManyPreviews
+from jupyter_reactbox.runtime import Runtime
+from jupyter_reactbox.schema import ProjectInfo
+from jupyter_reactbox.store import ProjectStore
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = ProjectStore(tmp_path / "projects")
+    for name in ("shop", "blog"):
+        store.import_zip(zip_dir(FIXTURES / "vite-react"), name)
+    return store
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def backend(tmp_path):
+    return FakeBackend(owner="alice", cache_dir=str(tmp_path / "cache"))
+
+
+def make_runtime(store, backend, clock, **settings) -> Runtime:
+    return Runtime(store, backend, base_url="/base/", clock=clock, **settings)
+
+
+async def started(runtime: Runtime, project_id: str) -> dict:
+    runtime.start(runtime.store.get(project_id))
+    await runtime.until_settled(project_id, 10)
+    return runtime.info(runtime.store.get(project_id))
+
+
+async def test_the_project_json_is_the_schema(store, backend, clock):
+    runtime = make_runtime(store, backend, clock)
+    info = await started(runtime, "shop")
+    assert info["status"] == "running", info
+    assert set(info) == set(typing.get_type_hints(ProjectInfo))
+    assert info["preview_url"].startswith("/base/reactbox/preview/shop/")
+    assert (info["backend"], info["sandboxed"]) == ("fake", True)
+
+
+def test_the_lab_extension_and_the_kernel_client_read_only_the_schema():
+    fields = set(typing.get_type_hints(ProjectInfo))
+    api_ts = (ROOT / "labextension" / "src" / "api.ts").read_text()
+    body = re.search(r"export interface ProjectInfo \{(.*?)\n\}", api_ts, re.S)
+    assert body, "labextension/src/api.ts has no ProjectInfo interface"
+    assert set(re.findall(r"^\s+(\w+)\??:", body[1], re.M)) == fields
+    client = (ROOT / "jupyter_reactbox" / "kernel" / "client.py").read_text()
+    read = set(re.findall(r"self\.info(?:\.get\(|\[)\"(\w+)\"", client))
+    assert read and read <= fields, read - fields
+
+
+async def test_an_idle_preview_stops_and_starts_again_at_its_link(store, backend, clock):
+    runtime = make_runtime(store, backend, clock, idle_timeout=60)
+    first = await started(runtime, "shop")
+    clock.advance(59)
+    await runtime.check()
+    assert runtime.state("shop").status == "running"
+    clock.advance(1)
+    await runtime.check()
+    st = runtime.state("shop")
+    assert st.status == "stopped" and "without use" in st.detail
+    assert runtime.preview_url("shop") == first["preview_url"]  # the link stays
+    again = await started(runtime, "shop")
+    assert again["status"] == "running" and again["preview_url"] == first["preview_url"]
+
+
+async def test_a_busy_preview_is_not_culled(store, backend, clock):
+    runtime = make_runtime(store, backend, clock, idle_timeout=60, busy=lambda p: p == "shop")
+    await started(runtime, "shop")
+    clock.advance(600)
+    await runtime.check()
+    assert runtime.state("shop").status == "running"
+
+
+async def test_a_crashed_dev_server_is_restarted_with_backoff_then_given_up(store, backend, clock):
+    runtime = make_runtime(store, backend, clock, idle_timeout=0, max_restarts=2)
+    first = await started(runtime, "shop")
+    for restart, delay in ((1, 1), (2, 2)):
+        backend.crash("shop", code=137)
+        await runtime.check()
+        st = runtime.state("shop")
+        assert st.status == "failed" and "exited with code 137" in st.error
+        assert st.detail.startswith(f"restarting in {delay} s (restart {restart} of 2)")
+        clock.advance(delay - 0.5)
+        await runtime.check()
+        assert runtime.state("shop").status == "failed"  # not yet
+        clock.advance(0.5)
+        await runtime.check()
+        await runtime.until_settled("shop", 10)
+        assert runtime.state("shop").status == "running"
+        assert runtime.preview_url("shop") == first["preview_url"]
+    backend.crash("shop")
+    await runtime.check()
+    st = runtime.state("shop")
+    assert st.status == "failed" and "gave up after 2 restarts" in st.detail
+    clock.advance(3600)
+    await runtime.check()
+    assert runtime.state("shop").status == "failed"
+
+
+async def test_a_restart_count_resets_once_it_has_run_a_while(store, backend, clock):
+    runtime = make_runtime(store, backend, clock, idle_timeout=0, max_restarts=1)
+    await started(runtime, "shop")
+    backend.crash("shop")
+    await runtime.check()
+    clock.advance(1)
+    await runtime.check()
+    await runtime.until_settled("shop", 10)
+    assert runtime.state("shop").restarts == 1
+    clock.advance(61)  # stable for more than a minute
+    await runtime.check()
+    assert runtime.state("shop").restarts == 0
+
+
+async def test_max_running_stops_the_least_recently_used(store, backend, clock):
+    runtime = make_runtime(store, backend, clock, idle_timeout=0, max_running=1)
+    await started(runtime, "shop")
+    clock.advance(5)
+    info = await started(runtime, "blog")
+    assert info["status"] == "running"
+    st = runtime.state("shop")
+    assert st.status == "stopped" and "to make room for blog" in st.detail
+    assert await backend.running() == {"blog"}
+
+
+async def test_max_running_answers_429_when_none_can_stop(store, backend, clock):
+    runtime = make_runtime(store, backend, clock, max_running=1, busy=lambda p: True)
+    await started(runtime, "shop")
+    with pytest.raises(TooManyPreviews) as err:
+        runtime.start(store.get("blog"))
+    assert err.value.status == 429 and "c.ReactBoxApp.max_running" in str(err.value)
+
+
+async def test_a_restarted_server_finds_its_previews_in_the_backend(store, backend, clock):
+    before = make_runtime(store, backend, clock, idle_timeout=0)
+    shop = await started(before, "shop")
+    blog = await started(before, "blog")
+    await before.stop("blog")
+    store.delete("blog")
+    backend.kept["ghost"] = ("vite", "t", "/base/reactbox/preview/ghost/t/")  # project gone
+
+    after = make_runtime(store, backend, clock, idle_timeout=0)
+    await after.recover()
+    try:
+        assert after.state("shop").status == "running"
+        assert after.preview_url("shop") == shop["preview_url"]
+        assert after.authorize("shop", shop["preview_url"].split("/")[-2]) is not None
+        assert "ghost" not in backend.kept and "blog" not in backend.kept
+        assert blog["id"] not in {p.id for p in store.list()}
+    finally:
+        await after.close()
