@@ -1,7 +1,7 @@
 """``jupyter reactbox``: build the sandbox image, and check the set-up.
 
 jupyter reactbox build-image [--offline] [--tag TAG] [--mirror URL] [--force]
-jupyter reactbox doctor [--image TAG] [--runtime NAME]
+jupyter reactbox doctor [--backend auto|docker|local] [--image TAG] [--runtime NAME]
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ def build_image(args) -> int:
 
 
 def doctor(args) -> int:
+    from .backends import choose
+
     problems: list[str] = []
 
     def check(ok: bool, good: str, bad: str) -> bool:
@@ -55,12 +57,27 @@ def doctor(args) -> int:
 
     print("jupyter-reactbox doctor")
     try:
+        cls, why = choose(args.backend)
+    except ValueError as exc:
+        check(False, "", str(exc))
+        return 1
+    print(f"  backend: {cls.name} ({why})")
+    if cls.name == "local":
+        _doctor_local(args, check)
+    else:
+        _doctor_docker(args, check)
+    print("all good" if not problems else f"{len(problems)} problem(s) found")
+    return 1 if problems else 0
+
+
+def _doctor_docker(args, check) -> None:
+    try:
         client = docker.from_env()
         info = client.info()
         check(True, f"Docker engine {info.get('ServerVersion')} reachable", "")
     except docker.errors.DockerException as exc:
         check(False, "", f"Docker engine unreachable ({exc}). Start dockerd or set DOCKER_HOST.")
-        return 1
+        return
     found = images.layout(client, args.image)
     if found is None:
         check(
@@ -84,14 +101,42 @@ def doctor(args) -> int:
             f"runtime {args.runtime!r} is unknown to the engine (it has {', '.join(runtimes)}). "
             'Register it under "runtimes" in /etc/docker/daemon.json and restart dockerd.',
         )
-    print("all good" if not problems else f"{len(problems)} problem(s) found")
-    return 1 if problems else 0
+
+
+def _doctor_local(args, check) -> None:
+    import subprocess
+
+    from .backends.local import LocalBackend
+    from .errors import ReactBoxError
+
+    backend = LocalBackend(sandbox=args.sandbox)
+    try:
+        node = backend.node_path
+        version = subprocess.run(
+            [str(node), "--version"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+        major = int(version.lstrip("v").split(".")[0] or 0)
+        check(major >= 20, f"Node.js {version} ({node})", f"Node.js {version} is older than 20.")
+        check(True, f"npm at {backend.npm_cli}", "")
+    except (ReactBoxError, OSError, ValueError, subprocess.SubprocessError) as exc:
+        check(False, "", str(exc))
+    isolation = backend.isolation()
+    if isolation.sandboxed:
+        check(True, f"sandbox: {isolation.how}", "")
+    elif args.sandbox == "required":
+        check(False, "", f"sandbox: {isolation.how}")
+    else:
+        print(f"  WARN sandbox: {isolation.how}")
+    print("  (a Docker engine, when one answers, gives each preview a hardened container)")
 
 
 def settings(args) -> int:
     from .app import ReactBoxApp
+    from .backends import BUILT_IN, backend_class
 
     print(ReactBoxApp.class_config_section())
+    for name in BUILT_IN:
+        print(backend_class(name).class_config_section())
     return 0
 
 
@@ -112,6 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("doctor", help="say what is missing for previews to run")
     d.add_argument("--image", default=DEFAULT_TAG, help="image tag (default: %(default)s)")
     d.add_argument("--runtime", default="", help="OCI runtime to check for, e.g. runsc")
+    d.add_argument(
+        "--backend", default="auto", help="backend to check: auto, docker, local (default: auto)"
+    )
+    d.add_argument(
+        "--sandbox",
+        default="auto",
+        choices=["auto", "required", "off"],
+        help="the local backend's sandbox setting to check (default: auto)",
+    )
     d.set_defaults(func=doctor)
     s = sub.add_parser("settings", help="print every setting as a commented config file")
     s.set_defaults(func=settings)

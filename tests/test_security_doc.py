@@ -17,6 +17,7 @@ ATTACK_MODULES = (
     "test_hostile.py",
     "test_egress.py",
     "test_origin_mode.py",
+    "test_local.py",
 )
 PROMISES = {str(n) for n in range(1, 9)}
 

@@ -1,0 +1,271 @@
+"""The local backend, with no Docker engine reachable: the server picks it by
+itself ("auto"), installs with the Node that came with the package, and runs each
+dev server in a bubblewrap sandbox.  Real installs from the registry, real Vite,
+a real Jupyter server under the base URL /a%40b/, Debian's chromium.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, JupyterProcess, chromium, zip_dir
+from test_edits import BUTTON, JOIN_NOW, block, post_edit
+
+from jupyter_reactbox.backends.local import LocalBackend, bubblewrap_problem
+
+pytestmark = [pytest.mark.local, pytest.mark.browser]
+
+
+@pytest.fixture(autouse=True)
+def no_docker(monkeypatch):
+    """No engine answers: what a laptop without Docker, or Binder, looks like."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    if bubblewrap_problem():
+        pytest.fail(f"These tests need bubblewrap: {bubblewrap_problem()}")
+
+
+@pytest.fixture
+def owner():
+    return f"test{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def package_cache(tmp_path_factory):
+    """Its own caches: the installs here are the local backend's, not a copy of
+    what a Docker install left."""
+    return tmp_path_factory.mktemp("local-cache")
+
+
+@pytest.fixture
+def reactbox_config():
+    return {"backend": "auto"}
+
+
+@pytest.fixture
+def local_config():
+    return {"sandbox": "required"}
+
+
+async def test_without_docker_a_preview_runs_sandboxed_hot_reloads_and_takes_an_ai_edit(
+    api, jp_fetch, llm, server_url, jp_base_url, projects_dir
+):
+    info = await api.upload_running()
+    assert info["backend"] == "local" and info["sandboxed"] is True, info
+    assert "bubblewrap" in info["isolation"]
+    url = server_url + info["preview_url"]
+    assert info["preview_url"].startswith(f"{jp_base_url}reactbox/preview/shop/")
+    log = (await jp_fetch("reactbox", "api", "projects", "shop", "logs")).body.decode()
+    # The dev server's first line says how it is isolated.
+    assert "\n[jupyter-reactbox] a bubblewrap sandbox per preview" in log, log[:400]
+
+    async with chromium() as browser:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(url)
+        await page.wait_for_selector("h1", timeout=60_000)
+        assert await page.inner_text("h1") == "Get started"
+        assert await page.evaluate("self.origin") == "null"  # the sandbox stays closed
+        await page.click("button.counter")
+        assert await page.inner_text("button.counter") == "Count is 1"
+
+        # HMR through both relays (this server's, the sandbox's), state kept.
+        await page.evaluate("window.__reactbox_marker = 42")
+        app_jsx = projects_dir / "shop" / "app" / "src" / "App.jsx"
+        app_jsx.write_text(app_jsx.read_text().replace("Get started", "Hot reloaded"))
+        await page.wait_for_selector("text=Hot reloaded", timeout=15_000)
+        assert await page.evaluate("window.__reactbox_marker") == 42
+
+        # An AI edit is compiled by the sandboxed dev server, kept, and hot-reloads.
+        llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+        result = await post_edit(jp_fetch, "Make the button say Join Now")
+        assert result["status"] == "applied", result
+        await page.wait_for_selector("text=Join Now", timeout=15_000)
+        assert await page.evaluate("window.__reactbox_marker") == 42
+        assert errors == []
+
+
+@pytest.mark.parametrize("reactbox_config", [{"backend": "auto", "idle_timeout": 4.0}])
+async def test_an_idle_local_preview_stops_and_a_page_load_resumes_it(api, server_url):
+    info = await api.upload_running()
+    stopped = await api.wait("shop", "stopped", timeout=60)
+    assert "without use" in stopped["detail"]
+    assert stopped["preview_url"] == info["preview_url"]  # the link stays valid
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(server_url + info["preview_url"])
+        await page.wait_for_selector("text=Get started", timeout=60_000)
+    assert (await api.get("shop"))["status"] == "running"
+
+
+PROBE = r"""
+// Run by the app's own vite.config.js, so by the dev server itself: what can it
+// read, reach and write?  Each result is 'ok' or the error's code.
+import fs from 'node:fs'
+import net from 'node:net'
+
+const targets = JSON.parse(fs.readFileSync('probe-targets.json', 'utf8'))
+const out = {}
+const attempt = (fn) => { try { fn(); return 'ok' } catch (e) { return e.code || e.message } }
+for (const path of targets.read) out[`read ${path}`] = attempt(() => fs.readFileSync(path))
+for (const path of targets.list) out[`list ${path}`] = attempt(() => fs.readdirSync(path))
+for (const path of targets.write) out[`write ${path}`] = attempt(() => fs.writeFileSync(path, 'x'))
+for (const [host, port] of targets.connect) {
+  out[`connect ${host}:${port}`] = await new Promise((resolve) => {
+    const s = net.connect({ host, port, timeout: 3000 })
+    s.on('connect', () => { s.destroy(); resolve('ok') })
+    s.on('timeout', () => { s.destroy(); resolve('ETIMEDOUT') })
+    s.on('error', (e) => resolve(e.code || e.message))
+  })
+}
+fs.writeFileSync(targets.results, JSON.stringify(out, null, 1))
+"""
+
+
+def _own_address() -> str:
+    """This machine's address on its network (not loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent
+        return s.getsockname()[0]
+
+
+async def test_the_sandbox_hides_the_home_and_runtime_folders_and_has_no_network(
+    api, jp_serverapp, jp_http_port, projects_dir, tmp_path
+):
+    """Each probe is made by the dev server (its config), then the same probe by
+    the same Node outside the sandbox: there it succeeds, so the test can tell."""
+    runtime_dir = Path(jp_serverapp.runtime_dir)
+    server_files = await asyncio.to_thread(lambda: sorted(runtime_dir.glob("jpserver-*.json")))
+    assert server_files, "the Jupyter server wrote no runtime file"
+    home_secret = Path.home() / f".reactbox-probe-{uuid.uuid4().hex[:8]}"
+    home_secret.write_text("a secret of the user's")
+    listener = socket.create_server(("0.0.0.0", 0))
+    listener.listen(8)
+    outside_write = projects_dir / "shop" / "written-from-the-dev-server"
+    home_write = Path.home() / f".reactbox-written-{uuid.uuid4().hex[:8]}"
+    targets = {
+        "read": [str(server_files[0]), str(home_secret)],
+        "list": [str(runtime_dir), str(Path.home())],
+        "write": [str(outside_write), str(home_write)],
+        "connect": [
+            ["127.0.0.1", jp_http_port],
+            [_own_address(), listener.getsockname()[1]],
+        ],
+        "results": "probe-results.json",
+    }
+    config = (FIXTURES / "vite-react" / "vite.config.js").read_text()
+    extra = {
+        "probe.mjs": PROBE.encode(),
+        "probe-targets.json": json.dumps(targets).encode(),
+        "vite.config.js": ("await import('./probe.mjs')\n" + config).encode(),
+    }
+    try:
+        r = await api.upload(zip_dir(FIXTURES / "vite-react", extra=extra), "shop")
+        info = await api.wait(json.loads(r.body)["id"], timeout=300)
+        assert info["sandboxed"] is True
+        app = projects_dir / "shop" / "app"
+        inside = json.loads((app / "probe-results.json").read_text())
+
+        # The control: the same probe, by the same Node, outside the sandbox.
+        control_dir = tmp_path / "control"
+        control_dir.mkdir()
+        shutil.copy(app / "probe.mjs", control_dir)
+        control_targets = {**targets, "results": "control-results.json"}
+        (control_dir / "probe-targets.json").write_text(json.dumps(control_targets))
+        node = LocalBackend(cache_dir=str(tmp_path)).node_path
+        await asyncio.to_thread(
+            subprocess.run, [str(node), "probe.mjs"], cwd=control_dir, check=True, timeout=60
+        )
+        outside = json.loads((control_dir / "control-results.json").read_text())
+    finally:
+        listener.close()
+        for path in (home_secret, home_write, outside_write):
+            path.unlink(missing_ok=True)
+
+    assert set(inside) == set(outside) and len(inside) == 8
+    assert all(result == "ok" for result in outside.values()), outside
+    assert all(result != "ok" for result in inside.values()), inside
+    print(json.dumps({"inside": inside, "outside": outside}, indent=1))
+
+
+@pytest.mark.parametrize("local_config", [{"sandbox": "required", "bwrap": "/nonexistent/bwrap"}])
+async def test_without_a_sandbox_where_one_is_required_nothing_runs(api, projects_dir):
+    """Where bubblewrap cannot run, 'required' refuses and says why; the project
+    and its files stay."""
+    r = await api.upload(zip_dir(FIXTURES / "vite-react"), "shop")
+    info = await api.wait(json.loads(r.body)["id"], "failed", timeout=120)
+    assert info["sandboxed"] is False and "refusing to run dev servers" in info["isolation"]
+    assert "No sandbox for dev servers" in info["error"]
+    assert "c.LocalBackend.sandbox is 'required'" in info["error"]
+    assert (await api.get("shop"))["status"] == "failed"  # kept, with its files
+    assert (projects_dir / "shop" / "app" / "src" / "App.jsx").is_file()
+
+
+def test_a_restarted_server_finds_its_local_previews_again(tmp_path, package_cache):
+    """Dev servers die with the server that ran them (bubblewrap's
+    --die-with-parent); the next server finds them, from the backend's state file,
+    as stopped previews at the same link, and a page load starts one again."""
+    env = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    common = (f"--ReactBoxApp.cache_dir={package_cache}", "--LocalBackend.sandbox=required")
+    first = JupyterProcess(tmp_path, "alice", *common, env=env).start()
+    relay = package_cache / "local" / "alice" / "projects" / "shop" / "dev.sock"
+    try:
+        first.upload(zip_dir(FIXTURES / "vite-react"), "shop")
+        info = first.wait("shop", timeout=300)
+        assert info["backend"] == "local"
+        _connect(relay)  # the sandbox's relay answers
+    finally:
+        first.stop(signal.SIGKILL)  # no shutdown hook runs
+    deadline = time.monotonic() + 10
+    while _sandboxes_of(tmp_path):
+        assert time.monotonic() < deadline, "the sandbox outlived its server"
+        time.sleep(0.1)
+    with pytest.raises(OSError):
+        _connect(relay)
+
+    second = JupyterProcess(tmp_path, "alice", *common, env=env, port=first.port).start()
+    try:
+        again = second.project("shop")
+        assert again["status"] == "stopped" and again["preview_url"] == info["preview_url"]
+        page_load = urllib.request.Request(
+            second.url + info["preview_url"], headers={"Sec-Fetch-Mode": "navigate"}
+        )
+        with urllib.request.urlopen(page_load, timeout=60) as r:  # held while it resumes
+            assert r.status == 200 and b'id="root"' in r.read()
+        assert second.project("shop")["status"] == "running"
+    finally:
+        second.stop()
+
+
+def _connect(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+
+
+def _sandboxes_of(root: Path) -> list[int]:
+    """bubblewrap processes whose command line names a folder under ``root``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if (
+                cmdline
+                and cmdline[0].endswith(b"bwrap")
+                and str(root).encode() in b" ".join(cmdline)
+            ):
+                found.append(int(entry.name))
+    return found
