@@ -483,3 +483,31 @@ async def embed_preview(page, url: str):
             return frame
         await asyncio.sleep(0.05)
     raise AssertionError(f"no frame loaded {url}")
+
+
+ATTACK = """async (jupyter) => {
+                const out = {};
+                const tryFetch = async (url, init) => {
+                    try { const r = await fetch(url, init); return `${r.status} ${await r.text()}`; }
+                    catch (e) { return `blocked: ${e.name}`; }
+                };
+                out.cookie = document.cookie;
+                out.parentCookie = (() => { try { return parent.document.cookie; } catch (e) { return `blocked: ${e.name}`; } })();
+                out.kernels = await tryFetch(jupyter + 'api/kernels');
+                out.kernelsWithCredentials = await tryFetch(jupyter + 'api/kernels', {credentials: 'include'});
+                out.startKernel = await tryFetch(jupyter + 'api/kernels', {method: 'POST', credentials: 'include', body: '{}'});
+                out.contents = await tryFetch(jupyter + 'api/contents', {credentials: 'include'});
+                out.websocket = await new Promise(resolve => {
+                    const ws = new WebSocket(jupyter.replace('http', 'ws') + 'api/kernels/x/channels');
+                    ws.onopen = () => resolve('open');
+                    ws.onerror = () => resolve('error');
+                });
+                return out;
+            }"""
+
+
+async def attack_jupyter(frame, jupyter: str) -> dict:
+    """From inside a preview's frame, try to act as the user on Jupyter (``jupyter``
+    is its base URL): read cookies and the parent page, call the REST API with and
+    without credentials, start a kernel, open a kernel websocket.  What each got."""
+    return await frame.evaluate(ATTACK, jupyter)

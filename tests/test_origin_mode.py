@@ -13,7 +13,7 @@ import asyncio
 import json
 
 import pytest
-from conftest import FIXTURES, chromium, zip_dir
+from conftest import FIXTURES, attack_jupyter, chromium, zip_dir
 from tornado.httpclient import AsyncHTTPClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
@@ -110,31 +110,11 @@ async def test_a_preview_on_its_own_origin_runs_at_root_and_cannot_act_as_the_us
         await frame.wait_for_selector("text=About page")
         assert await frame.evaluate("location.pathname") == "/about"
 
-        attack = await frame.evaluate(
-            """async (jupyter) => {
-                const out = {};
-                const tryFetch = async (url, init) => {
-                    try { const r = await fetch(url, init); return `${r.status} ${await r.text()}`; }
-                    catch (e) { return `blocked: ${e.name}`; }
-                };
-                out.cookie = document.cookie;
-                out.parentCookie = (() => { try { return parent.document.cookie; } catch (e) { return `blocked: ${e.name}`; } })();
-                out.kernels = await tryFetch(jupyter + 'api/kernels', {credentials: 'include'});
-                out.startKernel = await tryFetch(jupyter + 'api/kernels', {method: 'POST', credentials: 'include', body: '{}'});
-                out.contents = await tryFetch(jupyter + 'api/contents', {credentials: 'include'});
-                out.websocket = await new Promise(resolve => {
-                    const ws = new WebSocket(jupyter.replace('http', 'ws') + 'api/kernels/x/channels');
-                    ws.onopen = () => resolve('open');
-                    ws.onerror = () => resolve('error');
-                });
-                return out;
-            }""",
-            jupyter,
-        )
+        attack = await attack_jupyter(frame, jupyter)
         assert "username-" not in attack["cookie"] and "_xsrf" not in attack["cookie"]
         assert "reactbox-preview" not in attack["cookie"]  # HttpOnly
         assert attack["parentCookie"] == "blocked: SecurityError"
-        for key in ("kernels", "startKernel", "contents"):
+        for key in ("kernels", "kernelsWithCredentials", "startKernel", "contents"):
             assert attack[key].startswith(("blocked", "403")), (key, attack[key])
         assert attack["websocket"] == "error"
         assert len(jp_serverapp.kernel_manager.list_kernel_ids()) == kernels_before

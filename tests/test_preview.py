@@ -10,7 +10,7 @@ import json
 import os
 
 import pytest
-from conftest import ARTIFACTS, FIXTURES, chromium, embed_preview, zip_dir
+from conftest import ARTIFACTS, FIXTURES, attack_jupyter, chromium, embed_preview, zip_dir
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -162,28 +162,7 @@ async def test_preview_renders_hot_reloads_and_cannot_act_as_the_user(
         assert not [line for line in console if "Unsafe attempt to load URL" in line], console
 
         # Attacks from inside the preview.
-        attack = await frame.evaluate(
-            """async (jupyter) => {
-                const out = {};
-                const tryFetch = async (url, init) => {
-                    try { const r = await fetch(url, init); return `${r.status} ${await r.text()}`; }
-                    catch (e) { return `blocked: ${e.name}`; }
-                };
-                out.cookie = document.cookie;
-                out.parentCookie = (() => { try { return parent.document.cookie; } catch (e) { return `blocked: ${e.name}`; } })();
-                out.kernels = await tryFetch(jupyter + 'api/kernels');
-                out.kernelsWithCredentials = await tryFetch(jupyter + 'api/kernels', {credentials: 'include'});
-                out.startKernel = await tryFetch(jupyter + 'api/kernels', {method: 'POST', credentials: 'include', body: '{}'});
-                out.contents = await tryFetch(jupyter + 'api/contents', {credentials: 'include'});
-                out.websocket = await new Promise(resolve => {
-                    const ws = new WebSocket(jupyter.replace('http', 'ws') + 'api/kernels/x/channels');
-                    ws.onopen = () => resolve('open');
-                    ws.onerror = () => resolve('error');
-                });
-                return out;
-            }""",
-            jupyter,
-        )
+        attack = await attack_jupyter(frame, jupyter)
         assert attack["cookie"] == "a=1"
         assert attack["parentCookie"] == "blocked: SecurityError"
         for key in ("kernels", "kernelsWithCredentials", "startKernel", "contents"):
