@@ -47,9 +47,15 @@ def registry() -> tuple[Framework, ...]:
     return tuple(sorted(found.values(), key=lambda f: f.order))
 
 
+@functools.cache
+def _by_name() -> dict[str, Framework]:
+    return {f.name: f for f in registry()}
+
+
 def get(name: str | None) -> Framework | None:
-    """The framework of this name (as a backend's record keeps it), or None."""
-    return next((f for f in registry() if f.name == name), None)
+    """The framework of this name (as a backend's record keeps it), or None.
+    The preview proxy asks on every request: one dict lookup."""
+    return _by_name().get(name or "")
 
 
 def _dependencies(pkg: Any) -> dict:
