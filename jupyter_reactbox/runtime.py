@@ -1,14 +1,14 @@
 """The lifecycle of each project's preview.
 
     stopped --start--> installing --> starting --> running --idle/stop--> stopped
-                                                      |  (the container is kept)
+                                                      |  (what makes a start fast is kept)
                                                    crashes --> failed --backoff--> starting
 
 One task per project does a start, so concurrent requests never start two
-dev servers.  A token is minted when a dev server's container is made and
-lives as long as that container: a stopped preview keeps its link, and the
-next request for it starts it again (``restart`` makes a new container and a
-new link).  A watcher stops previews nobody used for ``idle_timeout`` seconds,
+dev servers.  A token is minted when a dev server is launched and lives as
+long as the backend keeps it: a stopped preview keeps its link, and the next
+request for it starts it again (``restart`` launches a new one with a new
+link).  A watcher stops previews nobody used for ``idle_timeout`` seconds,
 notices dev servers that died (and restarts them with capped backoff), and
 holds projects to their disk quota.  "Used" means a person did something: a
 page load, input in the page (the injected shim reports it), or an API
@@ -174,7 +174,7 @@ class Runtime:
         return self.preview_origin_template.format(project=project_id).rstrip("/")
 
     def preview_url(self, project_id: str) -> str | None:
-        """The preview's link: valid while its container exists, running or not."""
+        """The preview's link: valid while the backend keeps its dev server, running or not."""
         st = self.state(project_id)
         if not st.base or not st.token:
             return None
@@ -273,11 +273,12 @@ class Runtime:
                 pass
 
     async def recover(self) -> None:
-        """Rebuild the state of a restarted server from the engine, then watch.
+        """Rebuild the state of a restarted server from the backend's records,
+        then watch.
 
         Running dev servers are re-attached and stopped ones kept (their links
-        stay valid); containers of deleted projects, second containers of one
-        project and interrupted installs are removed.
+        stay valid); the backend removes what belongs to deleted projects,
+        second dev servers of one project and interrupted installs.
         """
         try:
             await self._recover()
@@ -442,7 +443,7 @@ class Runtime:
         return report
 
     async def _halt(self, project_id: str, st: PreviewState, *, detail: str | None) -> None:
-        """Stopped, its container kept (and with it the link)."""
+        """Stopped, what makes a start fast kept (and with it the link)."""
         st.update(status="stopped", endpoint=None, detail=detail, running_since=None)
         try:
             await asyncio.shield(self.backend.stop(project_id))
@@ -524,7 +525,7 @@ class Runtime:
         return await framework.compile_errors(root, paths)
 
     async def stop(self, project_id: str, *, detail: str | None = None) -> None:
-        """Stop the dev server (its container is kept, so the link stays valid)."""
+        """Stop the dev server (the backend keeps what it needs, so the link stays valid)."""
         st = self.state(project_id)
         if st.task and not st.task.done():
             st.task.cancel()
@@ -533,7 +534,7 @@ class Runtime:
             st.update(restart_at=None, error=None, progress=None)
 
     def restart(self, project: Project) -> PreviewState:
-        """A new dev server in a new container, with a new link."""
+        """A new dev server, with a new link."""
         st = self.state(project.id)
         if st.task and not st.task.done():
             st.task.cancel()
