@@ -46,8 +46,9 @@ from tornado import httputil, web
 
 from . import frameworks
 from .errors import ReactBoxError
+from .previews import PreviewState
 from .rewrite import inject_scripts, public_files
-from .runtime import PreviewState, Runtime
+from .runtime import Runtime
 
 SANDBOX_POLICY = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 _STRIPPED_REQUEST_HEADERS = ("Cookie", "Authorization", "X-XSRFToken", "Accept-Encoding")
@@ -90,6 +91,7 @@ class PreviewProxyHandler(ProxyHandler):
 
     def initialize(self, runtime: Runtime, frame_ancestors: str = "'self'"):
         self.runtime = runtime
+        self.previews = runtime.previews
         self.frame_ancestors = frame_ancestors
         self.preview: PreviewState | None = None
         self._navigation = False
@@ -112,14 +114,14 @@ class PreviewProxyHandler(ProxyHandler):
         # ``path`` is decoded (catches %2e%2e); the raw path shows encoded slashes.
         if _DOT_SEGMENT_RE.search(path) or _ENCODED_SLASH_RE.search(self.request.path):
             raise web.HTTPError(400, "Preview paths may not contain '..', '.' or encoded slashes.")
-        self.preview = self.runtime.authorize(project_id, token)
+        self.preview = self.previews.authorize(project_id, token)
         if self.preview is None:
             raise web.HTTPError(
                 403,
                 "This preview link is not valid: the project does not exist, is not running, "
                 "or was restarted. Open the preview again from Jupyter.",
             )
-        origin = self.runtime.preview_origin(project_id)
+        origin = self.previews.origin(project_id)
         self.project_id = project_id
         if origin and urlsplit(origin).netloc != self.request.host:
             raise web.HTTPError(403, f"This preview is served at {origin}, not on this host.")
@@ -130,7 +132,7 @@ class PreviewProxyHandler(ProxyHandler):
         heartbeat = False
         if path == HEARTBEAT or path.startswith(HEARTBEAT + "/"):
             key = path[len(HEARTBEAT) + 1 :]
-            if self.request.method != "POST" or not self.runtime.is_page_key(project_id, key):
+            if self.request.method != "POST" or not self.previews.is_page_key(project_id, key):
                 raise web.HTTPError(
                     403, "Only a page of this preview, on a person's input, reports use."
                 )
@@ -139,7 +141,7 @@ class PreviewProxyHandler(ProxyHandler):
         if heartbeat or navigation:
             self._record_use()
         if navigation:
-            self.runtime.clear_errors(project_id)
+            self.previews.clear_errors(project_id)
         if self.preview.status != "running" or self.preview.endpoint is None:
             await self._not_running(resume=heartbeat or navigation, heartbeat=heartbeat)
         elif heartbeat:
@@ -165,7 +167,7 @@ class PreviewProxyHandler(ProxyHandler):
 
     def _record_use(self) -> None:
         """Real use: resets the preview's idle clock and counts as Jupyter activity."""
-        self.runtime.touch(self.project_id)
+        self.previews.touch(self.project_id)
         self.settings.setdefault("last_activity_times", {})["jupyter_reactbox"] = utcnow()
 
     def _record_activity(self):
@@ -194,7 +196,7 @@ class PreviewProxyHandler(ProxyHandler):
             raise web.HTTPError(
                 400, f"An error report needs kind ({', '.join(_REPORT_KINDS)}) and message."
             )
-        self.runtime.report_error(self.project_id, report)
+        self.previews.report_error(self.project_id, report)
         self._secure_headers()
         self.set_status(204)
         self.finish()
@@ -224,7 +226,7 @@ class PreviewProxyHandler(ProxyHandler):
         if resume and st.status in ("installing", "starting"):
             # A resume takes about a second: hold the page load that long rather
             # than show the waiting page (which reloads after a second more).
-            await self.runtime.until_settled(self.project_id, RESUME_WAIT)
+            await self.previews.until_settled(self.project_id, RESUME_WAIT)
             if st.status == "running" and st.endpoint is not None:
                 return  # proxied as if it had been running
         waiting = st.status in ("installing", "starting") or st.restart_at is not None
@@ -254,7 +256,7 @@ class PreviewProxyHandler(ProxyHandler):
         if not origin:
             return True
         if origin == "null":
-            return not self.runtime.preview_origin(self.project_id)
+            return not self.previews.origin(self.project_id)
         return urlsplit(origin).netloc == self.request.host
 
     def write_error(self, status_code, **kwargs):
@@ -374,7 +376,7 @@ class PreviewProxyHandler(ProxyHandler):
                 allow_redirects=False,
             )
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-            self.runtime.poke()  # did it die? the watcher looks now
+            self.runtime.watcher.poke()  # did it die? the watcher looks now
             raise web.HTTPError(
                 502, "The dev server is not answering; it may be starting, or it stopped."
             ) from exc
@@ -417,7 +419,7 @@ class PreviewProxyHandler(ProxyHandler):
 
     @property
     def _sandboxed(self) -> bool:
-        return not self.runtime.preview_origin(self.project_id)
+        return not self.previews.origin(self.project_id)
 
     def _rewrite_body(self, content_type: str, body: bytes) -> bytes:
         if not body:
@@ -433,9 +435,9 @@ class PreviewProxyHandler(ProxyHandler):
         body = public.rewrite(body, base)
         if "text/html" in content_type:
             # A page key only for a page load: a script's fetch of the page gets none.
-            key = self.runtime.page_key(self.project_id) if self._navigation else ""
+            key = self.previews.page_key(self.project_id) if self._navigation else ""
             body = inject_scripts(
-                body, base, sandboxed=self._sandboxed, beat_ms=self.runtime.beat_ms, key=key
+                body, base, sandboxed=self._sandboxed, beat_ms=self.runtime.watcher.beat_ms, key=key
             )
             self.set_header("Cache-Control", "no-store")  # nor can it read one from a cache
         return body

@@ -203,7 +203,7 @@ async def test_vite_app_lifecycle(api, jp_fetch, jp_base_url, projects_dir, dock
 async def test_restarted_server_reattaches_running_preview(api, runtime, jp_fetch):
     info = await api.upload_running()
     # What a fresh server process knows: nothing but the engine's labels.
-    runtime._states.clear()
+    runtime.previews.clear()
     assert (await api.get("shop"))["status"] == "stopped"
     await runtime.recover()
     assert await api.get("shop") == info

@@ -260,7 +260,7 @@ async def test_install_progress_then_a_second_project_with_the_same_lockfile_ins
 async def test_a_project_over_its_disk_quota_is_stopped_and_cannot_start(
     api, runtime, jp_fetch, docker_client, owner, projects_dir
 ):
-    runtime.quota_interval = 0.5
+    runtime.watcher.quota_interval = 0.5
     await api.upload_running()
     [container] = containers(docker_client, owner, "shop")
     code, out = container.exec_run(["sh", "-c", "head -c 200000000 /dev/zero > /project/filler"])
@@ -282,7 +282,7 @@ async def test_a_project_over_its_disk_quota_is_stopped_and_cannot_start(
 async def test_a_project_over_its_file_quota_is_stopped(api, runtime, docker_client, owner):
     """Empty files cost no bytes but an inode each: 40,000 of them, written by the app's
     code, stop the preview (a byte quota alone never would)."""
-    runtime.quota_interval = 0.5
+    runtime.watcher.quota_interval = 0.5
     await api.upload_running()
     [container] = containers(docker_client, owner, "shop")
     make = (

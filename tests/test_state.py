@@ -46,7 +46,7 @@ def make_runtime(store, backend, clock, **settings) -> Runtime:
 
 async def started(runtime: Runtime, project_id: str) -> dict:
     runtime.start(runtime.store.get(project_id))
-    await runtime.until_settled(project_id, 10)
+    await runtime.previews.until_settled(project_id, 10)
     return runtime.info(runtime.store.get(project_id))
 
 
@@ -74,13 +74,13 @@ async def test_an_idle_preview_stops_and_starts_again_at_its_link(store, backend
     runtime = make_runtime(store, backend, clock, idle_timeout=60)
     first = await started(runtime, "shop")
     clock.advance(59)
-    await runtime.check()
+    await runtime.watcher.check()
     assert runtime.state("shop").status == "running"
     clock.advance(1)
-    await runtime.check()
+    await runtime.watcher.check()
     st = runtime.state("shop")
     assert st.status == "stopped" and "without use" in st.detail
-    assert runtime.preview_url("shop") == first["preview_url"]  # the link stays
+    assert runtime.previews.url("shop") == first["preview_url"]  # the link stays
     again = await started(runtime, "shop")
     assert again["status"] == "running" and again["preview_url"] == first["preview_url"]
 
@@ -89,7 +89,7 @@ async def test_a_busy_preview_is_not_culled(store, backend, clock):
     runtime = make_runtime(store, backend, clock, idle_timeout=60, busy=lambda p: p == "shop")
     await started(runtime, "shop")
     clock.advance(600)
-    await runtime.check()
+    await runtime.watcher.check()
     assert runtime.state("shop").status == "running"
 
 
@@ -98,24 +98,24 @@ async def test_a_crashed_dev_server_is_restarted_with_backoff_then_given_up(stor
     first = await started(runtime, "shop")
     for restart, delay in ((1, 1), (2, 2)):
         backend.crash("shop", code=137)
-        await runtime.check()
+        await runtime.watcher.check()
         st = runtime.state("shop")
         assert st.status == "failed" and "exited with code 137" in st.error
         assert st.detail.startswith(f"restarting in {delay} s (restart {restart} of 2)")
         clock.advance(delay - 0.5)
-        await runtime.check()
+        await runtime.watcher.check()
         assert runtime.state("shop").status == "failed"  # not yet
         clock.advance(0.5)
-        await runtime.check()
-        await runtime.until_settled("shop", 10)
+        await runtime.watcher.check()
+        await runtime.previews.until_settled("shop", 10)
         assert runtime.state("shop").status == "running"
-        assert runtime.preview_url("shop") == first["preview_url"]
+        assert runtime.previews.url("shop") == first["preview_url"]
     backend.crash("shop")
-    await runtime.check()
+    await runtime.watcher.check()
     st = runtime.state("shop")
     assert st.status == "failed" and "gave up after 2 restarts" in st.detail
     clock.advance(3600)
-    await runtime.check()
+    await runtime.watcher.check()
     assert runtime.state("shop").status == "failed"
 
 
@@ -123,13 +123,13 @@ async def test_a_restart_count_resets_once_it_has_run_a_while(store, backend, cl
     runtime = make_runtime(store, backend, clock, idle_timeout=0, max_restarts=1)
     await started(runtime, "shop")
     backend.crash("shop")
-    await runtime.check()
+    await runtime.watcher.check()
     clock.advance(1)
-    await runtime.check()
-    await runtime.until_settled("shop", 10)
+    await runtime.watcher.check()
+    await runtime.previews.until_settled("shop", 10)
     assert runtime.state("shop").restarts == 1
     clock.advance(61)  # stable for more than a minute
-    await runtime.check()
+    await runtime.watcher.check()
     assert runtime.state("shop").restarts == 0
 
 
@@ -164,8 +164,8 @@ async def test_a_restarted_server_finds_its_previews_in_the_backend(store, backe
     await after.recover()
     try:
         assert after.state("shop").status == "running"
-        assert after.preview_url("shop") == shop["preview_url"]
-        assert after.authorize("shop", shop["preview_url"].split("/")[-2]) is not None
+        assert after.previews.url("shop") == shop["preview_url"]
+        assert after.previews.authorize("shop", shop["preview_url"].split("/")[-2]) is not None
         assert "ghost" not in backend.kept and "blog" not in backend.kept
         assert blog["id"] not in {p.id for p in store.list()}
     finally:

@@ -1,0 +1,194 @@
+"""What the server knows of each project's preview, and the capabilities that open it.
+
+A preview's link carries a token, minted when its dev server is launched; the
+preview's pages carry page keys, one per page load, with which they report a
+person's input.  Both are compared in constant time.  Page errors the preview
+reports are kept here for the notebook.  Nothing in this module does I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from jupyter_server.utils import url_path_join
+
+from .backends.base import Endpoint
+
+ACTIVE = ("installing", "starting", "running")
+MAX_ERRORS = 20
+"""Page errors kept per preview (the newest); repeats of the last one are counted."""
+MAX_PAGES = 32
+"""Page keys kept per preview: the pages loaded last may report a person's input."""
+
+
+@dataclass
+class PreviewState:
+    status: str = "stopped"
+    """installing | starting | running | stopped | failed"""
+    error: str | None = None
+    detail: str | None = None
+    """One line for a status bar: install progress, why it stopped, when it restarts."""
+    progress: tuple[int, int] | None = None
+    framework: str | None = None
+    token: str | None = None
+    base: str | None = None
+    endpoint: Endpoint | None = None
+    last_used: float = 0.0
+    running_since: float | None = None
+    restarts: int = 0
+    restart_at: float | None = None
+    notes: list[str] = field(default_factory=list)
+    """What the user should know about how the preview runs (a package replaced)."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    errors: deque[dict] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
+    """What went wrong in the page since it was last loaded (reported by the page)."""
+    page_keys: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_PAGES))
+    """One per page load: a page reports input with its key, which the app's own
+    scripts cannot read (see ``static/activity.js``)."""
+
+    def update(self, **fields) -> None:
+        """Change fields and wake everyone who waits for a change."""
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    @property
+    def in_flight(self) -> bool:
+        """A start (or the cleanup after one) is in flight."""
+        return self.task is not None and not self.task.done()
+
+
+class Previews:
+    """Every project's ``PreviewState``, by project id, and where its preview lives."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        origin_template: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.base_url = base_url
+        self.origin_template = origin_template
+        self.clock = clock
+        self._states: dict[str, PreviewState] = {}
+
+    def __getitem__(self, project_id: str) -> PreviewState:
+        """The state of a project's preview (a stopped one if it has none yet)."""
+        return self._states.setdefault(project_id, PreviewState())
+
+    def get(self, project_id: str) -> PreviewState | None:
+        return self._states.get(project_id)
+
+    def pop(self, project_id: str) -> PreviewState | None:
+        return self._states.pop(project_id, None)
+
+    def clear(self) -> None:
+        self._states.clear()
+
+    def items(self) -> Iterator[tuple[str, PreviewState]]:
+        """A snapshot: safe while previews are added or removed."""
+        return iter(list(self._states.items()))
+
+    def with_status(self, *statuses: str) -> dict[str, PreviewState]:
+        return {i: s for i, s in self._states.items() if s.status in statuses}
+
+    # -- where a preview lives ----------------------------------------------------
+
+    def base(self, project_id: str, token: str) -> str:
+        """The public path the dev server serves under (ends with '/'): the root of
+        its own host in separate-origin mode."""
+        if self.origin_template:
+            return "/"
+        return url_path_join(self.base_url, "reactbox", "preview", project_id, token) + "/"
+
+    def origin(self, project_id: str) -> str | None:
+        """The origin of a project's preview in separate-origin mode, else None."""
+        if not self.origin_template:
+            return None
+        return self.origin_template.format(project=project_id).rstrip("/")
+
+    def url(self, project_id: str) -> str | None:
+        """The preview's link: valid while the backend keeps its dev server, running or not."""
+        st = self.get(project_id)
+        if st is None or not st.base or not st.token:
+            return None
+        origin = self.origin(project_id)
+        if origin:  # the link trades the token for a cookie of that host
+            return f"{origin}/__reactbox/enter/{st.token}"
+        return st.base
+
+    @staticmethod
+    def mint() -> str:
+        """A new link token."""
+        return secrets.token_urlsafe(24)
+
+    # -- capabilities ---------------------------------------------------------------
+
+    def authorize(self, project_id: str, token: str) -> PreviewState | None:
+        """The preview that ``token`` opens (running or not), or None."""
+        st = self.get(project_id)
+        if st is None or st.token is None:
+            return None
+        if not hmac.compare_digest(st.token.encode(), token.encode()):
+            return None
+        return st
+
+    def page_key(self, project_id: str) -> str:
+        """A key for one page load of the preview, to report a person's input with."""
+        key = secrets.token_urlsafe(18)
+        self[project_id].page_keys.append(key)
+        return key
+
+    def is_page_key(self, project_id: str, key: str) -> bool:
+        st = self.get(project_id)
+        keys = st.page_keys if st is not None else ()
+        return any(hmac.compare_digest(k.encode(), key.encode()) for k in keys)
+
+    # -- what a person and the page did -------------------------------------------
+
+    def touch(self, project_id: str) -> None:
+        """Someone used this project's preview: reset its idle clock."""
+        self[project_id].last_used = self.clock()
+
+    def report_error(self, project_id: str, report: dict) -> None:
+        """The page hit an error (already cleaned by the proxy): keep it for the
+        notebook, counting a repeat of the last one instead of storing it again."""
+        st = self[project_id]
+        last = st.errors[-1] if st.errors else None
+        if last is not None and all(last.get(k) == report.get(k) for k in ("kind", "message")):
+            last["count"] += 1
+            last["time"] = time.time()
+        else:
+            st.errors.append({**report, "count": 1, "time": time.time()})
+        st.update()
+
+    def clear_errors(self, project_id: str) -> None:
+        """The page was loaded again: what it reported before is history."""
+        st = self.get(project_id)
+        if st is not None and st.errors:
+            st.errors.clear()
+            st.update()
+
+    async def until_settled(self, project_id: str, timeout: float) -> PreviewState:
+        """Until the preview is no longer installing or starting (or ``timeout`` s)."""
+        st = self[project_id]
+        deadline = time.monotonic() + timeout
+        while st.status in ("installing", "starting"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(st.changed.wait(), left)
+            except asyncio.TimeoutError:
+                break
+        return st
