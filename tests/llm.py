@@ -24,7 +24,8 @@ class Reply:
 
 
 class ScriptedLLM:
-    def __init__(self):
+    def __init__(self, address: str = "127.0.0.1"):
+        self.address = address
         self.script: deque[Reply] = deque()
         self.requests: list[dict] = []
         self.server: httpserver.HTTPServer | None = None
@@ -35,7 +36,7 @@ class ScriptedLLM:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://{self.address}:{self.port}/v1"
 
     def start(self) -> None:
         llm = self
@@ -79,7 +80,7 @@ class ScriptedLLM:
                 )
 
         app = web.Application([(r"/v1/chat/completions", Completions)])
-        sockets = netutil.bind_sockets(0, "127.0.0.1")
+        sockets = netutil.bind_sockets(0, self.address)
         self.port = sockets[0].getsockname()[1]
         self.server = httpserver.HTTPServer(app, max_buffer_size=64 << 20)
         self.server.add_sockets(sockets)

@@ -7,14 +7,21 @@ The server then runs as Binder runs it: Docker's default seccomp profile (no
 user namespaces, so no bubblewrap), no Docker socket.  An upload must render in
 Chromium under the base URL, unsandboxed, with the warning shown where a user
 looks, and `jupyter reactbox doctor` must name the backend and the sandbox.
+
+This is also the fresh-environment test of the local backend: nothing but what
+`pip install .` brings (Node included), no engine, and the whole loop a user
+goes through (HMR, an AI edit, idle stop, resume on a page load).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import time
 import urllib.error
@@ -24,6 +31,8 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, chromium, free_port, zip_dir
+from llm import ThreadedLLM
+from test_edits import BUTTON, JOIN_NOW, block
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
@@ -98,14 +107,34 @@ def raw(url: str, token: str, method: str = "GET", body: bytes | None = None, **
         return r.read()
 
 
+IDLE_TIMEOUT = 8
+SIOCGIFADDR = 0x8915
+
+
 @pytest.fixture
-def binder_server(binder_image):
+def bridge_llm():
+    """The scripted model, where the container reaches it: this host's address on
+    Docker's bridge."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("256s", b"docker0")
+        address = socket.inet_ntoa(fcntl.ioctl(s.fileno(), SIOCGIFADDR, request)[20:24])
+    server = ThreadedLLM(address=address)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def binder_server(binder_image, bridge_llm):
     """The server as Binder starts it (its user, Docker's default seccomp, no Docker
     socket), with a Vite app uploaded and running: (its URL, its token, the
     container's name, the project JSON)."""
     port, token, name = free_port(), uuid.uuid4().hex, f"binder-{uuid.uuid4().hex[:8]}"
     command = ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser"]
     command += [f"--ServerApp.token={token}", "--ServerApp.base_url=/a%40b/"]
+    command += [f"--ReactBoxApp.idle_timeout={IDLE_TIMEOUT}"]
+    command += [f"--ReactBoxApp.ai_base_url={bridge_llm.base_url}"]
+    command += ["--ReactBoxApp.ai_api_key=test-key", "--ReactBoxApp.ai_model=scripted"]
     publish = f"127.0.0.1:{port}:8888"
     subprocess.run(
         ["docker", "run", "-d", "--rm", "--name", name, "-p", publish, binder_image, *command],
@@ -142,7 +171,7 @@ def binder_server(binder_image):
 
 
 @pytest.mark.timeout(1500)
-async def test_binder_runs_a_preview_unsandboxed_and_says_so(binder_server):
+async def test_binder_runs_a_preview_unsandboxed_and_says_so(binder_server, bridge_llm):
     base, token, name, info = binder_server
     assert info["status"] == "running", info
     assert (info["backend"], info["sandboxed"]) == ("local", False)
@@ -164,3 +193,33 @@ async def test_binder_runs_a_preview_unsandboxed_and_says_so(binder_server):
         assert await page.evaluate("self.origin") == "null"  # the page's sandbox holds
         await page.click("button.counter")
         await page.wait_for_selector("text=Count is 1")
+
+        # HMR: a file written through the API reloads the module, state kept.
+        app_jsx = f"{base}reactbox/api/projects/shop/files/src/App.jsx"
+        text = (await asyncio.to_thread(raw, app_jsx, token)).decode()
+        new = text.replace("Get started", "Hot reloaded").encode()
+        await asyncio.to_thread(raw, app_jsx, token, "PUT", new)
+        await page.wait_for_selector("text=Hot reloaded", timeout=15_000)
+        assert await page.inner_text("button.counter") == "Count is 1"
+
+        # An AI edit, through the real openai client to the scripted model.
+        bridge_llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+        edit = json.dumps({"instruction": "Make the button say Join Now"}).encode()
+        edits = f"{base}reactbox/api/projects/shop/edits"
+        result = await asyncio.to_thread(api, edits, token, "POST", edit)
+        assert result["status"] == "applied", result
+        await page.wait_for_selector("text=Join Now", timeout=15_000)
+        await page.close()
+
+    # Unused, it stops; the link stays valid, and a page load starts it again.
+    project = f"{base}reactbox/api/projects/shop"
+    deadline = time.monotonic() + IDLE_TIMEOUT + 30
+    while (info := await asyncio.to_thread(api, project, token))["status"] != "stopped":
+        assert time.monotonic() < deadline, info
+        await asyncio.sleep(0.5)
+    assert "without use" in info["detail"]
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(base.removesuffix("/a%40b/") + info["preview_url"])
+        await page.wait_for_selector("text=Join Now", timeout=60_000)
+    assert (await asyncio.to_thread(api, project, token))["status"] == "running"
