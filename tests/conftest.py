@@ -29,6 +29,7 @@ import docker.errors
 import pytest
 from llm import ScriptedLLM
 
+from jupyter_reactbox.backends import hostguard
 from jupyter_reactbox.backends.docker import LABEL
 from jupyter_reactbox.cli import DEFAULT_TAG
 
@@ -108,6 +109,9 @@ def remove_owned(client: docker.DockerClient, owner: str, *, report: bool = Fals
             break
         time.sleep(0.1)
     for n in client.networks.list(filters=selector):
+        n.reload()
+        for config in n.attrs["IPAM"]["Config"] or ():
+            hostguard.unguard(config["Subnet"], n.name)  # the firewall rule a root server added
         n.remove()
 
 
@@ -385,7 +389,7 @@ def jp_serverapp(jp_serverapp, jp_asyncio_loop):
 
 @pytest.fixture
 def runtime(jp_serverapp):
-    return jp_serverapp.web_app.settings["reactbox_runtime"]
+    return jp_serverapp.web_app.settings["reactbox_spaces"].space.runtime
 
 
 @pytest.fixture

@@ -34,12 +34,12 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from traitlets import Float, Int, Unicode, default, validate
+from traitlets import CaselessStrEnum, Float, Int, Unicode, default, validate
 
 from .._version import __version__
 from ..errors import EngineUnavailable, SandboxError, TooManyStreams
 from ..frameworks import SUPPORT_DIR, AppPlan
-from . import egress
+from . import egress, hostguard
 from .base import Backend, Endpoint, Exit, InstallRun, Isolation, Progress, Record, install_env
 
 LABEL = "org.jupyter.reactbox"
@@ -278,6 +278,16 @@ class DockerBackend(Backend):
         config=True
     )
 
+    host_guard = CaselessStrEnum(
+        ["auto", "on", "off"],
+        default_value="auto",
+        help="""Refuse connections from this host to the dev servers' network, except
+        from this server's own user (one iptables rule per network): without it every
+        local user can open any dev server at its address, past the proxy. 'auto': on
+        where this server runs as root with iptables (the JupyterHub service), which
+        is the one place several users share it; 'on': required.""",
+    ).tag(config=True)
+
     def __init__(
         self, client_factory: Callable[[], docker.DockerClient] = docker.from_env, **kwargs
     ):
@@ -296,6 +306,7 @@ class DockerBackend(Backend):
         self._client_factory = client_factory
         self._client: docker.DockerClient | None = None
         self._network_lock = asyncio.Lock()
+        self._guarded: set[str] = set()
 
     @classmethod
     def available(cls) -> str | None:
@@ -412,24 +423,44 @@ class DockerBackend(Backend):
         async with self._network_lock:
             try:
                 await self._client_call("networks.get", name)
-                return
             except docker.errors.NotFound:
-                pass
-            try:
-                await self._client_call(
-                    "networks.create",
-                    name,
-                    driver="bridge",
-                    internal=internal,
-                    check_duplicate=True,
-                    labels=labels(self.owner, project_id, "network"),
-                    # icc off: containers on it cannot reach each other, only the host them.
-                    options={"com.docker.network.bridge.enable_icc": "false"},
+                await self._create_network(name, internal=internal, project_id=project_id)
+            if name == self.network:
+                await self._guard(name)
+
+    async def _create_network(self, name: str, *, internal: bool, project_id: str) -> None:
+        try:
+            await self._client_call(
+                "networks.create",
+                name,
+                driver="bridge",
+                internal=internal,
+                check_duplicate=True,
+                labels=labels(self.owner, project_id, "network"),
+                # icc off: containers on it cannot reach each other, only the host them.
+                options={"com.docker.network.bridge.enable_icc": "false"},
+            )
+            self.log.info("Created network %s (internal=%s)", name, internal)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # made meanwhile by another server process
+                raise
+
+    async def _guard(self, name: str) -> None:
+        """Only this server's user may connect to the network's dev servers (see
+        ``hostguard``); once per network and process."""
+        if name in self._guarded or self.host_guard == "off":
+            return
+        if not hostguard.available():
+            if self.host_guard == "on":
+                raise SandboxError(
+                    "c.DockerBackend.host_guard is 'on', but only root with iptables can "
+                    "keep other local users from the dev servers' network."
                 )
-                self.log.info("Created network %s (internal=%s)", name, internal)
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # made meanwhile by another server process
-                    raise
+            return
+        attrs = (await self._client_call("networks.get", name)).attrs
+        for config in attrs["IPAM"]["Config"]:
+            await asyncio.to_thread(hostguard.guard, config["Subnet"], name)
+        self._guarded.add(name)
 
     async def _install_route(self) -> tuple[str | None, str]:
         """(the proxy an install must use, the registry): installs run on an
@@ -668,6 +699,9 @@ class DockerBackend(Backend):
         containers = await self._client_call(
             "containers.list", all=True, filters={"label": f"{LABEL}.owner={self.owner}"}
         )
+        if containers:  # running ones are reached at once: guard their network first
+            with contextlib.suppress(docker.errors.NotFound):
+                await self._guard(self.network)
         found = [(c, self._record(c)) for c in containers if f"{LABEL}.project" in c.labels]
         # Serving ones first: a running dev server with its link beats a stray one.
         found.sort(key=lambda f: (f[1].endpoint is None, not f[1].token))
