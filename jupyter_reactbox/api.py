@@ -38,6 +38,7 @@ from .errors import (
     is_disk_full,
 )
 from .runtime import Runtime
+from .spaces import Space
 
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
 ID = r"(?P<project_id>[a-z0-9][a-z0-9-]*)"
@@ -65,17 +66,28 @@ def maps_errors(method):
 
 
 class BaseHandler(APIHandler):
+    """A call on the caller's own space (``spaces.py``): under JupyterHub's service,
+    the space of the hub user whose token authenticated the call."""
+
+    space: Space | None = None
+
     async def prepare(self):
         await super().prepare()
+        user = self.current_user
+        if user is None:
+            return  # @web.authenticated answers 403
+        self.space = await self.settings["reactbox_spaces"].for_user(user.username)
         await self.runtime.recovered()
 
     @property
     def runtime(self) -> Runtime:
-        return self.settings["reactbox_runtime"]
+        assert self.space is not None
+        return self.space.runtime
 
     @property
     def editor(self) -> AIEditor | None:
-        return self.settings["reactbox_editor"]
+        assert self.space is not None
+        return self.space.editor
 
     def check_not_editing(self, project_id: str) -> None:
         if self.editor is not None and self.editor.busy(project_id):
@@ -129,7 +141,8 @@ class ProjectsHandler(BaseHandler):
             self.runtime.start(project)
         except TooManyPreviews as exc:  # the upload itself is fine: keep it, say why
             self.runtime.state(project.id).update(detail=str(exc))
-        location = url_path_join(self.base_url, "reactbox", "api", "projects", project.id)
+        # The user's server's own path, also when the hub service answers.
+        location = url_path_join(self.runtime.base_url, "reactbox", "api", "projects", project.id)
         self.set_header("Location", location)
         self.write_json(self.project_json(project), status=201)
 

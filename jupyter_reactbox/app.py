@@ -23,8 +23,10 @@ from .archive import Limits as ArchiveLimits
 from .backends.base import Backend
 from .backends.docker import DockerBackend
 from .errors import ReactBoxError
+from .hub import SERVICE_URL_ENV, relay
 from .proxy import OriginPreviewHandler, PreviewProxyHandler, origin_host_pattern
 from .runtime import Runtime
+from .spaces import OneSpace, Space
 from .store import Project, ProjectStore, parse_size, slugify
 from .supply import Policy as SupplyPolicy
 
@@ -97,6 +99,18 @@ class ReactBoxApp(ExtensionApp):
         if not slug:
             raise ValueError(f"owner {proposal['value']!r} has no letters or digits")
         return slug
+
+    hub_service_url = Unicode(
+        help=f"""The jupyter-reactbox JupyterHub service this server uses instead of
+        running previews itself (`jupyter reactbox hub-config` sets it for user
+        servers). This server then holds no engine and no AI key: its REST API and
+        preview paths are relayed to the service with its own hub token. Defaults
+        to ${SERVICE_URL_ENV}.""",
+    ).tag(config=True)
+
+    @default("hub_service_url")
+    def _default_hub_service_url(self):
+        return os.environ.get(SERVICE_URL_ENV, "")
 
     # Settings of the Docker backend that were the app's before there were backends.
     image = Unicode(help="Deprecated: use c.DockerBackend.image.").tag(config=True)
@@ -320,9 +334,13 @@ class ReactBoxApp(ExtensionApp):
             if undone.get("record"):
                 AIEditor.record_interrupted(project, undone["record"])
 
-    def initialize_settings(self):
+    def make_space(
+        self, owner: str, *, base_url: str, projects_dir: Path, cache_dir: Path | str
+    ) -> Space:
+        """One owner's store, runtime (with its backend) and AI editor, as configured:
+        a single-user server's own, or one user's in the hub service."""
         store = ProjectStore(
-            Path(self.projects_dir),
+            projects_dir,
             ArchiveLimits(
                 max_entries=self.max_upload_entries,
                 max_total_bytes=self.max_unpacked_bytes,
@@ -336,11 +354,10 @@ class ReactBoxApp(ExtensionApp):
         store.cleanup_staging()
         for project in store.list():
             self._repair(project)
-        backend = self._make_backend()
-        self.runtime = Runtime(
+        runtime = Runtime(
             store,
-            backend,
-            base_url=self.serverapp.base_url,
+            self._make_backend(owner, str(cache_dir)),
+            base_url=base_url,
             start_timeout=self.start_timeout,
             idle_timeout=self.idle_timeout,
             max_running=self.max_running,
@@ -351,20 +368,35 @@ class ReactBoxApp(ExtensionApp):
             preview_origin_template=self.preview_origin_template,
             log=self.log,
         )
-        editor = self._make_editor(self.runtime)
-        if self.ai_api_key and os.environ.get("OPENAI_API_KEY") == self.ai_api_key:
-            # Kernels and terminals inherit this process's environment; the key
-            # stays in the editor's client.
-            del os.environ["OPENAI_API_KEY"]
+        editor = self._make_editor(runtime)
         if editor is not None:
-            self.runtime.busy = editor.busy  # an edit in progress is use
-        self.settings.update(
-            reactbox_runtime=self.runtime,
-            reactbox_editor=editor,
-            reactbox_max_upload_bytes=self.max_upload_bytes,
-        )
+            runtime.busy = editor.busy  # an edit in progress is use
+        return Space(owner, runtime, editor)
 
-    def _make_backend(self) -> Backend:
+    def initialize_settings(self):
+        self.settings["reactbox_max_upload_bytes"] = self.max_upload_bytes
+        if self.hub_service_url:
+            self.log.info(
+                "jupyter-reactbox: previews run by the JupyterHub service at %s",
+                self.hub_service_url,
+            )
+            self.spaces = None
+            return
+        space = self.make_space(
+            self.owner,
+            base_url=self.serverapp.base_url,
+            projects_dir=Path(self.projects_dir),
+            cache_dir=self.cache_dir,
+        )
+        if self.ai_api_key and os.environ.get("OPENAI_API_KEY") == self.ai_api_key:
+            # Kernels and terminals started from now on do not inherit it; the
+            # key stays in the editor's client.  (The server's initial
+            # environment, in /proc, still holds it: docs/security.md.)
+            del os.environ["OPENAI_API_KEY"]
+        self.spaces = OneSpace(space)
+        self.settings["reactbox_spaces"] = self.spaces
+
+    def _make_backend(self, owner: str, cache_dir: str) -> Backend:
         cls, why = backends.choose(self.backend)
         settings: dict = {}
         if issubclass(cls, DockerBackend):
@@ -372,8 +404,8 @@ class ReactBoxApp(ExtensionApp):
         backend = cls(
             parent=self,
             log=self.log,
-            owner=self.owner,
-            cache_dir=self.cache_dir,
+            owner=owner,
+            cache_dir=cache_dir,
             registry=self.npm_registry or None,
             ignore_scripts=self.ignore_scripts,
             install_timeout=self.install_timeout,
@@ -403,9 +435,12 @@ class ReactBoxApp(ExtensionApp):
         return settings
 
     def initialize_handlers(self):
+        if self.hub_service_url:
+            self.handlers.extend(relay.handlers(self.hub_service_url))
+            return
         self.handlers.extend(api.handlers())
         options = {
-            "runtime": self.runtime,
+            "runtime": self.spaces.space.runtime,
             "frame_ancestors": self.frame_ancestors,
             "absolute_url": True,
         }
@@ -450,8 +485,10 @@ class ReactBoxApp(ExtensionApp):
         # Kernels inherit the server's environment.
         self._kernel_env = self._kernel_environment()
         os.environ.update(self._kernel_env)
+        if self.spaces is None:
+            return
         try:
-            await self.runtime.recover()
+            await self.spaces.space.runtime.recover()
         except Exception as exc:  # the server must come up even with the engine down
             self.log.warning("jupyter-reactbox could not re-attach previews: %s", exc)
 
@@ -459,5 +496,5 @@ class ReactBoxApp(ExtensionApp):
         for name, value in getattr(self, "_kernel_env", {}).items():
             if os.environ.get(name) == value:
                 del os.environ[name]
-        await self.runtime.close()
-        await self.runtime.backend.close()
+        if self.spaces is not None:
+            await self.spaces.close()

@@ -2,6 +2,9 @@
 
 jupyter reactbox build-image [--offline] [--tag TAG] [--mirror URL] [--force]
 jupyter reactbox doctor [--backend auto|docker|local] [--image TAG] [--runtime NAME]
+jupyter reactbox settings
+jupyter reactbox hub-config [--url URL] [--reach URL] [--name NAME] [--base-url PATH] [-- ARGS]
+jupyter reactbox hub-service [--config FILE] [--HubService.<trait>=... ...]
 """
 
 from __future__ import annotations
@@ -133,14 +136,41 @@ def _doctor_local(args, check) -> None:
 def settings(args) -> int:
     from .app import ReactBoxApp
     from .backends import BUILT_IN, backend_class
+    from .hub.service import HubService
 
     print(ReactBoxApp.class_config_section())
     for name in BUILT_IN:
         print(backend_class(name).class_config_section())
+    print(HubService.class_config_section())
+    return 0
+
+
+def hub_config(args) -> int:
+    from .hub.config import fragment
+
+    command = None
+    if args.service_args:
+        extra = args.service_args[1:] if args.service_args[0] == "--" else args.service_args
+        command = [sys.executable, "-m", "jupyter_reactbox.hub.service", *extra]
+    print(
+        fragment(
+            name=args.name, url=args.url, reach=args.reach, base_url=args.base_url, command=command
+        )
+    )
+    return 0
+
+
+def hub_service(argv: list[str]) -> int:
+    from .hub.service import HubService
+
+    HubService.launch_instance(argv)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["hub-service"]:  # its own traitlets command line
+        return hub_service(argv[1:])
     parser = argparse.ArgumentParser(prog="jupyter reactbox", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +199,26 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(func=doctor)
     s = sub.add_parser("settings", help="print every setting as a commented config file")
     s.set_defaults(func=settings)
+    h = sub.add_parser(
+        "hub-config", help="print the jupyterhub_config.py fragment for the hub service"
+    )
+    h.add_argument("--name", default="reactbox", help="service name (default: %(default)s)")
+    h.add_argument(
+        "--url", default="http://127.0.0.1:10101", help="where it listens (default: %(default)s)"
+    )
+    h.add_argument(
+        "--reach",
+        default="",
+        help="where user servers reach it, if not at --url (from containers or pods)",
+    )
+    h.add_argument("--base-url", default="/", help="the hub's base URL (default: %(default)s)")
+    h.add_argument(
+        "service_args",
+        nargs=argparse.REMAINDER,
+        help="after --: arguments of the service, e.g. --HubService.data_dir=/srv/reactbox",
+    )
+    h.set_defaults(func=hub_config)
+    sub.add_parser("hub-service", help="run the hub service (JupyterHub starts it)")
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -56,6 +56,7 @@ class Runtime:
         on_shutdown: str = "stop",
         preview_origin_template: str = "",
         busy: Callable[[str], bool] = lambda project_id: False,
+        admit: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         log: logging.Logger | None = None,
     ):
@@ -71,6 +72,9 @@ class Runtime:
         self.on_shutdown = on_shutdown
         self.preview_origin_template = preview_origin_template
         self.busy = busy
+        self.admit = admit
+        """Asked before a preview starts; raises TooManyPreviews to refuse it (the hub
+        service's cap on all users' previews)."""
         self.clock = clock
         self.log = log or logging.getLogger(__name__)
         self.previews = Previews(base_url, origin_template=preview_origin_template, clock=clock)
@@ -191,6 +195,8 @@ class Runtime:
             return st
         if st.status == "running" and not fresh:
             return st
+        if self.admit is not None and st.status not in ACTIVE:
+            self.admit(project.id)
         victims = self._make_room(project.id)
         if not st.restart_at:
             st.restarts = 0  # a start by a person, not a crash restart

@@ -1,4 +1,10 @@
-"""Under a real JupyterHub (configurable-http-proxy, two users, local-process spawner).
+"""Under a real JupyterHub (configurable-http-proxy, the local-process spawner),
+set up as `docs/jupyterhub.md` says: the hub runs as root, with the
+configuration that `jupyter reactbox hub-config` prints; Alice and Bob are
+Unix users made for the test (not root, not in the `docker` group), whose
+servers run as themselves from a system-wide environment.  The service holds
+the engine and the AI key (in the hub's environment, passed to it alone); the
+users' servers relay to it.
 
 `jupyterhub-singleuser` sends `Content-Security-Policy: frame-ancestors 'none'`
 on every handler by default; a preview must still appear in a frame on the
@@ -9,21 +15,31 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import json
 import os
+import pwd
 import secrets
 import shutil
 import subprocess
-import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import ARTIFACTS, FIXTURES, chromium, embed_preview, free_port, remove_owned, zip_dir
+from llm import ThreadedLLM
+from test_edits import BUTTON, JOIN_NOW, block
 from tornado.httpclient import AsyncHTTPClient
 
+from jupyter_reactbox.backends import hostguard
+from jupyter_reactbox.backends.docker import LABEL, PORT
+
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
+
+ROOT = Path(__file__).parent.parent
 
 
 async def fetch(url, **kw):
@@ -31,14 +47,71 @@ async def fetch(url, **kw):
     return await AsyncHTTPClient().fetch(url, raise_error=False, follow_redirects=False, **kw)
 
 
+@pytest.fixture(scope="session")
+def hub_python():
+    """A Python every user can run, with this checkout installed as an admin
+    installs it (a virtual environment of Debian's python3, `pip install .`).
+    What it depends on is kept between runs, keyed by pyproject.toml; the
+    package itself is installed again each run."""
+    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    env = Path(f"/opt/jupyter-reactbox-hub-test-{key}")
+    python = env / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    if not (env / ".complete").exists():
+        shutil.rmtree(env, ignore_errors=True)
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(env)], check=True)
+        build = ["hatchling>=1.21", "hatch-jupyter-builder>=0.9", "jupyterlab>=4.6,<5"]
+        subprocess.run([*pip, *build, "jupyterhub>=5", "ipykernel", str(ROOT)], check=True)
+        (env / ".complete").touch()
+    # The checkout as it is now (its Lab extension is built already, so no Node step).
+    subprocess.run(
+        [*pip, "--no-deps", "--no-build-isolation", "--force-reinstall", str(ROOT)], check=True
+    )
+    return python
+
+
+def add_user(name: str) -> None:
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    groups = subprocess.check_output(["id", "-Gn", name], text=True).split()
+    assert "docker" not in groups and pwd.getpwnam(name).pw_uid != 0
+
+
+def remove_user(name: str) -> None:
+    subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+    subprocess.run(["userdel", "--remove", name], capture_output=True)
+
+
 class Hub:
-    def __init__(self, tmp: Path, package_cache: Path, image: str):
+    def __init__(self, tmp: Path, python: Path, image: str, llm: ThreadedLLM):
         self.tmp = tmp
+        self.python = python
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(16)
+        self.ai_key = f"sk-test-{secrets.token_hex(20)}"
+        self.llm = llm
         suffix = secrets.token_hex(3)
         self.alice, self.bob = f"alice-{suffix}", f"bob-{suffix}"
+        self.admin = f"admin-{suffix}"  # a hub admin, with no server of their own
+        for user in (self.alice, self.bob):
+            add_user(user)
+        self.data_dir = tmp / "reactbox"
+        self.service_port = free_port()
+        self.service = f"http://127.0.0.1:{self.service_port}/services/reactbox/"
+        fragment = subprocess.check_output(
+            [
+                str(python),
+                "-m",
+                "jupyter_reactbox.cli",
+                "hub-config",
+                f"--url=http://127.0.0.1:{self.service_port}",
+                "--",
+                f"--HubService.data_dir={self.data_dir}",
+                f"--DockerBackend.image={image}",
+                "--ReactBoxApp.ai_model=scripted",
+            ],
+            text=True,
+        )
         (tmp / "jupyterhub_config.py").write_text(
             textwrap.dedent(
                 f"""
@@ -52,14 +125,10 @@ class Hub:
                 c.ConfigurableHTTPProxy.pid_file = "{tmp}/proxy.pid"
                 c.JupyterHub.authenticator_class = "dummy"
                 c.DummyAuthenticator.password = "pw"
-                c.Authenticator.allowed_users = {{"{self.alice}", "{self.bob}"}}
-                c.JupyterHub.spawner_class = "simple"
-                c.SimpleLocalProcessSpawner.home_dir_template = "{tmp}/home/{{username}}"
-                c.Spawner.args = [
-                    "--allow-root",
-                    "--ReactBoxApp.cache_dir={package_cache}",
-                    "--DockerBackend.image={image}",
-                ]
+                c.Authenticator.allowed_users = {{"{self.alice}", "{self.bob}", "{self.admin}"}}
+                c.Authenticator.admin_users = {{"{self.admin}"}}
+                c.JupyterHub.spawner_class = "localprocess"
+                c.Spawner.cmd = ["{python}", "-m", "jupyterhub.singleuser"]
                 c.Spawner.start_timeout = 120
                 c.Spawner.http_timeout = 120
                 c.JupyterHub.services = [{{"name": "tester", "api_token": "{self.token}"}}]
@@ -70,11 +139,15 @@ class Hub:
                 }}]
                 """
             )
+            + fragment
         )
         self.log = open(tmp / "hub.log", "wb")
+        # The AI settings are the hub's: its environment, which no user can read.
+        env = {**os.environ, "OPENAI_API_KEY": self.ai_key, "OPENAI_BASE_URL": llm.base_url}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(tmp / "jupyterhub_config.py")],
+            [str(python), "-m", "jupyterhub", "-f", str(tmp / "jupyterhub_config.py")],
             cwd=tmp,
+            env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -90,16 +163,18 @@ class Hub:
         )
         return r.code, (json.loads(r.body) if r.body else None)
 
-    async def ready(self, timeout=60):
+    async def ready(self, timeout=90):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if (await fetch(f"{self.url}/hub/api/")).code == 200:
+                hub = (await fetch(f"{self.url}/hub/api/")).code == 200
+                service = (await fetch(self.service + "reactbox/api/projects")).code == 403
+                if hub and service:
                     return
             except OSError:
                 pass
             await asyncio.sleep(0.5)
-        raise AssertionError("JupyterHub did not start:\n" + self.logs())
+        raise AssertionError("JupyterHub or its reactbox service did not start:\n" + self.logs())
 
     async def start_server(self, user):
         code, _ = await self.api("POST", "users", {"usernames": [user]})
@@ -130,12 +205,12 @@ class Hub:
 
     def logs(self) -> str:
         self.log.flush()
-        return (self.tmp / "hub.log").read_text(errors="replace")[-5000:]
+        return (self.tmp / "hub.log").read_text(errors="replace")[-8000:]
 
     def stop(self):
         os.killpg(self.proc.pid, 15)
         try:
-            self.proc.wait(20)
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, 9)
         try:  # the proxy outlives a hub that did not stop cleanly
@@ -143,15 +218,25 @@ class Hub:
         except (OSError, ValueError):
             pass
         self.log.close()
+        for user in (self.alice, self.bob):
+            remove_user(user)
 
 
 @pytest.fixture
-def hub(tmp_path, package_cache, sandbox_image, docker_client, request):
+def hub_llm():
+    server = ThreadedLLM()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hub(tmp_path, hub_python, sandbox_image, docker_client, hub_llm, request):
     if not shutil.which("configurable-http-proxy"):
         pytest.fail(
             "These tests need configurable-http-proxy: npm install -g configurable-http-proxy"
         )
-    h = Hub(tmp_path, package_cache, sandbox_image)
+    h = Hub(tmp_path, hub_python, sandbox_image, hub_llm)
     yield h
     if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
         print(h.logs())
@@ -223,6 +308,25 @@ async def test_preview_under_jupyterhub(hub):
         for name in ("kernels", "kernelStart", "contents", "hubUser", "projects"):
             assert attack[name].startswith(("blocked", "401", "403")), (name, attack)
         await page.screenshot(path=ARTIFACTS / "preview-under-jupyterhub.png")
+
+        # An AI edit, made by the service with the hub's key: applied, hot-reloaded
+        # in her page, and undone.
+        alice_auth = {"Authorization": f"token {alice_token}"}
+        await frame.evaluate("window.__reactbox_marker = 42")  # gone if the page reloads
+        hub.llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+        r = await fetch(
+            f"{api}/shop/edits",
+            method="POST",
+            body=json.dumps({"instruction": "Make the button say Join Now"}),
+            headers=alice_auth,
+        )
+        assert r.code == 200 and json.loads(r.body)["status"] == "applied", r.body
+        assert hub.llm.requests[-1]["authorization"] == f"Bearer {hub.ai_key}"
+        await frame.wait_for_selector("text=Join Now", timeout=15_000)
+        assert await frame.evaluate("window.__reactbox_marker") == 42  # hot, not reloaded
+        r = await fetch(f"{api}/shop/undo", method="POST", body=b"", headers=alice_auth)
+        assert r.code == 200, r.body
+        await frame.wait_for_selector("text=Count is 0", timeout=15_000)
 
         # Alice's server has only the kernel she started herself.
         r = await fetch(f"{alice}api/kernels", headers={"Authorization": f"token {alice_token}"})
@@ -302,48 +406,127 @@ async def login(browser_or_context, hub, user):
     return page
 
 
-async def test_a_kernel_in_a_hub_server_finds_it_with_nothing_pasted(hub, tmp_path):
-    """A kernel of Alice's single-user server reaches her projects with the hub's
-    token from its environment; Bob's token for the same URL is refused."""
-    from jupyter_client import BlockingKernelClient
+class Kernel:
+    """A kernel of a user's server, driven from this test (as root) on a thread of
+    its own: the blocking client runs its own loop."""
 
+    def __init__(self, connection: Path):
+        from jupyter_client import BlockingKernelClient
+
+        self.pool = concurrent.futures.ThreadPoolExecutor(1)
+        self.client = BlockingKernelClient(connection_file=str(connection))
+
+    async def start(self) -> Kernel:
+        def connect():
+            self.client.load_connection_file()
+            self.client.start_channels()
+            self.client.wait_for_ready(60)
+
+        await asyncio.get_running_loop().run_in_executor(self.pool, connect)
+        return self
+
+    async def run(self, code: str) -> str:
+        def run() -> str:
+            out: list[str] = []
+
+            def hook(msg):
+                if msg["msg_type"] == "stream":
+                    out.append(msg["content"]["text"])
+                elif msg["msg_type"] == "error":
+                    out.append("\n".join(msg["content"]["traceback"]))
+
+            self.client.execute_interactive(code, output_hook=hook, timeout=120)
+            return "".join(out)
+
+        return await asyncio.get_running_loop().run_in_executor(self.pool, run)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.pool, self.client.stop_channels)
+        self.pool.shutdown()
+
+
+async def kernel_of(hub, user: str, token: str) -> Kernel:
+    kernel_id = await hub.start_kernel(user, token)
+    home = Path(pwd.getpwnam(user).pw_dir)
+    found = await asyncio.to_thread(lambda: next(home.rglob(f"kernel-{kernel_id}.json")))
+    return await Kernel(found).start()
+
+
+# Run in a user's kernel: every place a process of theirs can read that holds
+# ``needle``: the environment and command line of each process it may open, the
+# files it can read under ``roots``, and those at the top of /tmp and /var/tmp.
+FIND = """
+import glob, os
+def find(needle, roots):
+    roots = [*roots, *(p for p in glob.glob('/tmp/*') + glob.glob('/var/tmp/*') if os.path.isfile(p))]
+    found = []
+    for proc in glob.glob('/proc/[0-9]*'):
+        for name in ('environ', 'cmdline'):
+            try:
+                with open(f'{proc}/{name}', 'rb') as f:
+                    if needle in f.read():
+                        found.append(f'{proc}/{name}')
+            except OSError:
+                pass
+    for root in roots:
+        if os.path.isfile(root):
+            try:
+                if needle in open(root, 'rb').read(8 << 20):
+                    found.append(root)
+            except OSError:
+                pass
+        for folder, _, files in os.walk(root):
+            for name in files:
+                path = os.path.join(folder, name)
+                try:
+                    if os.path.getsize(path) < 8 << 20 and needle in open(path, 'rb').read():
+                        found.append(path)
+                except OSError:
+                    pass
+    return found
+"""
+
+
+def http_status(url: str) -> int:
+    """The HTTP status ``url`` answers with (any answer: the address is reachable)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def running_dev_server(hub, token: str, docker_client) -> str:
+    """host:port of the user's running dev server of ``shop``, once it runs."""
+    url = f"{hub.url}/user/{hub.alice}/reactbox/api/projects/shop"
+    for _ in range(480):
+        info = json.loads((await fetch(url, headers={"Authorization": f"token {token}"})).body)
+        if info["status"] in ("running", "failed"):
+            break
+        await asyncio.sleep(0.25)
+    assert info["status"] == "running", info
+    selector = {"label": [f"{LABEL}.owner={hub.alice}", f"{LABEL}.role=run"]}
+    (container,) = await asyncio.to_thread(docker_client.containers.list, filters=selector)
+    (network,) = container.attrs["NetworkSettings"]["Networks"].values()
+    return f"{network['IPAddress']}:{PORT}"
+
+
+async def test_a_kernel_in_a_hub_server_finds_it_and_nothing_of_anyone_else(
+    hub, tmp_path, docker_client
+):
+    """A kernel of Alice's server reaches her projects with the hub's token from its
+    environment.  From Bob's kernel: the engine's socket is unusable, Alice's files
+    cannot be read, the service answers his token on her project as on one that does
+    not exist, and the AI key is nowhere either of them can read."""
     await hub.ready()
     alice_token = await hub.start_server(hub.alice)
     bob_token = await hub.start_server(hub.bob)
-    kernel_id = await hub.start_kernel(hub.alice, alice_token)
-    home = tmp_path / "home" / hub.alice
-    connection = next(home.rglob(f"kernel-{kernel_id}.json"))
-    # One thread of its own drives the kernel (the blocking client runs its own loop).
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    loop = asyncio.get_running_loop()
-
-    def connect_kernel():
-        client = BlockingKernelClient(connection_file=str(connection))
-        client.load_connection_file()
-        client.start_channels()
-        client.wait_for_ready(60)
-        return client
-
-    kernel = await loop.run_in_executor(pool, connect_kernel)
-    shop_zip = tmp_path / "shop.zip"
+    alice = await kernel_of(hub, hub.alice, alice_token)
+    bob = await kernel_of(hub, hub.bob, bob_token)
+    shop_zip = Path(pwd.getpwnam(hub.alice).pw_dir) / "shop.zip"
     shop_zip.write_bytes(zip_dir(FIXTURES / "vite-react"))
-
-    def run(code: str) -> str:
-        out: list[str] = []
-
-        def hook(msg):
-            if msg["msg_type"] == "stream":
-                out.append(msg["content"]["text"])
-            elif msg["msg_type"] == "error":
-                out.append("\n".join(msg["content"]["traceback"]))
-
-        kernel.execute_interactive(code, output_hook=hook, timeout=120)
-        return "".join(out)
-
     try:
-        out = await loop.run_in_executor(
-            pool,
-            run,
+        out = await alice.run(
             "import os\n"
             "from jupyter_reactbox.kernel.client import connect\n"
             "print(sorted(k for k in os.environ if k.startswith(('JUPYTERHUB_', 'JUPYTER_REACTBOX'))))\n"
@@ -351,31 +534,100 @@ async def test_a_kernel_in_a_hub_server_finds_it_with_nothing_pasted(hub, tmp_pa
         )
         assert f"/user/{hub.alice}/" in out.splitlines()[-1], out
         assert "'JUPYTERHUB_API_TOKEN'" in out and "'JUPYTER_REACTBOX_URL'" in out
-        out = await loop.run_in_executor(
-            pool,
-            run,
-            f"%load_ext jupyter_reactbox\n%reactbox upload {shop_zip} --name shop --no-wait",
+        out = await alice.run(
+            f"%load_ext jupyter_reactbox\n%reactbox upload {shop_zip} --name shop --no-wait"
         )
         assert "Uploaded shop" in out, out
         # Without the extension's variable: the hub's own variables are enough.
-        out = await loop.run_in_executor(
-            pool,
-            run,
+        out = await alice.run(
             "del os.environ['JUPYTER_REACTBOX_URL']\n"
             "c = connect()\nprint(c.url, [p.id for p in c.projects()])",
         )
         assert out.strip().endswith("['shop']"), out
-        # Bob's token, pointed at Alice's server, is refused (and learns nothing).
-        out = await loop.run_in_executor(
-            pool,
-            run,
-            "from jupyter_reactbox.kernel.client import ReactBoxClient, ReactBoxClientError\n"
-            "import os\n"
-            f"bob = ReactBoxClient(os.environ['JUPYTERHUB_SERVICE_URL'], {bob_token!r})\n"
-            "try:\n    print(bob.check().projects())\n"
-            "except ReactBoxClientError as e:\n    print('refused:', e)",
+        shop = next(hub.data_dir.glob("users/*/projects/shop/app/src/App.jsx"))
+
+        # Bob's own server and the service itself answer his token on Alice's
+        # project exactly as on a project that does not exist.
+        out = await bob.run(
+            "import os, requests\n"
+            "auth = {'Authorization': 'token ' + os.environ['JUPYTERHUB_API_TOKEN']}\n"
+            f"for base in ({hub.service!r}, os.environ['JUPYTER_REACTBOX_URL']):\n"
+            "    for name in ('shop', 'no-such-project'):\n"
+            "        r = requests.get(f'{base}reactbox/api/projects/{name}', headers=auth)\n"
+            "        print(r.status_code, r.json()['message'].replace(name, 'NAME'))\n"
         )
-        assert out.startswith("refused:") and "shop" not in out, out
+        lines = out.strip().splitlines()
+        assert len(lines) == 4 and lines[0] == lines[1] and lines[2] == lines[3], out
+        assert lines[0].startswith("404"), out
+
+        # The engine's socket, and Alice's files: each refused.
+        out = await bob.run(
+            "import socket\n"
+            "for attempt in (\n"
+            "    lambda: socket.socket(socket.AF_UNIX).connect('/var/run/docker.sock'),\n"
+            f"    lambda: open({str(shop)!r}).read(),\n"
+            f"    lambda: os.listdir({str(hub.data_dir)!r} + '/users'),\n"
+            "):\n"
+            "    try:\n        attempt(); print('ok')\n"
+            "    except OSError as e:\n        print(type(e).__name__)\n"
+        )
+        assert out.split() == ["PermissionError"] * 3, out
+        assert shop.read_text()  # it is there, for root
+
+        # Alice's dev server, at its address on the engine's network: open to the
+        # service's user (root, here the test), refused to Bob's kernel.
+        address = await running_dev_server(hub, alice_token, docker_client)
+        assert await asyncio.to_thread(http_status, f"http://{address}/") > 0
+        probe = (
+            "import urllib.request, urllib.error\n"
+            f"try:\n    urllib.request.urlopen('http://{address}/', timeout=5); print('ok')\n"
+            "except urllib.error.HTTPError:\n    print('ok')\n"
+            "except OSError as e:\n    print('refused', e)\n"
+        )
+        out = await bob.run(probe)
+        assert out.startswith("refused"), out
+        # Without the service's firewall rule, the same probe gets through.
+        network = docker_client.networks.get(f"reactbox-{hub.alice}-previews")
+        (subnet,) = (config["Subnet"] for config in network.attrs["IPAM"]["Config"])
+        hostguard.unguard(subnet, network.name)
+        try:
+            assert (await bob.run(probe)).startswith("ok")
+        finally:
+            hostguard.guard(subnet, network.name)
+
+        # A hub admin sees every user's previews and stops one; Bob may not.
+        # (admin_users are made by the hub at its start)
+        code, made = await hub.api("POST", f"users/{hub.admin}/tokens", {"note": "test"})
+        assert code in (200, 201), made
+        admin = {"Authorization": f"token {made['token']}"}
+        overview = f"{hub.service}reactbox/admin/previews"
+        r = await fetch(overview, headers={"Authorization": f"token {bob_token}"})
+        assert r.code == 403
+        listed = json.loads((await fetch(overview, headers=admin)).body)["users"]
+        mine = {u["user"]: {p["id"]: p["status"] for p in u["projects"]} for u in listed}
+        assert mine[hub.alice] == {"shop": "running"}, listed
+        action = {"user": hub.alice, "project": "shop", "action": "stop"}
+        r = await fetch(overview, method="POST", body=json.dumps(action), headers=admin)
+        assert r.code == 204, r.body
+        shop_api = f"{hub.url}/user/{hub.alice}/reactbox/api/projects/shop"
+        r = await fetch(shop_api, headers={"Authorization": f"token {alice_token}"})
+        assert json.loads(r.body)["detail"] == "Stopped by a hub admin."
+
+        # The AI key: nowhere either user can read.  The search can tell: it finds
+        # the user's own server token in their server's environment.
+        for kernel in (alice, bob):
+            await kernel.run(FIND)
+            own = await kernel.run(
+                "print(find(os.environ['JUPYTERHUB_API_TOKEN'].encode(), []) != [])"
+            )
+            assert own.strip() == "True", own
+            # (Sent reversed: the kernel's own history must not hold it either.)
+            out = await kernel.run(
+                f"key = {hub.ai_key[::-1]!r}[::-1]\n"
+                f"roots = [os.path.expanduser('~'), {str(hub.data_dir)!r}]\n"
+                "print(find(key.encode(), roots) + [k for k, v in os.environ.items() if key in v])"
+            )
+            assert out.strip() == "[]", out
     finally:
-        await loop.run_in_executor(pool, kernel.stop_channels)
-        pool.shutdown()
+        await alice.close()
+        await bob.close()

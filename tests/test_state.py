@@ -17,6 +17,7 @@ from fakes import Clock, FakeBackend
 from jupyter_reactbox.errors import TooManyPreviews
 from jupyter_reactbox.runtime import Runtime
 from jupyter_reactbox.schema import ProjectInfo
+from jupyter_reactbox.spaces import Space, SpacePerUser
 from jupyter_reactbox.store import ProjectStore
 
 ROOT = Path(__file__).parent.parent
@@ -170,3 +171,28 @@ async def test_a_restarted_server_finds_its_previews_in_the_backend(store, backe
         assert blog["id"] not in {p.id for p in store.list()}
     finally:
         await after.close()
+
+
+async def test_the_hub_wide_cap_refuses_a_start_and_stops_no_one_elses(tmp_path, clock):
+    """The hub service's spaces share ``max_running_total``: Bob's start beyond it is a
+    429 (Alice's previews keep running), and it goes through once one stops."""
+
+    def make(name: str) -> Space:
+        store = ProjectStore(tmp_path / name / "projects")
+        for project in ("shop", "blog"):
+            store.import_zip(zip_dir(FIXTURES / "vite-react"), project)
+        backend = FakeBackend(owner=name, cache_dir=str(tmp_path / name / "cache"))
+        return Space(name, make_runtime(store, backend, clock, max_running=5), None)
+
+    spaces = SpacePerUser(make, max_running_total=2)
+    alice, bob = await spaces.for_user("alice"), await spaces.for_user("bob")
+    try:
+        for project in ("shop", "blog"):
+            assert (await started(alice.runtime, project))["status"] == "running"
+        with pytest.raises(TooManyPreviews, match="All 2 previews"):
+            bob.runtime.start(bob.runtime.store.get("shop"))
+        assert [p.status for _, p in alice.runtime.previews.items()] == ["running"] * 2
+        await alice.runtime.stop("blog")
+        assert (await started(bob.runtime, "shop"))["status"] == "running"
+    finally:
+        await spaces.close()

@@ -1,0 +1,225 @@
+"""A user's server under JupyterHub: the REST API and the previews, relayed to
+the jupyter-reactbox service.
+
+The server keeps its paths (``{base_url}reactbox/api/...`` and
+``{base_url}reactbox/preview/...``), so the kernel's client, the magics, the
+widget and the Lab extension work as on a single-user server.  It holds no
+engine and no AI key: each call goes on to the service with this server's own
+hub token (``$JUPYTERHUB_API_TOKEN``), which is what the service checks; the
+caller's cookies and credentials stay here.
+
+* The API needs Jupyter's login here first, as every other API of the server.
+* A preview needs none (an opaque-origin page sends no credentials): its
+  capability token is checked by the service, which also answers with the
+  preview's own headers (its sandbox and frame policy, not the hub's
+  ``frame-ancestors 'none'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from urllib.parse import urlsplit
+
+import aiohttp
+import yarl
+from jupyter_server.auth.decorator import allow_unauthenticated
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from jupyter_server_proxy.handlers import ProxyHandler
+from tornado import httputil, web
+
+FORWARDED_REQUEST_HEADERS = (
+    "Accept",
+    "Content-Type",
+    "Last-Event-ID",
+    "If-None-Match",
+    "If-Modified-Since",
+    # For previews: what tells a page load from the app's own requests.
+    "Sec-Fetch-Mode",
+    "Sec-Fetch-Dest",
+    "Sec-Fetch-Site",
+    "Origin",
+    "Referer",
+    "User-Agent",
+)
+NOT_COPIED = {"content-length", "transfer-encoding", "connection", "keep-alive", "server", "date"}
+
+
+class Service:
+    """Where the service is, and how this server speaks to it (one pooled client)."""
+
+    def __init__(self, url: str, token: str):
+        self.url = url if url.endswith("/") else url + "/"
+        parts = urlsplit(self.url)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.token = token
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=None),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+async def forward(handler: web.RequestHandler, service: Service, url: str) -> None:
+    """One request to the service, its answer streamed back as it comes (server-sent
+    events and followed logs included)."""
+    headers = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := handler.request.headers.get(k))}
+    headers["Authorization"] = f"token {service.token}"
+    method = handler.request.method
+    body = handler.request.body if method in ("POST", "PUT", "PATCH", "DELETE") else None
+    try:
+        upstream = await service.session().request(
+            method,
+            yarl.URL(url, encoded=True),
+            headers=headers,
+            data=body or None,
+            allow_redirects=False,
+        )
+    except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+        raise web.HTTPError(
+            502, "The jupyter-reactbox service of this JupyterHub is not answering."
+        ) from exc
+    async with upstream:
+        handler.set_status(upstream.status, upstream.reason)
+        handler._headers = httputil.HTTPHeaders()  # the service's, not this server's
+        for name, value in upstream.headers.items():
+            if name.lower() not in NOT_COPIED:
+                handler.add_header(name, value)
+        async for chunk in upstream.content.iter_any():
+            handler.write(chunk)
+            await web.RequestHandler.flush(handler)
+        handler.finish()
+
+
+class ApiRelayHandler(APIHandler):
+    """``{base_url}reactbox/api/<path>``: this server's user, logged in here, goes on
+    to the service as this server."""
+
+    def initialize(self, service: Service):
+        self.service = service
+
+    async def _relay(self, path: str) -> None:
+        url = url_path_join(self.service.url, "reactbox/api", path)
+        if self.request.query:
+            url += "?" + self.request.query
+        await forward(self, self.service, url)
+
+    @web.authenticated
+    async def get(self, path):
+        await self._relay(path)
+
+    @web.authenticated
+    async def post(self, path):
+        await self._relay(path)
+
+    @web.authenticated
+    async def put(self, path):
+        await self._relay(path)
+
+    @web.authenticated
+    async def delete(self, path):
+        await self._relay(path)
+
+
+class PreviewRelayHandler(ProxyHandler):
+    """``{base_url}reactbox/preview/...``: relayed as it came, path and all (the dev
+    server serves under it); HTTP streamed, websockets (HMR) piped."""
+
+    def initialize(self, service: Service):
+        self.service = service
+        self.host_allowlist = lambda _handler, host: host == service.host
+
+    async def prepare(self):
+        # No login here: the preview's capability token is checked by the service.
+        self.current_user = self._jupyter_current_user = None
+
+    def check_xsrf_cookie(self):
+        """No credential of this server is used: there is nothing to forge."""
+
+    def check_origin(self, origin=None):
+        return True  # the service checks the websocket's Origin against the preview
+
+    def get_client_uri(self, protocol, host, port, proxied_path):
+        return f"{protocol}://{self.service.host}:{self.service.port}{self.request.uri}"
+
+    def proxy_request_headers(self):
+        headers = httputil.HTTPHeaders()
+        for name in (*FORWARDED_REQUEST_HEADERS, "Sec-WebSocket-Protocol"):
+            if value := self.request.headers.get(name):
+                headers[name] = value
+        headers["Authorization"] = f"token {self.service.token}"
+        return headers
+
+    def _record_activity(self):
+        """Use is the service's to count (a person's page loads and input)."""
+
+    @allow_unauthenticated
+    async def get(self, *args):
+        return await super().get(*args)
+
+    async def http_get(self, *args):
+        await forward(self, self.service, self.service.origin + self.request.uri)
+
+    async def open(self, *args):
+        return await self.proxy_open(self.service.host, self.service.port, self.request.path)
+
+    @allow_unauthenticated
+    async def post(self, *args):
+        await self.http_get()
+
+    @allow_unauthenticated
+    async def put(self, *args):
+        await self.http_get()
+
+    @allow_unauthenticated
+    async def patch(self, *args):
+        await self.http_get()
+
+    @allow_unauthenticated
+    async def delete(self, *args):
+        await self.http_get()
+
+    @allow_unauthenticated
+    async def head(self, *args):
+        await self.http_get()
+
+    @allow_unauthenticated
+    async def options(self, *args):
+        await self.http_get()
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self._headers = httputil.HTTPHeaders()
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
+        self.finish(f"{status_code} {self._reason}: {message}\n")
+
+
+def handlers(service_url: str) -> list[tuple]:
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    if not token:
+        raise RuntimeError(
+            "c.ReactBoxApp.hub_service_url is set, but this server has no "
+            "$JUPYTERHUB_API_TOKEN to call the service with: it is not a JupyterHub "
+            "user server."
+        )
+    options = {"service": Service(service_url, token)}
+    return [
+        (r"/reactbox/api/(.*)", ApiRelayHandler, options),
+        (r"/reactbox/preview(?:/.*)?", PreviewRelayHandler, options),
+    ]
