@@ -29,13 +29,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import tomllib
 from conftest import ARTIFACTS, FIXTURES, chromium, embed_preview, free_port, remove_owned, zip_dir
 from llm import ThreadedLLM
+from test_attacks import FORK_BOMB, MEMORY_BOMB
 from test_edits import BUTTON, JOIN_NOW, block
 from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_reactbox.backends import hostguard
-from jupyter_reactbox.backends.docker import LABEL, PORT
+from jupyter_reactbox.backends.docker import PORT
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
@@ -51,9 +53,10 @@ async def fetch(url, **kw):
 def hub_python():
     """A Python every user can run, with this checkout installed as an admin
     installs it (a virtual environment of Debian's python3, `pip install .`).
-    What it depends on is kept between runs, keyed by pyproject.toml; the
-    package itself is installed again each run."""
-    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    What it depends on is kept between runs, keyed by the dependencies in
+    pyproject.toml; the package itself is installed again each run."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    key = hashlib.sha256(repr(project["dependencies"]).encode()).hexdigest()[:12]
     env = Path(f"/opt/jupyter-reactbox-hub-test-{key}")
     python = env / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
@@ -109,6 +112,9 @@ class Hub:
                 f"--HubService.data_dir={self.data_dir}",
                 f"--DockerBackend.image={image}",
                 "--ReactBoxApp.ai_model=scripted",
+                "--ReactBoxApp.max_running=1",
+                "--DockerBackend.pids_limit=128",
+                "--DockerBackend.memory_limit=256m",
             ],
             text=True,
         )
@@ -202,6 +208,36 @@ class Hub:
         )
         assert r.code == 201, r.body
         return json.loads(r.body)["id"]
+
+    def service_pid(self) -> int | None:
+        """The pid of this hub's reactbox service, if it runs."""
+        mine = f"--HubService.data_dir={self.data_dir}".encode()
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                argv = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"jupyter_reactbox.hub.service" in argv and mine in argv:
+                return int(cmdline.parent.name)
+        return None
+
+    async def restart_service(self, timeout: float = 90) -> None:
+        """SIGTERM the service, then wait until the hub has started it again (the hub
+        looks at its services every 30 s)."""
+        old = await asyncio.to_thread(self.service_pid)
+        assert old is not None, self.logs()
+        os.kill(old, 15)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = await asyncio.to_thread(self.service_pid)
+            if new not in (None, old):
+                try:
+                    if (await fetch(self.service + "reactbox/api/projects")).code == 403:
+                        return
+                except OSError:
+                    pass
+            await asyncio.sleep(0.5)
+        raise AssertionError("The hub did not start its service again:\n" + self.logs())
 
     def logs(self) -> str:
         self.log.flush()
@@ -327,6 +363,16 @@ async def test_preview_under_jupyterhub(hub):
         r = await fetch(f"{api}/shop/undo", method="POST", body=b"", headers=alice_auth)
         assert r.code == 200, r.body
         await frame.wait_for_selector("text=Count is 0", timeout=15_000)
+
+        # The service stops (an upgrade, a crash) and the hub starts it again: the
+        # preview was left running, is re-attached, and its link still works.
+        await hub.restart_service()
+        again = json.loads((await fetch(f"{api}/shop", headers=alice_auth)).body)
+        assert (again["status"], again["preview_url"]) == ("running", info["preview_url"])
+        reopened = await browser.new_page()  # the link alone opens it
+        await reopened.goto(preview)
+        await reopened.wait_for_selector("text=Count is 0", timeout=30_000)
+        await reopened.close()
 
         # Alice's server has only the kernel she started herself.
         r = await fetch(f"{alice}api/kernels", headers={"Authorization": f"token {alice_token}"})
@@ -496,19 +542,38 @@ def http_status(url: str) -> int:
         return exc.code
 
 
-async def running_dev_server(hub, token: str, docker_client) -> str:
-    """host:port of the user's running dev server of ``shop``, once it runs."""
-    url = f"{hub.url}/user/{hub.alice}/reactbox/api/projects/shop"
+async def settled(hub, user: str, token: str, project: str) -> dict:
+    """The project's JSON once it no longer installs or starts."""
+    url = f"{hub.url}/user/{user}/reactbox/api/projects/{project}"
     for _ in range(480):
         info = json.loads((await fetch(url, headers={"Authorization": f"token {token}"})).body)
-        if info["status"] in ("running", "failed"):
-            break
+        if info["status"] not in ("installing", "starting"):
+            return info
         await asyncio.sleep(0.25)
+    raise AssertionError(f"{user}'s {project} is still starting: {info}")
+
+
+def dev_server(docker_client, user: str, project: str):
+    return docker_client.containers.get(f"reactbox-{user}-{project}")
+
+
+async def running_dev_server(hub, token: str, docker_client) -> str:
+    """host:port of Alice's running dev server of ``shop``, once it runs."""
+    info = await settled(hub, hub.alice, token, "shop")
     assert info["status"] == "running", info
-    selector = {"label": [f"{LABEL}.owner={hub.alice}", f"{LABEL}.role=run"]}
-    (container,) = await asyncio.to_thread(docker_client.containers.list, filters=selector)
+    container = await asyncio.to_thread(dev_server, docker_client, hub.alice, "shop")
     (network,) = container.attrs["NetworkSettings"]["Networks"].values()
     return f"{network['IPAddress']}:{PORT}"
+
+
+async def upload(hub, user: str, token: str, name: str) -> None:
+    r = await fetch(
+        f"{hub.url}/user/{user}/reactbox/api/projects?name={name}",
+        method="POST",
+        body=zip_dir(FIXTURES / "vite-react"),
+        headers={"Authorization": f"token {token}", "Content-Type": "application/zip"},
+    )
+    assert r.code == 201, r.body
 
 
 async def test_a_kernel_in_a_hub_server_finds_it_and_nothing_of_anyone_else(
@@ -544,6 +609,14 @@ async def test_a_kernel_in_a_hub_server_finds_it_and_nothing_of_anyone_else(
             "c = connect()\nprint(c.url, [p.id for p in c.projects()])",
         )
         assert out.strip().endswith("['shop']"), out
+        # Events (streamed through the relay), logs, files and data, as on a laptop.
+        out = await alice.run(
+            "p = c.project('shop').wait('running', timeout=300)\n"
+            "print(p.status, 'VITE' in p.logs())\n"
+            "print(p.publish('sales', {'q1': 3}), 'function App' in p.read('src/App.jsx'))"
+        )
+        lines = out.strip().splitlines()
+        assert lines[0] == "running True" and lines[1].endswith("True"), out
         shop = next(hub.data_dir.glob("users/*/projects/shop/app/src/App.jsx"))
 
         # Bob's own server and the service itself answer his token on Alice's
@@ -594,6 +667,38 @@ async def test_a_kernel_in_a_hub_server_finds_it_and_nothing_of_anyone_else(
             assert (await bob.run(probe)).startswith("ok")
         finally:
             hostguard.guard(subnet, network.name)
+
+        # Bob holds to his own limit (one preview on this hub): a second stops his first.
+        for name in ("shop", "blog"):
+            await upload(hub, hub.bob, bob_token, name)
+            assert (await settled(hub, hub.bob, bob_token, name))["status"] == "running"
+        first = await settled(hub, hub.bob, bob_token, "shop")
+        assert (first["status"], first["detail"]) == ("stopped", "Stopped to make room for blog.")
+
+        # Bombs in Bob's preview: they stop at his container's limits, and Alice's
+        # preview answers throughout.
+        alice_preview = (
+            hub.url + (await settled(hub, hub.alice, alice_token, "shop"))["preview_url"]
+        )
+        bombed = await asyncio.to_thread(dev_server, docker_client, hub.bob, "blog")
+        slowest = 0.0
+
+        async def bomb(command: str):
+            nonlocal slowest
+            going = asyncio.ensure_future(asyncio.to_thread(bombed.exec_run, ["sh", "-c", command]))
+            while not going.done():
+                began = time.monotonic()
+                r = await fetch(alice_preview, headers={"Accept": "text/html"}, request_timeout=10)
+                assert r.code == 200, r.code
+                slowest = max(slowest, time.monotonic() - began)
+                await asyncio.sleep(0.1)
+            return await going
+
+        forked = await bomb(FORK_BOMB)
+        ate = await bomb(MEMORY_BOMB)
+        assert b"fork" in forked.output or b"unavailable" in forked.output, forked
+        assert ate.exit_code == 137, ate  # the OOM killer, inside Bob's container
+        print(f"Alice's preview answered in at most {slowest:.2f} s during Bob's bombs")
 
         # A hub admin sees every user's previews and stops one; Bob may not.
         # (admin_users are made by the hub at its start)
