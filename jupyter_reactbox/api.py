@@ -135,6 +135,7 @@ class ProjectsHandler(BaseHandler):
         if not name:
             raise ArchiveError("Name the project: POST .../reactbox/api/projects?name=my-app")
         path = self.get_query_argument("path", None)
+        await self.space.check_room(len(data))
         project = await asyncio.to_thread(self.runtime.store.import_zip, data, name, path)
         self.log.info("Imported project %s (%s)", project.id, project.framework)
         try:

@@ -267,8 +267,10 @@ class ReactBoxApp(ExtensionApp):
     ai_api_key = Unicode(
         help="""API key of the AI endpoint. Defaults to $OPENAI_API_KEY, which is then
         removed from the server's environment so kernels and terminals do not inherit
-        it. The key stays in this server process: never sent to kernels, browsers or
-        containers, never logged.""",
+        it; never sent to browsers or containers, never logged. The server's initial
+        environment (/proc/<pid>/environ) still holds it, and this user's kernels can
+        read that: under JupyterHub, give the key to the hub service instead
+        (docs/jupyterhub.md).""",
     ).tag(config=True)
 
     @default("ai_api_key")
@@ -381,6 +383,7 @@ class ReactBoxApp(ExtensionApp):
                 self.hub_service_url,
             )
             self.spaces = None
+            self.service = relay.connect(self.hub_service_url)
             return
         space = self.make_space(
             self.owner,
@@ -436,7 +439,7 @@ class ReactBoxApp(ExtensionApp):
 
     def initialize_handlers(self):
         if self.hub_service_url:
-            self.handlers.extend(relay.handlers(self.hub_service_url))
+            self.handlers.extend(relay.handlers(self.service))
             return
         self.handlers.extend(api.handlers())
         options = {
@@ -498,3 +501,5 @@ class ReactBoxApp(ExtensionApp):
                 del os.environ[name]
         if self.spaces is not None:
             await self.spaces.close()
+        if getattr(self, "service", None) is not None:
+            await self.service.close()

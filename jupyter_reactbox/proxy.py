@@ -86,6 +86,12 @@ _DOT_SEGMENT_RE = re.compile(r"(?:^|/)\.\.?(?:/|$)|\\")
 _ENCODED_SLASH_RE = re.compile(r"%2f|%5c", re.IGNORECASE)
 
 
+def unsafe_path(decoded: str, raw: str) -> bool:
+    """Dot segments or backslashes in the decoded path, or encoded slashes in the raw
+    one: a path that some hop on the way might read as another place."""
+    return bool(_DOT_SEGMENT_RE.search(decoded) or _ENCODED_SLASH_RE.search(raw))
+
+
 class PreviewProxyHandler(ProxyHandler):
     """Proxies HTTP and websockets to one project's dev server, by capability token."""
 
@@ -112,7 +118,7 @@ class PreviewProxyHandler(ProxyHandler):
         project_id, token, path = self._credentials()
         self.proxied_path = path
         # ``path`` is decoded (catches %2e%2e); the raw path shows encoded slashes.
-        if _DOT_SEGMENT_RE.search(path) or _ENCODED_SLASH_RE.search(self.request.path):
+        if unsafe_path(path, self.request.path):
             raise web.HTTPError(400, "Preview paths may not contain '..', '.' or encoded slashes.")
         self.preview = self.previews.authorize(project_id, token)
         if self.preview is None:

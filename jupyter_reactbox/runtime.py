@@ -25,7 +25,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -57,6 +57,7 @@ class Runtime:
         preview_origin_template: str = "",
         busy: Callable[[str], bool] = lambda project_id: False,
         admit: Callable[[str], None] | None = None,
+        room: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         log: logging.Logger | None = None,
     ):
@@ -75,6 +76,9 @@ class Runtime:
         self.admit = admit
         """Asked before a preview starts; raises TooManyPreviews to refuse it (the hub
         service's cap on all users' previews)."""
+        self.room = room
+        """Asked with every quota check; raises QuotaExceeded when the owner's projects
+        together use too much (the hub service's per-user disk quota)."""
         self.clock = clock
         self.log = log or logging.getLogger(__name__)
         self.previews = Previews(base_url, origin_template=preview_origin_template, clock=clock)
@@ -346,7 +350,10 @@ class Runtime:
         return f"The dev server exited during start. Last output:\n{tail}"
 
     async def check_quota(self, project: Project) -> None:
-        """QuotaExceeded if the project is over its disk or file quota."""
+        """QuotaExceeded if the project is over its disk or file quota, or its owner
+        over theirs."""
+        if self.room is not None:
+            await self.room()
         await asyncio.to_thread(
             probes.check_quota,
             project.path,

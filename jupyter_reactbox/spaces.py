@@ -14,8 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .ai.editor import AIEditor
-from .errors import TooManyPreviews
+from .backends.modules import disk_usage
+from .errors import QuotaExceeded, TooManyPreviews
 from .previews import ACTIVE
+from .probes import size
 from .runtime import Runtime
 
 
@@ -24,6 +26,23 @@ class Space:
     owner: str
     runtime: Runtime
     editor: AIEditor | None
+    disk_quota: int = 0
+    """Most bytes all of this owner's projects may use together (0: no limit); the
+    hub service's ``c.HubService.user_disk_quota``."""
+
+    async def check_room(self, adding: int = 0) -> None:
+        """QuotaExceeded (413) if this owner's projects, with ``adding`` bytes more,
+        would use more than ``disk_quota``."""
+        if self.disk_quota <= 0:
+            return
+        used = (await asyncio.to_thread(disk_usage, self.runtime.store.root)).bytes
+        if used + adding > self.disk_quota:
+            raise QuotaExceeded(
+                f"Your projects use {size(used)} of disk"
+                + (f", and this needs {size(adding)} more" if adding else "")
+                + f"; you may use {size(self.disk_quota)} in all. Delete a project you no "
+                "longer need, or ask your admin to raise c.HubService.user_disk_quota."
+            )
 
     async def close(self) -> None:
         await self.runtime.close()
@@ -82,6 +101,7 @@ class SpacePerUser(Spaces):
         try:
             space = await asyncio.to_thread(self.make, name)
             space.runtime.admit = self._admit
+            space.runtime.room = space.check_room
             await space.runtime.recover()
             self._spaces[name] = space
             return space

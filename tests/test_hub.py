@@ -99,6 +99,8 @@ class Hub:
         for user in (self.alice, self.bob):
             add_user(user)
         self.data_dir = tmp / "reactbox"
+        self.proxy_api = f"http://127.0.0.1:{free_port()}"
+        self.proxy_token = secrets.token_hex(16)
         self.service_port = free_port()
         self.service = f"http://127.0.0.1:{self.service_port}/services/reactbox/"
         fragment = subprocess.check_output(
@@ -125,7 +127,7 @@ class Hub:
                 c.JupyterHub.port = {self.port}
                 c.JupyterHub.hub_ip = "127.0.0.1"
                 c.JupyterHub.hub_port = {free_port()}
-                c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+                c.ConfigurableHTTPProxy.api_url = "{self.proxy_api}"
                 c.JupyterHub.db_url = "sqlite:///{tmp}/hub.sqlite"
                 c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
                 c.ConfigurableHTTPProxy.pid_file = "{tmp}/proxy.pid"
@@ -150,6 +152,7 @@ class Hub:
         self.log = open(tmp / "hub.log", "wb")
         # The AI settings are the hub's: its environment, which no user can read.
         env = {**os.environ, "OPENAI_API_KEY": self.ai_key, "OPENAI_BASE_URL": llm.base_url}
+        env["CONFIGPROXY_AUTH_TOKEN"] = self.proxy_token
         self.proc = subprocess.Popen(
             [str(python), "-m", "jupyterhub", "-f", str(tmp / "jupyterhub_config.py")],
             cwd=tmp,
@@ -208,6 +211,14 @@ class Hub:
         )
         assert r.code == 201, r.body
         return json.loads(r.body)["id"]
+
+    async def server_origin(self, user: str) -> str:
+        """Where ``user``'s server listens, past the hub's proxy (from its routes)."""
+        r = await fetch(
+            f"{self.proxy_api}/api/routes",
+            headers={"Authorization": f"token {self.proxy_token}"},
+        )
+        return json.loads(r.body)[f"/user/{user}"]["target"]
 
     def service_pid(self) -> int | None:
         """The pid of this hub's reactbox service, if it runs."""
@@ -314,6 +325,19 @@ async def test_preview_under_jupyterhub(hub):
     wrong = preview.replace(token, "x" * len(token))
     r = await fetch(wrong, headers={"Authorization": f"token {bob_token}"})
     assert r.code == 403
+
+    # A preview path is relayed with the server's hub token: one that climbs out of
+    # the preview paths must reach nothing of Alice's.  (The hub's proxy resolves
+    # dots, plain or encoded, before her server; her server refuses any it gets.)
+    for climb in ("../../../services/reactbox/reactbox/api/projects", "x/%2e%2e/%2e%2e/%2fapi"):
+        r = await fetch(f"{alice}reactbox/preview/{climb}")
+        assert r.code in (302, 400, 403, 404), (climb, r.code)
+        assert b"shop" not in (r.body or b""), (climb, r.body)
+        # Sent to her server itself, past the hub's proxy, the path is refused there.
+        r = await fetch(
+            await hub.server_origin(hub.alice) + f"/user/{hub.alice}/reactbox/preview/{climb}"
+        )
+        assert r.code == 400, (climb, r.code, r.body)
 
     # The preview overrides the hub's frame-ancestors 'none' with its own policy.
     r = await fetch(preview)

@@ -14,7 +14,7 @@ import pytest
 from conftest import FIXTURES, zip_dir
 from fakes import Clock, FakeBackend
 
-from jupyter_reactbox.errors import TooManyPreviews
+from jupyter_reactbox.errors import QuotaExceeded, TooManyPreviews
 from jupyter_reactbox.runtime import Runtime
 from jupyter_reactbox.schema import ProjectInfo
 from jupyter_reactbox.spaces import Space, SpacePerUser
@@ -194,5 +194,31 @@ async def test_the_hub_wide_cap_refuses_a_start_and_stops_no_one_elses(tmp_path,
         assert [p.status for _, p in alice.runtime.previews.items()] == ["running"] * 2
         await alice.runtime.stop("blog")
         assert (await started(bob.runtime, "shop"))["status"] == "running"
+    finally:
+        await spaces.close()
+
+
+async def test_a_users_projects_together_are_held_to_their_disk_quota(tmp_path, clock):
+    """The hub service's per-user quota: an upload that would pass it is refused, and
+    a preview whose owner is over it does not start (and says why)."""
+
+    def make(name: str) -> Space:
+        store = ProjectStore(tmp_path / name / "projects")
+        store.import_zip(zip_dir(FIXTURES / "vite-react"), "shop")
+        backend = FakeBackend(owner=name, cache_dir=str(tmp_path / name / "cache"))
+        return Space(name, make_runtime(store, backend, clock), None, disk_quota=4 << 20)
+
+    spaces = SpacePerUser(make)
+    alice = await spaces.for_user("alice")
+    try:
+        await alice.check_room(1 << 20)  # room for a 1 MiB upload
+        with pytest.raises(QuotaExceeded, match=r"needs 8\.0 MiB more; you may use 4\.0 MiB"):
+            await alice.check_room(8 << 20)
+        assert (await started(alice.runtime, "shop"))["status"] == "running"
+        await alice.runtime.stop("shop")
+        store = alice.runtime.store
+        (store.get("shop").app_dir / "public" / "video.bin").write_bytes(b"\1" * (5 << 20))
+        info = await started(alice.runtime, "shop")
+        assert info["status"] == "failed" and "you may use 4.0 MiB in all" in info["error"], info
     finally:
         await spaces.close()

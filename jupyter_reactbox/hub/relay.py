@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import yarl
@@ -28,6 +28,8 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import httputil, web
+
+from ..proxy import unsafe_path
 
 FORWARDED_REQUEST_HEADERS = (
     "Accept",
@@ -144,7 +146,11 @@ class PreviewRelayHandler(ProxyHandler):
 
     async def prepare(self):
         # No login here: the preview's capability token is checked by the service.
+        # But this server's token goes with the request, so it must stay a preview
+        # path on every hop: no '..', no encoded slash.
         self.current_user = self._jupyter_current_user = None
+        if unsafe_path(unquote(self.request.path), self.request.path):
+            raise web.HTTPError(400, "Preview paths may not contain '..', '.' or encoded slashes.")
 
     def check_xsrf_cookie(self):
         """No credential of this server is used: there is nothing to forge."""
@@ -210,7 +216,8 @@ class PreviewRelayHandler(ProxyHandler):
         self.finish(f"{status_code} {self._reason}: {message}\n")
 
 
-def handlers(service_url: str) -> list[tuple]:
+def connect(service_url: str) -> Service:
+    """The service, reached with this server's own hub token."""
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
     if not token:
         raise RuntimeError(
@@ -218,7 +225,11 @@ def handlers(service_url: str) -> list[tuple]:
             "$JUPYTERHUB_API_TOKEN to call the service with: it is not a JupyterHub "
             "user server."
         )
-    options = {"service": Service(service_url, token)}
+    return Service(service_url, token)
+
+
+def handlers(service: Service) -> list[tuple]:
+    options = {"service": service}
     return [
         (r"/reactbox/api/(.*)", ApiRelayHandler, options),
         (r"/reactbox/preview(?:/.*)?", PreviewRelayHandler, options),

@@ -36,7 +36,7 @@ from jupyter_server.auth.identity import IdentityProvider, User
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import httpserver, web
-from traitlets import Dict, Int, Unicode, default
+from traitlets import Dict, Int, Unicode, default, validate
 from traitlets.config import Application, catch_config_error
 
 from .. import api
@@ -45,7 +45,7 @@ from ..app import ReactBoxApp
 from ..errors import ReactBoxError
 from ..proxy import PreviewProxyHandler
 from ..spaces import Space, SpacePerUser
-from ..store import slugify
+from ..store import parse_size, slugify
 
 ADMIN_SCOPE = "admin:users"
 ADMIN_FIELDS = ("id", "name", "status", "detail", "framework", "error", "created")
@@ -66,7 +66,7 @@ def owner_of(name: str) -> str:
     slug = slugify(name)
     if slug == name:
         return slug
-    return f"{slug[:40]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return f"{slug[:40] or 'user'}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 class HubIdentity(IdentityProvider):
@@ -240,6 +240,18 @@ class HubService(Application):
         429 that says so; c.ReactBoxApp.max_running is each user's own limit.""",
     ).tag(config=True)
 
+    user_disk_quota = Unicode(
+        "",
+        help="""Most disk all of one user's projects may use together, e.g. '10g' (empty
+        or '0': none). An upload past it is a 413 that says so, and a preview over it
+        does not start (c.ReactBoxApp.disk_quota is each project's own).""",
+    ).tag(config=True)
+
+    @validate("user_disk_quota")
+    def _validate_user_disk_quota(self, proposal):
+        parse_size(proposal["value"])
+        return proposal["value"]
+
     max_body_size = Int(
         0, help="Largest request body (0: c.ReactBoxApp.max_upload_bytes plus a margin)."
     ).tag(config=True)
@@ -267,12 +279,14 @@ class HubService(Application):
         home = Path(self.data_dir, "users", owner)
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         (home / OWNER_FILE).write_text(name)
-        return self.reactbox.make_space(
+        space = self.reactbox.make_space(
             owner,
             base_url=user_base(self.hub_base_url, name),
             projects_dir=home / "projects",
             cache_dir=home / "cache",
         )
+        space.disk_quota = parse_size(self.user_disk_quota)
+        return space
 
     def make_app(self) -> web.Application:
         from jupyterhub.services.auth import HubAuth
