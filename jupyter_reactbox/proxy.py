@@ -86,6 +86,17 @@ _DOT_SEGMENT_RE = re.compile(r"(?:^|/)\.\.?(?:/|$)|\\")
 _ENCODED_SLASH_RE = re.compile(r"%2f|%5c", re.IGNORECASE)
 
 
+def write_plain_error(handler: web.RequestHandler, status_code: int, exc_info) -> None:
+    """A short plain-text error: no Jupyter page, template or cookie on a preview path."""
+    exc = (exc_info or (None, None))[1]
+    message = getattr(exc, "log_message", None) or handler._reason
+    handler._headers = httputil.HTTPHeaders()
+    handler.set_header("Content-Type", "text/plain; charset=utf-8")
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
+    handler.finish(f"{status_code} {handler._reason}: {message}\n")
+
+
 def unsafe_path(decoded: str, raw: str) -> bool:
     """Dot segments or backslashes in the decoded path, or encoded slashes in the raw
     one: a path that some hop on the way might read as another place."""
@@ -95,9 +106,10 @@ def unsafe_path(decoded: str, raw: str) -> bool:
 class PreviewProxyHandler(ProxyHandler):
     """Proxies HTTP and websockets to one project's dev server, by capability token."""
 
-    def initialize(self, runtime: Runtime, frame_ancestors: str = "'self'"):
+    def initialize(self, runtime: Runtime | None, frame_ancestors: str = "'self'"):
+        # None: a subclass finds the runtime per request (the hub service's).
         self.runtime = runtime
-        self.previews = runtime.previews
+        self.previews = runtime.previews if runtime is not None else None
         self.frame_ancestors = frame_ancestors
         self.preview: PreviewState | None = None
         self._navigation = False
@@ -266,14 +278,7 @@ class PreviewProxyHandler(ProxyHandler):
         return urlsplit(origin).netloc == self.request.host
 
     def write_error(self, status_code, **kwargs):
-        """A short plain-text error: no Jupyter page, template or cookie on a preview path."""
-        exc = kwargs.get("exc_info", (None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
-        self._headers = type(self._headers)()
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
-        self.finish(f"{status_code} {self._reason}: {message}\n")
+        write_plain_error(self, status_code, kwargs.get("exc_info"))
 
     def check_xsrf_cookie(self):
         """No ambient credential is used (Cookie is stripped), so there is nothing to forge."""

@@ -40,6 +40,18 @@ from .watcher import Watcher
 SHUTDOWN_TIMEOUT = 20.0
 
 
+def pooled_session(*, sock_read: float | None) -> aiohttp.ClientSession:
+    """A client that keeps upstream connections alive and passes bodies, encodings
+    and cookies through untouched (the preview proxy's, the hub relay's)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=60),
+        timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=sock_read),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+    )
+
+
 class Runtime:
     def __init__(
         self,
@@ -100,13 +112,7 @@ class Runtime:
     def http_session(self) -> aiohttp.ClientSession:
         """The pooled client of the preview proxy: upstream connections are kept alive."""
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=60),
-                timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=300),
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            )
+            self._session = pooled_session(sock_read=300)
         return self._session
 
     def state(self, project_id: str) -> PreviewState:

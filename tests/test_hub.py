@@ -299,19 +299,8 @@ async def test_preview_under_jupyterhub(hub):
     alice = f"{hub.url}/user/{hub.alice}/"
     api = f"{alice}reactbox/api/projects"
 
-    r = await fetch(
-        f"{api}?name=shop",
-        method="POST",
-        body=zip_dir(FIXTURES / "vite-react"),
-        headers={"Authorization": f"token {alice_token}", "Content-Type": "application/zip"},
-    )
-    assert r.code == 201, r.body
-    for _ in range(480):
-        r = await fetch(f"{api}/shop", headers={"Authorization": f"token {alice_token}"})
-        info = json.loads(r.body)
-        if info["status"] in ("running", "failed"):
-            break
-        await asyncio.sleep(0.25)
+    await upload(hub, hub.alice, alice_token, "shop")
+    info = await settled(hub, hub.alice, alice_token, "shop")
     assert info["status"] == "running", info
     assert info["preview_url"].startswith(f"/user/{hub.alice}/reactbox/preview/shop/")
     preview = hub.url + info["preview_url"]

@@ -29,7 +29,8 @@ from jupyter_server.utils import url_path_join
 from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import httputil, web
 
-from ..proxy import unsafe_path
+from ..proxy import unsafe_path, write_plain_error
+from ..runtime import pooled_session
 
 FORWARDED_REQUEST_HEADERS = (
     "Accept",
@@ -61,13 +62,7 @@ class Service:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=60),
-                timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=None),
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            )
+            self._session = pooled_session(sock_read=None)  # events and logs wait long
         return self._session
 
     async def close(self) -> None:
@@ -207,13 +202,7 @@ class PreviewRelayHandler(ProxyHandler):
         await self.http_get()
 
     def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
-        self._headers = httputil.HTTPHeaders()
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
-        self.finish(f"{status_code} {self._reason}: {message}\n")
+        write_plain_error(self, status_code, kwargs.get("exc_info"))
 
 
 def connect(service_url: str) -> Service:

@@ -110,13 +110,9 @@ class ServicePreviewHandler(PreviewProxyHandler):
     user, whose space holds the project; the path must be that user's."""
 
     def initialize(self, spaces: SpacePerUser, identity: HubIdentity, frame_ancestors: str):
+        super().initialize(None, frame_ancestors)
         self.spaces = spaces
         self.identity = identity
-        self.frame_ancestors = frame_ancestors
-        self.preview = None
-        self._navigation = False
-        self._entering = False
-        self.host_allowlist = self._is_upstream
 
     def check_host(self) -> bool:
         return True  # the relay connects by address; the hub token is what counts
