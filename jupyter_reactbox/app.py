@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import openai
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.utils import url_path_join
 from traitlets import Bool, CaselessStrEnum, Float, Int, Type, Unicode, Union, default, validate
 
 from . import api, backends, history
@@ -24,7 +25,12 @@ from .backends.base import Backend
 from .backends.docker import DockerBackend
 from .errors import ReactBoxError
 from .hub import SERVICE_URL_ENV, relay
-from .proxy import OriginPreviewHandler, PreviewProxyHandler, origin_host_pattern
+from .proxy import (
+    OriginPreviewHandler,
+    OriginPreviewSocketHandler,
+    origin_host_pattern,
+    preview_rules,
+)
 from .runtime import Runtime
 from .spaces import OneSpace, Space
 from .store import Project, ProjectStore, parse_size, slugify
@@ -442,17 +448,20 @@ class ReactBoxApp(ExtensionApp):
             self.handlers.extend(relay.handlers(self.service))
             return
         self.handlers.extend(api.handlers())
-        options = {
-            "runtime": self.spaces.space.runtime,
-            "frame_ancestors": self.frame_ancestors,
-            "absolute_url": True,
-        }
-        self.handlers += [
-            (r"/reactbox/preview/([^/]+)/([^/]+)(/.*|)", PreviewProxyHandler, options),
+        options = {"runtime": self.spaces.space.runtime, "frame_ancestors": self.frame_ancestors}
+        # Preview routes are tornado rules (HTTP and websockets go to different
+        # handlers).  They go first: a module request is not matched against
+        # every route of Jupyter's before its own.
+        app = self.serverapp.web_app
+        base = app.settings["base_url"]
+        app.add_handlers(
+            ".*$",
+            preview_rules(url_path_join(base, r"/reactbox/preview/([^/]+)/([^/]+)(/.*|)"), options)
             # Anything else under preview/ is a 403 from the same handler, not a
             # redirect or a Jupyter page.
-            (r"/reactbox/preview(?:/.*)?", PreviewProxyHandler, options),
-        ]
+            + preview_rules(url_path_join(base, r"/reactbox/preview(?:/.*)?"), options),
+        )
+        app.default_router.rules.insert(0, app.default_router.rules.pop(-2))
         if self.preview_origin_template:
             self._serve_preview_hosts(options)
 
@@ -462,7 +471,13 @@ class ReactBoxApp(ExtensionApp):
         pattern = origin_host_pattern(self.preview_origin_template)
         app = self.serverapp.web_app
         app.add_handlers(
-            pattern, [(r"/.*", OriginPreviewHandler, {**options, "host_pattern": pattern})]
+            pattern,
+            preview_rules(
+                r"/.*",
+                {**options, "host_pattern": pattern},
+                OriginPreviewHandler,
+                OriginPreviewSocketHandler,
+            ),
         )
         app.default_router.rules.insert(0, app.default_router.rules.pop(-2))
         if self.frame_ancestors == "'self'":

@@ -34,15 +34,17 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import logging
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
 import yarl
 from jupyter_server._tz import utcnow
-from jupyter_server.auth.decorator import allow_unauthenticated
+from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import httputil, web
+from tornado.routing import PathMatches, Rule
 
 from . import frameworks
 from .errors import ReactBoxError
@@ -64,6 +66,9 @@ _HOP_BY_HOP = (
     "Proxy-Authenticate",
     "Content-Length",
 )
+_NOT_FORWARDED = frozenset(h.lower() for h in _STRIPPED_REQUEST_HEADERS + _HOP_BY_HOP)
+"""Request headers the dev server never sees (lower case).  A websocket's
+Upgrade and Connection are the websocket client's to send again."""
 # The dev server may not set cookies on Jupyter's origin, nor widen CORS.
 _DROPPED_RESPONSE_HEADERS = (
     "Set-Cookie",
@@ -103,8 +108,18 @@ def unsafe_path(decoded: str, raw: str) -> bool:
     return bool(_DOT_SEGMENT_RE.search(decoded) or _ENCODED_SLASH_RE.search(raw))
 
 
-class PreviewProxyHandler(ProxyHandler):
-    """Proxies HTTP and websockets to one project's dev server, by capability token."""
+class PreviewRequest:
+    """What every preview request does, over HTTP or as a websocket: authorisation
+    by the token in the path, use and resume, and what goes upstream.
+
+    Mixed into :class:`PreviewProxyHandler` (HTTP, a plain tornado handler: a
+    capability-token request needs none of Jupyter's login, XSRF or page
+    machinery) and :class:`PreviewSocketHandler` (websockets, piped by
+    jupyter-server-proxy).  :func:`preview_rules` routes a request to one of them.
+    """
+
+    request: httputil.HTTPServerRequest
+    settings: dict
 
     def initialize(self, runtime: Runtime | None, frame_ancestors: str = "'self'"):
         # None: a subclass finds the runtime per request (the hub service's).
@@ -113,8 +128,24 @@ class PreviewProxyHandler(ProxyHandler):
         self.frame_ancestors = frame_ancestors
         self.preview: PreviewState | None = None
         self._navigation = False
-        self._entering = False  # an origin-mode link: see OriginPreviewHandler
+        self._entering = False  # an origin-mode link: see OriginPreview
         self.host_allowlist = self._is_upstream
+
+    @property
+    def log(self) -> logging.Logger:
+        return self.settings.get("log") or logging.getLogger(__name__)
+
+    def check_host(self) -> bool:
+        """Jupyter's own check of the Host header (local names unless remote access
+        is allowed), as for any of its pages; a host it allowed is remembered."""
+        allowed = self.settings.setdefault("reactbox_allowed_hosts", set())
+        if self.request.host in allowed:
+            return True
+        if not JupyterHandler.check_host(self):  # type: ignore[arg-type]
+            return False
+        if len(allowed) < 64:
+            allowed.add(self.request.host)
+        return True
 
     # -- authorisation -------------------------------------------------------
 
@@ -187,11 +218,6 @@ class PreviewProxyHandler(ProxyHandler):
         """Real use: resets the preview's idle clock and counts as Jupyter activity."""
         self.previews.touch(self.project_id)
         self.settings.setdefault("last_activity_times", {})["jupyter_reactbox"] = utcnow()
-
-    def _record_activity(self):
-        """jupyter-server-proxy calls this for every request and websocket message.
-        Module requests, HMR traffic and an app's polling are not use: they must not
-        keep the preview, nor the whole Jupyter server, from being culled."""
 
     def _take_error_report(self) -> None:
         """Keep what the page says went wrong, for the notebook.  The page is
@@ -293,62 +319,35 @@ class PreviewProxyHandler(ProxyHandler):
         assert self.preview is not None and self.preview.endpoint is not None
         return self.preview.endpoint.host, self.preview.endpoint.port
 
-    @allow_unauthenticated
-    async def get(self, *args):
-        return await super().get(*args)
-
-    async def http_get(self, *args):
-        return await self.proxy(*self._upstream(), self.proxied_path)
-
-    async def open(self, *args):
-        return await self.proxy_open(*self._upstream(), self.proxied_path)
-
-    @allow_unauthenticated
-    async def post(self, *args):
-        return await self.proxy(*self._upstream(), self.proxied_path)
-
-    @allow_unauthenticated
-    async def put(self, *args):
-        return await self.proxy(*self._upstream(), self.proxied_path)
-
-    @allow_unauthenticated
-    async def patch(self, *args):
-        return await self.proxy(*self._upstream(), self.proxied_path)
-
-    @allow_unauthenticated
-    async def delete(self, *args):
-        return await self.proxy(*self._upstream(), self.proxied_path)
-
-    @allow_unauthenticated
-    async def head(self, *args):
-        return await self.proxy(*self._upstream(), self.proxied_path)
-
-    @allow_unauthenticated
-    async def options(self, *args):
-        return await self.proxy(*self._upstream(), self.proxied_path)
-
     # -- what goes upstream ----------------------------------------------------
 
     def get_client_uri(self, protocol, host, port, proxied_path):
         """The raw public path as the browser sent it: the dev server serves under it."""
-        jupyter_token = getattr(self.identity_provider, "token", None)
-        query = [
-            (k, v)
-            for k, v in parse_qsl(self.request.query, keep_blank_values=True)
-            # The HMR websocket's own ``token`` (Vite) must pass; Jupyter's never does.
-            if not (k == "token" and (protocol == "http" or v == jupyter_token))
-        ]
+        query = ""
+        if self.request.query:
+            jupyter_token = getattr(self.settings.get("identity_provider"), "token", None)
+            query = urlencode(
+                [
+                    (k, v)
+                    for k, v in parse_qsl(self.request.query, keep_blank_values=True)
+                    # The HMR websocket's own ``token`` (Vite) must pass; Jupyter's never.
+                    if not (k == "token" and (protocol == "http" or v == jupyter_token))
+                ]
+            )
         framework = self._framework()
         moved = framework.upstream_paths.get(proxied_path.lstrip("/")) if framework else None
         if framework and framework.root_without_slash and proxied_path in ("", "/"):
             moved = self.request.path.rstrip("/") or "/"
         uri = f"{protocol}://{host}:{port}{moved or self.request.path}"
-        return uri + ("?" + urlencode(query) if query else "")
+        return uri + ("?" + query if query else "")
 
-    def proxy_request_headers(self):
-        headers = super().proxy_request_headers()
-        for name in _STRIPPED_REQUEST_HEADERS:
-            headers.pop(name, None)
+    def proxy_request_headers(self) -> dict[str, str]:
+        """The request's headers without credentials and hop-by-hop ones."""
+        headers = {
+            name: value
+            for name, value in self.request.headers.get_all()
+            if name.lower() not in _NOT_FORWARDED
+        }
         host, port = self._upstream()
         headers["Host"] = f"{host}:{port}"
         framework = self._framework()
@@ -363,6 +362,35 @@ class PreviewProxyHandler(ProxyHandler):
                 headers["Origin"] = f"http://localhost:{port}"
         return headers
 
+    def _secure_headers(self) -> None:
+        for name in (
+            "Set-Cookie",
+            "Access-Control-Allow-Credentials",
+            "Access-Control-Allow-Origin",
+        ):
+            self.clear_header(name)
+        policy = f"frame-ancestors {self.frame_ancestors}"
+        if self._sandboxed:
+            policy = f"{SANDBOX_POLICY}; {policy}"
+            # Module scripts of an opaque origin are CORS requests with Origin: null.
+            self.set_header("Access-Control-Allow-Origin", "*")
+        self.add_header("Content-Security-Policy", policy)
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    @property
+    def _sandboxed(self) -> bool:
+        return not self.previews.origin(self.project_id)
+
+
+class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
+    """Proxies a preview's HTTP requests to its dev server."""
+
+    async def get(self, *args):
+        await self.proxy(*self._upstream(), self.proxied_path)
+
+    post = put = patch = delete = head = options = get
+
     # -- HTTP: one pooled client, bodies streamed unless they are rewritten ------
 
     async def proxy(self, host, port, proxied_path):
@@ -371,18 +399,16 @@ class PreviewProxyHandler(ProxyHandler):
         Replaces jupyter-server-proxy's buffered path, which opens a new
         connection per request and holds every body in memory.
         """
-        if not self._check_host_allowlist(host):
+        if not self._is_upstream(self, host):
             raise web.HTTPError(403, f"Host {host!r} is not this preview's.")
         headers = self.proxy_request_headers()
-        for name in _HOP_BY_HOP:
-            headers.pop(name, None)
         body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
         url = self.get_client_uri("http", host, port, proxied_path)
         try:
             upstream = await self.runtime.http_session().request(
                 self.request.method,
                 yarl.URL(url, encoded=True),  # keep the path byte for byte (%40 stays %40)
-                headers=dict(headers.get_all()),
+                headers=headers,
                 data=body,
                 allow_redirects=False,
             )
@@ -412,26 +438,6 @@ class PreviewProxyHandler(ProxyHandler):
                 await web.RequestHandler.flush(self)
             self.finish()
 
-    def _secure_headers(self) -> None:
-        for name in (
-            "Set-Cookie",
-            "Access-Control-Allow-Credentials",
-            "Access-Control-Allow-Origin",
-        ):
-            self.clear_header(name)
-        policy = f"frame-ancestors {self.frame_ancestors}"
-        if self._sandboxed:
-            policy = f"{SANDBOX_POLICY}; {policy}"
-            # Module scripts of an opaque origin are CORS requests with Origin: null.
-            self.set_header("Access-Control-Allow-Origin", "*")
-        self.add_header("Content-Security-Policy", policy)
-        self.set_header("Referrer-Policy", "no-referrer")
-        self.set_header("X-Content-Type-Options", "nosniff")
-
-    @property
-    def _sandboxed(self) -> bool:
-        return not self.previews.origin(self.project_id)
-
     def _rewrite_body(self, content_type: str, body: bytes) -> bytes:
         if not body:
             return body
@@ -442,7 +448,7 @@ class PreviewProxyHandler(ProxyHandler):
             # some URLs (Vite's asset imports), turning '/a%40b/' into
             # '/a%2540b/'; the public base is already encoded, so undo that.
             body = body.replace(base.replace("%", "%25").encode(), base.encode())
-        public = public_files(self.runtime.store.root / self.project_id / "app" / "public")
+        public = public_files(f"{self.runtime.store.root}/{self.project_id}/app/public")
         body = public.rewrite(body, base)
         if "text/html" in content_type:
             # A page key only for a page load: a script's fetch of the page gets none.
@@ -452,6 +458,49 @@ class PreviewProxyHandler(ProxyHandler):
             )
             self.set_header("Cache-Control", "no-store")  # nor can it read one from a cache
         return body
+
+
+class PreviewSocketHandler(PreviewRequest, ProxyHandler):
+    """Pipes a preview's websockets (HMR) to its dev server."""
+
+    def _record_activity(self):
+        """jupyter-server-proxy calls this for every websocket message.  HMR traffic
+        is not use: it must not keep the preview, nor the whole Jupyter server,
+        from being culled."""
+
+    async def get(self, *args):
+        await ProxyHandler.get(self, *args)  # the upgrade, then open()
+
+    async def open(self, *args):
+        return await self.proxy_open(*self._upstream(), self.proxied_path)
+
+
+class _PreviewPath(PathMatches):
+    """A preview path, for websocket upgrades only or for everything else."""
+
+    def __init__(self, pattern: str, *, websocket: bool):
+        super().__init__(pattern)
+        self.websocket = websocket
+
+    def match(self, request: httputil.HTTPServerRequest):
+        found = super().match(request)
+        if found is None:
+            return None
+        upgrade = [v for v in request.headers.get_list("Upgrade") if v.lower() == "websocket"]
+        return found if bool(upgrade) == self.websocket else None
+
+
+def preview_rules(
+    pattern: str,
+    options: dict,
+    http: type[PreviewProxyHandler] | None = None,
+    socket: type[PreviewSocketHandler] | None = None,
+) -> list[Rule]:
+    """Routes for ``pattern``: websocket upgrades to ``socket``, the rest to ``http``."""
+    return [
+        Rule(_PreviewPath(pattern, websocket=False), http or PreviewProxyHandler, options),
+        Rule(_PreviewPath(pattern, websocket=True), socket or PreviewSocketHandler, options),
+    ]
 
 
 ENTER = "/__reactbox/enter/"
@@ -471,7 +520,7 @@ def origin_host_pattern(template: str) -> str:
     return f"^{before}(?P<project>[a-z0-9](?:[a-z0-9-]{{0,38}}[a-z0-9])?){after}$"
 
 
-class OriginPreviewHandler(PreviewProxyHandler):
+class OriginPreview(PreviewRequest):
     """A preview at ``/`` of its own host (separate-origin mode).
 
     The project is the host's; the token is the cookie that the link's
@@ -512,6 +561,14 @@ class OriginPreviewHandler(PreviewProxyHandler):
         self.set_header("Cache-Control", "no-store")
         self.add_header("Set-Cookie", f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly{attributes}")
         self.redirect(to, status=303)
+
+
+class OriginPreviewHandler(OriginPreview, PreviewProxyHandler):
+    pass
+
+
+class OriginPreviewSocketHandler(OriginPreview, PreviewSocketHandler):
+    pass
 
 
 def _is_localhost(host: str) -> bool:

@@ -14,6 +14,8 @@ _STATIC = Path(__file__).parent / "static"
 SHIM = (_STATIC / "shim.js").read_bytes()
 ACTIVITY = (_STATIC / "activity.js").read_bytes()
 _HEAD_RE = re.compile(rb"<head(?:\s[^>]*)?>", re.IGNORECASE)
+_OPENERS = b"\"'`("
+"""What comes right before a rewritten reference: a quote, or ``url(``."""
 
 
 class PublicFiles:
@@ -29,7 +31,7 @@ class PublicFiles:
 
     MAX_NAMES = 500
 
-    def __init__(self, public_dir: Path):
+    def __init__(self, public_dir: str | Path):
         self.public_dir = public_dir
         self._key: int | None = None
         self._regex: re.Pattern[bytes] | None = None
@@ -55,10 +57,10 @@ class PublicFiles:
                 re.escape(n.encode()) + (b"/" if is_dir else rb"(?=[\"'`?#)\s\\])")
                 for n, is_dir in entries
             ]
-            # Starts at the quote character, so the scan skips ahead quickly.
-            self._regex = (
-                re.compile(rb"([\"'`(])/(?=(?:" + b"|".join(names) + rb"))") if names else None
-            )
+            # Starts with a literal "/", which the regex engine skips to quickly; the
+            # quote before it is checked per match (a pattern that starts at the
+            # quote tries every quote of a module: 10x slower).
+            self._regex = re.compile(rb"/(?=(?:" + b"|".join(names) + rb"))") if names else None
             self._key = key
         return self._regex
 
@@ -67,11 +69,16 @@ class PublicFiles:
         if regex is None:
             return body
         new = base.encode()
-        return regex.sub(lambda m: m.group(1) + new, body)
+
+        def replace(match: re.Match[bytes]) -> bytes:
+            at = match.start()
+            return new if at and body[at - 1] in _OPENERS else b"/"
+
+        return regex.sub(replace, body)
 
 
 @functools.lru_cache(maxsize=256)
-def public_files(public_dir: Path) -> PublicFiles:
+def public_files(public_dir: str | Path) -> PublicFiles:
     return PublicFiles(public_dir)
 
 

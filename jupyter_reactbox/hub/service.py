@@ -43,7 +43,7 @@ from .. import api
 from .._version import __version__
 from ..app import ReactBoxApp
 from ..errors import ReactBoxError
-from ..proxy import PreviewProxyHandler
+from ..proxy import PreviewProxyHandler, PreviewRequest, PreviewSocketHandler, preview_rules
 from ..spaces import Space, SpacePerUser
 from ..store import parse_size, slugify
 
@@ -105,7 +105,7 @@ class HubIdentity(IdentityProvider):
         return model
 
 
-class ServicePreviewHandler(PreviewProxyHandler):
+class ServicePreview(PreviewRequest):
     """A preview relayed by its user's server: the relay's hub token names the
     user, whose space holds the project; the path must be that user's."""
 
@@ -130,6 +130,14 @@ class ServicePreviewHandler(PreviewProxyHandler):
 
     def _record_use(self) -> None:
         self.previews.touch(self.project_id)
+
+
+class ServicePreviewHandler(ServicePreview, PreviewProxyHandler):
+    pass
+
+
+class ServicePreviewSocketHandler(ServicePreview, PreviewSocketHandler):
+    pass
 
 
 class AdminPreviewsHandler(APIHandler):
@@ -300,13 +308,13 @@ class HubService(Application):
             "reactbox_max_upload_bytes": rb.max_upload_bytes,
             "log_function": _log_request,
         }
-        preview = (
-            r"/user/[^/]+/reactbox/preview/([^/]+)/([^/]+)(/.*|)",
-            ServicePreviewHandler,
-            {"spaces": self.spaces, "identity": identity, "frame_ancestors": rb.frame_ancestors},
-        )
         base = self.hub_base_url.rstrip("/")
-        handlers = [(base + preview[0], *preview[1:])]
+        handlers: list = preview_rules(
+            base + r"/user/[^/]+/reactbox/preview/([^/]+)/([^/]+)(/.*|)",
+            {"spaces": self.spaces, "identity": identity, "frame_ancestors": rb.frame_ancestors},
+            ServicePreviewHandler,
+            ServicePreviewSocketHandler,
+        )
         handlers += [(url_path_join(self.prefix, path), h) for path, h in api.handlers()]
         handlers.append(
             (url_path_join(self.prefix, "reactbox/admin/previews"), AdminPreviewsHandler)
