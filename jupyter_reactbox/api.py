@@ -187,7 +187,7 @@ class ActionHandler(BaseHandler):
     async def post(self, project_id, action):
         project = await asyncio.to_thread(self.runtime.store.get, project_id)
         if action == "heartbeat":
-            self.runtime.previews.touch(project_id)
+            await self.runtime.use(project_id)
             self.set_status(204)
             return self.finish()
         if action == "start":
@@ -299,7 +299,7 @@ class FilesHandler(BaseHandler):
             content = self.request.body.decode("utf-8")
         except UnicodeDecodeError:
             raise web.HTTPError(415, "Send the file as UTF-8 text.") from None
-        self.runtime.previews.touch(project_id)
+        await self.runtime.use(project_id)
         commit = await asyncio.to_thread(files.write_file, project.app_dir, path, content)
         self.write_json({"path": path, "commit": commit})
 
@@ -367,7 +367,7 @@ class EditsHandler(EditBase):
             raise web.HTTPError(
                 400, 'Send {"instruction": "...", "paths": ["src/App.jsx"]} (paths optional).'
             )
-        self.runtime.previews.touch(project_id)
+        await self.runtime.use(project_id)
         result = await editor.edit(project, instruction, paths)
         self.write_json(result.to_json())
 
@@ -412,7 +412,7 @@ class HistoryActionHandler(EditBase):
     async def post(self, project_id, action):
         project = await asyncio.to_thread(self.runtime.store.get, project_id)
         self.check_not_editing(project_id)
-        self.runtime.previews.touch(project_id)
+        await self.runtime.use(project_id)
         step = history.undo if action == "undo" else history.redo
         commit = await asyncio.to_thread(step, project.app_dir)
         self.write_json({"head": commit.to_json()})

@@ -147,6 +147,15 @@ class ReactBoxApp(ExtensionApp):
         app's own requests are not. Opening the preview again starts it again.""",
     ).tag(config=True)
 
+    freeze_timeout = Float(
+        120,
+        help="""Seconds a preview may go unused before its dev server is frozen (0:
+        never), where the backend can (Docker pauses its container; the local
+        backend stops its processes). A frozen preview keeps its memory, uses no
+        CPU, and any request wakes it in well under a second; after idle_timeout it
+        is stopped as before.""",
+    ).tag(config=True)
+
     max_running = Int(
         5,
         help="""Most previews this server runs at once (0: no limit). Starting one more
@@ -368,6 +377,7 @@ class ReactBoxApp(ExtensionApp):
             base_url=base_url,
             start_timeout=self.start_timeout,
             idle_timeout=self.idle_timeout,
+            freeze_timeout=self.freeze_timeout,
             max_running=self.max_running,
             max_restarts=self.max_restarts,
             disk_quota=parse_size(self.disk_quota),

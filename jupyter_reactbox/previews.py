@@ -43,6 +43,12 @@ class PreviewState:
     running_since: float | None = None
     restarts: int = 0
     restart_at: float | None = None
+    frozen: bool = False
+    """Running, but frozen while unused: any use thaws it (in well under a second)."""
+    thawed_at: float = 0.0
+    freezing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while it freezes or thaws: one at a time, and every request that finds
+    it frozen waits for the one thaw."""
     notes: list[str] = field(default_factory=list)
     """What the user should know about how the preview runs (a package replaced)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)

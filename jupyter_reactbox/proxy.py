@@ -193,7 +193,10 @@ class PreviewRequest:
             self.previews.clear_errors(project_id)
         if self.preview.status != "running" or self.preview.endpoint is None:
             await self._not_running(resume=heartbeat or navigation, heartbeat=heartbeat)
-        elif heartbeat:
+            return
+        if self.preview.frozen:  # frozen, it answers nothing: any request wakes it
+            await self.runtime.thaw(project_id)
+        if heartbeat:
             self._finish_heartbeat()
 
     def _credentials(self) -> tuple[str, str, str]:

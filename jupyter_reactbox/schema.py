@@ -42,6 +42,8 @@ class ProjectInfo(TypedDict):
     progress: Progress | None
     """Packages installed so far, during an install."""
     restarts: int
+    frozen: bool
+    """Running, but frozen while nobody uses it; any use wakes it in a moment."""
     preview_url: str | None
     """The page to load: a path on this server, or a URL on the preview's own origin."""
     errors: list[PageError]

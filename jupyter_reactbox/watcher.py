@@ -1,6 +1,8 @@
 """The watcher: one task that looks after every preview, every ``tick`` seconds.
 
-It stops previews nobody used for ``idle_timeout`` seconds, notices dev
+It freezes previews nobody used for ``freeze_timeout`` seconds (where the
+backend can: they keep their memory and use no CPU, and wake in well under a
+second), stops those nobody used for ``idle_timeout`` seconds, notices dev
 servers that died (and has them restarted with capped backoff, forgetting
 the crashes of one that stayed up ``STABLE_AFTER`` seconds), and holds
 running projects to their disk quota.  It acts only through the runtime's
@@ -38,16 +40,21 @@ class Watcher:
         return self.runtime.idle_timeout
 
     @property
+    def _shortest(self) -> float:
+        """The shortest idle time that matters: to a freeze, or to a stop."""
+        timeouts = [t for t in (self.idle_timeout, self.runtime.freeze_timeout) if t > 0]
+        return min(timeouts, default=600)
+
+    @property
     def beat_ms(self) -> int:
-        """How often a page in use reports input: a third of the idle timeout, 1 s..60 s."""
-        idle = self.idle_timeout if self.idle_timeout > 0 else 600
-        return int(min(max(idle * 1000 / 3, 1000), 60_000))
+        """How often a page in use reports input: a third of the shortest idle
+        timeout, 1 s..60 s."""
+        return int(min(max(self._shortest * 1000 / 3, 1000), 60_000))
 
     @property
     def tick(self) -> float:
-        """How often the watcher looks: often enough that a 10 s idle_timeout works."""
-        idle = self.idle_timeout if self.idle_timeout > 0 else 600
-        return min(max(idle / 10, 0.5), 5.0)
+        """How often the watcher looks: often enough that a 10 s timeout works."""
+        return min(max(self._shortest / 10, 0.5), 5.0)
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -89,6 +96,11 @@ class Watcher:
                         detail=f"Stopped after {self.idle_timeout:g} s without use; "
                         "opening the preview starts it again.",
                     )
+        if rt.freeze_timeout > 0:
+            for project_id, st in running.items():
+                idle = now - max(st.last_used, st.thawed_at)
+                if not st.frozen and idle >= rt.freeze_timeout and not rt.busy(project_id):
+                    await rt.freeze(project_id)
         if running:
             alive = await rt.backend.running()
             for project_id, st in running.items():

@@ -371,6 +371,9 @@ def jp_server_config(
             "cache_dir": str(package_cache),
             "owner": owner,
             "backend": "docker",
+            # Frozen containers refuse `docker exec`, which many tests use on long
+            # lived previews; freezing has tests of its own.
+            "freeze_timeout": 0,
             **ai_config,
             **reactbox_config,
         },

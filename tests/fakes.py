@@ -94,6 +94,15 @@ class FakeBackend(Backend):
     async def running(self) -> set[str]:
         return {p for p, s in self.servers.items() if s.exit_code is None}
 
+    async def freeze(self, project_id) -> bool:
+        if project_id not in self.servers:
+            return False
+        self.calls.append(("freeze", project_id))
+        return True
+
+    async def thaw(self, project_id) -> None:
+        self.calls.append(("thaw", project_id))
+
     async def stop(self, project_id) -> None:
         fake = self.servers.pop(project_id, None)
         if fake is not None:

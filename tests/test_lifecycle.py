@@ -118,6 +118,52 @@ async def test_a_click_in_a_stopped_preview_brings_it_back(api, server_url):
     assert (await api.get("shop"))["status"] == "running"
 
 
+@pytest.mark.browser
+@pytest.mark.parametrize("reactbox_config", [{"freeze_timeout": 2.0, "idle_timeout": 0}])
+async def test_an_unused_preview_is_frozen_and_any_use_wakes_it_as_it_was(
+    api, server_url, jp_fetch, docker_client, owner
+):
+    async def frozen(expected: bool) -> dict:
+        for _ in range(100):
+            info = await api.get("shop")
+            if info["frozen"] is expected:
+                return info
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"frozen never became {expected}")
+
+    info = await api.upload_running()
+    url = server_url + info["preview_url"]
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(url)
+        await page.click("text=count is 0")
+        await page.wait_for_selector("text=count is 1")
+
+        # Nobody uses it: its container is paused (memory kept, no CPU), still "running".
+        assert (await frozen(True))["status"] == "running"
+        [container] = containers(docker_client, owner, "shop")
+        assert container.status == "paused"
+
+        # The app's own request wakes it (a frozen dev server answers nothing).
+        r = await fetch(url + "src/main.jsx", headers=MODULE)
+        assert r.code == 200 and b"createRoot" in r.body
+        assert not (await api.get("shop"))["frozen"]
+        container.reload()
+        assert container.status == "running"
+
+        # Frozen again, an edit wakes it: HMR reaches the page, whose state is kept.
+        await frozen(True)
+        new = (FIXTURES / "vite-react" / "src" / "App.jsx").read_text()
+        new = new.replace("Get started", "Welcome back")
+        await jp_fetch(
+            "reactbox", "api", "projects", "shop", "files", "src", "App.jsx",
+            method="PUT", body=new.encode(),
+        )  # fmt: skip
+        await page.wait_for_selector("text=Welcome back", timeout=10_000)
+        assert await page.is_visible("text=count is 1")
+        assert not (await api.get("shop"))["frozen"]
+
+
 KILL_VITE = (
     "for p in /proc/[0-9]*; do grep -q 'vite-serve[.]mjs' $p/cmdline && kill -9 ${p#/proc/}; done"
 )

@@ -7,6 +7,7 @@ a real Jupyter server under the base URL /a%40b/, Debian's chromium.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -22,7 +23,7 @@ import pytest
 from conftest import FIXTURES, JupyterProcess, chromium, zip_dir
 from test_edits import BUTTON, JOIN_NOW, block, post_edit
 
-from jupyter_reactbox.backends.local import LocalBackend, bubblewrap_problem
+from jupyter_reactbox.backends.local import LocalBackend, bubblewrap_problem, process_tree
 
 pytestmark = [pytest.mark.local, pytest.mark.browser]
 
@@ -107,6 +108,37 @@ async def test_an_idle_local_preview_stops_and_a_page_load_resumes_it(api, serve
         await page.goto(server_url + info["preview_url"])
         await page.wait_for_selector("text=Get started", timeout=60_000)
     assert (await api.get("shop"))["status"] == "running"
+
+
+def _states(pid: int) -> list[str]:
+    """The run states (R, S, T for stopped, ...) of ``pid`` and its descendants."""
+    states = []
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            states.append(Path(f"/proc/{member}/stat").read_bytes().rpartition(b")")[2].split()[0])
+    return [s.decode() for s in states]
+
+
+@pytest.mark.parametrize(
+    "reactbox_config", [{"backend": "auto", "freeze_timeout": 2.0, "idle_timeout": 0}]
+)
+async def test_an_unused_local_preview_is_frozen_and_a_page_load_wakes_it(api, server_url, runtime):
+    info = await api.upload_running()
+    for _ in range(100):
+        if (await api.get("shop"))["frozen"]:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the unused preview was not frozen")
+    pid = runtime.backend._running["shop"].process.pid
+    frozen = _states(pid)
+    assert len(frozen) >= 3 and set(frozen) == {"T"}, frozen  # bwrap, its init, node...
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(server_url + info["preview_url"])
+        await page.wait_for_selector("text=Get started", timeout=10_000)
+    assert "T" not in _states(pid)
+    assert (await api.get("shop"))["frozen"] is False
 
 
 PROBE = r"""

@@ -14,6 +14,7 @@ import pytest
 from conftest import FIXTURES, zip_dir
 from fakes import Clock, FakeBackend
 
+from jupyter_reactbox.backends.base import Backend
 from jupyter_reactbox.errors import QuotaExceeded, TooManyPreviews
 from jupyter_reactbox.runtime import Runtime
 from jupyter_reactbox.schema import ProjectInfo
@@ -84,6 +85,51 @@ async def test_an_idle_preview_stops_and_starts_again_at_its_link(store, backend
     assert runtime.previews.url("shop") == first["preview_url"]  # the link stays
     again = await started(runtime, "shop")
     assert again["status"] == "running" and again["preview_url"] == first["preview_url"]
+
+
+async def test_an_unused_preview_is_frozen_first_then_stopped(store, backend, clock):
+    runtime = make_runtime(store, backend, clock, freeze_timeout=30, idle_timeout=600)
+    await started(runtime, "shop")
+    assert runtime.watcher.tick == 3 and runtime.watcher.beat_ms == 10_000
+    clock.advance(29)
+    await runtime.watcher.check()
+    assert not runtime.state("shop").frozen
+    clock.advance(1)
+    await runtime.watcher.check()
+    st = runtime.state("shop")
+    assert st.status == "running" and st.frozen and ("freeze", "shop") in backend.calls
+    assert runtime.info(store.get("shop"))["frozen"] is True
+
+    # An API action (or any request of the proxy) wakes it; a wake-up by the app's
+    # own requests is not use, but it stays awake another freeze_timeout.
+    await runtime.use("shop")
+    assert not st.frozen and backend.calls[-1] == ("thaw", "shop")
+    await runtime.thaw("shop")  # thawing a thawed preview asks the backend nothing
+    assert backend.calls.count(("thaw", "shop")) == 1
+    clock.advance(29)
+    await runtime.watcher.check()
+    assert not st.frozen
+    clock.advance(1)
+    await runtime.watcher.check()
+    assert st.frozen
+
+    # Frozen all the way to the idle timeout: then stopped, and no longer frozen.
+    clock.advance(600)
+    await runtime.watcher.check()
+    assert st.status == "stopped" and not st.frozen and "without use" in st.detail
+
+
+async def test_a_backend_that_cannot_freeze_keeps_the_preview_running(store, tmp_path, clock):
+    class Unfreezable(FakeBackend):
+        freeze = Backend.freeze
+
+    backend = Unfreezable(owner="alice", cache_dir=str(tmp_path / "cache"))
+    runtime = make_runtime(store, backend, clock, freeze_timeout=30, idle_timeout=600)
+    await started(runtime, "shop")
+    clock.advance(60)
+    await runtime.watcher.check()
+    st = runtime.state("shop")
+    assert st.status == "running" and not st.frozen
 
 
 async def test_a_busy_preview_is_not_culled(store, backend, clock):

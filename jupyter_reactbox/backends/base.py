@@ -340,6 +340,14 @@ class Backend(LoggingConfigurable):
         """Stop the dev server, keeping what makes a later start fast; no-op if stopped."""
         raise NotImplementedError
 
+    async def freeze(self, project_id: str) -> bool:
+        """Freeze the running dev server where it is (it keeps its memory, uses no
+        CPU, answers nothing) until ``thaw``; False if this backend cannot."""
+        return False
+
+    async def thaw(self, project_id: str) -> None:
+        """Let a frozen dev server run on; no-op if it is not frozen."""
+
     async def discard(self, project_id: str) -> None:
         """Forget the dev server; the next start begins from nothing."""
         raise NotImplementedError

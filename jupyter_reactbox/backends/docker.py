@@ -619,7 +619,10 @@ class DockerBackend(Backend):
             self.log.info("The kept dev server of %s is out of date; replacing it", project_id)
             await self._remove_container(container.name)
             return None
-        if container.status != "running":
+        if container.status == "paused":
+            await self._unpause(container)
+            await self._call(container.reload)
+        elif container.status != "running":
             await self._ensure_network(self.network, internal=True, project_id="")
             await self._call(container.start)
             await self._call(container.reload)
@@ -672,11 +675,37 @@ class DockerBackend(Backend):
         )
         return {c.attrs["Labels"][f"{LABEL}.project"] for c in containers}
 
+    async def freeze(self, project_id: str) -> bool:
+        """Pause the container (the cgroup freezer): its memory stays, its CPU is 0."""
+        container = await self._get_container(container_name(self.owner, project_id, "run"))
+        if container is None or container.status != "running":
+            return False
+        try:
+            await self._call(container.pause)
+        except docker.errors.APIError as exc:
+            self.log.warning("Could not freeze the dev server of %s: %s", project_id, exc)
+            return False
+        return True
+
+    async def thaw(self, project_id: str) -> None:
+        container = await self._get_container(container_name(self.owner, project_id, "run"))
+        if container is not None and container.status == "paused":
+            await self._unpause(container)
+
+    async def _unpause(self, container) -> None:
+        try:
+            await self._call(container.unpause)
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (404, 409):  # gone, or not paused (any more)
+                raise
+
     async def stop(self, project_id: str) -> None:
         """Stop the dev server and keep its container, so a start is fast."""
         container = await self._get_container(container_name(self.owner, project_id, "run"))
         if container is None or container.status not in ("running", "restarting", "paused"):
             return
+        if container.status == "paused":  # else SIGTERM waits for the thaw: a stop timeout
+            await self._unpause(container)
         try:
             await self._call(container.stop, timeout=STOP_TIMEOUT)
             self.log.info("Stopped dev server of %s (%s)", project_id, container.id[:7])
@@ -702,6 +731,10 @@ class DockerBackend(Backend):
         if containers:  # running ones are reached at once: guard their network first
             with contextlib.suppress(docker.errors.NotFound):
                 await self._guard(self.network)
+        for container in containers:  # frozen by the server before: this one starts afresh
+            if container.status == "paused":
+                await self._unpause(container)
+                await self._call(container.reload)
         found = [(c, self._record(c)) for c in containers if f"{LABEL}.project" in c.labels]
         # Serving ones first: a running dev server with its link beats a stray one.
         found.sort(key=lambda f: (f[1].endpoint is None, not f[1].token))

@@ -140,6 +140,7 @@ class _Running:
     reader: asyncio.Task | None = None
     followers: set[asyncio.Queue] = field(default_factory=set)
     tail: deque = field(default_factory=lambda: deque(maxlen=500))
+    frozen: bool = False
 
 
 class LocalFollow:
@@ -610,7 +611,23 @@ class LocalBackend(Backend):
     async def running(self) -> set[str]:
         return {p for p, r in self._running.items() if r.process.returncode is None}
 
+    async def freeze(self, project_id: str) -> bool:
+        """SIGSTOP to the dev server's processes (the sandbox and all in it)."""
+        running = self._running.get(project_id)
+        if running is None or running.process.returncode is not None:
+            return False
+        await asyncio.to_thread(_signal_tree, running.process.pid, signal.SIGSTOP)
+        running.frozen = True
+        return True
+
+    async def thaw(self, project_id: str) -> None:
+        running = self._running.get(project_id)
+        if running is not None and running.frozen:
+            await asyncio.to_thread(_signal_tree, running.process.pid, signal.SIGCONT)
+            running.frozen = False
+
     async def stop(self, project_id: str) -> None:
+        await self.thaw(project_id)  # a stopped process takes SIGTERM only once thawed
         running = self._running.pop(project_id, None)
         if running is None:
             return
@@ -728,3 +745,32 @@ async def _relay(path: Path, reader: asyncio.StreamReader, writer: asyncio.Strea
                 dst.close()
 
     await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+
+def _signal_tree(pid: int, signum: int) -> None:
+    """``signum`` to ``pid`` and every descendant, parents first (so a stopped
+    parent forks no more), twice for the children forked meanwhile.  The
+    sandbox's processes are in a session of their own (bubblewrap's
+    ``--new-session``): a process group does not reach them."""
+    for _ in range(2):
+        for member in process_tree(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(member, signum)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, parents first, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    order = [pid]
+    for member in order:  # grows as it goes: breadth first
+        order += children.get(member, [])
+    return order

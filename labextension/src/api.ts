@@ -25,6 +25,7 @@ export interface ProjectInfo {
   detail: string | null;
   progress: { done: number; total: number } | null;
   restarts: number;
+  frozen: boolean;
   preview_url: string | null;
   errors: PageError[];
   notes: string[];
