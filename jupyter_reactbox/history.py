@@ -506,6 +506,19 @@ def commit_all(app_dir: Path, message: str) -> str | None:
         return sha
 
 
+def squash(app_dir: Path, base: str, message: str) -> str:
+    """Make every commit since ``base`` one commit on top of it (the same files):
+    a change that took several steps is undone and redone as one."""
+    with writing(app_dir):
+        tree = git(app_dir, "rev-parse", "HEAD^{tree}").strip()
+        if tree == git(app_dir, "rev-parse", f"{base}^{{tree}}").strip():
+            sha = base  # the steps came to nothing: no empty commit
+        else:
+            sha = git(app_dir, "commit-tree", tree, "-p", base, "-m", message).strip()
+        git(app_dir, "update-ref", "refs/heads/main", sha)
+        return sha
+
+
 def log(app_dir: Path, limit: int = 200) -> list[Commit]:
     out = git(app_dir, "log", f"-{limit}", "--format=%H%x00%ct%x00%s", "main")
     commits = []
@@ -594,6 +607,12 @@ def diff(app_dir: Path, start: str, end: str | None = None) -> str:
         )
     except subprocess.CalledProcessError as exc:
         raise UserError(f"Cannot diff {start}..{end or 'work tree'}: unknown revision.") from exc
+
+
+def changed_paths(app_dir: Path, start: str, end: str) -> list[str]:
+    """The files that differ between two commits."""
+    out = git(app_dir, "diff", "--name-only", "--no-renames", "-z", start, end, "--")
+    return sorted(p for p in out.split("\0") if p)
 
 
 def _work_tree_commit(app_dir: Path) -> str:

@@ -281,6 +281,52 @@ async def test_compile_error_in_vite_is_fed_back_then_fixed(api, jp_fetch, llm, 
     assert "does-not-exist" not in text and "Join Now" in text
 
 
+@pytest.mark.browser
+async def test_an_edit_that_took_two_tries_is_one_change_to_undo(
+    api, jp_fetch, llm, projects_dir, server_url
+):
+    """The first answer imports a file that does not exist; the second creates it.
+    The edit is one commit with both files, and undo takes all of it back."""
+    info = await api.upload_running()
+    app = projects_dir / "shop" / "app"
+    before, text = history.head(app), (app / "src" / "App.jsx").read_text()
+    uses_badge = "import './App.css'\nimport Badge from './Badge.jsx'"
+    llm.answer(
+        block("src/App.jsx", "import './App.css'", uses_badge)
+        + "\n"
+        + block("src/App.jsx", "<h1>Get started</h1>", "<h1>Get started <Badge /></h1>")
+    )
+    llm.answer(
+        block("src/Badge.jsx", "", "export default function Badge() {\n  return <b>new</b>\n}")
+    )
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(server_url + info["preview_url"])
+        await page.wait_for_selector("text=Get started")
+        result = await post_edit(jp_fetch, "Add a 'new' badge to the title")
+        assert (result["status"], result["attempts"]) == ("applied", 2), result
+        assert result["files"] == ["src/App.jsx", "src/Badge.jsx"]
+        assert "+import Badge from './Badge.jsx'" in result["diff"]
+        assert "+export default function Badge()" in result["diff"]
+        assert history.head(app) == result["commit"]
+        assert [c.sha for c in history.log(app, 2)][1] == before  # one commit on top
+        await page.wait_for_selector("h1 b:text('new')", timeout=15_000)
+
+        # Undo takes back both files: the page is the app as it was, not a blank one.
+        await jp_fetch("reactbox", "api", "projects", "shop", "undo", method="POST", body=b"")
+        assert history.head(app) == before
+        assert (app / "src" / "App.jsx").read_text() == text
+        assert not (app / "src" / "Badge.jsx").exists()
+        await page.wait_for_function(
+            "!document.querySelector('h1 b') && !!document.querySelector('button.counter')",
+            timeout=15_000,
+        )
+        # Redo brings all of it back.
+        await jp_fetch("reactbox", "api", "projects", "shop", "redo", method="POST", body=b"")
+        assert (app / "src" / "Badge.jsx").exists() and history.head(app) == result["commit"]
+        await page.wait_for_selector("h1 b:text('new')", timeout=15_000)
+
+
 async def test_code_that_never_compiles_is_rolled_back(api, jp_fetch, llm, projects_dir):
     await api.upload_running()
     app = projects_dir / "shop" / "app"

@@ -11,7 +11,9 @@ One edit, under the project's edit lock (a second one gets 409):
 4. write the files atomically and commit;
 5. ask the running dev server to compile the changed modules; on an error,
    feed it back for a fix; if none works, roll back to the commit before the
-   edit and report why.
+   edit and report why;
+6. an applied edit is one commit, however many tries it took: its ``files``
+   and ``diff`` cover all of them, and undo and redo take all of it.
 
 Statuses: ``applied``; ``rejected`` (the answer could not be applied safely:
 nothing was written); ``failed`` (the model could not be asked, or the code
@@ -253,8 +255,7 @@ class AIEditor:
             await asyncio.to_thread(_write_atomically, app, changes)
             sha = await asyncio.to_thread(history.commit_all, app, f"AI: {result.instruction[:72]}")
             committed = committed or sha is not None
-            result.files = sorted(changes)
-            progress.emit(stage="compiling", attempt=attempt, files=result.files)
+            progress.emit(stage="compiling", attempt=attempt, files=sorted(changes))
             error = await self._compile(
                 project.id, [p for p, c in changes.items() if c is not None]
             )
@@ -274,11 +275,15 @@ class AIEditor:
                 )
                 continue
             result.status = "applied"
-            result.message = f"Changed {', '.join(result.files)}."
             break
         if result.status == "applied":
-            result.commit = await asyncio.to_thread(history.head, app)
+            # Every try's files, in one commit: undo and redo take all of the edit.
+            result.commit = await asyncio.to_thread(
+                history.squash, app, base, f"AI: {result.instruction[:72]}"
+            )
             result.diff = await asyncio.to_thread(history.diff, app, base, result.commit)
+            result.files = await asyncio.to_thread(history.changed_paths, app, base, result.commit)
+            result.message = f"Changed {', '.join(result.files)}."
         elif committed:
             await asyncio.to_thread(history.reset, app, base)
             result.message += " The project was rolled back to how it was before the edit."
