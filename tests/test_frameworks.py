@@ -30,6 +30,7 @@ def test_vite_with_npm_lockfile(tmp_path):
     assert plan.install_argv() == [
         "npm",
         "ci",
+        "--prefer-offline",
         "--no-audit",
         "--no-fund",
         "--loglevel=error",
