@@ -365,6 +365,12 @@ class PreviewRequest:
                 headers["Origin"] = f"http://localhost:{port}"
         return headers
 
+    def _not_answering(self) -> web.HTTPError:
+        self.runtime.watcher.poke()  # did it die? the watcher looks now
+        return web.HTTPError(
+            502, "The dev server is not answering; it may be starting, or it stopped."
+        )
+
     def _secure_headers(self) -> None:
         for name in (
             "Set-Cookie",
@@ -407,19 +413,26 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
         headers = self.proxy_request_headers()
         body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
         url = self.get_client_uri("http", host, port, proxied_path)
-        try:
-            upstream = await self.runtime.http_session().request(
-                self.request.method,
-                yarl.URL(url, encoded=True),  # keep the path byte for byte (%40 stays %40)
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            )
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-            self.runtime.watcher.poke()  # did it die? the watcher looks now
-            raise web.HTTPError(
-                502, "The dev server is not answering; it may be starting, or it stopped."
-            ) from exc
+        # A kept-alive connection may be one the dev server closed (it restarted at
+        # the same address): a request that cannot have changed anything is sent
+        # once more, on a new connection.
+        tries = 2 if self.request.method in ("GET", "HEAD", "OPTIONS") else 1
+        for tried in range(1, tries + 1):
+            try:
+                upstream = await self.runtime.http_session().request(
+                    self.request.method,
+                    yarl.URL(url, encoded=True),  # the path byte for byte (%40 stays %40)
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                )
+                break
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if tried < tries:
+                    continue
+                raise self._not_answering() from None
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                raise self._not_answering() from exc
         async with upstream:
             self.set_status(upstream.status, upstream.reason)
             self._headers = httputil.HTTPHeaders()
