@@ -1,12 +1,16 @@
-"""How many idle previews one machine holds: memory per preview, N reached.
+"""How many idle previews one machine holds: memory per preview, N reached, and
+the CPU idle previews use, running and frozen.
 
 One real Jupyter server (max_running off) starts previews of the fixture app
 one after another, each rendered once over HTTP, until --max or until a start
 fails.  Memory is each container's cgroup usage less its inactive file cache
 (what `docker stats` shows), side by side with a baseline container of the
-same image and limits running an idle `node` and nothing else.
+same image and limits running an idle `node` and nothing else.  CPU is the
+cgroups' CPU time over a window of --window seconds: first of the previews
+still running, then once the server froze them all (freeze_timeout, here
+--freeze seconds after their last use).
 
-    python benchmarks/density.py [--max 16]
+    python benchmarks/density.py [--max 16] [--freeze 60] [--window 10]
 """
 
 from __future__ import annotations
@@ -28,6 +32,20 @@ def memory(container) -> int:
     return stats["usage"] - stats.get("stats", {}).get("inactive_file", 0)
 
 
+def cpu_seconds(containers) -> float:
+    total = 0
+    for c in containers:
+        total += c.stats(stream=False, one_shot=True)["cpu_stats"]["cpu_usage"]["total_usage"]
+    return total / 1e9
+
+
+def cpu_use(containers, window: float) -> float:
+    """Cores the containers used together over ``window`` seconds."""
+    before = cpu_seconds(containers)
+    time.sleep(window)
+    return (cpu_seconds(containers) - before) / window
+
+
 def mib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
 
@@ -35,10 +53,16 @@ def mib(n: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max", type=int, default=16)
+    parser.add_argument("--freeze", type=float, default=60)
+    parser.add_argument("--window", type=float, default=10)
     args = parser.parse_args()
     client = docker.from_env()
     data = zip_dir(FIXTURES / "vite-react")
-    with jupyter("--ReactBoxApp.max_running=0", "--ReactBoxApp.idle_timeout=0") as server:
+    with jupyter(
+        "--ReactBoxApp.max_running=0",
+        "--ReactBoxApp.idle_timeout=0",
+        f"--ReactBoxApp.freeze_timeout={args.freeze}",
+    ) as server:
         reached, why, started = 0, f"--max {args.max}", time.perf_counter()
         for i in range(args.max):
             server.upload(data, f"p{i}")
@@ -52,7 +76,18 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         time.sleep(3)  # let the dev servers settle to idle
         selector = {"label": [f"{LABEL}.owner={server.owner}", f"{LABEL}.role=run"]}
-        previews = [memory(c) for c in client.containers.list(filters=selector)]
+        containers = client.containers.list(filters=selector)
+        previews = [memory(c) for c in containers]
+        awake = [
+            c for c in containers if not server.project(c.labels[f"{LABEL}.project"])["frozen"]
+        ]
+        running_cpu = cpu_use(awake, args.window)
+        deadline = time.monotonic() + args.freeze + 60
+        while not all(server.project(f"p{i}")["frozen"] for i in range(reached)):
+            assert time.monotonic() < deadline, "the idle previews were not frozen"
+            time.sleep(1)
+        frozen_cpu = cpu_use(containers, args.window)
+        frozen_memory = statistics.median(memory(c) for c in containers)
         baseline = client.containers.run(
             DEFAULT_TAG,
             ["node", "-e", "setInterval(() => {}, 1e9)"],
@@ -72,6 +107,13 @@ def main() -> None:
     print(f"{'idle node, nothing else (baseline)':34}{mib(bare):>10}{1:>7.2f}x")
     print(f"{'idle Vite preview (median)':34}{mib(per):>10}{per / bare:>7.2f}x")
     print(f"{'all previews together':34}{mib(sum(previews)):>10}")
+    print(f"{'idle Vite preview, frozen (median)':34}{mib(frozen_memory):>10}")
+    print(
+        f"CPU of idle previews over {args.window:g} s: {len(awake)} running used "
+        f"{running_cpu * 100:.2f}% of a core together "
+        f"({running_cpu * 100 / max(len(awake), 1):.3f}% each); all {len(containers)} "
+        f"frozen: {frozen_cpu * 100:.2f}%"
+    )
     print(
         f"memory available now: {mib(available)}, room for about {int(available // per)} more "
         "at this size (each is capped by c.DockerBackend.memory_limit, 1 GiB by default)"

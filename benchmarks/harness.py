@@ -24,6 +24,7 @@ from conftest import (  # noqa: E402
     FIXTURES,
     JupyterProcess,
     chromium,
+    free_port,
     quiet_interfaces,
     remove_owned,
     zip_dir,
@@ -31,14 +32,14 @@ from conftest import (  # noqa: E402
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest  # noqa: E402
 from tornado.websocket import WebSocketClientConnection, websocket_connect  # noqa: E402
 
-__all__ = ["FIXTURES", "JupyterProcess", "chromium", "zip_dir"]
+__all__ = ["FIXTURES", "JupyterProcess", "chromium", "free_port", "zip_dir"]
 
 
 @contextlib.contextmanager
-def jupyter(*extra: str) -> Iterator[JupyterProcess]:
+def jupyter(*extra: str, port: int | None = None) -> Iterator[JupyterProcess]:
     """A fresh server (own folder, own owner label), everything removed afterwards."""
     tmp = Path(tempfile.mkdtemp(prefix="reactbox-bench-"))
-    server = JupyterProcess(tmp, f"bench{secrets.token_hex(3)}", *extra)
+    server = JupyterProcess(tmp, f"bench{secrets.token_hex(3)}", *extra, port=port)
     try:
         with quiet_interfaces():
             yield server.start()
