@@ -8,9 +8,11 @@ One task per project does a start, so concurrent requests never start two
 dev servers.  A token is minted when a dev server is launched and lives as
 long as the backend keeps it: a stopped preview keeps its link, and the next
 request for it starts it again (``restart`` launches a new one with a new
-link).  A watcher stops previews nobody used for ``idle_timeout`` seconds,
-notices dev servers that died (and restarts them with capped backoff), and
-holds projects to their disk quota.  "Used" means a person did something: a
+link).  A watcher freezes running previews nobody used for
+``freeze_timeout`` seconds (still ``running``, with ``frozen`` set: any request
+or API action thaws them first), stops those nobody used for ``idle_timeout``
+seconds, notices dev servers that died (and restarts them with capped
+backoff), and holds projects to their disk quota.  "Used" means a person did something: a
 page load, input in the page (the injected shim reports it), or an API
 action; module requests, HMR and the app's own polling do not count.
 
