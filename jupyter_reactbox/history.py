@@ -510,8 +510,8 @@ def squash(app_dir: Path, base: str, message: str) -> str:
     """Make every commit since ``base`` one commit on top of it (the same files):
     a change that took several steps is undone and redone as one."""
     with writing(app_dir):
-        tree = git(app_dir, "rev-parse", "HEAD^{tree}").strip()
-        if tree == git(app_dir, "rev-parse", f"{base}^{{tree}}").strip():
+        tree, base_tree = git(app_dir, "rev-parse", "HEAD^{tree}", f"{base}^{{tree}}").split()
+        if tree == base_tree:
             sha = base  # the steps came to nothing: no empty commit
         else:
             sha = git(app_dir, "commit-tree", tree, "-p", base, "-m", message).strip()

@@ -365,18 +365,8 @@ class PreviewRequest:
                 headers["Origin"] = f"http://localhost:{port}"
         return headers
 
-    def _not_answering(self) -> web.HTTPError:
-        self.runtime.watcher.poke()  # did it die? the watcher looks now
-        return web.HTTPError(
-            502, "The dev server is not answering; it may be starting, or it stopped."
-        )
-
     def _secure_headers(self) -> None:
-        for name in (
-            "Set-Cookie",
-            "Access-Control-Allow-Credentials",
-            "Access-Control-Allow-Origin",
-        ):
+        for name in _DROPPED_RESPONSE_HEADERS:
             self.clear_header(name)
         policy = f"frame-ancestors {self.frame_ancestors}"
         if self._sandboxed:
@@ -453,6 +443,12 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
                 # on the instance with a wrapper that drops the future to wait on.
                 await web.RequestHandler.flush(self)
             self.finish()
+
+    def _not_answering(self) -> web.HTTPError:
+        self.runtime.watcher.poke()  # did it die? the watcher looks now
+        return web.HTTPError(
+            502, "The dev server is not answering; it may be starting, or it stopped."
+        )
 
     def _rewrite_body(self, content_type: str, body: bytes) -> bytes:
         if not body:
