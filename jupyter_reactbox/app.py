@@ -200,6 +200,13 @@ class ReactBoxApp(ExtensionApp):
         re-upload or a second project with the same lockfile installs nothing (0: off).""",
     ).tag(config=True)
 
+    package_store_size = Int(
+        20000,
+        help="""Package folders kept per user from npm installs (with ignore_scripts on),
+        by integrity: a new lockfile whose packages earlier installs all fetched is
+        assembled from copies of them and runs no npm (0: off).""",
+    ).tag(config=True)
+
     ignore_scripts = Bool(
         True,
         help="""Install dependencies with --ignore-scripts, so no package's lifecycle
@@ -429,6 +436,7 @@ class ReactBoxApp(ExtensionApp):
             ignore_scripts=self.ignore_scripts,
             install_timeout=self.install_timeout,
             modules_cache_size=self.modules_cache_size,
+            package_store_size=self.package_store_size,
             max_log_followers=self.max_log_followers,
             **settings,
         )

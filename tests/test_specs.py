@@ -137,6 +137,6 @@ def test_install_container_spec_with_ca_and_registry():
 
 def test_installs_share_a_package_cache_only_when_no_script_runs():
     root = Path("/data/.cache")
-    assert package_cache(root, "shop", ignore_scripts=True) == root
+    assert package_cache(root, "shop", ignore_scripts=True) == root / "managers"
     assert package_cache(root, "shop", ignore_scripts=False) == root / "projects" / "shop"
     assert package_cache(root, "blog", ignore_scripts=False) != package_cache(root, "shop", False)

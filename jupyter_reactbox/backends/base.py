@@ -25,6 +25,7 @@ other packages add one through the entry point group
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +40,7 @@ from traitlets.config import LoggingConfigurable
 from .. import managers
 from ..errors import InstallFailed
 from ..frameworks import AppPlan
-from . import modules
+from . import modules, packages
 
 Progress = Callable[[int, int], None]
 """Called with (packages installed so far, packages expected) during an install."""
@@ -94,8 +95,10 @@ def package_cache(cache_root: Path, project_id: str, ignore_scripts: bool) -> Pa
     code but the package manager's runs in an install, and it writes only what it
     fetched (checked by integrity), so one cache serves all of an owner's installs.
     With scripts on, a dependency's script could plant code there (a cached yarn or
-    pnpm, a store entry) for the next project's install: each project gets its own."""
-    return cache_root if ignore_scripts else cache_root / "projects" / project_id
+    pnpm, a store entry) for the next project's install: each project gets its own.
+    Either way it is a folder of its own: the install never sees the kept trees and
+    packages beside it (``modules``, ``packages``) nor any other state of the owner."""
+    return cache_root / "managers" if ignore_scripts else cache_root / "projects" / project_id
 
 
 def install_env(
@@ -160,6 +163,7 @@ class Backend(LoggingConfigurable):
     ignore_scripts = Bool(True)
     install_timeout = Float(900)
     modules_cache_size = Int(10)
+    package_store_size = Int(20000)
     max_log_followers = Int(8)
 
     @classmethod
@@ -183,7 +187,8 @@ class Backend(LoggingConfigurable):
         pins: dict[str, str] | None = None,
     ) -> str:
         """Make ``app_dir/node_modules`` match the lockfile: 'installed' (it did
-        already), 'cached' (copied from an earlier install) or 'fresh'; ``pins``
+        already), 'cached' (copied from an earlier install of the same lockfile),
+        'assembled' (every package copied from earlier installs) or 'fresh'; ``pins``
         (package -> version) override what the app asks for.  Raises InstallFailed,
         with the install output written to ``log``.
 
@@ -206,8 +211,11 @@ class Backend(LoggingConfigurable):
             )
         if done:
             self.log.info("Dependencies of %s: %s (%s)", project_id, done, inputs.fingerprint[:12])
-            if done == "cached":  # say so where the user reads the install's output
-                why = "node_modules copied from an earlier install of the same lockfile"
+            why = {  # say so where the user reads the install's output
+                "cached": "node_modules copied from an earlier install of the same lockfile",
+                "assembled": "every package of the lockfile copied from earlier installs",
+            }.get(done)
+            if why:
                 await asyncio.to_thread(log.write_text, f"$ {command}\nskipped: {why}\n")
             return done
         proxy, registry = await self._install_route()
@@ -277,7 +285,43 @@ class Backend(LoggingConfigurable):
             return inputs, "installed"
         if self.modules_cache.restore(fp, app_dir):
             return inputs, "cached"
+        if self._assemble(app_dir, inputs, manager):
+            return inputs, "assembled"
         return inputs, None
+
+    @cached_property
+    def package_store(self) -> packages.PackageStore:
+        return packages.PackageStore(Path(self.cache_dir) / "packages", self.package_store_size)
+
+    def _tree_owner(self) -> tuple[int, int] | None:
+        """(uid, gid) that files made for the sandbox must have; None: the server's."""
+        return None
+
+    def _assemble(self, app_dir: Path, inputs: modules.InstallInputs, manager: str) -> bool:
+        """Give ``app_dir`` the tree ``npm ci`` would install, made from the package
+        store alone; False (nothing changed) when npm must run."""
+        if manager != "npm" or not self.ignore_scripts or inputs.settings:
+            return False
+        if inputs.argv[:2] != ("npm", "ci"):  # not frozen: npm resolves
+            return False
+        lock = packages.lockfile_of(inputs.files)
+        try:
+            manifest = json.loads(inputs.files.get("package.json", b""))
+        except (ValueError, UnicodeDecodeError):
+            return False
+        if lock is None or not isinstance(manifest, dict):
+            return False
+        assembly = self.package_store.plan(manifest, lock, packages.Platform.here())
+        if assembly is None:
+            return False
+        staging = Path(tempfile.mkdtemp(prefix=".modules-", dir=app_dir.parent))
+        try:
+            self.package_store.assemble(assembly, staging, owner=self._tree_owner())
+            modules.mark(staging, inputs.fingerprint)
+            modules.replace_tree(app_dir / "node_modules", staging / "node_modules")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return True
 
     def _stage_install(
         self, app_dir: Path, inputs: modules.InstallInputs, cache: Path, registry: str
@@ -302,6 +346,16 @@ class Backend(LoggingConfigurable):
             self.modules_cache.save(fp, staging)
         except OSError as exc:  # a full cache disk must not fail the start
             self.log.warning("Could not keep node_modules of %s in the cache: %s", project_id, exc)
+        if self.ignore_scripts and inputs.argv[0] == "npm":  # npm alone wrote the tree
+            kept = self.modules_cache.tree(fp)
+            try:
+                added = self.package_store.save(
+                    kept or staging / "node_modules", link=kept is not None
+                )
+            except OSError as exc:
+                self.log.warning("Could not keep the packages of %s: %s", project_id, exc)
+            else:
+                self.log.debug("Kept %d new packages from the install of %s", added, project_id)
         modules.replace_tree(app_dir / "node_modules", staging / "node_modules")
 
     @staticmethod

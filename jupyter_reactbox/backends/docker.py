@@ -519,10 +519,13 @@ class DockerBackend(Backend):
 
     # -- the Backend verbs ------------------------------------------------------
 
+    def _tree_owner(self) -> tuple[int, int] | None:
+        # A root server hands the files to the unprivileged container user.
+        return (self.uid, self.gid) if os.geteuid() == 0 and self.uid != 0 else None
+
     def _hand_over(self, path: Path) -> None:
-        if os.geteuid() == 0 and self.uid != 0:
-            # A root server: hand the files to the unprivileged container user.
-            _chown_tree(path, self.uid, self.gid)
+        if owner := self._tree_owner():
+            _chown_tree(path, *owner)
 
     async def _install_once(
         self, run: InstallRun, progress: Progress | None

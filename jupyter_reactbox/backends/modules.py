@@ -149,6 +149,11 @@ class ModulesCache:
     def _entry(self, fp: str) -> Path:
         return self.root / fp / "node_modules"
 
+    def tree(self, fp: str) -> Path | None:
+        """The kept tree installed for ``fp`` (never to be written), if there is one."""
+        entry = self._entry(fp)
+        return entry if self.keep > 0 and (entry / MARKER).is_file() else None
+
     def restore(self, fp: str, app_dir: Path) -> bool:
         """Give ``app_dir`` a copy of the tree installed for ``fp``; False if none is kept."""
         if self.keep <= 0:
