@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import stat
 import time
 from pathlib import Path
@@ -289,3 +290,54 @@ async def test_a_new_lockfile_of_fetched_packages_is_assembled_and_cannot_be_poi
     assert b"poisoned" in (second / "react/index.js").read_bytes()
     assert (third / "react/index.js").read_bytes() == (first / "react/index.js").read_bytes()
     assert b"poisoned" not in (third / "react/index.js").read_bytes()
+
+
+CLSX = {
+    "version": "2.1.1",
+    "integrity": "sha512-eYm0QWBtUrBWZWG0d386OGAw16Z995PiOVo2B7bjWSbHedGl5e0ZWaq65kOGgUSNesEIDkB9ISbTg/JK9dhCZA==",
+    "license": "MIT",
+    "engines": {"node": ">=6"},
+}
+
+
+def with_clsx(note: str) -> bytes:
+    """The fixture with one more dependency, in package.json and the lockfile."""
+    manifest = json.loads((FIXTURES / "vite-react" / "package.json").read_text())
+    manifest["description"] = f"{note} {time.time_ns()}"
+    lock = json.loads((FIXTURES / "vite-react" / "package-lock.json").read_text())
+    for deps in (manifest["dependencies"], lock["packages"][""]["dependencies"]):
+        deps["clsx"] = "^2.1.1"
+    lock["packages"]["node_modules/clsx"] = CLSX
+    extra = {"package.json": json.dumps(manifest), "package-lock.json": json.dumps(lock)}
+    return zip_dir(FIXTURES / "vite-react", extra=extra)
+
+
+@pytest.mark.docker
+async def test_a_lockfile_with_a_package_more_gets_the_rest_from_the_store(
+    api, runtime, projects_dir
+):
+    await api.upload(app("first"), "first")  # npm: the store gets its packages
+    await api.wait("first")
+    await api.upload(with_clsx("one more"), "more")
+    await api.wait("more")
+    log = (projects_dir / "more" / "install.log").read_text()
+    copied = re.search(r"(\d+) of (\d+) packages copied from earlier installs", log)
+    assert copied and int(copied[1]) == int(copied[2]) - 1, log
+    assert "npm install --prefer-offline" in log and "a clean install" not in log
+    first = listing(runtime.store.get("first").app_dir / "node_modules")
+    more = listing(runtime.store.get("more").app_dir / "node_modules")
+    assert json.loads(more.pop("clsx/package.json")[1])["version"] == "2.1.1"
+    hidden = json.loads(more[".package-lock.json"][1])["packages"]
+    assert hidden["node_modules/clsx"]["integrity"] == CLSX["integrity"]
+    for kept in (first, more):
+        for name in [
+            k for k in kept if k.startswith((".vite", "clsx", ".package-lock", ".reactbox"))
+        ]:
+            kept.pop(name)
+    assert more == first  # the rest is the tree npm made for the app without clsx
+
+    # Now the store has clsx too: the next such lockfile runs no npm.
+    await api.upload(with_clsx("again"), "again")
+    await api.wait("again")
+    again = (projects_dir / "again" / "install.log").read_text()
+    assert "skipped: every package of the lockfile copied" in again

@@ -225,9 +225,25 @@ class Backend(LoggingConfigurable):
             env = {**inputs.env, **plan.manager.env(registry, proxy)}
             transcript = f"{plan.manager.note}\n" if plan.manager.note else ""
             transcript += f"$ {command}\n"
-            run = InstallRun(project_id, argv, staging, cache, env, registry, proxy)
-            code, output = await self._install_once(run, progress)
-            transcript += output
+            code, output = None, ""
+            most = await asyncio.to_thread(self._assemble_most, staging, inputs, plan.manager.name)
+            if most is not None:
+                # npm adds the few packages the store lacks to the tree it holds.
+                fill = [argv[0], "install", *argv[2:]]
+                transcript += (
+                    f"{most[0]} of {most[1]} packages copied from earlier installs; "
+                    f"the rest with `{' '.join(fill)}`\n"
+                )
+                run = InstallRun(project_id, fill, staging, cache, env, registry, proxy)
+                code, output = await self._install_once(run, progress)
+                transcript += output
+                if code != 0:
+                    transcript += f"\nThat did not finish: a clean install.\n$ {command}\n"
+                    await asyncio.to_thread(shutil.rmtree, staging / "node_modules", True)
+            if code != 0:
+                run = InstallRun(project_id, argv, staging, cache, env, registry, proxy)
+                code, output = await self._install_once(run, progress)
+                transcript += output
             retry = plan.manager.fallback(argv, output) if code != 0 else None
             if retry is not None:
                 # A lockfile that no longer matches package.json (common in tutorials):
@@ -285,7 +301,15 @@ class Backend(LoggingConfigurable):
             return inputs, "installed"
         if self.modules_cache.restore(fp, app_dir):
             return inputs, "cached"
-        if self._assemble(app_dir, inputs, manager):
+        assembly = self._store_plan(inputs, manager, partial=False)
+        if assembly is not None:
+            staging = Path(tempfile.mkdtemp(prefix=".modules-", dir=app_dir.parent))
+            try:
+                self.package_store.assemble(assembly, staging, owner=self._tree_owner())
+                modules.mark(staging, fp)
+                modules.replace_tree(app_dir / "node_modules", staging / "node_modules")
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
             return inputs, "assembled"
         return inputs, None
 
@@ -297,31 +321,33 @@ class Backend(LoggingConfigurable):
         """(uid, gid) that files made for the sandbox must have; None: the server's."""
         return None
 
-    def _assemble(self, app_dir: Path, inputs: modules.InstallInputs, manager: str) -> bool:
-        """Give ``app_dir`` the tree ``npm ci`` would install, made from the package
-        store alone; False (nothing changed) when npm must run."""
+    def _store_plan(
+        self, inputs: modules.InstallInputs, manager: str, *, partial: bool
+    ) -> packages.Assembly | None:
+        """How the package store makes the tree ``npm ci`` would install (with
+        ``partial``, the part of it the store has); None when npm must do it all."""
         if manager != "npm" or not self.ignore_scripts or inputs.settings:
-            return False
+            return None
         if inputs.argv[:2] != ("npm", "ci"):  # not frozen: npm resolves
-            return False
+            return None
         lock = packages.lockfile_of(inputs.files)
         try:
             manifest = json.loads(inputs.files.get("package.json", b""))
         except (ValueError, UnicodeDecodeError):
-            return False
+            return None
         if lock is None or not isinstance(manifest, dict):
-            return False
-        assembly = self.package_store.plan(manifest, lock, packages.Platform.here())
-        if assembly is None:
-            return False
-        staging = Path(tempfile.mkdtemp(prefix=".modules-", dir=app_dir.parent))
-        try:
-            self.package_store.assemble(assembly, staging, owner=self._tree_owner())
-            modules.mark(staging, inputs.fingerprint)
-            modules.replace_tree(app_dir / "node_modules", staging / "node_modules")
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return True
+            return None
+        here = packages.Platform.here()
+        return self.package_store.plan(manifest, lock, here, partial=partial)
+
+    def _assemble_most(self, staging: Path, inputs: modules.InstallInputs, manager: str):
+        """Put what the package store has of the tree into ``staging`` when that is
+        most of it: (packages copied, packages in all); None (nothing made) if not."""
+        assembly = self._store_plan(inputs, manager, partial=True)
+        if assembly is None or len(assembly.folders) <= len(assembly.missing):
+            return None
+        self.package_store.assemble(assembly, staging, owner=self._tree_owner())
+        return len(assembly.folders), len(assembly.folders) + len(assembly.missing)
 
     def _stage_install(
         self, app_dir: Path, inputs: modules.InstallInputs, cache: Path, registry: str

@@ -124,6 +124,8 @@ class Assembly:
     """(the ``.bin`` folder, the command's name, its target relative to that folder)"""
     entries: dict[str, dict] = field(default_factory=dict)
     """The hidden lockfile's packages."""
+    missing: list[str] = field(default_factory=list)
+    """Packages npm installs that the store lacks (only in a partial plan)."""
     header: dict = field(default_factory=dict)
 
 
@@ -279,23 +281,24 @@ class PackageStore:
 
     # -- assembling -----------------------------------------------------------------
 
-    def plan(self, manifest: dict, lock: dict, here: Platform) -> Assembly | None:
-        """How to make the tree ``npm ci`` would make for ``lock``, from the store
-        alone; None when npm must do it (see the module's docstring)."""
+    def plan(
+        self, manifest: dict, lock: dict, here: Platform, *, partial: bool = False
+    ) -> Assembly | None:
+        """How to make the tree ``npm ci`` would make for ``lock`` from the store;
+        None when npm must do it all (see the module's docstring).  With
+        ``partial``, packages the store lacks (and those nested in them) are left
+        out and listed in ``missing``, for npm to add."""
         if self.keep <= 0 or not in_step(manifest, lock):
             return None
-        assembly = Assembly(header={
-            k: lock[k] for k in ("name", "version") if isinstance(lock.get(k), str)
-        })  # fmt: skip
-        seen_bins: set[tuple[PurePosixPath, str]] = set()
         entries = lock["packages"]
         for path, meta in entries.items():
             if path and (package_path(path) is None or not isinstance(meta, dict)):
                 return None
-        for path in installed(entries, here):
+        wanted = installed(entries, here)
+        seen_bins: set[tuple[PurePosixPath, str]] = set()
+        bins: dict[str, list[tuple[PurePosixPath, str, PurePosixPath]]] = {}
+        for path in wanted:
             meta = entries[path]
-            rel = package_path(path)
-            assert rel is not None
             if any(meta.get(flag) for flag in _UNSUPPORTED):
                 return None
             if not here.accepts(meta):
@@ -303,26 +306,36 @@ class PackageStore:
             integrity = meta.get("integrity")
             if not isinstance(integrity, str) or not _INTEGRITY.match(integrity):
                 return None
-            if not self._entry(integrity).is_dir():
-                return None
-            assembly.folders.append((key(integrity), rel))
-            assembly.entries[path] = meta
-            bins = meta.get("bin") or {}
-            if not isinstance(bins, dict):
+            commands = meta.get("bin") or {}
+            if not isinstance(commands, dict):
                 return None
             # The node_modules folder the package is in gets its commands in .bin.
             folder, _, name_in_it = path.rpartition("node_modules/")
             bin_dir = PurePosixPath(folder, "node_modules", ".bin")
-            for name, target in bins.items():
+            for name, target in commands.items():
                 inside = _bin_target(target)
                 if not isinstance(name, str) or not _BIN_NAME.match(name) or inside is None:
                     return None
                 if (bin_dir, name) in seen_bins:
                     return None  # two packages claim one command: npm's choice
                 seen_bins.add((bin_dir, name))
-                assembly.bins.append((bin_dir, name, PurePosixPath("..", name_in_it, inside)))
-        # Parents before the packages nested in them.
-        assembly.folders.sort(key=lambda item: len(item[1].parts))
+                link = PurePosixPath("..", name_in_it, inside)
+                bins.setdefault(path, []).append((bin_dir, name, link))
+        lacking = {p for p in wanted if not self._entry(entries[p]["integrity"]).is_dir()}
+        if lacking and not partial:
+            return None
+        assembly = Assembly(header={
+            k: lock[k] for k in ("name", "version") if isinstance(lock.get(k), str)
+        })  # fmt: skip
+        left: set[str] = set()
+        for path in sorted(wanted, key=lambda p: p.count("/")):  # parents first
+            if path in lacking or path.rpartition("/node_modules/")[0] in left:
+                left.add(path)  # npm extracts it, and what is nested in it
+                assembly.missing.append(path)
+                continue
+            assembly.folders.append((key(entries[path]["integrity"]), PurePosixPath(path)))
+            assembly.entries[path] = entries[path]
+            assembly.bins.extend(bins.get(path, ()))
         return assembly
 
     def assemble(
