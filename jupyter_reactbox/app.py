@@ -19,6 +19,7 @@ from jupyter_server.utils import url_path_join
 from traitlets import Bool, CaselessStrEnum, Float, Int, Type, Unicode, Union, default, validate
 
 from . import api, backends, history
+from .ai.budget import TokenBudget
 from .ai.editor import AIEditor
 from .archive import Limits as ArchiveLimits
 from .backends.base import Backend
@@ -305,6 +306,12 @@ class ReactBoxApp(ExtensionApp):
         2, help="Retries (with backoff) on 429, 5xx, timeouts and dropped connections."
     ).tag(config=True)
     ai_max_tokens = Int(4096, help="Most tokens the model may answer with.").tag(config=True)
+    ai_daily_tokens = Int(
+        0,
+        help="""Most tokens (asked and answered) one user's AI edits may use per day
+        (UTC); an edit past it gets 429 with when it resets (0: no cap; tokens are
+        counted and shown either way).""",
+    ).tag(config=True)
     ai_max_attempts = Int(
         3,
         help="""Model answers per edit: the first, plus fixes after a SEARCH that does
@@ -334,6 +341,7 @@ class ReactBoxApp(ExtensionApp):
             context_chars=self.ai_context_chars,
             max_answer_chars=self.ai_max_answer_chars,
             compile_check=runtime.compile_errors,
+            budget=TokenBudget(runtime.store.root / ".ai-tokens.json", self.ai_daily_tokens),
             log=self.log,
         )
 

@@ -14,6 +14,7 @@ from conftest import ARTIFACTS, FIXTURES, chromium, zip_dir
 from tornado.httpclient import HTTPClientError
 
 from jupyter_reactbox import history
+from jupyter_reactbox.ai.budget import TokenBudget
 
 pytestmark = pytest.mark.docker
 
@@ -65,7 +66,13 @@ async def test_clean_search_replace_is_applied_and_committed(jp_fetch, llm, proj
     assert result["status"] == "applied", result
     assert result["files"] == ["src/App.jsx"]
     assert result["attempts"] == 1
-    assert result["usage"] == {"prompt_tokens": 100, "completion_tokens": 20}
+    assert result["usage"] == {
+        "prompt_tokens": 100,
+        "completion_tokens": 20,
+        "total_tokens": 120,
+        "spent_today": 120,
+        "daily_limit": None,  # no cap: counted all the same
+    }
     assert "-          Count is {count}\n+          Join Now" in result["diff"]
     assert "Join Now" in app_jsx(project) and "Count is {count}" not in app_jsx(project)
     # The model saw the file and the instruction; the key went to the model only.
@@ -371,3 +378,44 @@ async def test_join_now_in_the_browser_and_undo(api, jp_fetch, llm, server_url):
         await page.wait_for_function(
             "document.querySelector('button.counter').textContent === 'Count is 0'", timeout=15_000
         )
+
+
+@pytest.mark.parametrize("reactbox_config", [{"ai_daily_tokens": 200}])
+async def test_a_user_over_the_daily_token_cap_gets_429_and_the_count_survives(
+    jp_fetch, llm, project, projects_dir
+):
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+    first = await post_edit(jp_fetch, "Join Now")
+    assert first["status"] == "applied"
+    assert first["usage"]["total_tokens"] == 120
+    assert (first["usage"]["spent_today"], first["usage"]["daily_limit"]) == (120, 200)
+    llm.answer(block("src/App.jsx", JOIN_NOW, BUTTON))
+    second = await post_edit(jp_fetch, "Count again")  # 80 left: it may start
+    assert second["status"] == "applied" and second["usage"]["spent_today"] == 240
+
+    head, text = history.head(project.app_dir), app_jsx(project)
+    with pytest.raises(HTTPClientError) as refused:
+        await post_edit(jp_fetch, "Join Now")
+    assert refused.value.code == 429
+    message = json.loads(refused.value.response.body)["message"]
+    assert "You have used 240 of your 200 AI tokens for today" in message
+    assert "00:00 UTC" in message and "ai_daily_tokens" in message
+    assert len(llm.requests) == 2  # the model was not asked
+    assert_intact(project, head, text)
+    # Kept on disk beside the projects (the hub service's, under JupyterHub).
+    assert TokenBudget(projects_dir / ".ai-tokens.json", 200).spent() == 240
+
+
+@pytest.mark.parametrize("reactbox_config", [{"ai_daily_tokens": 100}])
+async def test_an_edit_that_runs_out_of_tokens_between_tries_stops_and_changes_nothing(
+    jp_fetch, llm, project
+):
+    head, text = history.head(project.app_dir), app_jsx(project)
+    llm.answer(block("src/App.jsx", "<button>Nope</button>", "<button>Join Now</button>"))
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))  # never asked for
+    result = await post_edit(jp_fetch, "Join Now")
+    assert result["status"] == "failed"
+    assert "of your 100 AI tokens for today" in result["message"]
+    assert result["attempts"] == 1 and len(llm.requests) == 1
+    assert result["usage"]["spent_today"] == 120
+    assert_intact(project, head, text)

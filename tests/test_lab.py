@@ -219,3 +219,52 @@ async def test_lab_sidebar_panel_and_magic(tmp_path, owner, package_cache, sandb
             assert not errors, json.dumps(errors, indent=1)
     finally:
         lab.stop()
+
+
+async def test_a_lab_edit_streams_its_steps_and_says_what_it_used(
+    tmp_path, owner, package_cache, sandbox_image
+):
+    """The instruction bar with a (scripted) model: the status line follows the
+    edit's steps while it runs, then says what it did and the tokens it used; the
+    preview beside it shows the change."""
+    from llm import ThreadedLLM
+    from playwright.async_api import async_playwright
+    from test_edits import BUTTON, JOIN_NOW, block
+
+    llm = ThreadedLLM()
+    llm.start()
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW), delay=3.0)  # slow: its steps show
+    root = tmp_path / "lab"
+    root.mkdir()
+    env = {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "test-key"}
+    lab = start_lab(root, owner, package_cache, sandbox_image, env=env)
+    _require_chromium()
+    try:
+        lab.upload(zip_dir(FIXTURES / "vite-react"), "shop")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            try:
+                await page.goto(f"{lab.url}/lab?reset&token={lab.token}")
+                await page.locator("li[data-id='reactbox-sidebar']").click(timeout=90_000)
+                row = page.locator("#reactbox-sidebar li[data-project='shop']")
+                await row.locator(".jp-ReactBox-name").click(timeout=120_000)
+                panel = page.locator("#reactbox-preview-shop")
+                frame = panel.frame_locator(".jp-ReactBox-frame")
+                await frame.get_by_text("Count is 0").wait_for(timeout=120_000)
+
+                await panel.locator("textarea").fill("Change the button to say Join Now")
+                await panel.get_by_role("button", name="Apply").click()
+                status = panel.locator(".jp-ReactBox-editstatus")
+                await status.get_by_text("Asking the model…").wait_for(timeout=10_000)
+                await status.get_by_text(
+                    "applied: Changed src/App.jsx. (120 tokens)", exact=True
+                ).wait_for(timeout=60_000)
+                await frame.get_by_text("Join Now").wait_for(timeout=30_000)  # hot-reloaded
+                await page.screenshot(path=str(ARTIFACTS / "lab-edit-applied.png"))
+            finally:
+                await browser.close()
+        assert llm.user_messages(0)[0].endswith("Change the button to say Join Now")
+    finally:
+        lab.stop()
+        llm.stop()

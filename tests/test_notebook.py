@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -286,6 +287,7 @@ def test_magics_in_a_kernel_of_the_server(server, scripted_llm, tmp_path):
             "%%reactbox edit shop src/App.jsx\nMake the header sticky, brand colour #0b5fff."
         )
         assert "Changed src/App.jsx" in text and "%reactbox undo shop" in text
+        assert "; 120 tokens; undo:" in text  # what the scripted model says it used
         assert "position: 'sticky'" in rich[-1]["text/plain"]
         assert scripted_llm.user_messages(0)[0].endswith(
             "Make the header sticky, brand colour #0b5fff."
@@ -398,6 +400,7 @@ def test_widget_drives_everything_against_a_live_server(server, scripted_llm):
     box.apply_button.click()
     _until(lambda: "sticky" in box.diff.value, what="the diff")
     assert "applied" in box.edit_status.value and box.instruction.value == ""
+    assert re.search(r"\([\d,]+ tokens\)", box.edit_status.value), box.edit_status.value
     box.undo_button.click()
     _until(lambda: "Undone" in box.edit_status.value, what="undo")
 
@@ -564,7 +567,9 @@ async def test_getting_started_notebook_runs_top_to_bottom(server, scripted_llm,
     assert "shop is running." in text_of(
         by_source["%reactbox upload sample-app --name shop --replace"]
     )
-    assert "Changed src/App.jsx" in text_of(by_source["%%reactbox edit shop src/App.jsx"])
+    edited = text_of(by_source["%%reactbox edit shop src/App.jsx"])
+    assert "Changed src/App.jsx" in edited
+    assert re.search(r"; [\d,]+ tokens; undo: %reactbox undo shop", edited), edited
     assert "Undone" in text_of(by_source["%reactbox undo shop"])
     assert scripted_llm.requests, "the edit cell did not reach the model"
     app = server.root / "projects" / "shop" / "app"

@@ -38,6 +38,7 @@ from .. import frameworks, history, worktree
 from ..errors import ReactBoxError, UserError
 from ..store import Project
 from . import context, edits, validate
+from .budget import TokenBudget
 
 SYSTEM_PROMPT = """\
 You are an expert React developer editing an app in a live dev server.
@@ -87,7 +88,10 @@ class EditResult:
     diff: str = ""
     message: str = ""
     attempts: int = 0
-    usage: dict = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    usage: dict = field(
+        default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    )
+    """Tokens this edit used (every try), and the user's day so far."""
     created: float = field(default_factory=time.time)
     finished: float | None = None
     commit: str | None = None
@@ -124,6 +128,7 @@ class AIEditor:
         context_chars: int = 60_000,
         max_answer_chars: int = 1_000_000,
         compile_check: CompileCheck | None = None,
+        budget: TokenBudget | None = None,
         log: logging.Logger | None = None,
     ):
         self.client = client
@@ -133,6 +138,7 @@ class AIEditor:
         self.context_chars = context_chars
         self.max_answer_chars = max_answer_chars
         self.compile_check = compile_check
+        self.budget = budget
         self.log = log or logging.getLogger(__name__)
         self._locks: dict[str, asyncio.Lock] = {}
         self.progress: dict[str, Progress] = {}
@@ -180,6 +186,8 @@ class AIEditor:
         lock = self._locks.setdefault(project.id, asyncio.Lock())
         if lock.locked():
             raise EditBusy(f"An edit of {project.id} is running; wait for it to finish.")
+        if self.budget is not None:
+            await asyncio.to_thread(self.budget.check)  # 429 once today's tokens are spent
         async with lock:
             progress = self.progress[project.id] = Progress()
             result = EditResult(id=secrets.token_hex(6), instruction=instruction, paths=paths)
@@ -187,13 +195,20 @@ class AIEditor:
                 await self._run(project, result, progress)
             finally:
                 result.finished = time.time()
+                if self.budget is not None:
+                    result.usage.update(await asyncio.to_thread(self.budget.to_json))
                 if result.status == "running":
                     result.status, result.message = "failed", "Interrupted."
                 try:
                     await asyncio.to_thread(self._record, project, result)
                 except OSError as exc:  # a full disk: the edit's outcome still goes out
                     self.log.warning("Could not record the edit of %s: %s", project.id, exc)
-                progress.emit(stage="done", status=result.status, message=result.message)
+                progress.emit(
+                    stage="done",
+                    status=result.status,
+                    message=result.message,
+                    tokens=result.usage["total_tokens"],
+                )
                 progress.done = True
             return result
 
@@ -233,8 +248,11 @@ class AIEditor:
         misses = 0
         committed = False
         for attempt in range(1, self.max_attempts + 1):
+            if attempt > 1 and self.budget is not None and self.budget.left() == 0:
+                result.status, result.message = "failed", self.budget.why()
+                break
             result.attempts = attempt
-            progress.emit(stage="asking", attempt=attempt)
+            progress.emit(stage="asking", attempt=attempt, tokens=result.usage["total_tokens"])
             try:
                 answer = await self._ask(messages, result)
             except ModelError as exc:
@@ -312,8 +330,13 @@ class AIEditor:
                 f"The model endpoint answered {exc.status_code}: {str(exc.message)[:300]}"
             ) from exc
         if response.usage:
-            result.usage["prompt_tokens"] += response.usage.prompt_tokens or 0
-            result.usage["completion_tokens"] += response.usage.completion_tokens or 0
+            prompt = response.usage.prompt_tokens or 0
+            completion = response.usage.completion_tokens or 0
+            result.usage["prompt_tokens"] += prompt
+            result.usage["completion_tokens"] += completion
+            result.usage["total_tokens"] += prompt + completion
+            if self.budget is not None:
+                await asyncio.to_thread(self.budget.spend, prompt + completion)
         if not response.choices:
             raise ModelError("The model endpoint answered with no choices.")
         answer = response.choices[0].message.content or ""

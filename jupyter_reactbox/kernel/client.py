@@ -57,6 +57,8 @@ class EditResult:
     diff: str
     attempts: int
     commit: str | None
+    usage: dict = field(default_factory=dict)
+    """prompt_tokens, completion_tokens, total_tokens; spent_today, daily_limit"""
 
     @classmethod
     def from_json(cls, data: dict) -> EditResult:
@@ -68,7 +70,17 @@ class EditResult:
             diff=data.get("diff", ""),
             attempts=int(data.get("attempts") or 0),
             commit=data.get("commit"),
+            usage=dict(data.get("usage") or {}),
         )
+
+    @property
+    def cost(self) -> str:
+        """What the edit used, as people read it: "1,240 tokens (today 3,100 of 50,000)"."""
+        text = f"{self.usage.get('total_tokens', 0):,} tokens"
+        limit, today = self.usage.get("daily_limit"), self.usage.get("spent_today")
+        if limit and today is not None:
+            text += f" (today {today:,} of {limit:,})"
+        return text
 
 
 @dataclass

@@ -282,8 +282,11 @@ class ReactBoxMagics(Magics):
                 return None
             raise
         if result.status != "applied":
-            raise UsageError(f"Nothing changed: {result.message}")
-        print(f"{result.message} ({', '.join(result.files)}; undo: %reactbox undo {project.id})")
+            raise UsageError(f"Nothing changed: {result.message} ({result.cost})")
+        print(
+            f"{result.message} ({', '.join(result.files)}; {result.cost}; "
+            f"undo: %reactbox undo {project.id})"
+        )
         display({"text/plain": result.diff, "text/html": diff_html(result.diff)}, raw=True)
         return None
 

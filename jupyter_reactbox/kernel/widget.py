@@ -335,7 +335,7 @@ class ReactBox(w.VBox):
             )
         finally:
             self.apply_button.disabled = False
-        self.edit_status.value = html.escape(f"{result.status}: {result.message}")
+        self.edit_status.value = html.escape(f"{result.status}: {result.message} ({result.cost})")
         self.diff.value = diff_html(result.diff)
         if result.status == "applied":
             self.instruction.value = ""
@@ -369,7 +369,10 @@ def _edit_stage(event: dict) -> str:
         "compiling": "Checking that it compiles",
         "done": event.get("message", "Done"),
     }.get(stage, stage)
-    return html.escape(text + attempt + ("…" if stage != "done" else ""))
+    if stage == "done":
+        return html.escape(text)
+    spent = f" ({event['tokens']:,} tokens so far)" if event.get("tokens") else ""
+    return html.escape(text + attempt + "…" + spent)
 
 
 def diff_html(diff: str) -> str:

@@ -41,6 +41,43 @@ export interface EditResult {
   files: string[];
   diff: string;
   attempts: number;
+  /** Tokens of this edit, and (with a daily cap) the user's day so far. */
+  usage: {
+    total_tokens: number;
+    spent_today?: number;
+    daily_limit?: number | null;
+  };
+}
+
+/** One step of a running edit, as the server streams it (`.../edits/events`). */
+export interface EditEvent {
+  stage: string;
+  time?: number;
+  attempt?: number;
+  message?: string;
+  tokens?: number;
+}
+
+/** A running edit's step as people read it: "Checking that it compiles (attempt 2)…". */
+export function editStage(event: EditEvent): string {
+  const stages: Record<string, string> = {
+    asking: 'Asking the model',
+    applying: 'Checking and applying the answer',
+    compiling: 'Checking that it compiles'
+  };
+  const attempt = (event.attempt ?? 1) > 1 ? ` (attempt ${event.attempt})` : '';
+  const spent = event.tokens ? ` (${event.tokens.toLocaleString('en')} tokens so far)` : '';
+  return `${stages[event.stage] ?? event.stage}${attempt}…${spent}`;
+}
+
+/** What an edit used, as people read it: "1,240 tokens (today 3,100 of 50,000)". */
+export function editCost(result: EditResult): string {
+  const { total_tokens, spent_today, daily_limit } = result.usage ?? { total_tokens: 0 };
+  let text = `${(total_tokens ?? 0).toLocaleString('en')} tokens`;
+  if (daily_limit && spent_today !== undefined) {
+    text += ` (today ${spent_today.toLocaleString('en')} of ${daily_limit.toLocaleString('en')})`;
+  }
+  return text;
 }
 
 /** An API error with the server's own one-line message and its status. */
@@ -131,6 +168,11 @@ export class ReactBoxAPI {
 
   async diff(id: string): Promise<string> {
     return (await this.request<{ diff: string }>('GET', ['projects', id, 'diff'])).diff;
+  }
+
+  /** The URL of the project's running edit's steps (server-sent events). */
+  editEventsUrl(id: string): string {
+    return this.url('projects', id, 'edits', 'events');
   }
 
   /** The URL of the project's server-sent events (same-origin GET: the login cookie). */

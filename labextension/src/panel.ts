@@ -8,9 +8,12 @@ import { Widget } from '@lumino/widgets';
 
 import {
   DEVICE_PRESETS,
+  EditEvent,
   ProjectInfo,
   ReactBoxAPI,
   ReactBoxError,
+  editCost,
+  editStage,
   lastLines,
   statusLine
 } from './api';
@@ -178,9 +181,20 @@ export class PreviewPanel extends Widget {
     }
     this.applyButton.disabled = true;
     this.editStatus.textContent = 'Asking the model…';
+    // The edit's steps while it runs. The stream is the project's current edit:
+    // an older one's steps (before this one began) are skipped.
+    const started = Date.now() / 1000 - 2;
+    const steps = new EventSource(this.api.editEventsUrl(this.projectId));
+    steps.onmessage = (message: MessageEvent<string>) => {
+      const event = JSON.parse(message.data) as EditEvent;
+      if (event.stage !== 'done' && (event.time ?? started) >= started) {
+        this.editStatus.textContent = editStage(event);
+      }
+    };
     try {
       const result = await this.api.edit(this.projectId, text);
-      this.editStatus.textContent = `${result.status}: ${result.message}`;
+      steps.close();
+      this.editStatus.textContent = `${result.status}: ${result.message} (${editCost(result)})`;
       this.showDiff(result.diff);
       if (result.status === 'applied') {
         this.instruction.value = '';
@@ -188,6 +202,7 @@ export class PreviewPanel extends Widget {
     } catch (error) {
       this.editStatus.textContent = error instanceof ReactBoxError ? error.message : String(error);
     } finally {
+      steps.close();
       this.applyButton.disabled = false;
     }
   }

@@ -4,7 +4,10 @@ import {
   DEVICE_PRESETS,
   ProjectInfo,
   ReactBoxAPI,
+  EditResult,
   ReactBoxError,
+  editCost,
+  editStage,
   errorMessage,
   lastLines,
   projectNameFromFile,
@@ -184,5 +187,33 @@ describe('ProjectsModel', () => {
     await new Promise(r => setTimeout(r, 100));
     expect(calls).toHaveLength(1);
     model.dispose();
+  });
+});
+
+describe('an edit as people read it', () => {
+  const result = (usage: EditResult['usage']): EditResult => ({
+    id: 'e1',
+    status: 'applied',
+    message: 'Changed src/App.jsx.',
+    files: ['src/App.jsx'],
+    diff: '',
+    attempts: 1,
+    usage
+  });
+
+  it('says what each step is, which try, and the tokens so far', () => {
+    expect(editStage({ stage: 'asking', attempt: 1 })).toBe('Asking the model…');
+    expect(editStage({ stage: 'compiling', attempt: 2, tokens: 1240 })).toBe(
+      'Checking that it compiles (attempt 2)… (1,240 tokens so far)'
+    );
+  });
+
+  it('reports the tokens used, and the day against a cap when there is one', () => {
+    expect(editCost(result({ total_tokens: 120, spent_today: 120, daily_limit: null }))).toBe(
+      '120 tokens'
+    );
+    expect(editCost(result({ total_tokens: 1240, spent_today: 3100, daily_limit: 50000 }))).toBe(
+      '1,240 tokens (today 3,100 of 50,000)'
+    );
   });
 });

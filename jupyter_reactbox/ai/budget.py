@@ -1,0 +1,81 @@
+"""Tokens one user's AI edits spend per day (UTC), against the cap an admin sets
+(``c.ReactBoxApp.ai_daily_tokens``).
+
+The count lives in a small JSON file beside the user's projects, written by the
+server after every answer, so a restart does not hand out a new day's worth.
+Under JupyterHub that file is the hub service's, which holds the model key:
+users cannot reset it.  An edit is refused (429) once the day's tokens are
+spent; one that runs out between tries stops there and is rolled back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+from pathlib import Path
+
+from ..errors import UserError
+
+
+class OverBudget(UserError):
+    status = 429
+
+
+def _today() -> str:
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+
+class TokenBudget:
+    """One user's tokens of today, at ``path``; ``daily`` 0: no cap (still counted)."""
+
+    def __init__(self, path: Path, daily: int = 0):
+        self.path = Path(path)
+        self.daily = daily
+        self._lock = threading.Lock()
+
+    def _read(self) -> int:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return 0
+        if not isinstance(data, dict) or data.get("day") != _today():
+            return 0
+        spent = data.get("tokens")
+        return spent if isinstance(spent, int) and spent >= 0 else 0
+
+    def spent(self) -> int:
+        """Tokens used today."""
+        with self._lock:
+            return self._read()
+
+    def left(self) -> int | None:
+        """Tokens left today; None without a cap."""
+        return None if self.daily <= 0 else max(self.daily - self.spent(), 0)
+
+    def check(self) -> None:
+        """Raise OverBudget (429) when today's tokens are spent."""
+        if self.left() == 0:
+            raise OverBudget(self.why())
+
+    def why(self) -> str:
+        tomorrow = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+        return (
+            f"You have used {self.spent():,} of your {self.daily:,} AI tokens for today "
+            f"(c.ReactBoxApp.ai_daily_tokens); edits work again from {tomorrow} 00:00 UTC."
+        )
+
+    def spend(self, tokens: int) -> None:
+        """Count ``tokens`` as used today (written at once, atomically)."""
+        if tokens <= 0:
+            return
+        with self._lock:
+            total = self._read() + tokens
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps({"day": _today(), "tokens": total}))
+            os.replace(partial, self.path)
+
+    def to_json(self) -> dict:
+        return {"spent_today": self.spent(), "daily_limit": self.daily or None}
