@@ -359,16 +359,31 @@ class EditsHandler(EditBase):
             body = json.loads(self.request.body or b"{}")
         except ValueError as exc:
             raise web.HTTPError(400, f"The body is not JSON: {exc}") from exc
-        instruction, paths = body.get("instruction"), body.get("paths")
+        instruction, paths = (
+            body.get("instruction", "" if body.get("fix") else None),
+            body.get("paths"),
+        )
         if not isinstance(instruction, str) or (
             paths is not None
             and not (isinstance(paths, list) and all(isinstance(p, str) for p in paths))
         ):
             raise web.HTTPError(
-                400, 'Send {"instruction": "...", "paths": ["src/App.jsx"]} (paths optional).'
+                400,
+                'Send {"instruction": "...", "paths": ["src/App.jsx"]} (paths optional), '
+                'or {"fix": true} to fix the error the page reports.',
             )
+        fixing = None
+        if body.get("fix"):
+            st = self.runtime.previews.get(project_id)
+            if st is None or not st.errors:
+                raise web.HTTPError(
+                    422,
+                    f"The page of {project_id} has reported no error to fix (open its "
+                    "preview: errors are reported by the page).",
+                )
+            fixing = dict(st.errors[-1])
         await self.runtime.use(project_id)
-        result = await editor.edit(project, instruction, paths)
+        result = await editor.edit(project, instruction, paths, fixing=fixing)
         self.write_json(result.to_json())
 
 

@@ -306,6 +306,13 @@ class ReactBoxApp(ExtensionApp):
         2, help="Retries (with backoff) on 429, 5xx, timeouts and dropped connections."
     ).tag(config=True)
     ai_max_tokens = Int(4096, help="Most tokens the model may answer with.").tag(config=True)
+    ai_page_check_seconds = Float(
+        3.0,
+        help="""After an AI edit compiles, how long to wait for an error from an open
+        page of the preview (an uncaught error, a rejection, Vite's overlay); a new
+        one goes back to the model for a fix, or the edit is rolled back (0: no
+        wait; without an open page there is none).""",
+    ).tag(config=True)
     ai_daily_tokens = Int(
         0,
         help="""Most tokens (asked and answered) one user's AI edits may use per day
@@ -342,6 +349,8 @@ class ReactBoxApp(ExtensionApp):
             max_answer_chars=self.ai_max_answer_chars,
             compile_check=runtime.compile_errors,
             budget=TokenBudget(runtime.store.root / ".ai-tokens.json", self.ai_daily_tokens),
+            pages=runtime.previews,
+            page_wait=self.ai_page_check_seconds,
             log=self.log,
         )
 

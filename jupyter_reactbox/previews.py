@@ -55,6 +55,8 @@ class PreviewState:
     task: asyncio.Task | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     errors: deque[dict] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
+    pages: int = 0
+    """Open websockets of the preview's pages (HMR): a page is watching it."""
     """What went wrong in the page since it was last loaded (reported by the page)."""
     page_keys: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_PAGES))
     """One per page load: a page reports input with its key, which the app's own
@@ -177,6 +179,39 @@ class Previews:
         else:
             st.errors.append({**report, "count": 1, "time": time.time()})
         st.update()
+
+    @staticmethod
+    def error_key(report: dict) -> tuple[str, str]:
+        return report.get("kind", ""), report.get("message", "")
+
+    def error_keys(self, project_id: str) -> set[tuple[str, str]]:
+        """The errors the preview's pages reported so far (to tell a new one)."""
+        st = self.get(project_id)
+        return {self.error_key(e) for e in st.errors} if st is not None else set()
+
+    def watched(self, project_id: str) -> bool:
+        """Whether a page of the preview is open (its HMR socket)."""
+        st = self.get(project_id)
+        return st is not None and st.pages > 0
+
+    async def new_error(
+        self, project_id: str, known: set[tuple[str, str]], since: float, wait: float
+    ) -> dict | None:
+        """The first error not among ``known`` that an open page of the preview
+        reports (again) after ``since`` (epoch seconds), waiting up to ``wait``
+        seconds for one; None at once when no page is open."""
+        st = self.get(project_id)
+        if st is None or st.pages <= 0:
+            return None
+        deadline = time.monotonic() + wait
+        while True:
+            for report in list(st.errors):
+                if report.get("time", 0) >= since and self.error_key(report) not in known:
+                    return dict(report)
+            left = deadline - time.monotonic()
+            if left <= 0 or st.pages <= 0:
+                return None
+            await asyncio.sleep(min(0.1, left))
 
     def clear_errors(self, project_id: str) -> None:
         """The page was loaded again: what it reported before is history."""

@@ -483,8 +483,21 @@ class PreviewSocketHandler(PreviewRequest, ProxyHandler):
     async def get(self, *args):
         await ProxyHandler.get(self, *args)  # the upgrade, then open()
 
+    watching: PreviewState | None = None
+
     async def open(self, *args):
-        return await self.proxy_open(*self._upstream(), self.proxied_path)
+        await self.proxy_open(*self._upstream(), self.proxied_path)
+        # An open HMR socket is a page watching the preview (an AI edit waits for
+        # what such a page reports after a change).
+        self.watching = self.preview
+        if self.watching is not None:
+            self.watching.pages += 1
+
+    def on_close(self):
+        if self.watching is not None:
+            self.watching.pages -= 1
+            self.watching = None
+        super().on_close()
 
 
 class _PreviewPath(PathMatches):

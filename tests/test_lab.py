@@ -229,7 +229,7 @@ async def test_a_lab_edit_streams_its_steps_and_says_what_it_used(
     preview beside it shows the change."""
     from llm import ThreadedLLM
     from playwright.async_api import async_playwright
-    from test_edits import BUTTON, JOIN_NOW, block
+    from test_edits import BUTTON, JOIN_NOW, block, crash
 
     llm = ThreadedLLM()
     llm.start()
@@ -262,6 +262,22 @@ async def test_a_lab_edit_streams_its_steps_and_says_what_it_used(
                 ).wait_for(timeout=60_000)
                 await frame.get_by_text("Join Now").wait_for(timeout=30_000)  # hot-reloaded
                 await page.screenshot(path=str(ARTIFACTS / "lab-edit-applied.png"))
+
+                # Broken by hand: the page reports its error, and Fix hands it to the model.
+                fix = panel.get_by_role("button", name="Fix")
+                assert not await fix.is_visible()
+                app = (lab.root / "projects" / "shop" / "app" / "src" / "App.jsx").read_text()
+                broken = app.replace(JOIN_NOW, crash("by_hand")).encode()
+                path = "reactbox/api/projects/shop/files/src/App.jsx"
+                assert lab.call("PUT", path, broken, "text/plain")[0] == 200
+                await fix.wait_for(timeout=30_000)
+                llm.answer(block("src/App.jsx", crash("by_hand"), JOIN_NOW))
+                await fix.click()
+                await status.get_by_text("applied: Changed src/App.jsx.", exact=False).wait_for(
+                    timeout=60_000
+                )
+                await frame.get_by_text("Join Now").wait_for(timeout=30_000)
+                assert "by_hand is not defined" in llm.user_messages(1)[0]
             finally:
                 await browser.close()
         assert llm.user_messages(0)[0].endswith("Change the button to say Join Now")

@@ -117,6 +117,7 @@ def test_magics_parse_arguments_and_fail_in_one_line(ip, no_server_env, capsys, 
         "logs shop --tail many": "invalid int value",
         "write shop src/App.jsx": "write is a cell magic",
         "edit shop": "Say what to change",
+        "fix": "the following arguments are required: project",
         "list": "No Jupyter server with jupyter-reactbox was found for this kernel",
     }
     for line, message in cases.items():
@@ -298,6 +299,9 @@ def test_magics_in_a_kernel_of_the_server(server, scripted_llm, tmp_path):
         assert "sticky" not in (app / "src" / "App.jsx").read_text()
         text, _ = ok("%reactbox undo shop")
         assert (app / "src" / "App.jsx").read_text() == original
+        # No page has reported an error: nothing for `fix` to do, said in one line.
+        status, text, _ = kernel.run("%reactbox fix shop")
+        assert status == "error" and "has reported no error to fix" in text
 
         # Notebook data: JSON where the app imports it, out of the project's history.
         ok('rows = [{"month": "Jan", "units": 120}]\n%reactbox data shop rows --as sales')
@@ -403,6 +407,9 @@ def test_widget_drives_everything_against_a_live_server(server, scripted_llm):
     assert re.search(r"\([\d,]+ tokens\)", box.edit_status.value), box.edit_status.value
     box.undo_button.click()
     _until(lambda: "Undone" in box.edit_status.value, what="undo")
+    # Fix, when the page has reported no error: the server says so, in place.
+    box.fix_button.click()
+    _until(lambda: "has reported no error to fix" in box.message.value, what="fix refused")
 
     box.logs_button.click()
     _until(lambda: "VITE" in box.logs.value, what="logs")

@@ -12,12 +12,20 @@ One edit, under the project's edit lock (a second one gets 409):
 5. ask the running dev server to compile the changed modules; on an error,
    feed it back for a fix; if none works, roll back to the commit before the
    edit and report why;
-6. an applied edit is one commit, however many tries it took: its ``files``
+6. when a page of the preview is open, wait a few seconds for an error it
+   reports that it had not reported before the edit (an uncaught error, a
+   rejection, Vite's overlay): fed back like a compile error, and rolled back
+   like one if no try is free of it;
+7. an applied edit is one commit, however many tries it took: its ``files``
    and ``diff`` cover all of them, and undo and redo take all of it.
 
 Statuses: ``applied``; ``rejected`` (the answer could not be applied safely:
 nothing was written); ``failed`` (the model could not be asked, or the code
-did not compile: rolled back).
+did not compile or broke the page: rolled back).
+
+A "fix" edit takes its instruction from an error the page reported.  Page
+reports are the app's own words (untrusted, like its code): they only ever
+reach the model, whose answer is checked like any other.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import openai
 
@@ -68,6 +76,9 @@ WHOLE_FILE_LINES = 150
 """Files at most this long may be answered as a whole file without a SEARCH."""
 MAX_EDITED_BYTES = 1 << 20
 """A file larger than this is not read for an edit."""
+PAGE_SETTLE = 1.0
+"""Seconds an open page gets to report on one try of an edit before the next is
+written (a fast model answers before the page has seen the last change)."""
 
 
 class EditBusy(UserError):
@@ -117,6 +128,28 @@ class Progress:
 CompileCheck = Callable[[str, list[str]], Awaitable[str | None]]
 
 
+class PageWatch(Protocol):
+    """What the preview's open pages report (``previews.Previews``)."""
+
+    def error_keys(self, project_id: str) -> set[tuple[str, str]]: ...
+
+    def watched(self, project_id: str) -> bool: ...
+
+    async def new_error(
+        self, project_id: str, known: set[tuple[str, str]], since: float, wait: float
+    ) -> dict | None: ...
+
+
+def describe_error(report: dict) -> str:
+    """A page's error report as the model (and a person) reads it."""
+    text = f"{report.get('kind', 'error')}: {report.get('message', '')}"
+    if report.get("source"):
+        text += f"\n  at {report['source']}"
+    if report.get("stack"):
+        text += f"\n{report['stack']}"
+    return text[:4000]
+
+
 class AIEditor:
     def __init__(
         self,
@@ -129,6 +162,8 @@ class AIEditor:
         max_answer_chars: int = 1_000_000,
         compile_check: CompileCheck | None = None,
         budget: TokenBudget | None = None,
+        pages: PageWatch | None = None,
+        page_wait: float = 3.0,
         log: logging.Logger | None = None,
     ):
         self.client = client
@@ -139,6 +174,8 @@ class AIEditor:
         self.max_answer_chars = max_answer_chars
         self.compile_check = compile_check
         self.budget = budget
+        self.pages = pages
+        self.page_wait = page_wait
         self.log = log or logging.getLogger(__name__)
         self._locks: dict[str, asyncio.Lock] = {}
         self.progress: dict[str, Progress] = {}
@@ -177,8 +214,23 @@ class AIEditor:
 
     # -- the edit --------------------------------------------------------------
 
-    async def edit(self, project: Project, instruction: str, paths: list[str] | None) -> EditResult:
+    async def edit(
+        self,
+        project: Project,
+        instruction: str,
+        paths: list[str] | None,
+        *,
+        fixing: dict | None = None,
+    ) -> EditResult:
+        """Change the app as ``instruction`` says; ``fixing``: the page error it is
+        to fix (a report of the preview), which the check after it must not see."""
         instruction = instruction.strip()
+        if fixing is not None:
+            instruction = (
+                "Fix the error the app's page reports in the browser:\n"
+                + describe_error(fixing)
+                + (f"\n\n{instruction}" if instruction else "")
+            )
         if not instruction:
             raise UserError('Say what to change: {"instruction": "Make the header sticky"}.')
         if paths is not None:
@@ -191,8 +243,11 @@ class AIEditor:
         async with lock:
             progress = self.progress[project.id] = Progress()
             result = EditResult(id=secrets.token_hex(6), instruction=instruction, paths=paths)
+            known = self.pages.error_keys(project.id) if self.pages is not None else set()
+            if fixing is not None:
+                known.discard((fixing.get("kind", ""), fixing.get("message", "")))
             try:
-                await self._run(project, result, progress)
+                await self._run(project, result, progress, known)
             finally:
                 result.finished = time.time()
                 if self.budget is not None:
@@ -212,7 +267,9 @@ class AIEditor:
                 progress.done = True
             return result
 
-    async def _run(self, project: Project, result: EditResult, progress: Progress) -> None:
+    async def _run(
+        self, project: Project, result: EditResult, progress: Progress, known: set
+    ) -> None:
         app = project.app_dir
         await asyncio.to_thread(history.commit_all, app, "Manual changes")
         base = await asyncio.to_thread(history.head, app)
@@ -230,7 +287,7 @@ class AIEditor:
         what = f"AI edit: {result.instruction[:72]}"
         await asyncio.to_thread(history.begin, app, base, what, result.to_json())
         try:
-            await self._attempts(project, result, progress, messages, base)
+            await self._attempts(project, result, progress, messages, base, known)
         except BaseException:
             await asyncio.shield(asyncio.to_thread(history.rollback, app))
             raise
@@ -243,10 +300,12 @@ class AIEditor:
         progress: Progress,
         messages: list[dict],
         base: str,
+        known: set,
     ) -> None:
         app = project.app_dir
         misses = 0
         committed = False
+        written = 0.0
         for attempt in range(1, self.max_attempts + 1):
             if attempt > 1 and self.budget is not None and self.budget.left() == 0:
                 result.status, result.message = "failed", self.budget.why()
@@ -270,6 +329,11 @@ class AIEditor:
                 result.status, result.message = "rejected", str(exc)
                 messages.append({"role": "user", "content": _retry_prompt(str(exc))})
                 continue
+            if written and self.pages is not None and self.pages.watched(project.id):
+                # The page gets time to report on the last try before this one is
+                # written: what it reports after this write is about this try.
+                await asyncio.sleep(max(0.0, written + PAGE_SETTLE - time.time()))
+            written = time.time()
             await asyncio.to_thread(_write_atomically, app, changes)
             sha = await asyncio.to_thread(history.commit_all, app, f"AI: {result.instruction[:72]}")
             committed = committed or sha is not None
@@ -287,6 +351,23 @@ class AIEditor:
                         "role": "user",
                         "content": (
                             f"The dev server failed to compile the change:\n{error}\n"
+                            "Fix it with SEARCH/REPLACE blocks against the files as they are now."
+                        ),
+                    }
+                )
+                continue
+            report = await self._page_error(project.id, known, written, progress, attempt)
+            if report is not None:
+                text = describe_error(report)
+                result.status, result.message = (
+                    "failed",
+                    f"The page reports an error after the change: {text.splitlines()[0][:300]}",
+                )
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": (
+                            f"After the change, the app's page reports this error:\n{text}\n"
                             "Fix it with SEARCH/REPLACE blocks against the files as they are now."
                         ),
                     }
@@ -346,6 +427,16 @@ class AIEditor:
                 f"{self.max_answer_chars} (c.ReactBoxApp.ai_max_answer_chars); nothing was applied."
             )
         return answer
+
+    async def _page_error(
+        self, project_id: str, known: set, since: float, progress: Progress, attempt: int
+    ) -> dict | None:
+        """A new error an open page of the preview reports within ``page_wait``
+        seconds of the change; None (at once) when no page is open."""
+        if self.pages is None or self.page_wait <= 0 or not self.pages.watched(project_id):
+            return None
+        progress.emit(stage="checking", attempt=attempt)
+        return await self.pages.new_error(project_id, known, since, self.page_wait)
 
     async def _compile(self, project_id: str, paths: list[str]) -> str | None:
         if self.compile_check is None or not paths:

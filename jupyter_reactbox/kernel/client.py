@@ -228,16 +228,25 @@ class Project:
         )
         return r.json()["commit"]
 
+    def fix(self, on_event: Callable[[dict], None] | None = None) -> EditResult:
+        """Ask the AI to fix the error the preview's page reported last."""
+        return self.edit("", None, on_event, fix=True)
+
     def edit(
         self,
         instruction: str,
         paths: list[str] | None = None,
         on_event: Callable[[dict], None] | None = None,
+        *,
+        fix: bool = False,
     ) -> EditResult:
-        """Ask the AI to change the app; ``on_event`` sees its progress (asking, applying...)."""
-        if not instruction.strip():
+        """Ask the AI to change the app; ``on_event`` sees its progress (asking, applying...).
+        ``fix``: to fix the error the preview's page reported (``instruction`` adds to it)."""
+        if not instruction.strip() and not fix:
             raise ReactBoxClientError("Say what to change: the instruction is empty.")
-        body = {"instruction": instruction, "paths": paths or None}
+        body: dict = {"instruction": instruction, "paths": paths or None}
+        if fix:
+            body["fix"] = True
         if on_event is None:
             r = self.client.request("POST", self._path("edits"), json=body, timeout=None)
             return EditResult.from_json(r.json())

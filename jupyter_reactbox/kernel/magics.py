@@ -36,6 +36,7 @@ COMMANDS = {
     "delete": "delete NAME: container and files gone",
     "edit": "edit NAME [PATH ...] [INSTRUCTION]: ask the AI to change the app "
     "(%%reactbox edit NAME [PATH ...] takes the instruction from the cell)",
+    "fix": "fix NAME [INSTRUCTION]: ask the AI to fix the error the preview's page reports",
     "write": "%%reactbox write NAME PATH: the cell becomes that file (checked, committed)",
     "undo": "undo NAME: step back one change",
     "redo": "redo NAME",
@@ -78,6 +79,9 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     p = _with_project("edit")
     p.add_argument("words", nargs="*", help="paths to focus on, then the instruction")
     parsers["edit"] = p
+    p = _with_project("fix")
+    p.add_argument("words", nargs="*", help="anything to add to the instruction")
+    parsers["fix"] = p
     p = _with_project("write")
     p.add_argument("path", help="the file, e.g. src/App.jsx")
     parsers["write"] = p
@@ -271,11 +275,18 @@ class ReactBoxMagics(Magics):
                 'Say what to change: %reactbox edit NAME [PATH] "instruction", or put the '
                 "instruction in the cell under %%reactbox edit NAME."
             )
-        project = self.client.project(opts.project)
+        return self._show_edit(opts.project, instruction, paths or None)
+
+    def _fix(self, opts, cell):
+        instruction = cell.strip() if cell is not None else " ".join(opts.words)
+        return self._show_edit(opts.project, instruction, None, fix=True)
+
+    def _show_edit(self, name: str, instruction: str, paths: list[str] | None, *, fix=False):
+        project = self.client.project(name)
         from .widget import diff_html
 
         try:
-            result = project.edit(instruction, paths or None, on_event=LineInPlace().show)
+            result = project.edit(instruction, paths, on_event=LineInPlace().show, fix=fix)
         except ReactBoxClientError as exc:
             if exc.status == 503:  # AI not configured: a setting, not a mistake in this cell
                 print(str(exc), file=sys.stderr)

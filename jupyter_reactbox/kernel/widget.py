@@ -204,6 +204,10 @@ class ReactBox(w.VBox):
         self.apply_button.on_click(lambda _: self._in_thread(self._apply))
         self.undo_button = w.Button(description="Undo", icon="undo")
         self.undo_button.on_click(lambda _: self._in_thread(self._undo))
+        self.fix_button = w.Button(
+            description="Fix", icon="wrench", tooltip="Ask the AI to fix the error the page reports"
+        )
+        self.fix_button.on_click(lambda _: self._in_thread(lambda: self._apply(fix=True)))
         self.edit_status = w.HTML()
         self.diff = w.HTML()
         self.logs = w.Textarea(layout=w.Layout(width="100%", height="240px"), disabled=True)
@@ -219,7 +223,7 @@ class ReactBox(w.VBox):
                 self.message,
                 self.preview_box,
                 self.instruction,
-                w.HBox([self.apply_button, self.undo_button, self.edit_status]),
+                w.HBox([self.apply_button, self.undo_button, self.fix_button, self.edit_status]),
                 self.details,
             ]
         )
@@ -322,19 +326,21 @@ class ReactBox(w.VBox):
 
     # -- changes ----------------------------------------------------------------------
 
-    def _apply(self) -> None:
+    def _apply(self, *, fix: bool = False) -> None:
+        """The instruction, or with ``fix`` the error the page reported, to the AI."""
         project = self.project
         if project is None:
             return self._say("Pick a project first.")
-        instruction = self.instruction.value
-        self.apply_button.disabled = True
+        instruction = "" if fix else self.instruction.value
+        self.apply_button.disabled = self.fix_button.disabled = True
         try:
             result = project.edit(
                 instruction,
                 on_event=lambda e: setattr(self.edit_status, "value", _edit_stage(e)),
+                fix=fix,
             )
         finally:
-            self.apply_button.disabled = False
+            self.apply_button.disabled = self.fix_button.disabled = False
         self.edit_status.value = html.escape(f"{result.status}: {result.message} ({result.cost})")
         self.diff.value = diff_html(result.diff)
         if result.status == "applied":
@@ -367,6 +373,7 @@ def _edit_stage(event: dict) -> str:
         "asking": "Asking the model",
         "applying": "Checking and applying the answer",
         "compiling": "Checking that it compiles",
+        "checking": "Watching the page for errors",
         "done": event.get("message", "Done"),
     }.get(stage, stage)
     if stage == "done":

@@ -63,7 +63,8 @@ export function editStage(event: EditEvent): string {
   const stages: Record<string, string> = {
     asking: 'Asking the model',
     applying: 'Checking and applying the answer',
-    compiling: 'Checking that it compiles'
+    compiling: 'Checking that it compiles',
+    checking: 'Watching the page for errors'
   };
   const attempt = (event.attempt ?? 1) > 1 ? ` (attempt ${event.attempt})` : '';
   const spent = event.tokens ? ` (${event.tokens.toLocaleString('en')} tokens so far)` : '';
@@ -152,6 +153,14 @@ export class ReactBoxAPI {
 
   logs(id: string): Promise<string> {
     return this.request('GET', ['projects', id, 'logs']);
+  }
+
+  /** Ask the AI to fix the error the project's page reported last. */
+  fix(id: string): Promise<EditResult> {
+    return this.request('POST', ['projects', id, 'edits'], {
+      body: JSON.stringify({ fix: true }),
+      headers: { 'Content-Type': 'application/json' }
+    });
   }
 
   edit(id: string, instruction: string, paths?: string[]): Promise<EditResult> {

@@ -31,6 +31,7 @@ export class PreviewPanel extends Widget {
   private readonly instruction: HTMLTextAreaElement;
   private readonly applyButton: HTMLButtonElement;
   private readonly editStatus: HTMLSpanElement;
+  private readonly fixButton: HTMLButtonElement;
   private readonly diff: HTMLPreElement;
   private info: ProjectInfo | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
@@ -87,9 +88,12 @@ export class PreviewPanel extends Widget {
     this.applyButton = button('Apply', 'jp-ReactBox-apply', () => this.applyEdit());
     this.applyButton.classList.add('jp-mod-accept');
     const undo = button('Undo', 'jp-ReactBox-undo', () => this.undo());
+    // Shown while the page reports an error: the AI gets the error to fix.
+    this.fixButton = button('Fix', 'jp-ReactBox-fix', () => this.applyEdit(true));
+    this.fixButton.hidden = true;
     this.editStatus = document.createElement('span');
     this.editStatus.className = 'jp-ReactBox-editstatus';
-    bar.append(this.instruction, this.applyButton, undo, this.editStatus);
+    bar.append(this.instruction, this.applyButton, undo, this.fixButton, this.editStatus);
     this.diff = document.createElement('pre');
     this.diff.className = 'jp-ReactBox-diff';
     this.diff.hidden = true;
@@ -129,6 +133,9 @@ export class PreviewPanel extends Widget {
     this.info = info;
     this.status.textContent = statusLine(info);
     this.status.dataset.status = info.status;
+    const error = info.errors?.[info.errors.length - 1];
+    this.fixButton.hidden = !error;
+    this.fixButton.title = error ? `Ask the AI to fix: ${error.message}` : '';
     const url = info.status === 'running' ? info.preview_url : null;
     if (url) {
       this.newTab.href = url;
@@ -173,13 +180,14 @@ export class PreviewPanel extends Widget {
     this.stage.classList.toggle('jp-mod-device', Boolean(width));
   }
 
-  async applyEdit(): Promise<void> {
+  /** The instruction, or with `fix` the error the page reported, to the AI. */
+  async applyEdit(fix = false): Promise<void> {
     const text = this.instruction.value.trim();
-    if (!text) {
+    if (!text && !fix) {
       this.editStatus.textContent = 'Say what to change first.';
       return;
     }
-    this.applyButton.disabled = true;
+    this.applyButton.disabled = this.fixButton.disabled = true;
     this.editStatus.textContent = 'Asking the model…';
     // The edit's steps while it runs. The stream is the project's current edit:
     // an older one's steps (before this one began) are skipped.
@@ -192,18 +200,20 @@ export class PreviewPanel extends Widget {
       }
     };
     try {
-      const result = await this.api.edit(this.projectId, text);
+      const result = fix
+        ? await this.api.fix(this.projectId)
+        : await this.api.edit(this.projectId, text);
       steps.close();
       this.editStatus.textContent = `${result.status}: ${result.message} (${editCost(result)})`;
       this.showDiff(result.diff);
-      if (result.status === 'applied') {
+      if (result.status === 'applied' && !fix) {
         this.instruction.value = '';
       }
     } catch (error) {
       this.editStatus.textContent = error instanceof ReactBoxError ? error.message : String(error);
     } finally {
       steps.close();
-      this.applyButton.disabled = false;
+      this.applyButton.disabled = this.fixButton.disabled = false;
     }
   }
 
