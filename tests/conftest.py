@@ -262,6 +262,27 @@ def start_lab(
     return lab.start(timeout=120)
 
 
+async def next_second() -> int:
+    """The engine's event filter counts whole seconds: start a fresh one."""
+    await asyncio.sleep(1.05 - time.time() % 1)
+    return int(time.time())
+
+
+def containers_made(docker_client, owner: str, since: int) -> list[str]:
+    """The roles (install, run) of the containers made for ``owner`` since ``since``."""
+    events = docker_client.events(
+        since=since,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={
+            "type": "container",
+            "event": "create",
+            "label": f"org.jupyter.reactbox.owner={owner}",
+        },
+    )
+    return [e["Actor"]["Attributes"]["org.jupyter.reactbox.role"] for e in events]
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     try:

@@ -11,7 +11,7 @@ import time
 import aiohttp
 import pytest
 import yarl
-from conftest import FIXTURES, chromium, zip_dir
+from conftest import FIXTURES, chromium, containers_made, next_second, zip_dir
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 pytestmark = pytest.mark.docker
@@ -34,12 +34,6 @@ async def fetch(url: str, method: str = "GET", headers: dict | None = None, body
 async def post(jp_fetch, project_id: str, action: str) -> dict:
     r = await jp_fetch("reactbox", "api", "projects", project_id, action, method="POST", body=b"")
     return json.loads(r.body) if r.body else {}
-
-
-async def next_second() -> int:
-    """The engine's event filter counts whole seconds: start a fresh one."""
-    await asyncio.sleep(1.05 - time.time() % 1)
-    return int(time.time())
 
 
 def containers(docker_client, owner: str, project_id: str, **kw):
@@ -281,18 +275,7 @@ async def test_install_progress_then_a_second_project_with_the_same_lockfile_ins
     since = await next_second()
     await api.upload(data, "twin")
     twin = await api.wait("twin")
-    events = docker_client.events(
-        since=since,
-        until=int(time.time()) + 1,
-        decode=True,
-        filters={
-            "type": "container",
-            "event": "create",
-            "label": f"org.jupyter.reactbox.owner={owner}",
-        },
-    )
-    roles = [e["Actor"]["Attributes"]["org.jupyter.reactbox.role"] for e in events]
-    assert roles == ["run"]
+    assert containers_made(docker_client, owner, since) == ["run"]
     # ... and its install log says where node_modules came from.
     twin_log = (projects_dir / "twin" / "install.log").read_text()
     assert twin_log.startswith("$ npm ci") and "skipped: node_modules copied" in twin_log

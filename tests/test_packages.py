@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, zip_dir
+from conftest import FIXTURES, containers_made, next_second, zip_dir
 from test_hostile import sh
 
 from jupyter_reactbox.backends.packages import PackageStore, Platform, installed
@@ -242,25 +242,12 @@ async def test_a_new_lockfile_of_fetched_packages_is_assembled_and_cannot_be_poi
     first_log = (projects_dir / "first" / "install.log").read_text()
     assert "skipped" not in first_log  # npm ran
 
-    since = int(time.time())
+    since = await next_second()
     await api.upload(app("second"), "second")
     await api.wait("second")
     log = (projects_dir / "second" / "install.log").read_text()
     assert log.startswith("$ npm ci") and "skipped: every package of the lockfile" in log
-    roles = [
-        e["Actor"]["Attributes"]["org.jupyter.reactbox.role"]
-        for e in docker_client.events(
-            since=since,
-            until=int(time.time()) + 1,
-            decode=True,
-            filters={
-                "type": "container",
-                "event": "create",
-                "label": f"org.jupyter.reactbox.owner={owner}",
-            },
-        )
-    ]
-    assert roles == ["run"]  # no install container
+    assert containers_made(docker_client, owner, since) == ["run"]  # no install container
     first = runtime.store.get("first").app_dir / "node_modules"
     second = runtime.store.get("second").app_dir / "node_modules"
     ours, npms = listing(second), listing(first)

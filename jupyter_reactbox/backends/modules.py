@@ -187,18 +187,24 @@ class ModulesCache:
 
     def prune(self) -> None:
         """Remove the least recently used trees beyond ``keep``, and interrupted copies."""
-        if not self.root.is_dir():
-            return
-        entries = []
-        for child in self.root.iterdir():
-            if child.name.startswith("."):
-                if time.time() - child.stat().st_mtime > 3600:
-                    shutil.rmtree(child, ignore_errors=True)
-                continue
-            entries.append((child.stat().st_mtime, child))
-        entries.sort(reverse=True)
-        for _, child in entries[max(self.keep, 0) :]:
-            shutil.rmtree(child, ignore_errors=True)
+        prune_lru(self.root, self.keep)
+
+
+def prune_lru(root: Path, keep: int) -> None:
+    """Keep the ``keep`` most recently used entries of ``root`` (by mtime); remove the
+    rest, and interrupted copies (dot-names) older than an hour."""
+    if not root.is_dir():
+        return
+    entries = []
+    for child in root.iterdir():
+        if child.name.startswith("."):
+            if time.time() - child.stat().st_mtime > 3600:
+                shutil.rmtree(child, ignore_errors=True)
+            continue
+        entries.append((child.stat().st_mtime, child))
+    entries.sort(reverse=True)
+    for _, child in entries[max(keep, 0) :]:
+        shutil.rmtree(child, ignore_errors=True)
 
 
 def replace_tree(target: Path, new: Path) -> None:

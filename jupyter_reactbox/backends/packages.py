@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from .modules import prune_lru
+
 HIDDEN_LOCKFILE = ".package-lock.json"
 
 _SEGMENT = re.compile(r"^(?:@[A-Za-z0-9._~-]+/)?[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")
@@ -266,18 +268,7 @@ class PackageStore:
     def prune(self) -> None:
         """Remove the least recently used packages beyond ``keep``, and interrupted
         copies."""
-        entries = []
-        for child in self.root.iterdir():
-            if child.name.startswith("."):
-                if time.time() - child.stat().st_mtime > 3600:
-                    shutil.rmtree(child, ignore_errors=True)
-                continue
-            entries.append((child.stat().st_mtime, child))
-        if len(entries) <= self.keep:
-            return
-        entries.sort(reverse=True)
-        for _, child in entries[self.keep :]:
-            shutil.rmtree(child, ignore_errors=True)
+        prune_lru(self.root, self.keep)
 
     # -- assembling -----------------------------------------------------------------
 
