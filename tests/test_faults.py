@@ -67,6 +67,12 @@ def projects_dir(small_disk):
     return small_disk / "projects"
 
 
+def projects(folder: Path) -> list[str]:
+    """What is in the projects folder but the day's AI token count: projects, and
+    any staging an operation left behind."""
+    return sorted(p.name for p in folder.iterdir() if p.name != ".ai-tokens.json")
+
+
 def fill(disk: Path, leave: int = 0) -> Path:
     """Write one file until the disk is full, then give back ``leave`` bytes."""
     filler = disk / "filler"
@@ -100,13 +106,13 @@ async def test_a_full_disk_is_507_and_changes_nothing_then_recovers(
         assert FULL in message and "Nothing was changed" in message
         assert snapshot(app) == before
         assert_consistent(app, head)
-        assert sorted(p.name for p in projects_dir.iterdir()) == ["shop"]
+        assert projects(projects_dir) == ["shop"]
 
     filler = fill(small_disk)
     with pytest.raises(HTTPClientError) as err:
         await api.upload(zip_dir(FIXTURES / "vite-react"), "second")
     assert err.value.code == 507 and FULL in json.loads(err.value.response.body)["message"]
-    assert sorted(p.name for p in projects_dir.iterdir()) == ["shop"]  # no staging left
+    assert projects(projects_dir) == ["shop"]  # no staging left
     await refused("projects", "shop", "files", "src", "App.jsx", method="PUT", body=b"// mine\n")
     await refused("projects", "shop", "data", "sales", method="PUT", body=b"[1, 2, 3]")
     await refused("projects", "shop", "edits", body=json.dumps({"instruction": "Join Now"}))

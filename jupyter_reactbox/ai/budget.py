@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import threading
 from pathlib import Path
 
 from ..errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class OverBudget(UserError):
@@ -34,16 +37,21 @@ class TokenBudget:
         self.path = Path(path)
         self.daily = daily
         self._lock = threading.Lock()
+        self._counted = ("", 0)
+        """(day, tokens) as this process counted them: the floor when the file
+        cannot be written (a full disk must neither fail an edit nor lift the cap)."""
 
     def _read(self) -> int:
+        day, counted = self._counted
+        counted = counted if day == _today() else 0
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            return 0
+            return counted
         if not isinstance(data, dict) or data.get("day") != _today():
-            return 0
+            return counted
         spent = data.get("tokens")
-        return spent if isinstance(spent, int) and spent >= 0 else 0
+        return max(spent if isinstance(spent, int) and spent >= 0 else 0, counted)
 
     def spent(self) -> int:
         """Tokens used today."""
@@ -72,10 +80,15 @@ class TokenBudget:
             return
         with self._lock:
             total = self._read() + tokens
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._counted = (_today(), total)
             partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            partial.write_text(json.dumps({"day": _today(), "tokens": total}))
-            os.replace(partial, self.path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps({"day": _today(), "tokens": total}))
+                os.replace(partial, self.path)
+            except OSError as exc:
+                partial.unlink(missing_ok=True)
+                log.warning("Could not keep the AI token count in %s: %s", self.path, exc)
 
     def to_json(self) -> dict:
         return {"spent_today": self.spent(), "daily_limit": self.daily or None}
