@@ -55,9 +55,9 @@ class PreviewState:
     task: asyncio.Task | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     errors: deque[dict] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
+    """What went wrong in the page since it was last loaded (reported by the page)."""
     pages: int = 0
     """Open websockets of the preview's pages (HMR): a page is watching it."""
-    """What went wrong in the page since it was last loaded (reported by the page)."""
     page_keys: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_PAGES))
     """One per page load: a page reports input with its key, which the app's own
     scripts cannot read (see ``static/activity.js``)."""
@@ -173,7 +173,7 @@ class Previews:
         notebook, counting a repeat of the last one instead of storing it again."""
         st = self[project_id]
         last = st.errors[-1] if st.errors else None
-        if last is not None and all(last.get(k) == report.get(k) for k in ("kind", "message")):
+        if last is not None and self.error_key(last) == self.error_key(report):
             last["count"] += 1
             last["time"] = time.time()
         else:
@@ -200,9 +200,9 @@ class Previews:
         """The first error not among ``known`` that an open page of the preview
         reports (again) after ``since`` (epoch seconds), waiting up to ``wait``
         seconds for one; None at once when no page is open."""
-        st = self.get(project_id)
-        if st is None or st.pages <= 0:
+        if not self.watched(project_id):
             return None
+        st = self[project_id]
         deadline = time.monotonic() + wait
         while True:
             for report in list(st.errors):

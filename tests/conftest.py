@@ -268,18 +268,26 @@ async def next_second() -> int:
     return int(time.time())
 
 
+def container_events(docker_client, owner: str, since: int, *actions: str) -> list[dict]:
+    """The engine's ``actions`` events (create, start, ...) on ``owner``'s containers
+    since ``since`` (whole seconds: see next_second), up to now."""
+    return list(
+        docker_client.events(
+            since=since,
+            until=int(time.time()) + 1,
+            decode=True,
+            filters={
+                "type": "container",
+                "event": list(actions),
+                "label": f"org.jupyter.reactbox.owner={owner}",
+            },
+        )
+    )
+
+
 def containers_made(docker_client, owner: str, since: int) -> list[str]:
     """The roles (install, run) of the containers made for ``owner`` since ``since``."""
-    events = docker_client.events(
-        since=since,
-        until=int(time.time()) + 1,
-        decode=True,
-        filters={
-            "type": "container",
-            "event": "create",
-            "label": f"org.jupyter.reactbox.owner={owner}",
-        },
-    )
+    events = container_events(docker_client, owner, since, "create")
     return [e["Actor"]["Attributes"]["org.jupyter.reactbox.role"] for e in events]
 
 

@@ -11,7 +11,14 @@ import time
 import aiohttp
 import pytest
 import yarl
-from conftest import FIXTURES, chromium, containers_made, next_second, zip_dir
+from conftest import (
+    FIXTURES,
+    chromium,
+    container_events,
+    containers_made,
+    next_second,
+    zip_dir,
+)
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 pytestmark = pytest.mark.docker
@@ -228,16 +235,7 @@ async def test_concurrent_starts_make_one_container(
     )
     await api.wait("shop")
     assert len(containers(docker_client, owner, "shop", all=True)) == 1
-    events = docker_client.events(
-        since=since,
-        until=int(time.time()) + 1,
-        decode=True,
-        filters={
-            "type": "container",
-            "event": ["create", "start"],
-            "label": f"org.jupyter.reactbox.owner={owner}",
-        },
-    )
+    events = container_events(docker_client, owner, since, "create", "start")
     # The kept container, started once; nothing created.
     assert [e["Action"] for e in events] == ["start"]
 

@@ -131,6 +131,8 @@ CompileCheck = Callable[[str, list[str]], Awaitable[str | None]]
 class PageWatch(Protocol):
     """What the preview's open pages report (``previews.Previews``)."""
 
+    def error_key(self, report: dict) -> tuple[str, str]: ...
+
     def error_keys(self, project_id: str) -> set[tuple[str, str]]: ...
 
     def watched(self, project_id: str) -> bool: ...
@@ -223,7 +225,8 @@ class AIEditor:
         fixing: dict | None = None,
     ) -> EditResult:
         """Change the app as ``instruction`` says; ``fixing``: the page error it is
-        to fix (a report of the preview), which the check after it must not see."""
+        to fix (a report of the preview): reported again after the change, it was
+        not fixed."""
         instruction = instruction.strip()
         if fixing is not None:
             instruction = (
@@ -244,8 +247,8 @@ class AIEditor:
             progress = self.progress[project.id] = Progress()
             result = EditResult(id=secrets.token_hex(6), instruction=instruction, paths=paths)
             known = self.pages.error_keys(project.id) if self.pages is not None else set()
-            if fixing is not None:
-                known.discard((fixing.get("kind", ""), fixing.get("message", "")))
+            if fixing is not None and self.pages is not None:
+                known.discard(self.pages.error_key(fixing))  # seen again: not fixed
             try:
                 await self._run(project, result, progress, known)
             finally:

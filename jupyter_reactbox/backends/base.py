@@ -199,7 +199,7 @@ class Backend(LoggingConfigurable):
         # A pinned package changes the install's copy of package.json: the lockfile
         # is resolved again around it.
         argv = plan.install_argv(ignore_scripts=self.ignore_scripts, frozen=not pins)
-        inputs, done = await asyncio.to_thread(
+        inputs, done, assembly = await asyncio.to_thread(
             self._prepare_install, app_dir, argv, pins, plan.manager.name
         )
         command = " ".join(argv) + "".join(
@@ -226,7 +226,7 @@ class Backend(LoggingConfigurable):
             transcript = f"{plan.manager.note}\n" if plan.manager.note else ""
             transcript += f"$ {command}\n"
             code, output = None, ""
-            most = await asyncio.to_thread(self._assemble_most, staging, inputs, plan.manager.name)
+            most = await asyncio.to_thread(self._assemble_most, staging, assembly)
             if most is not None:
                 # npm adds the few packages the store lacks to the tree it holds.
                 fill = [argv[0], "install", *argv[2:]]
@@ -290,19 +290,20 @@ class Backend(LoggingConfigurable):
 
     def _prepare_install(
         self, app_dir: Path, argv: list[str], pins: dict[str, str] | None, manager: str
-    ) -> tuple[modules.InstallInputs, str | None]:
-        """(what the install is given, how it is satisfied: 'installed', 'cached' or
-        None: install).  Blocking file work; runs on a thread."""
+    ) -> tuple[modules.InstallInputs, str | None, packages.Assembly | None]:
+        """(what the install is given; how it is satisfied: 'installed', 'cached',
+        'assembled' or None: install; what the package store has of the tree, for an
+        install).  Blocking file work; runs on a thread."""
         Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
         self._hand_over(app_dir)
         inputs = modules.install_inputs(app_dir, argv, pins, manager)
         fp = inputs.fingerprint
         if modules.installed(app_dir) == fp:
-            return inputs, "installed"
+            return inputs, "installed", None
         if self.modules_cache.restore(fp, app_dir):
-            return inputs, "cached"
-        assembly = self._store_plan(inputs, manager, partial=False)
-        if assembly is not None:
+            return inputs, "cached", None
+        assembly = self._store_plan(inputs, manager)
+        if assembly is not None and not assembly.missing:
             staging = Path(tempfile.mkdtemp(prefix=".modules-", dir=app_dir.parent))
             try:
                 self.package_store.assemble(assembly, staging, owner=self._tree_owner())
@@ -310,8 +311,8 @@ class Backend(LoggingConfigurable):
                 modules.replace_tree(app_dir / "node_modules", staging / "node_modules")
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            return inputs, "assembled"
-        return inputs, None
+            return inputs, "assembled", None
+        return inputs, None, assembly
 
     @cached_property
     def package_store(self) -> packages.PackageStore:
@@ -321,11 +322,9 @@ class Backend(LoggingConfigurable):
         """(uid, gid) that files made for the sandbox must have; None: the server's."""
         return None
 
-    def _store_plan(
-        self, inputs: modules.InstallInputs, manager: str, *, partial: bool
-    ) -> packages.Assembly | None:
-        """How the package store makes the tree ``npm ci`` would install (with
-        ``partial``, the part of it the store has); None when npm must do it all."""
+    def _store_plan(self, inputs: modules.InstallInputs, manager: str) -> packages.Assembly | None:
+        """How the package store makes the tree ``npm ci`` would install (with the
+        packages it lacks in ``missing``); None when npm must do it all."""
         if manager != "npm" or not self.ignore_scripts or inputs.settings:
             return None
         if inputs.argv[:2] != ("npm", "ci"):  # not frozen: npm resolves
@@ -338,12 +337,11 @@ class Backend(LoggingConfigurable):
         if lock is None or not isinstance(manifest, dict):
             return None
         here = packages.Platform.here()
-        return self.package_store.plan(manifest, lock, here, partial=partial)
+        return self.package_store.plan(manifest, lock, here, partial=True)
 
-    def _assemble_most(self, staging: Path, inputs: modules.InstallInputs, manager: str):
+    def _assemble_most(self, staging: Path, assembly: packages.Assembly | None):
         """Put what the package store has of the tree into ``staging`` when that is
         most of it: (packages copied, packages in all); None (nothing made) if not."""
-        assembly = self._store_plan(inputs, manager, partial=True)
         if assembly is None or len(assembly.folders) <= len(assembly.missing):
             return None
         self.package_store.assemble(assembly, staging, owner=self._tree_owner())

@@ -343,7 +343,7 @@ class ReactBox(w.VBox):
             self.apply_button.disabled = self.fix_button.disabled = False
         self.edit_status.value = html.escape(f"{result.status}: {result.message} ({result.cost})")
         self.diff.value = diff_html(result.diff)
-        if result.status == "applied":
+        if result.status == "applied" and not fix:  # a fix leaves what was typed
             self.instruction.value = ""
             self.details.selected_index = 0
 
