@@ -392,10 +392,11 @@ class EditEventsHandler(EditBase):
     @maps_errors
     async def get(self, project_id):
         await asyncio.to_thread(self.runtime.store.get, project_id)
-        editor = self.require_editor()
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
-        progress = editor.progress.get(project_id)
+        # Without an AI endpoint no edit runs, so the stream is empty: a client
+        # may follow it beside an edit whose own answer says why it cannot run.
+        progress = self.editor and self.editor.progress.get(project_id)
         sent = 0
         while progress is not None:
             changed = progress.changed
@@ -409,7 +410,7 @@ class EditEventsHandler(EditBase):
             if progress.done:
                 break
             await changed.wait()
-        self.finish()
+        self.finish(set_content_type="text/event-stream")
 
 
 class HistoryHandler(EditBase):

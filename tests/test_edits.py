@@ -215,12 +215,19 @@ def unconfigured(monkeypatch):
 
 
 @pytest.mark.parametrize("ai_config", [{}])
-async def test_not_configured_is_503_with_how_to_fix(unconfigured, jp_fetch, project):
+async def test_not_configured_is_503_with_how_to_fix_and_no_edit_streams(
+    unconfigured, jp_fetch, project
+):
     for method, body in (("GET", None), ("POST", b'{"instruction": "x"}')):
         with pytest.raises(HTTPClientError) as err:
             await jp_fetch("reactbox", "api", "projects", "shop", "edits", method=method, body=body)
         assert err.value.code == 503
         assert "c.ReactBoxApp.ai_base_url" in json.loads(err.value.response.body)["message"]
+    # The edit's step stream is empty, not an error: a client may open it
+    # beside the edit whose own answer says why it cannot run.
+    events = await jp_fetch("reactbox", "api", "projects", "shop", "edits", "events")
+    assert events.code == 200 and events.body == b""
+    assert events.headers["Content-Type"] == "text/event-stream"
 
 
 async def test_bad_edit_requests_are_400(jp_fetch, project):
