@@ -84,6 +84,9 @@ def binder_image(sandbox_image, tmp_path_factory):
     shutil.copy(ca, context / "ca.pem")
     (context / "Dockerfile").write_text(DOCKERFILE.format(base=sandbox_image))
     tag = "jupyter-reactbox-binder-test:latest"
+    before = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", tag], capture_output=True, text=True
+    ).stdout.strip()
     build = subprocess.run(
         ["docker", "build", "-q", "-t", tag, str(context)],
         env={**os.environ, "DOCKER_BUILDKIT": "0"},  # the engine's own builder
@@ -92,6 +95,9 @@ def binder_image(sandbox_image, tmp_path_factory):
         timeout=1200,
     )
     assert build.returncode == 0, build.stderr[-4000:]
+    if before and before != build.stdout.strip():
+        # The last run's image (1.5 GB), kept until now for the build's layer cache.
+        subprocess.run(["docker", "rmi", before], capture_output=True)
     return tag
 
 
