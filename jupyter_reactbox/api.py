@@ -301,6 +301,7 @@ class FilesHandler(BaseHandler):
             raise web.HTTPError(415, "Send the file as UTF-8 text.") from None
         await self.runtime.use(project_id)
         commit = await asyncio.to_thread(files.write_file, project.app_dir, path, content)
+        await self.runtime.changed(project_id)
         self.write_json({"path": path, "commit": commit})
 
 
@@ -317,6 +318,7 @@ class DataHandler(BaseHandler):
                 413, f"The data is {len(self.request.body)} bytes; the limit is {MAX_DATA_BYTES}."
             )
         path = await asyncio.to_thread(files.publish_data, project.app_dir, name, self.request.body)
+        await self.runtime.changed(project_id)
         self.write_json({"name": name, "path": path, "bytes": len(self.request.body)})
 
     @web.authenticated
@@ -324,6 +326,7 @@ class DataHandler(BaseHandler):
     async def delete(self, project_id, name):
         project = await asyncio.to_thread(self.runtime.store.get, project_id)
         await asyncio.to_thread(files.remove_data, project.app_dir, name)
+        await self.runtime.changed(project_id)
         self.set_status(204)
         self.finish()
 
@@ -384,6 +387,7 @@ class EditsHandler(EditBase):
             fixing = dict(st.errors[-1])
         await self.runtime.use(project_id)
         result = await editor.edit(project, instruction, paths, fixing=fixing)
+        await self.runtime.changed(project_id)
         self.write_json(result.to_json())
 
 
@@ -431,6 +435,7 @@ class HistoryActionHandler(EditBase):
         await self.runtime.use(project_id)
         step = history.undo if action == "undo" else history.redo
         commit = await asyncio.to_thread(step, project.app_dir)
+        await self.runtime.changed(project_id)
         self.write_json({"head": commit.to_json()})
 
 

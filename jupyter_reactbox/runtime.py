@@ -375,7 +375,17 @@ class Runtime:
     async def compile_errors(self, project_id: str, paths: list[str]) -> str | None:
         """The running dev server's first error compiling ``paths``, or None."""
         await self.thaw(project_id)
+        await self.changed(project_id)
         return await probes.compile_errors(self.previews.get(project_id), paths)
+
+    async def changed(self, project_id: str) -> None:
+        """The server wrote the project's files: a dev server that runs elsewhere gets
+        them (``Backend.sync``), so that it compiles and hot-reloads what is on disk."""
+        st = self.previews.get(project_id)
+        if st is None or st.status != "running":
+            return
+        project = await asyncio.to_thread(self.store.get, project_id)
+        await self.backend.sync(project_id, project.app_dir)
 
     async def stop(self, project_id: str, *, detail: str | None = None) -> None:
         """Stop the dev server (the backend keeps what it needs, so the link stays valid)."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +29,8 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-from llm import ScriptedLLM
+import tomllib
+from llm import ScriptedLLM, ThreadedLLM
 
 from jupyter_reactbox.backends import hostguard
 from jupyter_reactbox.backends.docker import LABEL
@@ -36,6 +39,7 @@ from jupyter_reactbox.cli import DEFAULT_TAG
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).parent.parent
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -547,3 +551,38 @@ async def attack_jupyter(frame, jupyter: str) -> dict:
     is its base URL): read cookies and the parent page, call the REST API with and
     without credentials, start a kernel, open a kernel websocket.  What each got."""
     return await frame.evaluate(ATTACK, jupyter)
+
+
+@pytest.fixture(scope="session")
+def hub_python():
+    """A Python every user can run, with this checkout installed as an admin
+    installs it (a virtual environment of Debian's python3, `pip install .`).
+    What it depends on is kept between runs, keyed by the dependencies in
+    pyproject.toml; the package itself is installed again each run."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    needs = [project["dependencies"], project["optional-dependencies"]["kubernetes"]]
+    key = hashlib.sha256(repr(needs).encode()).hexdigest()[:12]
+    env = Path(f"/opt/jupyter-reactbox-hub-test-{key}")
+    python = env / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    if not (env / ".complete").exists():
+        shutil.rmtree(env, ignore_errors=True)
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(env)], check=True)
+        build = ["hatchling>=1.21", "hatch-jupyter-builder>=0.9", "jupyterlab>=4.6,<5"]
+        subprocess.run(
+            [*pip, *build, "jupyterhub>=5", "ipykernel", f"{ROOT}[kubernetes]"], check=True
+        )
+        (env / ".complete").touch()
+    # The checkout as it is now (its Lab extension is built already, so no Node step).
+    subprocess.run(
+        [*pip, "--no-deps", "--no-build-isolation", "--force-reinstall", str(ROOT)], check=True
+    )
+    return python
+
+
+@pytest.fixture
+def hub_llm():
+    server = ThreadedLLM()
+    server.start()
+    yield server
+    server.stop()

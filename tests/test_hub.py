@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
 import json
 import os
 import pwd
@@ -29,7 +28,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import tomllib
 from conftest import ARTIFACTS, FIXTURES, chromium, embed_preview, free_port, remove_owned, zip_dir
 from llm import ThreadedLLM
 from test_attacks import FORK_BOMB, MEMORY_BOMB
@@ -49,30 +47,6 @@ async def fetch(url, **kw):
     return await AsyncHTTPClient().fetch(url, raise_error=False, follow_redirects=False, **kw)
 
 
-@pytest.fixture(scope="session")
-def hub_python():
-    """A Python every user can run, with this checkout installed as an admin
-    installs it (a virtual environment of Debian's python3, `pip install .`).
-    What it depends on is kept between runs, keyed by the dependencies in
-    pyproject.toml; the package itself is installed again each run."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    key = hashlib.sha256(repr(project["dependencies"]).encode()).hexdigest()[:12]
-    env = Path(f"/opt/jupyter-reactbox-hub-test-{key}")
-    python = env / "bin" / "python"
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    if not (env / ".complete").exists():
-        shutil.rmtree(env, ignore_errors=True)
-        subprocess.run(["/usr/bin/python3", "-m", "venv", str(env)], check=True)
-        build = ["hatchling>=1.21", "hatch-jupyter-builder>=0.9", "jupyterlab>=4.6,<5"]
-        subprocess.run([*pip, *build, "jupyterhub>=5", "ipykernel", str(ROOT)], check=True)
-        (env / ".complete").touch()
-    # The checkout as it is now (its Lab extension is built already, so no Node step).
-    subprocess.run(
-        [*pip, "--no-deps", "--no-build-isolation", "--force-reinstall", str(ROOT)], check=True
-    )
-    return python
-
-
 def add_user(name: str) -> None:
     subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
     groups = subprocess.check_output(["id", "-Gn", name], text=True).split()
@@ -84,8 +58,18 @@ def remove_user(name: str) -> None:
     subprocess.run(["userdel", "--remove", name], capture_output=True)
 
 
+DOCKER_ARGS = ("--DockerBackend.pids_limit=128", "--DockerBackend.memory_limit=256m")
+
+
 class Hub:
-    def __init__(self, tmp: Path, python: Path, image: str, llm: ThreadedLLM):
+    def __init__(
+        self,
+        tmp: Path,
+        python: Path,
+        image: str,
+        llm: ThreadedLLM,
+        service_args: tuple[str, ...] = DOCKER_ARGS,
+    ):
         self.tmp = tmp
         self.python = python
         self.port = free_port()
@@ -115,8 +99,7 @@ class Hub:
                 f"--DockerBackend.image={image}",
                 "--ReactBoxApp.ai_model=scripted",
                 "--ReactBoxApp.max_running=1",
-                "--DockerBackend.pids_limit=128",
-                "--DockerBackend.memory_limit=256m",
+                *service_args,
             ],
             text=True,
         )
@@ -267,14 +250,6 @@ class Hub:
         self.log.close()
         for user in (self.alice, self.bob):
             remove_user(user)
-
-
-@pytest.fixture
-def hub_llm():
-    server = ThreadedLLM()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

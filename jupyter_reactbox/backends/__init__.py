@@ -1,7 +1,8 @@
 """Where dev servers run: one file per backend (see ``base.py`` for the seam).
 
 ``c.ReactBoxApp.backend`` is ``"auto"`` (Docker when an engine answers, else
-the local backend), a backend's name (``"docker"``, ``"local"``, or one that a
+the local backend), a backend's name (``"docker"``, ``"local"``, ``"kubernetes"``
+(for the JupyterHub service on a cluster), or one that a
 package adds through the entry point group ``jupyter_reactbox.backends``), or
 a Backend class (or its import string).
 """
@@ -18,6 +19,7 @@ ENTRY_POINT_GROUP = "jupyter_reactbox.backends"
 BUILT_IN = {
     "docker": "jupyter_reactbox.backends.docker.DockerBackend",
     "local": "jupyter_reactbox.backends.local.LocalBackend",
+    "kubernetes": "jupyter_reactbox.backends.kubernetes.KubernetesBackend",
 }
 
 

@@ -402,6 +402,11 @@ class Backend(LoggingConfigurable):
         picks); return once it has an address."""
         raise NotImplementedError
 
+    async def sync(self, project_id: str, app_dir: Path) -> None:
+        """The server wrote files of the running project: send what changed to where
+        its dev server reads them.  A backend that bind-mounts the folder has nothing
+        to do."""
+
     async def resume(self, project_id: str, app_dir: Path, plan: AppPlan) -> Record | None:
         """Start the kept dev server again if it is still current; None if there is none."""
         raise NotImplementedError

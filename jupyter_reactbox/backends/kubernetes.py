@@ -1,0 +1,865 @@
+"""The Kubernetes backend: a hardened pod per preview, for zero-to-jupyterhub.
+
+It runs in the JupyterHub service (which holds the cluster credentials); user
+servers never talk to the cluster.  The service keeps every project's files and
+the dependency caches on its own disk, as with Docker, and a pod gets a copy:
+
+* **Files reach a pod over the exec API.**  A dev-server pod starts with empty
+  ``emptyDir`` folders and waits; the backend streams the project (with its
+  ``node_modules``) in as a tar, then lets the dev server start.  After that,
+  ``sync`` sends only the files that changed since the last send (and removes
+  the ones that went), so HMR sees an edit as it sees a local write.  Nothing
+  the pod writes comes back, so nothing the app's code writes is ever read by
+  the service: the Docker backend's "work tree is data" rule holds trivially.
+* **Installs run in a pod of their own**, which idles while the backend runs
+  the package manager in it (exec), then streams ``node_modules`` back; the
+  service unpacks it with Python's ``data`` extraction filter (no links out of
+  the tree, no devices, no set-uid bits) into the install's staging folder.
+  The registry is reached through the service's registry proxy when
+  ``proxy_address`` is set (the install pod's NetworkPolicy allows only it).
+* **Watched, not polled**: one watch per owner keeps every pod of that owner
+  (as kubespawner's reflector does); ``poll``, ``running`` and the waits read it.
+* **Recovery by labels**: what a preview needs after a service restart (its
+  token, base path, framework) is in its pod's annotations.
+* Idle stop deletes the pod (there is no pause); files and caches stay here.
+
+The client is ``kubernetes_asyncio`` (kubespawner's): native asyncio, so a
+watch or a streamed exec holds no thread, and its models match the API server's.
+Objects come from the pure functions of ``kube_objects``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import shlex
+import stat
+import tarfile
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from traitlets import CaselessStrEnum, Dict, Float, Int, List, Unicode, default
+
+from .._version import __version__
+from ..errors import EngineUnavailable, SandboxError, TooManyStreams
+from ..frameworks import SUPPORT_DIR, AppPlan
+from . import egress
+from . import kube_objects as objects
+from .base import Backend, Endpoint, Exit, InstallRun, Isolation, Progress, Record, install_env
+from .docker import SYSTEM_CA_BUNDLES, spec_hash
+
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+STDIN, STDOUT, STDERR, ERROR = 0, 1, 2, 3
+SKIP = {"node_modules"}
+"""Top-level folders of the project that a sync leaves alone (sent whole at launch)."""
+
+
+def _api_error(exc: BaseException) -> int | None:
+    return getattr(exc, "status", None)
+
+
+def manifest(app_dir: Path) -> dict[str, tuple[int, int, int]]:
+    """Every file and link of the project but ``node_modules``: path -> (mode, size,
+    mtime in ns), from lstat (links are not followed)."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for root, dirs, files in os.walk(app_dir):
+        rel = Path(root).relative_to(app_dir)
+        if rel == Path("."):
+            dirs[:] = [d for d in dirs if d not in SKIP]
+        for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(root, d)))]:
+            st = os.lstat(os.path.join(root, name))
+            out[(rel / name).as_posix()] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def top_level(app_dir: Path) -> list[str]:
+    """What the project folder holds at its top, ``node_modules`` included."""
+    return sorted(os.listdir(app_dir))
+
+
+def pack(app_dir: Path, paths: list[str], out: io.BufferedIOBase, *, uid: int) -> None:
+    """A tar of ``paths`` (relative to ``app_dir``; folders recursively), owned by
+    ``uid``: regular files, folders and links only."""
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if not (info.isfile() or info.isdir() or info.issym()):
+            return None
+        info.uid = info.gid = uid
+        info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for path in paths:
+            tar.add(app_dir / path, arcname=path, recursive=True, filter=owned)
+
+
+def unpack_modules(archive: BinaryIO, staging: Path) -> None:
+    """Unpack an install pod's ``node_modules`` into ``staging``: what npm could have
+    written there itself, and nothing else.  Every member is under ``node_modules``
+    with no ``..``, a folder, a regular file or a link (no devices, no hard links),
+    never written through a link or over anything the archive made before, with
+    no set-uid, set-gid or sticky bits, owned by this process."""
+    uid, gid = os.getuid(), os.getgid()
+    with tarfile.open(fileobj=archive, mode="r|") as tar:
+        for member in tar:
+            parts = PurePosixPath(member.name).parts
+            if (
+                not parts
+                or parts[0] != "node_modules"
+                or member.name.startswith("/")
+                or any(p in (".", "..") for p in parts)
+                or not (member.isfile() or member.isdir() or member.issym())
+            ):
+                raise SandboxError(f"The install's node_modules has {member.name!r}: refused.")
+            where = staging
+            for part in parts[:-1]:
+                where = where / part
+                with contextlib.suppress(FileNotFoundError):
+                    if not stat.S_ISDIR(os.lstat(where).st_mode):
+                        raise SandboxError(f"{member.name!r} would be written through a link.")
+            target = staging.joinpath(*parts)
+            with contextlib.suppress(FileNotFoundError):
+                there = os.lstat(target).st_mode
+                if not (member.isdir() and stat.S_ISDIR(there)):
+                    raise SandboxError(f"{member.name!r} is in the install's archive twice.")
+            member.mode &= 0o777
+            member.uid, member.gid, member.uname, member.gname = uid, gid, "", ""
+            checked = {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
+            tar.extract(member, staging, set_attrs=not member.issym(), **checked)
+
+
+class KubernetesBackend(Backend):
+    """Runs one owner's previews as pods in one namespace."""
+
+    name = "kubernetes"
+
+    namespace = Unicode(help="Namespace of the preview pods. Default: the service's own.").tag(
+        config=True
+    )
+
+    @default("namespace")
+    def _default_namespace(self):
+        if IN_CLUSTER_NAMESPACE.exists():
+            return IN_CLUSTER_NAMESPACE.read_text().strip()
+        return "default"
+
+    kubeconfig = Unicode(
+        "",
+        help="""A kubeconfig file to reach the cluster. Empty: the service account of
+        the pod the service runs in, else $KUBECONFIG or ~/.kube/config.""",
+    ).tag(config=True)
+    image = Unicode(
+        f"jupyter-reactbox-sandbox:{__version__}",
+        help="The sandbox image (`jupyter reactbox build-image`, pushed where nodes pull).",
+    ).tag(config=True)
+    pull_policy = CaselessStrEnum(
+        ["Always", "IfNotPresent", "Never"],
+        default_value="IfNotPresent",
+        help="imagePullPolicy of the pods.",
+    ).tag(config=True)
+    runtime_class = Unicode(
+        "", help="runtimeClassName of the pods, e.g. 'gvisor'. Empty: the cluster's default."
+    ).tag(config=True)
+    node_selector = Dict(
+        value_trait=Unicode(), help="nodeSelector of the pods, e.g. {'pool': 'previews'}."
+    ).tag(config=True)
+    tolerations = List(Dict(), help="tolerations of the pods, as Kubernetes writes them.").tag(
+        config=True
+    )
+    storage_class = Unicode(
+        "",
+        help="""Storage class of each owner's package-manager cache (a PersistentVolumeClaim
+        the install pods mount). Empty: installs use an emptyDir, and the service's own
+        package store and node_modules cache keep what they fetched.""",
+    ).tag(config=True)
+    uid = Int(1000, help="Uid (and gid) the pods run as; never 0.").tag(config=True)
+    memory_limit = Unicode("1Gi", help="Memory limit of a dev-server pod.").tag(config=True)
+    cpu_limit = Unicode("1", help="CPU limit of a dev-server pod.").tag(config=True)
+    install_memory_limit = Unicode("2Gi", help="Memory limit of an install pod.").tag(config=True)
+    storage_limit = Unicode(
+        "4Gi", help="Ephemeral-storage limit of a pod (its project folder and logs)."
+    ).tag(config=True)
+    tmp_size = Unicode("256Mi", help="Size of each pod's /tmp (memory).").tag(config=True)
+    ingress_from = List(
+        Dict(),
+        help="""NetworkPolicy peers that may reach the dev servers: the service's pods
+        (the default selects zero-to-jupyterhub's hub pod, where the service runs).""",
+    ).tag(config=True)
+
+    @default("ingress_from")
+    def _default_ingress(self):
+        return [{"podSelector": {"matchLabels": {"app": "jupyterhub", "component": "hub"}}}]
+
+    proxy_address = Unicode(
+        "",
+        help="""Address of this service that install pods reach: the registry proxy
+        listens there and is an install's only way out. Empty: the proxy listens on
+        the service pod's own address ($POD_IP).""",
+    ).tag(config=True)
+    extra_ca_certs = Unicode(
+        help="""PEM file of CAs the install pods trust (NODE_EXTRA_CA_CERTS), for a
+        registry behind a TLS-intercepting proxy or with a private CA. Defaults to this
+        host's system CA bundle; empty to trust only Node's built-in CAs.""",
+    ).tag(config=True)
+
+    @default("extra_ca_certs")
+    def _default_ca(self):
+        return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), "")
+
+    start_timeout = Float(180, help="Seconds a pod may take to be scheduled and start.").tag(
+        config=True
+    )
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._client = None
+        self._ws = None
+        self._core = None
+        self._net = None
+        self._pods: dict[str, dict[str, Any]] = {}
+        self._changed = asyncio.Event()
+        self._watching: asyncio.Task | None = None
+        self._listed = asyncio.Event()
+        self._synced: dict[str, dict[str, tuple[int, int, int]]] = {}
+        self._sync_locks: dict[str, asyncio.Lock] = {}
+        self._maps: set[str] = set()
+        self._stopped: dict[str, tuple[str, str]] = {}
+        """project -> (base, token) of a pod deleted by ``stop``, for ``resume``."""
+        self._egress: egress.RegistryProxy | None = None
+        self._registry_default: str | None = None
+        self._following = 0
+
+    @classmethod
+    def available(cls) -> str | None:
+        try:
+            import kubernetes_asyncio  # noqa: F401
+        except ImportError:
+            return "kubernetes_asyncio is not installed (pip install jupyter-reactbox[kubernetes])"
+        return None
+
+    def isolation(self) -> Isolation:
+        runtime = f", under {self.runtime_class}" if self.runtime_class else ""
+        return Isolation(
+            backend=self.name,
+            sandboxed=True,
+            how=f"a hardened pod per preview in {self.namespace}, behind a NetworkPolicy{runtime}",
+        )
+
+    # -- plumbing ---------------------------------------------------------------
+
+    async def _apis(self):
+        if self._core is None:
+            from kubernetes_asyncio import client, config
+            from kubernetes_asyncio.stream import WsApiClient
+
+            configuration = client.Configuration()
+            try:
+                in_cluster = await asyncio.to_thread(IN_CLUSTER_NAMESPACE.exists)
+                if self.kubeconfig or not in_cluster:
+                    await config.load_kube_config(
+                        config_file=self.kubeconfig or None, client_configuration=configuration
+                    )
+                else:
+                    config.load_incluster_config(client_configuration=configuration)
+            except Exception as exc:
+                raise EngineUnavailable(f"Cannot reach the Kubernetes API: {exc}") from exc
+            self._client = client.ApiClient(configuration)
+            self._ws = WsApiClient(configuration)
+            self._core = client.CoreV1Api(self._client)
+            self._net = client.NetworkingV1Api(self._client)
+        return self._core
+
+    def _selector(self, role: str | None = None) -> str:
+        out = f"{objects.GROUP}/owner={self.owner}"
+        return out + (f",app.kubernetes.io/component={role}" if role else "")
+
+    async def _watch(self) -> None:
+        """Keep ``_pods`` (this owner's pods) current: list, then watch from there;
+        list again when the watch's version is too old."""
+        from kubernetes_asyncio import watch
+
+        core = await self._apis()
+        while True:
+            try:
+                listed = await core.list_namespaced_pod(
+                    self.namespace, label_selector=self._selector(), _preload_content=False
+                )
+                data = json.loads(await listed.read())
+                self._pods = {p["metadata"]["name"]: p for p in data["items"]}
+                version = data["metadata"]["resourceVersion"]
+                self._listed.set()
+                self._notify()
+                while True:
+                    stream = watch.Watch().stream(
+                        core.list_namespaced_pod,
+                        self.namespace,
+                        label_selector=self._selector(),
+                        resource_version=version,
+                        timeout_seconds=300,
+                        allow_watch_bookmarks=True,
+                    )
+                    async with stream:
+                        async for event in stream:
+                            pod = event["raw_object"]
+                            kind = event["type"]
+                            if kind == "ERROR":
+                                raise RuntimeError(pod.get("message", "watch error"))
+                            version = pod["metadata"].get("resourceVersion", version)
+                            if kind == "BOOKMARK":
+                                continue
+                            name = pod["metadata"]["name"]
+                            if kind == "DELETED":
+                                self._pods.pop(name, None)
+                            else:
+                                self._pods[name] = pod
+                            self._notify()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the API server went away, or the version expired
+                self.log.debug("Watch of %s's pods restarts: %s", self.owner, exc)
+                await asyncio.sleep(1)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _pod(self, name: str) -> dict[str, Any] | None:
+        if self._watching is None:
+            self._watching = asyncio.create_task(self._watch())
+        await asyncio.wait_for(self._listed.wait(), 30)
+        return self._pods.get(name)
+
+    async def _wait_pod(self, name: str, ready, timeout: float) -> dict[str, Any]:
+        """The pod once ``ready(pod)``; SandboxError if it ends or the time is up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            changed = self._changed
+            pod = await self._pod(name)
+            if pod is not None and ready(pod):
+                return pod
+            if pod is not None and pod["status"].get("phase") in ("Succeeded", "Failed"):
+                raise SandboxError(f"Pod {name} ended: {self._why(pod)}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SandboxError(f"Pod {name} did not start in {timeout:.0f} s: {self._why(pod)}")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), left)
+
+    @staticmethod
+    def _why(pod: dict[str, Any] | None) -> str:
+        if pod is None:
+            return "it is gone"
+        for status in pod["status"].get("containerStatuses") or []:
+            for state in status.get("state", {}).values():
+                if state.get("reason") or state.get("message"):
+                    return " ".join(filter(None, (state.get("reason"), state.get("message"))))
+        for cond in pod["status"].get("conditions") or []:
+            if cond.get("message"):
+                return cond["message"]
+        return pod["status"].get("phase", "unknown")
+
+    @staticmethod
+    def _running(pod: dict[str, Any]) -> bool:
+        return pod["status"].get("phase") == "Running" and bool(pod["status"].get("podIP"))
+
+    async def _create(self, pod: dict[str, Any], policy: dict[str, Any]) -> None:
+        core = await self._apis()
+        name = pod["metadata"]["name"]
+        await self._delete(name)
+        try:
+            await self._net.create_namespaced_network_policy(self.namespace, policy)
+        except Exception as exc:
+            if _api_error(exc) != 409:
+                raise
+            await self._net.replace_namespaced_network_policy(name, self.namespace, policy)
+        await core.create_namespaced_pod(self.namespace, pod)
+
+    async def _delete(self, name: str, *, policy: bool = False) -> None:
+        """Delete the pod (and its NetworkPolicy), waiting until it is gone."""
+        core = await self._apis()
+        try:
+            await core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+        except Exception as exc:
+            if _api_error(exc) != 404:
+                raise
+        if policy:
+            with contextlib.suppress(Exception):
+                await self._net.delete_namespaced_network_policy(name, self.namespace)
+        deadline = time.monotonic() + 60
+        while await self._pod(name) is not None and time.monotonic() < deadline:
+            changed = self._changed
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), 1)
+
+    async def _exec(
+        self,
+        pod: str,
+        argv: list[str],
+        *,
+        stdin: tuple[Any, int] | None = None,
+        stdout: Any = None,
+        timeout: float | None = None,
+    ) -> tuple[int, bytes]:
+        """Run ``argv`` in the pod: (exit code, its stderr, or its stdout when no
+        ``stdout`` file takes it).  With ``stdin`` (a file and its size), the command
+        reads exactly its bytes: the exec protocol (v4) cannot close a stream, so it is
+        framed by ``head -c``."""
+        await self._apis()
+        from kubernetes_asyncio import client
+
+        if stdin is not None:
+            size = stdin[1]
+            argv = ["sh", "-c", f"head -c {size} | {shlex.join(argv)}"]
+        ws_core = client.CoreV1Api(self._ws)
+        connect = await ws_core.connect_get_namespaced_pod_exec(
+            pod,
+            self.namespace,
+            command=argv,
+            stdin=stdin is not None,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            _preload_content=False,
+        )
+        status: dict[str, Any] | None = None
+        text = io.BytesIO()
+
+        async def run():
+            nonlocal status
+            async with connect as ws:
+                if stdin is not None:
+                    while chunk := stdin[0].read(1 << 20):
+                        await ws.send_bytes(bytes([STDIN]) + chunk)
+                async for message in ws:
+                    data = message.data
+                    if isinstance(data, str):
+                        data = data.encode()
+                    if not data:
+                        continue
+                    channel, body = data[0], data[1:]
+                    if channel == STDOUT:
+                        (stdout or text).write(body)
+                    elif channel == STDERR:
+                        text.write(body)
+                    elif channel == ERROR and body:
+                        status = json.loads(body)
+
+        await asyncio.wait_for(run(), timeout)
+        if status is None:
+            raise SandboxError(f"The command in pod {pod} ended with no status.")
+        if status.get("status") == "Success":
+            return 0, text.getvalue()
+        for cause in (status.get("details") or {}).get("causes") or []:
+            if cause.get("reason") == "ExitCode":
+                return int(cause["message"]), text.getvalue()
+        raise SandboxError(f"The command in pod {pod} failed: {status.get('message')}")
+
+    async def _files_map(self, prefix: str, files: dict[str, bytes]) -> str:
+        """The name of the ConfigMap of ``files`` (made unless it is there)."""
+        made = objects.files_map(prefix, files)
+        name = made["metadata"]["name"]
+        if name not in self._maps:
+            core = await self._apis()
+            try:
+                await core.create_namespaced_config_map(self.namespace, made)
+            except Exception as exc:
+                if _api_error(exc) != 409:  # made already, with this content
+                    raise
+            self._maps.add(name)
+        return name
+
+    async def _ensure_support(self) -> str:
+        files = await asyncio.to_thread(
+            lambda: {p.name: p.read_bytes() for p in SUPPORT_DIR.iterdir() if p.is_file()}
+        )
+        return await self._files_map("support", files)
+
+    async def _ensure_ca(self) -> str | None:
+        if not self.extra_ca_certs:
+            return None
+        pem = await asyncio.to_thread(Path(self.extra_ca_certs).read_bytes)
+        return await self._files_map("ca", {"ca.pem": pem})
+
+    def _placement(self) -> objects.Placement:
+        return objects.Placement(
+            runtime_class=self.runtime_class or None,
+            node_selector=dict(self.node_selector),
+            tolerations=tuple(self.tolerations),
+            pull_policy=self.pull_policy,
+        )
+
+    def _limits(self, memory: str) -> objects.PodLimits:
+        return objects.PodLimits(
+            cpu=self.cpu_limit,
+            memory=memory,
+            ephemeral_storage=self.storage_limit,
+            tmp_size=self.tmp_size,
+            project_size=self.storage_limit,
+        )
+
+    async def _send(self, pod: str, app_dir: Path, paths: list[str]) -> None:
+        """Stream ``paths`` of the project into the pod's project folder."""
+        with tempfile.TemporaryFile(prefix="reactbox-sync-") as f:
+            await asyncio.to_thread(pack, app_dir, paths, f, uid=self.uid)
+            size = f.tell()
+            f.seek(0)
+            code, err = await self._exec(
+                pod,
+                ["tar", "-x", "-m", "--no-same-owner", "-C", objects.PROJECT],
+                stdin=(f, size),
+                timeout=300,
+            )
+        if code != 0:
+            why = err.decode("utf-8", "replace")[-500:]
+            raise SandboxError(f"Could not send the project's files to {pod}: {why}")
+
+    # -- installs -----------------------------------------------------------------
+
+    async def _install_route(self) -> tuple[str | None, str]:
+        registry = self.registry or await self._default_registry()
+        host = self.proxy_address or os.environ.get("POD_IP", "")
+        if not host:
+            return None, registry
+        target = egress.registry_target(registry)
+        if self._egress is None or self._egress.allowed != target:
+            if self._egress is not None:
+                await self._egress.close()
+            self._egress = egress.RegistryProxy(target, self.log)
+            await self._egress.start(host)
+        return self._egress.url, registry
+
+    async def _default_registry(self) -> str:
+        """The registry npm in the image uses when none is configured (asked once, in
+        a short-lived pod)."""
+        if self._registry_default is None:
+            name = objects.pod_name(self.owner, "registry-probe", "install")
+            pod = objects.install_pod(
+                image=self.image,
+                owner=self.owner,
+                project_id="registry-probe",
+                limits=self._limits(self.memory_limit),
+                placement=self._placement(),
+                deadline=120,
+                uid=self.uid,
+            )
+            policy = objects.network_policy(
+                owner=self.owner, project_id="registry-probe", role="install", ingress_from=[]
+            )
+            try:
+                await self._create(pod, policy)
+                await self._wait_pod(name, self._running, self.start_timeout)
+                code, out = await self._exec(name, ["npm", "config", "get", "registry"])
+                if code != 0:
+                    raise SandboxError(f"npm config get registry failed: {out.decode()[-300:]}")
+                self._registry_default = out.decode().strip()
+            finally:
+                await asyncio.shield(self._delete(name, policy=True))
+        return self._registry_default
+
+    async def _install_once(
+        self, run: InstallRun, progress: Progress | None
+    ) -> tuple[int | None, str]:
+        name = objects.pod_name(self.owner, run.project_id, "install")
+        pod = objects.install_pod(
+            image=self.image,
+            owner=self.owner,
+            project_id=run.project_id,
+            limits=self._limits(self.install_memory_limit),
+            placement=self._placement(),
+            deadline=int(self.install_timeout) + 120,
+            uid=self.uid,
+            ca_map=await self._ensure_ca(),
+        )
+        proxy = None
+        if run.proxy:
+            host, port = run.proxy.removeprefix("http://").rsplit(":", 1)
+            proxy = (host, int(port))
+        policy = objects.network_policy(
+            owner=self.owner,
+            project_id=run.project_id,
+            role="install",
+            ingress_from=[],
+            registry_proxy=proxy,
+        )
+        env = install_env(cache="/cache", registry=run.registry, proxy=run.proxy, settings=run.env)
+        try:
+            await self._create(pod, policy)
+            await self._wait_pod(name, self._running, self.start_timeout)
+            staged = [p.name for p in run.staging.iterdir()]
+            await self._send(name, run.staging, staged)
+            argv = ["env", *(f"{k}={v}" for k, v in sorted(env.items())), *run.argv]
+            try:
+                code, output = await self._exec(
+                    name,
+                    ["sh", "-c", 'cd /project && exec "$@" 2>&1', "install", *argv],
+                    timeout=self.install_timeout,
+                )
+            except asyncio.TimeoutError:
+                return None, ""
+            text = output.decode("utf-8", "replace")
+            if code == 0:
+                await self._fetch_modules(name, run.staging)
+            return code, text
+        finally:
+            await asyncio.shield(self._delete(name, policy=True))
+
+    async def _fetch_modules(self, pod: str, staging: Path) -> None:
+        """``node_modules`` of the install pod into ``staging`` (``unpack_modules``)."""
+        with tempfile.TemporaryFile(prefix="reactbox-modules-") as f:
+            code, err = await self._exec(
+                pod, ["tar", "-c", "-C", objects.PROJECT, "node_modules"], stdout=f, timeout=600
+            )
+            if code != 0:
+                raise SandboxError(f"Could not fetch node_modules: {err.decode()[-500:]}")
+            f.seek(0)
+
+            await asyncio.to_thread(unpack_modules, f, staging)
+
+    # -- dev servers ----------------------------------------------------------------
+
+    def _run_pod(
+        self, project_id: str, plan: AppPlan, base: str, token: str, support: str
+    ) -> dict[str, Any]:
+        where = dict(base=base, host="0.0.0.0", port=objects.PORT, support=objects.SUPPORT)
+
+        def spec(base: str, token: str, hash_: str) -> dict[str, Any]:
+            return objects.run_pod(
+                image=self.image,
+                owner=self.owner,
+                project_id=project_id,
+                argv=plan.dev_argv(**where),
+                env=plan.dev_env(**where),
+                framework=plan.framework,
+                base=base,
+                token=token,
+                spec_hash=hash_,
+                support_map=support,
+                limits=self._limits(self.memory_limit),
+                placement=self._placement(),
+                uid=self.uid,
+            )
+
+        return spec(base, token, spec_hash(spec("{base}", "{token}", "")))
+
+    async def launch(
+        self, project_id: str, app_dir: Path, plan: AppPlan, *, base: str, token: str
+    ) -> Endpoint:
+        support = await self._ensure_support()
+        pod = self._run_pod(project_id, plan, base, token, support)
+        name = pod["metadata"]["name"]
+        policy = objects.network_policy(
+            owner=self.owner, project_id=project_id, role="run", ingress_from=self.ingress_from
+        )
+        self._synced.pop(project_id, None)
+        await self._create(pod, policy)
+        try:
+            running = await self._wait_pod(name, self._running, self.start_timeout)
+            async with self._sync_lock(project_id):
+                files = await asyncio.to_thread(manifest, app_dir)
+                await self._send(name, app_dir, await asyncio.to_thread(top_level, app_dir))
+                self._synced[project_id] = files
+            code, err = await self._exec(name, ["touch", objects.SYNCED])
+            if code != 0:
+                raise SandboxError(f"Could not start the dev server: {err.decode()[-300:]}")
+        except BaseException:
+            await asyncio.shield(self._delete(name))
+            raise
+        self.log.info("Started dev server of %s in pod %s", project_id, name)
+        return Endpoint(running["status"]["podIP"], objects.PORT)
+
+    def _sync_lock(self, project_id: str) -> asyncio.Lock:
+        return self._sync_locks.setdefault(project_id, asyncio.Lock())
+
+    async def sync(self, project_id: str, app_dir: Path) -> None:
+        """Send the files that changed since the last send (the dev server's HMR
+        sees them); remove those that went."""
+        name = objects.pod_name(self.owner, project_id, "run")
+        async with self._sync_lock(project_id):
+            before = self._synced.get(project_id)
+            pod = await self._pod(name)
+            if before is None or pod is None or not self._running(pod):
+                return
+            now = await asyncio.to_thread(manifest, app_dir)
+            changed = sorted(p for p, st in now.items() if before.get(p) != st)
+            gone = sorted(p for p in before if p not in now)
+            if gone:
+                quoted = " ".join(shlex.quote(f"{objects.PROJECT}/{p}") for p in gone)
+                await self._exec(name, ["sh", "-c", f"rm -rf -- {quoted}"])
+            if changed:
+                await self._send(name, app_dir, changed)
+            self._synced[project_id] = now
+
+    async def resume(self, project_id: str, app_dir: Path, plan: AppPlan) -> Record | None:
+        """The pod if it still runs as configured; else, after an idle stop, a new pod
+        under the stopped one's base and token, so its link keeps working (as a kept
+        container's does).  None: nothing to resume."""
+        name = objects.pod_name(self.owner, project_id, "run")
+        pod = await self._pod(name)
+        if pod is not None and self._running(pod) and project_id in self._synced:
+            support = await self._ensure_support()
+            spec = f"{objects.GROUP}/spec"
+            current = self._run_pod(project_id, plan, "", "", support)["metadata"]["annotations"]
+            if (pod["metadata"].get("annotations") or {}).get(spec) == current[spec]:
+                await self.sync(project_id, app_dir)
+                return self._record(pod)
+            self.log.info("The pod of %s is out of date; replacing it", project_id)
+        stopped = self._stopped.pop(project_id, None)
+        if stopped is None:
+            return None
+        base, token = stopped
+        endpoint = await self.launch(project_id, app_dir, plan, base=base, token=token)
+        return Record(project_id, plan.framework, token, base, endpoint)
+
+    def _record(self, pod: dict[str, Any]) -> Record:
+        a = pod["metadata"].get("annotations") or {}
+        endpoint = None
+        if self._running(pod):
+            endpoint = Endpoint(pod["status"]["podIP"], int(a.get(f"{objects.GROUP}/port", 0)))
+        return Record(
+            project_id=a.get(f"{objects.GROUP}/project", ""),
+            framework=a.get(f"{objects.GROUP}/framework", ""),
+            token=a.get(f"{objects.GROUP}/token", ""),
+            base=a.get(f"{objects.GROUP}/base", ""),
+            endpoint=endpoint,
+        )
+
+    async def poll(self, project_id: str) -> Exit | None:
+        pod = await self._pod(objects.pod_name(self.owner, project_id, "run"))
+        if pod is None:
+            return Exit(code=None, why="its pod is gone")
+        if pod["status"].get("phase") in ("Pending", "Running"):
+            return None
+        for status in pod["status"].get("containerStatuses") or []:
+            ended = status.get("state", {}).get("terminated")
+            if ended:
+                why = None
+                if ended.get("reason") == "OOMKilled":
+                    why = "was killed for using too much memory (c.KubernetesBackend.memory_limit)"
+                return Exit(code=ended.get("exitCode"), why=why)
+        return Exit(code=None, why=self._why(pod))
+
+    async def running(self) -> set[str]:
+        await self._pod("")
+        return {
+            p["metadata"]["labels"][f"{objects.GROUP}/project"]
+            for p in self._pods.values()
+            if p["metadata"]["labels"].get("app.kubernetes.io/component") == "run"
+            and p["status"].get("phase") == "Running"
+            and p["metadata"]["labels"][f"{objects.GROUP}/project"] in self._synced
+        }
+
+    async def stop(self, project_id: str) -> None:
+        """Delete the pod: the files and caches are here, and a start sends them again
+        (``resume``, under the same link)."""
+        name = objects.pod_name(self.owner, project_id, "run")
+        pod = await self._pod(name)
+        if pod is not None and self._running(pod):
+            record = self._record(pod)
+            self._stopped[project_id] = (record.base, record.token)
+        self._synced.pop(project_id, None)
+        await self._delete(name)
+
+    async def discard(self, project_id: str) -> None:
+        self._stopped.pop(project_id, None)
+        self._synced.pop(project_id, None)
+        await self._delete(objects.pod_name(self.owner, project_id, "run"))
+
+    async def remove(self, project_id: str) -> None:
+        self._stopped.pop(project_id, None)
+        self._synced.pop(project_id, None)
+        for role in ("install", "run"):
+            await self._delete(objects.pod_name(self.owner, project_id, role), policy=True)
+
+    async def recover(self, known: set[str]) -> list[Record]:
+        """The running pods of ``known`` projects, sent their files again is not needed:
+        a pod keeps its copy; what changed meanwhile is sent by the next sync."""
+        await self._pod("")
+        kept: list[Record] = []
+        for name, pod in sorted(self._pods.items()):
+            labels = pod["metadata"]["labels"]
+            project_id = labels.get(f"{objects.GROUP}/project", "")
+            role = labels.get("app.kubernetes.io/component")
+            why = None
+            if project_id not in known:
+                why = "its project is gone"
+            elif role != "run":
+                why = "an interrupted install"
+            elif not self._running(pod):
+                why = "it no longer runs"
+            if why:
+                self.log.warning("Removing pod %s: %s", name, why)
+                await self._delete(name, policy=project_id not in known)
+                continue
+            self._synced[project_id] = {}  # unknown: the next sync sends every file
+            kept.append(self._record(pod))
+        return kept
+
+    async def logs(self, project_id: str, *, tail: int = 500) -> str:
+        core = await self._apis()
+        try:
+            return await core.read_namespaced_pod_log(
+                objects.pod_name(self.owner, project_id, "run"), self.namespace, tail_lines=tail
+            )
+        except Exception as exc:
+            if _api_error(exc) in (400, 404):  # gone, or not started
+                return ""
+            raise
+
+    async def follow_logs(self, project_id: str) -> _LogFollow:
+        if self._following >= self.max_log_followers:
+            raise TooManyStreams(
+                f"{self._following} followed logs are open already; close one (or wait for "
+                "its client to leave) and try again."
+            )
+        core = await self._apis()
+        try:
+            response = await core.read_namespaced_pod_log(
+                objects.pod_name(self.owner, project_id, "run"),
+                self.namespace,
+                follow=True,
+                since_seconds=1,
+                _preload_content=False,
+            )
+        except Exception as exc:
+            if _api_error(exc) in (400, 404):
+                return _LogFollow(self, None)
+            raise
+        self._following += 1
+        return _LogFollow(self, response)
+
+    async def close(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watching
+        if self._egress is not None:
+            await self._egress.close()
+        for api in (self._client, self._ws):
+            if api is not None:
+                await api.close()
+
+
+class _LogFollow:
+    def __init__(self, backend: KubernetesBackend, response):
+        self._backend, self._response = backend, response
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._lines()
+
+    async def _lines(self) -> AsyncIterator[str]:
+        if self._response is None:
+            return
+        async for line in self._response.content:
+            yield line.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._response is not None:
+            response, self._response = self._response, None
+            self._backend._following -= 1
+            response.release()
