@@ -1,11 +1,13 @@
-"""The local backend beside the Docker one, in the same run: upload -> rendered
-(a lockfile seen before), resume of a stopped preview -> rendered, and file
-write -> HMR update through the preview proxy.
+"""The local and Kubernetes backends beside the Docker one, in the same run:
+upload -> rendered (a lockfile seen before), resume of a stopped preview ->
+rendered, and a file written through the files API -> HMR update through the
+preview proxy.
 
-Two real Jupyter servers with the extension, one per backend, Debian's
-chromium; each server first installs the app once, so "seen before" means the
-same here for both (its node_modules comes from the per-user cache).  The
-ratios are to the Docker backend.
+Real Jupyter servers with the extension, one per backend, Debian's chromium;
+each server first installs the app once, so "seen before" means the same here
+for all (its node_modules comes from the per-user cache).  The Kubernetes one
+runs its pods on the single-node cluster of `.ci/kube` (skipped, and said so,
+when that cluster is not up).  The ratios are to the Docker backend.
 
     python benchmarks/backends.py [--rounds 5]
 """
@@ -14,7 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import secrets
+import subprocess
 import time
+from pathlib import Path
 
 from harness import (
     FIXTURES,
@@ -22,14 +28,50 @@ from harness import (
     jupyter,
     next_update,
     table,
-    toggle,
     unique_manifest,
     vite_socket,
     wait_running,
     zip_dir,
 )
 
-BACKENDS = ("docker", "local")
+BACKENDS = ("docker", "local", "kubernetes")
+KUBECONFIG = Path("/var/lib/reactbox-kube/admin.kubeconfig")
+KUBECTL = ["/var/cache/reactbox-kube/bin/kubectl", f"--kubeconfig={KUBECONFIG}"]
+
+
+@contextlib.contextmanager
+def backend_args(backend: str):
+    """The server's options for ``backend`` (a namespace of its own on Kubernetes)."""
+    if backend != "kubernetes":
+        yield [f"--ReactBoxApp.backend={backend}", "--LocalBackend.sandbox=required"]
+        return
+    namespace = f"reactbox-bench-{secrets.token_hex(3)}"
+    subprocess.run([*KUBECTL, "create", "namespace", namespace], check=True, capture_output=True)
+    try:
+        for _ in range(60):  # pods wait for the namespace's default service account
+            got = [*KUBECTL, "get", "serviceaccount", "default", "-n", namespace]
+            if subprocess.run(got, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.5)
+        yield [
+            "--ReactBoxApp.backend=kubernetes",
+            f"--KubernetesBackend.namespace={namespace}",
+            f"--KubernetesBackend.kubeconfig={KUBECONFIG}",
+            "--KubernetesBackend.pull_policy=Never",
+            "--KubernetesBackend.proxy_address=10.244.0.1",
+        ]
+    finally:
+        subprocess.run(
+            [*KUBECTL, "delete", "namespace", namespace, "--wait=false"], capture_output=True
+        )
+
+
+def write_through_api(server, project: str, path: str) -> None:
+    """Swap one word of a source file by the files API (where an edit writes)."""
+    text = (server.root / "projects" / project / "app" / path).read_text()
+    old, new = ("Count is", "Join Now") if "Count is" in text else ("Join Now", "Count is")
+    body = text.replace(old, new).encode()
+    server.call("PUT", f"reactbox/api/projects/{project}/files/{path}", body)
 
 
 async def rendered(page, url: str) -> None:
@@ -38,7 +80,7 @@ async def rendered(page, url: str) -> None:
 
 
 async def one_backend(backend: str, rounds: int, rows: dict[str, dict[str, list[float]]]):
-    with jupyter(f"--ReactBoxApp.backend={backend}", "--LocalBackend.sandbox=required") as server:
+    with backend_args(backend) as args, jupyter(*args) as server:
         async with chromium() as browser:
             page = await browser.new_page()
             seen = zip_dir(FIXTURES / "vite-react", extra=unique_manifest(backend))
@@ -66,9 +108,8 @@ async def one_backend(backend: str, rounds: int, rows: dict[str, dict[str, list[
                 server.wait(project, "stopped")
 
             ws = await vite_socket(server.url + wait_running(server, "warm")["preview_url"])
-            app_jsx = server.root / "projects" / "warm" / "app" / "src" / "App.jsx"
             for _ in range(30):  # until the dev server's watcher is ready
-                toggle(app_jsx)
+                write_through_api(server, "warm", "src/App.jsx")
                 try:
                     await asyncio.wait_for(next_update(ws, time.perf_counter()), 2)
                     break
@@ -77,7 +118,7 @@ async def one_backend(backend: str, rounds: int, rows: dict[str, dict[str, list[
             for _ in range(rounds * 4):
                 await asyncio.sleep(0.3)
                 started = time.perf_counter()
-                toggle(app_jsx)
+                write_through_api(server, "warm", "src/App.jsx")
                 rows["file write -> HMR update through the proxy (s)"][backend].append(
                     await next_update(ws, started)
                 )
@@ -93,9 +134,14 @@ async def measure(rounds: int) -> None:
             "file write -> HMR update through the proxy (s)",
         )
     }
+    cluster = await asyncio.to_thread(KUBECONFIG.exists)
     for backend in BACKENDS:
+        if backend == "kubernetes" and not cluster:
+            print("kubernetes: no cluster here (bash .ci/kube up makes one); not measured")
+            continue
         await one_backend(backend, rounds, rows)
     for name, by_backend in rows.items():
+        by_backend = {backend: xs for backend, xs in by_backend.items() if xs}
         unit = "ms" if "HMR" in name else "s"
         table(f"{name.removesuffix(' (s)')}: ratio to Docker", by_backend, "docker", unit=unit)
 
