@@ -356,3 +356,47 @@ def test_a_hostile_node_modules_archive_is_refused_and_writes_nothing_outside(tm
         unpack_modules(archive(*members), staging)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["staging"]
     assert not (staging / "src").exists()
+
+
+def test_an_owners_package_cache_is_one_claim_the_install_pods_mount():
+    claim = k.cache_claim("ada", "fast", "5Gi")
+    assert claim == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": "reactbox-cache-ada",
+            "labels": {
+                "app.kubernetes.io/name": "jupyter-reactbox",
+                "app.kubernetes.io/component": "cache",
+                "reactbox.jupyter.org/owner": "ada",
+            },
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "fast",
+            "resources": {"requests": {"storage": "5Gi"}},
+        },
+    }
+    pod = k.install_pod(
+        image="i",
+        owner="ada",
+        project_id="shop",
+        limits=LIMITS,
+        placement=k.Placement(),
+        deadline=60,
+        ca_map="reactbox-ca-1",
+        cache_claim="reactbox-cache-ada",
+    )
+    (container,) = pod["spec"]["containers"]
+    assert container["env"] == [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "NODE_EXTRA_CA_CERTS", "value": "/etc/reactbox/ca.pem"},
+    ]
+    assert container["volumeMounts"][2:] == [
+        {"name": "cache", "mountPath": "/cache"},
+        {"name": "ca", "mountPath": "/etc/reactbox", "readOnly": True},
+    ]
+    assert pod["spec"]["volumes"][2:] == [
+        {"name": "cache", "persistentVolumeClaim": {"claimName": "reactbox-cache-ada"}},
+        {"name": "ca", "configMap": {"name": "reactbox-ca-1"}},
+    ]

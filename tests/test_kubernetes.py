@@ -287,6 +287,62 @@ async def test_a_preview_pod_is_hardened_gets_its_files_and_comes_back(
 
 
 @pytest.fixture
+def volume(namespace, tmp_path):
+    """A storage class of one volume (a folder here, every user may write it), as a
+    cluster's provisioner would give: (its class name, the folder)."""
+    folder = tmp_path / "volume"
+    folder.mkdir()
+    folder.chmod(0o777)
+    name = f"{namespace}-cache"
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "5Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": name,
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": str(folder)},
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(volume))
+    yield name, folder
+    kubectl("delete", "persistentvolume", name, "--wait=false")
+
+
+async def test_an_owners_package_cache_outlives_the_install_pods(
+    namespace, volume, sandbox_image, tmp_path
+):
+    """With a storage class, installs share the owner's cache volume: what npm fetched
+    is still there after the install pod is gone."""
+    storage_class, folder = volume
+    app = tmp_path / "shop" / "app"
+    shutil.copytree(FIXTURES / "vite-react", app)
+    backend = KubernetesBackend(
+        owner="ada",
+        namespace=namespace,
+        kubeconfig=str(service_account(namespace, tmp_path)),
+        image=sandbox_image,
+        pull_policy="Never",
+        proxy_address=GATEWAY,
+        cache_dir=str(tmp_path / "cache"),
+        storage_class=storage_class,
+        cache_size="1Gi",
+    )
+    try:
+        plan = frameworks.detect(app)
+        assert await backend.install("shop", app, plan, tmp_path / "install.log") == "fresh"
+    finally:
+        await backend.close()
+    claim = get("persistentvolumeclaim", "reactbox-cache-ada", namespace)
+    assert claim["status"]["phase"] == "Bound" and claim["spec"]["volumeName"] == storage_class
+    assert get("pod", "reactbox-ada-shop-install", namespace) is None
+    fetched = list((folder / "npm" / "_cacache" / "content-v2").rglob("*"))
+    assert len([p for p in fetched if p.is_file()]) >= 10, fetched
+
+
+@pytest.fixture
 def kube_hub(tmp_path, hub_python, sandbox_image, hub_llm, namespace, request):
     """A JupyterHub whose reactbox service runs previews as pods (set up as
     docs/jupyterhub.md says for a cluster, with this cluster's kubeconfig)."""

@@ -237,15 +237,18 @@ def install_pod(
     deadline: int,
     uid: int = 1000,
     ca_map: str | None = None,
+    cache_claim: str | None = None,
 ) -> dict[str, Any]:
     """A pod the backend runs one install in (by exec), then deletes; it ends by
     itself after ``deadline`` seconds whatever happens to the backend.  With
-    ``ca_map``, Node trusts its ``ca.pem`` too (a registry behind a TLS proxy)."""
-    env, mounts, volumes = (
-        {"HOME": "/tmp"},
-        [{"name": "cache", "mountPath": "/cache"}],
-        [{"name": "cache", "emptyDir": {}}],
+    ``ca_map``, Node trusts its ``ca.pem`` too (a registry behind a TLS proxy);
+    with ``cache_claim``, the package managers' cache is the owner's volume, kept
+    from one install to the next (else an ``emptyDir``)."""
+    cache: dict[str, Any] = (
+        {"persistentVolumeClaim": {"claimName": cache_claim}} if cache_claim else {"emptyDir": {}}
     )
+    env, mounts = {"HOME": "/tmp"}, [{"name": "cache", "mountPath": "/cache"}]
+    volumes: list[dict[str, Any]] = [{"name": "cache", **cache}]
     if ca_map:
         env["NODE_EXTRA_CA_CERTS"] = f"{CA_DIR}/ca.pem"
         mounts.append({"name": "ca", "mountPath": CA_DIR, "readOnly": True})
@@ -311,6 +314,28 @@ def network_policy(
             "labels": labels(owner, project_id, role),
         },
         "spec": spec,
+    }
+
+
+def cache_claim(owner: str, storage_class: str, size: str) -> dict[str, Any]:
+    """The owner's package-manager cache: one volume all of their installs mount (one
+    at a time on ReadWriteOnce storage, which the installs of one owner are)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": f"reactbox-cache-{owner}",
+            "labels": {
+                "app.kubernetes.io/name": "jupyter-reactbox",
+                "app.kubernetes.io/component": "cache",
+                f"{GROUP}/owner": owner,
+            },
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": storage_class,
+            "resources": {"requests": {"storage": size}},
+        },
     }
 
 

@@ -174,10 +174,14 @@ class KubernetesBackend(Backend):
     )
     storage_class = Unicode(
         "",
-        help="""Storage class of each owner's package-manager cache (a PersistentVolumeClaim
-        the install pods mount). Empty: installs use an emptyDir, and the service's own
-        package store and node_modules cache keep what they fetched.""",
+        help="""Storage class of each owner's package-manager cache: a PersistentVolumeClaim
+        (reactbox-cache-<owner>) the install pods mount, so a package fetched once is not
+        fetched again. Empty: each install starts with an empty cache (the service's own
+        package store and node_modules cache still keep what installs made).""",
     ).tag(config=True)
+    cache_size = Unicode("5Gi", help="Size of each owner's package-manager cache volume.").tag(
+        config=True
+    )
     uid = Int(1000, help="Uid (and gid) the pods run as; never 0.").tag(config=True)
     memory_limit = Unicode("1Gi", help="Memory limit of a dev-server pod.").tag(config=True)
     cpu_limit = Unicode("1", help="CPU limit of a dev-server pod.").tag(config=True)
@@ -486,6 +490,22 @@ class KubernetesBackend(Backend):
         pem = await asyncio.to_thread(Path(self.extra_ca_certs).read_bytes)
         return await self._files_map("ca", {"ca.pem": pem})
 
+    async def _ensure_cache(self) -> str | None:
+        """The owner's cache volume claim (made once), with ``storage_class``."""
+        if not self.storage_class:
+            return None
+        claim = objects.cache_claim(self.owner, self.storage_class, self.cache_size)
+        name = claim["metadata"]["name"]
+        if name not in self._maps:
+            core = await self._apis()
+            try:
+                await core.create_namespaced_persistent_volume_claim(self.namespace, claim)
+            except Exception as exc:
+                if _api_error(exc) != 409:  # there from an earlier install
+                    raise
+            self._maps.add(name)
+        return name
+
     def _placement(self) -> objects.Placement:
         return objects.Placement(
             runtime_class=self.runtime_class or None,
@@ -575,6 +595,7 @@ class KubernetesBackend(Backend):
             deadline=int(self.install_timeout) + 120,
             uid=self.uid,
             ca_map=await self._ensure_ca(),
+            cache_claim=await self._ensure_cache(),
         )
         proxy = None
         if run.proxy:
