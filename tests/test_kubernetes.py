@@ -247,6 +247,19 @@ async def test_a_preview_pod_is_hardened_gets_its_files_and_comes_back(
         await backend.sync("shop", app)
         module = await page(f"http://{endpoint.host}:{endpoint.port}{base}src/App.jsx")
         assert "Get going" in module
+        # The dev server's output, followed: it says it hot-updated the next change.
+        follow = await backend.follow_logs("shop")
+        lines = follow.__aiter__()
+        source.write_text(source.read_text().replace("Get going", "Get moving"))
+        await backend.sync("shop", app)
+
+        async def hot_update():
+            async for line in lines:
+                if "hmr update" in line and "App.jsx" in line:
+                    return line
+
+        assert await asyncio.wait_for(hot_update(), 30)
+        follow.close()
         (app / "src" / "extra.txt").unlink()
         await backend.sync("shop", app)
         code, _ = await backend._exec("reactbox-ada-shop", ["test", "-e", "/project/src/extra.txt"])
@@ -262,7 +275,7 @@ async def test_a_preview_pod_is_hardened_gets_its_files_and_comes_back(
         module = await page(
             f"http://{record.endpoint.host}:{record.endpoint.port}{base}src/App.jsx"
         )
-        assert "Get going" in module
+        assert "Get moving" in module
 
         # A new service (a restart) finds the running preview by its labels.
         again = KubernetesBackend(**settings)

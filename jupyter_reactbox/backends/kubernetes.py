@@ -36,6 +36,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import stat
 import tarfile
 import tempfile
@@ -44,7 +45,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from traitlets import CaselessStrEnum, Dict, Float, Int, List, Unicode, default
+from traitlets import CaselessStrEnum, Dict, Float, Int, List, Unicode, default, validate
 
 from .._version import __version__
 from ..errors import EngineUnavailable, SandboxError, TooManyStreams
@@ -183,6 +184,13 @@ class KubernetesBackend(Backend):
         config=True
     )
     uid = Int(1000, help="Uid (and gid) the pods run as; never 0.").tag(config=True)
+
+    @validate("uid")
+    def _validate_uid(self, proposal):
+        if proposal["value"] <= 0:
+            raise ValueError("KubernetesBackend.uid must be non-root (> 0)")
+        return proposal["value"]
+
     memory_limit = Unicode("1Gi", help="Memory limit of a dev-server pod.").tag(config=True)
     cpu_limit = Unicode("1", help="CPU limit of a dev-server pod.").tag(config=True)
     install_memory_limit = Unicode("2Gi", help="Memory limit of an install pod.").tag(config=True)
@@ -326,7 +334,8 @@ class KubernetesBackend(Backend):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the API server went away, or the version expired
-                self.log.debug("Watch of %s's pods restarts: %s", self.owner, exc)
+                log = self.log.debug if self._listed.is_set() else self.log.warning
+                log("Watch of %s's pods restarts: %s", self.owner, exc)
                 await asyncio.sleep(1)
 
     def _notify(self) -> None:
@@ -334,9 +343,17 @@ class KubernetesBackend(Backend):
         self._changed = asyncio.Event()
 
     async def _pod(self, name: str) -> dict[str, Any] | None:
+        """The pod as the watch last saw it (None: there is none)."""
         if self._watching is None:
             self._watching = asyncio.create_task(self._watch())
-        await asyncio.wait_for(self._listed.wait(), 30)
+        try:
+            await asyncio.wait_for(self._listed.wait(), 30)
+        except asyncio.TimeoutError:
+            raise EngineUnavailable(
+                f"The Kubernetes API did not list the pods of namespace {self.namespace} "
+                "in 30 s: check c.KubernetesBackend.kubeconfig (or the service account) "
+                "and the Role of docs/jupyterhub.md."
+            ) from None
         return self._pods.get(name)
 
     async def _wait_pod(self, name: str, ready, timeout: float) -> dict[str, Any]:
@@ -408,12 +425,12 @@ class KubernetesBackend(Backend):
         *,
         stdin: tuple[Any, int] | None = None,
         stdout: Any = None,
-        timeout: float | None = None,
+        timeout: float = 60,
     ) -> tuple[int, bytes]:
-        """Run ``argv`` in the pod: (exit code, its stderr, or its stdout when no
-        ``stdout`` file takes it).  With ``stdin`` (a file and its size), the command
-        reads exactly its bytes: the exec protocol (v4) cannot close a stream, so it is
-        framed by ``head -c``."""
+        """Run ``argv`` in the pod: (exit code, its output: stderr, and stdout unless
+        ``stdout`` (a file) takes it).  With ``stdin`` (a file and its size), the
+        command reads exactly its bytes: the exec protocol (v4) cannot close a
+        stream, so it is framed by ``head -c``."""
         await self._apis()
         from kubernetes_asyncio import client
 
@@ -438,7 +455,7 @@ class KubernetesBackend(Backend):
             nonlocal status
             async with connect as ws:
                 if stdin is not None:
-                    while chunk := stdin[0].read(1 << 20):
+                    while chunk := await asyncio.to_thread(stdin[0].read, 1 << 20):
                         await ws.send_bytes(bytes([STDIN]) + chunk)
                 async for message in ws:
                     data = message.data
@@ -639,7 +656,8 @@ class KubernetesBackend(Backend):
             if code != 0:
                 raise SandboxError(f"Could not fetch node_modules: {err.decode()[-500:]}")
             f.seek(0)
-
+            # What the store assembled there was sent to the pod, and is in the archive.
+            await asyncio.to_thread(shutil.rmtree, staging / "node_modules", True)
             await asyncio.to_thread(unpack_modules, f, staging)
 
     # -- dev servers ----------------------------------------------------------------
