@@ -386,8 +386,10 @@ class EditsHandler(EditBase):
                 )
             fixing = dict(st.errors[-1])
         await self.runtime.use(project_id)
-        result = await editor.edit(project, instruction, paths, fixing=fixing)
-        await self.runtime.changed(project_id)
+        try:
+            result = await editor.edit(project, instruction, paths, fixing=fixing)
+        finally:  # applied, or rolled back after tries a dev server elsewhere was sent
+            await self.runtime.changed(project_id)
         self.write_json(result.to_json())
 
 

@@ -33,7 +33,7 @@ import aiohttp
 
 from . import managers, probes, supply
 from .backends.base import Backend
-from .errors import DiskFull, ReactBoxError, TooManyPreviews, is_disk_full
+from .errors import DiskFull, ProjectNotFound, ReactBoxError, TooManyPreviews, is_disk_full
 from .previews import ACTIVE, Previews, PreviewState
 from .schema import ProjectInfo
 from .store import Project, ProjectStore
@@ -384,7 +384,10 @@ class Runtime:
         st = self.previews.get(project_id)
         if st is None or st.status != "running":
             return
-        project = await asyncio.to_thread(self.store.get, project_id)
+        try:
+            project = await asyncio.to_thread(self.store.get, project_id)
+        except ProjectNotFound:  # deleted meanwhile: nothing to send
+            return
         await self.backend.sync(project_id, project.app_dir)
 
     async def stop(self, project_id: str, *, detail: str | None = None) -> None:
