@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-from jupyter_reactbox.backends import kube_objects as k
+from jupyter_reactbox.backends import kubernetes as k
 from jupyter_reactbox.backends.kubernetes import unpack_modules
 from jupyter_reactbox.errors import SandboxError
 

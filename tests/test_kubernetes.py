@@ -26,7 +26,7 @@ from test_edits import BUTTON, JOIN_NOW, block
 from test_hub import Hub, fetch, login, settled, upload
 
 from jupyter_reactbox import frameworks
-from jupyter_reactbox.backends import kube_objects as objects
+from jupyter_reactbox.backends import kubernetes as k8s
 from jupyter_reactbox.backends.kubernetes import KubernetesBackend
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
@@ -138,6 +138,20 @@ def service_account(namespace: str, tmp_path: Path) -> Path:
     return config
 
 
+def backend_settings(namespace: str, image: str, tmp_path: Path, **more) -> dict:
+    """Ada's backend in ``namespace``, as the service with the docs' Role would run it."""
+    return dict(
+        owner="ada",
+        namespace=namespace,
+        kubeconfig=str(service_account(namespace, tmp_path)),
+        image=image,
+        pull_policy="Never",
+        proxy_address=GATEWAY,
+        cache_dir=str(tmp_path / "cache"),
+        **more,
+    )
+
+
 def contains(actual, expected, where="") -> list[str]:
     """Where ``actual`` differs from ``expected`` in what ``expected`` sets (the API
     server adds its defaults to the rest)."""
@@ -183,16 +197,7 @@ async def test_a_preview_pod_is_hardened_gets_its_files_and_comes_back(
     pod, a resume under the same link, recovery by a new service."""
     app = tmp_path / "shop" / "app"
     shutil.copytree(FIXTURES / "vite-react", app)
-    settings = dict(
-        owner="ada",
-        namespace=namespace,
-        kubeconfig=str(service_account(namespace, tmp_path)),
-        image=sandbox_image,
-        pull_policy="Never",
-        proxy_address=GATEWAY,
-        cache_dir=str(tmp_path / "cache"),
-        memory_limit="512Mi",
-    )
+    settings = backend_settings(namespace, sandbox_image, tmp_path, memory_limit="512Mi")
     backend = KubernetesBackend(**settings)
     plan = frameworks.detect(app)
     try:
@@ -221,7 +226,7 @@ async def test_a_preview_pod_is_hardened_gets_its_files_and_comes_back(
         assert (
             contains(
                 policy,
-                objects.network_policy(
+                k8s.network_policy(
                     owner="ada", project_id="shop", role="run", ingress_from=backend.ingress_from
                 ),
             )
@@ -333,15 +338,9 @@ async def test_an_owners_package_cache_outlives_the_install_pods(
     app = tmp_path / "shop" / "app"
     shutil.copytree(FIXTURES / "vite-react", app)
     backend = KubernetesBackend(
-        owner="ada",
-        namespace=namespace,
-        kubeconfig=str(service_account(namespace, tmp_path)),
-        image=sandbox_image,
-        pull_policy="Never",
-        proxy_address=GATEWAY,
-        cache_dir=str(tmp_path / "cache"),
-        storage_class=storage_class,
-        cache_size="1Gi",
+        **backend_settings(
+            namespace, sandbox_image, tmp_path, storage_class=storage_class, cache_size="1Gi"
+        )
     )
     try:
         plan = frameworks.detect(app)

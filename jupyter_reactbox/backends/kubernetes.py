@@ -13,8 +13,9 @@ the dependency caches on its own disk, as with Docker, and a pod gets a copy:
   the service: the Docker backend's "work tree is data" rule holds trivially.
 * **Installs run in a pod of their own**, which idles while the backend runs
   the package manager in it (exec), then streams ``node_modules`` back; the
-  service unpacks it with Python's ``data`` extraction filter (no links out of
-  the tree, no devices, no set-uid bits) into the install's staging folder.
+  service unpacks it with checks of its own (``unpack_modules``: nothing out of
+  the tree, no devices, nothing written through a link, no set-uid bits) into
+  the install's staging folder.
   The registry is reached through the service's registry proxy when
   ``proxy_address`` is set (the install pod's NetworkPolicy allows only it).
 * **Watched, not polled**: one watch per owner keeps every pod of that owner
@@ -25,16 +26,22 @@ the dependency caches on its own disk, as with Docker, and a pod gets a copy:
 
 The client is ``kubernetes_asyncio`` (kubespawner's): native asyncio, so a
 watch or a streamed exec holds no thread, and its models match the API server's.
-Objects come from the pure functions of ``kube_objects``.
+The objects (pods, policies, ConfigMaps, the cache claim) are built by the pure
+functions below, which tests compare as whole dicts (as kubespawner's
+``objects.py`` is tested) and read back from a real API server.  Label values are
+at most 63 characters, so what recovery needs in full (the base path, the token)
+is in annotations.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -42,6 +49,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -51,9 +59,353 @@ from .._version import __version__
 from ..errors import EngineUnavailable, SandboxError, TooManyStreams
 from ..frameworks import SUPPORT_DIR, AppPlan
 from . import egress
-from . import kube_objects as objects
 from .base import Backend, Endpoint, Exit, InstallRun, Isolation, Progress, Record, install_env
 from .docker import SYSTEM_CA_BUNDLES, spec_hash
+
+# -- the objects ------------------------------------------------------------------
+
+GROUP = "reactbox.jupyter.org"
+PORT = 8000
+"""The dev server's port in its pod."""
+PROJECT = "/project"
+SUPPORT = "/opt/reactbox/support"
+"""Where a dev server finds jupyter-reactbox's support scripts (a read-only ConfigMap)."""
+CA_DIR = "/etc/reactbox"
+"""Where an install finds the CAs it trusts besides Node's (a read-only ConfigMap)."""
+SYNCED = "/tmp/.reactbox-synced"
+"""Made by the backend once the project's files are in the pod: the dev server
+starts then (a file in ``/tmp``, never in the project, which the app writes)."""
+
+WAIT_THEN_RUN = f'while [ ! -e {SYNCED} ]; do sleep 0.05; done; cd {PROJECT} && exec "$@"'
+"""The dev server's container waits for its files, then becomes the dev server."""
+IDLE = 'trap "exit 0" TERM; while :; do sleep 1; done'
+"""An install pod idles while the backend runs the package manager in it (exec)."""
+
+
+@dataclass(frozen=True)
+class PodLimits:
+    cpu: str = "1"
+    memory: str = "1Gi"
+    ephemeral_storage: str = "4Gi"
+    tmp_size: str = "256Mi"
+    project_size: str = "4Gi"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where pods may run and how (traits of the backend)."""
+
+    runtime_class: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    pull_policy: str = "IfNotPresent"
+
+
+def pod_name(owner: str, project_id: str, role: str) -> str:
+    """``reactbox-<owner>-<project>`` (``-install`` for an install): owners and
+    project ids are slugs, so the name is a DNS subdomain (at most 103 characters)."""
+    return f"reactbox-{owner}-{project_id}" + ("" if role == "run" else f"-{role}")
+
+
+def files_map_name(prefix: str, files: dict[str, bytes]) -> str:
+    """A ConfigMap of files, named by their content: a new version makes a new one,
+    and running pods keep theirs."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name] + b"\0")
+    return f"reactbox-{prefix}-{digest.hexdigest()[:12]}"
+
+
+_LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def labels(owner: str, project_id: str, role: str) -> dict[str, str]:
+    """What selects a preview's pods (and its NetworkPolicy's targets)."""
+    out = {
+        "app.kubernetes.io/name": "jupyter-reactbox",
+        "app.kubernetes.io/component": role,
+        f"{GROUP}/owner": owner,
+        f"{GROUP}/project": project_id,
+    }
+    for value in out.values():
+        if not _LABEL_VALUE.match(value):
+            raise ValueError(f"{value!r} is not a Kubernetes label value")
+    return out
+
+
+def _security(uid: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the pod's securityContext, each container's)."""
+    pod = {
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "runAsNonRoot": True,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    return pod, container
+
+
+def _resources(limits: PodLimits) -> dict[str, Any]:
+    return {
+        "limits": {
+            "cpu": limits.cpu,
+            "memory": limits.memory,
+            "ephemeral-storage": limits.ephemeral_storage,
+        },
+        # What the scheduler counts: a small share, as an idle dev server uses.
+        "requests": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "256Mi"},
+    }
+
+
+def _pod(
+    *,
+    name: str,
+    owner: str,
+    project_id: str,
+    role: str,
+    image: str,
+    command: list[str],
+    env: dict[str, str],
+    annotations: dict[str, str],
+    limits: PodLimits,
+    placement: Placement,
+    uid: int,
+    mounts: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    ports: list[dict[str, Any]],
+    deadline: int | None = None,
+) -> dict[str, Any]:
+    pod_security, container_security = _security(uid)
+    container: dict[str, Any] = {
+        "name": role,
+        "image": image,
+        "imagePullPolicy": placement.pull_policy,
+        "command": command,
+        "workingDir": PROJECT,
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "securityContext": container_security,
+        "resources": _resources(limits),
+        "volumeMounts": [
+            {"name": "project", "mountPath": PROJECT},
+            {"name": "tmp", "mountPath": "/tmp"},
+            *mounts,
+        ],
+    }
+    if ports:
+        container["ports"] = ports
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 5,
+        "securityContext": pod_security,
+        "containers": [container],
+        "volumes": [
+            {"name": "project", "emptyDir": {"sizeLimit": limits.project_size}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": limits.tmp_size}},
+            *volumes,
+        ],
+    }
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline
+    if placement.runtime_class:
+        spec["runtimeClassName"] = placement.runtime_class
+    if placement.node_selector:
+        spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        spec["tolerations"] = [dict(t) for t in placement.tolerations]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": labels(owner, project_id, role),
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+
+
+def run_pod(
+    *,
+    image: str,
+    owner: str,
+    project_id: str,
+    argv: list[str],
+    env: dict[str, str],
+    framework: str,
+    base: str,
+    token: str,
+    spec_hash: str,
+    support_map: str,
+    limits: PodLimits,
+    placement: Placement,
+    uid: int = 1000,
+) -> dict[str, Any]:
+    """The pod of a running preview: it waits for its files, then runs the dev server."""
+    return _pod(
+        name=pod_name(owner, project_id, "run"),
+        owner=owner,
+        project_id=project_id,
+        role="run",
+        image=image,
+        command=["sh", "-c", WAIT_THEN_RUN, "dev-server", *argv],
+        env={"HOME": "/tmp", "NODE_ENV": "development", **env},
+        annotations={
+            f"{GROUP}/owner": owner,
+            f"{GROUP}/project": project_id,
+            f"{GROUP}/framework": framework,
+            f"{GROUP}/base": base,
+            f"{GROUP}/token": token,
+            f"{GROUP}/port": str(PORT),
+            f"{GROUP}/spec": spec_hash,
+        },
+        limits=limits,
+        placement=placement,
+        uid=uid,
+        mounts=[{"name": "support", "mountPath": SUPPORT, "readOnly": True}],
+        volumes=[{"name": "support", "configMap": {"name": support_map}}],
+        ports=[{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+    )
+
+
+def install_pod(
+    *,
+    image: str,
+    owner: str,
+    project_id: str,
+    limits: PodLimits,
+    placement: Placement,
+    deadline: int,
+    uid: int = 1000,
+    ca_map: str | None = None,
+    cache_claim: str | None = None,
+) -> dict[str, Any]:
+    """A pod the backend runs one install in (by exec), then deletes; it ends by
+    itself after ``deadline`` seconds whatever happens to the backend.  With
+    ``ca_map``, Node trusts its ``ca.pem`` too (a registry behind a TLS proxy);
+    with ``cache_claim``, the package managers' cache is the owner's volume, kept
+    from one install to the next (else an ``emptyDir``)."""
+    cache: dict[str, Any] = (
+        {"persistentVolumeClaim": {"claimName": cache_claim}} if cache_claim else {"emptyDir": {}}
+    )
+    env, mounts = {"HOME": "/tmp"}, [{"name": "cache", "mountPath": "/cache"}]
+    volumes: list[dict[str, Any]] = [{"name": "cache", **cache}]
+    if ca_map:
+        env["NODE_EXTRA_CA_CERTS"] = f"{CA_DIR}/ca.pem"
+        mounts.append({"name": "ca", "mountPath": CA_DIR, "readOnly": True})
+        volumes.append({"name": "ca", "configMap": {"name": ca_map}})
+    return _pod(
+        name=pod_name(owner, project_id, "install"),
+        owner=owner,
+        project_id=project_id,
+        role="install",
+        image=image,
+        command=["sh", "-c", IDLE],
+        env=env,
+        annotations={f"{GROUP}/owner": owner, f"{GROUP}/project": project_id},
+        limits=limits,
+        placement=placement,
+        uid=uid,
+        mounts=mounts,
+        volumes=volumes,
+        ports=[],
+        deadline=deadline,
+    )
+
+
+def network_policy(
+    *,
+    owner: str,
+    project_id: str,
+    role: str,
+    ingress_from: list[dict[str, Any]],
+    registry_proxy: tuple[str, int] | None = None,
+) -> dict[str, Any]:
+    """The pod's NetworkPolicy: a dev server takes connections only from
+    ``ingress_from`` (the service, or the user's server) on its port, and opens none;
+    an install pod takes none and may reach only the registry proxy."""
+    select = {
+        f"{GROUP}/owner": owner,
+        f"{GROUP}/project": project_id,
+        "app.kubernetes.io/component": role,
+    }
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": select},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [],
+        "egress": [],
+    }
+    if role == "run":
+        spec["ingress"] = [
+            {"from": [dict(p) for p in ingress_from], "ports": [{"port": PORT, "protocol": "TCP"}]}
+        ]
+    elif registry_proxy is not None:
+        host, port = registry_proxy
+        spec["egress"] = [
+            {
+                "to": [{"ipBlock": {"cidr": f"{host}/32"}}],
+                "ports": [{"port": port, "protocol": "TCP"}],
+            }
+        ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": pod_name(owner, project_id, role),
+            "labels": labels(owner, project_id, role),
+        },
+        "spec": spec,
+    }
+
+
+def cache_claim(owner: str, storage_class: str, size: str) -> dict[str, Any]:
+    """The owner's package-manager cache: one volume all of their installs mount (one
+    at a time on ReadWriteOnce storage, which the installs of one owner are)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": f"reactbox-cache-{owner}",
+            "labels": {
+                "app.kubernetes.io/name": "jupyter-reactbox",
+                "app.kubernetes.io/component": "cache",
+                f"{GROUP}/owner": owner,
+            },
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": storage_class,
+            "resources": {"requests": {"storage": size}},
+        },
+    }
+
+
+def files_map(prefix: str, files: dict[str, bytes]) -> dict[str, Any]:
+    """Files every pod of a kind mounts read-only: the support scripts of the dev
+    servers (``support``), the CA bundle of the installs (``ca``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": files_map_name(prefix, files),
+            "labels": {
+                "app.kubernetes.io/name": "jupyter-reactbox",
+                "app.kubernetes.io/component": prefix,
+            },
+        },
+        "immutable": True,
+        "data": {name: data.decode() for name, data in sorted(files.items())},
+    }
+
+
+# -- the backend ------------------------------------------------------------------
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 STDIN, STDOUT, STDERR, ERROR = 0, 1, 2, 3
@@ -240,7 +592,9 @@ class KubernetesBackend(Backend):
         self._listed = asyncio.Event()
         self._synced: dict[str, dict[str, tuple[int, int, int]]] = {}
         self._sync_locks: dict[str, asyncio.Lock] = {}
-        self._maps: set[str] = set()
+        self._made: set[str] = set()
+        """ConfigMaps and claims this backend made (or found), by name."""
+        self._support_files: dict[str, bytes] | None = None
         self._stopped: dict[str, tuple[str, str]] = {}
         """project -> (base, token) of a pod deleted by ``stop``, for ``resume``."""
         self._egress: egress.RegistryProxy | None = None
@@ -288,7 +642,7 @@ class KubernetesBackend(Backend):
         return self._core
 
     def _selector(self, role: str | None = None) -> str:
-        out = f"{objects.GROUP}/owner={self.owner}"
+        out = f"{GROUP}/owner={self.owner}"
         return out + (f",app.kubernetes.io/component={role}" if role else "")
 
     async def _watch(self) -> None:
@@ -481,58 +835,55 @@ class KubernetesBackend(Backend):
                 return int(cause["message"]), text.getvalue()
         raise SandboxError(f"The command in pod {pod} failed: {status.get('message')}")
 
-    async def _files_map(self, prefix: str, files: dict[str, bytes]) -> str:
-        """The name of the ConfigMap of ``files`` (made unless it is there)."""
-        made = objects.files_map(prefix, files)
+    async def _made_once(self, made: dict[str, Any], create) -> str:
+        """The name of ``made``, created with ``create(namespace, body)`` unless this
+        backend made it already or it is there (409: the same name, the same content)."""
         name = made["metadata"]["name"]
-        if name not in self._maps:
-            core = await self._apis()
+        if name not in self._made:
             try:
-                await core.create_namespaced_config_map(self.namespace, made)
+                await create(self.namespace, made)
             except Exception as exc:
-                if _api_error(exc) != 409:  # made already, with this content
+                if _api_error(exc) != 409:
                     raise
-            self._maps.add(name)
+            self._made.add(name)
         return name
 
     async def _ensure_support(self) -> str:
-        files = await asyncio.to_thread(
-            lambda: {p.name: p.read_bytes() for p in SUPPORT_DIR.iterdir() if p.is_file()}
-        )
-        return await self._files_map("support", files)
+        """The ConfigMap of the support scripts (read once: they are this package's)."""
+        if self._support_files is None:
+            self._support_files = await asyncio.to_thread(
+                lambda: {p.name: p.read_bytes() for p in SUPPORT_DIR.iterdir() if p.is_file()}
+            )
+        made = files_map("support", self._support_files)
+        core = await self._apis()
+        return await self._made_once(made, core.create_namespaced_config_map)
 
     async def _ensure_ca(self) -> str | None:
         if not self.extra_ca_certs:
             return None
         pem = await asyncio.to_thread(Path(self.extra_ca_certs).read_bytes)
-        return await self._files_map("ca", {"ca.pem": pem})
+        made = files_map("ca", {"ca.pem": pem})
+        core = await self._apis()
+        return await self._made_once(made, core.create_namespaced_config_map)
 
     async def _ensure_cache(self) -> str | None:
         """The owner's cache volume claim (made once), with ``storage_class``."""
         if not self.storage_class:
             return None
-        claim = objects.cache_claim(self.owner, self.storage_class, self.cache_size)
-        name = claim["metadata"]["name"]
-        if name not in self._maps:
-            core = await self._apis()
-            try:
-                await core.create_namespaced_persistent_volume_claim(self.namespace, claim)
-            except Exception as exc:
-                if _api_error(exc) != 409:  # there from an earlier install
-                    raise
-            self._maps.add(name)
-        return name
+        claim = cache_claim(self.owner, self.storage_class, self.cache_size)
+        core = await self._apis()
+        return await self._made_once(claim, core.create_namespaced_persistent_volume_claim)
 
-    def _placement(self) -> objects.Placement:
-        return objects.Placement(
+    def _placement(self) -> Placement:
+        return Placement(
             runtime_class=self.runtime_class or None,
             node_selector=dict(self.node_selector),
             tolerations=tuple(self.tolerations),
             pull_policy=self.pull_policy,
         )
 
-    def _limits(self, memory: str) -> objects.PodLimits:
-        return objects.PodLimits(
+    def _limits(self, memory: str) -> PodLimits:
+        return PodLimits(
             cpu=self.cpu_limit,
             memory=memory,
             ephemeral_storage=self.storage_limit,
@@ -548,7 +899,7 @@ class KubernetesBackend(Backend):
             f.seek(0)
             code, err = await self._exec(
                 pod,
-                ["tar", "-x", "-m", "--no-same-owner", "-C", objects.PROJECT],
+                ["tar", "-x", "-m", "--no-same-owner", "-C", PROJECT],
                 stdin=(f, size),
                 timeout=300,
             )
@@ -575,8 +926,8 @@ class KubernetesBackend(Backend):
         """The registry npm in the image uses when none is configured (asked once, in
         a short-lived pod)."""
         if self._registry_default is None:
-            name = objects.pod_name(self.owner, "registry-probe", "install")
-            pod = objects.install_pod(
+            name = pod_name(self.owner, "registry-probe", "install")
+            pod = install_pod(
                 image=self.image,
                 owner=self.owner,
                 project_id="registry-probe",
@@ -585,7 +936,7 @@ class KubernetesBackend(Backend):
                 deadline=120,
                 uid=self.uid,
             )
-            policy = objects.network_policy(
+            policy = network_policy(
                 owner=self.owner, project_id="registry-probe", role="install", ingress_from=[]
             )
             try:
@@ -602,8 +953,8 @@ class KubernetesBackend(Backend):
     async def _install_once(
         self, run: InstallRun, progress: Progress | None
     ) -> tuple[int | None, str]:
-        name = objects.pod_name(self.owner, run.project_id, "install")
-        pod = objects.install_pod(
+        name = pod_name(self.owner, run.project_id, "install")
+        pod = install_pod(
             image=self.image,
             owner=self.owner,
             project_id=run.project_id,
@@ -618,7 +969,7 @@ class KubernetesBackend(Backend):
         if run.proxy:
             host, port = run.proxy.removeprefix("http://").rsplit(":", 1)
             proxy = (host, int(port))
-        policy = objects.network_policy(
+        policy = network_policy(
             owner=self.owner,
             project_id=run.project_id,
             role="install",
@@ -651,7 +1002,7 @@ class KubernetesBackend(Backend):
         """``node_modules`` of the install pod into ``staging`` (``unpack_modules``)."""
         with tempfile.TemporaryFile(prefix="reactbox-modules-") as f:
             code, err = await self._exec(
-                pod, ["tar", "-c", "-C", objects.PROJECT, "node_modules"], stdout=f, timeout=600
+                pod, ["tar", "-c", "-C", PROJECT, "node_modules"], stdout=f, timeout=600
             )
             if code != 0:
                 raise SandboxError(f"Could not fetch node_modules: {err.decode()[-500:]}")
@@ -665,10 +1016,10 @@ class KubernetesBackend(Backend):
     def _run_pod(
         self, project_id: str, plan: AppPlan, base: str, token: str, support: str
     ) -> dict[str, Any]:
-        where = dict(base=base, host="0.0.0.0", port=objects.PORT, support=objects.SUPPORT)
+        where = dict(base=base, host="0.0.0.0", port=PORT, support=SUPPORT)
 
         def spec(base: str, token: str, hash_: str) -> dict[str, Any]:
-            return objects.run_pod(
+            return run_pod(
                 image=self.image,
                 owner=self.owner,
                 project_id=project_id,
@@ -692,7 +1043,7 @@ class KubernetesBackend(Backend):
         support = await self._ensure_support()
         pod = self._run_pod(project_id, plan, base, token, support)
         name = pod["metadata"]["name"]
-        policy = objects.network_policy(
+        policy = network_policy(
             owner=self.owner, project_id=project_id, role="run", ingress_from=self.ingress_from
         )
         self._synced.pop(project_id, None)
@@ -703,14 +1054,14 @@ class KubernetesBackend(Backend):
                 files = await asyncio.to_thread(manifest, app_dir)
                 await self._send(name, app_dir, await asyncio.to_thread(top_level, app_dir))
                 self._synced[project_id] = files
-            code, err = await self._exec(name, ["touch", objects.SYNCED])
+            code, err = await self._exec(name, ["touch", SYNCED])
             if code != 0:
                 raise SandboxError(f"Could not start the dev server: {err.decode()[-300:]}")
         except BaseException:
             await asyncio.shield(self._delete(name))
             raise
         self.log.info("Started dev server of %s in pod %s", project_id, name)
-        return Endpoint(running["status"]["podIP"], objects.PORT)
+        return Endpoint(running["status"]["podIP"], PORT)
 
     def _sync_lock(self, project_id: str) -> asyncio.Lock:
         return self._sync_locks.setdefault(project_id, asyncio.Lock())
@@ -718,7 +1069,7 @@ class KubernetesBackend(Backend):
     async def sync(self, project_id: str, app_dir: Path) -> None:
         """Send the files that changed since the last send (the dev server's HMR
         sees them); remove those that went."""
-        name = objects.pod_name(self.owner, project_id, "run")
+        name = pod_name(self.owner, project_id, "run")
         async with self._sync_lock(project_id):
             before = self._synced.get(project_id)
             pod = await self._pod(name)
@@ -728,7 +1079,7 @@ class KubernetesBackend(Backend):
             changed = sorted(p for p, st in now.items() if before.get(p) != st)
             gone = sorted(p for p in before if p not in now)
             if gone:
-                quoted = " ".join(shlex.quote(f"{objects.PROJECT}/{p}") for p in gone)
+                quoted = " ".join(shlex.quote(f"{PROJECT}/{p}") for p in gone)
                 await self._exec(name, ["sh", "-c", f"rm -rf -- {quoted}"])
             if changed:
                 await self._send(name, app_dir, changed)
@@ -738,11 +1089,11 @@ class KubernetesBackend(Backend):
         """The pod if it still runs as configured; else, after an idle stop, a new pod
         under the stopped one's base and token, so its link keeps working (as a kept
         container's does).  None: nothing to resume."""
-        name = objects.pod_name(self.owner, project_id, "run")
+        name = pod_name(self.owner, project_id, "run")
         pod = await self._pod(name)
         if pod is not None and self._running(pod) and project_id in self._synced:
             support = await self._ensure_support()
-            spec = f"{objects.GROUP}/spec"
+            spec = f"{GROUP}/spec"
             current = self._run_pod(project_id, plan, "", "", support)["metadata"]["annotations"]
             if (pod["metadata"].get("annotations") or {}).get(spec) == current[spec]:
                 await self.sync(project_id, app_dir)
@@ -759,17 +1110,17 @@ class KubernetesBackend(Backend):
         a = pod["metadata"].get("annotations") or {}
         endpoint = None
         if self._running(pod):
-            endpoint = Endpoint(pod["status"]["podIP"], int(a.get(f"{objects.GROUP}/port", 0)))
+            endpoint = Endpoint(pod["status"]["podIP"], int(a.get(f"{GROUP}/port", 0)))
         return Record(
-            project_id=a.get(f"{objects.GROUP}/project", ""),
-            framework=a.get(f"{objects.GROUP}/framework", ""),
-            token=a.get(f"{objects.GROUP}/token", ""),
-            base=a.get(f"{objects.GROUP}/base", ""),
+            project_id=a.get(f"{GROUP}/project", ""),
+            framework=a.get(f"{GROUP}/framework", ""),
+            token=a.get(f"{GROUP}/token", ""),
+            base=a.get(f"{GROUP}/base", ""),
             endpoint=endpoint,
         )
 
     async def poll(self, project_id: str) -> Exit | None:
-        pod = await self._pod(objects.pod_name(self.owner, project_id, "run"))
+        pod = await self._pod(pod_name(self.owner, project_id, "run"))
         if pod is None:
             return Exit(code=None, why="its pod is gone")
         if pod["status"].get("phase") in ("Pending", "Running"):
@@ -786,17 +1137,17 @@ class KubernetesBackend(Backend):
     async def running(self) -> set[str]:
         await self._pod("")
         return {
-            p["metadata"]["labels"][f"{objects.GROUP}/project"]
+            p["metadata"]["labels"][f"{GROUP}/project"]
             for p in self._pods.values()
             if p["metadata"]["labels"].get("app.kubernetes.io/component") == "run"
             and p["status"].get("phase") == "Running"
-            and p["metadata"]["labels"][f"{objects.GROUP}/project"] in self._synced
+            and p["metadata"]["labels"][f"{GROUP}/project"] in self._synced
         }
 
     async def stop(self, project_id: str) -> None:
         """Delete the pod: the files and caches are here, and a start sends them again
         (``resume``, under the same link)."""
-        name = objects.pod_name(self.owner, project_id, "run")
+        name = pod_name(self.owner, project_id, "run")
         pod = await self._pod(name)
         if pod is not None and self._running(pod):
             record = self._record(pod)
@@ -807,13 +1158,13 @@ class KubernetesBackend(Backend):
     async def discard(self, project_id: str) -> None:
         self._stopped.pop(project_id, None)
         self._synced.pop(project_id, None)
-        await self._delete(objects.pod_name(self.owner, project_id, "run"))
+        await self._delete(pod_name(self.owner, project_id, "run"))
 
     async def remove(self, project_id: str) -> None:
         self._stopped.pop(project_id, None)
         self._synced.pop(project_id, None)
         for role in ("install", "run"):
-            await self._delete(objects.pod_name(self.owner, project_id, role), policy=True)
+            await self._delete(pod_name(self.owner, project_id, role), policy=True)
 
     async def recover(self, known: set[str]) -> list[Record]:
         """The running pods of ``known`` projects, sent their files again is not needed:
@@ -822,7 +1173,7 @@ class KubernetesBackend(Backend):
         kept: list[Record] = []
         for name, pod in sorted(self._pods.items()):
             labels = pod["metadata"]["labels"]
-            project_id = labels.get(f"{objects.GROUP}/project", "")
+            project_id = labels.get(f"{GROUP}/project", "")
             role = labels.get("app.kubernetes.io/component")
             why = None
             if project_id not in known:
@@ -843,7 +1194,7 @@ class KubernetesBackend(Backend):
         core = await self._apis()
         try:
             return await core.read_namespaced_pod_log(
-                objects.pod_name(self.owner, project_id, "run"), self.namespace, tail_lines=tail
+                pod_name(self.owner, project_id, "run"), self.namespace, tail_lines=tail
             )
         except Exception as exc:
             if _api_error(exc) in (400, 404):  # gone, or not started
@@ -859,7 +1210,7 @@ class KubernetesBackend(Backend):
         core = await self._apis()
         try:
             response = await core.read_namespaced_pod_log(
-                objects.pod_name(self.owner, project_id, "run"),
+                pod_name(self.owner, project_id, "run"),
                 self.namespace,
                 follow=True,
                 since_seconds=1,
