@@ -29,6 +29,8 @@ from tornado.iostream import StreamClosedError
 
 from . import files, history
 from .ai.editor import AIEditor
+from .ai.place import Place
+from .ai.vision import parse_images
 from .errors import (
     ArchiveError,
     ArchiveTooLarge,
@@ -372,9 +374,15 @@ class EditsHandler(EditBase):
         ):
             raise web.HTTPError(
                 400,
-                'Send {"instruction": "...", "paths": ["src/App.jsx"]} (paths optional), '
-                'or {"fix": true} to fix the error the page reports.',
+                'Send {"instruction": "...", "paths": ["src/App.jsx"]} (paths optional; "at": '
+                '"src/App.jsx:42" for the element the instruction is about), or {"fix": true} '
+                "to fix the error the page reports.",
             )
+        at = Place.parse(body["at"]) if body.get("at") is not None else None
+        images = parse_images(body.get("images"))  # data URLs of images the user attached
+        screenshot = body.get("screenshot", False)
+        if not isinstance(screenshot, bool):
+            raise web.HTTPError(400, '"screenshot" is true or false: show the model the page.')
         fixing = None
         if body.get("fix"):
             st = self.runtime.previews.get(project_id)
@@ -387,7 +395,15 @@ class EditsHandler(EditBase):
             fixing = dict(st.errors[-1])
         await self.runtime.use(project_id)
         try:
-            result = await editor.edit(project, instruction, paths, fixing=fixing)
+            result = await editor.edit(
+                project,
+                instruction,
+                paths,
+                fixing=fixing,
+                at=at,
+                images=images,
+                screenshot=screenshot,
+            )
         finally:  # applied, or rolled back after tries a dev server elsewhere was sent
             await self.runtime.changed(project_id)
         self.write_json(result.to_json())

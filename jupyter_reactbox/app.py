@@ -6,6 +6,7 @@ help text, so ``jupyter server --help-all`` is the reference.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import subprocess
@@ -19,6 +20,7 @@ from jupyter_server.utils import url_path_join
 from traitlets import Bool, CaselessStrEnum, Float, Int, Type, Unicode, Union, default, validate
 
 from . import api, backends, history
+from .ai import vision
 from .ai.budget import TokenBudget
 from .ai.editor import AIEditor
 from .archive import Limits as ArchiveLimits
@@ -324,6 +326,19 @@ class ReactBoxApp(ExtensionApp):
         help="""Model answers per edit: the first, plus fixes after a SEARCH that does
         not match, a syntax error or a compile error.""",
     ).tag(config=True)
+    ai_vision = Bool(
+        False,
+        help="""The model takes images: an edit may then show it a screenshot of the
+        preview and images the user attaches (a sketch, a mock-up), as image content
+        parts. Off: they are not sent, and the edit says so.""",
+    ).tag(config=True)
+    ai_screenshot_browser = Unicode(
+        "",
+        help="""Chromium or Chrome for screenshots of the preview (headless, shut in:
+        it reaches only the dev server). Default: the first of chromium,
+        chromium-browser, google-chrome on PATH; none: edits say no screenshot was
+        sent.""",
+    ).tag(config=True)
     ai_context_chars = Int(
         60_000, help="Budget of file text sent to the model with an instruction."
     ).tag(config=True)
@@ -351,8 +366,28 @@ class ReactBoxApp(ExtensionApp):
             budget=TokenBudget(runtime.store.root / ".ai-tokens.json", self.ai_daily_tokens),
             pages=runtime.previews,
             page_wait=self.ai_page_check_seconds,
+            vision=self.ai_vision,
+            screenshot=functools.partial(self._screenshot, runtime),
             log=self.log,
         )
+
+    async def _screenshot(self, runtime: Runtime, project_id: str) -> vision.Image:
+        browser = vision.find_browser(self.ai_screenshot_browser)
+        if browser is None:
+            raise vision.ScreenshotError(
+                "there is no browser for screenshots on the server (install chromium, or "
+                "set c.ReactBoxApp.ai_screenshot_browser)"
+            )
+        return await runtime.screenshot(project_id, browser, self._own_url())
+
+    def _own_url(self) -> str | None:
+        """This Jupyter server on a local address (its previews need no login), or
+        None: in the hub service, or on a Unix socket or HTTPS."""
+        server = self.serverapp
+        if server is None or self.hub_service_url or server.sock or server.certfile:
+            return None
+        ip = server.ip if server.ip not in ("", "0.0.0.0", "::", "*", "localhost") else "127.0.0.1"
+        return f"http://{f'[{ip}]' if ':' in ip else ip}:{server.port}"
 
     def _repair(self, project: Project) -> None:
         """Move an older project's history out of its app folder, and undo a change the

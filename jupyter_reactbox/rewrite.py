@@ -13,6 +13,7 @@ from pathlib import Path
 _STATIC = Path(__file__).parent / "static"
 SHIM = (_STATIC / "shim.js").read_bytes()
 ACTIVITY = (_STATIC / "activity.js").read_bytes()
+SELECT = (_STATIC / "select.js").read_bytes()
 _HEAD_RE = re.compile(rb"<head(?:\s[^>]*)?>", re.IGNORECASE)
 _OPENERS = b"\"'`("
 """What comes right before a rewritten reference: a quote, or ``url(``."""
@@ -87,7 +88,8 @@ def inject_scripts(
 ) -> bytes:
     """Put our scripts first in <head>, before any of the app's: the activity
     reporter (input reported at most every ``beat_ms``, with the page's ``key``; none
-    without one) always, the shim when the page runs in an opaque origin."""
+    without one) and select mode always, the shim when the page runs in an opaque
+    origin."""
     match = _HEAD_RE.search(html)
     at = match.end() if match else 0
     # JSON of the base, with '<' escaped so it cannot end the script element.
@@ -95,5 +97,5 @@ def inject_scripts(
     activity = ACTIVITY.replace(b"__REACTBOX_BASE__", literal)
     activity = activity.replace(b"__REACTBOX_EVERY__", str(int(beat_ms)).encode())
     activity = activity.replace(b"__REACTBOX_KEY__", json.dumps(key).encode())
-    scripts = (SHIM if sandboxed else b"") + activity
+    scripts = (SHIM if sandboxed else b"") + SELECT + activity
     return html[:at] + b"<script>" + scripts + b"</script>" + html[at:]

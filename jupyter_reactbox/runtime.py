@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from . import managers, probes, supply
+from .ai import vision
 from .backends.base import Backend
 from .errors import DiskFull, ProjectNotFound, ReactBoxError, TooManyPreviews, is_disk_full
 from .previews import ACTIVE, Previews, PreviewState
@@ -78,6 +79,7 @@ class Runtime:
     ):
         self.store = store
         self.backend = backend
+        self._shooting = asyncio.Semaphore(1)
         self.base_url = base_url
         self.start_timeout = start_timeout
         self.idle_timeout = idle_timeout
@@ -377,6 +379,24 @@ class Runtime:
         await self.thaw(project_id)
         await self.changed(project_id)
         return await probes.compile_errors(self.previews.get(project_id), paths)
+
+    async def screenshot(
+        self, project_id: str, browser: str, via: str | None = None
+    ) -> vision.Image:
+        """A picture of the running preview, taken by a shut-in headless ``browser``
+        (``ai/vision.py``), one at a time: through the preview proxy of the server at
+        ``via`` (``http://127.0.0.1:PORT``), which must serve previews on their token
+        alone, else straight from the dev server."""
+        await self.thaw(project_id)
+        st = self.previews.get(project_id)
+        if st is None or st.status != "running" or not st.endpoint:
+            raise vision.ScreenshotError("the preview is not running (start it, then ask again)")
+        # Through the proxy, the page is the one the user sees: the sandbox's header,
+        # bodies rewritten for the base (a dev server's own asset URLs may miss it).
+        path = self.previews.url(project_id)
+        url = via + path if via and path.startswith("/") else None
+        async with self._shooting:
+            return await vision.screenshot(browser, url or probes.root_url(st))
 
     async def changed(self, project_id: str) -> None:
         """The server wrote the project's files: a dev server that runs elsewhere gets

@@ -175,6 +175,64 @@ async def test_fork_and_memory_bombs_stop_at_the_limits(
         assert code == 200 and b'<div id="root">' in body, project
 
 
+async def test_the_screenshot_browser_reaches_nothing_but_the_preview(
+    api, jp_fetch, jp_serverapp, runtime, server_url
+):
+    """A screenshot for the model (``ai_vision``) runs the app's page in a headless
+    Chromium on the server's host.  The page calls this host's services (a port on
+    loopback, by address and by name; an image; a websocket): in a person's browser
+    those calls go out, in the screenshot's browser none does, and the picture is
+    still taken (through the server's own preview proxy, its only way out)."""
+    from conftest import chromium
+
+    from jupyter_reactbox.ai import vision
+
+    hits: list[str] = []
+
+    async def record(reader, writer):
+        hits.append((await reader.readline()).decode(errors="replace").strip())
+        writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(record, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        info = await api.upload_running()
+        app = (runtime.store.get("shop").app_dir / "src" / "App.jsx").read_text()
+        calls = (
+            f"for (const u of ['http://127.0.0.1:{port}/fetch', 'http://localhost:{port}/name'])\n"
+            "  fetch(u, { mode: 'no-cors' }).catch(() => {})\n"
+            f"try {{ new WebSocket('ws://127.0.0.1:{port}/socket') }} catch {{}}\n\n"
+        )
+        tried = app.replace("function App() {", calls + "function App() {", 1).replace(
+            "<h1>Get started</h1>",
+            f'<h1>Get started</h1><img src="http://127.0.0.1:{port}/img" alt="" />',
+        )
+        await jp_fetch("reactbox", "api", "projects", "shop", "files", "src", "App.jsx",
+                       method="PUT", body=tried.encode())  # fmt: skip
+
+        ext = next(iter(jp_serverapp.extension_manager.extension_apps["jupyter_reactbox"]))
+        assert ext._own_url() == server_url  # what an edit's screenshot goes through
+        browser = vision.find_browser()
+        shot = await runtime.screenshot("shop", browser, via=ext._own_url())
+        assert shot.mime == "image/png" and len(shot.data) > 10_000
+        await asyncio.sleep(1)
+        assert hits == [], hits  # nothing reached the host's port
+
+        async with chromium() as person:  # the same page, in a person's browser
+            page = await person.new_page()
+            await page.goto(server_url + info["preview_url"])
+            await page.get_by_text("Get started").wait_for()
+            for _ in range(40):
+                if len(hits) >= 3:
+                    break
+                await asyncio.sleep(0.25)
+        assert {h.split()[1] for h in hits} >= {"/fetch", "/name", "/img"}, hits
+    finally:
+        listener.close()
+
+
 def test_secrets_reach_no_container_kernel_browser_or_log(
     tmp_path, owner, package_cache, sandbox_image, docker_client
 ):

@@ -230,6 +230,65 @@ async def test_not_configured_is_503_with_how_to_fix_and_no_edit_streams(
     assert events.headers["Content-Type"] == "text/event-stream"
 
 
+HEADING = "          <h1>Get started</h1>"
+
+
+async def test_an_edit_about_a_picked_element_shows_the_model_that_element_first(
+    jp_fetch, llm, project
+):
+    """An element picked in the preview (select mode): its file comes first in the
+    context, and the prompt says what the element is, where it is written, in
+    which component, and the lines around it."""
+    line = app_jsx(project).splitlines().index(HEADING) + 1
+    picked = {"file": "src/App.jsx", "line": line, "column": 11, "tag": "h1"}
+    picked |= {"text": "Get  started", "classes": ""}
+    llm.answer(block("src/App.jsx", HEADING, HEADING.replace("Get started", "Pick a plan")))
+    body = {"instruction": "Say Pick a plan here", "at": picked}
+    r = await jp_fetch("reactbox", "api", "projects", "shop", "edits", method="POST",
+                       body=json.dumps(body))  # fmt: skip
+    result = json.loads(r.body)
+    assert result["status"] == "applied", result
+    assert result["at"] == {**picked, "text": "Get started"}
+    assert "<h1>Pick a plan</h1>" in app_jsx(project)
+    prompt = llm.user_messages(0)[0]
+    said = (
+        f'The user selected <h1> "Get started" in the preview, written at src/App.jsx:{line}:11, '
+        "in the component App."
+    )
+    assert said in prompt
+    assert f">   {line} | {HEADING}" in prompt  # the pointed line, marked, among its neighbours
+    files = prompt.split("Project files (with their top-level symbols):\n", 1)[1].split("\n\n")
+    assert files[1].startswith("src/App.jsx\n```\n"), files[1][:80]  # first after the map
+    assert prompt.index(said) < prompt.index("Instruction:\nSay Pick a plan here")
+
+
+async def test_a_place_that_is_not_in_the_project_is_refused_before_the_model_is_asked(
+    jp_fetch, llm, project
+):
+    before_head, before_text = history.head(project.app_dir), app_jsx(project)
+    lines = before_text.count("\n")
+    cases = {
+        "src/App.jsx": 400,  # no line
+        "src/App.jsx:0": 400,
+        json.dumps({"file": "src/App.jsx", "line": "7"}): 400,
+        json.dumps({"file": "src/App.jsx", "line": 7, "text": ["x"]}): 400,
+        "../../etc/passwd:1": 422,
+        "node_modules/react/index.js:1": 422,
+        "src/Nope.jsx:3": 422,
+        f"src/App.jsx:{lines + 5}": 422,  # the file changed since the element was picked
+    }
+    for at, status in cases.items():
+        value = json.loads(at) if at.startswith("{") else at
+        body = json.dumps({"instruction": "Make it bold", "at": value})
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch("reactbox", "api", "projects", "shop", "edits", method="POST", body=body)
+        assert err.value.code == status, (at, err.value.response.body)
+        message = json.loads(err.value.response.body)["message"]
+        assert "line" in message or "path" in message or "file" in message, message
+    assert not llm.requests
+    assert_intact(project, before_head, before_text)
+
+
 async def test_bad_edit_requests_are_400(jp_fetch, project):
     for body in (
         b"not json",

@@ -221,15 +221,23 @@ async def test_lab_sidebar_panel_and_magic(tmp_path, owner, package_cache, sandb
         lab.stop()
 
 
+async def near(outline, element) -> bool:
+    """The outline covers the element (within a few pixels)."""
+    a, b = await outline.bounding_box(), await element.bounding_box()
+    return all(abs(a[k] - b[k]) <= 3 for k in ("x", "y", "width", "height"))
+
+
 async def test_a_lab_edit_streams_its_steps_and_says_what_it_used(
     tmp_path, owner, package_cache, sandbox_image
 ):
     """The instruction bar with a (scripted) model: the status line follows the
     edit's steps while it runs, then says what it did and the tokens it used; the
-    preview beside it shows the change."""
+    preview beside it shows the change. Fix hands a page error to the model; select
+    mode points the next instruction at one element."""
     from llm import ThreadedLLM
     from playwright.async_api import async_playwright
-    from test_edits import BUTTON, JOIN_NOW, block, crash
+    from test_edits import BUTTON, HEADING, JOIN_NOW, block, crash
+    from test_vision import png
 
     llm = ThreadedLLM()
     llm.start()
@@ -278,6 +286,56 @@ async def test_a_lab_edit_streams_its_steps_and_says_what_it_used(
                 )
                 await frame.get_by_text("Join Now").wait_for(timeout=30_000)
                 assert "by_hand is not defined" in llm.user_messages(1)[0]
+
+                # Select to edit: the element under the pointer is outlined, a click
+                # picks it (the app does not see the click), and the next edit is
+                # about it: the model is told where it is written and in which component.
+                app = (lab.root / "projects" / "shop" / "app" / "src" / "App.jsx").read_text()
+                line = app.splitlines().index(HEADING) + 1
+                button_line = app.splitlines().index("        <button") + 1
+                await panel.get_by_role("button", name="Select").click()
+                heading = frame.get_by_role("heading", name="Get started")
+                await heading.hover()
+                outline = frame.locator("[data-reactbox-outline='hover']")
+                await outline.wait_for(state="visible", timeout=10_000)
+                assert await near(outline, heading)
+                await page.screenshot(path=str(ARTIFACTS / "lab-select-hover.png"))
+                await frame.get_by_role("button", name="Join Now").click()  # picked, not pressed
+                selection = panel.locator(".jp-ReactBox-selection")
+                await selection.get_by_text(
+                    f"<button.counter> “Join Now” (src/App.jsx:{button_line})"
+                ).wait_for(timeout=10_000)
+                await panel.locator(".jp-ReactBox-clearselection").click()
+                assert await selection.is_hidden()
+                await panel.get_by_role("button", name="Select").click()
+                await heading.click()
+                await selection.get_by_text(f"<h1> “Get started” (src/App.jsx:{line})").wait_for(
+                    timeout=10_000
+                )
+                assert await near(frame.locator("[data-reactbox-outline='selected']"), heading)
+                llm.answer(block("src/App.jsx", HEADING, HEADING.replace("Get started", "Hi")))
+                await panel.locator("textarea").fill("Say Hi here")
+                # A screenshot and an image, for a model that takes none (this Lab's):
+                # the edit goes on without them and says so.
+                await panel.get_by_label("Show the page").check()
+                sketch = tmp_path / "sketch.png"
+                sketch.write_bytes(png(8, 8, (0, 0, 255)))
+                await panel.locator("input[type=file]").set_input_files(str(sketch))
+                await panel.locator(".jp-ReactBox-attached").get_by_text("sketch.png").wait_for()
+                await panel.get_by_role("button", name="Apply").click()
+                await status.get_by_text("applied: Changed src/App.jsx.", exact=False).wait_for(
+                    timeout=60_000
+                )
+                assert "Not sent: 1 attached image and the screenshot." in await status.inner_text()
+                assert await panel.locator(".jp-ReactBox-attached").inner_text() == ""
+                await frame.get_by_role("heading", name="Hi", exact=True).wait_for(timeout=30_000)
+                assert await selection.is_hidden()  # the next instruction is about the app
+                prompt = llm.user_messages(2)[0]
+                assert (
+                    f'The user selected <h1> "Get started" in the preview, written at '
+                    f"src/App.jsx:{line}:11, in the component App." in prompt
+                ), prompt[-800:]
+                await page.screenshot(path=str(ARTIFACTS / "lab-select-applied.png"))
             finally:
                 await browser.close()
         assert llm.user_messages(0)[0].endswith("Change the button to say Join Now")

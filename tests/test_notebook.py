@@ -117,6 +117,8 @@ def test_magics_parse_arguments_and_fail_in_one_line(ip, no_server_env, capsys, 
         "logs shop --tail many": "invalid int value",
         "write shop src/App.jsx": "write is a cell magic",
         "edit shop": "Say what to change",
+        "edit shop --at App.jsx Make it bold": "--at takes FILE:LINE",
+        "edit shop --image /nope.png Like this": "--image /nope.png: no such file",
         "fix": "the following arguments are required: project",
         "list": "No Jupyter server with jupyter-reactbox was found for this kernel",
     }
@@ -299,6 +301,24 @@ def test_magics_in_a_kernel_of_the_server(server, scripted_llm, tmp_path):
         assert "sticky" not in (app / "src" / "App.jsx").read_text()
         text, _ = ok("%reactbox undo shop")
         assert (app / "src" / "App.jsx").read_text() == original
+        # About one place: the model is told the line and the component around it.
+        line = original.splitlines().index('      <header className="header">') + 1
+        scripted_llm.answer(STICKY)
+        text, _ = ok(f'%reactbox edit shop --at src/App.jsx:{line} "Make this sticky"')
+        assert "Changed src/App.jsx" in text
+        prompt = scripted_llm.user_messages(1)[0]
+        assert f"pointed at the code at src/App.jsx:{line}, in the component App." in prompt
+        ok("%reactbox undo shop")
+        # Images for a model that takes none (this server's): not sent, and said so.
+        from test_vision import png
+
+        sketch = tmp_path / "sketch.png"
+        sketch.write_bytes(png(8, 8, (0, 0, 255)))
+        scripted_llm.answer(STICKY)
+        text, _ = ok(f'%reactbox edit shop --image {sketch} --screenshot "Like my sketch"')
+        assert "Not sent: 1 attached image and the screenshot." in text, text
+        assert isinstance(scripted_llm.requests[2]["body"]["messages"][1]["content"], str)
+        ok("%reactbox undo shop")
         # No page has reported an error: nothing for `fix` to do, said in one line.
         status, text, _ = kernel.run("%reactbox fix shop")
         assert status == "error" and "has reported no error to fix" in text

@@ -91,7 +91,7 @@ def project_files(app_dir: Path) -> list[str]:
     return [entry.path for entry in worktree.walk(app_dir, _skipped)]
 
 
-def _read(app_dir: Path, rel: str) -> str | None:
+def read_text(app_dir: Path, rel: str) -> str | None:
     """A text file of the project, read as data (no link followed, size-capped)."""
     try:
         data = worktree.read_bytes(app_dir, rel, MAX_FILE_BYTES)
@@ -131,7 +131,11 @@ def build(
     paths: list[str] | None,
     budget: int,
     entry_files: tuple[str, ...] = ENTRY_NAMES,
+    *,
+    first: tuple[str, ...] = (),
 ) -> Context:
+    """The map and the files for ``instruction``: ``paths`` if given (else the
+    best-ranked files), after the files in ``first`` (the one the user pointed at)."""
     files = project_files(app_dir)
     lines = []
     texts: dict[str, str] = {}
@@ -139,7 +143,7 @@ def build(
         if not is_text(rel):
             lines.append(rel)
             continue
-        text = _read(app_dir, rel)
+        text = read_text(app_dir, rel)
         if text is None:
             lines.append(rel)
             continue
@@ -162,6 +166,7 @@ def build(
         wanted = sorted(
             (r for r in texts if not r.endswith((".svg", ".md", ".json"))), key=score, reverse=True
         )
+    wanted = [*first, *(r for r in wanted if r not in first)]
     chosen: dict[str, str] = {}
     used = 0
     for rel in wanted:

@@ -3,7 +3,9 @@
 One edit, under the project's edit lock (a second one gets 409):
 
 1. commit the user's own uncommitted changes ("Manual changes"): never lost;
-2. build the context (project map + relevant files) and ask the model;
+2. build the context (project map + relevant files; with ``at``, the element the
+   user pointed at: its file first, and what and where it is, ``ai/place.py``)
+   and ask the model;
 3. parse its SEARCH/REPLACE blocks and apply them in memory; refuse paths
    outside the project; parse-check every changed file; on a miss or a syntax
    error, tell the model why and ask again (bounded attempts; after a miss the
@@ -47,6 +49,8 @@ from ..errors import ReactBoxError, UserError
 from ..store import Project
 from . import context, edits, validate
 from .budget import TokenBudget
+from .place import Place
+from .vision import Image, ScreenshotError
 
 SYSTEM_PROMPT = """\
 You are an expert React developer editing an app in a live dev server.
@@ -94,6 +98,12 @@ class EditResult:
     id: str
     instruction: str
     paths: list[str] | None
+    at: dict | None = None
+    """The element or line the user pointed at (``Place.to_json``)."""
+    images: int = 0
+    """Images the model was shown: attached ones, and the screenshot."""
+    notes: list[str] = field(default_factory=list)
+    """What the user should know that did not stop the edit (an image not sent)."""
     status: str = "running"
     files: list[str] = field(default_factory=list)
     diff: str = ""
@@ -126,6 +136,8 @@ class Progress:
 
 
 CompileCheck = Callable[[str, list[str]], Awaitable[str | None]]
+Screenshot = Callable[[str], Awaitable[Image]]
+"""A picture of a project's running preview (``Runtime.screenshot``)."""
 
 
 class PageWatch(Protocol):
@@ -166,6 +178,8 @@ class AIEditor:
         budget: TokenBudget | None = None,
         pages: PageWatch | None = None,
         page_wait: float = 3.0,
+        vision: bool = False,
+        screenshot: Screenshot | None = None,
         log: logging.Logger | None = None,
     ):
         self.client = client
@@ -178,6 +192,8 @@ class AIEditor:
         self.budget = budget
         self.pages = pages
         self.page_wait = page_wait
+        self.vision = vision
+        self.screenshot = screenshot
         self.log = log or logging.getLogger(__name__)
         self._locks: dict[str, asyncio.Lock] = {}
         self.progress: dict[str, Progress] = {}
@@ -223,10 +239,15 @@ class AIEditor:
         paths: list[str] | None,
         *,
         fixing: dict | None = None,
+        at: Place | None = None,
+        images: list[Image] | None = None,
+        screenshot: bool = False,
     ) -> EditResult:
         """Change the app as ``instruction`` says; ``fixing``: the page error it is
         to fix (a report of the preview): reported again after the change, it was
-        not fixed."""
+        not fixed; ``at``: the element or line the instruction is about;
+        ``images`` (attached) and ``screenshot`` (of the preview as it is now) go
+        to the model if it takes images, else the result says they did not."""
         instruction = instruction.strip()
         if fixing is not None:
             instruction = (
@@ -238,6 +259,8 @@ class AIEditor:
             raise UserError('Say what to change: {"instruction": "Make the header sticky"}.')
         if paths is not None:
             paths = [edits.safe_path(p) for p in paths]  # 422 for a path outside the project
+        if at is not None:  # 422 for a place no longer in the file
+            at.check(await asyncio.to_thread(context.read_text, project.app_dir, at.file))
         lock = self._locks.setdefault(project.id, asyncio.Lock())
         if lock.locked():
             raise EditBusy(f"An edit of {project.id} is running; wait for it to finish.")
@@ -245,18 +268,27 @@ class AIEditor:
             await asyncio.to_thread(self.budget.check)  # 429 once today's tokens are spent
         async with lock:
             progress = self.progress[project.id] = Progress()
-            result = EditResult(id=secrets.token_hex(6), instruction=instruction, paths=paths)
-            known = self.pages.error_keys(project.id) if self.pages is not None else set()
-            if fixing is not None and self.pages is not None:
-                known.discard(self.pages.error_key(fixing))  # seen again: not fixed
+            result = EditResult(
+                id=secrets.token_hex(6),
+                instruction=instruction,
+                paths=paths,
+                at=at.to_json() if at is not None else None,
+            )
             try:
-                await self._run(project, result, progress, known)
+                pictures = await self._pictures(project, result, progress, images, screenshot)
+                # After the screenshot: what its page load reported is not the edit's doing.
+                known = self.pages.error_keys(project.id) if self.pages is not None else set()
+                if fixing is not None and self.pages is not None:
+                    known.discard(self.pages.error_key(fixing))  # seen again: not fixed
+                await self._run(project, result, progress, known, pictures)
             finally:
                 result.finished = time.time()
                 if self.budget is not None:
                     result.usage.update(await asyncio.to_thread(self.budget.to_json))
                 if result.status == "running":
                     result.status, result.message = "failed", "Interrupted."
+                if result.notes:
+                    result.message = " ".join([result.message, *result.notes])
                 try:
                     await asyncio.to_thread(self._record, project, result)
                 except OSError as exc:  # a full disk: the edit's outcome still goes out
@@ -270,20 +302,75 @@ class AIEditor:
                 progress.done = True
             return result
 
+    async def _pictures(
+        self,
+        project: Project,
+        result: EditResult,
+        progress: Progress,
+        images: list[Image] | None,
+        screenshot: bool,
+    ) -> list[tuple[str, Image]]:
+        """What the model is shown besides the text: (caption, image) pairs."""
+        images = images or []
+        if not (images or screenshot):
+            return []
+        if not self.vision:
+            what = " and ".join(
+                ([f"{len(images)} attached image{'s' * (len(images) > 1)}"] if images else [])
+                + (["the screenshot"] if screenshot else [])
+            )
+            result.notes.append(
+                f"Not sent: {what}. This model is not set up to take images "
+                "(an admin sets c.ReactBoxApp.ai_vision)."
+            )
+            return []
+        pictures = []
+        if screenshot:
+            try:
+                if self.screenshot is None:
+                    raise ScreenshotError("this server cannot take screenshots")
+                progress.emit(stage="looking")
+                shot = await self.screenshot(project.id)
+                pictures.append(("The app's page in the preview as it is now:", shot))
+            except ScreenshotError as exc:
+                result.notes.append(f"No screenshot was sent: {exc}.")
+        for n, image in enumerate(images, 1):
+            pictures.append((f"Image {n} of {len(images)}, attached by the user:", image))
+        result.images = len(pictures)
+        return pictures
+
     async def _run(
-        self, project: Project, result: EditResult, progress: Progress, known: set
+        self,
+        project: Project,
+        result: EditResult,
+        progress: Progress,
+        known: set,
+        pictures: list[tuple[str, Image]],
     ) -> None:
         app = project.app_dir
         await asyncio.to_thread(history.commit_all, app, "Manual changes")
         base = await asyncio.to_thread(history.head, app)
         framework = frameworks.get(project.framework)
         entry_files = framework.entry_files if framework else context.ENTRY_NAMES
+        at = Place(**result.at) if result.at else None
         ctx = await asyncio.to_thread(
-            context.build, app, result.instruction, result.paths, self.context_chars, entry_files
+            context.build,
+            app,
+            result.instruction,
+            result.paths,
+            self.context_chars,
+            entry_files,
+            first=(at.file,) if at else (),
         )
+        pointed = at.describe(ctx.files.get(at.file) or "") if at else None
+        prompt: str | list[dict] = _user_prompt(ctx, result.instruction, pointed)
+        if pictures:  # the text, then each picture after its caption
+            prompt = [{"type": "text", "text": prompt}]
+            for caption, image in pictures:
+                prompt += [{"type": "text", "text": caption}, image.part()]
         messages: list[dict] = [
             {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": _user_prompt(ctx, result.instruction)},
+            {"role": "user", "content": prompt},
         ]
         # From here the project may change: if the server dies before the edit
         # ends, the next start puts it back at ``base`` (history.repair).
@@ -447,10 +534,12 @@ class AIEditor:
         return await self.compile_check(project_id, paths)
 
 
-def _user_prompt(ctx: context.Context, instruction: str) -> str:
+def _user_prompt(ctx: context.Context, instruction: str, pointed: str | None = None) -> str:
     parts = ["Project files (with their top-level symbols):", ctx.project_map, ""]
     for path, text in ctx.files.items():
         parts += [path, "```", text.rstrip("\n") if text else "(new file)", "```", ""]
+    if pointed:
+        parts += [pointed, ""]
     parts += ["Instruction:", instruction]
     return "\n".join(parts)
 

@@ -20,8 +20,10 @@ one-line message.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import mimetypes
 import os
 import time
 import zipfile
@@ -239,14 +241,28 @@ class Project:
         on_event: Callable[[dict], None] | None = None,
         *,
         fix: bool = False,
+        at: str | dict | None = None,
+        screenshot: bool = False,
+        images: list[str | bytes] | None = None,
     ) -> EditResult:
         """Ask the AI to change the app; ``on_event`` sees its progress (asking, applying...).
-        ``fix``: to fix the error the preview's page reported (``instruction`` adds to it)."""
+        ``fix``: to fix the error the preview's page reported (``instruction`` adds to it).
+        ``at``: the element the instruction is about, ``"src/App.jsx:42"`` or a selection
+        of the preview (``{"file", "line", "column", "tag", "text", "classes"}``).
+        ``screenshot``: show the model the page as it is now; ``images``: files (paths)
+        or bytes of images to show it (a sketch, a mock-up).  Both need a model that
+        takes images; without one the result says they were not sent."""
         if not instruction.strip() and not fix:
             raise ReactBoxClientError("Say what to change: the instruction is empty.")
         body: dict = {"instruction": instruction, "paths": paths or None}
         if fix:
             body["fix"] = True
+        if at:
+            body["at"] = at
+        if screenshot:
+            body["screenshot"] = True
+        if images:
+            body["images"] = [_data_url(image) for image in images]
         if on_event is None:
             r = self.client.request("POST", self._path("edits"), json=body, timeout=None)
             return EditResult.from_json(r.json())
@@ -580,3 +596,10 @@ def connect() -> ReactBoxClient:
         f"in Jupyter with the extension ({ENABLE_HINT}), or set JUPYTER_REACTBOX_URL and "
         "JUPYTER_REACTBOX_TOKEN."
     )
+
+
+def _data_url(image: str | bytes | os.PathLike) -> str:
+    """An image file (or its bytes) as a data URL; the server checks what it is."""
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    kind = mimetypes.guess_type(str(image))[0] if not isinstance(image, bytes) else None
+    return f"data:{kind or 'image/png'};base64,{base64.b64encode(data).decode()}"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
+import re
 import sys
 import time
 
@@ -19,6 +21,7 @@ from IPython.core.magic_arguments import (
     magic_arguments,
 )
 from IPython.display import HTML, display
+from IPython.utils.process import arg_split
 
 from .client import Project, ReactBoxClient, ReactBoxClientError, connect
 
@@ -34,8 +37,9 @@ COMMANDS = {
     "stop": "stop NAME: the container is kept; the preview link too",
     "restart": "restart NAME: a new container (and a new link)",
     "delete": "delete NAME: container and files gone",
-    "edit": "edit NAME [PATH ...] [INSTRUCTION]: ask the AI to change the app "
-    "(%%reactbox edit NAME [PATH ...] takes the instruction from the cell)",
+    "edit": "edit NAME [PATH ...] [--at FILE:LINE] [--screenshot] [--image PATH] [INSTRUCTION]: "
+    "ask the AI to change the app, about the element at FILE:LINE if given, showing it the "
+    "page and images (%%reactbox edit NAME [PATH ...] takes the instruction from the cell)",
     "fix": "fix NAME [INSTRUCTION]: ask the AI to fix the error the preview's page reports",
     "write": "%%reactbox write NAME PATH: the cell becomes that file (checked, committed)",
     "undo": "undo NAME: step back one change",
@@ -78,6 +82,17 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     )
     p = _with_project("edit")
     p.add_argument("words", nargs="*", help="paths to focus on, then the instruction")
+    p.add_argument(
+        "--at", metavar="FILE:LINE", help="the element the instruction is about (src/App.jsx:42)"
+    )
+    p.add_argument("--screenshot", action="store_true", help="show the model the page as it is now")
+    p.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an image to show the model (a sketch, a mock-up); may be given again",
+    )
     parsers["edit"] = p
     p = _with_project("fix")
     p.add_argument("words", nargs="*", help="anything to add to the instruction")
@@ -143,7 +158,8 @@ class ReactBoxMagics(Magics):
         if parser is None:
             raise UsageError(f"Unknown command {command!r}; try one of: {', '.join(COMMANDS)}.")
         try:
-            opts = parser.parse_argstring(words[1] if len(words) > 1 else "")
+            # Options may come between words: edit shop --at src/App.jsx:42 "Make it bold"
+            opts = parser.parse_intermixed_args(arg_split(words[1] if len(words) > 1 else ""))
         except SystemExit:  # --help printed the command's help
             return None
         if command == "write" and cell is None:
@@ -275,18 +291,49 @@ class ReactBoxMagics(Magics):
                 'Say what to change: %reactbox edit NAME [PATH] "instruction", or put the '
                 "instruction in the cell under %%reactbox edit NAME."
             )
-        return self._show_edit(opts.project, instruction, paths or None)
+        at = opts.at
+        if at is not None and not re.fullmatch(r"[^:\s]+:\d+(:\d+)?", at):
+            raise UsageError(f"--at takes FILE:LINE, e.g. --at src/App.jsx:42 (not {at!r}).")
+        for image in opts.image:
+            if not os.path.isfile(image):
+                raise UsageError(f"--image {image}: no such file.")
+        return self._show_edit(
+            opts.project,
+            instruction,
+            paths or None,
+            at=at,
+            screenshot=opts.screenshot,
+            images=opts.image,
+        )
 
     def _fix(self, opts, cell):
         instruction = cell.strip() if cell is not None else " ".join(opts.words)
         return self._show_edit(opts.project, instruction, None, fix=True)
 
-    def _show_edit(self, name: str, instruction: str, paths: list[str] | None, *, fix=False):
+    def _show_edit(
+        self,
+        name: str,
+        instruction: str,
+        paths: list[str] | None,
+        *,
+        fix=False,
+        at=None,
+        screenshot=False,
+        images=(),
+    ):
         project = self.client.project(name)
         from .widget import diff_html
 
         try:
-            result = project.edit(instruction, paths, on_event=LineInPlace().show, fix=fix)
+            result = project.edit(
+                instruction,
+                paths,
+                on_event=LineInPlace().show,
+                fix=fix,
+                at=at,
+                screenshot=screenshot,
+                images=list(images),
+            )
         except ReactBoxClientError as exc:
             if exc.status == 503:  # AI not configured: a setting, not a mistake in this cell
                 print(str(exc), file=sys.stderr)

@@ -208,6 +208,16 @@ class ReactBox(w.VBox):
             description="Fix", icon="wrench", tooltip="Ask the AI to fix the error the page reports"
         )
         self.fix_button.on_click(lambda _: self._in_thread(lambda: self._apply(fix=True)))
+        # What the model is shown besides the words (a model that takes images only).
+        self.show_page = w.Checkbox(
+            description="Show the page", indent=False, layout=w.Layout(width="auto")
+        )
+        self.images = w.FileUpload(
+            accept="image/png,image/jpeg,image/gif,image/webp",
+            multiple=True,
+            description="Attach image",
+            tooltip="Images for the model: a sketch, a mock-up",
+        )
         self.edit_status = w.HTML()
         self.diff = w.HTML()
         self.logs = w.Textarea(layout=w.Layout(width="100%", height="240px"), disabled=True)
@@ -223,7 +233,16 @@ class ReactBox(w.VBox):
                 self.message,
                 self.preview_box,
                 self.instruction,
-                w.HBox([self.apply_button, self.undo_button, self.fix_button, self.edit_status]),
+                w.HBox(
+                    [
+                        self.apply_button,
+                        self.undo_button,
+                        self.fix_button,
+                        self.show_page,
+                        self.images,
+                        self.edit_status,
+                    ]
+                ),
                 self.details,
             ]
         )
@@ -338,6 +357,8 @@ class ReactBox(w.VBox):
                 instruction,
                 on_event=lambda e: setattr(self.edit_status, "value", _edit_stage(e)),
                 fix=fix,
+                screenshot=self.show_page.value and not fix,
+                images=[] if fix else [bytes(f["content"]) for f in self.images.value],
             )
         finally:
             self.apply_button.disabled = self.fix_button.disabled = False
@@ -345,6 +366,7 @@ class ReactBox(w.VBox):
         self.diff.value = diff_html(result.diff)
         if result.status == "applied" and not fix:  # a fix leaves what was typed
             self.instruction.value = ""
+            self.images.value = ()
             self.details.selected_index = 0
 
     def _undo(self) -> None:
@@ -370,6 +392,7 @@ def _edit_stage(event: dict) -> str:
     stage = event.get("stage", "")
     attempt = f" (attempt {event['attempt']})" if event.get("attempt", 1) > 1 else ""
     text = {
+        "looking": "Taking a screenshot of the page",
         "asking": "Asking the model",
         "applying": "Checking and applying the answer",
         "compiling": "Checking that it compiles",

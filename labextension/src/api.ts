@@ -49,6 +49,62 @@ export interface EditResult {
   };
 }
 
+/** What goes with an instruction besides its words. */
+export interface EditOptions {
+  /** Files to focus on (else the server picks them). */
+  paths?: string[];
+  /** The element the instruction is about (picked in the preview's select mode). */
+  at?: Selection | null;
+  /** Show the model the page as it is now (a model that takes images only). */
+  screenshot?: boolean;
+  /** Images to show the model, as data URLs (a sketch, a mock-up). */
+  images?: string[];
+}
+
+/** An element of the preview the user picked in select mode: where in the source it
+ * was written, and what it looks like. */
+export interface Selection {
+  file: string;
+  line: number;
+  column: number;
+  tag: string;
+  text: string;
+  classes: string;
+}
+
+/**
+ * The preview's answer to a click in select mode (static/select.js posts
+ * `{reactbox: 'selected', at: 'src/App.jsx:42:9', tag, text, classes}`), or null
+ * for any other message.  The page's own scripts can post too: what this returns
+ * is only ever shown to the user and sent with their next instruction.
+ */
+export function selectionFromMessage(data: unknown): Selection | null {
+  if (!data || typeof data !== 'object') {
+    return null;
+  }
+  const m = data as Record<string, unknown>;
+  const at = typeof m.at === 'string' ? /^(.+?):(\d+):(\d+)$/.exec(m.at) : null;
+  if (m.reactbox !== 'selected' || !at) {
+    return null;
+  }
+  const text = (value: unknown, max: number) => (typeof value === 'string' ? value.slice(0, max) : '');
+  return {
+    file: at[1],
+    line: Number(at[2]),
+    column: Number(at[3]),
+    tag: text(m.tag, 64),
+    text: text(m.text, 120),
+    classes: text(m.classes, 200)
+  };
+}
+
+/** A selection as people read it: `<button.counter> “Count is 0” (src/App.jsx:24)`. */
+export function selectionLabel(s: Selection): string {
+  const classes = s.classes ? '.' + s.classes.split(/\s+/).join('.') : '';
+  const text = s.text ? ` “${s.text.length > 40 ? s.text.slice(0, 39) + '…' : s.text}”` : '';
+  return `<${s.tag}${classes}>${text} (${s.file}:${s.line})`;
+}
+
 /** One step of a running edit, as the server streams it (`.../edits/events`). */
 export interface EditEvent {
   stage: string;
@@ -61,6 +117,7 @@ export interface EditEvent {
 /** A running edit's step as people read it: "Checking that it compiles (attempt 2)…". */
 export function editStage(event: EditEvent): string {
   const stages: Record<string, string> = {
+    looking: 'Taking a screenshot of the page',
     asking: 'Asking the model',
     applying: 'Checking and applying the answer',
     compiling: 'Checking that it compiles',
@@ -163,9 +220,21 @@ export class ReactBoxAPI {
     });
   }
 
-  edit(id: string, instruction: string, paths?: string[]): Promise<EditResult> {
+  /** Ask the AI to change the app (see `EditOptions`). */
+  edit(id: string, instruction: string, options: EditOptions = {}): Promise<EditResult> {
+    const { paths, at, screenshot, images } = options;
+    const body: Record<string, unknown> = { instruction, paths: paths && paths.length ? paths : null };
+    if (at) {
+      body.at = at;
+    }
+    if (screenshot) {
+      body.screenshot = true;
+    }
+    if (images && images.length) {
+      body.images = images;
+    }
     return this.request('POST', ['projects', id, 'edits'], {
-      body: JSON.stringify({ instruction, paths: paths && paths.length ? paths : null }),
+      body: JSON.stringify(body),
       headers: { 'Content-Type': 'application/json' }
     });
   }

@@ -2,7 +2,11 @@
  * One project's preview in the main area: the page in an iframe (it runs in a
  * sandbox: an opaque origin the server sets), reload, open in a new tab,
  * device widths, a status line (the last log lines when it failed), and an
- * instruction bar for AI edits with the diff and Undo.
+ * instruction bar for AI edits with the diff and Undo.  Select mode: the user
+ * points at an element of the preview, and the next instruction is about it
+ * (the frame says which with postMessage; see static/select.js).  "Show the
+ * page" and "Attach image…" give a model that takes images a screenshot of the
+ * preview and the user's own images.
  */
 import { Widget } from '@lumino/widgets';
 
@@ -12,9 +16,12 @@ import {
   ProjectInfo,
   ReactBoxAPI,
   ReactBoxError,
+  Selection,
   editCost,
   editStage,
   lastLines,
+  selectionFromMessage,
+  selectionLabel,
   statusLine
 } from './api';
 import { button } from './sidebar';
@@ -33,6 +40,14 @@ export class PreviewPanel extends Widget {
   private readonly editStatus: HTMLSpanElement;
   private readonly fixButton: HTMLButtonElement;
   private readonly diff: HTMLPreElement;
+  private readonly selectButton: HTMLButtonElement;
+  private readonly selectionBar: HTMLDivElement;
+  private readonly selectionText: HTMLSpanElement;
+  private readonly showPage: HTMLInputElement;
+  private readonly imagePicker: HTMLInputElement;
+  private readonly attached: HTMLSpanElement;
+  private selecting = false;
+  private selection: Selection | null = null;
   private info: ProjectInfo | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private src: string | null = null;
@@ -80,8 +95,20 @@ export class PreviewPanel extends Widget {
     this.frame.title = `Preview of ${projectId}`;
     this.stage.append(this.frame);
 
+    // What the next instruction is about, once an element is picked.
+    this.selectionBar = document.createElement('div');
+    this.selectionBar.className = 'jp-ReactBox-selection';
+    this.selectionBar.hidden = true;
+    this.selectionText = document.createElement('span');
+    const clear = button('×', 'jp-ReactBox-clearselection', () => this.setSelection(null));
+    clear.title = 'Edit the whole app again, not this element';
+    this.selectionBar.append('Editing ', this.selectionText, clear);
+
     const bar = document.createElement('div');
     bar.className = 'jp-ReactBox-instruction';
+    this.selectButton = button('Select', 'jp-ReactBox-select', () => this.setSelecting(!this.selecting));
+    this.selectButton.title = 'Point at an element of the preview; the instruction is then about it';
+    this.selectButton.setAttribute('aria-pressed', 'false');
     this.instruction = document.createElement('textarea');
     this.instruction.placeholder = 'Say what to change, e.g. Make the header sticky';
     this.instruction.rows = 2;
@@ -93,22 +120,97 @@ export class PreviewPanel extends Widget {
     this.fixButton.hidden = true;
     this.editStatus = document.createElement('span');
     this.editStatus.className = 'jp-ReactBox-editstatus';
-    bar.append(this.instruction, this.applyButton, undo, this.fixButton, this.editStatus);
+    // What the model is shown besides the words (a model that takes images only).
+    const showPage = document.createElement('label');
+    showPage.className = 'jp-ReactBox-showpage';
+    showPage.title = 'Send the model a screenshot of the preview as it is now';
+    this.showPage = document.createElement('input');
+    this.showPage.type = 'checkbox';
+    showPage.append(this.showPage, ' Show the page');
+    this.imagePicker = document.createElement('input');
+    this.imagePicker.type = 'file';
+    this.imagePicker.accept = 'image/png,image/jpeg,image/gif,image/webp';
+    this.imagePicker.multiple = true;
+    this.imagePicker.hidden = true;
+    this.imagePicker.addEventListener('change', () => this.showAttached());
+    const attach = button('Attach image…', 'jp-ReactBox-attach', () => this.imagePicker.click());
+    attach.title = 'Images for the model: a sketch, a mock-up (a model that takes images only)';
+    this.attached = document.createElement('span');
+    this.attached.className = 'jp-ReactBox-attached';
+    const extras = document.createElement('div');
+    extras.className = 'jp-ReactBox-extras';
+    extras.append(showPage, attach, this.imagePicker, this.attached);
+    bar.append(
+      this.selectButton,
+      this.instruction,
+      extras,
+      this.applyButton,
+      undo,
+      this.fixButton,
+      this.editStatus
+    );
     this.diff = document.createElement('pre');
     this.diff.className = 'jp-ReactBox-diff';
     this.diff.hidden = true;
 
-    this.node.append(toolbar, this.failure, this.stage, bar, this.diff);
+    this.node.append(toolbar, this.failure, this.stage, this.selectionBar, bar, this.diff);
+    // A new page in the frame (a reload, a restart) starts outside select mode.
+    this.frame.addEventListener('load', () => this.setSelecting(false));
   }
 
   protected onAfterAttach(): void {
+    window.addEventListener('message', this.onMessage);
     void this.poll();
   }
 
   protected onBeforeDetach(): void {
+    window.removeEventListener('message', this.onMessage);
     if (this.timer !== null) {
       clearTimeout(this.timer);
       this.timer = null;
+    }
+  }
+
+  /** Messages of this panel's preview frame only (its origin is opaque: "null"). */
+  private readonly onMessage = (event: MessageEvent): void => {
+    if (event.source !== this.frame.contentWindow || !event.data || typeof event.data !== 'object') {
+      return;
+    }
+    const selection = selectionFromMessage(event.data);
+    if (selection) {
+      this.setSelection(selection, false);
+      this.setSelecting(false, false);
+      this.instruction.focus();
+    } else if (event.data.reactbox === 'select' && event.data.on === false) {
+      this.setSelecting(false, false); // Escape in the page
+    } else if (event.data.reactbox === 'unavailable') {
+      this.setSelecting(false, false);
+      this.editStatus.textContent =
+        'Select is not available for this app: its elements do not say where they are ' +
+        'written (Vite apps in development do). Name the file in the instruction instead.';
+    }
+  };
+
+  /** Turn select mode on or off (`tell`: also tell the page, which may have ended it). */
+  setSelecting(on: boolean, tell = true): void {
+    this.selecting = on && Boolean(this.src);
+    this.selectButton.classList.toggle('jp-mod-active', this.selecting);
+    this.selectButton.setAttribute('aria-pressed', String(this.selecting));
+    if (tell) {
+      this.frame.contentWindow?.postMessage({ reactbox: 'select', on: this.selecting }, '*');
+    }
+    if (this.selecting) {
+      this.editStatus.textContent = 'Click an element of the preview (Escape: cancel).';
+    }
+  }
+
+  /** What the next instruction is about (null: the whole app). */
+  setSelection(selection: Selection | null, tell = true): void {
+    this.selection = selection;
+    this.selectionText.textContent = selection ? selectionLabel(selection) : '';
+    this.selectionBar.hidden = !selection;
+    if (!selection && tell) {
+      this.frame.contentWindow?.postMessage({ reactbox: 'clear' }, '*');
     }
   }
 
@@ -202,12 +304,19 @@ export class PreviewPanel extends Widget {
     try {
       const result = fix
         ? await this.api.fix(this.projectId)
-        : await this.api.edit(this.projectId, text);
+        : await this.api.edit(this.projectId, text, {
+            at: this.selection,
+            screenshot: this.showPage.checked,
+            images: await Promise.all(Array.from(this.imagePicker.files ?? [], dataUrl))
+          });
       steps.close();
       this.editStatus.textContent = `${result.status}: ${result.message} (${editCost(result)})`;
       this.showDiff(result.diff);
       if (result.status === 'applied' && !fix) {
         this.instruction.value = '';
+        this.setSelection(null);
+        this.imagePicker.value = '';
+        this.showAttached();
       }
     } catch (error) {
       this.editStatus.textContent = error instanceof ReactBoxError ? error.message : String(error);
@@ -215,6 +324,12 @@ export class PreviewPanel extends Widget {
       steps.close();
       this.applyButton.disabled = this.fixButton.disabled = false;
     }
+  }
+
+  private showAttached(): void {
+    const files = Array.from(this.imagePicker.files ?? []);
+    this.attached.textContent = files.length ? files.map(f => f.name).join(', ') : '';
+    this.attached.title = this.attached.textContent;
   }
 
   async undo(): Promise<void> {
@@ -247,4 +362,14 @@ export class PreviewPanel extends Widget {
     this.onBeforeDetach();
     super.dispose();
   }
+}
+
+/** A file as a data URL (the server checks that it is an image, and its size). */
+function dataUrl(file: File): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result));
+    reader.onerror = () => reject(reader.error ?? new Error(`Could not read ${file.name}`));
+    reader.readAsDataURL(file);
+  });
 }

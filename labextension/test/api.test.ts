@@ -11,6 +11,8 @@ import {
   errorMessage,
   lastLines,
   projectNameFromFile,
+  selectionFromMessage,
+  selectionLabel,
   statusLine
 } from '../src/api';
 import { ProjectsModel } from '../src/model';
@@ -89,9 +91,26 @@ describe('ReactBoxAPI', () => {
     const { calls, fetcher } = scripted(json(result), json(result));
     const api = new ReactBoxAPI('/', fetcher);
     await api.edit('shop', 'Make it blue');
-    await api.edit('shop', 'Make it blue', ['src/App.jsx']);
+    await api.edit('shop', 'Make it blue', { paths: ['src/App.jsx'] });
     expect(JSON.parse(calls[0].init.body as string)).toEqual({ instruction: 'Make it blue', paths: null });
     expect(JSON.parse(calls[1].init.body as string).paths).toEqual(['src/App.jsx']);
+  });
+
+  it('sends the picked element, the screenshot wish and images only when there are some', async () => {
+    const result = { id: 'e1', status: 'applied', message: 'ok', files: [], diff: '', attempts: 1 };
+    const { calls, fetcher } = scripted(json(result), json(result));
+    const api = new ReactBoxAPI('/', fetcher);
+    const at = { file: 'src/App.jsx', line: 3, column: 5, tag: 'h1', text: 'Hi', classes: '' };
+    await api.edit('shop', 'Bigger', { at, screenshot: true, images: ['data:image/png;base64,iVBO'] });
+    await api.edit('shop', 'Bigger', { at: null, screenshot: false, images: [] });
+    expect(JSON.parse(calls[0].init.body as string)).toEqual({
+      instruction: 'Bigger',
+      paths: null,
+      at,
+      screenshot: true,
+      images: ['data:image/png;base64,iVBO']
+    });
+    expect(JSON.parse(calls[1].init.body as string)).toEqual({ instruction: 'Bigger', paths: null });
   });
 
   it("turns error responses into the server's one-line message", async () => {
@@ -215,5 +234,39 @@ describe('an edit as people read it', () => {
     expect(editCost(result({ total_tokens: 1240, spent_today: 3100, daily_limit: 50000 }))).toBe(
       '1,240 tokens (today 3,100 of 50,000)'
     );
+  });
+});
+
+describe('an element picked in the preview', () => {
+  const picked = {
+    reactbox: 'selected',
+    at: 'src/components/Card.tsx:42:9',
+    tag: 'button',
+    text: 'Add to cart',
+    classes: 'btn primary'
+  };
+
+  it('reads where it was written and what it is', () => {
+    expect(selectionFromMessage(picked)).toEqual({
+      file: 'src/components/Card.tsx',
+      line: 42,
+      column: 9,
+      tag: 'button',
+      text: 'Add to cart',
+      classes: 'btn primary'
+    });
+    expect(selectionLabel(selectionFromMessage(picked)!)).toBe(
+      '<button.btn.primary> “Add to cart” (src/components/Card.tsx:42)'
+    );
+  });
+
+  it('ignores other messages, and caps what the page can say', () => {
+    expect(selectionFromMessage({ reactbox: 'select', on: false })).toBeNull();
+    expect(selectionFromMessage({ ...picked, at: 'src/App.jsx' })).toBeNull();
+    expect(selectionFromMessage('selected')).toBeNull();
+    expect(selectionFromMessage(null)).toBeNull();
+    const long = selectionFromMessage({ ...picked, text: 'x'.repeat(5000), tag: 7 })!;
+    expect(long.text).toHaveLength(120);
+    expect(long.tag).toBe('');
   });
 });
