@@ -13,6 +13,11 @@ GET    projects/<id>/files/<path>  one file's text
 PUT    projects/<id>/files/<path>  write it by hand (checked, committed: Undo steps back)
 PUT    projects/<id>/data/<name>   JSON from a notebook -> src/reactbox-data/<name>.json
 DELETE projects/<id>/data/<name>
+POST   projects/<id>/edits         an AI edit: {"instruction", "paths", "at", "images",
+                                   "screenshot", "review", "fix"}; GET: past edits
+GET    projects/<id>/edits/events  server-sent events: the running edit's steps
+GET    projects/<id>/proposal      a reviewed edit's proposed change; POST: accept it
+                                   ({"id"}); DELETE: discard it (?id=)
 """
 
 from __future__ import annotations
@@ -380,9 +385,11 @@ class EditsHandler(EditBase):
             )
         at = Place.parse(body["at"]) if body.get("at") is not None else None
         images = parse_images(body.get("images"))  # data URLs of images the user attached
-        screenshot = body.get("screenshot", False)
+        screenshot, review = body.get("screenshot", False), body.get("review", False)
         if not isinstance(screenshot, bool):
             raise web.HTTPError(400, '"screenshot" is true or false: show the model the page.')
+        if not isinstance(review, bool):
+            raise web.HTTPError(400, '"review" is true or false: propose, and write nothing yet.')
         fixing = None
         if body.get("fix"):
             st = self.runtime.previews.get(project_id)
@@ -403,9 +410,45 @@ class EditsHandler(EditBase):
                 at=at,
                 images=images,
                 screenshot=screenshot,
+                review=review,
             )
         finally:  # applied, or rolled back after tries a dev server elsewhere was sent
             await self.runtime.changed(project_id)
+        self.write_json(result.to_json())
+
+
+class ProposalHandler(EditBase):
+    """The change an edit with ``review`` proposed: GET it, POST ``accept`` (body
+    ``{"id": ...}``, optional: the one reviewed) to write it, DELETE to drop it."""
+
+    @web.authenticated
+    @maps_errors
+    async def get(self, project_id):
+        await asyncio.to_thread(self.runtime.store.get, project_id)
+        self.write_json(self.require_editor().proposal(project_id).result.to_json())
+
+    @web.authenticated
+    @maps_errors
+    async def post(self, project_id):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        editor = self.require_editor()
+        try:
+            edit_id = json.loads(self.request.body or b"{}").get("id")
+        except (ValueError, AttributeError) as exc:
+            raise web.HTTPError(400, 'Send {"id": "<the proposal reviewed>"} or nothing.') from exc
+        await self.runtime.use(project_id)
+        try:
+            result = await editor.accept(project, edit_id)
+        finally:
+            await self.runtime.changed(project_id)
+        self.write_json(result.to_json())
+
+    @web.authenticated
+    @maps_errors
+    async def delete(self, project_id):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        editor = self.require_editor()
+        result = await editor.discard(project, self.get_argument("id", None))
         self.write_json(result.to_json())
 
 
@@ -480,6 +523,7 @@ def handlers() -> list[tuple]:
         (f"{api}/projects/{ID}/data/(?P<name>[^/]+)", DataHandler),
         (f"{api}/projects/{ID}/edits", EditsHandler),
         (f"{api}/projects/{ID}/edits/events", EditEventsHandler),
+        (f"{api}/projects/{ID}/proposal", ProposalHandler),
         (f"{api}/projects/{ID}/history", HistoryHandler),
         (f"{api}/projects/{ID}/(?P<action>undo|redo)", HistoryActionHandler),
         (f"{api}/projects/{ID}/diff", DiffHandler),

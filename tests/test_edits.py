@@ -337,6 +337,72 @@ async def test_undo_redo_diff_over_ai_and_manual_changes(jp_fetch, llm, project)
     assert err.value.code == 400
 
 
+async def proposal(jp_fetch, method="GET", **kw) -> dict:
+    r = await jp_fetch("reactbox", "api", "projects", "shop", "proposal", method=method, **kw)
+    return json.loads(r.body)
+
+
+async def test_a_reviewed_edit_writes_nothing_until_accepted_or_discarded(jp_fetch, llm, project):
+    """Review before apply: the diff of every file is shown, nothing is written until
+    the user accepts exactly that change, and a change to those files meanwhile
+    (or a newer proposal) keeps it from being written."""
+    before_head, before_text = history.head(project.app_dir), app_jsx(project)
+    badge = "export default function Badge() {\n  return <b>new</b>\n}"
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW) + "\n" + block("src/Badge.jsx", "", badge))
+    body = {"instruction": "Join Now, and a badge", "review": True}
+    r = await jp_fetch("reactbox", "api", "projects", "shop", "edits", method="POST",
+                       body=json.dumps(body))  # fmt: skip
+    proposed = json.loads(r.body)
+    assert (proposed["status"], proposed["files"]) == ("proposed", ["src/App.jsx", "src/Badge.jsx"])
+    assert "-          Count is {count}\n+          Join Now" in proposed["diff"]
+    assert "--- /dev/null\n+++ b/src/Badge.jsx" in proposed["diff"]
+    assert_intact(project, before_head, before_text)  # nothing written
+    assert not (project.app_dir / "src" / "Badge.jsx").exists()
+    assert (await proposal(jp_fetch))["id"] == proposed["id"]
+    edits = json.loads((await jp_fetch("reactbox", "api", "projects", "shop", "edits")).body)
+    assert edits["edits"] == []  # journaled once it is decided
+
+    # Accepted as reviewed: written, one commit, undoable.
+    with pytest.raises(HTTPClientError) as err:  # not the one reviewed
+        await proposal(jp_fetch, "POST", body=json.dumps({"id": "0123456789ab"}))
+    assert err.value.code == 409
+    accepted = await proposal(jp_fetch, "POST", body=json.dumps({"id": proposed["id"]}))
+    assert accepted["status"] == "applied", accepted
+    assert accepted["files"] == ["src/App.jsx", "src/Badge.jsx"]
+    assert "Join Now" in app_jsx(project) and (project.app_dir / "src" / "Badge.jsx").exists()
+    assert [c.message for c in history.log(project.app_dir, 2)] == [
+        "AI: Join Now, and a badge",
+        "Import uploaded app",
+    ]
+    with pytest.raises(HTTPClientError) as err:
+        await proposal(jp_fetch)
+    assert err.value.code == 404
+    await jp_fetch("reactbox", "api", "projects", "shop", "undo", method="POST", body=b"")
+    assert_intact(project, before_head, before_text)
+
+    # Proposed, then the file changed by hand: accepting writes nothing (409).
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+    await jp_fetch("reactbox", "api", "projects", "shop", "edits", method="POST",
+                   body=json.dumps(body))  # fmt: skip
+    (project.app_dir / "src" / "App.jsx").write_text(before_text + "\n// mine\n")
+    with pytest.raises(HTTPClientError) as err:
+        await proposal(jp_fetch, "POST", body=b"")
+    assert err.value.code == 409
+    assert "src/App.jsx changed since the change was proposed" in err.value.response.body.decode()
+    assert app_jsx(project) == before_text + "\n// mine\n"  # the user's change kept
+
+    # Proposed, then discarded.
+    llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
+    r = await jp_fetch("reactbox", "api", "projects", "shop", "edits", method="POST",
+                       body=json.dumps(body))  # fmt: skip
+    third = json.loads(r.body)
+    discarded = await proposal(jp_fetch, "DELETE", params={"id": third["id"]})
+    assert discarded["status"] == "discarded"
+    assert "Join Now" not in app_jsx(project)
+    edits = json.loads((await jp_fetch("reactbox", "api", "projects", "shop", "edits")).body)
+    assert [e["status"] for e in edits["edits"]] == ["applied", "discarded"]
+
+
 async def test_compile_error_in_vite_is_fed_back_then_fixed(api, jp_fetch, llm, projects_dir):
     await api.upload_running()
     app = projects_dir / "shop" / "app"

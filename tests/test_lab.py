@@ -336,6 +336,31 @@ async def test_a_lab_edit_streams_its_steps_and_says_what_it_used(
                     f"src/App.jsx:{line}:11, in the component App." in prompt
                 ), prompt[-800:]
                 await page.screenshot(path=str(ARTIFACTS / "lab-select-applied.png"))
+
+                # Review first: the diff is shown, the page stays as it is until Accept.
+                hi = HEADING.replace("Get started", "Hi")
+                llm.answer(block("src/App.jsx", hi, HEADING.replace("Get started", "Hello")))
+                await panel.get_by_label("Review first").check()
+                await panel.get_by_label("Show the page").uncheck()
+                await panel.locator("textarea").fill("Say Hello")
+                await panel.get_by_role("button", name="Apply").click()
+                await status.get_by_text(
+                    "proposed: Proposed changes to src/App.jsx", exact=False
+                ).wait_for(timeout=60_000)
+                assert (
+                    "+          <h1>Hello</h1>"
+                    in await panel.locator(".jp-ReactBox-diff").inner_text()
+                )
+                assert await frame.get_by_role("heading", name="Hi", exact=True).is_visible()
+                await page.screenshot(path=str(ARTIFACTS / "lab-review-proposed.png"))
+                await panel.get_by_role("button", name="Accept").click()
+                await status.get_by_text("applied: Changed src/App.jsx.", exact=False).wait_for(
+                    timeout=60_000
+                )
+                await frame.get_by_role("heading", name="Hello", exact=True).wait_for(
+                    timeout=30_000
+                )
+                assert await panel.get_by_role("button", name="Apply").is_visible()
             finally:
                 await browser.close()
         assert llm.user_messages(0)[0].endswith("Change the button to say Join Now")

@@ -319,6 +319,17 @@ def test_magics_in_a_kernel_of_the_server(server, scripted_llm, tmp_path):
         assert "Not sent: 1 attached image and the screenshot." in text, text
         assert isinstance(scripted_llm.requests[2]["body"]["messages"][1]["content"], str)
         ok("%reactbox undo shop")
+        # Review first: the diff, nothing written until accepted.
+        scripted_llm.answer(STICKY)
+        text, rich = ok('%reactbox edit shop --review "Make the header sticky"')
+        assert "nothing is written until you accept" in text and "%reactbox accept shop" in text
+        assert "position: 'sticky'" in rich[-1]["text/plain"]
+        assert (app / "src" / "App.jsx").read_text() == original
+        text, _ = ok("%reactbox accept shop")
+        assert "Changed src/App.jsx." in text and "sticky" in (app / "src/App.jsx").read_text()
+        status, text, _ = kernel.run("%reactbox discard shop")
+        assert status == "error" and "No change of shop waits for review" in text
+        ok("%reactbox undo shop")
         # No page has reported an error: nothing for `fix` to do, said in one line.
         status, text, _ = kernel.run("%reactbox fix shop")
         assert status == "error" and "has reported no error to fix" in text
@@ -427,6 +438,22 @@ def test_widget_drives_everything_against_a_live_server(server, scripted_llm):
     assert re.search(r"\([\d,]+ tokens\)", box.edit_status.value), box.edit_status.value
     box.undo_button.click()
     _until(lambda: "Undone" in box.edit_status.value, what="undo")
+    # Review first: the diff, Accept and Discard in place of Apply, nothing written yet.
+    app = server.root / "projects" / "shop" / "app" / "src" / "App.jsx"
+    original = app.read_text()
+    scripted_llm.answer(STICKY)
+    box.review_first.value = True
+    box.instruction.value = "Make the header sticky"
+    box.apply_button.click()
+    _until(lambda: "proposed" in box.edit_status.value, what="the proposal")
+    assert "sticky" in box.diff.value and app.read_text() == original
+    assert box.accept_button.layout.display is None and box.apply_button.layout.display == "none"
+    box.accept_button.click()
+    _until(lambda: "applied" in box.edit_status.value, what="the accepted change")
+    assert "sticky" in app.read_text() and box.accept_button.layout.display == "none"
+    box.undo_button.click()
+    _until(lambda: "Undone" in box.edit_status.value, what="undo")
+    box.review_first.value = False
     # Fix, when the page has reported no error: the server says so, in place.
     box.fix_button.click()
     _until(lambda: "has reported no error to fix" in box.message.value, what="fix refused")

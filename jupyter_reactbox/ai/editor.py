@@ -21,6 +21,12 @@ One edit, under the project's edit lock (a second one gets 409):
 7. an applied edit is one commit, however many tries it took: its ``files``
    and ``diff`` cover all of them, and undo and redo take all of it.
 
+With ``review``, the edit stops after step 3: it is ``proposed``, with the
+diff of every file, and nothing is written until the user accepts it
+(``accept``: steps 4 to 6 for exactly that diff; a compile or page error then
+rolls it back, since a change the user did not see is never written) or
+discards it.  A project has at most one proposal; a new edit replaces it.
+
 Statuses: ``applied``; ``rejected`` (the answer could not be applied safely:
 nothing was written); ``failed`` (the model could not be asked, or the code
 did not compile or broke the page: rolled back).
@@ -33,6 +39,7 @@ reach the model, whose answer is checked like any other.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import logging
 import secrets
@@ -104,6 +111,8 @@ class EditResult:
     """Images the model was shown: attached ones, and the screenshot."""
     notes: list[str] = field(default_factory=list)
     """What the user should know that did not stop the edit (an image not sent)."""
+    review: bool = False
+    """Propose the change (status ``proposed``, with its diff) and write nothing."""
     status: str = "running"
     files: list[str] = field(default_factory=list)
     diff: str = ""
@@ -133,6 +142,25 @@ class Progress:
         self.events.append({"time": time.time(), **event})
         self.changed.set()
         self.changed = asyncio.Event()
+
+
+class NoProposal(UserError):
+    status = 404
+
+
+class ProposalStale(UserError):
+    """The files changed since the change was proposed, or another was proposed."""
+
+    status = 409
+
+
+@dataclass
+class Proposal:
+    """A change the model proposed and the user has not accepted yet."""
+
+    result: EditResult
+    changes: dict[str, str | None]
+    originals: dict[str, str | None]
 
 
 CompileCheck = Callable[[str, list[str]], Awaitable[str | None]]
@@ -197,6 +225,7 @@ class AIEditor:
         self.log = log or logging.getLogger(__name__)
         self._locks: dict[str, asyncio.Lock] = {}
         self.progress: dict[str, Progress] = {}
+        self.proposals: dict[str, Proposal] = {}
 
     # -- bookkeeping ---------------------------------------------------------
 
@@ -242,12 +271,14 @@ class AIEditor:
         at: Place | None = None,
         images: list[Image] | None = None,
         screenshot: bool = False,
+        review: bool = False,
     ) -> EditResult:
         """Change the app as ``instruction`` says; ``fixing``: the page error it is
         to fix (a report of the preview): reported again after the change, it was
         not fixed; ``at``: the element or line the instruction is about;
         ``images`` (attached) and ``screenshot`` (of the preview as it is now) go
-        to the model if it takes images, else the result says they did not."""
+        to the model if it takes images, else the result says they did not;
+        ``review``: propose the change and write nothing (``accept``, ``discard``)."""
         instruction = instruction.strip()
         if fixing is not None:
             instruction = (
@@ -261,18 +292,18 @@ class AIEditor:
             paths = [edits.safe_path(p) for p in paths]  # 422 for a path outside the project
         if at is not None:  # 422 for a place no longer in the file
             at.check(await asyncio.to_thread(context.read_text, project.app_dir, at.file))
-        lock = self._locks.setdefault(project.id, asyncio.Lock())
-        if lock.locked():
-            raise EditBusy(f"An edit of {project.id} is running; wait for it to finish.")
+        lock = self._lock(project.id)
         if self.budget is not None:
             await asyncio.to_thread(self.budget.check)  # 429 once today's tokens are spent
         async with lock:
+            self.proposals.pop(project.id, None)  # a new edit replaces a proposal
             progress = self.progress[project.id] = Progress()
             result = EditResult(
                 id=secrets.token_hex(6),
                 instruction=instruction,
                 paths=paths,
                 at=at.to_json() if at is not None else None,
+                review=review,
             )
             try:
                 pictures = await self._pictures(project, result, progress, images, screenshot)
@@ -282,25 +313,127 @@ class AIEditor:
                     known.discard(self.pages.error_key(fixing))  # seen again: not fixed
                 await self._run(project, result, progress, known, pictures)
             finally:
-                result.finished = time.time()
-                if self.budget is not None:
-                    result.usage.update(await asyncio.to_thread(self.budget.to_json))
-                if result.status == "running":
-                    result.status, result.message = "failed", "Interrupted."
                 if result.notes:
                     result.message = " ".join([result.message, *result.notes])
-                try:
-                    await asyncio.to_thread(self._record, project, result)
-                except OSError as exc:  # a full disk: the edit's outcome still goes out
-                    self.log.warning("Could not record the edit of %s: %s", project.id, exc)
-                progress.emit(
-                    stage="done",
-                    status=result.status,
-                    message=result.message,
-                    tokens=result.usage["total_tokens"],
-                )
-                progress.done = True
+                await self._finish(project, result, progress)
             return result
+
+    def _lock(self, project_id: str) -> asyncio.Lock:
+        """The project's edit lock, or 409 while an edit holds it."""
+        lock = self._locks.setdefault(project_id, asyncio.Lock())
+        if lock.locked():
+            raise EditBusy(f"An edit of {project_id} is running; wait for it to finish.")
+        return lock
+
+    async def _finish(self, project: Project, result: EditResult, progress: Progress) -> None:
+        """The edit's end: its outcome journaled (a proposal only once it is accepted
+        or discarded) and streamed."""
+        result.finished = time.time()
+        if self.budget is not None:
+            result.usage.update(await asyncio.to_thread(self.budget.to_json))
+        if result.status == "running":
+            result.status, result.message = "failed", "Interrupted."
+        if result.status != "proposed":
+            try:
+                await asyncio.to_thread(self._record, project, result)
+            except OSError as exc:  # a full disk: the edit's outcome still goes out
+                self.log.warning("Could not record the edit of %s: %s", project.id, exc)
+        progress.emit(
+            stage="done",
+            status=result.status,
+            message=result.message,
+            tokens=result.usage["total_tokens"],
+        )
+        progress.done = True
+
+    # -- review: a proposal, accepted or discarded ------------------------------
+
+    def proposal(self, project_id: str, edit_id: str | None = None) -> Proposal:
+        """The project's proposal (``edit_id``: it must be that one)."""
+        proposal = self.proposals.get(project_id)
+        if proposal is None:
+            raise NoProposal(f"No change of {project_id} waits for review.")
+        if edit_id is not None and proposal.result.id != edit_id:
+            raise ProposalStale(
+                f"Change {edit_id} of {project_id} was replaced by a newer proposal, "
+                f"{proposal.result.id}: review that one."
+            )
+        return proposal
+
+    async def accept(self, project: Project, edit_id: str | None = None) -> EditResult:
+        """Write the proposed change as reviewed, commit it, and check it compiles and
+        the page reports no new error; if not, roll it back."""
+        async with self._lock(project.id):
+            proposal = self.proposal(project.id, edit_id)
+            del self.proposals[project.id]
+            app, result = project.app_dir, proposal.result
+            await asyncio.to_thread(history.commit_all, app, "Manual changes")
+            for path, before in proposal.originals.items():
+                if await asyncio.to_thread(_read, app, path) != before:
+                    raise ProposalStale(
+                        f"{path} changed since the change was proposed, so it was not "
+                        "written (the proposal is dropped): ask again."
+                    )
+            progress = self.progress[project.id] = Progress()
+            result.status, result.message = "running", ""
+            try:
+                await self._write_reviewed(project, result, progress, proposal.changes)
+            finally:
+                await self._finish(project, result, progress)
+            return result
+
+    async def discard(self, project: Project, edit_id: str | None = None) -> EditResult:
+        async with self._lock(project.id):
+            result = self.proposal(project.id, edit_id).result
+            del self.proposals[project.id]
+            result.status, result.message = "discarded", "Discarded; nothing was written."
+            result.finished = time.time()
+            await asyncio.to_thread(self._record, project, result)
+            return result
+
+    async def _write_reviewed(
+        self, project: Project, result: EditResult, progress: Progress, changes: dict
+    ) -> None:
+        app = project.app_dir
+        base = await asyncio.to_thread(history.head, app)
+        what = f"AI edit: {result.instruction[:72]}"
+        await asyncio.to_thread(history.begin, app, base, what, result.to_json())
+        try:
+            known = self.pages.error_keys(project.id) if self.pages is not None else set()
+            written = time.time()
+            await asyncio.to_thread(_write_atomically, app, changes)
+            await asyncio.to_thread(history.commit_all, app, f"AI: {result.instruction[:72]}")
+            progress.emit(stage="compiling", attempt=result.attempts, files=sorted(changes))
+            error = await self._compile(
+                project.id, [p for p, c in changes.items() if c is not None]
+            )
+            if error:
+                problem = f"The dev server cannot compile it: {error}"
+            else:
+                report = await self._page_error(
+                    project.id, known, written, progress, result.attempts
+                )
+                problem = (
+                    report
+                    and "The page reports an error after the change: "
+                    + (describe_error(report).splitlines()[0][:300])
+                )
+            if problem:
+                await asyncio.to_thread(history.reset, app, base)
+                result.status = "failed"
+                result.message = f"{problem} The reviewed change was rolled back: ask again."
+            else:
+                result.status = "applied"
+                result.commit = await asyncio.to_thread(history.head, app)
+                result.diff = await asyncio.to_thread(history.diff, app, base, result.commit)
+                result.files = await asyncio.to_thread(
+                    history.changed_paths, app, base, result.commit
+                )
+                result.message = f"Changed {', '.join(result.files)}."
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(history.rollback, app))
+            raise
+        await asyncio.to_thread(history.end, app)
 
     async def _pictures(
         self,
@@ -419,6 +552,16 @@ class AIEditor:
                 result.status, result.message = "rejected", str(exc)
                 messages.append({"role": "user", "content": _retry_prompt(str(exc))})
                 continue
+            if result.review:  # shown, not written
+                originals = {path: await asyncio.to_thread(_read, app, path) for path in changes}
+                result.status, result.files = "proposed", sorted(changes)
+                result.diff = proposed_diff(originals, changes)
+                result.message = (
+                    f"Proposed changes to {', '.join(result.files)}: nothing is written "
+                    "until you accept them."
+                )
+                self.proposals[project.id] = Proposal(result, changes, originals)
+                break
             if written and self.pages is not None and self.pages.watched(project.id):
                 # The page gets time to report on the last try before this one is
                 # written: what it reports after this write is about this try.
@@ -542,6 +685,22 @@ def _user_prompt(ctx: context.Context, instruction: str, pointed: str | None = N
         parts += [pointed, ""]
     parts += ["Instruction:", instruction]
     return "\n".join(parts)
+
+
+def proposed_diff(originals: dict[str, str | None], changes: dict[str, str | None]) -> str:
+    """A unified diff of the proposed changes, as git shows one."""
+    out = []
+    for path in sorted(changes):
+        before, after = originals.get(path), changes[path]
+        out.append(f"diff --git a/{path} b/{path}\n")
+        lines = difflib.unified_diff(
+            (before or "").splitlines(keepends=True),
+            (after or "").splitlines(keepends=True),
+            fromfile=f"a/{path}" if before is not None else "/dev/null",
+            tofile=f"b/{path}" if after is not None else "/dev/null",
+        )
+        out += [line if line.endswith("\n") else line + "\n" for line in lines]
+    return "".join(out)
 
 
 def _retry_prompt(error: str) -> str:

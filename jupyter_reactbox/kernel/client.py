@@ -244,6 +244,7 @@ class Project:
         at: str | dict | None = None,
         screenshot: bool = False,
         images: list[str | bytes] | None = None,
+        review: bool = False,
     ) -> EditResult:
         """Ask the AI to change the app; ``on_event`` sees its progress (asking, applying...).
         ``fix``: to fix the error the preview's page reported (``instruction`` adds to it).
@@ -251,7 +252,9 @@ class Project:
         of the preview (``{"file", "line", "column", "tag", "text", "classes"}``).
         ``screenshot``: show the model the page as it is now; ``images``: files (paths)
         or bytes of images to show it (a sketch, a mock-up).  Both need a model that
-        takes images; without one the result says they were not sent."""
+        takes images; without one the result says they were not sent.  ``review``:
+        the result is ``proposed`` with its diff, and nothing is written until
+        ``accept`` (``discard`` drops it)."""
         if not instruction.strip() and not fix:
             raise ReactBoxClientError("Say what to change: the instruction is empty.")
         body: dict = {"instruction": instruction, "paths": paths or None}
@@ -263,6 +266,8 @@ class Project:
             body["screenshot"] = True
         if images:
             body["images"] = [_data_url(image) for image in images]
+        if review:
+            body["review"] = True
         if on_event is None:
             r = self.client.request("POST", self._path("edits"), json=body, timeout=None)
             return EditResult.from_json(r.json())
@@ -299,6 +304,19 @@ class Project:
         if "e" in result:
             raise result["e"]
         return EditResult.from_json(result["r"].json())
+
+    def accept(self, edit_id: str | None = None) -> EditResult:
+        """Write the change a reviewed edit proposed (``edit_id``: it must be that one)."""
+        body = {"id": edit_id} if edit_id else {}
+        r = self.client.request("POST", self._path("proposal"), json=body, timeout=None)
+        return EditResult.from_json(r.json())
+
+    def discard(self, edit_id: str | None = None) -> EditResult:
+        """Drop the change a reviewed edit proposed; nothing is written."""
+        params = {"id": edit_id} if edit_id else {}
+        return EditResult.from_json(
+            self.client.request("DELETE", self._path("proposal"), params=params).json()
+        )
 
     def undo(self) -> str:
         """Step back one change; the message of the change now current."""

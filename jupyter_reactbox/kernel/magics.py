@@ -42,6 +42,8 @@ COMMANDS = {
     "page and images (%%reactbox edit NAME [PATH ...] takes the instruction from the cell)",
     "fix": "fix NAME [INSTRUCTION]: ask the AI to fix the error the preview's page reports",
     "write": "%%reactbox write NAME PATH: the cell becomes that file (checked, committed)",
+    "accept": "accept NAME: write the change an edit with --review proposed",
+    "discard": "discard NAME: drop the change an edit with --review proposed",
     "undo": "undo NAME: step back one change",
     "redo": "redo NAME",
     "diff": "diff NAME [--from REV]: what the last change did",
@@ -73,7 +75,10 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("--no-wait", action="store_true", help="return at once; do not show progress")
     parsers["upload"] = p
     parsers["list"] = _parser("list", COMMANDS["list"])
-    for name in ("open", "status", "start", "stop", "restart", "delete", "undo", "redo", "errors"):
+    for name in (
+        *("open", "status", "start", "stop", "restart", "delete"),
+        *("accept", "discard", "undo", "redo", "errors"),
+    ):
         parsers[name] = _with_project(name)
     parsers["open"].add_argument(
         "--inline",
@@ -86,6 +91,11 @@ def _parsers() -> dict[str, MagicArgumentParser]:
         "--at", metavar="FILE:LINE", help="the element the instruction is about (src/App.jsx:42)"
     )
     p.add_argument("--screenshot", action="store_true", help="show the model the page as it is now")
+    p.add_argument(
+        "--review",
+        action="store_true",
+        help="show the proposed change and write nothing (then: accept NAME, discard NAME)",
+    )
     p.add_argument(
         "--image",
         action="append",
@@ -304,6 +314,7 @@ class ReactBoxMagics(Magics):
             at=at,
             screenshot=opts.screenshot,
             images=opts.image,
+            review=opts.review,
         )
 
     def _fix(self, opts, cell):
@@ -320,6 +331,7 @@ class ReactBoxMagics(Magics):
         at=None,
         screenshot=False,
         images=(),
+        review=False,
     ):
         project = self.client.project(name)
         from .widget import diff_html
@@ -333,12 +345,20 @@ class ReactBoxMagics(Magics):
                 at=at,
                 screenshot=screenshot,
                 images=list(images),
+                review=review,
             )
         except ReactBoxClientError as exc:
             if exc.status == 503:  # AI not configured: a setting, not a mistake in this cell
                 print(str(exc), file=sys.stderr)
                 return None
             raise
+        if result.status == "proposed":
+            print(
+                f"{result.message} ({result.cost}; %reactbox accept {project.id} writes it, "
+                f"%reactbox discard {project.id} drops it)"
+            )
+            display({"text/plain": result.diff, "text/html": diff_html(result.diff)}, raw=True)
+            return None
         if result.status != "applied":
             raise UsageError(f"Nothing changed: {result.message} ({result.cost})")
         print(
@@ -352,6 +372,18 @@ class ReactBoxMagics(Magics):
         project = self.client.project(opts.project)
         commit = project.write(opts.path, cell)
         print(f"Wrote {opts.path}." if commit else f"{opts.path} is unchanged.")
+
+    def _accept(self, opts, cell):
+        from .widget import diff_html
+
+        result = self.client.project(opts.project).accept()
+        if result.status != "applied":
+            raise UsageError(f"Not written: {result.message}")
+        print(f"{result.message} (undo: %reactbox undo {opts.project})")
+        display({"text/plain": result.diff, "text/html": diff_html(result.diff)}, raw=True)
+
+    def _discard(self, opts, cell):
+        print(self.client.project(opts.project).discard().message)
 
     def _undo(self, opts, cell):
         message = self.client.project(opts.project).undo()

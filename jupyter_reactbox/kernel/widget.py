@@ -218,6 +218,16 @@ class ReactBox(w.VBox):
             description="Attach image",
             tooltip="Images for the model: a sketch, a mock-up",
         )
+        # Review first: the diff is shown, and nothing is written until Accept.
+        self.review_first = w.Checkbox(
+            description="Review first", indent=False, layout=w.Layout(width="auto")
+        )
+        self.accept_button = w.Button(description="Accept", button_style="success", icon="check")
+        self.accept_button.on_click(lambda _: self._in_thread(lambda: self._decide(True)))
+        self.discard_button = w.Button(description="Discard", icon="times")
+        self.discard_button.on_click(lambda _: self._in_thread(lambda: self._decide(False)))
+        self._proposed: str | None = None
+        self._show_proposed(None)
         self.edit_status = w.HTML()
         self.diff = w.HTML()
         self.logs = w.Textarea(layout=w.Layout(width="100%", height="240px"), disabled=True)
@@ -236,9 +246,12 @@ class ReactBox(w.VBox):
                 w.HBox(
                     [
                         self.apply_button,
+                        self.accept_button,
+                        self.discard_button,
                         self.undo_button,
                         self.fix_button,
                         self.show_page,
+                        self.review_first,
                         self.images,
                         self.edit_status,
                     ]
@@ -359,15 +372,40 @@ class ReactBox(w.VBox):
                 fix=fix,
                 screenshot=self.show_page.value and not fix,
                 images=[] if fix else [bytes(f["content"]) for f in self.images.value],
+                review=self.review_first.value,
             )
         finally:
             self.apply_button.disabled = self.fix_button.disabled = False
         self.edit_status.value = html.escape(f"{result.status}: {result.message} ({result.cost})")
         self.diff.value = diff_html(result.diff)
+        self._show_proposed(result.id if result.status == "proposed" else None)
+        if result.status == "proposed":
+            self.details.selected_index = 0
         if result.status == "applied" and not fix:  # a fix leaves what was typed
             self.instruction.value = ""
             self.images.value = ()
             self.details.selected_index = 0
+
+    def _show_proposed(self, edit_id: str | None) -> None:
+        """Accept and Discard while a proposed change waits; Apply otherwise."""
+        self._proposed = edit_id
+        hidden, shown = w.Layout(display="none"), w.Layout(display=None)
+        self.accept_button.layout = self.discard_button.layout = shown if edit_id else hidden
+        self.apply_button.layout = hidden if edit_id else shown
+
+    def _decide(self, accept: bool) -> None:
+        project, edit_id = self.project, self._proposed
+        if project is None or edit_id is None:
+            return
+        try:
+            result = project.accept(edit_id) if accept else project.discard(edit_id)
+        finally:
+            self._show_proposed(None)
+        self.edit_status.value = html.escape(f"{result.status}: {result.message}")
+        self.diff.value = diff_html(result.diff if result.status == "applied" else "")
+        if result.status == "applied":
+            self.instruction.value = ""
+            self.images.value = ()
 
     def _undo(self) -> None:
         project = self.project

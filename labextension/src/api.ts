@@ -59,6 +59,8 @@ export interface EditOptions {
   screenshot?: boolean;
   /** Images to show the model, as data URLs (a sketch, a mock-up). */
   images?: string[];
+  /** Propose the change (status `proposed`, with its diff) and write nothing yet. */
+  review?: boolean;
 }
 
 /** An element of the preview the user picked in select mode: where in the source it
@@ -168,10 +170,16 @@ export class ReactBoxAPI {
     return base + ['reactbox', 'api', ...parts.map(encodeURIComponent)].join('/');
   }
 
-  async request<T>(method: string, parts: string[], init: RequestInit = {}): Promise<T> {
+  async request<T>(
+    method: string,
+    parts: string[],
+    init: RequestInit = {},
+    query: Record<string, string> = {}
+  ): Promise<T> {
     let response: Response;
+    const search = new URLSearchParams(query).toString();
     try {
-      response = await this.fetcher(this.url(...parts), { ...init, method });
+      response = await this.fetcher(this.url(...parts) + (search ? `?${search}` : ''), { ...init, method });
     } catch (error) {
       throw new ReactBoxError(`The Jupyter server is not answering (${error}).`, 0);
     }
@@ -222,7 +230,7 @@ export class ReactBoxAPI {
 
   /** Ask the AI to change the app (see `EditOptions`). */
   edit(id: string, instruction: string, options: EditOptions = {}): Promise<EditResult> {
-    const { paths, at, screenshot, images } = options;
+    const { paths, at, screenshot, images, review } = options;
     const body: Record<string, unknown> = { instruction, paths: paths && paths.length ? paths : null };
     if (at) {
       body.at = at;
@@ -233,10 +241,26 @@ export class ReactBoxAPI {
     if (images && images.length) {
       body.images = images;
     }
+    if (review) {
+      body.review = true;
+    }
     return this.request('POST', ['projects', id, 'edits'], {
       body: JSON.stringify(body),
       headers: { 'Content-Type': 'application/json' }
     });
+  }
+
+  /** Write the change edit `editId` proposed (the one the user reviewed). */
+  accept(id: string, editId: string): Promise<EditResult> {
+    return this.request('POST', ['projects', id, 'proposal'], {
+      body: JSON.stringify({ id: editId }),
+      headers: { 'Content-Type': 'application/json' }
+    });
+  }
+
+  /** Drop the change edit `editId` proposed. */
+  discard(id: string, editId: string): Promise<EditResult> {
+    return this.request('DELETE', ['projects', id, 'proposal'], {}, { id: editId });
   }
 
   async undo(id: string): Promise<string> {

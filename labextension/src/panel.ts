@@ -6,7 +6,8 @@
  * points at an element of the preview, and the next instruction is about it
  * (the frame says which with postMessage; see static/select.js).  "Show the
  * page" and "Attach image…" give a model that takes images a screenshot of the
- * preview and the user's own images.
+ * preview and the user's own images.  "Review first" (kept in this browser)
+ * shows an edit's diff and writes nothing until Accept.
  */
 import { Widget } from '@lumino/widgets';
 
@@ -27,6 +28,7 @@ import {
 import { button } from './sidebar';
 
 const POLL_MS = 1000;
+const REVIEW_KEY = 'jupyter-reactbox:review-first';
 
 export class PreviewPanel extends Widget {
   readonly frame: HTMLIFrameElement;
@@ -46,6 +48,10 @@ export class PreviewPanel extends Widget {
   private readonly showPage: HTMLInputElement;
   private readonly imagePicker: HTMLInputElement;
   private readonly attached: HTMLSpanElement;
+  private readonly reviewFirst: HTMLInputElement;
+  private readonly acceptButton: HTMLButtonElement;
+  private readonly discardButton: HTMLButtonElement;
+  private proposed: string | null = null;
   private selecting = false;
   private selection: Selection | null = null;
   private info: ProjectInfo | null = null;
@@ -137,14 +143,30 @@ export class PreviewPanel extends Widget {
     attach.title = 'Images for the model: a sketch, a mock-up (a model that takes images only)';
     this.attached = document.createElement('span');
     this.attached.className = 'jp-ReactBox-attached';
+    const review = document.createElement('label');
+    review.className = 'jp-ReactBox-reviewfirst';
+    review.title = 'Show the change first; nothing is written until you accept it';
+    this.reviewFirst = document.createElement('input');
+    this.reviewFirst.type = 'checkbox';
+    this.reviewFirst.checked = localStorage.getItem(REVIEW_KEY) === '1';
+    this.reviewFirst.addEventListener('change', () =>
+      localStorage.setItem(REVIEW_KEY, this.reviewFirst.checked ? '1' : '0')
+    );
+    review.append(this.reviewFirst, ' Review first');
     const extras = document.createElement('div');
     extras.className = 'jp-ReactBox-extras';
-    extras.append(showPage, attach, this.imagePicker, this.attached);
+    extras.append(showPage, review, attach, this.imagePicker, this.attached);
+    this.acceptButton = button('Accept', 'jp-ReactBox-accept', () => this.decide(true));
+    this.acceptButton.classList.add('jp-mod-accept');
+    this.discardButton = button('Discard', 'jp-ReactBox-discard', () => this.decide(false));
+    this.acceptButton.hidden = this.discardButton.hidden = true;
     bar.append(
       this.selectButton,
       this.instruction,
       extras,
       this.applyButton,
+      this.acceptButton,
+      this.discardButton,
       undo,
       this.fixButton,
       this.editStatus
@@ -307,16 +329,15 @@ export class PreviewPanel extends Widget {
         : await this.api.edit(this.projectId, text, {
             at: this.selection,
             screenshot: this.showPage.checked,
-            images: await Promise.all(Array.from(this.imagePicker.files ?? [], dataUrl))
+            images: await Promise.all(Array.from(this.imagePicker.files ?? [], dataUrl)),
+            review: this.reviewFirst.checked
           });
       steps.close();
       this.editStatus.textContent = `${result.status}: ${result.message} (${editCost(result)})`;
       this.showDiff(result.diff);
+      this.setProposed(result.status === 'proposed' ? result.id : null);
       if (result.status === 'applied' && !fix) {
-        this.instruction.value = '';
-        this.setSelection(null);
-        this.imagePicker.value = '';
-        this.showAttached();
+        this.clearInstruction();
       }
     } catch (error) {
       this.editStatus.textContent = error instanceof ReactBoxError ? error.message : String(error);
@@ -324,6 +345,47 @@ export class PreviewPanel extends Widget {
       steps.close();
       this.applyButton.disabled = this.fixButton.disabled = false;
     }
+  }
+
+  /** A proposed change waits for Accept or Discard (null: none). */
+  private setProposed(editId: string | null): void {
+    this.proposed = editId;
+    this.acceptButton.hidden = this.discardButton.hidden = !editId;
+    this.applyButton.hidden = Boolean(editId);
+  }
+
+  /** Accept (write, then compile and check the page) or discard the proposed change. */
+  async decide(accept: boolean): Promise<void> {
+    const editId = this.proposed;
+    if (!editId) {
+      return;
+    }
+    this.acceptButton.disabled = this.discardButton.disabled = true;
+    this.editStatus.textContent = accept ? 'Writing the reviewed change…' : 'Discarding…';
+    try {
+      const result = accept
+        ? await this.api.accept(this.projectId, editId)
+        : await this.api.discard(this.projectId, editId);
+      this.editStatus.textContent = `${result.status}: ${result.message}`;
+      this.showDiff(result.status === 'applied' ? result.diff : '');
+      if (result.status === 'applied') {
+        this.clearInstruction();
+      }
+    } catch (error) {
+      this.editStatus.textContent = error instanceof ReactBoxError ? error.message : String(error);
+      this.showDiff('');
+    } finally {
+      this.acceptButton.disabled = this.discardButton.disabled = false;
+      this.setProposed(null);
+    }
+  }
+
+  /** Done with: the words, the element they were about, the images. */
+  private clearInstruction(): void {
+    this.instruction.value = '';
+    this.setSelection(null);
+    this.imagePicker.value = '';
+    this.showAttached();
   }
 
   private showAttached(): void {
