@@ -18,6 +18,8 @@ POST   projects/<id>/edits         an AI edit: {"instruction", "paths", "at", "i
 GET    projects/<id>/edits/events  server-sent events: the running edit's steps
 GET    projects/<id>/proposal      a reviewed edit's proposed change; POST: accept it
                                    ({"id"}); DELETE: discard it (?id=)
+PUT    projects/<id>/selection     the element picked in the preview, for the next edit
+                                   (its "at"); DELETE: none
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from . import files, history
+from .ai.context import read_text
 from .ai.editor import AIEditor
 from .ai.place import Place
 from .ai.vision import parse_images
@@ -414,6 +417,9 @@ class EditsHandler(EditBase):
             )
         finally:  # applied, or rolled back after tries a dev server elsewhere was sent
             await self.runtime.changed(project_id)
+        st = self.runtime.state(project_id)
+        if at is not None and result.status == "applied" and st.selection == at.to_json():
+            st.update(selection=None)  # done with: the next instruction is about the app
         self.write_json(result.to_json())
 
 
@@ -450,6 +456,30 @@ class ProposalHandler(EditBase):
         editor = self.require_editor()
         result = await editor.discard(project, self.get_argument("id", None))
         self.write_json(result.to_json())
+
+
+class SelectionHandler(BaseHandler):
+    """The element the user picked in the preview (a page posts it to JupyterLab,
+    which puts it here), shown by every client and sent with the next edit."""
+
+    @web.authenticated
+    @maps_errors
+    async def put(self, project_id):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        try:
+            place = Place.parse(json.loads(self.request.body or b"null"))
+        except ValueError as exc:
+            raise web.HTTPError(400, f"The body is not JSON: {exc}") from exc
+        place.check(await asyncio.to_thread(read_text, project.app_dir, place.file))
+        self.runtime.state(project_id).update(selection=place.to_json())
+        self.write_json(place.to_json())
+
+    @web.authenticated
+    @maps_errors
+    async def delete(self, project_id):
+        await asyncio.to_thread(self.runtime.store.get, project_id)
+        self.runtime.state(project_id).update(selection=None)
+        self.set_status(204)
 
 
 class EditEventsHandler(EditBase):
@@ -524,6 +554,7 @@ def handlers() -> list[tuple]:
         (f"{api}/projects/{ID}/edits", EditsHandler),
         (f"{api}/projects/{ID}/edits/events", EditEventsHandler),
         (f"{api}/projects/{ID}/proposal", ProposalHandler),
+        (f"{api}/projects/{ID}/selection", SelectionHandler),
         (f"{api}/projects/{ID}/history", HistoryHandler),
         (f"{api}/projects/{ID}/(?P<action>undo|redo)", HistoryActionHandler),
         (f"{api}/projects/{ID}/diff", DiffHandler),

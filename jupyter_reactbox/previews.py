@@ -56,6 +56,9 @@ class PreviewState:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     errors: deque[dict] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
     """What went wrong in the page since it was last loaded (reported by the page)."""
+    selection: dict | None = None
+    """The element the user picked in a page of the preview (``Place.to_json``), for
+    the next instruction from any client (the widget, a magic)."""
     pages: int = 0
     """Open websockets of the preview's pages (HMR): a page is watching it."""
     page_keys: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_PAGES))

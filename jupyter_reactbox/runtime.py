@@ -139,6 +139,7 @@ class Runtime:
             "frozen": st.frozen,
             "preview_url": self.previews.url(project.id),
             "errors": list(st.errors),
+            "selection": st.selection,
             "notes": st.notes,
             **self.isolation,
         }

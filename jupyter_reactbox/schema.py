@@ -27,6 +27,17 @@ class PageError(TypedDict, total=False):
     time: float
 
 
+class Selection(TypedDict):
+    """An element picked in the preview: where it is written, what it looks like."""
+
+    file: str
+    line: int
+    column: int
+    tag: str
+    text: str
+    classes: str
+
+
 class ProjectInfo(TypedDict):
     id: str
     name: str
@@ -48,6 +59,8 @@ class ProjectInfo(TypedDict):
     """The page to load: a path on this server, or a URL on the preview's own origin."""
     errors: list[PageError]
     """What the preview page reported since it was last loaded."""
+    selection: Selection | None
+    """The element picked in the preview (alt-click, or select mode) for the next edit."""
     notes: list[str]
     """What the server changed to run it (a patched Vite release, ...)."""
     backend: str

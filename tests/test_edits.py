@@ -262,6 +262,43 @@ async def test_an_edit_about_a_picked_element_shows_the_model_that_element_first
     assert prompt.index(said) < prompt.index("Instruction:\nSay Pick a plan here")
 
 
+async def test_a_picked_element_is_kept_for_the_next_edit_and_dropped_after_it(
+    jp_fetch, llm, project
+):
+    """What a page of the preview picked (JupyterLab puts it on the server) is in the
+    project's state for every client, until an edit about it is applied."""
+    line = app_jsx(project).splitlines().index(HEADING) + 1
+    picked = {"file": "src/App.jsx", "line": line, "column": 11, "tag": "h1"}
+    picked |= {"text": "Get started", "classes": ""}
+
+    async def info() -> dict:
+        return json.loads((await jp_fetch("reactbox", "api", "projects", "shop")).body)
+
+    async def select(body) -> None:
+        await jp_fetch("reactbox", "api", "projects", "shop", "selection", method="PUT",
+                       body=json.dumps(body))  # fmt: skip
+
+    assert (await info())["selection"] is None
+    await select(picked)
+    assert (await info())["selection"] == picked
+    for bad, status in (("nope", 400), (f"src/App.jsx:{line + 1000}", 422), ("../x:1", 422)):
+        with pytest.raises(HTTPClientError) as err:
+            await select(bad)
+        assert err.value.code == status, bad
+    assert (await info())["selection"] == picked  # a refused pick changes nothing
+
+    llm.answer(block("src/App.jsx", HEADING, HEADING.replace("Get started", "Hi")))
+    r = await jp_fetch("reactbox", "api", "projects", "shop", "edits", method="POST",
+                       body=json.dumps({"instruction": "Say Hi", "at": picked}))  # fmt: skip
+    assert json.loads(r.body)["status"] == "applied"
+    assert (await info())["selection"] is None  # done with
+
+    await select(f"src/App.jsx:{line}")
+    assert (await info())["selection"]["line"] == line
+    r = await jp_fetch("reactbox", "api", "projects", "shop", "selection", method="DELETE")
+    assert r.code == 204 and (await info())["selection"] is None
+
+
 async def test_a_place_that_is_not_in_the_project_is_refused_before_the_model_is_asked(
     jp_fetch, llm, project
 ):

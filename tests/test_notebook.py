@@ -666,6 +666,25 @@ async def test_lab_runs_the_notebook_and_shows_the_app_in_the_output(
                 await frame.get_by_text("Corner Shop").wait_for(timeout=240_000)
                 await frame.get_by_role("button", name="Sign up").click()
                 await frame.get_by_text("Sign-ups this week: 1").wait_for(timeout=10_000)
+
+                # Alt-click picks an element for the next instruction: the app does not
+                # see the click, the server keeps the pick, the widget shows it.
+                await frame.get_by_role("button", name="Sign up").click(modifiers=["Alt"])
+                output = page.locator(".jp-OutputArea-output").filter(
+                    has=page.locator("iframe[title='React preview']")
+                )
+                await output.get_by_text("Editing <button> “Sign up” (src/App.jsx:13)").wait_for(
+                    timeout=20_000
+                )
+                assert await frame.get_by_text("Sign-ups this week: 1").is_visible()
+                picked = lab.project("shop")["selection"]
+                assert picked == {"file": "src/App.jsx", "line": 13, "column": 9, "tag": "button",
+                                  "text": "Sign up", "classes": ""}, picked  # fmt: skip
+                await page.get_by_role("button", name="Whole app").click()
+                await output.get_by_text("Alt-click an element of the page").wait_for(
+                    timeout=20_000
+                )
+                assert lab.project("shop")["selection"] is None
             finally:
                 await page.screenshot(path=str(ARTIFACTS / "lab-notebook-preview.png"))
             assert not [e for e in console_errors if "reactbox" in e.lower()], console_errors

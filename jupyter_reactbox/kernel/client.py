@@ -127,6 +127,22 @@ class Project:
         return (p["done"], p["total"]) if p else None
 
     @property
+    def selection(self) -> dict | None:
+        """The element picked in the preview (Alt-click; the Lab panel's Select), which
+        ``edit(at=...)`` can be about: file, line, column, tag, text, classes."""
+        return self.info.get("selection")
+
+    def select(self, at: str | dict) -> dict:
+        """Keep ``at`` (``"src/App.jsx:42"`` or a selection) for the next edit."""
+        selection = self.client.request("PUT", self._path("selection"), json=at).json()
+        self.info["selection"] = selection
+        return selection
+
+    def clear_selection(self) -> None:
+        self.client.request("DELETE", self._path("selection"))
+        self.info["selection"] = None
+
+    @property
     def page_errors(self) -> list[dict]:
         """Errors the preview page reported since it was last loaded."""
         return list(self.info.get("errors") or [])

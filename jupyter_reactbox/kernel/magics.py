@@ -88,7 +88,10 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     p = _with_project("edit")
     p.add_argument("words", nargs="*", help="paths to focus on, then the instruction")
     p.add_argument(
-        "--at", metavar="FILE:LINE", help="the element the instruction is about (src/App.jsx:42)"
+        "--at",
+        metavar="FILE:LINE",
+        help="the element the instruction is about (src/App.jsx:42; 'selected': the one "
+        "Alt-clicked in the preview)",
     )
     p.add_argument("--screenshot", action="store_true", help="show the model the page as it is now")
     p.add_argument(
@@ -302,8 +305,17 @@ class ReactBoxMagics(Magics):
                 "instruction in the cell under %%reactbox edit NAME."
             )
         at = opts.at
-        if at is not None and not re.fullmatch(r"[^:\s]+:\d+(:\d+)?", at):
-            raise UsageError(f"--at takes FILE:LINE, e.g. --at src/App.jsx:42 (not {at!r}).")
+        if at == "selected":  # what was Alt-clicked in the preview (or picked in the panel)
+            at = self.client.project(opts.project).selection
+            if not at:
+                raise UsageError(
+                    f"Nothing is selected in the preview of {opts.project}: Alt-click an "
+                    "element of the page first."
+                )
+        elif at is not None and not re.fullmatch(r"[^:\s]+:\d+(:\d+)?", at):
+            raise UsageError(
+                f"--at takes FILE:LINE (--at src/App.jsx:42) or 'selected' (not {at!r})."
+            )
         for image in opts.image:
             if not os.path.isfile(image):
                 raise UsageError(f"--image {image}: no such file.")

@@ -60,6 +60,22 @@ def errors_html(project: Project) -> str:
     )
 
 
+def selection_html(picked: dict | None) -> str:
+    """What the next instruction is about: the app, or the element picked in it."""
+    if not picked:
+        return (
+            '<span style="color:#57606a">Alt-click an element of the page to make the '
+            "next instruction about it.</span>"
+        )
+    classes = "".join(f".{c}" for c in (picked.get("classes") or "").split())
+    text = f" “{picked['text'][:40]}”" if picked.get("text") else ""
+    where = f"{picked['file']}:{picked['line']}"
+    return (
+        f'Editing <code style="color:#e8710a">&lt;{html.escape(picked.get("tag") or "?")}'
+        f"{html.escape(classes)}&gt;{html.escape(text)} ({html.escape(where)})</code>"
+    )
+
+
 class _Follower:
     """Calls ``on_change`` from a thread after every change of a project's state."""
 
@@ -124,6 +140,12 @@ class PreviewView(w.VBox):
         self.height.observe(lambda _: self._render_frame(), names="value")
         self.frame = w.HTML(layout=w.Layout(width="100%"))
         self.errors = w.HTML()
+        # The element picked in the page (Alt-click): the next instruction is about it.
+        self.selection = w.HTML()
+        self.clear_selection = w.Button(
+            description="Whole app", icon="times", tooltip="The next instruction is about the app"
+        )
+        self.clear_selection.on_click(lambda _: self.project.clear_selection())
         self._loads = 0
         self._src: str | None = None
         super().__init__(
@@ -132,6 +154,7 @@ class PreviewView(w.VBox):
                 self.bar,
                 w.HBox([self.reload_button, self.new_tab, self.height]),
                 self.frame,
+                w.HBox([self.selection, self.clear_selection]),
                 self.errors,
             ]
         )
@@ -144,6 +167,9 @@ class PreviewView(w.VBox):
         self.bar.update(project)
         self.bar.layout.display = "" if project.status in ("installing", "starting") else "none"
         self.errors.value = errors_html(project)
+        picked = project.selection
+        self.selection.value = selection_html(picked)
+        self.clear_selection.layout.display = "" if picked else "none"
         url = project.preview_url if project.status == "running" else None
         self.new_tab.value = (
             f'<a href="{html.escape(url)}" target="_blank" rel="noopener">Open in a new tab ↗</a>'
@@ -168,6 +194,7 @@ class PreviewView(w.VBox):
         # A changed attribute makes a new iframe element: that is the reload.
         self.frame.value = (
             f'<iframe src="{html.escape(self._src)}" data-load="{self._loads}" '
+            f'data-reactbox-project="{html.escape(self.project.id)}" '
             f'style="width:100%;height:{self.height.value}px;border:1px solid #d0d7de" '
             'title="React preview"></iframe>'
         )
@@ -373,6 +400,7 @@ class ReactBox(w.VBox):
                 screenshot=self.show_page.value and not fix,
                 images=[] if fix else [bytes(f["content"]) for f in self.images.value],
                 review=self.review_first.value,
+                at=None if fix or self.view is None else self.view.project.selection,
             )
         finally:
             self.apply_button.disabled = self.fix_button.disabled = False

@@ -1,10 +1,12 @@
 /* jupyter-reactbox select mode: point at an element of the preview to edit it.
  *
- * The page that frames the preview (the Lab panel, the notebook's widget) turns
- * the mode on with postMessage({reactbox: "select", on: true}).  Then the
- * element under the pointer is outlined, and a click (which the app does not
- * see) is answered to that page, again by postMessage:
+ * The page that frames the preview (the Lab panel) turns the mode on with
+ * postMessage({reactbox: "select", on: true}).  Then the element under the
+ * pointer is outlined, and a click (which the app does not see) is answered to
+ * that page, again by postMessage:
  *   {reactbox: "selected", at: "src/App.jsx:42:9", tag, text, classes}
+ * An Alt-click does the same at any time (in the notebook's widget, whose
+ * buttons cannot reach the frame, that is the way to pick).
  * The location comes from the element's data-reactbox-src, which the dev server
  * adds in development (see support/vite-plugin.mjs); an app whose elements carry
  * none answers {reactbox: "unavailable"}.  Escape ends the mode
@@ -76,13 +78,14 @@
     if (!on) hovered = null;
     follow();
   };
+  const picking = (e) => e.isTrusted && (on || e.altKey);
   const swallow = (e) => {
-    if (!on || !e.isTrusted) return;
+    if (!picking(e)) return;
     e.preventDefault();
     e.stopImmediatePropagation();
   };
-  // Captured on the window before any of the app's handlers: in select mode a
-  // click selects, and the app sees neither it nor the presses around it.
+  // Captured on the window before any of the app's handlers: in select mode (or
+  // with Alt) a click selects, and the app sees neither it nor the presses around it.
   for (const type of ["pointerdown", "mousedown", "pointerup", "mouseup", "dblclick", "submit"]) {
     addEventListener(type, swallow, true);
   }
@@ -98,13 +101,24 @@
   addEventListener(
     "click",
     (e) => {
-      if (!on || !e.isTrusted) return;
+      if (!picking(e)) return;
       swallow(e);
       const el = located(e.target);
       if (!el) return;
+      // Picked in select mode, the outline stays until the framing page clears it;
+      // an Alt-click's only flashes (a widget cannot tell the page it was dropped).
+      const flash = !on;
       selected = el;
       setMode(false);
       tell(describe(el));
+      if (flash) {
+        setTimeout(() => {
+          if (selected === el) {
+            selected = null;
+            follow();
+          }
+        }, 1200);
+      }
     },
     true,
   );

@@ -250,6 +250,14 @@ export class ReactBoxAPI {
     });
   }
 
+  /** Keep the element picked in the preview for the next edit (any client's). */
+  select(id: string, selection: Selection): Promise<Selection> {
+    return this.request('PUT', ['projects', id, 'selection'], {
+      body: JSON.stringify(selection),
+      headers: { 'Content-Type': 'application/json' }
+    });
+  }
+
   /** Write the change edit `editId` proposed (the one the user reviewed). */
   accept(id: string, editId: string): Promise<EditResult> {
     return this.request('POST', ['projects', id, 'proposal'], {

@@ -17,7 +17,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { ReactBoxAPI } from './api';
+import { ReactBoxAPI, selectionFromMessage } from './api';
 import { ProjectsModel } from './model';
 import { PreviewPanel } from './panel';
 import { ReactBoxSidebar } from './sidebar';
@@ -100,6 +100,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
       widget.title.closable = true;
       app.shell.add(widget, 'main', { mode: 'split-bottom' });
     };
+
+    // An element Alt-clicked in a preview that a notebook shows (the widget's frame,
+    // marked with its project): the server keeps it for the next edit, and the
+    // widget shows it.  (The panel handles its own frame.)
+    window.addEventListener('message', (event: MessageEvent) => {
+      const selection = selectionFromMessage(event.data);
+      if (!selection) {
+        return;
+      }
+      const frames = document.querySelectorAll<HTMLIFrameElement>('iframe[data-reactbox-project]');
+      const frame = Array.from(frames).find(f => f.contentWindow === event.source);
+      const project = frame?.dataset.reactboxProject;
+      if (project) {
+        api.select(project, selection).catch(error => console.warn('jupyter-reactbox:', error));
+      }
+    });
 
     const sidebar = new ReactBoxSidebar(model, { open: openPreview, logs: showLogs });
     sidebar.title.icon = reactboxIcon;

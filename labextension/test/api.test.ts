@@ -113,6 +113,23 @@ describe('ReactBoxAPI', () => {
     expect(JSON.parse(calls[1].init.body as string)).toEqual({ instruction: 'Bigger', paths: null });
   });
 
+  it('keeps a pick on the server, and accepts or discards the proposal reviewed', async () => {
+    const result = { id: 'e1', status: 'applied', message: 'ok', files: [], diff: '', attempts: 1 };
+    const at = { file: 'src/App.jsx', line: 3, column: 5, tag: 'h1', text: 'Hi', classes: '' };
+    const { calls, fetcher } = scripted(json(at), json(result), json(result));
+    const api = new ReactBoxAPI('/base/', fetcher);
+    await api.select('shop', at);
+    await api.accept('shop', 'e1');
+    await api.discard('shop', 'e2');
+    expect(calls.map(c => [c.init.method, c.url])).toEqual([
+      ['PUT', '/base/reactbox/api/projects/shop/selection'],
+      ['POST', '/base/reactbox/api/projects/shop/proposal'],
+      ['DELETE', '/base/reactbox/api/projects/shop/proposal?id=e2']
+    ]);
+    expect(JSON.parse(calls[0].init.body as string)).toEqual(at);
+    expect(JSON.parse(calls[1].init.body as string)).toEqual({ id: 'e1' });
+  });
+
   it("turns error responses into the server's one-line message", async () => {
     const { fetcher } = scripted(
       json({ message: 'No project \'nope\'.', reason: null }, 404),
