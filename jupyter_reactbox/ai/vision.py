@@ -7,12 +7,13 @@ JPEG, GIF or WebP by their first bytes, whatever the URL claims, at most
 ``MAX_IMAGES`` of ``MAX_IMAGE_BYTES`` each.
 
 The screenshot is taken by a headless Chromium on the server (the engine the
-tests drive), straight from the dev server.  The page is the app's code, so
-the browser is shut in: a fresh profile in a temporary folder, no cookies, and
-every request but those to the dev server's own address sent to a proxy that
-does not exist (loopback included), so the page can reach neither this host's
-services nor anything else; no UDP for WebRTC; killed after ``timeout``
-seconds.  The picture goes to the model only.
+tests drive), through this server's preview proxy (``Runtime.screenshot``).
+The page is the app's code, so the browser is shut in: a fresh profile in a
+temporary folder, no cookies, and every request but those to the address it
+loads the page from sent to a proxy that does not exist (loopback included), so
+the page can reach neither this host's other services nor anything else; no
+UDP for WebRTC; killed after ``timeout`` seconds.  The picture goes to the
+model only.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def browser_args(url: str, out: Path, profile: Path, *, width: int, height: int)
         "--mute-audio",
         f"--user-data-dir={profile}",
         # Everything goes to a proxy that is not there, loopback too (<-loopback>),
-        # except the dev server's own address.
+        # except the address the page is loaded from.
         "--proxy-server=http://127.0.0.1:9",
         f"--proxy-bypass-list=<-loopback>;{netloc}",
         "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",

@@ -27,8 +27,8 @@
   const boxes = {};
 
   const box = (name, colour, fill) => {
-    if (!boxes[name]) {
-      const el = document.createElement("div");
+    if (!boxes[name] || !boxes[name].isConnected) {
+      const el = boxes[name] || document.createElement("div");
       el.setAttribute("data-reactbox-outline", name);
       el.style.cssText =
         "position:fixed;pointer-events:none;z-index:2147483647;box-sizing:border-box;" +

@@ -28,6 +28,8 @@ export interface ProjectInfo {
   frozen: boolean;
   preview_url: string | null;
   errors: PageError[];
+  /** The element picked in the preview for the next edit (an Alt-click in a widget). */
+  selection: Selection | null;
   notes: string[];
   backend: string;
   sandboxed: boolean;

@@ -31,6 +31,7 @@ function info(id: string, status = 'running', extra: Partial<ProjectInfo> = {}):
     restarts: 0,
     preview_url: status === 'running' ? `/base/reactbox/preview/${id}/tok/` : null,
     errors: [],
+    selection: null,
     notes: [],
     backend: 'docker',
     sandboxed: true,
