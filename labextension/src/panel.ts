@@ -127,12 +127,12 @@ export class PreviewPanel extends Widget {
     this.editStatus = document.createElement('span');
     this.editStatus.className = 'jp-ReactBox-editstatus';
     // What the model is shown besides the words (a model that takes images only).
-    const showPage = document.createElement('label');
-    showPage.className = 'jp-ReactBox-showpage';
-    showPage.title = 'Send the model a screenshot of the preview as it is now';
-    this.showPage = document.createElement('input');
-    this.showPage.type = 'checkbox';
-    showPage.append(this.showPage, ' Show the page');
+    const [showPage, showPageBox] = checkbox(
+      'Show the page',
+      'jp-ReactBox-showpage',
+      'Send the model a screenshot of the preview as it is now'
+    );
+    this.showPage = showPageBox;
     this.imagePicker = document.createElement('input');
     this.imagePicker.type = 'file';
     this.imagePicker.accept = 'image/png,image/jpeg,image/gif,image/webp';
@@ -143,16 +143,16 @@ export class PreviewPanel extends Widget {
     attach.title = 'Images for the model: a sketch, a mock-up (a model that takes images only)';
     this.attached = document.createElement('span');
     this.attached.className = 'jp-ReactBox-attached';
-    const review = document.createElement('label');
-    review.className = 'jp-ReactBox-reviewfirst';
-    review.title = 'Show the change first; nothing is written until you accept it';
-    this.reviewFirst = document.createElement('input');
-    this.reviewFirst.type = 'checkbox';
+    const [review, reviewBox] = checkbox(
+      'Review first',
+      'jp-ReactBox-reviewfirst',
+      'Show the change first; nothing is written until you accept it'
+    );
+    this.reviewFirst = reviewBox;
     this.reviewFirst.checked = localStorage.getItem(REVIEW_KEY) === '1';
     this.reviewFirst.addEventListener('change', () =>
       localStorage.setItem(REVIEW_KEY, this.reviewFirst.checked ? '1' : '0')
     );
-    review.append(this.reviewFirst, ' Review first');
     const extras = document.createElement('div');
     extras.className = 'jp-ReactBox-extras';
     extras.append(showPage, review, attach, this.imagePicker, this.attached);
@@ -434,4 +434,15 @@ function dataUrl(file: File): Promise<string> {
     reader.onerror = () => reject(reader.error ?? new Error(`Could not read ${file.name}`));
     reader.readAsDataURL(file);
   });
+}
+
+/** A labelled checkbox: the label (to place) and its box (to read). */
+function checkbox(text: string, className: string, title: string): [HTMLLabelElement, HTMLInputElement] {
+  const label = document.createElement('label');
+  label.className = className;
+  label.title = title;
+  const box = document.createElement('input');
+  box.type = 'checkbox';
+  label.append(box, ` ${text}`);
+  return [label, box];
 }
