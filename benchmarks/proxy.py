@@ -5,8 +5,12 @@ One Jupyter server with the extension (and jupyter-server-proxy's own
 server in Docker, and ``wrk`` (Debian's package) asking for the same Vite
 module — ``src/App.jsx``, transformed — through each path in turn, for
 ``--rounds`` rounds (interleaved, so a noisy moment of the machine falls on all
-three alike). Prints the median req/s and p50/p99 latency of each path, and the
-ratio of ours to stock (the goal is >= 3x).
+alike): straight to the dev server, through stock jupyter-server-proxy, through
+ours (which answers the module from memory while the dev server says it is
+unchanged), and through ours on a second server with that cache off
+(``preview_cache=0``: every request to its dev server).  Prints the median
+req/s and p50/p99 latency of each path, and the ratios of ours to stock (the
+goal is >= 3x).
 
     python benchmarks/proxy.py [--rounds 3] [--seconds 5] [--connections 16]
 """
@@ -64,6 +68,34 @@ def wrk(url: str, seconds: int, connections: int, headers: dict[str, str]) -> di
     }
 
 
+def start(tmp: Path, *extra: str) -> tuple[subprocess.Popen, int, str, str, dict]:
+    """A Jupyter server with the fixture's preview running: (process, port, token,
+    owner, project info)."""
+    port, token, owner = free_port(), secrets.token_hex(16), f"bench{secrets.token_hex(3)}"
+    (tmp / owner).mkdir()
+    server = subprocess.Popen(
+        server_argv(port, token, tmp / owner, owner, f"--config={tmp / 'config.py'}", *extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/reactbox/api/projects"
+    for _ in range(100):
+        try:
+            call(api, token)
+            break
+        except OSError:
+            time.sleep(0.2)
+    call(f"{api}?name=bench", token, "POST", zip_dir(FIXTURES / "vite-react"), "application/zip")
+    while (info := json.loads(call(f"{api}/bench", token)[1]))["status"] not in (
+        "running",
+        "failed",
+    ):
+        time.sleep(0.2)
+    assert info["status"] == "running", info
+    return server, port, token, owner, info
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -74,35 +106,18 @@ def main() -> None:
         raise SystemExit("needs wrk: apt-get install -y wrk")
 
     tmp = Path(tempfile.mkdtemp(prefix="reactbox-proxy-bench-"))
-    port, token, owner = free_port(), secrets.token_hex(16), f"bench{secrets.token_hex(3)}"
     (tmp / "config.py").write_text(
         # Let stock jupyter-server-proxy reach Docker's bridge addresses.
         "c.ServerProxy.host_allowlist = lambda handler, host: host.count('.') == 3\n"
     )
-    server = subprocess.Popen(
-        server_argv(port, token, tmp, owner, f"--config={tmp / 'config.py'}"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    api = f"http://127.0.0.1:{port}/reactbox/api/projects"
     client = docker.from_env()
+    servers: list[tuple[subprocess.Popen, str]] = []
     try:
-        for _ in range(100):
-            try:
-                call(api, token)
-                break
-            except OSError:
-                time.sleep(0.2)
-        call(
-            f"{api}?name=bench", token, "POST", zip_dir(FIXTURES / "vite-react"), "application/zip"
-        )
-        while (info := json.loads(call(f"{api}/bench", token)[1]))["status"] not in (
-            "running",
-            "failed",
-        ):
-            time.sleep(0.2)
-        assert info["status"] == "running", info
+        server, port, token, owner, info = start(tmp)
+        servers.append((server, owner))
+        # The same proxy with its response cache off: every request to the dev server.
+        uncached = start(tmp, "--ReactBoxApp.preview_cache=0")
+        servers.append((uncached[0], uncached[3]))
         container = client.containers.get(f"reactbox-{owner}-bench")
         networks = container.attrs["NetworkSettings"]["Networks"]
         ip = networks[f"reactbox-{owner}-previews"]["IPAddress"]
@@ -115,6 +130,10 @@ def main() -> None:
                 {"Authorization": f"token {token}"},
             ),
             "jupyter-reactbox proxy": (f"http://127.0.0.1:{port}{module}", {}),
+            "ours, preview_cache=0": (
+                f"http://127.0.0.1:{uncached[1]}{uncached[4]['preview_url']}src/App.jsx",
+                {},
+            ),
         }
         for url, headers in paths.values():  # warm up: Vite transforms once, then caches
             urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60).read()
@@ -134,23 +153,26 @@ def main() -> None:
         print(f"{'':30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
         for name, r in results.items():
             print(f"{name:30}{r['rps']:>9.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}")
-        ours, stock = results["jupyter-reactbox proxy"], results["stock jupyter-server-proxy"]
-        per_round = [
-            o["rps"] / s["rps"]
-            for o, s in zip(
-                runs["jupyter-reactbox proxy"], runs["stock jupyter-server-proxy"], strict=True
+        stock = results["stock jupyter-server-proxy"]
+        for name, label in (
+            ("jupyter-reactbox proxy", "ours/stock"),
+            ("ours, preview_cache=0", "ours without its cache/stock"),
+        ):
+            ours = results[name]
+            per_round = [
+                o["rps"] / s["rps"]
+                for o, s in zip(runs[name], runs["stock jupyter-server-proxy"], strict=True)
+            ]
+            print(
+                f"ratio {label}: {ours['rps'] / stock['rps']:.2f}x req/s "
+                f"(rounds: {', '.join(f'{r:.2f}x' for r in per_round)}), "
+                f"{stock['p50'] / ours['p50']:.2f}x lower p50 (goal: >= 3x req/s)"
             )
-        ]
-        print(
-            f"ratio ours/stock: {ours['rps'] / stock['rps']:.2f}x req/s "
-            f"(rounds: {', '.join(f'{r:.2f}x' for r in per_round)}), "
-            f"{stock['p50'] / ours['p50']:.2f}x lower p50 (goal: >= 3x req/s)"
-        )
-        call(f"{api}/bench", token, "DELETE")
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
-        remove_owned(client, owner)
+        for server, owner in servers:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+            remove_owned(client, owner)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -177,6 +177,13 @@ class ReactBoxApp(ExtensionApp):
         '2g'; checked at start and every 30 s while it runs. Empty or '0': no quota.""",
     ).tag(config=True)
 
+    preview_cache = Unicode(
+        "24m",
+        help="""Memory the preview proxy may keep per running Vite preview, e.g. '24m', to
+        answer modules the dev server says are unchanged without asking it (a page in
+        the sandbox has no HTTP cache of its own). Empty or '0': off.""",
+    ).tag(config=True)
+
     file_quota = Int(
         200_000,
         help="""Most files and folders a project may hold (its node_modules included):
@@ -184,7 +191,7 @@ class ReactBoxApp(ExtensionApp):
         disk_quota. 0: no limit.""",
     ).tag(config=True)
 
-    @validate("disk_quota")
+    @validate("disk_quota", "preview_cache")
     def _validate_quota(self, proposal):
         parse_size(proposal["value"])
         return proposal["value"]
@@ -441,6 +448,7 @@ class ReactBoxApp(ExtensionApp):
             max_restarts=self.max_restarts,
             disk_quota=parse_size(self.disk_quota),
             file_quota=self.file_quota,
+            preview_cache=parse_size(self.preview_cache),
             on_shutdown=self.on_shutdown,
             preview_origin_template=self.preview_origin_template,
             log=self.log,

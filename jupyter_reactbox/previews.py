@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from jupyter_server.utils import url_path_join
 
 from .backends.base import Endpoint
+from .response_cache import ResponseCache
 
 ACTIVE = ("installing", "starting", "running")
 MAX_ERRORS = 20
@@ -56,6 +57,8 @@ class PreviewState:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     errors: deque[dict] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
     """What went wrong in the page since it was last loaded (reported by the page)."""
+    responses: ResponseCache | None = None
+    """What the proxy keeps of the running dev server's answers (response_cache.py)."""
     selection: dict | None = None
     """The element the user picked in a page of the preview (``Place.to_json``), for
     the next instruction from any client (the widget, a magic)."""
@@ -69,6 +72,9 @@ class PreviewState:
         """Change fields and wake everyone who waits for a change."""
         for name, value in fields.items():
             setattr(self, name, value)
+        if self.status != "running" and self.responses is not None:
+            self.responses.close()  # its memory goes with the dev server
+            self.responses = None
         self.changed.set()
         self.changed = asyncio.Event()
 

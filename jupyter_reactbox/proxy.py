@@ -49,6 +49,7 @@ from tornado.routing import PathMatches, Rule
 from . import frameworks
 from .errors import ReactBoxError
 from .previews import PreviewState
+from .response_cache import GENERATION_HEADER, Cached, ResponseCache, parse_generation
 from .rewrite import inject_scripts, public_files
 from .runtime import Runtime
 
@@ -75,7 +76,13 @@ _DROPPED_RESPONSE_HEADERS = (
     "Access-Control-Allow-Credentials",
     "Access-Control-Allow-Origin",
 )
-_NOT_COPIED = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+_NOT_COPIED = {
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    GENERATION_HEADER.lower(),
+}
 _REWRITTEN_TYPES = ("text/html", "javascript", "text/css")
 MAX_REWRITTEN = 8 << 20
 """A body to rewrite is held whole up to this size; a larger one streams unchanged."""
@@ -385,6 +392,12 @@ class PreviewRequest:
 class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
     """Proxies a preview's HTTP requests to its dev server."""
 
+    def _log(self) -> None:
+        """Page loads and failures go to Jupyter's request log; the hundreds of
+        module requests of each load do not (its cost was a tenth of theirs)."""
+        if self._navigation or self.get_status() >= 400:
+            super()._log()
+
     async def get(self, *args):
         await self.proxy(*self._upstream(), self.proxied_path)
 
@@ -393,7 +406,8 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
     # -- HTTP: one pooled client, bodies streamed unless they are rewritten ------
 
     async def proxy(self, host, port, proxied_path):
-        """Forward one HTTP request over a kept-alive upstream connection.
+        """Forward one HTTP request over a kept-alive upstream connection, or answer
+        it from the preview's response cache (see ``response_cache.py``).
 
         Replaces jupyter-server-proxy's buffered path, which opens a new
         connection per request and holds every body in memory.
@@ -403,6 +417,9 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
         headers = self.proxy_request_headers()
         body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
         url = self.get_client_uri("http", host, port, proxied_path)
+        cache, key = self._cache_key(url, headers)
+        if key is not None and (hit := cache.get(key)) is not None:
+            return self._replay(hit)
         # A kept-alive connection may be one the dev server closed (it restarted at
         # the same address): a request that cannot have changed anything is sent
         # once more, on a new connection.
@@ -426,15 +443,28 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
         async with upstream:
             self.set_status(upstream.status, upstream.reason)
             self._headers = httputil.HTTPHeaders()
-            for name, value in upstream.headers.items():
-                if name.lower() not in _NOT_COPIED:
-                    self.add_header(name, value)
+            copied = [
+                (name, value)
+                for name, value in upstream.headers.items()
+                if name.lower() not in _NOT_COPIED
+            ]
+            for name, value in copied:
+                self.add_header(name, value)
             content_type = upstream.headers.get("Content-Type", "")
             self._secure_headers()
+            generation = parse_generation(upstream.headers.get(GENERATION_HEADER))
+            if cache is not None and generation is not None:
+                cache.follow(self.runtime.http_session(), f"http://{host}:{port}")
+            if cache is None or not cache.observe(generation) or not _keepable(upstream):
+                key = None
             if any(t in content_type for t in _REWRITTEN_TYPES):
                 head = await _read_at_most(upstream.content, MAX_REWRITTEN + 1)
                 if len(head) <= MAX_REWRITTEN:
-                    self.finish(self._rewrite_body(content_type, head))
+                    body = self._rewrite_body(content_type, head)
+                    if key is not None and generation is not None:
+                        etag = upstream.headers["ETag"]
+                        cache.put(key, Cached(_kept(copied), body, etag), generation)
+                    self.finish(body)
                     return
                 self.write(head)  # too large to hold and rewrite: passed on as it is
             async for chunk in upstream.content.iter_chunked(64 * 1024):
@@ -443,6 +473,33 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
                 # on the instance with a wrapper that drops the future to wait on.
                 await web.RequestHandler.flush(self)
             self.finish()
+
+    def _cache_key(self, url: str, headers: dict[str, str]):
+        """(the preview's response cache, this request's key in it), or None for
+        either: only a module's GET (not a page load) may be answered from it."""
+        st = self.preview
+        if st is None or st.token is None or not self.runtime.preview_cache:
+            return None, None
+        if st.responses is None or st.responses.token != st.token:
+            if st.responses is not None:
+                st.responses.close()
+            st.responses = ResponseCache(st.token, self.runtime.preview_cache)
+        if self.request.method != "GET" or self._navigation or "Range" in headers:
+            return st.responses, None
+        return st.responses, (url, headers.get("Accept", ""), headers.get("Sec-Fetch-Dest", ""))
+
+    def _replay(self, hit: Cached) -> None:
+        """A kept answer, as the dev server gave it (and 304 to its own ETag)."""
+        self._headers = httputil.HTTPHeaders()
+        for name, value in hit.headers:
+            self.add_header(name, value)
+        self._secure_headers()
+        asked = self.request.headers.get("If-None-Match", "")
+        if hit.etag in (tag.strip() for tag in asked.split(",")):
+            self.set_status(304)
+            self.finish()
+        else:
+            self.finish(hit.body)
 
     def _not_answering(self) -> web.HTTPError:
         self.runtime.watcher.poke()  # did it die? the watcher looks now
@@ -484,6 +541,15 @@ class PreviewSocketHandler(PreviewRequest, ProxyHandler):
         await ProxyHandler.get(self, *args)  # the upgrade, then open()
 
     watching: PreviewState | None = None
+
+    def write_message(self, message, binary=False):
+        """A message from the dev server to the page: anything but its greeting says
+        that something changed, so the modules the proxy keeps are dropped before
+        the page hears of it (and refetches)."""
+        st = self.watching or self.preview
+        if st is not None and st.responses is not None and not _is_greeting(message):
+            st.responses.changed()
+        return super().write_message(message, binary=binary)
 
     async def open(self, *args):
         await self.proxy_open(*self._upstream(), self.proxied_path)
@@ -598,6 +664,43 @@ class OriginPreviewSocketHandler(OriginPreview, PreviewSocketHandler):
 
 def _is_localhost(host: str) -> bool:
     return host == "localhost" or host.endswith(".localhost")
+
+
+_VARY_IGNORED = frozenset({"origin", "accept-encoding", "accept"})
+"""What an answer may vary on and still be kept: the proxy sets or drops the CORS
+headers itself, sends no Accept-Encoding upstream, and keys answers by Accept."""
+
+
+_GREETINGS = ('{"type":"connected"}', '{"type":"pong"}', '{"type":"ping"}')
+
+
+def _is_greeting(message: str | bytes) -> bool:
+    """Vite's hello and keep-alive messages, which change nothing."""
+    if isinstance(message, bytes):
+        return False
+    return message.replace(" ", "") in _GREETINGS
+
+
+def _keepable(upstream: aiohttp.ClientResponse) -> bool:
+    """A whole answer (200) with an ETag, not a page, that the dev server does not
+    forbid keeping."""
+    cache_control = upstream.headers.get("Cache-Control", "").lower()
+    return (
+        upstream.status == 200
+        and "text/html" not in upstream.headers.get("Content-Type", "")
+        and "ETag" in upstream.headers
+        and "no-store" not in cache_control
+        and "private" not in cache_control
+        and _VARY_IGNORED.issuperset(
+            v.strip().lower() for v in upstream.headers.get("Vary", "").split(",") if v.strip()
+        )
+    )
+
+
+def _kept(headers: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The headers of an answer to keep: not its date, nor what the proxy drops."""
+    dropped = {"date", *(name.lower() for name in _DROPPED_RESPONSE_HEADERS)}
+    return tuple((name, value) for name, value in headers if name.lower() not in dropped)
 
 
 async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:

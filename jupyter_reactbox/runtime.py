@@ -71,6 +71,7 @@ class Runtime:
         file_quota: int = 0,
         on_shutdown: str = "stop",
         preview_origin_template: str = "",
+        preview_cache: int = 0,
         busy: Callable[[str], bool] = lambda project_id: False,
         admit: Callable[[str], None] | None = None,
         room: Callable[[], Awaitable[None]] | None = None,
@@ -90,6 +91,8 @@ class Runtime:
         self.file_quota = file_quota
         self.on_shutdown = on_shutdown
         self.preview_origin_template = preview_origin_template
+        self.preview_cache = preview_cache
+        """Bytes the proxy may keep per running preview (response_cache.py); 0: none."""
         self.busy = busy
         self.admit = admit
         """Asked before a preview starts; raises TooManyPreviews to refuse it (the hub

@@ -16,6 +16,15 @@
 // ="src/App.jsx:42:9", which the preview's select mode reads.  Nothing is
 // written to the app's files, and a production build (which this plugin is not
 // part of) is unchanged.
+//
+// A generation, for the preview proxy's response cache: n counts what can change
+// a module Vite serves (a file event of its watcher, a message to the pages: an
+// update, a full reload after new dependencies).  Every response carries the
+// generation it was served at, X-Reactbox-Generation: <run>.<n>, and the proxy
+// follows GENERATION_PATH, which says each new one as it happens (a line each,
+// and the current one every HEARTBEAT_MS).  The proxy replays a module from
+// memory only while it hears that nothing changed since it was served.  This
+// is the dev server's word about its own responses, nothing more.
 import fs from 'node:fs'
 import path from 'node:path'
 
@@ -47,6 +56,48 @@ export function createBrowserRouter(routes, options) {
 }
 
 const JSX_DEV = 'react/jsx-dev-runtime'
+const GENERATION_PATH = '/__reactbox/generation'
+const HEARTBEAT_MS = 30_000
+
+function generations(server) {
+  const run = Math.random().toString(36).slice(2, 10)
+  let n = 0
+  const followers = new Set()
+  const current = () => `${run}.${n}`
+  const bump = () => {
+    n += 1
+    for (const res of followers) res.write(current() + '\n')
+  }
+  server.watcher.on('all', bump)
+  // Vite 5's server.hot broadcasts to server.ws; from Vite 6 the client
+  // environment's channel (server.hot is deprecated there).
+  const channels = server.environments
+    ? [server.ws, server.environments.client?.hot]
+    : [server.ws, server.hot]
+  for (const channel of new Set(channels)) {
+    if (typeof channel?.send !== 'function') continue
+    const send = channel.send
+    channel.send = function (...args) {
+      bump()
+      return send.apply(this, args)
+    }
+  }
+  const heartbeat = setInterval(() => {
+    for (const res of followers) res.write(current() + '\n')
+  }, HEARTBEAT_MS)
+  heartbeat.unref()
+  server.middlewares.use((req, res, next) => {
+    if (req.url === GENERATION_PATH) {
+      res.writeHead(200, { 'Content-Type': 'text/plain', 'Cache-Control': 'no-store' })
+      res.write(current() + '\n')
+      followers.add(res)
+      req.on('close', () => followers.delete(res))
+      return
+    }
+    res.setHeader('X-Reactbox-Generation', current())
+    next()
+  })
+}
 
 function tagged(root) {
   const prefix = JSON.stringify(root.replace(/\/?$/, '/'))
@@ -83,6 +134,9 @@ export function reactbox({ root }) {
       if (!shimmed.includes(id) || options?.ssr || !importer) return null
       if (importer.startsWith(PREFIX) || importer.includes('/node_modules/')) return null
       return PREFIX + id
+    },
+    configureServer(server) {
+      generations(server)
     },
     load(id) {
       if (!id.startsWith(PREFIX)) return null
