@@ -155,6 +155,19 @@ class ProposalStale(UserError):
 
 
 @dataclass
+class Tried:
+    """One write of a change and its checks."""
+
+    written: float
+    """When it was written (a page's report after it is about it)."""
+    committed: bool
+    problem: str | None = None
+    """What went wrong, for the user; None: it compiles and the page is fine."""
+    for_model: str = ""
+    """What went wrong, for the model's next try."""
+
+
+@dataclass
 class Proposal:
     """A change the model proposed and the user has not accepted yet."""
 
@@ -400,40 +413,51 @@ class AIEditor:
         await asyncio.to_thread(history.begin, app, base, what, result.to_json())
         try:
             known = self.pages.error_keys(project.id) if self.pages is not None else set()
-            written = time.time()
-            await asyncio.to_thread(_write_atomically, app, changes)
-            await asyncio.to_thread(history.commit_all, app, f"AI: {result.instruction[:72]}")
-            progress.emit(stage="compiling", attempt=result.attempts, files=sorted(changes))
-            error = await self._compile(
-                project.id, [p for p, c in changes.items() if c is not None]
-            )
-            if error:
-                problem = f"The dev server cannot compile it: {error}"
-            else:
-                report = await self._page_error(
-                    project.id, known, written, progress, result.attempts
-                )
-                problem = (
-                    report
-                    and "The page reports an error after the change: "
-                    + (describe_error(report).splitlines()[0][:300])
-                )
-            if problem:
+            tried = await self._write_and_check(project, result, progress, changes, known)
+            if tried.problem:
                 await asyncio.to_thread(history.reset, app, base)
                 result.status = "failed"
-                result.message = f"{problem} The reviewed change was rolled back: ask again."
+                result.message = f"{tried.problem} The reviewed change was rolled back: ask again."
             else:
                 result.status = "applied"
-                result.commit = await asyncio.to_thread(history.head, app)
-                result.diff = await asyncio.to_thread(history.diff, app, base, result.commit)
-                result.files = await asyncio.to_thread(
-                    history.changed_paths, app, base, result.commit
-                )
-                result.message = f"Changed {', '.join(result.files)}."
+                head = await asyncio.to_thread(history.head, app)
+                await self._describe_applied(app, base, result, head)
         except BaseException:
             await asyncio.shield(asyncio.to_thread(history.rollback, app))
             raise
         await asyncio.to_thread(history.end, app)
+
+    async def _write_and_check(
+        self, project: Project, result: EditResult, progress: Progress, changes: dict, known: set
+    ) -> Tried:
+        """Write ``changes`` as one commit, then have the dev server compile them and
+        watch an open page for a new error."""
+        app = project.app_dir
+        written = time.time()
+        await asyncio.to_thread(_write_atomically, app, changes)
+        sha = await asyncio.to_thread(history.commit_all, app, f"AI: {result.instruction[:72]}")
+        tried = Tried(written=written, committed=sha is not None)
+        progress.emit(stage="compiling", attempt=result.attempts, files=sorted(changes))
+        error = await self._compile(project.id, [p for p, c in changes.items() if c is not None])
+        if error:
+            tried.problem = f"The dev server cannot compile it: {error}"
+            tried.for_model = f"The dev server failed to compile the change:\n{error}\n"
+            return tried
+        report = await self._page_error(project.id, known, written, progress, result.attempts)
+        if report is not None:
+            text = describe_error(report)
+            tried.problem = (
+                f"The page reports an error after the change: {text.splitlines()[0][:300]}"
+            )
+            tried.for_model = f"After the change, the app's page reports this error:\n{text}\n"
+        return tried
+
+    @staticmethod
+    async def _describe_applied(app: Path, base: str, result: EditResult, commit: str) -> None:
+        result.commit = commit
+        result.diff = await asyncio.to_thread(history.diff, app, base, commit)
+        result.files = await asyncio.to_thread(history.changed_paths, app, base, commit)
+        result.message = f"Changed {', '.join(result.files)}."
 
     async def _pictures(
         self,
@@ -566,43 +590,16 @@ class AIEditor:
                 # The page gets time to report on the last try before this one is
                 # written: what it reports after this write is about this try.
                 await asyncio.sleep(max(0.0, written + PAGE_SETTLE - time.time()))
-            written = time.time()
-            await asyncio.to_thread(_write_atomically, app, changes)
-            sha = await asyncio.to_thread(history.commit_all, app, f"AI: {result.instruction[:72]}")
-            committed = committed or sha is not None
-            progress.emit(stage="compiling", attempt=attempt, files=sorted(changes))
-            error = await self._compile(
-                project.id, [p for p, c in changes.items() if c is not None]
-            )
-            if error:
-                result.status, result.message = (
-                    "failed",
-                    f"The dev server cannot compile it: {error}",
-                )
+            tried = await self._write_and_check(project, result, progress, changes, known)
+            written = tried.written
+            committed = committed or tried.committed
+            if tried.problem:
+                result.status, result.message = "failed", tried.problem
                 messages.append(
                     {
                         "role": "user",
-                        "content": (
-                            f"The dev server failed to compile the change:\n{error}\n"
-                            "Fix it with SEARCH/REPLACE blocks against the files as they are now."
-                        ),
-                    }
-                )
-                continue
-            report = await self._page_error(project.id, known, written, progress, attempt)
-            if report is not None:
-                text = describe_error(report)
-                result.status, result.message = (
-                    "failed",
-                    f"The page reports an error after the change: {text.splitlines()[0][:300]}",
-                )
-                messages.append(
-                    {
-                        "role": "user",
-                        "content": (
-                            f"After the change, the app's page reports this error:\n{text}\n"
-                            "Fix it with SEARCH/REPLACE blocks against the files as they are now."
-                        ),
+                        "content": tried.for_model
+                        + "Fix it with SEARCH/REPLACE blocks against the files as they are now.",
                     }
                 )
                 continue
@@ -610,12 +607,10 @@ class AIEditor:
             break
         if result.status == "applied":
             # Every try's files, in one commit: undo and redo take all of the edit.
-            result.commit = await asyncio.to_thread(
+            commit = await asyncio.to_thread(
                 history.squash, app, base, f"AI: {result.instruction[:72]}"
             )
-            result.diff = await asyncio.to_thread(history.diff, app, base, result.commit)
-            result.files = await asyncio.to_thread(history.changed_paths, app, base, result.commit)
-            result.message = f"Changed {', '.join(result.files)}."
+            await self._describe_applied(app, base, result, commit)
         elif committed:
             await asyncio.to_thread(history.reset, app, base)
             result.message += " The project was rolled back to how it was before the edit."
