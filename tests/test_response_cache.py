@@ -60,6 +60,9 @@ async def test_modules_come_from_memory_and_never_older_than_from_the_dev_server
         assert again.code == 200 and again.body == first.body
         assert again.headers["Content-Security-Policy"] == first.headers["Content-Security-Policy"]
         assert again.headers["ETag"] == first.headers["ETag"]
+        # A browser that has it (a preview at its own origin) revalidates: 304.
+        revalidated = await fetch(module, headers={"If-None-Match": first.headers["ETag"]})
+        assert revalidated.code == 304 and revalidated.body == b""
         with pytest.raises(HTTPTimeoutError):  # it waits for the paused dev server
             await fetch(preview + "src/main.jsx", request_timeout=2)
     finally:
