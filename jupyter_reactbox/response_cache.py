@@ -29,13 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 GENERATION_HEADER = "X-Reactbox-Generation"
 GENERATION_PATH = "/__reactbox/generation"
+MAX_LINES_PER_SECOND = 500
+"""More lines than this in a second on the stream, and the proxy stops listening to
+that dev server (and replays nothing of it): a flood is not a dev server's work."""
+MAX_FOLLOWS = 20
+"""Connections to one run's stream; a dev server that keeps closing it is left."""
 SILENT_FOR = 75.0
 """Seconds without a line on the stream (the plugin repeats the generation every
 30) after which it counts as gone."""
@@ -77,6 +84,7 @@ class ResponseCache:
         """The dev server's stream of generations is connected: only then is
         anything replayed."""
         self._follower: asyncio.Task | None = None
+        self._follows = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -110,11 +118,13 @@ class ResponseCache:
     def follow(self, session: aiohttp.ClientSession, endpoint: str) -> None:
         """Listen to the dev server at ``endpoint`` (``http://host:port``) for new
         generations, unless already listening."""
-        if self._follower is None or self._follower.done():
+        if self._follows < MAX_FOLLOWS and (self._follower is None or self._follower.done()):
+            self._follows += 1
             self._follower = asyncio.ensure_future(self._follow(session, endpoint))
 
     async def _follow(self, session: aiohttp.ClientSession, endpoint: str) -> None:
         timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=SILENT_FOR)
+        second, lines = 0, 0
         try:
             async with session.get(endpoint + GENERATION_PATH, timeout=timeout) as stream:
                 if stream.status != 200:
@@ -122,11 +132,19 @@ class ResponseCache:
                 async for line in stream.content:
                     generation = parse_generation(line.decode("ascii", "replace").strip())
                     if generation is None:
+                        self._follows = MAX_FOLLOWS
                         return  # not the plugin's stream: nothing is replayed
+                    now = int(time.monotonic())
+                    second, lines = (second, lines + 1) if now == second else (now, 1)
+                    if lines > MAX_LINES_PER_SECOND:
+                        self._follows = MAX_FOLLOWS
+                        return
                     self.observe(generation)
                     self.live = True
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-            pass  # a dev server stopped, frozen too long, or a line far too long
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            pass  # a dev server stopped, or frozen too long
+        except (ValueError, HttpProcessingError):
+            self._follows = MAX_FOLLOWS  # a line far too long, or not HTTP
         finally:
             self.live = False
             self._drop()

@@ -64,9 +64,15 @@ function generations(server) {
   let n = 0
   const followers = new Set()
   const current = () => `${run}.${n}`
+  let saying = false
   const bump = () => {
     n += 1
-    for (const res of followers) res.write(current() + '\n')
+    if (saying) return
+    saying = true // many events at once (a checkout) are said as one line
+    setImmediate(() => {
+      saying = false
+      for (const res of followers) res.write(current() + '\n')
+    })
   }
   server.watcher.on('all', bump)
   // Vite 5's server.hot broadcasts to server.ws; from Vite 6 the client
