@@ -398,6 +398,19 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
         if self._navigation or self.get_status() >= 400:
             super()._log()
 
+    _cache: ResponseCache | None = None
+    _key: tuple[str, str, str] | None = None
+
+    async def prepare(self):
+        await super().prepare()
+        if self._finished:
+            return
+        # A module the dev server said is unchanged: answered here, before any of
+        # the work of sending a request on.
+        self._cache, self._key = self._cache_key()
+        if self._key is not None and (hit := self._cache.get(self._key)) is not None:
+            self._replay(hit)
+
     async def get(self, *args):
         await self.proxy(*self._upstream(), self.proxied_path)
 
@@ -417,9 +430,7 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
         headers = self.proxy_request_headers()
         body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
         url = self.get_client_uri("http", host, port, proxied_path)
-        cache, key = self._cache_key(url, headers)
-        if key is not None and (hit := cache.get(key)) is not None:
-            return self._replay(hit)
+        cache, key = self._cache, self._key
         # A kept-alive connection may be one the dev server closed (it restarted at
         # the same address): a request that cannot have changed anything is sent
         # once more, on a new connection.
@@ -474,7 +485,7 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
                 await web.RequestHandler.flush(self)
             self.finish()
 
-    def _cache_key(self, url: str, headers: dict[str, str]):
+    def _cache_key(self) -> tuple[ResponseCache | None, tuple[str, str, str] | None]:
         """(the preview's response cache, this request's key in it), or None for
         either: only a module's GET (not a page load) may be answered from it."""
         st = self.preview
@@ -484,9 +495,11 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
             if st.responses is not None:
                 st.responses.close()
             st.responses = ResponseCache(st.token, self.runtime.preview_cache)
+        headers = self.request.headers
         if self.request.method != "GET" or self._navigation or "Range" in headers:
             return st.responses, None
-        return st.responses, (url, headers.get("Accept", ""), headers.get("Sec-Fetch-Dest", ""))
+        accept, dest = headers.get("Accept", ""), headers.get("Sec-Fetch-Dest", "")
+        return st.responses, (self.request.uri or "", accept, dest)
 
     def _replay(self, hit: Cached) -> None:
         """A kept answer, as the dev server gave it (and 304 to its own ETag)."""
