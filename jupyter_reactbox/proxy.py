@@ -710,10 +710,12 @@ def _keepable(upstream: aiohttp.ClientResponse) -> bool:
     )
 
 
+_NOT_KEPT = frozenset({"date", *(name.lower() for name in _DROPPED_RESPONSE_HEADERS)})
+
+
 def _kept(headers: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """The headers of an answer to keep: not its date, nor what the proxy drops."""
-    dropped = {"date", *(name.lower() for name in _DROPPED_RESPONSE_HEADERS)}
-    return tuple((name, value) for name, value in headers if name.lower() not in dropped)
+    return tuple((name, value) for name, value in headers if name.lower() not in _NOT_KEPT)
 
 
 async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
