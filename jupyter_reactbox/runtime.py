@@ -24,6 +24,7 @@ questions asked of dev servers and the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -35,6 +36,7 @@ from . import managers, probes, supply
 from .ai import vision
 from .backends.base import Backend
 from .errors import DiskFull, ProjectNotFound, ReactBoxError, TooManyPreviews, is_disk_full
+from .frameworks import AppPlan
 from .previews import ACTIVE, Previews, PreviewState
 from .schema import ProjectInfo
 from .store import Project, ProjectStore
@@ -267,6 +269,7 @@ class Runtime:
         for victim in victims:
             await self.stop(victim, detail=f"Stopped to make room for {project.id}.")
         async with st.lock:
+            ahead: asyncio.Task | None = None
             try:
                 plan = await asyncio.to_thread(project.plan)
                 st.update(framework=plan.framework)
@@ -275,6 +278,7 @@ class Runtime:
                 await asyncio.to_thread(supply.check, project.app_dir, self.store.supply_policy)
                 pin = await asyncio.to_thread(self._vite_pin, project)
                 st.update(notes=[pin.note] if pin else [])
+                ahead = await self._launch_ahead(project, plan, st, fresh=fresh)
                 how = await self.backend.install(
                     project.id,
                     project.app_dir,
@@ -288,21 +292,11 @@ class Runtime:
                 )
                 await self.check_quota(project)
                 st.update(status="starting", progress=None, detail=f"dependencies {how}")
-                found = None
-                if fresh:
-                    await self.backend.discard(project.id)
+                if ahead is not None:
+                    st.update(endpoint=await ahead)
+                    await self.backend.release(project.id)
                 else:
-                    found = await self.backend.resume(project.id, project.app_dir, plan)
-                if found is not None and found.endpoint is not None and found.token:
-                    st.update(token=found.token, base=found.base, endpoint=found.endpoint)
-                else:
-                    token = self.previews.mint()
-                    base = self.previews.base(project.id, token)
-                    st.update(token=token, base=base, endpoint=None)
-                    endpoint = await self.backend.launch(
-                        project.id, project.app_dir, plan, base=base, token=token
-                    )
-                    st.update(endpoint=endpoint)
+                    await self._resume_or_launch(project, plan, st, fresh=fresh)
                 await probes.wait_ready(
                     st, timeout=self.start_timeout, ended=lambda: self._ended(project.id)
                 )
@@ -310,12 +304,15 @@ class Runtime:
                 st.update(status="running", detail=None, running_since=now, last_used=now)
                 self.log.info("Preview of %s is running", project.id)
             except asyncio.CancelledError:
+                await _settled(ahead)
                 await self._halt(project.id, st, detail="Stopped while starting.")
                 raise
             except ReactBoxError as exc:
                 self.log.warning("Preview of %s failed: %s", project.id, exc)
+                await _settled(ahead)
                 await self._fail(project.id, st, str(exc))
             except Exception as exc:
+                await _settled(ahead)
                 if is_disk_full(exc):
                     error = str(DiskFull(self.store.root))
                     self.log.warning("Preview of %s failed: %s", project.id, error)
@@ -323,6 +320,49 @@ class Runtime:
                     self.log.exception("Preview of %s failed", project.id)
                     error = f"Internal error: {exc!r}"
                 await self._fail(project.id, st, error)
+
+    async def _launch_ahead(
+        self, project: Project, plan: AppPlan, st: PreviewState, *, fresh: bool
+    ) -> asyncio.Task | None:
+        """Where the backend can hold a dev server until its dependencies are in
+        place, its sandbox is made while they install (making one takes about as long
+        as copying a ``node_modules`` seen before): the launch, or None."""
+        if not self.backend.launches_ahead:
+            return None
+        if fresh:
+            await self.backend.discard(project.id)
+        elif await self.backend.kept(project.id):
+            return None  # resumed once its dependencies are in place
+        token, base = self._new_link(project.id, st)
+        launch = self.backend.launch(
+            project.id, project.app_dir, plan, base=base, token=token, held=True
+        )
+        return asyncio.create_task(launch)
+
+    async def _resume_or_launch(
+        self, project: Project, plan: AppPlan, st: PreviewState, *, fresh: bool
+    ) -> None:
+        """The kept dev server started again if it is current, else a new one."""
+        found = None
+        if fresh:
+            await self.backend.discard(project.id)
+        else:
+            found = await self.backend.resume(project.id, project.app_dir, plan)
+        if found is not None and found.endpoint is not None and found.token:
+            st.update(token=found.token, base=found.base, endpoint=found.endpoint)
+            return
+        token, base = self._new_link(project.id, st)
+        endpoint = await self.backend.launch(
+            project.id, project.app_dir, plan, base=base, token=token
+        )
+        st.update(endpoint=endpoint)
+
+    def _new_link(self, project_id: str, st: PreviewState) -> tuple[str, str]:
+        """A new token, and with it a new base path: the old link is dead."""
+        token = self.previews.mint()
+        base = self.previews.base(project_id, token)
+        st.update(token=token, base=base, endpoint=None)
+        return token, base
 
     @staticmethod
     def _progress(st: PreviewState):
@@ -498,3 +538,14 @@ class Runtime:
                     self.log.warning("%d dev servers did not stop in time", len(pending))
         if self._session is not None:
             await self._session.close()
+
+
+async def _settled(launch: asyncio.Task | None) -> None:
+    """A launch begun ahead of a start that failed or was stopped has finished or
+    is cancelled (a cancelled backend launch removes what it made), so that what
+    comes next (a discard, a stop) finds all of it."""
+    if launch is None:
+        return
+    launch.cancel()
+    with contextlib.suppress(BaseException):
+        await launch

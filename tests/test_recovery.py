@@ -24,11 +24,12 @@ def test_a_restarted_server_reattaches_cleans_up_and_stops_on_shutdown(
     server = JupyterProcess(tmp_path, owner, *common, "--ReactBoxApp.on_shutdown=keep").start()
     try:
         data = zip_dir(FIXTURES / "vite-react")
-        for name in ("shop", "paused", "gone"):
+        for name in ("shop", "paused", "gone", "held"):
             server.upload(data, name)
         shop = server.wait("shop")
         paused = server.wait("paused")
         server.wait("gone")
+        server.wait("held")
         server.call("POST", "reactbox/api/projects/paused/stop", b"")
         server.wait("paused", "stopped")
     finally:
@@ -50,6 +51,9 @@ def test_a_restarted_server_reattaches_cleans_up_and_stops_on_shutdown(
             labels=labels(owner, "shop", role),
             detach=True,
         )
+    # And a container made ahead of an install the crash cut short: still held at
+    # its gate, which only the server opens.
+    (package_cache / "gates" / f"reactbox-{owner}-held" / "open").unlink()
     before = docker_client.containers.get(f"reactbox-{owner}-shop").id
 
     server = JupyterProcess(tmp_path, owner, *common).start()  # on_shutdown: stop
@@ -61,6 +65,7 @@ def test_a_restarted_server_reattaches_cleans_up_and_stops_on_shutdown(
         selector = {"label": f"{LABEL}.owner={owner}"}
         names = sorted(c.name for c in docker_client.containers.list(all=True, filters=selector))
         assert names == [f"reactbox-{owner}-paused", f"reactbox-{owner}-shop"]
+        assert server.project("held")["status"] == "stopped"
         assert docker_client.containers.get(f"reactbox-{owner}-shop").id == before
         with urllib.request.urlopen(server.url + shop["preview_url"], timeout=30) as r:
             assert r.status == 200 and b'<div id="root">' in r.read()

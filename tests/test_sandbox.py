@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
+from conftest import FIXTURES, zip_dir
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 pytestmark = pytest.mark.docker
 
@@ -65,10 +70,16 @@ async def test_container_is_hardened_and_isolated(api, docker_client, owner, jp_
     assert host_config["NanoCpus"] == 1_000_000_000
     assert host_config["Privileged"] is False
     mounts = sorted((m["Destination"], m["RW"]) for m in shop.attrs["Mounts"])
-    # The app's folder, and jupyter-reactbox's own launcher scripts, read-only.
-    assert mounts == [("/opt/reactbox/support", False), ("/project", True)]
-    code, out = run(shop, "touch", "/opt/reactbox/support/vite-plugin.mjs")
-    assert code != 0 and ("Read-only file system" in out or "Permission denied" in out), out
+    # The app's folder; jupyter-reactbox's own launcher scripts and the gate the
+    # server opens once the dependencies are in place, read-only.
+    assert mounts == [
+        ("/opt/reactbox/gate", False),
+        ("/opt/reactbox/support", False),
+        ("/project", True),
+    ]
+    for path in ("/opt/reactbox/support/vite-plugin.mjs", "/opt/reactbox/gate/open"):
+        code, out = run(shop, "touch", path)
+        assert code != 0 and ("Read-only file system" in out or "Permission denied" in out), out
 
     # No route out: not the Internet, not the metadata service, not the host's Jupyter.
     network = docker_client.networks.get(f"reactbox-{owner}-previews")
@@ -81,3 +92,55 @@ async def test_container_is_hardened_and_isolated(api, docker_client, owner, jp_
     port = int(other.labels["org.jupyter.reactbox.port"])
     assert connect(other, other_ip, port) == "CONNECTED"  # the probe itself works
     assert connect(shop, other_ip, port) != "CONNECTED"
+
+
+async def test_a_dev_server_made_ahead_waits_at_its_gate_until_released(
+    runtime, docker_client, owner
+):
+    """A start makes the container while the dependencies install: it runs nothing of
+    the project (nothing of the app's may run before the installed tree is checked)
+    and cannot let itself through; released, its dev server starts."""
+    backend = runtime.backend
+    project = runtime.store.import_zip(zip_dir(FIXTURES / "vite-react"), "ahead")
+    plan = project.plan()
+    await backend.install("ahead", project.app_dir, plan, project.install_log)
+    endpoint = await backend.launch(
+        "ahead", project.app_dir, plan, base="/x/", token="t", held=True
+    )
+    container = docker_client.containers.get(f"reactbox-{owner}-ahead")
+    assert container.status == "running"
+
+    http = AsyncHTTPClient()
+    url = f"http://{endpoint.host}:{endpoint.port}/x/"
+
+    async def answers() -> bool:
+        try:
+            await http.fetch(url, connect_timeout=1, request_timeout=5)
+        except (OSError, HTTPClientError):
+            return False
+        return True
+
+    await asyncio.sleep(1.5)
+    assert not await answers()
+    code, commands = run(
+        container, "sh", "-c", 'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " <"$f"; echo; done'
+    )
+    assert code == 0 and "until [ -e /opt/reactbox/gate/open ]" in commands, commands
+    # The waiting shell holds the dev server's command line; no process runs it yet.
+    assert not any(line.startswith("node ") for line in commands.splitlines()), commands
+    code, out = run(container, "touch", "/opt/reactbox/gate/open")
+    assert code != 0 and ("Read-only file system" in out or "Permission denied" in out), out
+    assert not await answers()
+
+    await backend.release("ahead")
+    deadline = time.monotonic() + 60
+    while not await answers():
+        assert time.monotonic() < deadline, container.logs().decode()
+        await asyncio.sleep(0.1)
+
+    await backend.discard("ahead")
+    assert (
+        docker_client.containers.list(all=True, filters={"name": f"^/reactbox-{owner}-ahead$"})
+        == []
+    )
+    assert not backend._gate("ahead").exists()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from jupyter_reactbox.backends.base import package_cache
 from jupyter_reactbox.backends.docker import (
+    HELD,
     Limits,
     install_container_kwargs,
     run_container_kwargs,
@@ -41,11 +42,17 @@ def test_run_container_spec():
         token="T",
         network="reactbox-alice-shop",
         limits=Limits(),
+        gate=Path("/cache/gates/reactbox-alice-shop"),
         runtime="runsc",
     )
     assert spec == dict(
         image="img:1",
+        # It waits at the gate until the server says its dependencies are in place.
         command=[
+            "/bin/sh",
+            "-c",
+            HELD,
+            "held",
             "node",
             "/opt/reactbox/support/vite-serve.mjs",
             "--host",
@@ -73,6 +80,8 @@ def test_run_container_spec():
             "/data/shop/app": {"bind": "/project", "mode": "rw"},
             # jupyter-reactbox's own launcher and Vite plugin, read-only
             str(SUPPORT_DIR): {"bind": "/opt/reactbox/support", "mode": "ro"},
+            # the gate: only the server writes it
+            "/cache/gates/reactbox-alice-shop": {"bind": "/opt/reactbox/gate", "mode": "ro"},
         },
         detach=True,
         runtime="runsc",

@@ -395,12 +395,33 @@ class Backend(LoggingConfigurable):
 
     # -- dev servers ---------------------------------------------------------------
 
+    launches_ahead: ClassVar[bool] = False
+    """Whether ``launch(held=True)`` works: the dev server's sandbox is made while
+    its dependencies install, and the dev server starts on ``release``."""
+
     async def launch(
-        self, project_id: str, app_dir: Path, plan: AppPlan, *, base: str, token: str
+        self,
+        project_id: str,
+        app_dir: Path,
+        plan: AppPlan,
+        *,
+        base: str,
+        token: str,
+        held: bool = False,
     ) -> Endpoint:
         """Start a new dev server serving under ``base`` (on a port the backend
-        picks); return once it has an address."""
+        picks); return once it has an address.  ``held`` (where ``launches_ahead``):
+        the sandbox is made and waits, running nothing of the project, until
+        ``release``."""
         raise NotImplementedError
+
+    async def release(self, project_id: str) -> None:
+        """Let a dev server launched ``held`` start: its dependencies are in place
+        and checked."""
+
+    async def kept(self, project_id: str) -> bool:
+        """Whether a dev server of the project is kept (``resume`` would start it)."""
+        return False
 
     async def sync(self, project_id: str, app_dir: Path) -> None:
         """The server wrote files of the running project: send what changed to where

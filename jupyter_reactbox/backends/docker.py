@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +48,15 @@ CA_IN_CONTAINER = "/etc/reactbox/ca.pem"
 STOP_TIMEOUT = 5
 SUPPORT = "/opt/reactbox/support"
 """Where a dev server finds jupyter-reactbox's support scripts (read-only)."""
+GATE = "/opt/reactbox/gate"
+"""A folder only the server writes (read-only in the container): the dev server
+starts once ``open`` is there (``DockerBackend.release``)."""
+HELD = (
+    f"n=0; until [ -e {GATE}/open ]; do "
+    'if [ "$n" -lt 400 ]; then sleep 0.005; else sleep 0.1; fi; n=$((n + 1)); done; '
+    'exec "$@"'
+)
+"""The container's first process: waits at the gate, then becomes the dev server."""
 PORT = 8000
 """The dev server's port: every container has a network namespace of its own."""
 SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
@@ -152,13 +162,14 @@ def run_container_kwargs(
     token: str,
     network: str,
     limits: Limits,
+    gate: Path,
     runtime: str | None = None,
 ) -> dict[str, Any]:
     where = dict(base=base, host="0.0.0.0", port=PORT, support=SUPPORT)
     env = {"HOME": "/tmp", "NODE_ENV": "development", **plan.dev_env(**where)}
     return dict(
         image=image,
-        command=plan.dev_argv(**where),
+        command=["/bin/sh", "-c", HELD, "held", *plan.dev_argv(**where)],
         name=container_name(owner, project_id, "run"),
         user=user,
         working_dir="/project",
@@ -176,6 +187,7 @@ def run_container_kwargs(
         volumes={
             str(app_dir): {"bind": "/project", "mode": "rw"},
             str(SUPPORT_DIR): {"bind": SUPPORT, "mode": "ro"},
+            str(gate): {"bind": GATE, "mode": "ro"},
         },
         detach=True,
         **_hardening(limits, runtime),
@@ -592,6 +604,7 @@ class DockerBackend(Backend):
                 token=token,
                 network=self.network,
                 limits=self.run_limits,
+                gate=self._gate(project_id),
                 runtime=self.runtime or None,
             )
 
@@ -599,12 +612,50 @@ class DockerBackend(Backend):
         kwargs["labels"][f"{LABEL}.spec"] = spec_hash(spec("{base}", "{token}"))
         return kwargs
 
+    # -- the gate: a container made while its dependencies install ------------------
+
+    launches_ahead = True
+
+    def _gate(self, project_id: str) -> Path:
+        return Path(self.cache_dir, "gates", container_name(self.owner, project_id, "run"))
+
+    async def _set_gate(self, project_id: str, *, open: bool) -> None:
+        def set_gate() -> None:
+            gate = self._gate(project_id)
+            gate.mkdir(mode=0o755, parents=True, exist_ok=True)
+            if open:
+                (gate / "open").touch()
+            else:
+                (gate / "open").unlink(missing_ok=True)
+
+        await asyncio.to_thread(set_gate)
+
+    def _still_held(self, container, project_id: str) -> bool:
+        gated = any(m.get("Destination") == GATE for m in container.attrs.get("Mounts", []))
+        return gated and not (self._gate(project_id) / "open").exists()
+
+    async def release(self, project_id: str) -> None:
+        await self._set_gate(project_id, open=True)
+
+    async def kept(self, project_id: str) -> bool:
+        return await self._get_container(container_name(self.owner, project_id, "run")) is not None
+
+    # -- dev servers ----------------------------------------------------------------
+
     async def launch(
-        self, project_id: str, app_dir: Path, plan: AppPlan, *, base: str, token: str
+        self,
+        project_id: str,
+        app_dir: Path,
+        plan: AppPlan,
+        *,
+        base: str,
+        token: str,
+        held: bool = False,
     ) -> Endpoint:
         await self._ensure_network(self.network, internal=True, project_id="")
         name = container_name(self.owner, project_id, "run")
         await self._remove_container(name)
+        await self._set_gate(project_id, open=not held)
         kwargs = self._run_kwargs(project_id, app_dir, plan, base, token)
         container = await self._create(**kwargs)
         self.log.info("Started dev server of %s in %s", project_id, container.id[:7])
@@ -622,6 +673,9 @@ class DockerBackend(Backend):
             self.log.info("The kept dev server of %s is out of date; replacing it", project_id)
             await self._remove_container(container.name)
             return None
+        # Resumed once its dependencies are in place: a start that was stopped while
+        # they installed waits at the gate no longer.
+        await self.release(project_id)
         if container.status == "paused":
             await self._unpause(container)
             await self._call(container.reload)
@@ -719,6 +773,7 @@ class DockerBackend(Backend):
     async def discard(self, project_id: str) -> None:
         """Remove the dev server's container: the next start makes a new one."""
         await self._remove_container(container_name(self.owner, project_id, "run"))
+        await asyncio.to_thread(shutil.rmtree, self._gate(project_id), True)
 
     async def remove(self, project_id: str) -> None:
         await self._remove_container(container_name(self.owner, project_id, "install"))
@@ -751,6 +806,8 @@ class DockerBackend(Backend):
                 why = "an interrupted install"
             elif project_id in kept:
                 why = "a second dev server of the project"
+            elif record.endpoint and self._still_held(container, project_id):
+                why = "a start whose dependencies were never released to it"
             if why:
                 self.log.warning("Removing container %s: %s", container.name, why)
                 await self._remove_container(container.name)

@@ -1038,7 +1038,14 @@ class KubernetesBackend(Backend):
         return spec(base, token, spec_hash(spec("{base}", "{token}", "")))
 
     async def launch(
-        self, project_id: str, app_dir: Path, plan: AppPlan, *, base: str, token: str
+        self,
+        project_id: str,
+        app_dir: Path,
+        plan: AppPlan,
+        *,
+        base: str,
+        token: str,
+        held: bool = False,  # never held: it does not launch ahead
     ) -> Endpoint:
         support = await self._ensure_support()
         pod = self._run_pod(project_id, plan, base, token, support)

@@ -497,7 +497,14 @@ class LocalBackend(Backend):
         self._save(state)
 
     async def launch(
-        self, project_id: str, app_dir: Path, plan: AppPlan, *, base: str, token: str
+        self,
+        project_id: str,
+        app_dir: Path,
+        plan: AppPlan,
+        *,
+        base: str,
+        token: str,
+        held: bool = False,  # never held: it does not launch ahead
     ) -> Endpoint:
         await self.stop(project_id)
         sandboxed = self.sandboxed
