@@ -622,7 +622,8 @@ class DockerBackend(Backend):
     async def _set_gate(self, project_id: str, *, open: bool) -> None:
         def set_gate() -> None:
             gate = self._gate(project_id)
-            gate.mkdir(mode=0o755, parents=True, exist_ok=True)
+            gate.mkdir(parents=True, exist_ok=True)
+            gate.chmod(0o755)  # whatever the umask: the sandbox's user looks in it
             if open:
                 (gate / "open").touch()
             else:
