@@ -24,7 +24,6 @@ questions asked of dev servers and the disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -381,21 +380,15 @@ class Runtime:
             self.log.exception("Could not stop the dev server of %s", project_id)
 
     async def _fail(self, project_id: str, st: PreviewState, error: str) -> None:
-        """Failed to start: nothing half-made is left, and the old link is dead."""
-        st.update(
-            status="failed",
-            error=error,
-            detail=None,
-            progress=None,
-            token=None,
-            base=None,
-            endpoint=None,
-            running_since=None,
-        )
+        """Failed to start: the old link is dead at once, and by the time the start is
+        reported failed nothing half-made is left (a container made ahead of the
+        install, say)."""
+        st.update(token=None, base=None, endpoint=None)
         try:
             await self.backend.discard(project_id)
         except Exception:
             self.log.exception("Could not remove the dev server of %s", project_id)
+        st.update(status="failed", error=error, detail=None, progress=None, running_since=None)
 
     async def _ended(self, project_id: str) -> str | None:
         """Why a starting dev server is gone, with its last output; None while it runs."""
@@ -547,5 +540,6 @@ async def _settled(launch: asyncio.Task | None) -> None:
     if launch is None:
         return
     launch.cancel()
-    with contextlib.suppress(BaseException):
-        await launch
+    await asyncio.wait([launch])
+    if not launch.cancelled():
+        launch.exception()  # retrieved: it failed with the start, which says why
