@@ -115,6 +115,8 @@ async def one_backend(backend: str, rounds: int, rows: dict[str, dict[str, list[
                     break
                 except asyncio.TimeoutError:
                     continue
+            else:
+                raise SystemExit(f"{backend}: no HMR update reached the page's socket in 60 s")
             for _ in range(rounds * 4):
                 await asyncio.sleep(0.3)
                 started = time.perf_counter()

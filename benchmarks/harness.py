@@ -85,7 +85,13 @@ async def next_update(ws: WebSocketClientConnection, started: float, timeout: fl
     """Seconds from ``started`` (perf_counter) to the next HMR update on ``ws``."""
 
     while True:
-        msg = json.loads(await asyncio.wait_for(ws.read_message(), timeout))
+        try:
+            raw = await asyncio.wait_for(ws.read_message(), timeout)
+        except asyncio.TimeoutError:
+            raise asyncio.TimeoutError(f"no HMR update within {timeout:g} s") from None
+        if raw is None:
+            raise ConnectionError("the HMR socket closed")
+        msg = json.loads(raw)
         if msg.get("type") in ("update", "full-reload"):
             return time.perf_counter() - started
 
