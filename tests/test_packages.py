@@ -8,6 +8,7 @@ server, and a preview that tries to poison what the next project gets.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -19,9 +20,12 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, containers_made, next_second, zip_dir
+from fakes import FakeBackend
 from test_hostile import sh
 
-from jupyter_reactbox.backends.packages import PackageStore, Platform, installed
+from jupyter_reactbox.backends.modules import SPARE, ModulesCache, installed, mark
+from jupyter_reactbox.backends.packages import PackageStore, Platform
+from jupyter_reactbox.backends.packages import installed as installed_packages
 
 HERE = Platform("linux", "x64", "glibc")
 
@@ -133,7 +137,7 @@ def test_a_lockfile_is_assembled_as_npm_lays_it_out(tmp_path):
     assert ours == npms  # folders, files, modes, the .bin link: as npm made them
     assert json.loads(hidden[0][1])["packages"] == json.loads(hidden[1][1])["packages"]
     # The skipped platform build, and what only it needed, are not there.
-    assert sorted(installed(lockfile()["packages"], HERE)) == [
+    assert sorted(installed_packages(lockfile()["packages"], HERE)) == [
         "node_modules/@scope/ui",
         "node_modules/@scope/ui-linux-x64",
         "node_modules/dep",
@@ -217,6 +221,54 @@ def test_assembled_files_are_copies_never_links_into_the_store(tmp_path):
     made.write_text("poisoned")
     kept = [p for p in store.root.rglob("index.js") if p.read_text() == "one"]
     assert len(kept) == 1 and made.stat().st_ino != kept[0].stat().st_ino
+
+
+# -- kept trees, and the spare copy the next project takes --------------------------
+
+
+def kept_tree(tmp_path: Path, fp: str = "fp") -> ModulesCache:
+    cache = ModulesCache(tmp_path / "modules")
+    app_dir = tmp_path / "first" / "app"
+    (app_dir / "node_modules" / "dep").mkdir(parents=True)
+    (app_dir / "node_modules" / "dep" / "index.js").write_text("one")
+    mark(app_dir, fp)
+    cache.save(fp, app_dir)
+    return cache
+
+
+def test_the_next_project_takes_the_spare_copy_by_a_rename_and_only_once(tmp_path):
+    cache = kept_tree(tmp_path)
+    assert cache.make_spare("fp") and not cache.make_spare("fp")  # one spare at a time
+    spare = (cache.root / "fp" / SPARE / "dep" / "index.js").stat().st_ino
+    kept = cache.tree("fp") / "dep" / "index.js"
+    assert kept.stat().st_ino != spare  # a copy, not links into the kept tree
+
+    taken, copied = tmp_path / "second" / "app", tmp_path / "third" / "app"
+    for app_dir in (taken, copied):
+        app_dir.mkdir(parents=True)
+        assert cache.restore("fp", app_dir)
+    assert (taken / "node_modules/dep/index.js").stat().st_ino == spare  # moved, not copied
+    assert installed(taken) == installed(copied) == "fp"
+    assert not (cache.root / "fp" / SPARE).exists()  # the third one copied
+
+    # What a preview writes into the tree it took never reaches the kept one.
+    (taken / "node_modules/dep/index.js").write_text("poisoned")
+    assert kept.read_text() == "one"
+    assert cache.make_spare("fp")
+    assert (cache.root / "fp" / SPARE / "dep" / "index.js").read_text() == "one"
+
+
+async def test_a_backend_makes_the_spare_after_a_tree_is_used(tmp_path, monkeypatch):
+    backend = FakeBackend(cache_dir=str(tmp_path))
+    kept_tree(tmp_path, "used")
+    monkeypatch.setattr(FakeBackend, "SPARE_DELAY", 0.0)
+    backend._spare_later("used")
+    await asyncio.gather(*backend._spares)
+    assert (tmp_path / "modules" / "used" / SPARE / "dep" / "index.js").read_text() == "one"
+
+    backend._spare_later("unknown")  # nothing kept: nothing made, no error
+    await asyncio.gather(*backend._spares)
+    assert sorted(os.listdir(tmp_path / "modules")) == ["used"]
 
 
 # -- the real thing: npm in the sandbox image, a Jupyter server, Docker -----------

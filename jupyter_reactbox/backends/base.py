@@ -217,6 +217,8 @@ class Backend(LoggingConfigurable):
             }.get(done)
             if why:
                 await asyncio.to_thread(log.write_text, f"$ {command}\nskipped: {why}\n")
+            if done == "cached":
+                self._spare_later(inputs.fingerprint)
             return done
         proxy, registry = await self._install_route()
         cache = package_cache(Path(self.cache_dir), project_id, self.ignore_scripts)
@@ -268,7 +270,31 @@ class Backend(LoggingConfigurable):
             await asyncio.to_thread(self._finish_install, project_id, app_dir, staging, inputs)
         finally:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, staging, True))
+        self._spare_later(inputs.fingerprint)
         return "fresh"
+
+    SPARE_DELAY: ClassVar[float] = 5.0
+    """Seconds after a start has its tree before the spare copy for the next one is
+    made: the start's first page is not made to share the machine with it."""
+
+    def _spare_later(self, fp: str) -> None:
+        """In a while, the spare copy of ``fp``'s kept tree (``ModulesCache.make_spare``):
+        the next project of that lockfile takes it by a rename, no copy."""
+
+        async def make() -> None:
+            await asyncio.sleep(self.SPARE_DELAY)
+            try:
+                await asyncio.to_thread(self.modules_cache.make_spare, fp)
+            except OSError as exc:  # a full cache disk: the next start copies
+                self.log.warning("Could not make a spare node_modules: %s", exc)
+
+        task = asyncio.create_task(make())
+        self._spares.add(task)
+        task.add_done_callback(self._spares.discard)
+
+    @cached_property
+    def _spares(self) -> set[asyncio.Task]:
+        return set()
 
     async def _install_route(self) -> tuple[str | None, str]:
         """(the proxy an install must use, or None; the registry it installs from)."""
@@ -476,3 +502,5 @@ class Backend(LoggingConfigurable):
 
     async def close(self) -> None:
         """Free what the backend holds (its dev servers are left as they are)."""
+        for task in list(self._spares):
+            task.cancel()

@@ -847,6 +847,7 @@ class DockerBackend(Backend):
         return await asyncio.wrap_future(self._followers.submit(fn, *args, **kwargs))
 
     async def close(self) -> None:
+        await super().close()
         if self._egress is not None:
             await self._egress.close()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1231,6 +1231,7 @@ class KubernetesBackend(Backend):
         return _LogFollow(self, response)
 
     async def close(self) -> None:
+        await super().close()
         if self._watching is not None:
             self._watching.cancel()
             with contextlib.suppress(BaseException):

@@ -706,6 +706,7 @@ class LocalBackend(Backend):
         return LocalFollow(self, running)
 
     async def close(self) -> None:
+        await super().close()
         for project_id in list(self._running):
             await self.stop(project_id)
 

@@ -13,6 +13,12 @@ install.  A copy, not hard links or a shared mount: a project's dev server
 runs code nobody reviewed and may write into its ``node_modules``, and that
 must never reach another project's files.
 
+The copy is made ahead: after a tree is used, the server makes a *spare* copy of
+it beside the kept one (at the lowest CPU priority, a few seconds later), and
+the next project of that lockfile takes the spare by a rename, so no copy is on
+a start's path.  A spare is the server's copy of the kept tree, in the cache
+folder no sandbox sees; once taken it is that project's alone.
+
 All functions here block (file work) and are called on threads.
 """
 
@@ -33,6 +39,8 @@ from pathlib import Path
 from .. import managers, worktree
 
 MARKER = ".reactbox-installed"
+SPARE = "spare"
+"""Beside a kept tree: a copy of it, ready to be moved into the next project."""
 
 
 SETTINGS = frozenset(
@@ -127,11 +135,13 @@ def mark(app_dir: Path, fp: str) -> None:
     worktree.write_bytes(app_dir, f"node_modules/{MARKER}", fp.encode())
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
-    """``cp -a`` (reflinks where the filesystem has them); shutil when cp is missing."""
+def _copy_tree(src: Path, dst: Path, *, idle: bool = False) -> None:
+    """``cp -a`` (reflinks where the filesystem has them); shutil when cp is missing.
+    ``idle``: at the lowest CPU priority (``nice``), for copies nothing waits on."""
     if shutil.which("cp"):
+        nice = ["nice", "-n", "19"] if idle and shutil.which("nice") else []
         subprocess.run(
-            ["cp", "-a", "--reflink=auto", "--", str(src), str(dst)],
+            [*nice, "cp", "-a", "--reflink=auto", "--", str(src), str(dst)],
             check=True,
             capture_output=True,
         )
@@ -163,11 +173,39 @@ class ModulesCache:
             return False
         staging = Path(tempfile.mkdtemp(prefix=".modules-", dir=app_dir.parent))
         try:
-            _copy_tree(entry, staging / "node_modules")
+            if not self._take_spare(fp, staging):
+                _copy_tree(entry, staging / "node_modules")
             replace_tree(app_dir / "node_modules", staging / "node_modules")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         os.utime(entry.parent)  # recently used: pruned last
+        return True
+
+    def _take_spare(self, fp: str, staging: Path) -> bool:
+        """Move the spare copy of ``fp``'s tree to ``staging/node_modules``: one
+        rename, which only one taker can win.  False if there is none, or it is on
+        another filesystem than the project."""
+        try:
+            os.rename(self.root / fp / SPARE, staging / "node_modules")
+        except OSError:
+            return False
+        return True
+
+    def make_spare(self, fp: str) -> bool:
+        """Copy ``fp``'s kept tree beside it, for the next restore to take (at the
+        lowest CPU priority): False if there is one already or nothing is kept."""
+        entry = self._entry(fp)
+        spare = self.root / fp / SPARE
+        if self.keep <= 0 or spare.exists() or not (entry / MARKER).is_file():
+            return False
+        staging = Path(tempfile.mkdtemp(prefix=".spare-", dir=self.root))
+        try:
+            _copy_tree(entry, staging / "node_modules", idle=True)
+            os.rename(staging / "node_modules", spare)  # a spare made meanwhile: ENOTEMPTY
+        except (OSError, subprocess.CalledProcessError):
+            return False
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return True
 
     def save(self, fp: str, app_dir: Path) -> None:
