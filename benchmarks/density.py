@@ -75,12 +75,11 @@ def main() -> None:
             reached = i + 1
         elapsed = time.perf_counter() - started
         time.sleep(3)  # let the dev servers settle to idle
-        selector = {"label": [f"{LABEL}.owner={server.owner}", f"{LABEL}.role=run"]}
-        containers = client.containers.list(filters=selector)
+        # By name: a preview that took the spare container has no project label.
+        names = [f"reactbox-{server.owner}-p{i}" for i in range(reached)]
+        containers = [client.containers.get(name) for name in names]
         previews = [memory(c) for c in containers]
-        awake = [
-            c for c in containers if not server.project(c.labels[f"{LABEL}.project"])["frozen"]
-        ]
+        awake = [c for i, c in enumerate(containers) if not server.project(f"p{i}")["frozen"]]
         running_cpu = cpu_use(awake, args.window)
         deadline = time.monotonic() + args.freeze + 60
         while not all(server.project(f"p{i}")["frozen"] for i in range(reached)):

@@ -27,6 +27,8 @@ from harness import (
     zip_dir,
 )
 
+from jupyter_reactbox.backends.docker import PORT
+
 
 async def measure(rounds: int) -> None:
     with jupyter() as server:
@@ -36,7 +38,7 @@ async def measure(rounds: int) -> None:
         ip = container.attrs["NetworkSettings"]["Networks"][f"reactbox-{server.owner}-previews"][
             "IPAddress"
         ]
-        port = container.labels["org.jupyter.reactbox.port"]
+        port = PORT
         ours = await vite_socket(server.url + info["preview_url"])
         direct = await vite_socket(f"http://{ip}:{port}{info['preview_url']}")
         app_jsx = server.root / "projects" / "hmr" / "app" / "src" / "App.jsx"

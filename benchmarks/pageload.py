@@ -32,6 +32,8 @@ import docker
 from harness import FIXTURES, chromium, free_port, jupyter, wait_running, zip_dir
 from playwright.async_api import Error as PlaywrightError
 
+from jupyter_reactbox.backends.docker import PORT
+
 
 def large_app(modules: int) -> bytes:
     """The fixture with ``modules`` generated components (and as many CSS modules)."""
@@ -95,7 +97,7 @@ def direct_url(client, server, info: dict) -> str:
     container = client.containers.get(f"reactbox-{server.owner}-dash")
     networks = container.attrs["NetworkSettings"]["Networks"]
     ip = networks[f"reactbox-{server.owner}-previews"]["IPAddress"]
-    port = container.labels["org.jupyter.reactbox.port"]
+    port = PORT
     path = info["preview_url"] if info["preview_url"].startswith("/") else "/"
     return f"http://{ip}:{port}{path}"
 

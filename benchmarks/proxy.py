@@ -33,6 +33,8 @@ from pathlib import Path
 
 import docker
 
+from jupyter_reactbox.backends.docker import PORT
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -121,7 +123,7 @@ def main() -> None:
         container = client.containers.get(f"reactbox-{owner}-bench")
         networks = container.attrs["NetworkSettings"]["Networks"]
         ip = networks[f"reactbox-{owner}-previews"]["IPAddress"]
-        dev = container.labels["org.jupyter.reactbox.port"]
+        dev = PORT
         module = f"{info['preview_url']}src/App.jsx"
         paths = {
             "direct to the dev server": (f"http://{ip}:{dev}{module}", {}),

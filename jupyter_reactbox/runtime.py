@@ -333,6 +333,7 @@ class Runtime:
         elif await self.backend.kept(project.id):
             return None  # resumed once its dependencies are in place
         token, base = self._new_link(project.id, st)
+        await self.backend.prepare_launch(project.id, project.app_dir)
         launch = self.backend.launch(
             project.id, project.app_dir, plan, base=base, token=token, held=True
         )

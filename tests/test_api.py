@@ -165,14 +165,19 @@ async def test_vite_app_lifecycle(api, jp_fetch, jp_base_url, projects_dir, dock
 
     # Stop: the dev server stops; its container is kept, and with it the link.
     selector = {"label": f"org.jupyter.reactbox.owner={owner}"}
+
+    def listed(**kw):  # the project's containers; not the spare waiting for the next one
+        found = docker_client.containers.list(filters=selector, **kw)
+        return [c for c in found if not c.name.endswith(".spare")]
+
     r = await jp_fetch(
         "reactbox", "api", "projects", "vite-react-main", "stop", method="POST", body=b""
     )
     assert r.code == 202
     stopped = await api.get("vite-react-main")
     assert (stopped["status"], stopped["preview_url"]) == ("stopped", info["preview_url"])
-    assert docker_client.containers.list(filters=selector) == []
-    [kept] = docker_client.containers.list(all=True, filters=selector)
+    assert listed() == []
+    [kept] = listed(all=True)
     assert kept.status == "exited"
 
     # Start again: nothing to install, the same container and link.
@@ -183,7 +188,7 @@ async def test_vite_app_lifecycle(api, jp_fetch, jp_base_url, projects_dir, dock
     again = await api.wait("vite-react-main")
     assert again["preview_url"] == info["preview_url"]
     assert again["detail"] is None
-    assert [c.id for c in docker_client.containers.list(filters=selector)] == [kept.id]
+    assert [c.id for c in listed()] == [kept.id]
 
     # Restart: a new container and a new link; the old link is dead.
     r = await jp_fetch(
@@ -192,12 +197,12 @@ async def test_vite_app_lifecycle(api, jp_fetch, jp_base_url, projects_dir, dock
     assert r.code == 202
     fresh = await api.wait("vite-react-main")
     assert fresh["preview_url"] != info["preview_url"]
-    assert [c.id for c in docker_client.containers.list(filters=selector)] != [kept.id]
+    assert [c.id for c in listed()] != [kept.id]
 
     r = await jp_fetch("reactbox", "api", "projects", "vite-react-main", method="DELETE")
     assert r.code == 204
     assert not (projects_dir / "vite-react-main").exists()
-    assert docker_client.containers.list(all=True, filters=selector) == []
+    assert listed(all=True) == []
 
 
 async def test_restarted_server_reattaches_running_preview(api, runtime, jp_fetch):

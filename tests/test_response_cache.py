@@ -13,6 +13,7 @@ from aiohttp import web
 from tornado.httpclient import AsyncHTTPClient
 from tornado.simple_httpclient import HTTPTimeoutError
 
+from jupyter_reactbox.backends.docker import PORT
 from jupyter_reactbox.response_cache import (
     GENERATION_PATH,
     Cached,
@@ -43,7 +44,7 @@ async def test_modules_come_from_memory_and_never_older_than_from_the_dev_server
     module = preview + "src/App.jsx"
     box = docker_client.containers.get(f"reactbox-{owner}-shop")
     ip = box.attrs["NetworkSettings"]["Networks"][f"reactbox-{owner}-previews"]["IPAddress"]
-    direct = f"http://{ip}:{box.labels['org.jupyter.reactbox.port']}{info['preview_url']}"
+    direct = f"http://{ip}:{PORT}{info['preview_url']}"
 
     first = await fetch(module)
     assert first.code == 200 and b"Get started" in first.body

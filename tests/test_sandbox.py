@@ -9,6 +9,8 @@ import pytest
 from conftest import FIXTURES, zip_dir
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from jupyter_reactbox.backends.docker import PORT
+
 pytestmark = pytest.mark.docker
 
 CONNECT = """
@@ -89,7 +91,7 @@ async def test_container_is_hardened_and_isolated(api, docker_client, owner, jp_
         assert connect(shop, host, port) != "CONNECTED", (host, port)
     # Nor another project's dev server: one network per owner, with icc off.
     other_ip = other.attrs["NetworkSettings"]["Networks"][f"reactbox-{owner}-previews"]["IPAddress"]
-    port = int(other.labels["org.jupyter.reactbox.port"])
+    port = PORT
     assert connect(other, other_ip, port) == "CONNECTED"  # the probe itself works
     assert connect(shop, other_ip, port) != "CONNECTED"
 

@@ -7,9 +7,12 @@ from pathlib import Path
 from jupyter_reactbox.backends.base import package_cache
 from jupyter_reactbox.backends.docker import (
     HELD,
+    SPARE_HELD,
     Limits,
     install_container_kwargs,
     run_container_kwargs,
+    run_script,
+    spare_container_kwargs,
 )
 from jupyter_reactbox.frameworks import SUPPORT_DIR, AppPlan, vite
 
@@ -86,6 +89,49 @@ def test_run_container_spec():
         detach=True,
         runtime="runsc",
         **HARDENING,
+    )
+
+
+def test_spare_container_spec_and_the_script_it_is_given():
+    spec = spare_container_kwargs(
+        image="img:1",
+        owner="alice",
+        name="reactbox-alice-0a1b2c3d.spare",
+        slot=Path("/cache/slots/0a1b2c3d"),
+        user="1000:1000",
+        network="reactbox-alice-previews",
+        limits=Limits(),
+    )
+    assert spec == dict(
+        image="img:1",
+        # Made for no project: it waits on its gate's pipe, then runs what the
+        # server wrote there.
+        command=["/bin/sh", "-c", SPARE_HELD],
+        name="reactbox-alice-0a1b2c3d.spare",
+        user="1000:1000",
+        working_dir="/project",
+        environment={"HOME": "/tmp"},
+        labels={
+            "org.jupyter.reactbox.owner": "alice",
+            "org.jupyter.reactbox.project": "",
+            "org.jupyter.reactbox.role": "spare",
+        },
+        network="reactbox-alice-previews",
+        volumes={
+            "/cache/slots/0a1b2c3d/app": {"bind": "/project", "mode": "rw"},
+            str(SUPPORT_DIR): {"bind": "/opt/reactbox/support", "mode": "ro"},
+            "/cache/slots/0a1b2c3d/gate": {"bind": "/opt/reactbox/gate", "mode": "ro"},
+        },
+        detach=True,
+        **HARDENING,
+    )
+    assert run_script(VITE, "/user/alice/reactbox/preview/shop/T'x/") == (
+        "cd /project\n"
+        "export HOME=/tmp\n"
+        "export NODE_ENV=development\n"
+        "export BROWSER=none\n"
+        "exec node /opt/reactbox/support/vite-serve.mjs --host 0.0.0.0 --port 8000 "
+        "--base '/user/alice/reactbox/preview/shop/T'\"'\"'x/'\n"
     )
 
 

@@ -441,6 +441,10 @@ class Backend(LoggingConfigurable):
         ``release``."""
         raise NotImplementedError
 
+    async def prepare_launch(self, project_id: str, app_dir: Path) -> None:
+        """Before the install of a start that will ``launch(held=True)``: what the
+        backend does with the project's folder first (Docker: give it a spare)."""
+
     async def release(self, project_id: str) -> None:
         """Let a dev server launched ``held`` start: its dependencies are in place
         and checked."""

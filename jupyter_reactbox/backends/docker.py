@@ -9,12 +9,19 @@
   It runs as a non-root user with no capabilities, ``no-new-privileges``, a
   read-only root filesystem, a tmpfs ``/tmp``, and pids, memory and CPU limits;
   the project's ``app/`` folder is its only writable mount.
+* A new preview takes the owner's *spare*: a run container made ahead for no
+  project (``spare_container_kwargs``), blocked on a pipe in its gate, whose
+  folder becomes the project's ``app/`` by renames.  The engine cannot change
+  a container's labels, so a taken spare's project, link and spec are the
+  server's record in that gate, never anything the container can write.
 * Everything created carries ownership labels, so ``recover`` can rebuild
-  the state of a restarted Jupyter server from the engine alone.
+  the state of a restarted Jupyter server from the engine alone (and the
+  gates the server wrote).
 * Its settings are its own traits: ``c.DockerBackend.memory_limit``, ...
 
 Container specs are built by pure functions (``install_container_kwargs``,
-``run_container_kwargs``) that tests compare as whole dicts.  Every SDK call
+``run_container_kwargs``, ``spare_container_kwargs``) that tests compare as
+whole dicts.  Every SDK call
 runs on a thread pool through ``_call``, which also maps SDK errors to ours.
 """
 
@@ -22,9 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import secrets
+import shlex
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +45,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from traitlets import CaselessStrEnum, Float, Int, Unicode, default, validate
+from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default, validate
 
 from .._version import __version__
 from ..errors import EngineUnavailable, SandboxError, TooManyStreams
@@ -57,6 +67,15 @@ HELD = (
     'exec "$@"'
 )
 """The container's first process: waits at the gate, then becomes the dev server."""
+SPARE_HELD = (
+    f"[ -e {GATE}/open ] || read _ < {GATE}/go 2>/dev/null || "
+    f"until [ -e {GATE}/open ]; do sleep 0.1; done; exec /bin/sh {GATE}/run"
+)
+"""A spare container's first process: blocks (no CPU) on a pipe only the server
+writes, unless the gate is open already (a restart), then runs the script the
+server wrote in the gate: the dev server.  Where the pipe cannot be opened
+(gVisor opens no host pipes), or its writer is gone (the server died), it looks
+for ``open`` ten times a second instead."""
 PORT = 8000
 """The dev server's port: every container has a network namespace of its own."""
 SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
@@ -194,6 +213,57 @@ def run_container_kwargs(
     )
 
 
+def spare_container_kwargs(
+    *,
+    image: str,
+    owner: str,
+    name: str,
+    slot: Path,
+    user: str,
+    network: str,
+    limits: Limits,
+    runtime: str | None = None,
+) -> dict[str, Any]:
+    """A dev server's container made before its project exists: the same sandbox,
+    no project in it yet.  What it runs comes from its gate (``run_script``)."""
+    return dict(
+        image=image,
+        command=["/bin/sh", "-c", SPARE_HELD],
+        name=name,
+        user=user,
+        working_dir="/project",
+        environment={"HOME": "/tmp"},
+        labels=labels(owner, "", "spare"),
+        network=network,
+        volumes={
+            str(slot / "app"): {"bind": "/project", "mode": "rw"},
+            str(SUPPORT_DIR): {"bind": SUPPORT, "mode": "ro"},
+            str(slot / "gate"): {"bind": GATE, "mode": "ro"},
+        },
+        detach=True,
+        **_hardening(limits, runtime),
+    )
+
+
+def run_script(plan: AppPlan, base: str) -> str:
+    """The dev server of ``plan`` under ``base``, as a shell script for a spare."""
+    where = dict(base=base, host="0.0.0.0", port=PORT, support=SUPPORT)
+    env = {"HOME": "/tmp", "NODE_ENV": "development", **plan.dev_env(**where)}
+    lines = ["cd /project"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+    lines.append("exec " + shlex.join(plan.dev_argv(**where)))
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Spare:
+    name: str
+    slot: Path
+    go: int
+    """The server's end of the gate's pipe (open until the release; then -1)."""
+    address: str
+
+
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
     """Hand the work tree to the sandbox's user: by folder descriptors, never by a
     path a planted link could redirect (the tree may have been written by a preview)."""
@@ -286,6 +356,13 @@ class DockerBackend(Backend):
     def _default_ca(self):
         return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), "")
 
+    spare_container = Bool(
+        True,
+        help="""Keep one dev-server container made ahead, waiting for the next new
+        preview (started, no CPU: it blocks on a pipe only the server writes), so a
+        start does not wait for the engine to make one.""",
+    ).tag(config=True)
+
     pool_size = Int(4, help="Threads that run blocking Docker SDK calls off the event loop.").tag(
         config=True
     )
@@ -319,6 +396,10 @@ class DockerBackend(Backend):
         self._client: docker.DockerClient | None = None
         self._network_lock = asyncio.Lock()
         self._guarded: set[str] = set()
+        self._waiting: Spare | None = None
+        self._making_spare: asyncio.Task | None = None
+        self._claimed: dict[str, Spare] = {}
+        self._go: dict[str, Spare] = {}
 
     @classmethod
     def available(cls) -> str | None:
@@ -637,6 +718,138 @@ class DockerBackend(Backend):
 
     async def release(self, project_id: str) -> None:
         await self._set_gate(project_id, open=True)
+        spare = self._go.pop(project_id, None)
+        if spare is not None and spare.go >= 0:  # a spare, blocked on its pipe
+            try:
+                os.write(spare.go, b"go\n")
+            finally:
+                os.close(spare.go)
+                spare.go = -1
+
+    # -- spares: a container made before its project ----------------------------------
+
+    SPARE_DELAY = 5.0
+    """Seconds after a spare is taken before the next is made: not during that start."""
+
+    def _slots(self) -> Path:
+        return Path(self.cache_dir, "slots")
+
+    def _make_spare_later(self, delay: float) -> None:
+        if not self.spare_container or self._waiting or self._making_spare:
+            return
+
+        async def make() -> None:
+            await asyncio.sleep(delay)
+            try:
+                self._waiting = await self._make_spare()
+            except Exception as exc:  # a start just makes its own container
+                self.log.warning("Could not make a spare dev-server container: %s", exc)
+            finally:
+                self._making_spare = None
+
+        self._making_spare = asyncio.create_task(make())
+
+    async def _make_spare(self) -> Spare:
+        await self._ensure_network(self.network, internal=True, project_id="")
+        token = secrets.token_hex(4)
+        name = f"reactbox-{self.owner}-{token}.spare"  # no project id has a dot
+        slot = self._slots() / token
+
+        def prepare() -> int:
+            (slot / "app").mkdir(parents=True)
+            (slot / "gate").mkdir()
+            (slot / "gate").chmod(0o755)
+            os.mkfifo(slot / "gate" / "go")
+            (slot / "gate" / "go").chmod(0o644)  # the sandbox's user reads it
+            self._hand_over(slot / "app")
+            # Open here first: the container's read then never waits for a writer.
+            return os.open(slot / "gate" / "go", os.O_RDWR | os.O_NONBLOCK)
+
+        go = await asyncio.to_thread(prepare)
+        try:
+            kwargs = spare_container_kwargs(
+                image=self.image,
+                owner=self.owner,
+                name=name,
+                slot=slot,
+                user=self.user,
+                network=self.network,
+                limits=self.run_limits,
+                runtime=self.runtime or None,
+            )
+            container = await self._create(**kwargs)
+            await self._call(container.reload)
+            return Spare(name, slot, go, self._address(container))
+        except BaseException:
+            os.close(go)
+            await self._remove_container(name)
+            await asyncio.to_thread(shutil.rmtree, slot, True)
+            raise
+
+    async def prepare_launch(self, project_id: str, app_dir: Path) -> None:
+        """Before a start's install: move the project's files into the spare's folder
+        (which becomes ``app_dir``), so ``launch`` takes the spare, not a new one."""
+        spare, self._waiting = self._waiting, None
+        self._make_spare_later(self.SPARE_DELAY)
+        if spare is None:
+            return
+        try:
+            await asyncio.to_thread(_move_in, app_dir, spare.slot / "app")
+        except OSError as exc:
+            self.log.warning("Could not give %s the spare container: %s", project_id, exc)
+            if exc.errno == errno.EXDEV:  # cache_dir and projects_dir: never one filesystem
+                self.spare_container = False
+            await self._drop_spare(spare)
+            return
+        self._claimed[project_id] = spare
+
+    async def _abandon(self, spare: Spare, project_id: str) -> None:
+        """Undo a spare's taking that did not finish: nothing of it is left."""
+        self._go.pop(project_id, None)
+        await self._drop_spare(spare)
+        await self._remove_container(container_name(self.owner, project_id, "run"))
+        await asyncio.to_thread(_remove_gate, self._gate(project_id))
+
+    async def _drop_spare(self, spare: Spare) -> None:
+        if spare.go >= 0:
+            os.close(spare.go)
+            spare.go = -1
+        await self._remove_container(spare.name)
+        await asyncio.to_thread(shutil.rmtree, spare.slot, True)
+
+    async def _adopt(
+        self,
+        spare: Spare,
+        project_id: str,
+        app_dir: Path,
+        plan: AppPlan,
+        base: str,
+        token: str,
+        held: bool,
+    ) -> Endpoint:
+        name = container_name(self.owner, project_id, "run")
+        await self._remove_container(name)
+        gate = self._gate(project_id)
+        spec = self._run_kwargs(project_id, app_dir, plan, base, token)["labels"][f"{LABEL}.spec"]
+        record = {"project": project_id, "framework": plan.framework, "token": token,
+                  "base": base, "spec": spec}  # fmt: skip
+
+        def write() -> None:
+            _remove_gate(gate)
+            gate.parent.mkdir(parents=True, exist_ok=True)
+            (spare.slot / "gate" / "run").write_text(run_script(plan, base))
+            (spare.slot / "gate" / "run").chmod(0o644)
+            (spare.slot / "gate" / "record.json").write_text(json.dumps(record))
+            os.symlink(spare.slot / "gate", gate)
+
+        await asyncio.to_thread(write)
+        container = await self._client_call("containers.get", spare.name)
+        await self._call(container.rename, name)
+        self._go[project_id] = spare
+        self.log.info("Started dev server of %s in the spare %s", project_id, container.id[:7])
+        if not held:
+            await self.release(project_id)
+        return Endpoint(spare.address, PORT)
 
     async def kept(self, project_id: str) -> bool:
         return await self._get_container(container_name(self.owner, project_id, "run")) is not None
@@ -653,6 +866,16 @@ class DockerBackend(Backend):
         token: str,
         held: bool = False,
     ) -> Endpoint:
+        spare = self._claimed.pop(project_id, None)
+        if spare is not None:
+            try:
+                return await self._adopt(spare, project_id, app_dir, plan, base, token, held)
+            except Exception as exc:  # gone meanwhile (removed by hand): make one
+                self.log.warning("Could not start %s in the spare: %s", project_id, exc)
+                await asyncio.shield(self._abandon(spare, project_id))
+            except BaseException:
+                await asyncio.shield(self._abandon(spare, project_id))
+                raise
         await self._ensure_network(self.network, internal=True, project_id="")
         name = container_name(self.owner, project_id, "run")
         await self._remove_container(name)
@@ -668,7 +891,7 @@ class DockerBackend(Backend):
         container = await self._get_container(container_name(self.owner, project_id, "run"))
         if container is None:
             return None
-        lab = container.labels
+        lab = self._labels(container)
         current = self._run_kwargs(project_id, app_dir, plan, "{base}", "{token}")
         if lab.get(f"{LABEL}.spec") != current["labels"][f"{LABEL}.spec"]:
             self.log.info("The kept dev server of %s is out of date; replacing it", project_id)
@@ -694,8 +917,25 @@ class DockerBackend(Backend):
             raise SandboxError(f"Container {container.name} has no address on {self.network}.")
         return address
 
-    def _record(self, container) -> Record:
+    def _labels(self, container) -> dict[str, str]:
+        """A container's labels; a taken spare's (made before its project) with what
+        the server wrote in its gate when it gave it to the project."""
         lab = container.labels
+        prefix = f"reactbox-{self.owner}-"
+        name = container.name
+        if lab.get(f"{LABEL}.role") != "spare" or name.endswith(".spare"):
+            return lab
+        lab = dict(lab)
+        if name.startswith(prefix):
+            project_id = name[len(prefix) :]
+            with contextlib.suppress(OSError, ValueError):
+                record = json.loads((self._gate(project_id) / "record.json").read_text())
+                lab.update({f"{LABEL}.{k}": str(v) for k, v in record.items()})
+                lab.update({f"{LABEL}.port": str(PORT), f"{LABEL}.role": "run"})
+        return lab
+
+    def _record(self, container) -> Record:
+        lab = self._labels(container)
         running = container.status == "running"
         endpoint = None
         if running:
@@ -727,11 +967,19 @@ class DockerBackend(Backend):
     async def running(self) -> set[str]:
         """Projects whose dev server runs now: one engine call for all of them."""
         containers = await self._client_call(
-            "containers.list",
-            sparse=True,
-            filters={"label": [f"{LABEL}.owner={self.owner}", f"{LABEL}.role=run"]},
+            "containers.list", sparse=True, filters={"label": f"{LABEL}.owner={self.owner}"}
         )
-        return {c.attrs["Labels"][f"{LABEL}.project"] for c in containers}
+        prefix = f"/reactbox-{self.owner}-"
+        out = set()
+        for c in containers:
+            role = c.attrs["Labels"].get(f"{LABEL}.role")
+            if role == "run":
+                out.add(c.attrs["Labels"][f"{LABEL}.project"])
+            elif role == "spare":  # a taken spare has its project's name
+                name = c.attrs["Names"][0]
+                if name.startswith(prefix) and not name.endswith(".spare"):
+                    out.add(name[len(prefix) :])
+        return out
 
     async def freeze(self, project_id: str) -> bool:
         """Pause the container (the cgroup freezer): its memory stays, its CPU is 0."""
@@ -773,8 +1021,11 @@ class DockerBackend(Backend):
 
     async def discard(self, project_id: str) -> None:
         """Remove the dev server's container: the next start makes a new one."""
+        spare = self._claimed.pop(project_id, None)
+        if spare is not None:  # given to a start that never launched
+            await self._drop_spare(spare)
         await self._remove_container(container_name(self.owner, project_id, "run"))
-        await asyncio.to_thread(shutil.rmtree, self._gate(project_id), True)
+        await asyncio.to_thread(_remove_gate, self._gate(project_id))
 
     async def remove(self, project_id: str) -> None:
         await self._remove_container(container_name(self.owner, project_id, "install"))
@@ -794,6 +1045,15 @@ class DockerBackend(Backend):
             if container.status == "paused":
                 await self._unpause(container)
                 await self._call(container.reload)
+        live = self._waiting.name if self._waiting else None
+        for container in [c for c in containers if c.name.endswith(".spare")]:
+            if container.name == live:
+                continue
+            self.log.info("Removing container %s: a spare of an earlier run", container.name)
+            await self._remove_container(container.name)
+            slot = self._slots() / container.name.removeprefix(f"reactbox-{self.owner}-")
+            await asyncio.to_thread(shutil.rmtree, slot.with_suffix(""), True)
+        containers = [c for c in containers if not c.name.endswith(".spare")]
         found = [(c, self._record(c)) for c in containers if f"{LABEL}.project" in c.labels]
         # Serving ones first: a running dev server with its link beats a stray one.
         found.sort(key=lambda f: (f[1].endpoint is None, not f[1].token))
@@ -803,7 +1063,7 @@ class DockerBackend(Backend):
             why = None
             if project_id not in known:
                 why = "its project is gone"
-            elif container.labels.get(f"{LABEL}.role") != "run":
+            elif self._labels(container).get(f"{LABEL}.role") != "run":
                 why = "an interrupted install"
             elif project_id in kept:
                 why = "a second dev server of the project"
@@ -848,9 +1108,60 @@ class DockerBackend(Backend):
 
     async def close(self) -> None:
         await super().close()
+        if self._making_spare is not None:
+            self._making_spare.cancel()
+        spares = [self._waiting, *self._claimed.values()]
+        self._waiting, self._claimed = None, {}
+        for spare in spares:
+            if spare is not None:
+                await self._drop_spare(spare)
         if self._egress is not None:
             await self._egress.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._followers.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
             self._client.close()
+
+
+def _move_in(app_dir: Path, slot_app: Path) -> None:
+    """Make ``slot_app`` (a spare's empty folder) the project's ``app_dir``: its
+    entries moved in by renames, then the folder renamed; a link is left where the
+    spare's folder was, which the engine mounts again when the container restarts.
+    OSError, with the project's folder as it was, if that cannot be done (another
+    filesystem)."""
+    app_dir = Path(os.path.abspath(app_dir))
+    if os.stat(app_dir).st_dev != os.stat(slot_app).st_dev:
+        raise OSError(errno.EXDEV, "the spare's folder is on another filesystem")
+    moved: list[str] = []
+    try:
+        for entry in os.listdir(app_dir):
+            os.rename(app_dir / entry, slot_app / entry)
+            moved.append(entry)
+        old = app_dir.with_name(f".{app_dir.name}-old-{secrets.token_hex(4)}")
+        os.rename(app_dir, old)
+    except OSError:
+        for entry in moved:
+            os.rename(slot_app / entry, app_dir / entry)
+        raise
+    try:
+        os.rename(slot_app, app_dir)
+    except OSError:
+        os.rename(old, app_dir)
+        for entry in moved:
+            os.rename(slot_app / entry, app_dir / entry)
+        raise
+    os.symlink(app_dir, slot_app)
+    for entry in os.listdir(old):  # written meanwhile (a window of a few renames)
+        with contextlib.suppress(OSError):
+            os.rename(old / entry, app_dir / entry)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_gate(gate: Path) -> None:
+    """A gate folder, or a taken spare's link to its slot (and the slot)."""
+    if gate.is_symlink():
+        slot = Path(os.readlink(gate)).parent
+        gate.unlink()
+        shutil.rmtree(slot, ignore_errors=True)
+    else:
+        shutil.rmtree(gate, ignore_errors=True)

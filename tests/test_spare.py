@@ -1,0 +1,119 @@
+"""The spare container: a dev server's container made before its project exists,
+which the next new preview takes instead of waiting for the engine to make one.
+A real engine, a real Jupyter server, real HTTP through the preview proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from jupyter_reactbox.backends.docker import LABEL, DockerBackend
+
+pytestmark = pytest.mark.docker
+
+
+async def spare_of(docker_client, owner: str, timeout: float = 60):
+    """The owner's spare container, once it is made and waits."""
+    selector = {"label": [f"{LABEL}.owner={owner}", f"{LABEL}.role=spare"]}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = [
+            c for c in docker_client.containers.list(filters=selector) if c.name.endswith(".spare")
+        ]
+        if waiting:
+            return waiting[0]
+        await asyncio.sleep(0.2)
+    raise AssertionError("no spare container was made")
+
+
+async def page(server_url: str, preview_url: str) -> str:
+    r = await AsyncHTTPClient().fetch(
+        server_url + preview_url, headers={"Accept": "text/html"}, request_timeout=30
+    )
+    return r.body.decode()
+
+
+async def test_a_new_preview_takes_the_spare_and_keeps_it_as_its_own(
+    api, jp_fetch, runtime, docker_client, owner, projects_dir, server_url,
+    monkeypatch,
+):  # fmt: skip
+    monkeypatch.setattr(DockerBackend, "SPARE_DELAY", 0.1)
+    await api.upload_running(name="first")  # no spare yet: it makes its own, then one
+    spare = await spare_of(docker_client, owner)
+    # Waiting, it runs nothing of any app, and uses no CPU: it blocks on a pipe.
+    top = spare.top(ps_args="-o pid,stat,args")["Processes"]
+    assert not any("node" in " ".join(p) for p in top), top
+    assert spare.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"] < 2e8
+
+    second = await api.upload_running(name="second")
+    container = docker_client.containers.get(f"reactbox-{owner}-second")
+    assert container.id == spare.id  # the spare, under the project's name
+    assert '<div id="root">' in await page(server_url, second["preview_url"])
+    app_dir = projects_dir / "second" / "app"
+    assert (app_dir / "src" / "App.jsx").is_file()
+    slot = runtime.backend._slots() / spare.name.removeprefix(f"reactbox-{owner}-")
+    slot = slot.with_suffix("")
+    assert os.readlink(slot / "app") == str(app_dir)
+
+    # What the dev server runs was written by the server, where the sandbox cannot.
+    script = (slot / "gate" / "run").read_text()
+    assert "vite-serve.mjs" in script and second["preview_url"].split("/")[-2] in script
+    code, _ = container.exec_run(["sh", "-c", "echo 'exit 9' >> /opt/reactbox/gate/run"])
+    assert code != 0 and (slot / "gate" / "run").read_text() == script
+    mounts = container.exec_run(["cat", "/proc/mounts"]).output.decode()
+    [gate] = [line for line in mounts.splitlines() if " /opt/reactbox/gate " in line]
+    assert " ro," in gate
+    edited = container.exec_run(["sh", "-c", "echo '// hi' >> /project/src/App.jsx"])
+    assert edited.exit_code == 0 and (app_dir / "src" / "App.jsx").read_text().endswith("// hi\n")
+
+    # Stopped and started again: the same container, link and files.
+    await jp_fetch("reactbox", "api", "projects", "second", "stop", method="POST", body=b"")
+    await api.wait("second", "stopped")
+    await jp_fetch("reactbox", "api", "projects", "second", "start", method="POST", body=b"")
+    again = await api.wait("second")
+    assert again["preview_url"] == second["preview_url"]
+    assert docker_client.containers.get(f"reactbox-{owner}-second").id == spare.id
+    assert '<div id="root">' in await page(server_url, again["preview_url"])
+    assert runtime.backend._labels(container)[f"{LABEL}.project"] == "second"
+
+    # Deleted: its container and the spare's folder go with it.
+    await jp_fetch("reactbox", "api", "projects", "second", method="DELETE")
+    assert f"reactbox-{owner}-second" not in {
+        c.name for c in docker_client.containers.list(all=True)
+    }
+    assert not slot.exists()
+
+
+@pytest.fixture
+def reactbox_config(tmp_path):
+    return {"cache_dir": str(tmp_path / "own-cache")}
+
+
+async def test_a_restarted_server_removes_its_old_spare_and_keeps_taken_ones(
+    api, runtime, docker_client, owner, monkeypatch
+):
+    monkeypatch.setattr(DockerBackend, "SPARE_DELAY", 0.1)
+    await api.upload_running(name="first")
+    await spare_of(docker_client, owner)
+    await api.upload_running(name="second")  # takes it
+    old = await spare_of(docker_client, owner)  # and the next one is made
+
+    # A new server process knows no spare: it finds this one, and the taken one.
+    forgotten, runtime.backend._waiting = runtime.backend._waiting, None
+    os.close(forgotten.go)
+    forgotten.go = -1
+    records = await runtime.backend.recover({"first", "second"})
+    assert sorted(r.project_id for r in records) == ["first", "second"]
+    taken = next(r for r in records if r.project_id == "second")
+    assert taken.token and taken.endpoint is not None
+    names = {c.name for c in docker_client.containers.list(all=True)}
+    assert old.name not in names and f"reactbox-{owner}-second" in names
+    assert await runtime.backend.running() >= {"first", "second"}
+    assert json.loads((runtime.backend._gate("second") / "record.json").read_text())["project"] == (
+        "second"
+    )
