@@ -68,7 +68,7 @@ HELD = (
 )
 """The container's first process: waits at the gate, then becomes the dev server."""
 SPARE_HELD = (
-    f"[ -e {GATE}/open ] || read _ < {GATE}/go 2>/dev/null || "
+    f"[ -e {GATE}/open ] || read _ 2>/dev/null < {GATE}/go || "
     f"until [ -e {GATE}/open ]; do sleep 0.1; done; exec /bin/sh {GATE}/run"
 )
 """A spare container's first process: blocks (no CPU) on a pipe only the server
@@ -756,14 +756,18 @@ class DockerBackend(Backend):
         slot = self._slots() / token
 
         def prepare() -> int:
-            (slot / "app").mkdir(parents=True)
-            (slot / "gate").mkdir()
-            (slot / "gate").chmod(0o755)
-            os.mkfifo(slot / "gate" / "go")
-            (slot / "gate" / "go").chmod(0o644)  # the sandbox's user reads it
-            self._hand_over(slot / "app")
-            # Open here first: the container's read then never waits for a writer.
-            return os.open(slot / "gate" / "go", os.O_RDWR | os.O_NONBLOCK)
+            try:
+                (slot / "app").mkdir(parents=True)
+                (slot / "gate").mkdir()
+                (slot / "gate").chmod(0o755)
+                os.mkfifo(slot / "gate" / "go")
+                (slot / "gate" / "go").chmod(0o644)  # the sandbox's user reads it
+                self._hand_over(slot / "app")
+                # Open here first: the container's read then never waits for a writer.
+                return os.open(slot / "gate" / "go", os.O_RDWR | os.O_NONBLOCK)
+            except OSError:
+                shutil.rmtree(slot, ignore_errors=True)
+                raise
 
         go = await asyncio.to_thread(prepare)
         try:
@@ -789,6 +793,8 @@ class DockerBackend(Backend):
     async def prepare_launch(self, project_id: str, app_dir: Path) -> None:
         """Before a start's install: move the project's files into the spare's folder
         (which becomes ``app_dir``), so ``launch`` takes the spare, not a new one."""
+        if (given := self._claimed.pop(project_id, None)) is not None:
+            await self._drop_spare(given)  # to a start cancelled before its launch
         spare, self._waiting = self._waiting, None
         self._make_spare_later(self.SPARE_DELAY)
         if spare is None:
