@@ -262,12 +262,12 @@ async def test_a_backend_makes_the_spare_after_a_tree_is_used(tmp_path, monkeypa
     backend = FakeBackend(cache_dir=str(tmp_path))
     kept_tree(tmp_path, "used")
     monkeypatch.setattr(FakeBackend, "SPARE_DELAY", 0.0)
-    backend._spare_later("used")
-    await asyncio.gather(*backend._spares)
+    backend._spare_tree_later("used")
+    await asyncio.gather(*backend._spare_trees)
     assert (tmp_path / "modules" / "used" / SPARE / "dep" / "index.js").read_text() == "one"
 
-    backend._spare_later("unknown")  # nothing kept: nothing made, no error
-    await asyncio.gather(*backend._spares)
+    backend._spare_tree_later("unknown")  # nothing kept: nothing made, no error
+    await asyncio.gather(*backend._spare_trees)
     assert sorted(os.listdir(tmp_path / "modules")) == ["used"]
 
 

@@ -218,7 +218,7 @@ class Backend(LoggingConfigurable):
             if why:
                 await asyncio.to_thread(log.write_text, f"$ {command}\nskipped: {why}\n")
             if done == "cached":
-                self._spare_later(inputs.fingerprint)
+                self._spare_tree_later(inputs.fingerprint)
             return done
         proxy, registry = await self._install_route()
         cache = package_cache(Path(self.cache_dir), project_id, self.ignore_scripts)
@@ -270,14 +270,14 @@ class Backend(LoggingConfigurable):
             await asyncio.to_thread(self._finish_install, project_id, app_dir, staging, inputs)
         finally:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, staging, True))
-        self._spare_later(inputs.fingerprint)
+        self._spare_tree_later(inputs.fingerprint)
         return "fresh"
 
     SPARE_DELAY: ClassVar[float] = 5.0
     """Seconds after a start has its tree before the spare copy for the next one is
     made: the start's first page is not made to share the machine with it."""
 
-    def _spare_later(self, fp: str) -> None:
+    def _spare_tree_later(self, fp: str) -> None:
         """In a while, the spare copy of ``fp``'s kept tree (``ModulesCache.make_spare``):
         the next project of that lockfile takes it by a rename, no copy."""
 
@@ -289,11 +289,11 @@ class Backend(LoggingConfigurable):
                 self.log.warning("Could not make a spare node_modules: %s", exc)
 
         task = asyncio.create_task(make())
-        self._spares.add(task)
-        task.add_done_callback(self._spares.discard)
+        self._spare_trees.add(task)
+        task.add_done_callback(self._spare_trees.discard)
 
     @cached_property
-    def _spares(self) -> set[asyncio.Task]:
+    def _spare_trees(self) -> set[asyncio.Task]:
         return set()
 
     async def _install_route(self) -> tuple[str | None, str]:
@@ -443,7 +443,8 @@ class Backend(LoggingConfigurable):
 
     async def prepare_launch(self, project_id: str, app_dir: Path) -> None:
         """Before the install of a start that will ``launch(held=True)``: what the
-        backend does with the project's folder first (Docker: give it a spare)."""
+        backend does with the project's folder first (one that keeps a sandbox made
+        ahead moves the folder into it)."""
 
     async def release(self, project_id: str) -> None:
         """Let a dev server launched ``held`` start: its dependencies are in place
@@ -506,5 +507,5 @@ class Backend(LoggingConfigurable):
 
     async def close(self) -> None:
         """Free what the backend holds (its dev servers are left as they are)."""
-        for task in list(self._spares):
+        for task in list(self._spare_trees):
             task.cancel()

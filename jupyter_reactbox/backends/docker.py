@@ -184,11 +184,10 @@ def run_container_kwargs(
     gate: Path,
     runtime: str | None = None,
 ) -> dict[str, Any]:
-    where = dict(base=base, host="0.0.0.0", port=PORT, support=SUPPORT)
-    env = {"HOME": "/tmp", "NODE_ENV": "development", **plan.dev_env(**where)}
+    argv, env = dev_process(plan, base)
     return dict(
         image=image,
-        command=["/bin/sh", "-c", HELD, "held", *plan.dev_argv(**where)],
+        command=["/bin/sh", "-c", HELD, "held", *argv],
         name=container_name(owner, project_id, "run"),
         user=user,
         working_dir="/project",
@@ -211,6 +210,13 @@ def run_container_kwargs(
         detach=True,
         **_hardening(limits, runtime),
     )
+
+
+def dev_process(plan: AppPlan, base: str) -> tuple[list[str], dict[str, str]]:
+    """The dev server's argv and environment in a container, under ``base``."""
+    where = dict(base=base, host="0.0.0.0", port=PORT, support=SUPPORT)
+    env = {"HOME": "/tmp", "NODE_ENV": "development", **plan.dev_env(**where)}
+    return plan.dev_argv(**where), env
 
 
 def spare_container_kwargs(
@@ -247,11 +253,10 @@ def spare_container_kwargs(
 
 def run_script(plan: AppPlan, base: str) -> str:
     """The dev server of ``plan`` under ``base``, as a shell script for a spare."""
-    where = dict(base=base, host="0.0.0.0", port=PORT, support=SUPPORT)
-    env = {"HOME": "/tmp", "NODE_ENV": "development", **plan.dev_env(**where)}
+    argv, env = dev_process(plan, base)
     lines = ["cd /project"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
-    lines.append("exec " + shlex.join(plan.dev_argv(**where)))
+    lines.append("exec " + shlex.join(argv))
     return "\n".join(lines) + "\n"
 
 
@@ -734,6 +739,32 @@ class DockerBackend(Backend):
     def _slots(self) -> Path:
         return Path(self.cache_dir, "slots")
 
+    SPARE_SUFFIX = ".spare"
+    """A waiting spare's name ends so (no project id has a dot); a taken one has its
+    project's run name."""
+
+    @property
+    def _run_prefix(self) -> str:
+        """What every run container's name of this owner starts with."""
+        return container_name(self.owner, "", "run")
+
+    def _spare_name(self, slot: str) -> str:
+        return f"{self._run_prefix}{slot}{self.SPARE_SUFFIX}"
+
+    def _slot_of(self, spare_name: str) -> Path:
+        """The folder of a waiting spare, from its name (``_spare_name``)."""
+        slot = spare_name.removeprefix(self._run_prefix).removesuffix(self.SPARE_SUFFIX)
+        return self._slots() / slot
+
+    def _project_of(self, name: str) -> str | None:
+        """The project whose run container has this name (a leading '/' as the
+        engine lists it is ignored); None for a waiting spare or another's."""
+        prefix = self._run_prefix
+        name = name.lstrip("/")
+        if not name.startswith(prefix) or name.endswith(self.SPARE_SUFFIX):
+            return None
+        return name[len(prefix) :]
+
     def _make_spare_later(self, delay: float) -> None:
         if not self.spare_container or self._waiting or self._making_spare:
             return
@@ -751,9 +782,8 @@ class DockerBackend(Backend):
 
     async def _make_spare(self) -> Spare:
         await self._ensure_network(self.network, internal=True, project_id="")
-        token = secrets.token_hex(4)
-        name = f"reactbox-{self.owner}-{token}.spare"  # no project id has a dot
-        slot = self._slots() / token
+        name = self._spare_name(secrets.token_hex(4))
+        slot = self._slot_of(name)
 
         def prepare() -> int:
             try:
@@ -927,17 +957,14 @@ class DockerBackend(Backend):
         """A container's labels; a taken spare's (made before its project) with what
         the server wrote in its gate when it gave it to the project."""
         lab = container.labels
-        prefix = f"reactbox-{self.owner}-"
-        name = container.name
-        if lab.get(f"{LABEL}.role") != "spare" or name.endswith(".spare"):
+        project_id = self._project_of(container.name)
+        if lab.get(f"{LABEL}.role") != "spare" or project_id is None:
             return lab
         lab = dict(lab)
-        if name.startswith(prefix):
-            project_id = name[len(prefix) :]
-            with contextlib.suppress(OSError, ValueError):
-                record = json.loads((self._gate(project_id) / "record.json").read_text())
-                lab.update({f"{LABEL}.{k}": str(v) for k, v in record.items()})
-                lab.update({f"{LABEL}.port": str(PORT), f"{LABEL}.role": "run"})
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads((self._gate(project_id) / "record.json").read_text())
+            lab.update({f"{LABEL}.{k}": str(v) for k, v in record.items()})
+            lab.update({f"{LABEL}.port": str(PORT), f"{LABEL}.role": "run"})
         return lab
 
     def _record(self, container) -> Record:
@@ -975,16 +1002,13 @@ class DockerBackend(Backend):
         containers = await self._client_call(
             "containers.list", sparse=True, filters={"label": f"{LABEL}.owner={self.owner}"}
         )
-        prefix = f"/reactbox-{self.owner}-"
         out = set()
         for c in containers:
             role = c.attrs["Labels"].get(f"{LABEL}.role")
             if role == "run":
                 out.add(c.attrs["Labels"][f"{LABEL}.project"])
-            elif role == "spare":  # a taken spare has its project's name
-                name = c.attrs["Names"][0]
-                if name.startswith(prefix) and not name.endswith(".spare"):
-                    out.add(name[len(prefix) :])
+            elif role == "spare" and (project_id := self._project_of(c.attrs["Names"][0])):
+                out.add(project_id)  # a taken spare has its project's name
         return out
 
     async def freeze(self, project_id: str) -> bool:
@@ -1052,14 +1076,13 @@ class DockerBackend(Backend):
                 await self._unpause(container)
                 await self._call(container.reload)
         live = self._waiting.name if self._waiting else None
-        for container in [c for c in containers if c.name.endswith(".spare")]:
+        for container in [c for c in containers if c.name.endswith(self.SPARE_SUFFIX)]:
             if container.name == live:
                 continue
             self.log.info("Removing container %s: a spare of an earlier run", container.name)
             await self._remove_container(container.name)
-            slot = self._slots() / container.name.removeprefix(f"reactbox-{self.owner}-")
-            await asyncio.to_thread(shutil.rmtree, slot.with_suffix(""), True)
-        containers = [c for c in containers if not c.name.endswith(".spare")]
+            await asyncio.to_thread(shutil.rmtree, self._slot_of(container.name), True)
+        containers = [c for c in containers if not c.name.endswith(self.SPARE_SUFFIX)]
         found = [(c, self._record(c)) for c in containers if f"{LABEL}.project" in c.labels]
         # Serving ones first: a running dev server with its link beats a stray one.
         found.sort(key=lambda f: (f[1].endpoint is None, not f[1].token))
