@@ -319,6 +319,8 @@ class Runtime:
                     self.log.exception("Preview of %s failed", project.id)
                     error = f"Internal error: {exc!r}"
                 await self._fail(project.id, st, error)
+            finally:
+                self.backend.started(project.id)
 
     async def _launch_ahead(
         self, project: Project, plan: AppPlan, st: PreviewState, *, fresh: bool

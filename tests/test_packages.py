@@ -261,7 +261,7 @@ def test_the_next_project_takes_the_spare_copy_by_a_rename_and_only_once(tmp_pat
 async def test_a_backend_makes_the_spare_after_a_tree_is_used(tmp_path, monkeypatch):
     backend = FakeBackend(cache_dir=str(tmp_path))
     kept_tree(tmp_path, "used")
-    monkeypatch.setattr(FakeBackend, "SPARE_DELAY", 0.0)
+    monkeypatch.setattr(FakeBackend, "SPARE_TREE_DELAY", 0.0)
     backend._spare_tree_later("used")
     await asyncio.gather(*backend._spare_trees)
     assert (tmp_path / "modules" / "used" / SPARE / "dep" / "index.js").read_text() == "one"

@@ -42,7 +42,7 @@ async def test_a_new_preview_takes_the_spare_and_keeps_it_as_its_own(
     api, jp_fetch, runtime, docker_client, owner, projects_dir, server_url,
     monkeypatch,
 ):  # fmt: skip
-    monkeypatch.setattr(DockerBackend, "SPARE_DELAY", 0.1)
+    monkeypatch.setattr(DockerBackend, "SPARE_CONTAINER_DELAY", 0.1)
     await api.upload_running(name="first")  # no spare yet: it makes its own, then one
     spare = await spare_of(docker_client, owner)
     # Waiting, it runs nothing of any app, and uses no CPU: it blocks on a pipe.
@@ -97,7 +97,7 @@ def reactbox_config(tmp_path):
 async def test_a_restarted_server_removes_its_old_spare_and_keeps_taken_ones(
     api, runtime, docker_client, owner, monkeypatch
 ):
-    monkeypatch.setattr(DockerBackend, "SPARE_DELAY", 0.1)
+    monkeypatch.setattr(DockerBackend, "SPARE_CONTAINER_DELAY", 0.1)
     await api.upload_running(name="first")
     await spare_of(docker_client, owner)
     await api.upload_running(name="second")  # takes it

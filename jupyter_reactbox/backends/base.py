@@ -273,7 +273,7 @@ class Backend(LoggingConfigurable):
         self._spare_tree_later(inputs.fingerprint)
         return "fresh"
 
-    SPARE_DELAY: ClassVar[float] = 5.0
+    SPARE_TREE_DELAY: ClassVar[float] = 5.0
     """Seconds after a start has its tree before the spare copy for the next one is
     made: the start's first page is not made to share the machine with it."""
 
@@ -282,7 +282,7 @@ class Backend(LoggingConfigurable):
         the next project of that lockfile takes it by a rename, no copy."""
 
         async def make() -> None:
-            await asyncio.sleep(self.SPARE_DELAY)
+            await asyncio.sleep(self.SPARE_TREE_DELAY)
             try:
                 await asyncio.to_thread(self.modules_cache.make_spare, fp)
             except OSError as exc:  # a full cache disk: the next start copies
@@ -449,6 +449,10 @@ class Backend(LoggingConfigurable):
     async def release(self, project_id: str) -> None:
         """Let a dev server launched ``held`` start: its dependencies are in place
         and checked."""
+
+    def started(self, project_id: str) -> None:
+        """A start is over: its dev server answers, or the start failed.  A backend
+        that makes something ahead for the next start makes it now, not during one."""
 
     async def kept(self, project_id: str) -> bool:
         """Whether a dev server of the project is kept (``resume`` would start it)."""

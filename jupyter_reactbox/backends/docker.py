@@ -733,8 +733,9 @@ class DockerBackend(Backend):
 
     # -- spares: a container made before its project ----------------------------------
 
-    SPARE_DELAY = 5.0
-    """Seconds after a spare is taken before the next is made: not during that start."""
+    SPARE_CONTAINER_DELAY = 1.0
+    """Seconds after a start is over (``started``) before the next spare is made:
+    its first page is loading then, not the moment after."""
 
     def _slots(self) -> Path:
         return Path(self.cache_dir, "slots")
@@ -820,13 +821,15 @@ class DockerBackend(Backend):
             await asyncio.to_thread(shutil.rmtree, slot, True)
             raise
 
+    def started(self, project_id: str) -> None:
+        self._make_spare_later(self.SPARE_CONTAINER_DELAY)
+
     async def prepare_launch(self, project_id: str, app_dir: Path) -> None:
         """Before a start's install: move the project's files into the spare's folder
         (which becomes ``app_dir``), so ``launch`` takes the spare, not a new one."""
         if (given := self._claimed.pop(project_id, None)) is not None:
             await self._drop_spare(given)  # to a start cancelled before its launch
         spare, self._waiting = self._waiting, None
-        self._make_spare_later(self.SPARE_DELAY)
         if spare is None:
             return
         try:
