@@ -10,6 +10,7 @@ import os
 import time
 
 import pytest
+from conftest import remove_owned
 from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_reactbox.backends.docker import LABEL, DockerBackend
@@ -117,3 +118,29 @@ async def test_a_restarted_server_removes_its_old_spare_and_keeps_taken_ones(
     assert json.loads((runtime.backend._gate("second") / "record.json").read_text())["project"] == (
         "second"
     )
+
+
+async def test_a_server_shut_down_while_it_makes_a_spare_leaves_none(
+    runtime, docker_client, tmp_path
+):
+    """A spare is made a second after a start is over, so a shutdown often finds one
+    the engine is still making: it must not be left behind, created or running."""
+    owner = f"{runtime.backend.owner}-x"
+    selector = {"label": f"{LABEL}.owner={owner}"}
+    slots = tmp_path / "cache" / "slots"
+    waited = []
+    try:
+        for delay in (0.0, 0.1, 0.2, 0.3, 0.5, 0.8):
+            backend = DockerBackend(
+                owner=owner, cache_dir=str(tmp_path / "cache"), image=runtime.backend.image
+            )
+            backend._make_spare_later(0)
+            await asyncio.sleep(delay)
+            waited.append(backend._waiting is not None)
+            await backend.close()
+            left = docker_client.containers.list(all=True, filters=selector)
+            assert [c.name for c in left] == [], f"closed after {delay} s"
+            assert not slots.exists() or not any(slots.iterdir())
+    finally:
+        remove_owned(docker_client, owner)
+    assert not all(waited), "every spare was made before the close: nothing was tested"

@@ -1140,8 +1140,9 @@ class DockerBackend(Backend):
 
     async def close(self) -> None:
         await super().close()
-        if self._making_spare is not None:
-            self._making_spare.cancel()
+        if (making := self._making_spare) is not None:
+            making.cancel()  # and waited for: one the engine is making is removed
+            await asyncio.wait([making], timeout=30)
         spares = [self._waiting, *self._claimed.values()]
         self._waiting, self._claimed = None, {}
         for spare in spares:
