@@ -185,12 +185,11 @@ def run_container_kwargs(
     runtime: str | None = None,
 ) -> dict[str, Any]:
     argv, env = dev_process(plan, base)
-    return dict(
+    return _dev_container(
         image=image,
         command=["/bin/sh", "-c", HELD, "held", *argv],
         name=container_name(owner, project_id, "run"),
         user=user,
-        working_dir="/project",
         environment=env,
         labels=labels(
             owner,
@@ -202,8 +201,40 @@ def run_container_kwargs(
             port=str(PORT),
         ),
         network=network,
+        project=app_dir,
+        gate=gate,
+        limits=limits,
+        runtime=runtime,
+    )
+
+
+def _dev_container(
+    *,
+    image: str,
+    command: list[str],
+    name: str,
+    user: str,
+    environment: dict[str, str],
+    labels: dict[str, str],
+    network: str,
+    project: Path,
+    gate: Path,
+    limits: Limits,
+    runtime: str | None,
+) -> dict[str, Any]:
+    """The sandbox every dev server runs in, a project's or a spare's: its folder
+    the only writable mount, the support files and its gate read-only."""
+    return dict(
+        image=image,
+        command=command,
+        name=name,
+        user=user,
+        working_dir="/project",
+        environment=environment,
+        labels=labels,
+        network=network,
         volumes={
-            str(app_dir): {"bind": "/project", "mode": "rw"},
+            str(project): {"bind": "/project", "mode": "rw"},
             str(SUPPORT_DIR): {"bind": SUPPORT, "mode": "ro"},
             str(gate): {"bind": GATE, "mode": "ro"},
         },
@@ -232,22 +263,18 @@ def spare_container_kwargs(
 ) -> dict[str, Any]:
     """A dev server's container made before its project exists: the same sandbox,
     no project in it yet.  What it runs comes from its gate (``run_script``)."""
-    return dict(
+    return _dev_container(
         image=image,
         command=["/bin/sh", "-c", SPARE_HELD],
         name=name,
         user=user,
-        working_dir="/project",
         environment={"HOME": "/tmp"},
         labels=labels(owner, "", "spare"),
         network=network,
-        volumes={
-            str(slot / "app"): {"bind": "/project", "mode": "rw"},
-            str(SUPPORT_DIR): {"bind": SUPPORT, "mode": "ro"},
-            str(slot / "gate"): {"bind": GATE, "mode": "ro"},
-        },
-        detach=True,
-        **_hardening(limits, runtime),
+        project=slot / "app",
+        gate=slot / "gate",
+        limits=limits,
+        runtime=runtime,
     )
 
 
@@ -678,25 +705,30 @@ class DockerBackend(Backend):
         return code, output
 
     def _run_kwargs(self, project_id: str, app_dir: Path, plan: AppPlan, base: str, token: str):
-        def spec(base: str, token: str) -> dict[str, Any]:
-            return run_container_kwargs(
-                image=self.image,
-                owner=self.owner,
-                project_id=project_id,
-                app_dir=app_dir,
-                user=self.user,
-                plan=plan,
-                base=base,
-                token=token,
-                network=self.network,
-                limits=self.run_limits,
-                gate=self._gate(project_id),
-                runtime=self.runtime or None,
-            )
-
-        kwargs = spec(base, token)
-        kwargs["labels"][f"{LABEL}.spec"] = spec_hash(spec("{base}", "{token}"))
+        kwargs = self._run_spec(project_id, app_dir, plan, base, token)
+        kwargs["labels"][f"{LABEL}.spec"] = self._spec(project_id, app_dir, plan)
         return kwargs
+
+    def _spec(self, project_id: str, app_dir: Path, plan: AppPlan) -> str:
+        """The hash of the project's dev-server container as it would be made now,
+        its link aside: a kept one labelled (or recorded) otherwise is out of date."""
+        return spec_hash(self._run_spec(project_id, app_dir, plan, "{base}", "{token}"))
+
+    def _run_spec(self, project_id: str, app_dir: Path, plan: AppPlan, base: str, token: str):
+        return run_container_kwargs(
+            image=self.image,
+            owner=self.owner,
+            project_id=project_id,
+            app_dir=app_dir,
+            user=self.user,
+            plan=plan,
+            base=base,
+            token=token,
+            network=self.network,
+            limits=self.run_limits,
+            gate=self._gate(project_id),
+            runtime=self.runtime or None,
+        )
 
     # -- the gate: a container made while its dependencies install ------------------
 
@@ -869,7 +901,7 @@ class DockerBackend(Backend):
         name = container_name(self.owner, project_id, "run")
         await self._remove_container(name)
         gate = self._gate(project_id)
-        spec = self._run_kwargs(project_id, app_dir, plan, base, token)["labels"][f"{LABEL}.spec"]
+        spec = self._spec(project_id, app_dir, plan)
         record = {"project": project_id, "framework": plan.framework, "token": token,
                   "base": base, "spec": spec}  # fmt: skip
 
@@ -930,9 +962,7 @@ class DockerBackend(Backend):
         container = await self._get_container(container_name(self.owner, project_id, "run"))
         if container is None:
             return None
-        lab = self._labels(container)
-        current = self._run_kwargs(project_id, app_dir, plan, "{base}", "{token}")
-        if lab.get(f"{LABEL}.spec") != current["labels"][f"{LABEL}.spec"]:
+        if self._labels(container).get(f"{LABEL}.spec") != self._spec(project_id, app_dir, plan):
             self.log.info("The kept dev server of %s is out of date; replacing it", project_id)
             await self._remove_container(container.name)
             return None
