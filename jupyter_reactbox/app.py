@@ -17,6 +17,7 @@ import openai
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
+from tornado.routing import AnyMatches, Rule
 from traitlets import Bool, CaselessStrEnum, Float, Int, Type, Unicode, Union, default, validate
 
 from . import api, backends, history
@@ -29,6 +30,7 @@ from .backends.docker import DockerBackend
 from .errors import ReactBoxError
 from .hub import SERVICE_URL_ENV, relay
 from .proxy import (
+    KeptAnswers,
     OriginPreviewHandler,
     OriginPreviewSocketHandler,
     origin_host_pattern,
@@ -532,14 +534,21 @@ class ReactBoxApp(ExtensionApp):
         # every route of Jupyter's before its own.
         app = self.serverapp.web_app
         base = app.settings["base_url"]
+        previews = url_path_join(base, r"/reactbox/preview")
         app.add_handlers(
             ".*$",
-            preview_rules(url_path_join(base, r"/reactbox/preview/([^/]+)/([^/]+)(/.*|)"), options)
+            preview_rules(previews + r"/([^/]+)/([^/]+)(/.*|)", options)
             # Anything else under preview/ is a 403 from the same handler, not a
             # redirect or a Jupyter page.
-            + preview_rules(url_path_join(base, r"/reactbox/preview(?:/.*)?"), options),
+            + preview_rules(previews + r"(?:/.*)?", options),
         )
         app.default_router.rules.insert(0, app.default_router.rules.pop(-2))
+        # Before them, the short way for modules the preview's cache holds (a
+        # router, not a handler: Jupyter's add_handlers takes only handlers).
+        kept = app.settings["reactbox_kept_answers"] = KeptAnswers(
+            previews + "/", app_settings=app.settings, **options
+        )
+        app.default_router.rules.insert(0, Rule(AnyMatches(), kept))
         if self.preview_origin_template:
             self._serve_preview_hosts(options)
 

@@ -44,7 +44,7 @@ from jupyter_server._tz import utcnow
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import httputil, web
-from tornado.routing import PathMatches, Rule
+from tornado.routing import PathMatches, Router, Rule
 
 from . import frameworks
 from .errors import ReactBoxError
@@ -217,12 +217,7 @@ class PreviewRequest:
     # -- use, and what a stopped preview answers -----------------------------
 
     def _is_navigation(self) -> bool:
-        """A page load (top level or in a frame): a person opened or reloaded it."""
-        mode = self.request.headers.get("Sec-Fetch-Mode")
-        if mode is not None:
-            return mode == "navigate"
-        accept = self.request.headers.get("Accept", "")
-        return self.request.method == "GET" and "text/html" in accept
+        return is_navigation(self.request)
 
     def _record_use(self) -> None:
         """Real use: resets the preview's idle clock and counts as Jupyter activity."""
@@ -373,16 +368,7 @@ class PreviewRequest:
         return headers
 
     def _secure_headers(self) -> None:
-        for name in _DROPPED_RESPONSE_HEADERS:
-            self.clear_header(name)
-        policy = f"frame-ancestors {self.frame_ancestors}"
-        if self._sandboxed:
-            policy = f"{SANDBOX_POLICY}; {policy}"
-            # Module scripts of an opaque origin are CORS requests with Origin: null.
-            self.set_header("Access-Control-Allow-Origin", "*")
-        self.add_header("Content-Security-Policy", policy)
-        self.set_header("Referrer-Policy", "no-referrer")
-        self.set_header("X-Content-Type-Options", "nosniff")
+        secure(self._headers, self.frame_ancestors, sandboxed=self._sandboxed)
 
     @property
     def _sandboxed(self) -> bool:
@@ -495,24 +481,16 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
             if st.responses is not None:
                 st.responses.close()
             st.responses = ResponseCache(st.token, self.runtime.preview_cache)
-        headers = self.request.headers
-        if self.request.method != "GET" or self._navigation or "Range" in headers:
+        if self.request.method != "GET" or self._navigation or "Range" in self.request.headers:
             return st.responses, None
-        accept, dest = headers.get("Accept", ""), headers.get("Sec-Fetch-Dest", "")
-        return st.responses, (self.request.uri or "", accept, dest)
+        return st.responses, module_key(self.request)
 
     def _replay(self, hit: Cached) -> None:
-        """A kept answer, as the dev server gave it (and 304 to its own ETag)."""
-        self._headers = httputil.HTTPHeaders()
-        for name, value in hit.headers:
-            self.add_header(name, value)
-        self._secure_headers()
-        asked = self.request.headers.get("If-None-Match", "")
-        if hit.etag in (tag.strip() for tag in asked.split(",")):
-            self.set_status(304)
-            self.finish()
-        else:
-            self.finish(hit.body)
+        status, self._headers, body = kept_answer(
+            hit, self.request, self.frame_ancestors, sandboxed=self._sandboxed
+        )
+        self.set_status(status)
+        self.finish(body or None)
 
     def _not_answering(self) -> web.HTTPError:
         self.runtime.watcher.poke()  # did it die? the watcher looks now
@@ -577,6 +555,134 @@ class PreviewSocketHandler(PreviewRequest, ProxyHandler):
             self.watching.pages -= 1
             self.watching = None
         super().on_close()
+
+
+def is_navigation(request: httputil.HTTPServerRequest) -> bool:
+    """A page load (top level or in a frame): a person opened or reloaded it."""
+    mode = request.headers.get("Sec-Fetch-Mode")
+    if mode is not None:
+        return mode == "navigate"
+    return request.method == "GET" and "text/html" in request.headers.get("Accept", "")
+
+
+def secure(headers: httputil.HTTPHeaders, frame_ancestors: str, *, sandboxed: bool) -> None:
+    """What every preview response carries, whoever wrote the rest of it."""
+    for name in _DROPPED_RESPONSE_HEADERS:
+        headers.pop(name, None)
+    policy = f"frame-ancestors {frame_ancestors}"
+    if sandboxed:
+        policy = f"{SANDBOX_POLICY}; {policy}"
+        # Module scripts of an opaque origin are CORS requests with Origin: null.
+        headers["Access-Control-Allow-Origin"] = "*"
+    headers.add("Content-Security-Policy", policy)
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["X-Content-Type-Options"] = "nosniff"
+
+
+def module_key(request: httputil.HTTPServerRequest) -> tuple[str, str, str]:
+    """What a kept answer is found by: the request's raw URI, and what it accepts."""
+    headers = request.headers
+    return request.uri or "", headers.get("Accept", ""), headers.get("Sec-Fetch-Dest", "")
+
+
+def kept_answer(
+    hit: Cached, request: httputil.HTTPServerRequest, frame_ancestors: str, *, sandboxed: bool
+) -> tuple[int, httputil.HTTPHeaders, bytes]:
+    """(status, headers, body) of a kept answer: as the dev server gave it, with
+    the preview's own headers, and 304 to the dev server's ETag."""
+    headers = httputil.HTTPHeaders()
+    for name, value in hit.headers:
+        headers.add(name, value)
+    secure(headers, frame_ancestors, sandboxed=sandboxed)
+    asked = request.headers.get("If-None-Match", "")
+    if hit.etag in (tag.strip() for tag in asked.split(",")):
+        for name in ("Content-Encoding", "Content-Language", "Content-Type"):
+            headers.pop(name, None)
+        return 304, headers, b""
+    headers["Content-Length"] = str(len(hit.body))
+    return 200, headers, hit.body
+
+
+class KeptAnswers(Router):
+    """The short way for a module a page asks for again, which the preview's
+    response cache holds: answered while its request is read, in one write,
+    with the very answer :class:`PreviewProxyHandler` would give
+    (:func:`kept_answer`).  No handler, no task, no second turn of the event
+    loop: a warm page load of a large app is hundreds of these.
+
+    It answers only what it is sure of; for anything else (a host not yet
+    checked, an encoded or odd path, a page load, a preview that is frozen,
+    stopped, elsewhere or not kept, a server still recovering) it finds
+    nothing, and the request goes on to the handler, which does the whole work.
+    """
+
+    def __init__(self, prefix: str, *, runtime: Runtime, frame_ancestors: str, app_settings: dict):
+        self.prefix = prefix  # ``{base_url}reactbox/preview/``, as the browser sends it
+        self.runtime = runtime
+        self.frame_ancestors = frame_ancestors
+        self.settings = app_settings  # where the handler keeps the hosts it checked
+        self.answered = 0
+
+    def find_handler(self, request: httputil.HTTPServerRequest, **kwargs):
+        answer = self._answer(request)
+        if answer is None:
+            return None
+        self.answered += 1
+        return _Answer(request.connection, *answer)
+
+    def _answer(self, request: httputil.HTTPServerRequest):
+        headers, raw = request.headers, request.path
+        if (
+            not raw.startswith(self.prefix)
+            or request.method != "GET"
+            or not self.runtime.is_recovered
+            or request.host not in self.settings.get("reactbox_allowed_hosts", ())
+            or any(name in headers for name in _NOT_SHORT)
+            or is_navigation(request)
+        ):
+            return None
+        below = raw[len(self.prefix) :]
+        # Nothing to decode (as the handler's path arguments are), nothing odd.
+        if "%" in below or unsafe_path(below, below):
+            return None
+        project_id, _, rest = below.partition("/")
+        token, slash, path = rest.partition("/")
+        path = slash + path
+        if path.startswith("/__reactbox/"):
+            return None
+        previews = self.runtime.previews
+        st = previews.authorize(project_id, token)
+        if (
+            st is None
+            or st.status != "running"
+            or st.endpoint is None
+            or st.frozen
+            or previews.origin(project_id)
+            or not self.runtime.preview_cache
+            or st.responses is None
+            or st.responses.token != st.token
+        ):
+            return None
+        hit = st.responses.get(module_key(request))
+        if hit is None:
+            return None
+        return kept_answer(hit, request, self.frame_ancestors, sandboxed=True)
+
+
+_NOT_SHORT = ("Upgrade", "Range", "Content-Length", "Transfer-Encoding")
+"""A request with any of these goes the whole way (a websocket, a part, a body)."""
+
+
+class _Answer(httputil.HTTPMessageDelegate):
+    """Writes a finished answer once the request is read."""
+
+    def __init__(self, connection, status: int, headers: httputil.HTTPHeaders, body: bytes):
+        self.connection, self.status, self.headers, self.body = connection, status, headers, body
+
+    def finish(self) -> None:
+        start = httputil.ResponseStartLine("", self.status, httputil.responses[self.status])
+        self.connection.write_headers(start, self.headers, self.body or None)
+        self.connection.finish()
 
 
 class _PreviewPath(PathMatches):

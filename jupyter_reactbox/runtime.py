@@ -150,6 +150,10 @@ class Runtime:
 
     # -- lifecycle -----------------------------------------------------------
 
+    @property
+    def is_recovered(self) -> bool:
+        return self._recovered.is_set()
+
     async def recovered(self, timeout: float = 30) -> None:
         """Until ``recover`` has run: requests wait for it, so none sees a project
         as stopped that in fact runs (it runs after the server starts listening)."""

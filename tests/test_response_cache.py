@@ -95,6 +95,71 @@ async def test_modules_come_from_memory_and_never_older_than_from_the_dev_server
     assert not cache.live
 
 
+@pytest.mark.docker
+async def test_the_short_way_gives_what_the_handler_gives_and_only_what_it_is_sure_of(
+    api, server_url, runtime, jp_serverapp, jp_http_port
+):
+    """A kept module is answered while its request is read (proxy.KeptAnswers),
+    byte for byte and header for header as PreviewProxyHandler answers it; every
+    request it is not sure of goes the whole way, and gets the handler's answer."""
+    info = await api.upload_running()
+    preview = server_url + info["preview_url"]
+    module = preview + "src/App.jsx"
+    kept = jp_serverapp.web_app.settings["reactbox_kept_answers"]
+    first = await fetch(module)
+    assert first.code == 200
+    cache = runtime.previews["shop"].responses
+    await until(lambda: cache.live, what="the proxy follows the dev server's generations")
+
+    def short(response) -> bool:
+        """Whether the short way answered the request just made."""
+        nonlocal answered
+        taken, answered = kept.answered > answered, kept.answered
+        return taken
+
+    answered = kept.answered
+    # A host the handler has not checked yet goes to the handler, which answers
+    # from the cache too; then the same request comes the short way.
+    for host, asked in (
+        ("localhost", {}),
+        ("127.0.0.2", {"If-None-Match": first.headers["ETag"]}),
+    ):
+        new_host = {"Host": f"{host}:{jp_http_port}", **asked}
+        by_handler = await fetch(module, headers=new_host)
+        assert not short(by_handler)
+        by_router = await fetch(module, headers=new_host)
+        assert short(by_router)
+        assert by_router.code == by_handler.code == (304 if asked else 200)
+        assert by_router.body == by_handler.body == (b"" if asked else first.body)
+        assert sorted(by_router.headers.get_all()) == sorted(by_handler.headers.get_all())
+        assert "sandbox allow-scripts" in by_router.headers["Content-Security-Policy"]
+        assert by_router.headers["Access-Control-Allow-Origin"] == "*"
+    assert short(await fetch(module))
+
+    # What it is not sure of goes the whole way.
+    token = info["preview_url"].rstrip("/").rsplit("/", 1)[1]
+    wrong = module.replace(token, "x" * len(token))
+    assert (await fetch(wrong)).code == 403 and not short(None)
+    refused_host = await fetch(module, headers={"Host": "evil.example"})
+    assert refused_host.code == 403 and not short(None)
+    assert (await fetch(preview + "src/./App.jsx")).code == 400 and not short(None)
+    page_load = await fetch(module, headers={"Sec-Fetch-Mode": "navigate"})
+    assert page_load.code == 200 and not short(None)
+    encoded = await fetch(preview + "src/App%2Ejsx")
+    assert encoded.code == 200 and encoded.body == first.body and not short(None)
+    ranged = await fetch(module, headers={"Range": "bytes=0-9"})
+    assert ranged.code in (200, 206) and not short(None)
+    # A frozen preview is woken by the handler, and then comes the short way again.
+    assert await runtime.freeze("shop")
+    woken = await fetch(module)
+    assert woken.code == 200 and woken.body == first.body and not short(None)
+    assert not runtime.previews["shop"].frozen
+    assert short(await fetch(module))
+    # Stopped, nothing of it is answered.
+    await runtime.stop("shop")
+    assert (await fetch(module)).code in (403, 503) and not short(None)
+
+
 def test_only_answers_of_the_newest_generation_are_kept_and_replayed():
     cache = ResponseCache("t", max_bytes=3 * 1024)
     cache.live = True
