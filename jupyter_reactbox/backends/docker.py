@@ -430,6 +430,7 @@ class DockerBackend(Backend):
         self._guarded: set[str] = set()
         self._waiting: Spare | None = None
         self._making_spare: asyncio.Task | None = None
+        self._closing = False
         self._claimed: dict[str, Spare] = {}
         self._go: dict[str, Spare] = {}
 
@@ -510,11 +511,18 @@ class DockerBackend(Backend):
         return await self._call(call)
 
     async def _create(self, **kwargs: Any):
-        """``containers.run``, whole: if the caller is cancelled (a stop, a delete) while
-        the engine makes the container, the engine finishes on its thread anyway; the
-        container is then removed before the cancellation goes on, so no container is
-        ever left running that the server does not know."""
-        making = asyncio.ensure_future(self._client_call("containers.run", **kwargs))
+        """``containers.run``, and the container read back (its address), whole: if the
+        caller is cancelled (a stop, a delete) while the engine makes the container, the
+        engine finishes on its thread anyway; the container is then removed before the
+        cancellation goes on, so no container is ever left running that the server
+        does not know."""
+
+        async def make():
+            container = await self._client_call("containers.run", **kwargs)
+            await self._call(container.reload)
+            return container
+
+        making = asyncio.ensure_future(make())
         try:
             return await asyncio.shield(making)
         except asyncio.CancelledError:
@@ -799,7 +807,7 @@ class DockerBackend(Backend):
         return name[len(prefix) :]
 
     def _make_spare_later(self, delay: float) -> None:
-        if not self.spare_container or self._waiting or self._making_spare:
+        if not self.spare_container or self._waiting or self._making_spare or self._closing:
             return
 
         async def make() -> None:
@@ -845,7 +853,6 @@ class DockerBackend(Backend):
                 runtime=self.runtime or None,
             )
             container = await self._create(**kwargs)
-            await self._call(container.reload)
             return Spare(name, slot, go, self._address(container))
         except BaseException:
             os.close(go)
@@ -954,7 +961,6 @@ class DockerBackend(Backend):
         kwargs = self._run_kwargs(project_id, app_dir, plan, base, token)
         container = await self._create(**kwargs)
         self.log.info("Started dev server of %s in %s", project_id, container.id[:7])
-        await self._call(container.reload)
         return Endpoint(self._address(container), PORT)
 
     async def resume(self, project_id: str, app_dir: Path, plan: AppPlan) -> Record | None:
@@ -1169,6 +1175,7 @@ class DockerBackend(Backend):
         return await asyncio.wrap_future(self._followers.submit(fn, *args, **kwargs))
 
     async def close(self) -> None:
+        self._closing = True  # a start that ends from now on makes no spare
         await super().close()
         if (making := self._making_spare) is not None:
             making.cancel()  # and waited for: one the engine is making is removed
