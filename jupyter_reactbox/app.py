@@ -598,6 +598,9 @@ class ReactBoxApp(ExtensionApp):
             self.log.warning("jupyter-reactbox could not re-attach previews: %s", exc)
 
     async def stop_extension(self):
+        if getattr(self, "_stopped", False):
+            return  # once is enough: a second stop finds nothing to do
+        self._stopped = True
         for name, value in getattr(self, "_kernel_env", {}).items():
             if os.environ.get(name) == value:
                 del os.environ[name]

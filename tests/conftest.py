@@ -30,6 +30,7 @@ import docker
 import docker.errors
 import pytest
 import tomllib
+from jupyter_server.serverapp import ServerApp
 from llm import ScriptedLLM, ThreadedLLM
 
 from jupyter_reactbox.backends import hostguard
@@ -321,11 +322,24 @@ def package_cache(tmp_path_factory):
 
 
 @pytest.fixture
-def owner(request, docker_client):
+def owner(request, docker_client, jp_asyncio_loop):
     name = f"test{uuid.uuid4().hex[:8]}"
     yield name
     failed = bool(getattr(request.node, "rep_call", None) and request.node.rep_call.failed)
+    stop_reactbox(jp_asyncio_loop)
     remove_owned(docker_client, name, report=failed)
+
+
+def stop_reactbox(loop) -> None:
+    """Stop the extension of the in-process server, if one is up.  pytest-jupyter
+    shuts that server down only after every other fixture, and a live server may
+    be making a container (the next spare) while its owner's containers are
+    removed; stopped, it has removed what it was making."""
+    if not ServerApp.initialized():
+        return
+    manager = getattr(ServerApp.instance(), "extension_manager", None)
+    for app in manager.extension_apps.get("jupyter_reactbox", ()) if manager else ():
+        loop.run_until_complete(app.stop_extension())
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
