@@ -250,7 +250,12 @@ async def test_a_preview_pod_is_hardened_gets_its_files_and_comes_back(
         source.write_text(source.read_text().replace("Get started", "Get going"))
         (app / "src" / "extra.txt").write_text("new")
         await backend.sync("shop", app)
-        module = await page(f"http://{endpoint.host}:{endpoint.port}{base}src/App.jsx")
+        # Vite sees it when its watcher does: moments later, not at once.
+        url = f"http://{endpoint.host}:{endpoint.port}{base}src/App.jsx"
+        for _ in range(50):
+            if "Get going" in (module := await page(url)):
+                break
+            await asyncio.sleep(0.2)
         assert "Get going" in module
         # The dev server's output, followed: it says it hot-updated the next change.
         follow = await backend.follow_logs("shop")
