@@ -161,6 +161,8 @@ class PreviewRequest:
         # which an opaque-origin page never sends) nor JupyterHandler.prepare (it
         # would log in a request that carries Jupyter's token and set its cookie on
         # a preview response).  The token in the path is the only credential.
+        # KeptAnswers answers a kept module before this runs: a refusal added
+        # here must be one it makes too.
         if not self.check_host():
             raise web.HTTPError(403, "Host not allowed.")
         self.current_user = self._jupyter_current_user = None
