@@ -17,6 +17,8 @@ module is how the server touches it:
   target inside the same directory descriptor, so a reader never sees half a
   file and a planted link at the target is replaced, not written through.
 * Walks never follow links and stop after ``max_files`` files.
+* Two writes of one file are ``WATCH_GAP`` apart, so that the dev server's
+  file watcher reports both.
 
 Nothing here is a framework's or git's business: ``history`` uses it to read
 and write the work tree as data, and so do the files API and the AI editor.
@@ -32,6 +34,8 @@ import os
 import re
 import secrets
 import stat
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -181,13 +185,46 @@ def is_file(root: Path, rel: str) -> bool:
     return st is not None and stat.S_ISREG(st.st_mode)
 
 
+WATCH_GAP = 0.15
+"""Seconds between two writes of one file.  Vite's file watcher (chokidar) drops a
+change that comes within 50 ms of the last change it reported for the same path, and
+the dev server then serves the old module until the file changes again: a hand edit
+right after an AI edit's rollback, or data a notebook publishes in a loop, would never
+reach the page.  The gap covers the watcher's window and its lag behind the write."""
+
+_written: dict[tuple[str, tuple[str, ...]], float] = {}
+_written_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _watched_write(root: Path, parts: list[str]) -> Iterator[None]:
+    """Wait until ``WATCH_GAP`` has passed since the last write of this file, then
+    write it (the block) and note when."""
+    key = (os.fspath(root), tuple(parts))
+    while True:
+        with _written_lock:
+            wait = _written.get(key, -WATCH_GAP) + WATCH_GAP - time.monotonic()
+        if wait <= 0:
+            break
+        time.sleep(wait)
+    try:
+        yield
+    finally:
+        with _written_lock:
+            now = _written[key] = time.monotonic()
+            if len(_written) > 1024:  # only the last WATCH_GAP matters
+                for k in [k for k, t in _written.items() if now - t > WATCH_GAP]:
+                    del _written[k]
+
+
 def write_bytes(root: Path, rel: str, data: bytes, *, executable: bool | None = None) -> None:
     """Replace ``rel`` with ``data`` atomically (its folders made if missing).
 
     The new file keeps the old one's permission bits and owner; ``executable``
     sets the execute bits instead (for a file from the history)."""
-    *dirs, name = parts_of(rel)
-    with opened_dir(root, dirs, create=True) as dfd:
+    parts = parts_of(rel)
+    *dirs, name = parts
+    with _watched_write(root, parts), opened_dir(root, dirs, create=True) as dfd:
         replace_in(dfd, name, data, executable=executable)
 
 
@@ -225,9 +262,10 @@ def replace_in(dfd: int, name: str, data: bytes, *, executable: bool | None = No
 
 def remove(root: Path, rel: str) -> bool:
     """Remove the file (or link) ``rel``, and the folders it leaves empty; False if absent."""
-    *dirs, name = parts_of(rel)
+    parts = parts_of(rel)
+    *dirs, name = parts
     try:
-        with opened_dir(root, dirs) as dfd:
+        with _watched_write(root, parts), opened_dir(root, dirs) as dfd:
             os.unlink(name, dir_fd=dfd)
     except (FileNotFoundError, NotAFile):
         return False

@@ -440,6 +440,32 @@ async def test_a_reviewed_edit_writes_nothing_until_accepted_or_discarded(jp_fet
     assert [e["status"] for e in edits["edits"]] == ["applied", "discarded"]
 
 
+async def test_a_file_written_twice_in_quick_succession_reaches_the_dev_server_both_times(
+    api, jp_fetch
+):
+    """Vite's watcher drops a change that comes within 50 ms of the last one it
+    reported for the file, and the dev server then serves the old module for good:
+    the second of two quick writes (a hand edit right after an edit's rollback) must
+    not be lost."""
+    info = await api.upload_running()
+    module = (*info["preview_url"].strip("/").split("/")[1:], "src", "App.jsx")
+    file = ("reactbox", "api", "projects", "shop", "files", "src/App.jsx")
+    original = (await jp_fetch(*file)).body.decode()
+
+    async def served(text: str) -> bool:
+        for _ in range(300):  # 15 s
+            if text.encode() in (await jp_fetch(*module)).body:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    for n in range(3):
+        for step in ("first", "second"):  # the second at once after the first is served
+            new = original.replace("Get started", f"Round {n}, {step} write")
+            await jp_fetch(*file, method="PUT", body=new)
+            assert await served(f"Round {n}, {step} write"), f"round {n}: {step} write lost"
+
+
 async def test_compile_error_in_vite_is_fed_back_then_fixed(api, jp_fetch, llm, projects_dir):
     await api.upload_running()
     app = projects_dir / "shop" / "app"
