@@ -103,6 +103,8 @@ async def test_a_restarted_server_removes_its_old_spare_and_keeps_taken_ones(
     await spare_of(docker_client, owner)
     await api.upload_running(name="second")  # takes it
     old = await spare_of(docker_client, owner)  # and the next one is made
+    if (making := runtime.backend._making_spare) is not None:
+        await making  # listed by the engine before the backend holds it
 
     # A new server process knows no spare: it finds this one, and the taken one.
     forgotten, runtime.backend._waiting = runtime.backend._waiting, None
