@@ -446,7 +446,8 @@ async def test_a_file_written_twice_in_quick_succession_reaches_the_dev_server_b
     """Vite's watcher drops a change that comes within 50 ms of the last one it
     reported for the file, and the dev server then serves the old module for good:
     the second of two quick writes (a hand edit right after an edit's rollback) must
-    not be lost."""
+    not be lost; nor a write the moment a preview runs, before the watcher's first
+    scan is over."""
     info = await api.upload_running()
     module = (*info["preview_url"].strip("/").split("/")[1:], "src", "App.jsx")
     file = ("reactbox", "api", "projects", "shop", "files", "src/App.jsx")

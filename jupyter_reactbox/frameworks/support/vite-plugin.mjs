@@ -58,6 +58,25 @@ export function createBrowserRouter(routes, options) {
 const JSX_DEV = 'react/jsx-dev-runtime'
 const GENERATION_PATH = '/__reactbox/generation'
 const HEARTBEAT_MS = 30_000
+const WATCH_READY_MS = 5_000
+
+// Vite answers before its file watcher has made its first scan, and a file
+// written meanwhile is a change it never hears of: a module it served before
+// would be served as it was until the file changes again.  So nothing is
+// answered before the watcher watches (nor, then, the probe that says a preview
+// runs); a watcher that says nothing in WATCH_READY_MS is not waited for longer.
+function watching(server) {
+  const watcher = server.watcher
+  let ready = server.config.server.watch === null || watcher._readyEmitted === true
+  if (ready) return
+  const scanned = new Promise((resolve) => {
+    watcher.once('ready', resolve)
+    setTimeout(resolve, WATCH_READY_MS).unref()
+  }).then(() => {
+    ready = true
+  })
+  server.middlewares.use((req, res, next) => (ready ? next() : scanned.then(() => next())))
+}
 
 function generations(server) {
   const run = Math.random().toString(36).slice(2, 10)
@@ -142,6 +161,7 @@ export function reactbox({ root }) {
       return PREFIX + id
     },
     configureServer(server) {
+      watching(server)
       generations(server)
     },
     load(id) {
