@@ -30,6 +30,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -199,14 +200,17 @@ _written_lock = threading.Lock()
 @contextlib.contextmanager
 def _watched_write(root: Path, parts: list[str]) -> Iterator[None]:
     """Wait until ``WATCH_GAP`` has passed since the last write of this file, then
-    write it (the block) and note when."""
+    write it (the block) and note when.  A writer of the same file that comes
+    meanwhile waits for this one's write, then the gap."""
     key = (os.fspath(root), tuple(parts))
     while True:
         with _written_lock:
-            wait = _written.get(key, -WATCH_GAP) + WATCH_GAP - time.monotonic()
-        if wait <= 0:
-            break
-        time.sleep(wait)
+            now = time.monotonic()
+            wait = _written.get(key, -WATCH_GAP) + WATCH_GAP - now
+            if wait <= 0:
+                _written[key] = math.inf  # being written: others wait for the block
+                break
+        time.sleep(min(wait, WATCH_GAP))
     try:
         yield
     finally:

@@ -5,6 +5,7 @@ edits through the REST API."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -180,6 +181,38 @@ def test_reads_refuse_links_fifos_devices_and_size(tmp_path):
     assert [e.path for e in worktree.walk(root, lambda rel: False)] == ["big", "src/ok.txt"]
     with pytest.raises(worktree.TooManyFiles):
         list(worktree.walk(root, lambda rel: False, max_files=1))
+
+
+def test_writes_of_one_file_are_spaced_for_the_dev_servers_watcher(tmp_path, monkeypatch):
+    """Vite's watcher drops a change within 50 ms of the last: every write of a file,
+    from any thread, begins WATCH_GAP after the one before it ended; other files wait
+    for nothing."""
+    root = tmp_path / "app"
+    root.mkdir()
+    spans: dict[str, list[tuple[float, float]]] = {"a": [], "b": []}
+    real = worktree.replace_in
+
+    def timed(dfd, name, data, **kw):
+        began = time.monotonic()
+        time.sleep(0.05 if name == "a" else 0)  # a slow write, that others must wait for
+        real(dfd, name, data, **kw)
+        spans[name].append((began, time.monotonic()))
+
+    monkeypatch.setattr(worktree, "replace_in", timed)
+    writers = [
+        threading.Thread(target=worktree.write_bytes, args=(root, "a", str(n).encode()))
+        for n in range(4)
+    ]
+    for t in writers:
+        t.start()
+    worktree.write_bytes(root, "b", b"other")
+    for t in writers:
+        t.join()
+    a = sorted(spans["a"])
+    assert len(a) == 4 and (root / "a").read_text() in "0123"
+    for (_, ended), (began, _) in itertools.pairwise(a):
+        assert began - ended >= worktree.WATCH_GAP
+    assert spans["b"][0][1] < a[-1][0]  # not behind the writes of "a"
 
 
 def test_writes_replace_a_planted_link_and_never_write_through_one(tmp_path):
