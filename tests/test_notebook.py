@@ -527,6 +527,9 @@ async def test_page_errors_reach_the_notebook_and_data_hot_reloads(server, capsy
         assert missing and not any("boom" in e["message"] for e in project.page_errors)
         await page.goto("about:blank")
         await asyncio.to_thread(project.write, "src/main.jsx", main)
+        # Vite tells open pages to reload in its own time after the write: a page
+        # loaded before it has would be reloaded under the checks below.
+        await asyncio.sleep(1)
         await page.goto(server.url + project.preview_url, wait_until="commit")
         await page.get_by_text("Corner Shop").wait_for(timeout=30_000)
 
