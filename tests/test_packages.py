@@ -308,11 +308,11 @@ async def test_a_new_lockfile_of_fetched_packages_is_assembled_and_cannot_be_poi
     second = runtime.store.get("second").app_dir / "node_modules"
     # .vite is each dev server's own, written as it optimises while we read.
     ours, npms = listing(second, (".vite",)), listing(first, (".vite",))
+    assert {(second / p).lstat().st_uid for p in ours} == {(first / p).lstat().st_uid for p in npms}
     for kept in (ours, npms):
         kept.pop(".reactbox-installed")
         kept.pop(".package-lock.json")
     assert ours == npms
-    assert {(second / p).lstat().st_uid for p in ours} == {(first / p).lstat().st_uid for p in npms}
 
     # The dev server runs from it: the page's entry module, transformed, through the proxy.
     info = await api.get("second")
