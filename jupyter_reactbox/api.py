@@ -44,7 +44,6 @@ from .errors import (
     ArchiveTooLarge,
     DiskFull,
     ReactBoxError,
-    TooManyPreviews,
     is_disk_full,
 )
 from .runtime import Runtime
@@ -146,12 +145,8 @@ class ProjectsHandler(BaseHandler):
             raise ArchiveError("Name the project: POST .../reactbox/api/projects?name=my-app")
         path = self.get_query_argument("path", None)
         await self.space.check_room(len(data))
-        project = await asyncio.to_thread(self.runtime.store.import_zip, data, name, path)
+        project = await self.runtime.create(data, name, path)
         self.log.info("Imported project %s (%s)", project.id, project.framework)
-        try:
-            self.runtime.start(project)
-        except TooManyPreviews as exc:  # the upload itself is fine: keep it, say why
-            self.runtime.state(project.id).update(detail=str(exc))
         # The user's server's own path, also when the hub service answers.
         location = url_path_join(self.runtime.base_url, "reactbox", "api", "projects", project.id)
         self.set_header("Location", location)

@@ -54,6 +54,8 @@ class PreviewState:
     """What the user should know about how the preview runs (a package replaced)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task | None = None
+    deleting: bool = False
+    """Its project is being deleted: nothing may start it."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     errors: deque[dict] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
     """What went wrong in the page since it was last loaded (reported by the page)."""

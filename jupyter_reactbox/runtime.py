@@ -38,7 +38,7 @@ from .errors import DiskFull, ProjectNotFound, ReactBoxError, TooManyPreviews, i
 from .frameworks import AppPlan
 from .previews import ACTIVE, Previews, PreviewState
 from .schema import ProjectInfo
-from .store import Project, ProjectStore
+from .store import Project, ProjectStore, slugify
 from .watcher import Watcher
 
 SHUTDOWN_TIMEOUT = 20.0
@@ -107,6 +107,9 @@ class Runtime:
         self.watcher = Watcher(self)
         self._session: aiohttp.ClientSession | None = None
         self._recovered = asyncio.Event()
+        self._names: dict[str, asyncio.Lock] = {}
+        """One lock per project name: its creation and its deletion are one ordered
+        operation each, so an upload of a name being deleted waits for the delete."""
 
     @functools.cached_property
     def isolation(self) -> dict:
@@ -208,13 +211,31 @@ class Runtime:
         """Start the watcher (idle culling, crash restarts, disk quota)."""
         self.watcher.start()
 
+    def _name(self, project_id: str) -> asyncio.Lock:
+        return self._names.setdefault(project_id, asyncio.Lock())
+
+    async def create(self, data: bytes, name: str, path: str | None = None) -> Project:
+        """Import an uploaded ZIP as the project ``name`` and start its preview.  A
+        delete of the same name that is under way finishes first.  The upload is kept
+        when ``max_running`` leaves no room to start it (its ``detail`` says why)."""
+        async with self._name(slugify(name)):
+            project = await asyncio.to_thread(self.store.import_zip, data, name, path)
+            try:
+                self.start(project)
+            except TooManyPreviews as exc:
+                self.state(project.id).update(detail=str(exc))
+            return project
+
     def start(self, project: Project, *, fresh: bool = False) -> PreviewState:
         """Start the preview in the background unless it is starting or running.
 
         With ``max_running`` reached, the least recently used running preview
-        is stopped first; when none can be, TooManyPreviews (429).
+        is stopped first; when none can be, TooManyPreviews (429).  A project
+        being deleted is not found.
         """
         st = self.state(project.id)
+        if st.deleting:
+            raise ProjectNotFound(f"The project {project.id!r} is being deleted.")
         self.previews.touch(project.id)
         in_flight = st.in_flight
         if in_flight and st.status in ACTIVE and not fresh:
@@ -507,12 +528,24 @@ class Runtime:
         return self.start(project, fresh=True)
 
     async def delete(self, project_id: str) -> None:
-        await self.stop(project_id)
-        await self.backend.remove(project_id)
-        await asyncio.to_thread(self.store.delete, project_id)
-        st = self.previews.pop(project_id)
-        if st is not None:
+        """Remove the project's dev server and files.  Nothing starts it meanwhile
+        (``start`` finds it gone), and its name is free for a new upload only once
+        its state is gone too: an upload of the same name waits for it."""
+        lock = self._name(project_id)
+        async with lock:
+            st = self.state(project_id)
+            st.deleting = True
+            try:
+                await self.stop(project_id)
+                await self.backend.remove(project_id)
+                await asyncio.to_thread(self.store.delete, project_id)
+            except BaseException:
+                st.deleting = False  # still there: it may be used (or deleted) again
+                raise
+            self.previews.pop(project_id)
             st.update(status="deleted", token=None)  # ends event streams
+        if not lock.locked() and self._names.get(project_id) is lock:
+            del self._names[project_id]
 
     # -- shutdown ---------------------------------------------------------------
 

@@ -225,6 +225,42 @@ async def test_max_running_stops_the_least_recently_used_or_answers_429(api, jp_
     assert evicted["detail"] == "Stopped to make room for second."
 
 
+async def test_a_name_deleted_and_uploaded_again_at_once_runs_one_tracked_preview(
+    api, jp_fetch, server_url, docker_client, owner
+):
+    """DELETE, and meanwhile POSTs of the same name until one is not a 409 (the name is
+    free): the project that remains is the one whose preview runs, with its link,
+    and no container runs that the server does not know."""
+    data = zip_dir(FIXTURES / "vite-react")
+    await api.upload_running()
+
+    async def delete():
+        return await jp_fetch(
+            "reactbox", "api", "projects", "shop", method="DELETE", raise_error=False
+        )
+
+    async def upload_once_free():
+        while (r := await api.upload(data, "shop", raise_error=False)).code == 409:
+            await asyncio.sleep(0.005)
+        return r
+
+    for round_ in range(6):
+        deleted, uploaded = await asyncio.gather(delete(), upload_once_free())
+        assert deleted.code == 204, (round_, deleted.code, deleted.body)
+        assert uploaded.code == 201, (round_, uploaded.code, uploaded.body)
+        info = await api.wait("shop", timeout=60)
+        assert info["preview_url"], (round_, info)
+        page = await fetch(server_url + info["preview_url"], headers=NAVIGATE)
+        assert page.code == 200, (round_, page.code)
+        assert len(containers(docker_client, owner, "shop", all=True)) == 1, round_
+    await delete()
+    for _ in range(50):
+        if not containers(docker_client, owner, "shop", all=True):
+            break
+        await asyncio.sleep(0.1)
+    assert containers(docker_client, owner, "shop", all=True) == []
+
+
 async def test_concurrent_starts_make_one_container(
     api, jp_fetch, server_url, docker_client, owner
 ):
