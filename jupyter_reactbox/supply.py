@@ -72,6 +72,117 @@ def outside_registry(app_dir: Path) -> list[str]:
     return found
 
 
+_TARBALL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#]*(/[^?#]*)", re.I)
+_YARN_KEY_RE = re.compile(r'^"?((?:@[^@/"\s]+/)?[^@"\s]+)@')
+_PNPM_KEY_RE = re.compile(r"^  '?/?((?:@[^@/\s]+/)?[^@\s(]+)@([^:(\s']+)")
+
+
+def tarball_problem(url: str, name: str, version: str) -> str | None:
+    """Why a lockfile's tarball URL is not the registry's tarball of ``name`` at
+    ``version``, or None.  An install fetches every tarball from the configured
+    registry whatever host the lockfile names, so only the path tells which file
+    it gets: it must be ``<name>/-/<name's last part>-<version>.tgz``, after at most
+    a registry's own prefix (which must not name a scope: that would be another
+    package's path)."""
+    found = _TARBALL_RE.match(url)
+    if not found:
+        return None  # not a URL: git and paths are outside_registry's
+    path = found.group(1).replace("%40", "@").replace("%2f", "/").replace("%2F", "/")
+    expected = f"/{name}/-/{name.rpartition('/')[2]}-{version}.tgz"
+    prefix = path[: -len(expected)] if path.endswith(expected) else None
+    if prefix is None or any(
+        part.startswith("@") or part in (".", "..") for part in prefix.split("/")
+    ):
+        return f"{name}@{version} is locked to the tarball {found.group(0)}"
+    return None
+
+
+def _npm_tarballs(lock: dict) -> list[tuple[str, str, str, str]]:
+    """(where, name, version, resolved) of an npm lockfile's registry entries."""
+    out = []
+    packages = lock.get("packages")
+    for key, entry in (packages or {}).items() if isinstance(packages, dict) else ():
+        if not (isinstance(entry, dict) and "node_modules/" in key):
+            continue
+        name = entry.get("name") or key.rpartition("node_modules/")[2]
+        resolved, version = entry.get("resolved"), entry.get("version")
+        if isinstance(resolved, str) and isinstance(version, str) and isinstance(name, str):
+            out.append((key, name, version, resolved))
+
+    def walk(deps: object, where: str) -> None:  # lockfile v1: nested "dependencies"
+        for name, entry in (deps or {}).items() if isinstance(deps, dict) else ():
+            if not isinstance(entry, dict):
+                continue
+            here = f"{where}node_modules/{name}"
+            resolved, version = entry.get("resolved"), entry.get("version")
+            if isinstance(resolved, str) and isinstance(version, str):
+                real = version[4:].rpartition("@") if version.startswith("npm:") else None
+                if real:  # an alias: "npm:real-name@1.2.3"
+                    name, version = real[0], real[2]
+                out.append((here, name, version, resolved))
+            walk(entry.get("dependencies"), here + "/")
+
+    if "packages" not in lock:
+        walk(lock.get("dependencies"), "")
+    return out
+
+
+def _yarn_tarballs(text: str) -> list[tuple[str, str, str, str]]:
+    """(where, name, version, resolved) of a yarn 1 lockfile's entries."""
+    out: list[tuple[str, str, str, str]] = []
+    key = version = None
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.rstrip().endswith(":"):
+            key, version = line.rstrip(":"), None
+        elif key and line.startswith("  version "):
+            version = line.split(None, 1)[1].strip().strip('"')
+        elif key and version and line.startswith("  resolved "):
+            spec = key.split(",")[0].strip().strip('"')
+            alias = spec.partition("@npm:")[2]  # "alias@npm:real@^1"
+            found = _YARN_KEY_RE.match(alias or spec)
+            if found:
+                resolved = line.split(None, 1)[1].strip().strip('"')
+                out.append((key, found.group(1), version, resolved))
+    return out
+
+
+def _pnpm_tarballs(text: str) -> list[tuple[str, str, str, str]]:
+    """(where, name, version, tarball) of a pnpm lockfile's packages with a tarball."""
+    out = []
+    current = None
+    for line in text.splitlines():
+        found = _PNPM_KEY_RE.match(line)
+        if found and line.rstrip().endswith(":"):
+            current = (line.strip().rstrip(":"), found.group(1), found.group(2))
+        elif current and "tarball:" in line:
+            url = line.split("tarball:", 1)[1].strip().rstrip("}").split(",")[0].strip()
+            out.append((*current, url.strip("'\"")))
+    return out
+
+
+def mismatched_tarballs(app_dir: Path) -> list[str]:
+    """Lockfile entries whose tarball is not their own package's: with the registry
+    host put in place of any other (as installs do), such a URL would install one
+    registry package under another's name."""
+    found = []
+    for lockfile, tarballs in (
+        ("package-lock.json", lambda data: _npm_tarballs(json.loads(data))),
+        ("npm-shrinkwrap.json", lambda data: _npm_tarballs(json.loads(data))),
+        ("yarn.lock", lambda data: _yarn_tarballs(data.decode("utf-8", "replace"))),
+        ("pnpm-lock.yaml", lambda data: _pnpm_tarballs(data.decode("utf-8", "replace"))),
+    ):
+        try:
+            data = worktree.read_bytes(app_dir, lockfile, worktree.MAX_MANIFEST)
+            entries = tarballs(data) if data else []
+        except (OSError, ValueError, worktree.NotAFile):
+            continue  # what is wrong with the file itself, the install says
+        for where, name, version, url in entries:
+            problem = tarball_problem(url, name, version)
+            if problem:
+                found.append(f"{lockfile}: {where}: {problem}")
+    return found
+
+
 @dataclass(frozen=True)
 class Policy:
     allow_remote_dependencies: bool = False
@@ -228,11 +339,22 @@ def check(app_dir: Path, policy: Policy | None = None, *, installed: bool = Fals
             )
     if policy.allow_remote_dependencies:
         return
+    mismatched = mismatched_tarballs(app_dir)
+    if mismatched:
+        raise UnsupportedApp(
+            "The lockfile names, for a package, the tarball of another package or "
+            f"release, which is refused: {_shown(mismatched)}. Write the lockfile again "
+            "(npm install, yarn, pnpm install), or ask your admin to set "
+            "c.ReactBoxApp.allow_remote_dependencies = True."
+        )
     found = outside_registry(app_dir)
     if found:
-        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
         raise UnsupportedApp(
             "The app asks for dependencies from outside the package registry (git, URLs, "
-            f"tarballs or paths outside the app), which are refused: {shown}. Use registry "
+            f"tarballs or paths outside the app), which are refused: {_shown(found)}. Use registry "
             "versions, or ask your admin to set c.ReactBoxApp.allow_remote_dependencies = True."
         )
+
+
+def _shown(found: list[str]) -> str:
+    return "; ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")

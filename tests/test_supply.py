@@ -160,6 +160,114 @@ def test_a_pin_overrides_the_package_for_the_app_and_its_dependents():
     }
 
 
+REGISTRY = "https://registry.example.invalid"
+
+
+@pytest.mark.parametrize(
+    "lockfile, text, entry",
+    [
+        (
+            "package-lock.json",
+            json.dumps({"lockfileVersion": 3, "packages": {
+                "": {"dependencies": {"lodash": "^4.17.21"}},
+                "node_modules/lodash": {
+                    "version": "4.17.21",
+                    "resolved": f"{REGISTRY}/left-pad/-/left-pad-1.3.0.tgz",
+                },
+            }}),  # fmt: skip
+            "node_modules/lodash",
+        ),
+        (  # a scope in front of the right name and file is another package's path
+            "package-lock.json",
+            json.dumps({"lockfileVersion": 3, "packages": {
+                "node_modules/lodash": {
+                    "version": "4.17.21",
+                    "resolved": f"{REGISTRY}/@evil/lodash/-/lodash-4.17.21.tgz",
+                    "integrity": "sha512-AAAA",
+                },
+            }}),  # fmt: skip
+            "node_modules/lodash",
+        ),
+        (  # the right package, another release than the entry says
+            "package-lock.json",
+            json.dumps({"lockfileVersion": 1, "dependencies": {
+                "react": {"version": "19.3.1", "dependencies": {
+                    "loose": {
+                        "version": "1.0.0",
+                        "resolved": f"{REGISTRY}/loose/-/loose-0.0.1.tgz",
+                    },
+                }},
+            }}),  # fmt: skip
+            "node_modules/react/node_modules/loose",
+        ),
+        (
+            "yarn.lock",
+            "# yarn lockfile v1\n\n"
+            'lodash@^4.17.21:\n  version "4.17.21"\n'
+            f'  resolved "{REGISTRY}/left-pad/-/left-pad-1.3.0.tgz#abc"\n',
+            "lodash@^4.17.21",
+        ),
+        (
+            "pnpm-lock.yaml",
+            "lockfileVersion: '9.0'\n\npackages:\n\n"
+            f"  lodash@4.17.21:\n    resolution: {{tarball: {REGISTRY}/left-pad/-/left-pad-1.3.0.tgz}}\n",
+            "lodash@4.17.21",
+        ),
+    ],
+)
+def test_a_lockfile_tarball_of_another_package_is_refused_naming_the_entry(
+    tmp_path, lockfile, text, entry
+):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text(json.dumps(FIXTURE_PKG))
+    (app / lockfile).write_text(text)
+    [found] = supply.mismatched_tarballs(app)
+    assert found.startswith(f"{lockfile}: {entry}: ")
+    with pytest.raises(UnsupportedApp, match="the tarball of another package") as err:
+        supply.check(app)
+    assert entry in str(err.value)
+
+
+def test_registry_tarballs_of_their_own_package_pass_on_any_host_and_prefix(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text(json.dumps(FIXTURE_PKG))
+    lock = {"lockfileVersion": 3, "packages": {
+        "node_modules/lodash": {
+            "version": "4.17.21", "resolved": f"{REGISTRY}/lodash/-/lodash-4.17.21.tgz",
+        },
+        "node_modules/@babel/core": {
+            "version": "7.2.0",
+            "resolved": "https://mirror.example.invalid/npm/@babel/core/-/core-7.2.0.tgz",
+        },
+        "node_modules/pad": {  # an alias: installed as "pad", the package "left-pad"
+            "name": "left-pad", "version": "1.3.0",
+            "resolved": f"{REGISTRY}/left-pad/-/left-pad-1.3.0.tgz",
+        },
+        "node_modules/plain": {"version": "1.0.0"},  # no URL: fetched by name and version
+    }}  # fmt: skip
+    (app / "package-lock.json").write_text(json.dumps(lock))
+    (app / "yarn.lock").write_bytes(
+        (FIXTURES / "managers" / "yarn-classic" / "yarn.lock").read_bytes()
+    )
+    assert supply.mismatched_tarballs(app) == []
+    supply.check(app)
+
+
+@pytest.mark.docker
+async def test_a_lockfile_that_swaps_a_tarball_is_refused_at_upload(api, projects_dir):
+    lock = json.loads((FIXTURES / "vite-react" / "package-lock.json").read_text())
+    lock["packages"]["node_modules/react"]["resolved"] = f"{REGISTRY}/preact/-/preact-10.0.0.tgz"
+    data = zip_dir(FIXTURES / "vite-react", extra={"package-lock.json": json.dumps(lock).encode()})
+    with pytest.raises(HTTPClientError) as err:
+        await api.upload(data, "shop")
+    assert err.value.code == 422
+    message = json.loads(err.value.response.body)["message"]
+    assert "package-lock.json: node_modules/react: react@19.3.1 is locked to the tarball" in message
+    assert [p.name for p in projects_dir.iterdir()] == []
+
+
 @pytest.mark.docker
 async def test_a_git_dependency_is_refused_at_upload_and_writes_nothing(api, projects_dir):
     data = zip_dir(
