@@ -168,36 +168,54 @@ REGISTRY = "https://registry.example.invalid"
     [
         (
             "package-lock.json",
-            json.dumps({"lockfileVersion": 3, "packages": {
-                "": {"dependencies": {"lodash": "^4.17.21"}},
-                "node_modules/lodash": {
-                    "version": "4.17.21",
-                    "resolved": f"{REGISTRY}/left-pad/-/left-pad-1.3.0.tgz",
-                },
-            }}),  # fmt: skip
+            json.dumps(
+                {
+                    "lockfileVersion": 3,
+                    "packages": {
+                        "": {"dependencies": {"lodash": "^4.17.21"}},
+                        "node_modules/lodash": {
+                            "version": "4.17.21",
+                            "resolved": f"{REGISTRY}/left-pad/-/left-pad-1.3.0.tgz",
+                        },
+                    },
+                }
+            ),
             "node_modules/lodash",
         ),
         (  # a scope in front of the right name and file is another package's path
             "package-lock.json",
-            json.dumps({"lockfileVersion": 3, "packages": {
-                "node_modules/lodash": {
-                    "version": "4.17.21",
-                    "resolved": f"{REGISTRY}/@evil/lodash/-/lodash-4.17.21.tgz",
-                    "integrity": "sha512-AAAA",
-                },
-            }}),  # fmt: skip
+            json.dumps(
+                {
+                    "lockfileVersion": 3,
+                    "packages": {
+                        "node_modules/lodash": {
+                            "version": "4.17.21",
+                            "resolved": f"{REGISTRY}/@evil/lodash/-/lodash-4.17.21.tgz",
+                            "integrity": "sha512-AAAA",
+                        },
+                    },
+                }
+            ),
             "node_modules/lodash",
         ),
         (  # the right package, another release than the entry says
             "package-lock.json",
-            json.dumps({"lockfileVersion": 1, "dependencies": {
-                "react": {"version": "19.3.1", "dependencies": {
-                    "loose": {
-                        "version": "1.0.0",
-                        "resolved": f"{REGISTRY}/loose/-/loose-0.0.1.tgz",
+            json.dumps(
+                {
+                    "lockfileVersion": 1,
+                    "dependencies": {
+                        "react": {
+                            "version": "19.3.1",
+                            "dependencies": {
+                                "loose": {
+                                    "version": "1.0.0",
+                                    "resolved": f"{REGISTRY}/loose/-/loose-0.0.1.tgz",
+                                },
+                            },
+                        },
                     },
-                }},
-            }}),  # fmt: skip
+                }
+            ),
             "node_modules/react/node_modules/loose",
         ),
         (
