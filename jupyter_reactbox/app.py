@@ -324,6 +324,14 @@ class ReactBoxApp(ExtensionApp):
         one goes back to the model for a fix, or the edit is rolled back (0: no
         wait; without an open page there is none).""",
     ).tag(config=True)
+    ai_page_check_headless = Bool(
+        True,
+        help="""When no page of the preview is open, load it once in the server's own
+        headless browser after an AI edit that compiles (shut in like the screenshot
+        browser), so an error the app throws while rendering goes back to the model
+        or rolls the edit back even then. Off, or with no browser on the server
+        (ai_screenshot_browser), only open pages are watched.""",
+    ).tag(config=True)
     ai_daily_tokens = Int(
         0,
         help="""Most tokens (asked and answered) one user's AI edits may use per day
@@ -343,10 +351,11 @@ class ReactBoxApp(ExtensionApp):
     ).tag(config=True)
     ai_screenshot_browser = Unicode(
         "",
-        help="""Chromium or Chrome for screenshots of the preview (headless, shut in:
-        it reaches only the dev server). Default: the first of chromium,
-        chromium-browser, google-chrome on PATH; none: edits say no screenshot was
-        sent.""",
+        help="""Chromium or Chrome for the server's headless loads of a preview:
+        screenshots for the model, and the page check after an edit when no page is
+        open (headless, shut in: it reaches only the preview). Default: the first of
+        chromium, chromium-browser, google-chrome on PATH; none: edits say no
+        screenshot was sent, and only open pages are checked.""",
     ).tag(config=True)
     ai_context_chars = Int(
         60_000, help="Budget of file text sent to the model with an instruction."
@@ -377,6 +386,9 @@ class ReactBoxApp(ExtensionApp):
             page_wait=self.ai_page_check_seconds,
             vision=self.ai_vision,
             screenshot=functools.partial(self._screenshot, runtime),
+            load_page=functools.partial(self._load_page, runtime)
+            if self.ai_page_check_headless
+            else None,
             log=self.log,
         )
 
@@ -388,6 +400,12 @@ class ReactBoxApp(ExtensionApp):
                 "set c.ReactBoxApp.ai_screenshot_browser)"
             )
         return await runtime.screenshot(project_id, browser, self._own_url())
+
+    async def _load_page(self, runtime: Runtime, project_id: str):
+        browser = vision.find_browser(self.ai_screenshot_browser)
+        if browser is None:
+            return None
+        return await runtime.load_page(project_id, browser, self._own_url())
 
     def _own_url(self) -> str | None:
         """This Jupyter server on a local address (its previews need no login), or

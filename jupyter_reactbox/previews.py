@@ -26,6 +26,9 @@ MAX_ERRORS = 20
 """Page errors kept per preview (the newest); repeats of the last one are counted."""
 MAX_PAGES = 32
 """Page keys kept per preview: the pages loaded last may report a person's input."""
+RELOAD_GRACE = 5.0
+"""Seconds a preview counts as watched after its last page's socket closed: a page
+that reloads (Vite's full reload after an edit) opens a new one meanwhile."""
 
 
 @dataclass
@@ -66,6 +69,10 @@ class PreviewState:
     the next instruction from any client (the widget, a magic)."""
     pages: int = 0
     """Open websockets of the preview's pages (HMR): a page is watching it."""
+    unwatched_at: float = 0.0
+    """When the last open page socket closed (epoch seconds)."""
+    loaded_at: float = 0.0
+    """When a page of the preview was last loaded (epoch seconds)."""
     page_keys: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_PAGES))
     """One per page load: a page reports input with its key, which the app's own
     scripts cannot read (see ``static/activity.js``)."""
@@ -201,34 +208,60 @@ class Previews:
         return {self.error_key(e) for e in st.errors} if st is not None else set()
 
     def watched(self, project_id: str) -> bool:
-        """Whether a page of the preview is open (its HMR socket)."""
+        """Whether a page of the preview is open (its HMR socket), or was until a
+        moment ago (it may be reloading)."""
         st = self.get(project_id)
-        return st is not None and st.pages > 0
+        if st is None:
+            return False
+        return st.pages > 0 or time.time() - st.unwatched_at < RELOAD_GRACE
+
+    def running(self, project_id: str) -> bool:
+        st = self.get(project_id)
+        return st is not None and st.status == "running"
+
+    def page_closed(self, st: PreviewState) -> None:
+        st.pages -= 1
+        if st.pages <= 0:
+            st.unwatched_at = time.time()
 
     async def new_error(
         self, project_id: str, known: set[tuple[str, str]], since: float, wait: float
     ) -> dict | None:
-        """The first error not among ``known`` that an open page of the preview
-        reports (again) after ``since`` (epoch seconds), waiting up to ``wait``
-        seconds for one; None at once when no page is open."""
+        """The first error not among ``known`` that a page of the preview reports
+        (again) after ``since`` (epoch seconds), waiting for one until ``wait``
+        seconds after ``since``, or after the page's reload if it reloaded
+        meanwhile (at most four times as long); None at once when no page is open."""
         if not self.watched(project_id):
             return None
         st = self[project_id]
-        deadline = time.monotonic() + wait
         while True:
             for report in list(st.errors):
                 if report.get("time", 0) >= since and self.error_key(report) not in known:
                     return dict(report)
-            left = deadline - time.monotonic()
-            if left <= 0 or st.pages <= 0:
+            deadline = min(max(since, st.loaded_at) + wait, since + 4 * wait)
+            left = deadline - time.time()
+            if left <= 0 or not self.watched(project_id):
                 return None
             await asyncio.sleep(min(0.1, left))
 
-    def clear_errors(self, project_id: str) -> None:
-        """The page was loaded again: what it reported before is history."""
-        st = self.get(project_id)
-        if st is not None and st.errors:
+    def page_loaded(self, project_id: str) -> None:
+        """A page of the preview was loaded: what its pages reported before is history."""
+        st = self[project_id]
+        st.loaded_at = time.time()
+        if st.errors:
             st.errors.clear()
+            st.update()
+
+    def forget_errors(self, project_id: str, keys: set[tuple[str, str]]) -> None:
+        """Errors that are over (an edit that caused them was fixed or rolled back): a
+        page that reports one again later reports something new."""
+        st = self.get(project_id)
+        if st is None or not keys:
+            return
+        kept = [e for e in st.errors if self.error_key(e) not in keys]
+        if len(kept) != len(st.errors):
+            st.errors.clear()
+            st.errors.extend(kept)
             st.update()
 
     async def until_settled(self, project_id: str, timeout: float) -> PreviewState:

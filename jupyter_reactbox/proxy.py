@@ -199,7 +199,7 @@ class PreviewRequest:
         if heartbeat or navigation:
             self._record_use()
         if navigation:
-            self.previews.clear_errors(project_id)
+            self.previews.page_loaded(project_id)
         if self.preview.status != "running" or self.preview.endpoint is None:
             await self._not_running(resume=heartbeat or navigation, heartbeat=heartbeat)
             return
@@ -554,7 +554,7 @@ class PreviewSocketHandler(PreviewRequest, ProxyHandler):
 
     def on_close(self):
         if self.watching is not None:
-            self.watching.pages -= 1
+            self.previews.page_closed(self.watching)
             self.watching = None
         super().on_close()
 

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from . import managers, probes, supply
+from . import headless, managers, probes, supply
 from .ai import vision
 from .backends.base import Backend
 from .errors import DiskFull, ProjectNotFound, ReactBoxError, TooManyPreviews, is_disk_full
@@ -448,20 +448,33 @@ class Runtime:
     async def screenshot(
         self, project_id: str, browser: str, via: str | None = None
     ) -> vision.Image:
-        """A picture of the running preview, taken by a shut-in headless ``browser``
-        (``ai/vision.py``), one at a time: through the preview proxy of the server at
+        """A picture of the running preview, taken by the shut-in headless ``browser``
+        (``headless.py``), one at a time: through the preview proxy of the server at
         ``via`` (``http://127.0.0.1:PORT``), which must serve previews on their token
         alone, else straight from the dev server."""
+        url = await self._page_url(project_id, via, vision.ScreenshotError)
+        async with self._shooting:
+            return await vision.screenshot(browser, url)
+
+    async def load_page(
+        self, project_id: str, browser: str, via: str | None = None
+    ) -> headless.Loaded:
+        """One load of the running preview in the shut-in headless ``browser``, as
+        ``screenshot`` takes it: what the page threw, and whether it is blank."""
+        url = await self._page_url(project_id, via, headless.BrowserError)
+        async with self._shooting:
+            return await headless.load(browser, url)
+
+    async def _page_url(self, project_id: str, via: str | None, error: type[Exception]) -> str:
         await self.thaw(project_id)
         st = self.previews.get(project_id)
         if st is None or st.status != "running" or not st.endpoint:
-            raise vision.ScreenshotError("the preview is not running (start it, then ask again)")
+            raise error("the preview is not running (start it, then ask again)")
         # Through the proxy, the page is the one the user sees: the sandbox's header,
         # bodies rewritten for the base (a dev server's own asset URLs may miss it).
         path = self.previews.url(project_id)
-        url = via + path if via and path.startswith("/") else None
-        async with self._shooting:
-            return await vision.screenshot(browser, url or probes.root_url(st))
+        url = via + path if via and path and path.startswith("/") else None
+        return url or probes.root_url(st)
 
     async def changed(self, project_id: str) -> None:
         """The server wrote the project's files: a dev server that runs elsewhere gets

@@ -42,6 +42,7 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+ARTIFACTS.mkdir(exist_ok=True)
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",

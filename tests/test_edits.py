@@ -685,3 +685,77 @@ async def post_fix(jp_fetch, project_id="shop"):
         body=json.dumps({"fix": True}),
     )  # fmt: skip
     return json.loads(r.body)
+
+
+TS_COUNTER = "Clicked {count} times"
+
+
+def ts_crash(arg: str = "count", *, reload: bool = False) -> str:
+    """The TS app's button, calling a method of a global that does not exist: it
+    compiles, and React throws a TypeError when it renders.  ``reload``: the answer
+    also adds a non-component export to App.tsx, so Fast Refresh gives up and Vite
+    reloads the page (the check must wait for the reloaded page)."""
+    crash = TS_COUNTER.replace("{count}", f"{{(window as any).something.method({arg})}}")
+    if reload:
+        return block(
+            "src/App.tsx",
+            "export default function App() {",
+            "export const version = 2\n\nexport default function App() {",
+        ) + block("src/App.tsx", TS_COUNTER, crash)
+    return block("src/App.tsx", TS_COUNTER, crash)
+
+
+def ts_fix(arg: str = "count") -> str:
+    crash = TS_COUNTER.replace("{count}", f"{{(window as any).something.method({arg})}}")
+    return block("src/App.tsx", crash, TS_COUNTER)
+
+
+async def test_a_render_crash_after_many_edits_is_fixed_or_rolled_back_open_page_or_not(
+    api, jp_fetch, llm, server_url, projects_dir
+):
+    r = await api.upload(zip_dir(FIXTURES / "vite-ts"), "shop")
+    info = await api.wait(json.loads(r.body)["id"])
+    app = projects_dir / "shop" / "app" / "src" / "App.tsx"
+    crashed = "Cannot read properties of undefined (reading 'method')"
+    async with preview_page(server_url + info["preview_url"]) as (page, errors):
+        await page.click("button.counter")
+        title = "Orders"
+        for n in range(8):  # eight edits that hot-reload: the page keeps its state
+            llm.answer(block("src/App.tsx", f"<h1>{title}</h1>", f"<h1>Orders {n}</h1>"))
+            result = await post_edit(jp_fetch, f"Call the page 'Orders {n}'")
+            assert result["status"] == "applied" and result["attempts"] == 1, result
+            title = f"Orders {n}"
+            await page.wait_for_selector(f"h1:text('{title}')", timeout=15_000)
+        assert await page.inner_text("button.counter") == "Clicked 1 times"
+
+        # The ninth makes Vite reload the page, which then throws while rendering:
+        # the reloaded page's error goes back, and the second answer fixes it.
+        llm.answer(ts_crash(reload=True))
+        llm.answer(ts_fix())
+        result = await post_edit(jp_fetch, "Show the count")
+        assert result["status"] == "applied" and result["attempts"] == 2, result
+        assert crashed in llm.user_messages(len(llm.requests) - 1)[-1]
+        await page.wait_for_selector("button.counter", timeout=15_000)
+
+        # The same crash again, now by hot update: news again, not "known" from the
+        # last edit; every answer has it, so the edit is rolled back.
+        before = app.read_text()
+        llm.answer(ts_crash("count"))
+        llm.answer(block("src/App.tsx", "method(count)", "method(count + 1)"))
+        llm.answer(block("src/App.tsx", "method(count + 1)", "method(count + 2)"))
+        result = await post_edit(jp_fetch, "Show the count again")
+        assert result["status"] == "failed" and result["attempts"] == 3, result
+        assert crashed in result["message"] and "rolled back" in result["message"]
+        assert app.read_text() == before
+        await page.wait_for_selector("button.counter", timeout=15_000)
+        assert errors  # the page did throw, each time
+
+    # No page open: the server loads the page once itself, and the crash is caught.
+    await asyncio.sleep(6)  # past the grace a reloading page gets
+    llm.answer(ts_crash("count"))
+    llm.answer(ts_fix())
+    asked = len(llm.requests)
+    result = await post_edit(jp_fetch, "Show the count, once more")
+    assert result["status"] == "applied" and result["attempts"] == 2, result
+    assert crashed in llm.user_messages(asked + 1)[-1]
+    assert app.read_text() == before

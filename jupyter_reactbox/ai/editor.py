@@ -14,10 +14,15 @@ One edit, under the project's edit lock (a second one gets 409):
 5. ask the running dev server to compile the changed modules; on an error,
    feed it back for a fix; if none works, roll back to the commit before the
    edit and report why;
-6. when a page of the preview is open, wait a few seconds for an error it
-   reports that it had not reported before the edit (an uncaught error, a
-   rejection, Vite's overlay): fed back like a compile error, and rolled back
-   like one if no try is free of it;
+6. when a page of the preview is open (or was a moment ago: it may be
+   reloading), wait a few seconds for an error it reports that it had not
+   reported before the edit (an uncaught error, a rejection, Vite's overlay),
+   from the write or from the page's reload if the change made it reload; when
+   none is open, load the page once in the server's own headless browser
+   (``headless.py``) and take an error that names a changed file, or any error
+   of a page left blank.  Fed back like a compile error, and rolled back like
+   one if no try is free of it.  Errors an edit caused are forgotten when it
+   ends (fixed or rolled back), so the same error later is news again;
 7. an applied edit is one commit, however many tries it took: its ``files``
    and ``diff`` cover all of them, and undo and redo take all of it.
 
@@ -51,7 +56,7 @@ from typing import Any, Protocol
 
 import openai
 
-from .. import frameworks, history, worktree
+from .. import frameworks, headless, history, worktree
 from ..errors import ReactBoxError, UserError
 from ..store import Project
 from . import context, edits, validate
@@ -179,6 +184,9 @@ class Proposal:
 CompileCheck = Callable[[str, list[str]], Awaitable[str | None]]
 Screenshot = Callable[[str], Awaitable[Image]]
 """A picture of a project's running preview (``Runtime.screenshot``)."""
+LoadPage = Callable[[str], Awaitable["headless.Loaded | None"]]
+"""One load of a project's running preview in the server's headless browser
+(``Runtime.load_page``); None where there is no browser."""
 
 
 class PageWatch(Protocol):
@@ -193,6 +201,10 @@ class PageWatch(Protocol):
     async def new_error(
         self, project_id: str, known: set[tuple[str, str]], since: float, wait: float
     ) -> dict | None: ...
+
+    def forget_errors(self, project_id: str, keys: set[tuple[str, str]]) -> None: ...
+
+    def running(self, project_id: str) -> bool: ...
 
 
 def describe_error(report: dict) -> str:
@@ -221,6 +233,7 @@ class AIEditor:
         page_wait: float = 3.0,
         vision: bool = False,
         screenshot: Screenshot | None = None,
+        load_page: LoadPage | None = None,
         log: logging.Logger | None = None,
     ):
         self.client = client
@@ -235,8 +248,11 @@ class AIEditor:
         self.page_wait = page_wait
         self.vision = vision
         self.screenshot = screenshot
+        self.load_page = load_page
         self.log = log or logging.getLogger(__name__)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._blamed: dict[str, set[tuple[str, str]]] = {}
+        """Per project, the page errors its running edit blamed on its own tries."""
         self.progress: dict[str, Progress] = {}
         self.proposals: dict[str, Proposal] = {}
 
@@ -342,6 +358,9 @@ class AIEditor:
         """The edit's end: its outcome journaled (a proposal only once it is accepted
         or discarded) and streamed."""
         result.finished = time.time()
+        blamed = self._blamed.pop(project.id, set())
+        if self.pages is not None:  # fixed, or rolled back: over
+            self.pages.forget_errors(project.id, blamed)
         if self.budget is not None:
             result.usage.update(await asyncio.to_thread(self.budget.to_json))
         if result.status == "running":
@@ -438,13 +457,18 @@ class AIEditor:
         sha = await asyncio.to_thread(history.commit_all, app, f"AI: {result.instruction[:72]}")
         tried = Tried(written=written, committed=sha is not None)
         progress.emit(stage="compiling", attempt=result.attempts, files=sorted(changes))
-        error = await self._compile(project.id, [p for p, c in changes.items() if c is not None])
+        kept = [p for p, c in changes.items() if c is not None]
+        error = await self._compile(project.id, kept)
         if error:
             tried.problem = f"The dev server cannot compile it: {error}"
             tried.for_model = f"The dev server failed to compile the change:\n{error}\n"
             return tried
-        report = await self._page_error(project.id, known, written, progress, result.attempts)
+        report = await self._page_error(
+            project.id, known, written, progress, result.attempts, sorted(changes)
+        )
         if report is not None:
+            if self.pages is not None:
+                self._blamed.setdefault(project.id, set()).add(self.pages.error_key(report))
             text = describe_error(report)
             tried.problem = (
                 f"The page reports an error after the change: {text.splitlines()[0][:300]}"
@@ -657,14 +681,38 @@ class AIEditor:
         return answer
 
     async def _page_error(
-        self, project_id: str, known: set, since: float, progress: Progress, attempt: int
+        self,
+        project_id: str,
+        known: set,
+        since: float,
+        progress: Progress,
+        attempt: int,
+        paths: list[str],
     ) -> dict | None:
-        """A new error an open page of the preview reports within ``page_wait``
-        seconds of the change; None (at once) when no page is open."""
-        if self.pages is None or self.page_wait <= 0 or not self.pages.watched(project_id):
+        """A new error a page of the preview reports within ``page_wait`` seconds
+        of the change (of its reload, if it reloaded); when no page is open, one
+        that a load in the headless browser throws which names a changed file
+        (``paths``), or any it throws while the page stays blank; else None."""
+        if self.pages is None or self.page_wait <= 0:
             return None
-        progress.emit(stage="checking", attempt=attempt)
-        return await self.pages.new_error(project_id, known, since, self.page_wait)
+        if self.pages.watched(project_id):
+            progress.emit(stage="checking", attempt=attempt)
+            return await self.pages.new_error(project_id, known, since, self.page_wait)
+        if self.load_page is None or not self.pages.running(project_id):
+            return None
+        progress.emit(stage="checking", attempt=attempt, headless=True)
+        try:
+            loaded = await self.load_page(project_id)
+        except headless.BrowserError as exc:
+            self.log.info("No headless check of the page of %s: %s", project_id, exc)
+            return None
+        for report in loaded.errors if loaded is not None else ():
+            if self.pages.error_key(report) in known:
+                continue
+            where = report.get("source", "") + "\n" + report.get("stack", "")
+            if loaded.blank or any(f"/{path}" in where for path in paths):
+                return {**report, "time": time.time()}
+        return None
 
     async def _compile(self, project_id: str, paths: list[str]) -> str | None:
         if self.compile_check is None or not paths:

@@ -13,8 +13,12 @@
  *
  * Errors: a blank page should say why in the notebook.  Uncaught errors,
  * unhandled rejections, scripts and styles that failed to load, and Vite's
- * error overlay are POSTed to the preview's error path (at most 20 a page, a
- * repeat once).  Nothing else is sent.
+ * error overlay are POSTed to the preview's error path.  A page lives through
+ * many hot updates, and an error fixed by one may come back with the next: an
+ * error is a repeat only if it is thrown at the same place (a hot update gives
+ * a module a new URL, so a new version's error is news), and a repeat is
+ * reported again once a second has passed since its last report; at most 20
+ * reports go in any 10 seconds.  Nothing else is sent.
  */
 (() => {
   "use strict";
@@ -42,11 +46,21 @@
   }
   beat();
 
-  const seen = new Set();
+  const reported = new Map(); // kind + message -> when it was last reported
+  let windowStart = 0;
+  let inWindow = 0;
   const report = (kind, message, source, stack) => {
-    const key = kind + "\n" + message;
-    if (!message || seen.has(key) || seen.size >= 20) return;
-    seen.add(key);
+    const key = kind + "\n" + message + "\n" + (source || "");
+    const now = Date.now();
+    if (!message || now - (reported.get(key) || 0) < 1000) return;
+    if (now - windowStart >= 10000) {
+      windowStart = now;
+      inWindow = 0;
+    }
+    if (inWindow >= 20) return;
+    inWindow += 1;
+    if (reported.size >= 200) reported.clear();
+    reported.set(key, now);
     const body = JSON.stringify({
       kind,
       message: String(message).slice(0, 2000),
