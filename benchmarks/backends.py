@@ -24,6 +24,7 @@ from pathlib import Path
 
 from harness import (
     FIXTURES,
+    app_of,
     chromium,
     jupyter,
     next_update,
@@ -68,7 +69,7 @@ def backend_args(backend: str):
 
 def write_through_api(server, project: str, path: str) -> None:
     """Swap one word of a source file by the files API (where an edit writes)."""
-    text = (server.root / "projects" / project / "app" / path).read_text()
+    text = (app_of(server.root / "projects", project) / path).read_text()
     old, new = ("Count is", "Join Now") if "Count is" in text else ("Join Now", "Count is")
     body = text.replace(old, new).encode()
     server.call("PUT", f"reactbox/api/projects/{project}/files/{path}", body)

@@ -76,7 +76,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         time.sleep(3)  # let the dev servers settle to idle
         # By name: a preview that took the spare container has no project label.
-        names = [f"reactbox-{server.owner}-p{i}" for i in range(reached)]
+        names = [server.engine_name(f"p{i}") for i in range(reached)]
         containers = [client.containers.get(name) for name in names]
         previews = [memory(c) for c in containers]
         awake = [c for i, c in enumerate(containers) if not server.project(f"p{i}")["frozen"]]

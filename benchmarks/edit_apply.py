@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import docker  # noqa: E402
-from conftest import FIXTURES, free_port, remove_owned, server_argv, zip_dir  # noqa: E402
+from conftest import FIXTURES, app_of, free_port, remove_owned, server_argv, zip_dir  # noqa: E402
 from edit_corpus import CASES, outcome  # noqa: E402
 from harness import next_update, pct, toggle, vite_socket  # noqa: E402
 from llm import ScriptedLLM  # noqa: E402
@@ -137,7 +137,7 @@ async def hmr_timing(rounds: int) -> None:
             await asyncio.sleep(0.2)
         assert info["status"] == "running", info
         ws = await vite_socket(f"http://127.0.0.1:{port}{info['preview_url']}")
-        app_jsx = tmp / "projects" / "bench" / "app" / "src" / "App.jsx"
+        app_jsx = app_of(tmp / "projects", "bench") / "src" / "App.jsx"
         words = ("Count is", "Join Now")
 
         def until_update(started: float):

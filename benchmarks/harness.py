@@ -23,6 +23,7 @@ import docker  # noqa: E402
 from conftest import (  # noqa: E402
     FIXTURES,
     JupyterProcess,
+    app_of,
     chromium,
     free_port,
     quiet_interfaces,
@@ -32,7 +33,7 @@ from conftest import (  # noqa: E402
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest  # noqa: E402
 from tornado.websocket import WebSocketClientConnection, websocket_connect  # noqa: E402
 
-__all__ = ["FIXTURES", "JupyterProcess", "chromium", "free_port", "zip_dir"]
+__all__ = ["FIXTURES", "JupyterProcess", "app_of", "chromium", "free_port", "zip_dir"]
 
 
 @contextlib.contextmanager

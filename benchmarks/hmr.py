@@ -18,6 +18,7 @@ import time
 import docker
 from harness import (
     FIXTURES,
+    app_of,
     jupyter,
     next_update,
     table,
@@ -34,14 +35,14 @@ async def measure(rounds: int) -> None:
     with jupyter() as server:
         server.upload(zip_dir(FIXTURES / "vite-react"), "hmr")
         info = wait_running(server, "hmr")
-        container = docker.from_env().containers.get(f"reactbox-{server.owner}-hmr")
-        ip = container.attrs["NetworkSettings"]["Networks"][f"reactbox-{server.owner}-previews"][
+        container = docker.from_env().containers.get(server.engine_name("hmr"))
+        ip = container.attrs["NetworkSettings"]["Networks"][server.engine_name("previews")][
             "IPAddress"
         ]
         port = PORT
         ours = await vite_socket(server.url + info["preview_url"])
         direct = await vite_socket(f"http://{ip}:{port}{info['preview_url']}")
-        app_jsx = server.root / "projects" / "hmr" / "app" / "src" / "App.jsx"
+        app_jsx = app_of(server.root / "projects", "hmr") / "src" / "App.jsx"
 
         # Warm-up, not measured: the dev server answers HTTP before its file
         # watcher is ready; write until a first update comes through.

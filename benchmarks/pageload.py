@@ -126,9 +126,9 @@ async def load(browser, url: str, last: int, warm: int, opaque: bool) -> tuple[f
 
 def direct_url(client, server, info: dict) -> str:
     """The page at the dev server's own address (the container's, on its network)."""
-    container = client.containers.get(f"reactbox-{server.owner}-dash")
+    container = client.containers.get(server.engine_name("dash"))
     networks = container.attrs["NetworkSettings"]["Networks"]
-    ip = networks[f"reactbox-{server.owner}-previews"]["IPAddress"]
+    ip = networks[server.engine_name("previews")]["IPAddress"]
     port = PORT
     path = info["preview_url"] if info["preview_url"].startswith("/") else "/"
     return f"http://{ip}:{port}{path}"

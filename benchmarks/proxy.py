@@ -38,7 +38,14 @@ from jupyter_reactbox.backends.docker import PORT
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import FIXTURES, free_port, remove_owned, server_argv, zip_dir  # noqa: E402
+from conftest import (  # noqa: E402
+    FIXTURES,
+    engine_name,
+    free_port,
+    remove_owned,
+    server_argv,
+    zip_dir,
+)
 
 
 def call(url: str, token: str, method: str = "GET", body: bytes | None = None, ctype=None):
@@ -120,9 +127,9 @@ def main() -> None:
         # The same proxy with its response cache off: every request to the dev server.
         uncached = start(tmp, "--ReactBoxApp.preview_cache=0")
         servers.append((uncached[0], uncached[3]))
-        container = client.containers.get(f"reactbox-{owner}-bench")
+        container = client.containers.get(engine_name(owner, tmp / owner / "projects", "bench"))
         networks = container.attrs["NetworkSettings"]["Networks"]
-        ip = networks[f"reactbox-{owner}-previews"]["IPAddress"]
+        ip = networks[engine_name(owner, tmp / owner / "projects", "previews")]["IPAddress"]
         dev = PORT
         module = f"{info['preview_url']}src/App.jsx"
         paths = {

@@ -99,7 +99,7 @@ async def upload_rendered(server, page, data: bytes, project: str) -> tuple[floa
 
 def took_spare(server, project: str) -> bool:
     """Whether the project's dev server runs in a spare container made before it."""
-    container = docker.from_env().containers.get(f"reactbox-{server.owner}-{project}")
+    container = docker.from_env().containers.get(server.engine_name(project))
     return container.labels.get(f"{LABEL}.role") == "spare"
 
 

@@ -68,7 +68,7 @@ def maps_errors(method):
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
-            full = DiskFull(self.runtime.store.root)
+            full = DiskFull.at(self.runtime.store.root)
             raise web.HTTPError(full.status, "%s", str(full)) from exc
 
     return wrapper

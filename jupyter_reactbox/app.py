@@ -20,7 +20,7 @@ from jupyter_server.utils import url_path_join
 from tornado.routing import AnyMatches, Rule
 from traitlets import Bool, CaselessStrEnum, Float, Int, Type, Unicode, Union, default, validate
 
-from . import api, backends, history
+from . import api, backends, boxes, history
 from .ai import vision
 from .ai.budget import TokenBudget
 from .ai.editor import AIEditor
@@ -29,6 +29,7 @@ from .backends.base import Backend
 from .backends.docker import DockerBackend
 from .errors import ReactBoxError
 from .hub import SERVICE_URL_ENV, relay
+from .peer import PeerServer
 from .proxy import (
     KeptAnswers,
     OriginPreviewHandler,
@@ -38,7 +39,7 @@ from .proxy import (
 )
 from .runtime import Runtime
 from .spaces import OneSpace, Space
-from .store import Project, ProjectStore, parse_size, slugify
+from .store import Project, ProjectStore, StoreLock, parse_size, slugify
 from .supply import Policy as SupplyPolicy
 
 MOVED_TO_DOCKER_BACKEND = {
@@ -192,6 +193,34 @@ class ReactBoxApp(ExtensionApp):
         the inodes it spends, which a byte quota does not count; checked with
         disk_quota. 0: no limit.""",
     ).tag(config=True)
+
+    disk_limits = CaselessStrEnum(
+        ["auto", "image", "check"],
+        default_value="auto",
+        help="""How disk_quota and file_quota are kept. 'image': each project's work
+        tree is a filesystem image of disk_quota bytes and file_quota files, mounted
+        for it (needs root, loop devices and e2fsprogs): a write past them is refused
+        at once by the kernel, inside that project, and no project can take the space
+        of the others or of the server. 'check': projects are plain folders, counted at
+        start and every 30 s (a project that writes faster fills that much more before
+        it is stopped). 'auto': 'image' where this server can mount one, else 'check';
+        `jupyter reactbox doctor` says which. Projects keep what they were made with.""",
+    ).tag(config=True)
+
+    def _box(self) -> tuple[int, int] | None:
+        """(bytes, files) of each new project's filesystem, or None (plain folders)."""
+        if self.disk_limits == "check":
+            return None
+        problem = boxes.problem()
+        if problem is not None:
+            if self.disk_limits == "image":
+                self.log.error(
+                    "c.ReactBoxApp.disk_limits is 'image', but %s: quotas are checked "
+                    "every 30 s instead",
+                    problem,
+                )
+            return None
+        return parse_size(self.disk_quota), self.file_quota
 
     @validate("disk_quota", "preview_cache")
     def _validate_quota(self, proposal):
@@ -453,13 +482,16 @@ class ReactBoxApp(ExtensionApp):
                 allow_remote_dependencies=self.allow_remote_dependencies,
                 allow_vulnerable_vite=self.allow_vulnerable_vite,
             ),
+            box=self._box(),
         )
         store.cleanup_staging()
+        for project_id in store.mount_all():
+            self.log.error("%s: its filesystem (box.img) could not be mounted", project_id)
         for project in store.list():
             self._repair(project)
         runtime = Runtime(
             store,
-            self._make_backend(owner, str(cache_dir)),
+            self._make_backend(owner, store.id, str(cache_dir), boxed=store.box is not None),
             base_url=base_url,
             start_timeout=self.start_timeout,
             idle_timeout=self.idle_timeout,
@@ -488,6 +520,17 @@ class ReactBoxApp(ExtensionApp):
             self.spaces = None
             self.service = relay.connect(self.hub_service_url)
             return
+        self.store_lock = StoreLock(Path(self.projects_dir))
+        if not self.store_lock.acquire():
+            # Another server manages this folder: relay to it (or say where it is).
+            self.log.warning(
+                "jupyter-reactbox: the projects in %s are managed by another Jupyter "
+                "server; this one relays to it",
+                self.projects_dir,
+            )
+            self.spaces = None
+            self.service = PeerServer(self.store_lock, self.serverapp.base_url)
+            return
         space = self.make_space(
             self.owner,
             base_url=self.serverapp.base_url,
@@ -502,7 +545,9 @@ class ReactBoxApp(ExtensionApp):
         self.spaces = OneSpace(space)
         self.settings["reactbox_spaces"] = self.spaces
 
-    def _make_backend(self, owner: str, cache_dir: str) -> Backend:
+    def _make_backend(
+        self, owner: str, store: str, cache_dir: str, *, boxed: bool = False
+    ) -> Backend:
         cls, why = backends.choose(self.backend)
         settings: dict = {}
         if issubclass(cls, DockerBackend):
@@ -511,6 +556,8 @@ class ReactBoxApp(ExtensionApp):
             parent=self,
             log=self.log,
             owner=owner,
+            store=store,
+            boxed=boxed,
             cache_dir=cache_dir,
             registry=self.npm_registry or None,
             ignore_scripts=self.ignore_scripts,
@@ -542,7 +589,7 @@ class ReactBoxApp(ExtensionApp):
         return settings
 
     def initialize_handlers(self):
-        if self.hub_service_url:
+        if self.spaces is None:  # the hub service's, or another server's of this folder
             self.handlers.extend(relay.handlers(self.service))
             return
         self.handlers.extend(api.handlers())
@@ -614,6 +661,10 @@ class ReactBoxApp(ExtensionApp):
             await self.spaces.space.runtime.recover()
         except Exception as exc:  # the server must come up even with the engine down
             self.log.warning("jupyter-reactbox could not re-attach previews: %s", exc)
+        if self._kernel_env:  # where a second server of this folder finds this one
+            app = self.serverapp
+            where = {"url": self._kernel_env["JUPYTER_REACTBOX_URL"], "base_url": app.base_url}
+            self.store_lock.announce({**where, "info_file": app.info_file})
 
     async def stop_extension(self):
         if getattr(self, "_stopped", False):
@@ -626,3 +677,5 @@ class ReactBoxApp(ExtensionApp):
             await self.spaces.close()
         if getattr(self, "service", None) is not None:
             await self.service.close()
+        if getattr(self, "store_lock", None) is not None:
+            self.store_lock.release()

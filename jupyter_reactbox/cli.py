@@ -69,6 +69,8 @@ def doctor(args) -> int:
         _doctor_local(args, check)
     else:
         _doctor_docker(args, check)
+    _doctor_folder(args)
+    _doctor_quotas(args, check)
     print("all good" if not problems else f"{len(problems)} problem(s) found")
     return 1 if problems else 0
 
@@ -133,6 +135,53 @@ def _doctor_local(args, check) -> None:
     print("  (a Docker engine, when one answers, gives each preview a hardened container)")
 
 
+def _doctor_folder(args) -> None:
+    """Which server manages the projects folder, if one runs."""
+    from pathlib import Path
+
+    from .store import StoreLock
+
+    folder = Path(args.projects_dir or _default_projects_dir())
+    if not folder.is_dir():
+        print(f"  projects: {folder} (none yet)")
+        return
+    manager = StoreLock(folder).manager()
+    if manager is None:
+        print(f"  projects: {folder} (no server manages them now)")
+    else:
+        where = manager.get("url") or f"pid {manager.get('pid')}"
+        print(
+            f"  projects: {folder}, managed by the server at {where} (pid {manager.get('pid')}); "
+            "a second server of this folder relays to it"
+        )
+
+
+def _doctor_quotas(args, check) -> None:
+    """How a project's disk and file quotas are kept (``disk_limits``)."""
+    from . import boxes
+
+    problem = boxes.problem()
+    if args.disk_limits == "check":
+        print("  WARN quotas: checked every 30 s (disk_limits = 'check')")
+    elif problem is None:
+        check(True, "quotas: kept by the kernel (a filesystem image per project)", "")
+    elif args.disk_limits == "image":
+        check(False, "", f"quotas: disk_limits is 'image', but {problem}")
+    else:
+        print(
+            f"  WARN quotas: checked every 30 s, not kept by the kernel: {problem} "
+            "(a project that writes fast fills that much more before it is stopped)"
+        )
+
+
+def _default_projects_dir() -> str:
+    import os
+
+    from jupyter_core.paths import jupyter_data_dir
+
+    return os.path.join(jupyter_data_dir(), "reactbox", "projects")
+
+
 def settings(args) -> int:
     from .app import ReactBoxApp
     from .backends import BUILT_IN, backend_class
@@ -195,6 +244,17 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         choices=["auto", "required", "off"],
         help="the local backend's sandbox setting to check (default: auto)",
+    )
+    d.add_argument(
+        "--disk-limits",
+        default="auto",
+        choices=["auto", "image", "check"],
+        help="the disk_limits setting to check (default: auto)",
+    )
+    d.add_argument(
+        "--projects-dir",
+        default="",
+        help="the projects folder to look at (default: the one a server uses by default)",
     )
     d.set_defaults(func=doctor)
     s = sub.add_parser("settings", help="print every setting as a commented config file")

@@ -24,6 +24,8 @@ Errors of the Docker SDK are mapped to ``SandboxError`` at one boundary
 from __future__ import annotations
 
 import errno
+import shutil
+from pathlib import Path
 
 
 class ReactBoxError(Exception):
@@ -86,6 +88,17 @@ class DiskFull(ReactBoxError):
             f"No space is left on the disk of {where}. Nothing was changed: free some "
             "space (delete a project, or ask your admin), then try again."
         )
+
+    @classmethod
+    def at(cls, root: Path) -> DiskFull:
+        """The error for a write refused for space under the projects folder ``root``:
+        its disk is full, or else a project's own filesystem is (``boxes``)."""
+        if shutil.disk_usage(root).free >= 1 << 20:
+            return cls(
+                "the project (its own filesystem is full: its quota is "
+                "c.ReactBoxApp.disk_quota and file_quota; remove files from it)"
+            )
+        return cls(root)
 
 
 def is_disk_full(exc: BaseException) -> bool:

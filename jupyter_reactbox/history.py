@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import worktree
+from . import boxes, worktree
 from .errors import DiskFull, UserError
 
 _REV_RE = re.compile(r"^(?:[0-9a-f]{7,40}|HEAD(?:~\d{1,4})?)$")
@@ -92,7 +92,7 @@ class Commit:
 
 
 def git_dir(app_dir: Path) -> Path:
-    return app_dir.parent / "history.git"
+    return boxes.folder_of(app_dir) / "history.git"
 
 
 def _skip_dir(rel: str) -> bool:

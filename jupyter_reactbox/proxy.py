@@ -46,7 +46,7 @@ from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import httputil, web
 from tornado.routing import PathMatches, Router, Rule
 
-from . import frameworks
+from . import boxes, frameworks
 from .errors import ReactBoxError
 from .previews import PreviewState
 from .response_cache import GENERATION_HEADER, Cached, ResponseCache, parse_generation
@@ -510,7 +510,8 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
             # some URLs (Vite's asset imports), turning '/a%40b/' into
             # '/a%2540b/'; the public base is already encoded, so undo that.
             body = body.replace(base.replace("%", "%25").encode(), base.encode())
-        public = public_files(f"{self.runtime.store.root}/{self.project_id}/app/public")
+        app = boxes.work_tree(self.runtime.store.root / self.project_id)
+        public = public_files(app / "public")
         body = public.rewrite(body, base)
         if "text/html" in content_type:
             # A page key only for a page load: a script's fetch of the page gets none.

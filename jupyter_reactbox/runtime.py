@@ -338,7 +338,7 @@ class Runtime:
             except Exception as exc:
                 await _settled(ahead)
                 if is_disk_full(exc):
-                    error = str(DiskFull(self.store.root))
+                    error = str(DiskFull.at(self.store.root))
                     self.log.warning("Preview of %s failed: %s", project.id, error)
                 else:
                     self.log.exception("Preview of %s failed", project.id)
@@ -432,6 +432,8 @@ class Runtime:
         over theirs."""
         if self.room is not None:
             await self.room()
+        if project.boxed:  # a filesystem of its own, of that size: the kernel keeps it
+            return
         await asyncio.to_thread(
             probes.check_quota,
             project.path,
@@ -582,6 +584,9 @@ class Runtime:
                         self.log.warning("At shutdown: %s", job.exception())
                 if pending:
                     self.log.warning("%d dev servers did not stop in time", len(pending))
+            # No dev server uses the projects' own filesystems now (``boxes``); kept
+            # running, they keep theirs mounted for the next server.
+            await asyncio.to_thread(self.store.unmount_all)
         if self._session is not None:
             await self._session.close()
 

@@ -80,6 +80,40 @@ def zip_dir(
     return buf.getvalue()
 
 
+def app_of(projects_dir: Path, project_id: str) -> Path:
+    """A project's work tree: ``<project>/app``, or ``<project>/box/app`` where it is a
+    filesystem of its own (``boxes``)."""
+    from jupyter_reactbox import boxes
+
+    return boxes.work_tree(projects_dir / project_id)
+
+
+def written(projects_dir: Path) -> list[str]:
+    """What is in a projects folder besides the folder's own files (its id, its lock
+    and who holds it): uploads, and any staging debris."""
+    from jupyter_reactbox.store import STORE_ID, StoreLock
+
+    own = {STORE_ID, StoreLock.LOCK, StoreLock.MANAGER}
+    return sorted(p.name for p in projects_dir.iterdir() if p.name not in own)
+
+
+def store_of(projects_dir: Path) -> str:
+    """The id a server gave ``projects_dir`` when it first opened it."""
+    from jupyter_reactbox.store import STORE_ID
+
+    return (projects_dir / STORE_ID).read_text().strip()
+
+
+def engine_name(owner: str, projects_dir: Path, suffix: str = "") -> str:
+    """What the engine names a container or network of ``owner``'s projects in
+    ``projects_dir``: ``engine_name(owner, projects_dir, "shop")`` is the run
+    container of shop."""
+    from jupyter_reactbox.backends.docker import named
+
+    prefix = named(owner, store_of(projects_dir))
+    return f"{prefix}-{suffix}" if suffix else prefix
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -182,6 +216,10 @@ class JupyterProcess:
                 time.sleep(0.1)
         raise RuntimeError(f"the server did not start; see {self.log.name}")
 
+    def engine_name(self, suffix: str = "") -> str:
+        """What the engine names this server's container or network ``suffix``."""
+        return engine_name(self.owner, self.root / "projects", suffix)
+
     def log_text(self) -> str:
         self.log.flush()
         return Path(self.log.name).read_text(errors="replace")
@@ -220,7 +258,8 @@ class JupyterProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout)
-        self.log.close()
+        if self.proc is not None:
+            self.log.close()
 
 
 IPV6_DEFAULT = Path("/proc/sys/net/ipv6/conf/default/disable_ipv6")

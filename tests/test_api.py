@@ -6,7 +6,7 @@ import json
 from zipfile import ZIP_STORED
 
 import pytest
-from conftest import FIXTURES, zip_dir
+from conftest import FIXTURES, app_of, written, zip_dir
 from test_archive import PKG, encrypted, make_zip
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
@@ -85,7 +85,7 @@ async def test_bad_uploads_are_4xx_and_write_nothing(api, projects_dir, case):
         await api.upload(data, "bad")
     assert err.value.code == code
     assert message in json.loads(err.value.response.body)["message"]
-    assert [p.name for p in projects_dir.iterdir()] == []
+    assert written(projects_dir) == []
 
 
 async def test_upload_checks_name_and_type(api, jp_fetch, projects_dir):
@@ -104,7 +104,7 @@ async def test_upload_checks_name_and_type(api, jp_fetch, projects_dir):
             headers={"Content-Type": "application/json"},
         )
     assert err.value.code == 415
-    assert [p.name for p in projects_dir.iterdir()] == []
+    assert written(projects_dir) == []
 
 
 async def test_unknown_project_is_404(jp_fetch):
@@ -155,7 +155,7 @@ async def test_vite_app_lifecycle(api, jp_fetch, jp_base_url, projects_dir, dock
     listed = json.loads((await jp_fetch("reactbox", "api", "projects")).body)["projects"]
     assert [p["id"] for p in listed] == ["vite-react-main"]
 
-    app_dir = projects_dir / "vite-react-main" / "app"
+    app_dir = app_of(projects_dir, "vite-react-main")
     log = (await jp_fetch("reactbox", "api", "projects", "vite-react-main", "logs")).body.decode()
     assert "npm ci" in log and "VITE" in log
     # The import is the first commit of the project's history, kept beside the

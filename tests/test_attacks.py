@@ -10,7 +10,7 @@ import secrets
 import urllib.request
 
 import pytest
-from conftest import FIXTURES, JupyterProcess, zip_dir
+from conftest import FIXTURES, JupyterProcess, engine_name, zip_dir
 from llm import ThreadedLLM
 from test_edits import BUTTON, JOIN_NOW, block
 from test_notebook import Kernel
@@ -121,10 +121,16 @@ MEMORY_BOMB = "exec node -e 'const a = []; for (;;) a.push(Buffer.alloc(32 << 20
 
 @pytest.mark.parametrize("docker_config", ["runc", "runsc"], indirect=True)
 async def test_fork_and_memory_bombs_stop_at_the_limits(
-    api, docker_client, owner, jp_fetch, docker_config, server_url
+    api,
+    docker_client,
+    owner,
+    jp_fetch,
+    docker_config,
+    server_url,
+    projects_dir,
 ):
     info = await api.upload_running()
-    container = docker_client.containers.get(f"reactbox-{owner}-shop")
+    container = docker_client.containers.get(engine_name(owner, projects_dir, "shop"))
     assert container.attrs["HostConfig"]["PidsLimit"] == 128
     assert container.attrs["HostConfig"]["Memory"] == 256 << 20
 

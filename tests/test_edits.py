@@ -10,7 +10,7 @@ import asyncio
 import json
 
 import pytest
-from conftest import ARTIFACTS, FIXTURES, chromium, preview_page, zip_dir
+from conftest import ARTIFACTS, FIXTURES, app_of, chromium, preview_page, zip_dir
 from tornado.httpclient import HTTPClientError
 
 from jupyter_reactbox import history
@@ -469,7 +469,7 @@ async def test_a_file_written_twice_in_quick_succession_reaches_the_dev_server_b
 
 async def test_compile_error_in_vite_is_fed_back_then_fixed(api, jp_fetch, llm, projects_dir):
     await api.upload_running()
-    app = projects_dir / "shop" / "app"
+    app = app_of(projects_dir, "shop")
     bad_import = "import Missing from './does-not-exist'\n"
     llm.answer(block("src/App.jsx", "import './App.css'", "import './App.css'\n" + bad_import))
     llm.answer(
@@ -491,7 +491,7 @@ async def test_an_edit_that_took_two_tries_is_one_change_to_undo(
     """The first answer imports a file that does not exist; the second creates it.
     The edit is one commit with both files, and undo takes all of it back."""
     info = await api.upload_running()
-    app = projects_dir / "shop" / "app"
+    app = app_of(projects_dir, "shop")
     before, text = history.head(app), (app / "src" / "App.jsx").read_text()
     uses_badge = "import './App.css'\nimport Badge from './Badge.jsx'"
     llm.answer(
@@ -532,7 +532,7 @@ async def test_an_edit_that_took_two_tries_is_one_change_to_undo(
 
 async def test_code_that_never_compiles_is_rolled_back(api, jp_fetch, llm, projects_dir):
     await api.upload_running()
-    app = projects_dir / "shop" / "app"
+    app = app_of(projects_dir, "shop")
     head, text = history.head(app), (app / "src" / "App.jsx").read_text()
     bad = "import './App.css'\nimport Missing from './does-not-exist'"
     llm.answer(block("src/App.jsx", "import './App.css'", bad))
@@ -627,7 +627,7 @@ async def test_a_change_that_breaks_the_page_is_fixed_rolled_back_or_fixed_on_re
     api, jp_fetch, llm, server_url, projects_dir
 ):
     info = await api.upload_running()
-    app = projects_dir / "shop" / "app" / "src" / "App.jsx"
+    app = app_of(projects_dir, "shop") / "src" / "App.jsx"
     original = app.read_text()
     async with preview_page(server_url + info["preview_url"]) as (page, _):
         await page.wait_for_selector("button.counter")
@@ -715,7 +715,7 @@ async def test_a_render_crash_after_many_edits_is_fixed_or_rolled_back_open_page
 ):
     r = await api.upload(zip_dir(FIXTURES / "vite-ts"), "shop")
     info = await api.wait(json.loads(r.body)["id"])
-    app = projects_dir / "shop" / "app" / "src" / "App.tsx"
+    app = app_of(projects_dir, "shop") / "src" / "App.tsx"
     crashed = "Cannot read properties of undefined (reading 'method')"
     async with preview_page(server_url + info["preview_url"]) as (page, errors):
         await page.click("button.counter")

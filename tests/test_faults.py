@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, JupyterProcess, zip_dir
+from conftest import FIXTURES, JupyterProcess, app_of, engine_name, written, zip_dir
 from llm import ThreadedLLM
 from test_attacks import get
 from test_edits import BUTTON, JOIN_NOW, block
@@ -63,14 +63,16 @@ def small_disk(tmp_path):
 
 
 @pytest.fixture
-def projects_dir(small_disk):
-    return small_disk / "projects"
+def projects_dir(request):
+    if "small_folder" in request.fixturenames:
+        return request.getfixturevalue("small_folder")
+    return request.getfixturevalue("small_disk") / "projects"
 
 
 def projects(folder: Path) -> list[str]:
     """What is in the projects folder but the day's AI token count: projects, and
     any staging an operation left behind."""
-    return sorted(p.name for p in folder.iterdir() if p.name != ".ai-tokens.json")
+    return [name for name in written(folder) if name != ".ai-tokens.json"]
 
 
 def fill(disk: Path, leave: int = 0) -> Path:
@@ -88,11 +90,12 @@ def fill(disk: Path, leave: int = 0) -> Path:
     return filler
 
 
+@pytest.mark.parametrize("reactbox_config", [{"disk_limits": "check"}])
 async def test_a_full_disk_is_507_and_changes_nothing_then_recovers(
     api, jp_fetch, llm, projects_dir, small_disk, server_url
 ):
     info = await api.upload_running()
-    app = projects_dir / "shop" / "app"
+    app = app_of(projects_dir, "shop")
     head, before = history.head(app), snapshot(app)
 
     room = 0  # bytes left free; the running dev server may free some meanwhile
@@ -181,9 +184,9 @@ def test_the_server_killed_mid_edit_leaves_the_project_as_it_was(
         "--ReactBoxApp.ai_timeout=120",
     )
     server = JupyterProcess(tmp_path, owner, *args, "--ReactBoxApp.on_shutdown=keep").start()
-    app = tmp_path / "projects" / "shop" / "app"
     try:
         shop = server.wait(server.upload(zip_dir(FIXTURES / "vite-react"), "shop")["id"])
+        app = app_of(tmp_path / "projects", "shop")
         head, before = history.head(app), snapshot(app)
 
         # The first answer does not compile; the server writes and commits it, then
@@ -312,9 +315,9 @@ def test_the_engine_killed_mid_start_is_a_clear_error_and_nothing_is_lost(
 ):
     args = (f"--ReactBoxApp.cache_dir={package_cache}", f"--DockerBackend.image={sandbox_image}")
     server = JupyterProcess(tmp_path, owner, *args).start()
-    app = tmp_path / "projects" / "shop" / "app"
     try:
         server.upload(zip_dir(FIXTURES / "vite-react"), "shop")
+        app = app_of(tmp_path / "projects", "shop")
         head, before = history.head(app), snapshot(app)
         while (status := server.project("shop")["status"]) not in ("installing", "starting"):
             assert status != "running", "started before the engine could be killed"
@@ -352,3 +355,68 @@ def test_the_engine_killed_mid_start_is_a_clear_error_and_nothing_is_lost(
         assert snapshot(app) == before
     finally:
         server.stop()
+
+
+# -- one project's quota, kept by the kernel ------------------------------------------
+
+HOG = """
+const fs = require('fs')
+fs.mkdirSync('/project/many')
+let n = 0
+try { for (;;) { fs.writeFileSync('/project/many/f' + n, ''); n++ } }
+catch (e) { console.log(JSON.stringify({made: n, code: e.code})) }
+"""
+
+
+@pytest.fixture
+def small_folder(tmp_path):
+    """A projects folder on a filesystem of 1 GiB and 20,000 inodes, as in the report."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    options = "size=1g,nr_inodes=20000"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], check=True)
+    yield mount / "projects"
+    subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+@pytest.mark.parametrize(
+    "reactbox_config",
+    [{"disk_quota": "150m", "file_quota": 5000, "idle_timeout": 0, "disk_limits": "image"}],
+)
+async def test_a_project_that_writes_without_end_is_stopped_by_its_own_quota_alone(
+    small_folder, api, jp_fetch, docker_client, owner, projects_dir
+):
+    """A dev server creates empty files in a loop: the kernel refuses the project's
+    5,001st file at once, inside that project; another project's edit and a new
+    upload go on, and the hog's own space comes back when its files go."""
+    data = zip_dir(FIXTURES / "vite-react")
+    for name in ("hog", "calm"):
+        await api.upload(data, name)
+        await api.wait(name)
+    hog = docker_client.containers.get(engine_name(owner, projects_dir, "hog"))
+    code, out = hog.exec_run(["node", "-e", HOG])
+    made = json.loads(out.decode().strip().splitlines()[-1])
+    assert made["code"] == "ENOSPC" and 3000 < made["made"] < 5000, made
+
+    # The others go on: an edit of another project, and a new upload that runs.
+    app = app_of(projects_dir, "calm") / "src" / "App.jsx"
+    text = app.read_text().replace("Get started", "Still here")
+    await jp_fetch("reactbox", "api", "projects", "calm", "files", "src/App.jsx",
+                   method="PUT", body=text)  # fmt: skip
+    assert app.read_text() == text
+    await api.upload(data, "third")
+    assert (await api.wait("third"))["status"] == "running"
+    usage = os.statvfs(small_folder)
+    assert usage.f_ffree > 10_000 and usage.f_bavail * usage.f_frsize > 400 << 20
+
+    # The hog itself is told why it cannot write, and gets its space back.
+    hog_app = app_of(projects_dir, "hog") / "src" / "App.jsx"
+    with pytest.raises(HTTPClientError) as full:
+        await jp_fetch("reactbox", "api", "projects", "hog", "files", "src/App.jsx",
+                       method="PUT", body=hog_app.read_text() + "\n")  # fmt: skip
+    assert full.value.code == 507
+    assert "its own filesystem is full" in json.loads(full.value.response.body)["message"]
+    code, out = hog.exec_run(["rm", "-rf", "/project/many"])
+    assert code == 0, out
+    await jp_fetch("reactbox", "api", "projects", "hog", "files", "src/App.jsx",
+                   method="PUT", body=hog_app.read_text() + "\n")  # fmt: skip

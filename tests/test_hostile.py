@@ -12,7 +12,7 @@ import resource
 import time
 
 import pytest
-from conftest import FIXTURES, zip_dir
+from conftest import FIXTURES, engine_name, zip_dir
 from test_attacks import get
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
@@ -56,10 +56,15 @@ def sh(container, script: str):
 
 
 async def test_a_fifo_or_a_link_to_dev_zero_as_package_json_is_a_clear_failure(
-    api, jp_fetch, runtime, docker_client, owner
+    api,
+    jp_fetch,
+    runtime,
+    docker_client,
+    owner,
+    projects_dir,
 ):
     await api.upload_running()
-    name = f"reactbox-{owner}-shop"
+    name = engine_name(owner, projects_dir, "shop")
     for plant, why in (
         ("mkfifo package.json", "is not a regular file"),
         ("ln -s /dev/zero package.json", "is a link, a folder or a special file"),
@@ -97,10 +102,15 @@ def _original_package_json(app) -> bytes:
 
 
 async def test_thousands_of_public_files_do_not_stall_the_server(
-    api, jp_fetch, docker_client, owner, server_url
+    api,
+    jp_fetch,
+    docker_client,
+    owner,
+    server_url,
+    projects_dir,
 ):
     info = await api.upload_running()
-    container = docker_client.containers.get(f"reactbox-{owner}-shop")
+    container = docker_client.containers.get(engine_name(owner, projects_dir, "shop"))
     sh(
         container,
         "node -e \"const fs=require('fs'); for (let i = 0; i < 30000; i++) "
@@ -114,10 +124,14 @@ async def test_thousands_of_public_files_do_not_stall_the_server(
 
 
 async def test_a_container_that_floods_its_output_keeps_a_bounded_log(
-    api, jp_fetch, docker_client, owner
+    api,
+    jp_fetch,
+    docker_client,
+    owner,
+    projects_dir,
 ):
     await api.upload_running()
-    container = docker_client.containers.get(f"reactbox-{owner}-shop")
+    container = docker_client.containers.get(engine_name(owner, projects_dir, "shop"))
     async with watched(jp_fetch):
         # 64 MiB on the dev server's own output (what the engine keeps as its log).
         await asyncio.to_thread(
@@ -221,12 +235,17 @@ async def test_a_lockfile_cannot_choose_where_a_package_comes_from(api, runtime)
 
 
 async def test_a_huge_body_to_rewrite_streams_through_without_being_held(
-    api, jp_fetch, docker_client, owner, server_url
+    api,
+    jp_fetch,
+    docker_client,
+    owner,
+    server_url,
+    projects_dir,
 ):
     """A dev server answering a script of 512 MiB: the proxy passes it on in pieces
     (the page still gets all of it) instead of holding it to rewrite."""
     info = await api.upload_running()
-    container = docker_client.containers.get(f"reactbox-{owner}-shop")
+    container = docker_client.containers.get(engine_name(owner, projects_dir, "shop"))
     size = 512 << 20
     sh(container, f"head -c {size} /dev/zero | tr '\\0' ' ' > public/huge.js")
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
@@ -250,14 +269,17 @@ async def test_a_huge_body_to_rewrite_streams_through_without_being_held(
 
 
 async def test_a_start_cancelled_while_the_engine_makes_its_container_leaves_none(
-    runtime, docker_client, owner
+    runtime,
+    docker_client,
+    owner,
+    projects_dir,
 ):
     """A stop or delete cancels a start; the engine goes on making the container on
     its thread.  That container must not be left running outside the server's view
     (a re-upload of the name would otherwise find a stranger there)."""
     project = runtime.store.import_zip(zip_dir(FIXTURES / "vite-react"), "shop")
     plan = project.plan()
-    name = f"reactbox-{owner}-shop"
+    name = engine_name(owner, projects_dir, "shop")
     left, cancelled = [], 0
     for delay in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5):
         task = asyncio.ensure_future(
@@ -280,7 +302,12 @@ async def test_a_start_cancelled_while_the_engine_makes_its_container_leaves_non
 
 
 async def test_a_preview_cannot_poison_the_node_modules_another_project_gets(
-    api, jp_fetch, runtime, docker_client, owner
+    api,
+    jp_fetch,
+    runtime,
+    docker_client,
+    owner,
+    projects_dir,
 ):
     """A preview changes a package in its node_modules and the manifest the cache is
     keyed by, then its project is reinstalled.  A second project with that manifest
@@ -293,7 +320,7 @@ async def test_a_preview_cannot_poison_the_node_modules_another_project_gets(
     r = await api.upload(data, "first")
     await api.wait(json.loads(r.body)["id"])
     sh(
-        docker_client.containers.get(f"reactbox-{owner}-first"),
+        docker_client.containers.get(engine_name(owner, projects_dir, "first")),
         "echo '/* poisoned */' >> node_modules/react/index.js && rm -f package-lock.json && "
         "node -e \"const fs=require('fs'); const p=JSON.parse(fs.readFileSync('package.json'));"
         " p.keywords=['changed']; fs.writeFileSync('package.json', JSON.stringify(p))\"",

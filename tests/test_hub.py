@@ -28,7 +28,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, FIXTURES, chromium, embed_preview, free_port, remove_owned, zip_dir
+from conftest import (
+    ARTIFACTS,
+    FIXTURES,
+    app_of,
+    chromium,
+    embed_preview,
+    free_port,
+    remove_owned,
+    zip_dir,
+)
 from llm import ThreadedLLM
 from test_attacks import FORK_BOMB, MEMORY_BOMB
 from test_edits import BUTTON, JOIN_NOW, block
@@ -542,7 +551,11 @@ async def settled(hub, user: str, token: str, project: str) -> dict:
 
 
 def dev_server(docker_client, user: str, project: str):
-    return docker_client.containers.get(f"reactbox-{user}-{project}")
+    """The run container of ``user``'s ``project`` (in the service's store for them)."""
+    [container] = docker_client.containers.list(
+        all=True, filters={"name": f"^/reactbox-{user}-[a-z0-9]{{6}}-{project}$"}
+    )
+    return container
 
 
 async def running_dev_server(hub, token: str, docker_client) -> str:
@@ -605,7 +618,7 @@ async def test_a_kernel_in_a_hub_server_finds_it_and_nothing_of_anyone_else(
         )
         lines = out.strip().splitlines()
         assert lines[0] == "running True" and lines[1].endswith("True"), out
-        shop = next(hub.data_dir.glob("users/*/projects/shop/app/src/App.jsx"))
+        shop = app_of(next(hub.data_dir.glob("users/*/projects")), "shop") / "src" / "App.jsx"
 
         # Bob's own server and the service itself answer his token on Alice's
         # project exactly as on a project that does not exist.
@@ -648,7 +661,9 @@ async def test_a_kernel_in_a_hub_server_finds_it_and_nothing_of_anyone_else(
         out = await bob.run(probe)
         assert out.startswith("refused"), out
         # Without the service's firewall rule, the same probe gets through.
-        network = docker_client.networks.get(f"reactbox-{hub.alice}-previews")
+        [network] = docker_client.networks.list(names=[f"reactbox-{hub.alice}-"])
+        assert network.name.endswith("-previews")
+        network.reload()
         (subnet,) = (config["Subnet"] for config in network.attrs["IPAM"]["Config"])
         hostguard.unguard(subnet, network.name)
         try:

@@ -76,7 +76,7 @@ def test_settings_that_moved_to_the_docker_backend_still_apply_with_a_warning():
     handler = logging.Handler()
     handler.emit = lambda record: said.append(record.getMessage())
     app.log.addHandler(handler)
-    backend = app._make_backend("alice", "/tmp/cache")
+    backend = app._make_backend("alice", "", "/tmp/cache")
     assert isinstance(backend, DockerBackend)
     assert (backend.memory_limit, backend.runtime, backend.pids_limit) == ("300m", "runsc", 99)
     warned = "\n".join(said)

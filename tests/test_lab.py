@@ -22,6 +22,7 @@ from conftest import (
     CHROMIUM_ARGS,
     FIXTURES,
     _require_chromium,
+    app_of,
     start_lab,
     zip_dir,
 )
@@ -274,7 +275,7 @@ async def test_a_lab_edit_streams_its_steps_and_says_what_it_used(
                 # Broken by hand: the page reports its error, and Fix hands it to the model.
                 fix = panel.get_by_role("button", name="Fix")
                 assert not await fix.is_visible()
-                app = (lab.root / "projects" / "shop" / "app" / "src" / "App.jsx").read_text()
+                app = (app_of(lab.root / "projects", "shop") / "src" / "App.jsx").read_text()
                 broken = app.replace(JOIN_NOW, crash("by_hand")).encode()
                 path = "reactbox/api/projects/shop/files/src/App.jsx"
                 assert lab.call("PUT", path, broken, "text/plain")[0] == 200
@@ -290,7 +291,7 @@ async def test_a_lab_edit_streams_its_steps_and_says_what_it_used(
                 # Select to edit: the element under the pointer is outlined, a click
                 # picks it (the app does not see the click), and the next edit is
                 # about it: the model is told where it is written and in which component.
-                app = (lab.root / "projects" / "shop" / "app" / "src" / "App.jsx").read_text()
+                app = (app_of(lab.root / "projects", "shop") / "src" / "App.jsx").read_text()
                 line = app.splitlines().index(HEADING) + 1
                 button_line = app.splitlines().index("        <button") + 1
                 await panel.get_by_role("button", name="Select").click()

@@ -13,9 +13,11 @@ import pytest
 import yarl
 from conftest import (
     FIXTURES,
+    app_of,
     chromium,
     container_events,
     containers_made,
+    engine_name,
     next_second,
     zip_dir,
 )
@@ -47,7 +49,7 @@ def containers(docker_client, owner: str, project_id: str, **kw):
     """The project's dev-server container (by its name: a taken spare has no
     project label), as a list."""
     selector = {"label": f"org.jupyter.reactbox.owner={owner}",
-                "name": f"^/reactbox-{owner}-{project_id}$"}  # fmt: skip
+                "name": f"^/reactbox-{owner}-[a-z0-9]{{6}}-{project_id}$"}  # fmt: skip
     return docker_client.containers.list(filters=selector, **kw)
 
 
@@ -240,9 +242,12 @@ async def test_a_name_deleted_and_uploaded_again_at_once_runs_one_tracked_previe
         )
 
     async def upload_once_free():
-        while (r := await api.upload(data, "shop", raise_error=False)).code == 409:
+        for _ in range(2000):
+            r = await api.upload(data, "shop", raise_error=False)
+            if r.code != 409:
+                return r
             await asyncio.sleep(0.005)
-        return r
+        raise AssertionError("the name was never free")
 
     for round_ in range(6):
         deleted, uploaded = await asyncio.gather(delete(), upload_once_free())
@@ -262,7 +267,7 @@ async def test_a_name_deleted_and_uploaded_again_at_once_runs_one_tracked_previe
 
 
 async def test_concurrent_starts_make_one_container(
-    api, jp_fetch, server_url, docker_client, owner
+    api, jp_fetch, server_url, docker_client, owner, projects_dir
 ):
     info = await api.upload_running()
     await post(jp_fetch, "shop", "stop")
@@ -277,7 +282,7 @@ async def test_concurrent_starts_make_one_container(
     events = container_events(docker_client, owner, since, "create", "start")
     # The kept container, started once; nothing created (but the spare for the next
     # new preview, made once a start is over).
-    name = f"reactbox-{owner}-shop"
+    name = engine_name(owner, projects_dir, "shop")
     assert [e["Action"] for e in events if e["Actor"]["Attributes"]["name"] == name] == ["start"]
 
 
@@ -318,14 +323,16 @@ async def test_install_progress_then_a_second_project_with_the_same_lockfile_ins
     # ... and its install log says where node_modules came from.
     twin_log = (projects_dir / "twin" / "install.log").read_text()
     assert twin_log.startswith("$ npm ci") and "skipped: node_modules copied" in twin_log
-    marker = "app/node_modules/.reactbox-installed"
-    assert (projects_dir / "twin" / marker).read_text() == (
-        projects_dir / "fresh" / marker
+    marker = "node_modules/.reactbox-installed"
+    assert (app_of(projects_dir, "twin") / marker).read_text() == (
+        app_of(projects_dir, "fresh") / marker
     ).read_text()
     assert twin["status"] == "running"
 
 
-@pytest.mark.parametrize("reactbox_config", [{"disk_quota": "150m", "idle_timeout": 0}])
+@pytest.mark.parametrize(
+    "reactbox_config", [{"disk_quota": "150m", "idle_timeout": 0, "disk_limits": "check"}]
+)
 async def test_a_project_over_its_disk_quota_is_stopped_and_cannot_start(
     api, runtime, jp_fetch, docker_client, owner, projects_dir
 ):
@@ -342,12 +349,14 @@ async def test_a_project_over_its_disk_quota_is_stopped_and_cannot_start(
     failed = await api.wait("shop", "failed", timeout=30)
     assert "its quota is 150.0 MiB" in failed["error"]
 
-    (projects_dir / "shop" / "app" / "filler").unlink()
+    (app_of(projects_dir, "shop") / "filler").unlink()
     await post(jp_fetch, "shop", "start")
     await api.wait("shop")
 
 
-@pytest.mark.parametrize("reactbox_config", [{"file_quota": 30_000, "idle_timeout": 0}])
+@pytest.mark.parametrize(
+    "reactbox_config", [{"file_quota": 30_000, "idle_timeout": 0, "disk_limits": "check"}]
+)
 async def test_a_project_over_its_file_quota_is_stopped(api, runtime, docker_client, owner):
     """Empty files cost no bytes but an inode each: 40,000 of them, written by the app's
     code, stop the preview (a byte quota alone never would)."""

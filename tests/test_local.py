@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, JupyterProcess, chromium, zip_dir
+from conftest import FIXTURES, JupyterProcess, app_of, chromium, store_of, zip_dir
 from test_edits import BUTTON, JOIN_NOW, block, post_edit
 
 from jupyter_reactbox.backends.local import LocalBackend, bubblewrap_problem, process_tree
@@ -86,7 +86,7 @@ async def test_without_docker_a_preview_runs_sandboxed_hot_reloads_and_takes_an_
 
         # HMR through both relays (this server's, the sandbox's), state kept.
         await page.evaluate("window.__reactbox_marker = 42")
-        app_jsx = projects_dir / "shop" / "app" / "src" / "App.jsx"
+        app_jsx = app_of(projects_dir, "shop") / "src" / "App.jsx"
         app_jsx.write_text(app_jsx.read_text().replace("Get started", "Hot reloaded"))
         await page.wait_for_selector("text=Hot reloaded", timeout=15_000)
         assert await page.evaluate("window.__reactbox_marker") == 42
@@ -244,7 +244,7 @@ async def test_the_sandbox_hides_the_home_and_runtime_folders_and_has_no_network
         r = await api.upload(zip_dir(FIXTURES / "vite-react", extra=extra), "shop")
         info = await api.wait(json.loads(r.body)["id"], timeout=300)
         assert info["sandboxed"] is True
-        app = projects_dir / "shop" / "app"
+        app = app_of(projects_dir, "shop")
         inside = json.loads((app / "probe-results.json").read_text())
 
         # The control: the same probe, by the same Node, outside the sandbox.
@@ -279,7 +279,7 @@ async def test_without_a_sandbox_where_one_is_required_nothing_runs(api, project
     assert "No sandbox for dev servers" in info["error"]
     assert "c.LocalBackend.sandbox is 'required'" in info["error"]
     assert (await api.get("shop"))["status"] == "failed"  # kept, with its files
-    assert (projects_dir / "shop" / "app" / "src" / "App.jsx").is_file()
+    assert (app_of(projects_dir, "shop") / "src" / "App.jsx").is_file()
 
 
 def test_a_restarted_server_finds_its_local_previews_again(tmp_path, package_cache):
@@ -289,7 +289,8 @@ def test_a_restarted_server_finds_its_local_previews_again(tmp_path, package_cac
     env = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     common = (f"--ReactBoxApp.cache_dir={package_cache}", "--LocalBackend.sandbox=required")
     first = JupyterProcess(tmp_path, "alice", *common, env=env).start()
-    relay = package_cache / "local" / "alice" / "projects" / "shop" / "dev.sock"
+    state = package_cache / "local" / f"alice-{store_of(tmp_path / 'projects')}"
+    relay = state / "projects" / "shop" / "dev.sock"
     try:
         first.upload(zip_dir(FIXTURES / "vite-react"), "shop")
         info = first.wait("shop", timeout=300)

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, CHROMIUM_ARGS, JupyterProcess, free_port, start_lab, zip_dir
+from conftest import ARTIFACTS, CHROMIUM_ARGS, JupyterProcess, app_of, free_port, start_lab, zip_dir
 from IPython.core.error import UsageError
 from llm import ThreadedLLM
 
@@ -274,7 +274,7 @@ def test_magics_in_a_kernel_of_the_server(server, scripted_llm, tmp_path):
             assert len(text.strip().splitlines()) == 1 and "Traceback" not in text, text
 
         # By hand: checked, committed, undoable.
-        app = tmp_path / "root" / "projects" / "shop" / "app"
+        app = app_of(tmp_path / "root" / "projects", "shop")
         original = (app / "src" / "App.jsx").read_text()
         hand = original.replace(">Sign up<", ">Join Now<")
         text, _ = ok(f"%%reactbox write shop src/App.jsx\n{hand}")
@@ -439,7 +439,7 @@ def test_widget_drives_everything_against_a_live_server(server, scripted_llm):
     box.undo_button.click()
     _until(lambda: "Undone" in box.edit_status.value, what="undo")
     # Review first: the diff, Accept and Discard in place of Apply, nothing written yet.
-    app = server.root / "projects" / "shop" / "app" / "src" / "App.jsx"
+    app = app_of(server.root / "projects", "shop") / "src" / "App.jsx"
     original = app.read_text()
     scripted_llm.answer(STICKY)
     box.review_first.value = True
@@ -486,7 +486,7 @@ async def test_page_errors_reach_the_notebook_and_data_hot_reloads(server, capsy
     client = client_of(server)
     project = await asyncio.to_thread(client.upload, SAMPLE, "shop")
     await asyncio.to_thread(project.wait)
-    app = tmp_path / "root" / "projects" / "shop" / "app"
+    app = app_of(tmp_path / "root" / "projects", "shop")
     good = (app / "src" / "App.jsx").read_text()
     boom = good.replace("  const [count", "  throw new Error('boom from the app')\n  const [count")
     await asyncio.to_thread(project.write, "src/App.jsx", boom)
@@ -629,7 +629,7 @@ async def test_getting_started_notebook_runs_top_to_bottom(server, scripted_llm,
     assert re.search(r"; [\d,]+ tokens; undo: %reactbox undo shop", edited), edited
     assert "Undone" in text_of(by_source["%reactbox undo shop"])
     assert scripted_llm.requests, "the edit cell did not reach the model"
-    app = server.root / "projects" / "shop" / "app"
+    app = app_of(server.root / "projects", "shop")
     assert "import sales from './reactbox-data/sales.json'" in (app / "src/App.jsx").read_text()
     rows = json.loads((app / "src/reactbox-data/sales.json").read_text())
     assert [r["month"] for r in rows] == ["Jan", "Feb", "Mar", "Apr"]

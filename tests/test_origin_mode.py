@@ -13,7 +13,7 @@ import asyncio
 import json
 
 import pytest
-from conftest import FIXTURES, attack_jupyter, chromium, zip_dir
+from conftest import FIXTURES, app_of, attack_jupyter, chromium, zip_dir
 from tornado.httpclient import AsyncHTTPClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
@@ -121,7 +121,7 @@ async def test_a_preview_on_its_own_origin_runs_at_root_and_cannot_act_as_the_us
 
         # HMR at the root: the edit shows, the page keeps its state.
         await frame.evaluate("window.__reactbox_marker = 7")
-        pages = projects_dir / "shop" / "app" / "src" / "pages.jsx"
+        pages = app_of(projects_dir, "shop") / "src" / "pages.jsx"
         pages.write_text(pages.read_text().replace("About page", "About us"))
         await frame.wait_for_selector("text=About us", timeout=15_000)
         assert await frame.evaluate("window.__reactbox_marker") == 7

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, containers_made, next_second, zip_dir
+from conftest import FIXTURES, containers_made, engine_name, next_second, zip_dir
 from fakes import FakeBackend
 from test_hostile import sh
 
@@ -321,7 +321,7 @@ async def test_a_new_lockfile_of_fetched_packages_is_assembled_and_cannot_be_poi
 
     # That preview rewrites a package in its node_modules; the next project assembled
     # from the store gets the package as npm fetched it.
-    sh(docker_client.containers.get(f"reactbox-{owner}-second"),
+    sh(docker_client.containers.get(engine_name(owner, projects_dir, "second")),
        "echo '/* poisoned */' >> node_modules/react/index.js")  # fmt: skip
     await api.upload(app("third"), "third")
     await api.wait("third")

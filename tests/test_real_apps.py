@@ -11,7 +11,7 @@ import json
 import zipfile
 
 import pytest
-from conftest import FIXTURES, preview_page, zip_dir
+from conftest import FIXTURES, app_of, preview_page, zip_dir
 from test_edits import block, post_edit
 from tornado.httpclient import HTTPClientError
 
@@ -162,7 +162,7 @@ async def test_older_create_react_app_renders_under_the_prefix(
         await page.click("button.counter")
         await page.wait_for_selector("text=Count is 1")
         if release == "react-scripts-4":
-            app_js = projects_dir / release / "app" / "src" / "App.js"
+            app_js = app_of(projects_dir, release) / "src" / "App.js"
             app_js.write_text(app_js.read_text().replace("Hello from", "Hot reloaded"))
             await page.wait_for_selector("text=Hot reloaded an older", timeout=60_000)
         assert errors == []
@@ -200,7 +200,7 @@ async def test_a_next_app_runs_under_the_prefix_with_both_routers_and_hot_reload
         await page.goto(url)
         await page.wait_for_selector("text=Hello from Next.js", timeout=60_000)
         await page.click("button.counter")
-        page_js = projects_dir / "next" / "app" / "app" / "page.js"
+        page_js = app_of(projects_dir, "next") / "app" / "page.js"
         page_js.write_text(page_js.read_text().replace("Hello from", "Hot reloaded"))
         await page.wait_for_selector("text=Hot reloaded Next.js", timeout=60_000)
         assert errors == []
@@ -214,7 +214,7 @@ async def test_a_next_edit_that_does_not_compile_is_fed_back_then_fixed(
     back to the model, and its second answer (which fixes it) is the one change."""
     r = await api.upload(zip_dir(FIXTURES / "next-app"), "next")
     await api.wait(json.loads(r.body)["id"], timeout=600)
-    app = projects_dir / "next" / "app"
+    app = app_of(projects_dir, "next")
     counter = "import { useState } from 'react'"
     bad_import = "import Missing from './does-not-exist'"
     llm.answer(block("app/counter.js", counter, f"{counter}\n{bad_import}"))

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from aiohttp import web
+from conftest import app_of, engine_name
 from tornado.httpclient import AsyncHTTPClient
 from tornado.simple_httpclient import HTTPTimeoutError
 
@@ -42,8 +43,10 @@ async def test_modules_come_from_memory_and_never_older_than_from_the_dev_server
     info = await api.upload_running()
     preview = server_url + info["preview_url"]
     module = preview + "src/App.jsx"
-    box = docker_client.containers.get(f"reactbox-{owner}-shop")
-    ip = box.attrs["NetworkSettings"]["Networks"][f"reactbox-{owner}-previews"]["IPAddress"]
+    box = docker_client.containers.get(engine_name(owner, projects_dir, "shop"))
+    ip = box.attrs["NetworkSettings"]["Networks"][engine_name(owner, projects_dir, "previews")][
+        "IPAddress"
+    ]
     direct = f"http://{ip}:{PORT}{info['preview_url']}"
 
     first = await fetch(module)
@@ -71,7 +74,7 @@ async def test_modules_come_from_memory_and_never_older_than_from_the_dev_server
 
     # A change no host-side program hears of (written straight to the work tree):
     # from the moment the dev server serves the new module, so does the proxy.
-    app_jsx = projects_dir / "shop" / "app" / "src" / "App.jsx"
+    app_jsx = app_of(projects_dir, "shop") / "src" / "App.jsx"
     for before, after in (("Get started", "Changed once"), ("Changed once", "Changed twice")):
         assert before.encode() in (await fetch(module)).body
         await asyncio.sleep(1)  # Vite's watcher can miss a write moments after another

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from conftest import FIXTURES, zip_dir
+from conftest import FIXTURES, engine_name, zip_dir
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from jupyter_reactbox.backends.docker import PORT
@@ -43,11 +43,13 @@ def docker_config(request, docker_client):
     return {} if request.param == "runc" else {"runtime": "runsc"}
 
 
-async def test_container_is_hardened_and_isolated(api, docker_client, owner, jp_http_port):
+async def test_container_is_hardened_and_isolated(
+    api, docker_client, owner, jp_http_port, projects_dir
+):
     await api.upload_running(name="shop")
     await api.upload_running(name="other")
-    shop = docker_client.containers.get(f"reactbox-{owner}-shop")
-    other = docker_client.containers.get(f"reactbox-{owner}-other")
+    shop = docker_client.containers.get(engine_name(owner, projects_dir, "shop"))
+    other = docker_client.containers.get(engine_name(owner, projects_dir, "other"))
 
     assert run(shop, "id", "-u") == (0, "1000")
     code, status = run(shop, "grep", "-E", "^Cap(Eff|Prm|Bnd):", "/proc/self/status")
@@ -84,20 +86,22 @@ async def test_container_is_hardened_and_isolated(api, docker_client, owner, jp_
         assert code != 0 and ("Read-only file system" in out or "Permission denied" in out), out
 
     # No route out: not the Internet, not the metadata service, not the host's Jupyter.
-    network = docker_client.networks.get(f"reactbox-{owner}-previews")
+    network = docker_client.networks.get(engine_name(owner, projects_dir, "previews"))
     assert network.attrs["Internal"] is True
     gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
     for host, port in (("1.1.1.1", 443), ("169.254.169.254", 80), (gateway, jp_http_port)):
         assert connect(shop, host, port) != "CONNECTED", (host, port)
     # Nor another project's dev server: one network per owner, with icc off.
-    other_ip = other.attrs["NetworkSettings"]["Networks"][f"reactbox-{owner}-previews"]["IPAddress"]
+    other_ip = other.attrs["NetworkSettings"]["Networks"][
+        engine_name(owner, projects_dir, "previews")
+    ]["IPAddress"]
     port = PORT
     assert connect(other, other_ip, port) == "CONNECTED"  # the probe itself works
     assert connect(shop, other_ip, port) != "CONNECTED"
 
 
 async def test_a_dev_server_made_ahead_waits_at_its_gate_until_released(
-    runtime, docker_client, owner
+    runtime, docker_client, owner, projects_dir
 ):
     """A start makes the container while the dependencies install: it runs nothing of
     the project (nothing of the app's may run before the installed tree is checked)
@@ -109,7 +113,7 @@ async def test_a_dev_server_made_ahead_waits_at_its_gate_until_released(
     endpoint = await backend.launch(
         "ahead", project.app_dir, plan, base="/x/", token="t", held=True
     )
-    container = docker_client.containers.get(f"reactbox-{owner}-ahead")
+    container = docker_client.containers.get(engine_name(owner, projects_dir, "ahead"))
     assert container.status == "running"
 
     http = AsyncHTTPClient()
@@ -142,7 +146,9 @@ async def test_a_dev_server_made_ahead_waits_at_its_gate_until_released(
 
     await backend.discard("ahead")
     assert (
-        docker_client.containers.list(all=True, filters={"name": f"^/reactbox-{owner}-ahead$"})
+        docker_client.containers.list(
+            all=True, filters={"name": f"^/{engine_name(owner, projects_dir, 'ahead')}$"}
+        )
         == []
     )
     assert not backend._gate("ahead").exists()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import FIXTURES, chromium, embed_preview, preview_page
+from conftest import FIXTURES, chromium, embed_preview, engine_name, preview_page
 from test_edits import HEADING
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
@@ -24,7 +24,12 @@ def own_files(root) -> dict[str, bytes]:
 
 
 async def test_elements_say_where_they_are_written_in_development_only(
-    api, runtime, server_url, docker_client, owner
+    api,
+    runtime,
+    server_url,
+    docker_client,
+    owner,
+    projects_dir,
 ):
     info = await api.upload_running()
     app = runtime.store.get("shop").app_dir
@@ -42,7 +47,7 @@ async def test_elements_say_where_they_are_written_in_development_only(
     assert own_files(app) == own_files(FIXTURES / "vite-react")
 
     # The app's own production build, in its container, knows nothing of it.
-    container = docker_client.containers.get(f"reactbox-{owner}-shop")
+    container = docker_client.containers.get(engine_name(owner, projects_dir, "shop"))
     build = container.exec_run(
         ["sh", "-c", "cd /project && node node_modules/vite/bin/vite.js build --outDir /tmp/dist"]
     )

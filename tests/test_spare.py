@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from conftest import remove_owned
+from conftest import app_of, engine_name, remove_owned
 from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_reactbox.backends.docker import LABEL, DockerBackend
@@ -52,12 +52,14 @@ async def test_a_new_preview_takes_the_spare_and_keeps_it_as_its_own(
     assert spare.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"] < 2e8
 
     second = await api.upload_running(name="second")
-    container = docker_client.containers.get(f"reactbox-{owner}-second")
+    container = docker_client.containers.get(engine_name(owner, projects_dir, "second"))
     assert container.id == spare.id  # the spare, under the project's name
     assert '<div id="root">' in await page(server_url, second["preview_url"])
-    app_dir = projects_dir / "second" / "app"
+    app_dir = app_of(projects_dir, "second")
     assert (app_dir / "src" / "App.jsx").is_file()
-    slot = runtime.backend._slots() / spare.name.removeprefix(f"reactbox-{owner}-")
+    slot = runtime.backend._slots() / spare.name.removeprefix(
+        engine_name(owner, projects_dir) + "-"
+    )
     slot = slot.with_suffix("")
     assert os.readlink(slot / "app") == str(app_dir)
 
@@ -78,13 +80,13 @@ async def test_a_new_preview_takes_the_spare_and_keeps_it_as_its_own(
     await jp_fetch("reactbox", "api", "projects", "second", "start", method="POST", body=b"")
     again = await api.wait("second")
     assert again["preview_url"] == second["preview_url"]
-    assert docker_client.containers.get(f"reactbox-{owner}-second").id == spare.id
+    assert docker_client.containers.get(engine_name(owner, projects_dir, "second")).id == spare.id
     assert '<div id="root">' in await page(server_url, again["preview_url"])
     assert runtime.backend._labels(container)[f"{LABEL}.project"] == "second"
 
     # Deleted: its container and the spare's folder go with it.
     await jp_fetch("reactbox", "api", "projects", "second", method="DELETE")
-    assert f"reactbox-{owner}-second" not in {
+    assert engine_name(owner, projects_dir, "second") not in {
         c.name for c in docker_client.containers.list(all=True)
     }
     assert not slot.exists()
@@ -92,11 +94,18 @@ async def test_a_new_preview_takes_the_spare_and_keeps_it_as_its_own(
 
 @pytest.fixture
 def reactbox_config(tmp_path):
-    return {"cache_dir": str(tmp_path / "own-cache")}
+    # Spares are renamed into a project: the way of projects that are plain folders
+    # (a project with a filesystem of its own gets copies, see test_boxes).
+    return {"cache_dir": str(tmp_path / "own-cache"), "disk_limits": "check"}
 
 
 async def test_a_restarted_server_removes_its_old_spare_and_keeps_taken_ones(
-    api, runtime, docker_client, owner, monkeypatch
+    api,
+    runtime,
+    docker_client,
+    owner,
+    monkeypatch,
+    projects_dir,
 ):
     monkeypatch.setattr(DockerBackend, "SPARE_CONTAINER_DELAY", 0.1)
     await api.upload_running(name="first")
@@ -115,7 +124,7 @@ async def test_a_restarted_server_removes_its_old_spare_and_keeps_taken_ones(
     taken = next(r for r in records if r.project_id == "second")
     assert taken.token and taken.endpoint is not None
     names = {c.name for c in docker_client.containers.list(all=True)}
-    assert old.name not in names and f"reactbox-{owner}-second" in names
+    assert old.name not in names and engine_name(owner, projects_dir, "second") in names
     assert await runtime.backend.running() >= {"first", "second"}
     assert json.loads((runtime.backend._gate("second") / "record.json").read_text())["project"] == (
         "second"
@@ -146,3 +155,4 @@ async def test_a_server_shut_down_while_it_makes_a_spare_leaves_none(
     finally:
         remove_owned(docker_client, owner)
     assert not all(waited), "every spare was made before the close: nothing was tested"
+

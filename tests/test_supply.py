@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from conftest import FIXTURES, zip_dir
+from conftest import FIXTURES, app_of, written, zip_dir
 from test_archive import make_zip
 from tornado.httpclient import HTTPClientError
 
@@ -283,7 +283,7 @@ async def test_a_lockfile_that_swaps_a_tarball_is_refused_at_upload(api, project
     assert err.value.code == 422
     message = json.loads(err.value.response.body)["message"]
     assert "package-lock.json: node_modules/react: react@19.3.1 is locked to the tarball" in message
-    assert [p.name for p in projects_dir.iterdir()] == []
+    assert written(projects_dir) == []
 
 
 @pytest.mark.docker
@@ -297,7 +297,7 @@ async def test_a_git_dependency_is_refused_at_upload_and_writes_nothing(api, pro
     assert err.value.code == 422
     message = json.loads(err.value.response.body)["message"]
     assert "leftpad: github:left-pad/left-pad" in message
-    assert [p.name for p in projects_dir.iterdir()] == []
+    assert written(projects_dir) == []
 
 
 @pytest.mark.docker
@@ -358,7 +358,7 @@ async def test_lifecycle_scripts_run_only_when_allowed(api, projects_dir, reactb
     r = await api.upload(data, "scripts")
     info = await api.wait(json.loads(r.body)["id"])
     assert info["status"] == "running"  # installed (a real npm ci) and serving
-    app = projects_dir / "scripts" / "app"
+    app = app_of(projects_dir, "scripts")
     assert (app / "node_modules" / "vite").is_dir()
     found = app.glob("node_modules/SCRIPT-RAN-*")
     assert sorted(p.name.removeprefix("SCRIPT-RAN-") for p in found) == ran
@@ -389,7 +389,7 @@ async def test_an_old_vite_runs_on_its_lines_patched_release_and_older_lines_are
     r = await api.upload(make_zip(files), "old")
     info = await api.wait(json.loads(r.body)["id"])
     assert info["notes"] == [supply.VitePin("6.0.0", "6.4.2").note]
-    app = projects_dir / "old" / "app"
+    app = app_of(projects_dir, "old")
     assert json.loads((app / "node_modules" / "vite" / "package.json").read_text())["version"] == (
         "6.4.2"
     )
@@ -406,7 +406,7 @@ async def test_an_old_vite_runs_on_its_lines_patched_release_and_older_lines_are
     assert err.value.code == 422
     message = json.loads(err.value.response.body)["message"]
     assert "Vite 4.5.3" in message and 'set "vite": "^5.4.20" in package.json' in message
-    assert sorted(p.name for p in projects_dir.iterdir()) == ["old"]
+    assert written(projects_dir) == ["old"]
 
     # A range (no lockfile) that resolves to a vulnerable release: what npm installed
     # is checked before a dev server runs it.

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, zip_dir
+from conftest import FIXTURES, engine_name, zip_dir
 from test_edits import BUTTON, JOIN_NOW, block
 from tornado.httpclient import HTTPClientError
 
@@ -159,7 +159,14 @@ def control_redirects(app: Path, tmp_path: Path) -> None:
 
 
 async def test_the_work_tree_cannot_steer_host_programs(
-    api, jp_fetch, runtime, docker_client, owner, tmp_path, llm
+    api,
+    jp_fetch,
+    runtime,
+    docker_client,
+    owner,
+    tmp_path,
+    llm,
+    projects_dir,
 ):
     mark = tmp_path / "ran-on-the-host"
     outside = tmp_path / "outside"
@@ -179,7 +186,7 @@ async def test_the_work_tree_cannot_steer_host_programs(
 
     info = await api.upload_running()
     app = runtime.store.get("shop").app_dir
-    name = f"reactbox-{owner}-shop"
+    name = engine_name(owner, projects_dir, "shop")
 
     # -- 1. git's configuration, hooks, attributes and a nested repository ---------------
     script = git_plants(str(mark))

@@ -158,6 +158,16 @@ class Backend(LoggingConfigurable):
 
     # Given by the app (they are its settings, for every backend), not configured here.
     owner = Unicode()
+    boxed = Bool(
+        False,
+        help="""Project folders are filesystems of their own (``boxes``): a tree moved
+        into one is copied, never renamed, so nothing is made ahead to be renamed in.""",
+    )
+    store = Unicode(
+        help="""The id of the projects folder whose previews this backend runs
+        (``ProjectStore.id``): in what it names and labels, so that two servers of
+        one owner never take each other's previews for their own."""
+    )
     cache_dir = Unicode(help="Package caches and kept node_modules of this owner.")
     registry = Unicode(allow_none=True, default_value=None)
     ignore_scripts = Bool(True)
@@ -217,7 +227,7 @@ class Backend(LoggingConfigurable):
             }.get(done)
             if why:
                 await asyncio.to_thread(log.write_text, f"$ {command}\nskipped: {why}\n")
-            if done == "cached":
+            if done == "cached" and not self.boxed:
                 self._spare_tree_later(inputs.fingerprint)
             return done
         proxy, registry = await self._install_route()
@@ -270,7 +280,8 @@ class Backend(LoggingConfigurable):
             await asyncio.to_thread(self._finish_install, project_id, app_dir, staging, inputs)
         finally:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, staging, True))
-        self._spare_tree_later(inputs.fingerprint)
+        if not self.boxed:
+            self._spare_tree_later(inputs.fingerprint)
         return "fresh"
 
     SPARE_TREE_DELAY: ClassVar[float] = 5.0

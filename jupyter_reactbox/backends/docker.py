@@ -91,18 +91,27 @@ class Limits:
     tmpfs_size: str = "256m"
 
 
-def labels(owner: str, project_id: str, role: str, **extra: str) -> dict[str, str]:
+def labels(owner: str, project_id: str, role: str, store: str = "", **extra: str) -> dict[str, str]:
+    """Whose a container or network is: the user, the store (projects folder) of
+    the server that made it, the project, and its role."""
     out = {
         f"{LABEL}.owner": owner,
         f"{LABEL}.project": project_id,
         f"{LABEL}.role": role,
     }
+    if store:
+        out[f"{LABEL}.store"] = store
     out.update({f"{LABEL}.{k}": v for k, v in extra.items()})
     return out
 
 
-def container_name(owner: str, project_id: str, role: str) -> str:
-    return f"reactbox-{owner}-{project_id}" + ("" if role == "run" else f"-{role}")
+def named(owner: str, store: str = "") -> str:
+    """What names the containers and networks of one owner's store."""
+    return f"reactbox-{owner}-{store}" if store else f"reactbox-{owner}"
+
+
+def container_name(owner: str, project_id: str, role: str, store: str = "") -> str:
+    return f"{named(owner, store)}-{project_id}" + ("" if role == "run" else f"-{role}")
 
 
 def spec_hash(kwargs: dict[str, Any]) -> str:
@@ -133,6 +142,7 @@ def install_container_kwargs(
     *,
     image: str,
     owner: str,
+    store: str = "",
     project_id: str,
     app_dir: Path,
     cache_dir: Path,
@@ -157,11 +167,11 @@ def install_container_kwargs(
     return dict(
         image=image,
         command=argv,
-        name=container_name(owner, project_id, "install"),
+        name=container_name(owner, project_id, "install", store),
         user=user,
         working_dir="/project",
         environment=env,
-        labels=labels(owner, project_id, "install"),
+        labels=labels(owner, project_id, "install", store),
         network=network,
         volumes=volumes,
         detach=True,
@@ -173,6 +183,7 @@ def run_container_kwargs(
     *,
     image: str,
     owner: str,
+    store: str = "",
     project_id: str,
     app_dir: Path,
     user: str,
@@ -188,13 +199,14 @@ def run_container_kwargs(
     return _dev_container(
         image=image,
         command=["/bin/sh", "-c", HELD, "held", *argv],
-        name=container_name(owner, project_id, "run"),
+        name=container_name(owner, project_id, "run", store),
         user=user,
         environment=env,
         labels=labels(
             owner,
             project_id,
             "run",
+            store,
             framework=plan.framework,
             token=token,
             base=base,
@@ -254,6 +266,7 @@ def spare_container_kwargs(
     *,
     image: str,
     owner: str,
+    store: str = "",
     name: str,
     slot: Path,
     user: str,
@@ -269,7 +282,7 @@ def spare_container_kwargs(
         name=name,
         user=user,
         environment={"HOME": "/tmp"},
-        labels=labels(owner, "", "spare"),
+        labels=labels(owner, "", "spare", store),
         network=network,
         project=slot / "app",
         gate=slot / "gate",
@@ -474,6 +487,17 @@ class DockerBackend(Backend):
     def user(self) -> str:
         return f"{self.uid}:{self.gid}"
 
+    def _name(self, project_id: str, role: str) -> str:
+        return container_name(self.owner, project_id, role, self.store)
+
+    @property
+    def _mine(self) -> dict[str, list[str]]:
+        """The engine's filter for this owner's containers of this store."""
+        mine = [f"{LABEL}.owner={self.owner}"]
+        if self.store:
+            mine.append(f"{LABEL}.store={self.store}")
+        return {"label": mine}
+
     def _docker(self) -> docker.DockerClient:
         if self._client is None:
             try:
@@ -569,7 +593,7 @@ class DockerBackend(Backend):
                 driver="bridge",
                 internal=internal,
                 check_duplicate=True,
-                labels=labels(self.owner, project_id, "network"),
+                labels=labels(self.owner, project_id, "network", self.store),
                 # icc off: containers on it cannot reach each other, only the host them.
                 options={"com.docker.network.bridge.enable_icc": "false"},
             )
@@ -608,11 +632,11 @@ class DockerBackend(Backend):
                     "The registry %s is not https: installs keep a route out to reach it.",
                     registry,
                 )
-                network = f"reactbox-{self.owner}-install"
+                network = f"{named(self.owner, self.store)}-install"
                 await self._ensure_network(network, internal=False, project_id="")
                 self._install_network = network
                 return None, registry
-            network = f"reactbox-{self.owner}-fetch"
+            network = f"{named(self.owner, self.store)}-fetch"
             await self._ensure_network(network, internal=True, project_id="")
             attrs = (await self._client_call("networks.get", network)).attrs
             gateway = attrs["IPAM"]["Config"][0]["Gateway"]
@@ -648,7 +672,7 @@ class DockerBackend(Backend):
         """The owner's ``internal`` network of dev servers; icc off, so they cannot
         reach each other, and one network per owner, not per project, so the engine's
         address pools do not cap how many previews run."""
-        return f"reactbox-{self.owner}-previews"
+        return f"{named(self.owner, self.store)}-previews"
 
     # -- the Backend verbs ------------------------------------------------------
 
@@ -663,11 +687,12 @@ class DockerBackend(Backend):
     async def _install_once(
         self, run: InstallRun, progress: Progress | None
     ) -> tuple[int | None, str]:
-        name = container_name(self.owner, run.project_id, "install")
+        name = self._name(run.project_id, "install")
         await self._remove_container(name)
         kwargs = install_container_kwargs(
             image=self.image,
             owner=self.owner,
+            store=self.store,
             project_id=run.project_id,
             app_dir=run.staging,
             cache_dir=run.cache,
@@ -726,6 +751,7 @@ class DockerBackend(Backend):
         return run_container_kwargs(
             image=self.image,
             owner=self.owner,
+            store=self.store,
             project_id=project_id,
             app_dir=app_dir,
             user=self.user,
@@ -743,7 +769,7 @@ class DockerBackend(Backend):
     launches_ahead = True
 
     def _gate(self, project_id: str) -> Path:
-        return Path(self.cache_dir, "gates", container_name(self.owner, project_id, "run"))
+        return Path(self.cache_dir, "gates", self._name(project_id, "run"))
 
     async def _set_gate(self, project_id: str, *, open: bool) -> None:
         def set_gate() -> None:
@@ -786,8 +812,8 @@ class DockerBackend(Backend):
 
     @property
     def _run_prefix(self) -> str:
-        """What every run container's name of this owner starts with."""
-        return container_name(self.owner, "", "run")
+        """What every run container's name of this owner's store starts with."""
+        return self._name("", "run")
 
     def _spare_name(self, slot: str) -> str:
         return f"{self._run_prefix}{slot}{self.SPARE_SUFFIX}"
@@ -807,7 +833,9 @@ class DockerBackend(Backend):
         return name[len(prefix) :]
 
     def _make_spare_later(self, delay: float) -> None:
-        if not self.spare_container or self._waiting or self._making_spare or self._closing:
+        if self.boxed or not self.spare_container or self._waiting or self._making_spare:
+            return
+        if self._closing:
             return
 
         async def make() -> None:
@@ -845,6 +873,7 @@ class DockerBackend(Backend):
             kwargs = spare_container_kwargs(
                 image=self.image,
                 owner=self.owner,
+                store=self.store,
                 name=name,
                 slot=slot,
                 user=self.user,
@@ -885,7 +914,7 @@ class DockerBackend(Backend):
         """Undo a spare's taking that did not finish: nothing of it is left."""
         self._go.pop(project_id, None)
         await self._drop_spare(spare)
-        await self._remove_container(container_name(self.owner, project_id, "run"))
+        await self._remove_container(self._name(project_id, "run"))
         await asyncio.to_thread(_remove_gate, self._gate(project_id))
 
     async def _drop_spare(self, spare: Spare) -> None:
@@ -905,7 +934,7 @@ class DockerBackend(Backend):
         token: str,
         held: bool,
     ) -> Endpoint:
-        name = container_name(self.owner, project_id, "run")
+        name = self._name(project_id, "run")
         await self._remove_container(name)
         gate = self._gate(project_id)
         spec = self._spec(project_id, app_dir, plan)
@@ -930,7 +959,7 @@ class DockerBackend(Backend):
         return Endpoint(spare.address, PORT)
 
     async def kept(self, project_id: str) -> bool:
-        return await self._get_container(container_name(self.owner, project_id, "run")) is not None
+        return await self._get_container(self._name(project_id, "run")) is not None
 
     # -- dev servers ----------------------------------------------------------------
 
@@ -955,7 +984,7 @@ class DockerBackend(Backend):
                 await asyncio.shield(self._abandon(spare, project_id))
                 raise
         await self._ensure_network(self.network, internal=True, project_id="")
-        name = container_name(self.owner, project_id, "run")
+        name = self._name(project_id, "run")
         await self._remove_container(name)
         await self._set_gate(project_id, open=not held)
         kwargs = self._run_kwargs(project_id, app_dir, plan, base, token)
@@ -965,7 +994,7 @@ class DockerBackend(Backend):
 
     async def resume(self, project_id: str, app_dir: Path, plan: AppPlan) -> Record | None:
         """Start the kept container of a project again, if its spec is still current."""
-        container = await self._get_container(container_name(self.owner, project_id, "run"))
+        container = await self._get_container(self._name(project_id, "run"))
         if container is None:
             return None
         if self._labels(container).get(f"{LABEL}.spec") != self._spec(project_id, app_dir, plan):
@@ -1025,7 +1054,7 @@ class DockerBackend(Backend):
 
     async def poll(self, project_id: str) -> Exit | None:
         """None while the dev server runs; how it ended otherwise."""
-        container = await self._get_container(container_name(self.owner, project_id, "run"))
+        container = await self._get_container(self._name(project_id, "run"))
         if container is None:
             return Exit(code=None, why="its container is gone")
         state = container.attrs.get("State", {})
@@ -1038,9 +1067,7 @@ class DockerBackend(Backend):
 
     async def running(self) -> set[str]:
         """Projects whose dev server runs now: one engine call for all of them."""
-        containers = await self._client_call(
-            "containers.list", sparse=True, filters={"label": f"{LABEL}.owner={self.owner}"}
-        )
+        containers = await self._client_call("containers.list", sparse=True, filters=self._mine)
         out = set()
         for c in containers:
             role = c.attrs["Labels"].get(f"{LABEL}.role")
@@ -1052,7 +1079,7 @@ class DockerBackend(Backend):
 
     async def freeze(self, project_id: str) -> bool:
         """Pause the container (the cgroup freezer): its memory stays, its CPU is 0."""
-        container = await self._get_container(container_name(self.owner, project_id, "run"))
+        container = await self._get_container(self._name(project_id, "run"))
         if container is None or container.status != "running":
             return False
         try:
@@ -1063,7 +1090,7 @@ class DockerBackend(Backend):
         return True
 
     async def thaw(self, project_id: str) -> None:
-        container = await self._get_container(container_name(self.owner, project_id, "run"))
+        container = await self._get_container(self._name(project_id, "run"))
         if container is not None and container.status == "paused":
             await self._unpause(container)
 
@@ -1076,7 +1103,7 @@ class DockerBackend(Backend):
 
     async def stop(self, project_id: str) -> None:
         """Stop the dev server and keep its container, so a start is fast."""
-        container = await self._get_container(container_name(self.owner, project_id, "run"))
+        container = await self._get_container(self._name(project_id, "run"))
         if container is None or container.status not in ("running", "restarting", "paused"):
             return
         if container.status == "paused":  # else SIGTERM waits for the thaw: a stop timeout
@@ -1093,20 +1120,19 @@ class DockerBackend(Backend):
         spare = self._claimed.pop(project_id, None)
         if spare is not None:  # given to a start that never launched
             await self._drop_spare(spare)
-        await self._remove_container(container_name(self.owner, project_id, "run"))
+        await self._remove_container(self._name(project_id, "run"))
         await asyncio.to_thread(_remove_gate, self._gate(project_id))
 
     async def remove(self, project_id: str) -> None:
-        await self._remove_container(container_name(self.owner, project_id, "install"))
+        await self._remove_container(self._name(project_id, "install"))
         await self.discard(project_id)
 
     async def recover(self, known: set[str]) -> list[Record]:
         """The dev-server containers of this owner's ``known`` projects (running ones
         first); containers of deleted projects, interrupted installs and second
         containers of one project are removed."""
-        containers = await self._client_call(
-            "containers.list", all=True, filters={"label": f"{LABEL}.owner={self.owner}"}
-        )
+        containers = await self._client_call("containers.list", all=True, filters=self._mine)
+        await self._leave_older(known)
         if containers:  # running ones are reached at once: guard their network first
             with contextlib.suppress(docker.errors.NotFound):
                 await self._guard(self.network)
@@ -1144,8 +1170,33 @@ class DockerBackend(Backend):
             kept[project_id] = record
         return list(kept.values())
 
+    async def _leave_older(self, known: set[str]) -> None:
+        """Containers of this owner from a release that named no store: one that runs
+        a project of this store is removed (the project starts afresh); any other is
+        left alone, as it may be another server's."""
+        if not self.store:
+            return
+        listed = await self._client_call(
+            "containers.list", all=True, filters={"label": f"{LABEL}.owner={self.owner}"}
+        )
+        for container in listed:
+            if f"{LABEL}.store" in container.labels:
+                continue
+            project_id = container.labels.get(f"{LABEL}.project", "")
+            if project_id in known and container.name == container_name(
+                self.owner, project_id, "run"
+            ):
+                self.log.warning(
+                    "Removing container %s: made by an earlier release for %s",
+                    container.name,
+                    project_id,
+                )
+                await self._remove_container(container.name)
+            else:
+                self.log.info("Leaving container %s alone: it names no store", container.name)
+
     async def logs(self, project_id: str, *, tail: int = 500) -> str:
-        container = await self._get_container(container_name(self.owner, project_id, "run"))
+        container = await self._get_container(self._name(project_id, "run"))
         if container is None:
             return ""
         data = await self._call(container.logs, tail=tail)
@@ -1160,7 +1211,7 @@ class DockerBackend(Backend):
                 f"{self._following} followed logs are open already; close one (or wait for "
                 "its client to leave) and try again."
             )
-        container = await self._get_container(container_name(self.owner, project_id, "run"))
+        container = await self._get_container(self._name(project_id, "run"))
         if container is None:
             return LogFollow(self, None)
         self._following += 1

@@ -225,7 +225,8 @@ class LocalBackend(Backend):
     @property
     def state_dir(self) -> Path:
         """This owner's: the state file, and per project its log and relay socket."""
-        return Path(self.cache_dir) / "local" / (self.owner or "default")
+        owner = self.owner or "default"
+        return Path(self.cache_dir) / "local" / (f"{owner}-{self.store}" if self.store else owner)
 
     @property
     def _state_file(self) -> Path:

@@ -291,10 +291,16 @@ class Usage:
 
 
 def disk_usage(root: Path, *, max_files: int = 0) -> Usage:
-    """Bytes allocated under ``root`` (like ``du``) and how many entries it holds,
-    links not followed; the walk stops once it has seen more than ``max_files``
-    entries (when given), so a folder of millions costs a bounded walk."""
+    """Bytes allocated under ``root`` (like ``du -x``) and how many entries it holds,
+    links not followed, on ``root``'s filesystem only (a project's own filesystem,
+    ``boxes``, counts as the blocks its image takes); the walk stops once it has
+    seen more than ``max_files`` entries (when given), so a folder of millions costs
+    a bounded walk."""
     total = files = 0
+    try:
+        device = os.stat(root).st_dev
+    except OSError:
+        return Usage(0, 0)
     stack = [str(root)]
     while stack:
         try:
@@ -308,7 +314,7 @@ def disk_usage(root: Path, *, max_files: int = 0) -> Usage:
                     files += 1
                     if max_files and files > max_files:
                         return Usage(total, files)
-                    if entry.is_dir(follow_symlinks=False):
+                    if entry.is_dir(follow_symlinks=False) and st.st_dev == device:
                         stack.append(entry.path)
         except OSError:
             continue

@@ -60,6 +60,9 @@ class Service:
         self.token = token
         self._session: aiohttp.ClientSession | None = None
 
+    def check(self) -> None:
+        """Before each relayed request: HTTPError if there is nowhere to relay it."""
+
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = pooled_session(sock_read=None)  # events and logs wait long
@@ -109,6 +112,7 @@ class ApiRelayHandler(APIHandler):
         self.service = service
 
     async def _relay(self, path: str) -> None:
+        self.service.check()
         url = url_path_join(self.service.url, "reactbox/api", path)
         if self.request.query:
             url += "?" + self.request.query
@@ -137,7 +141,7 @@ class PreviewRelayHandler(ProxyHandler):
 
     def initialize(self, service: Service):
         self.service = service
-        self.host_allowlist = lambda _handler, host: host == service.host
+        self.host_allowlist = lambda _handler, host: host == self.service.host
 
     async def prepare(self):
         # No login here: the preview's capability token is checked by the service.
@@ -146,6 +150,7 @@ class PreviewRelayHandler(ProxyHandler):
         self.current_user = self._jupyter_current_user = None
         if unsafe_path(unquote(self.request.path), self.request.path):
             raise web.HTTPError(400, "Preview paths may not contain '..', '.' or encoded slashes.")
+        self.service.check()
 
     def check_xsrf_cookie(self):
         """No credential of this server is used: there is nothing to forge."""

@@ -45,10 +45,12 @@ from ..app import ReactBoxApp
 from ..errors import ReactBoxError
 from ..proxy import PreviewProxyHandler, PreviewRequest, PreviewSocketHandler, preview_rules
 from ..spaces import Space, SpacePerUser
-from ..store import parse_size, slugify
+from ..store import StoreLock, parse_size, slugify
 
 ADMIN_SCOPE = "admin:users"
 ADMIN_FIELDS = ("id", "name", "status", "detail", "framework", "error", "created")
+SHUTDOWN_WAIT = 90.0
+"""Seconds a starting service waits for the data folder's last service to stop."""
 OWNER_FILE = "hub-user"
 """In each user's folder: the hub name it belongs to (folder names are slugs)."""
 
@@ -324,6 +326,17 @@ class HubService(Application):
     def start(self):
         import tornado.ioloop
 
+        # One service per data folder (a restart's predecessor may still be stopping).
+        lock = StoreLock(Path(self.data_dir))
+        if not lock.acquire(wait=SHUTDOWN_WAIT):
+            found = lock.manager() or {}
+            self.log.critical(
+                "Another jupyter-reactbox hub service (pid %s) uses %s; not starting.",
+                found.get("pid", "?"),
+                self.data_dir,
+            )
+            self.exit(1)
+        lock.announce({"url": self.service_url})
         loop = tornado.ioloop.IOLoop.current()
         app = self.make_app()
         limit = self.max_body_size or self.reactbox.max_upload_bytes + (1 << 20)
