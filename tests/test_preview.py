@@ -10,7 +10,15 @@ import json
 import os
 
 import pytest
-from conftest import ARTIFACTS, FIXTURES, attack_jupyter, chromium, embed_preview, zip_dir
+from conftest import (
+    ARTIFACTS,
+    FIXTURES,
+    app_of,
+    attack_jupyter,
+    chromium,
+    embed_preview,
+    zip_dir,
+)
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -174,7 +182,7 @@ async def test_preview_renders_hot_reloads_and_cannot_act_as_the_user(
         await frame.click("button.counter")
         assert await frame.inner_text("button.counter") == "Count is 1"
         await frame.evaluate("window.__reactbox_marker = 42")
-        app_jsx = projects_dir / "shop" / "app" / "src" / "App.jsx"
+        app_jsx = app_of(projects_dir, "shop") / "src" / "App.jsx"
         app_jsx.write_text(app_jsx.read_text().replace("Get started", "Hot reloaded"))
         await frame.wait_for_function(
             "document.querySelector('h1').textContent === 'Hot reloaded'", timeout=15_000
@@ -207,7 +215,7 @@ async def test_create_react_app_renders_and_hot_reloads(api, server_url, project
         )
         await page.click("button.counter")
         await page.evaluate("window.__reactbox_marker = 7")
-        app_js = projects_dir / "cra" / "app" / "src" / "App.js"
+        app_js = app_of(projects_dir, "cra") / "src" / "App.js"
         app_js.write_text(app_js.read_text().replace("Hello from", "Hot reloaded"))
         await page.wait_for_function(
             "document.querySelector('h1').textContent === 'Hot reloaded create-react-app'",
