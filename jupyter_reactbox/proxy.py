@@ -36,7 +36,7 @@ import html
 import json
 import logging
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import aiohttp
 import yarl
@@ -329,17 +329,14 @@ class PreviewRequest:
     # -- what goes upstream ----------------------------------------------------
 
     def get_client_uri(self, protocol, host, port, proxied_path):
-        """The raw public path as the browser sent it: the dev server serves under it."""
+        """The raw public path and query as the browser sent them: the dev server
+        serves under the path, and reads the query as it is (``?import&url``)."""
         query = ""
         if self.request.query:
             jupyter_token = getattr(self.settings.get("identity_provider"), "token", None)
-            query = urlencode(
-                [
-                    (k, v)
-                    for k, v in parse_qsl(self.request.query, keep_blank_values=True)
-                    # The HMR websocket's own ``token`` (Vite) must pass; Jupyter's never.
-                    if not (k == "token" and (protocol == "http" or v == jupyter_token))
-                ]
+            # The HMR websocket's own ``token`` (Vite) must pass; Jupyter's never.
+            query = without_token(
+                self.request.query, keep=lambda value: protocol != "http" and value != jupyter_token
             )
         framework = self._framework()
         moved = framework.upstream_paths.get(proxied_path.lstrip("/")) if framework else None
@@ -558,6 +555,20 @@ class PreviewSocketHandler(PreviewRequest, ProxyHandler):
             self.previews.page_closed(self.watching)
             self.watching = None
         super().on_close()
+
+
+def without_token(query: str, *, keep) -> str:
+    """``query`` byte for byte, but for its ``token`` parameters whose value ``keep``
+    refuses.  Never rebuilt: ``?import&url`` is not ``?import=&url=`` to a dev server
+    (Vite's ``?url``, ``?raw``, ``?inline``, ``?worker`` and plugins' ``?react``)."""
+    parts = query.split("&")
+    kept = []
+    for part in parts:
+        name, _, value = part.partition("=")
+        if unquote_plus(name) == "token" and not keep(unquote_plus(value)):
+            continue
+        kept.append(part)
+    return query if len(kept) == len(parts) else "&".join(kept)
 
 
 def is_navigation(request: httputil.HTTPServerRequest) -> bool:

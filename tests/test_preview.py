@@ -17,16 +17,66 @@ from conftest import (
     attack_jupyter,
     chromium,
     embed_preview,
+    engine_name,
     zip_dir,
 )
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
+
+from jupyter_reactbox.backends.docker import PORT
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
 
 async def fetch(url, **kw):
     return await AsyncHTTPClient().fetch(url, raise_error=False, **kw)
+
+
+def test_a_query_goes_on_byte_for_byte_but_for_jupyters_token():
+    from jupyter_reactbox.proxy import without_token
+
+    keep_all = lambda value: True  # noqa: E731
+    for query in ("import&url", "raw", "import&raw??", "a=1&&b=%20c+d", "worker_file&type=module"):
+        assert without_token(query, keep=keep_all) == query
+    vite_own = lambda value: value == "vite-own"  # noqa: E731
+    assert without_token("import&token=secret&url", keep=vite_own) == "import&url"
+    assert without_token("t%6Fken=secret&raw", keep=vite_own) == "raw"
+    assert without_token("token=vite-own&x", keep=vite_own) == "token=vite-own&x"
+
+
+SPECIAL_QUERIES = (
+    "src/assets/react.svg?import&url",
+    "src/assets/react.svg?url",
+    "src/assets/react.svg?import&raw",
+    "src/assets/react.svg?import&inline",
+    "src/App.css?inline",
+    "src/App.css?import&raw",
+    "src/main.jsx?worker",
+    "src/main.jsx?import&worker",
+)
+
+
+async def test_asset_and_worker_queries_reach_the_dev_server_as_sent(
+    api, server_url, docker_client, owner, projects_dir
+):
+    """Vite answers ``?url``, ``?raw``, ``?inline`` and ``?worker`` only when it sees
+    them as written: through the proxy, the same answer as straight from it."""
+    info = await api.upload_running()
+    box = docker_client.containers.get(engine_name(owner, projects_dir, "shop"))
+    ip = box.attrs["NetworkSettings"]["Networks"][engine_name(owner, projects_dir, "previews")][
+        "IPAddress"
+    ]
+    base = info["preview_url"]
+    module = {"Sec-Fetch-Dest": "script", "Sec-Fetch-Mode": "cors", "Accept": "*/*"}
+    for path in SPECIAL_QUERIES:
+        proxied = await fetch(server_url + base + path, headers=module)
+        direct = await fetch(f"http://{ip}:{PORT}{base}{path}", headers=module)
+        assert (proxied.code, direct.code) == (200, 200), path
+        assert proxied.headers["Content-Type"] == direct.headers["Content-Type"], path
+        assert "javascript" in proxied.headers["Content-Type"], path  # a module, not the file
+        assert proxied.body == direct.body.replace(b"%2540", b"%40"), path
+    url = await fetch(server_url + base + SPECIAL_QUERIES[0], headers=module)
+    assert url.body.decode().startswith(f'export default "{base}src/assets/react.svg"')
 
 
 async def test_proxy_forwards_no_credentials_and_checks_the_token(
@@ -262,3 +312,4 @@ async def test_a_lockfile_out_of_step_with_package_json_falls_back_to_npm_instal
     assert "package-lock.json does not match package.json: installing with `npm install" in log
     app = runtime.store.get("stale").app_dir
     assert (app / "node_modules" / "is-number" / "package.json").is_file()
+
