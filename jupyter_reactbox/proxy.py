@@ -173,6 +173,7 @@ class PreviewRequest:
         if unsafe_path(path, self.request.path):
             raise web.HTTPError(400, "Preview paths may not contain '..', '.' or encoded slashes.")
         self.preview = self.previews.authorize(project_id, token)
+        self.runtime.requested_at = self.runtime.clock()
         if self.preview is None:
             raise web.HTTPError(
                 403,
@@ -680,6 +681,7 @@ class KeptAnswers(Router):
         hit = st.responses.get(module_key(request))
         if hit is None:
             return None
+        self.runtime.requested_at = self.runtime.clock()
         return kept_answer(hit, request, self.frame_ancestors, sandboxed=True)
 
 

@@ -42,6 +42,13 @@ from .store import Project, ProjectStore, slugify
 from .watcher import Watcher
 
 SHUTDOWN_TIMEOUT = 20.0
+QUIET = 3.0
+"""Seconds without a request of any preview before the backend makes what it makes
+ahead for the next start (``Backend.started``): a container started on this host
+changes its network, and a browser on the same host drops the requests it has in
+flight when that happens (a first page load would lose modules)."""
+MOST_BEFORE_AHEAD = 60.0
+"""Seconds after a start at most before that is made anyway."""
 
 
 def pooled_session(*, sock_read: float | None) -> aiohttp.ClientSession:
@@ -108,6 +115,9 @@ class Runtime:
         self._session: aiohttp.ClientSession | None = None
         self._recovered = asyncio.Event()
         self._names: dict[str, asyncio.Lock] = {}
+        self.requested_at = 0.0
+        """When a preview was last requested (``clock``): the proxy says so."""
+        self._after_starts: set[asyncio.Task] = set()
         """One lock per project name: its creation and its deletion are one ordered
         operation each, so an upload of a name being deleted waits for the delete."""
 
@@ -345,7 +355,23 @@ class Runtime:
                     error = f"Internal error: {exc!r}"
                 await self._fail(project.id, st, error)
             finally:
-                self.backend.started(project.id)
+                self._when_quiet(project.id)
+
+    def _when_quiet(self, project_id: str) -> None:
+        """Tell the backend a start is over once the previews are quiet (``QUIET``)."""
+
+        async def wait() -> None:
+            start = self.clock()
+            await asyncio.sleep(QUIET)
+            while (now := self.clock()) - start < MOST_BEFORE_AHEAD:
+                if now - self.requested_at >= QUIET:
+                    break
+                await asyncio.sleep(0.5)
+            self.backend.started(project_id)
+
+        task = asyncio.ensure_future(wait())
+        self._after_starts.add(task)
+        task.add_done_callback(self._after_starts.discard)
 
     async def _launch_ahead(
         self, project: Project, plan: AppPlan, st: PreviewState, *, fresh: bool
@@ -568,6 +594,8 @@ class Runtime:
         """Leave the engine as ``on_shutdown`` says: dev servers stopped, kept running,
         or removed; starts in flight are stopped, never left half made."""
         self.watcher.cancel()
+        for waiting in list(self._after_starts):
+            waiting.cancel()
         tasks = [st.task for _, st in self.previews.items() if st.in_flight]
         for task in tasks:
             task.cancel()

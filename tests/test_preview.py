@@ -313,3 +313,25 @@ async def test_a_lockfile_out_of_step_with_package_json_falls_back_to_npm_instal
     app = runtime.store.get("stale").app_dir
     assert (app / "node_modules" / "is-number" / "package.json").is_file()
 
+
+async def test_a_page_that_loses_one_of_its_modules_loads_itself_again(api, server_url):
+    """A module request dropped on the way (what a browser on the engine's host does to
+    requests in flight when a container starts) leaves the page blank; a young page
+    loads itself again, and renders."""
+    info = await api.upload_running()
+    dropped: list[str] = []
+
+    async def drop_the_first(route):
+        if not dropped:
+            dropped.append(route.request.url)
+            await route.abort("internetdisconnected")
+        else:
+            await route.continue_()
+
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.route("**/src/App.jsx*", drop_the_first)
+        await page.goto(server_url + info["preview_url"])
+        await page.wait_for_selector("button.counter", timeout=30_000)
+        assert len(dropped) == 1
+        assert await page.evaluate("window.name") == "reactbox-reloads:1"

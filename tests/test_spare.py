@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from conftest import app_of, engine_name, remove_owned
+from conftest import FIXTURES, app_of, chromium, engine_name, remove_owned, zip_dir
 from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_reactbox.backends.docker import LABEL, DockerBackend
@@ -156,3 +156,53 @@ async def test_a_server_shut_down_while_it_makes_a_spare_leaves_none(
         remove_owned(docker_client, owner)
     assert not all(waited), "every spare was made before the close: nothing was tested"
 
+
+def large_app(widgets: int) -> bytes:
+    """The fixture with ``widgets`` generated components: a first load of hundreds of
+    modules, as a real dashboard has."""
+    extra, imports, uses = {}, [], []
+    for i in range(widgets):
+        name = f"Widget{i:03d}"
+        extra[f"src/widgets/{name}.jsx"] = (
+            f"export default function {name}() {{\n"
+            f'  return <div data-widget="{i}">{name}</div>\n}}\n'
+        ).encode()
+        imports.append(f"import {name} from './widgets/{name}.jsx'")
+        uses.append(f"      <{name} />")
+    extra["src/App.jsx"] = (
+        "\n".join(imports)
+        + "\n\nexport default function App() {\n  return (\n    <main>\n"
+        + "\n".join(uses)
+        + "\n    </main>\n  )\n}\n"
+    ).encode()
+    return zip_dir(FIXTURES / "vite-react", extra=extra)
+
+
+async def test_a_first_page_load_right_after_running_loses_nothing_with_ipv6_on(
+    api, server_url, docker_client, owner
+):
+    """A browser on the engine's host drops every request in flight when a host
+    interface changes (a container starts; its interface gets an IPv6 address a
+    moment later).  The spare container for the next preview is such a change: it
+    is made once the previews are quiet, not while a first page loads."""
+    from conftest import IPV6_DEFAULT
+
+    before = IPV6_DEFAULT.read_text()
+    IPV6_DEFAULT.write_text("0")  # as on a desktop: new interfaces get IPv6
+    try:
+        await api.upload(large_app(400), "big")
+        info = await api.wait("big")
+        loaded = time.time()
+        async with chromium() as browser:
+            page = await browser.new_page()
+            failed: list[str] = []
+            page.on("requestfailed", lambda r: failed.append(f"{r.url}: {r.failure}"))
+            await page.goto(server_url + info["preview_url"])
+            await page.wait_for_selector('[data-widget="399"]', timeout=120_000)
+            loaded = time.time()
+            assert failed == []
+            spare = await spare_of(docker_client, owner)
+        made = spare.attrs["Created"]
+        assert made > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(loaded)), made
+    finally:
+        IPV6_DEFAULT.write_text(before)

@@ -19,6 +19,13 @@
  * a module a new URL, so a new version's error is news), and a repeat is
  * reported again once a second has passed since its last report; at most 20
  * reports go in any 10 seconds.  Nothing else is sent.
+ *
+ * Recovery: a browser on the same host as the container engine drops the
+ * requests it has in flight when a host network interface changes (any
+ * container start), and a page whose own script or module failed to load so
+ * stays blank.  A page that loses one of its own scripts in its first seconds
+ * loads itself again, at most twice in a row (counted in window.name, which a
+ * reload keeps).
  */
 (() => {
   "use strict";
@@ -70,11 +77,31 @@
     send(base + "__reactbox/error", { method: "POST", body, credentials: "same-origin", keepalive: true })
       .catch(() => {});
   };
+  const RELOADS = "reactbox-reloads:";
+  const tries = window.name.startsWith(RELOADS) ? Number(window.name.slice(RELOADS.length)) : 0;
+  const young = () => performance.now() < 15000;
+  const again = () => {
+    if (tries >= 2 || !young() || (window.name && !window.name.startsWith(RELOADS))) return false;
+    window.name = RELOADS + (tries + 1);
+    setTimeout(() => location.reload(), 200 * (tries + 1));
+    return true;
+  };
+  setTimeout(() => {
+    if (window.name.startsWith(RELOADS)) window.name = ""; // it loaded: start counting anew
+  }, 15000);
+  const own = (url) => {
+    try {
+      return new URL(url, location.href).host === location.host;
+    } catch {
+      return false;
+    }
+  };
   addEventListener(
     "error",
     (e) => {
       const el = e.target;
       if (el && el !== window && (el.src || el.href)) {
+        if (el.localName === "script" && own(el.src) && again()) return;
         report("resource", "Failed to load " + (el.src || el.href), el.src || el.href);
       } else {
         const where = e.filename ? `${e.filename}:${e.lineno}:${e.colno}` : "";
@@ -85,7 +112,11 @@
   );
   addEventListener("unhandledrejection", (e) => {
     const r = e.reason;
-    report("rejection", (r && r.message) || String(r), "", r && r.stack);
+    const message = (r && r.message) || String(r);
+    if (/dynamically imported module|Importing a module script failed/.test(message) && again()) {
+      return;
+    }
+    report("rejection", message, "", r && r.stack);
   });
   // Vite shows compile errors in an overlay element (open shadow root).
   new MutationObserver((records) => {
