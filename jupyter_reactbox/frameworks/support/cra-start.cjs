@@ -10,10 +10,16 @@
 //   its webpack and dev-server configs get the base as their public path, and
 //   public/ is served under the base too.
 // - react-scripts 5 writes no tsconfig.json on start (see below).
-// - webpack-dev-server 3 (react-scripts < 5) listens for its socket where the
-//   page connects; the preview proxy sends the socket to /ws, as for
-//   webpack-dev-server 4, so the server listens there.
+// - webpack-dev-server 3.2 and later (react-scripts 3 and 4) listen for their
+//   socket where the page connects; the preview proxy sends the socket to /ws,
+//   as for webpack-dev-server 4, so the server listens there.  Older ones
+//   (react-scripts 2) know no such option and refuse it.
+// - Node 17 and later no longer honour folder mappings in a package's "exports"
+//   ("./": "./"), which packages of react-scripts 4's time still used (postcss
+//   8.1, required as "postcss/lib/tokenize" by postcss-safe-parser): such a
+//   subpath is resolved to its file, as the package meant.
 const fs = require('fs')
+const Module = require('module')
 const path = require('path')
 
 const scripts = path.join(process.cwd(), 'node_modules', 'react-scripts')
@@ -27,6 +33,23 @@ if (major < 5 && !process.execArgv.includes('--openssl-legacy-provider')) {
   for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => child.kill(signal))
   child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)))
   return
+}
+
+const resolveFilename = Module._resolveFilename
+Module._resolveFilename = function (request, parent, ...rest) {
+  try {
+    return resolveFilename.call(this, request, parent, ...rest)
+  } catch (error) {
+    const subpath = /^((?:@[^/]+\/)?[^/.][^/]*)\/(.+)$/.exec(request)
+    if (error.code !== 'ERR_PACKAGE_PATH_NOT_EXPORTED' || !subpath || !parent) throw error
+    for (const folder of Module._nodeModulePaths(path.dirname(parent.filename))) {
+      const root = path.join(folder, subpath[1])
+      if (fs.existsSync(path.join(root, 'package.json'))) {
+        return resolveFilename.call(this, path.join(root, subpath[2]), parent, ...rest)
+      }
+    }
+    throw error
+  }
 }
 
 const base = process.env.PUBLIC_URL || '/'
@@ -58,8 +81,12 @@ if (major < 5) {
   // Its page client would take WDS_SOCKET_PORT=0 (webpack-dev-server 4: "the page's
   // port") as port 0; unset, it uses the page's port.
   delete process.env.WDS_SOCKET_PORT
+  const wdsVersion = JSON.parse(
+    fs.readFileSync(require.resolve('webpack-dev-server/package.json', { paths: [scripts] }), 'utf8'),
+  ).version
+  const [wdsMajor, wdsMinor] = wdsVersion.split('.').map(Number)
   patch('webpackDevServer.config.js', (config) => {
-    config.sockPath = '/ws'
+    if (wdsMajor > 3 || (wdsMajor === 3 && wdsMinor >= 2)) config.sockPath = '/ws'
     if (servesFromRoot) {
       config.publicPath = base.replace(/\/$/, '')
       config.historyApiFallback = { ...config.historyApiFallback, index: base }
