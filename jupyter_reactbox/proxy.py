@@ -89,6 +89,8 @@ MAX_REWRITTEN = 8 << 20
 HEARTBEAT = "/__reactbox/heartbeat"
 ERROR_REPORT = "/__reactbox/error"
 """Where the page's reporter POSTs uncaught errors and failed loads (JSON)."""
+PAGE_STORAGE = "/__reactbox/storage"
+"""Where the shim POSTs the page's localStorage and cookies, kept for the next load."""
 MAX_REPORT_BYTES = 16 * 1024
 _REPORT_FIELDS = {"kind": 20, "message": 2000, "source": 500, "stack": 4000}
 _REPORT_KINDS = ("error", "rejection", "resource", "overlay")
@@ -188,6 +190,8 @@ class PreviewRequest:
             return self._enter(token)
         if path == ERROR_REPORT and self.request.method == "POST":
             return self._take_error_report()
+        if path == PAGE_STORAGE and self.request.method == "POST":
+            return await self._take_page_storage()
         heartbeat = False
         if path == HEARTBEAT or path.startswith(HEARTBEAT + "/"):
             key = path[len(HEARTBEAT) + 1 :]
@@ -249,6 +253,30 @@ class PreviewRequest:
                 400, f"An error report needs kind ({', '.join(_REPORT_KINDS)}) and message."
             )
         self.previews.report_error(self.project_id, report)
+        self._secure_headers()
+        self.set_status(204)
+        self.finish()
+
+    async def _take_page_storage(self) -> None:
+        """Keep what a sandboxed page has in localStorage and cookies for the
+        project's next page load.  It is the app's own data, given back only to its
+        pages; only strings, at most ``MAX_PAGE_STORAGE`` bytes."""
+        store = self.runtime.store
+        if len(self.request.body) > store.MAX_PAGE_STORAGE:
+            raise web.HTTPError(
+                413, f"A preview keeps at most {store.MAX_PAGE_STORAGE >> 10} KiB of storage."
+            )
+        try:
+            data = json.loads(self.request.body)
+            kept = {
+                part: {str(k): str(v) for k, v in data.get(part, {}).items()}
+                for part in ("local", "cookies")
+            }
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise web.HTTPError(
+                400, 'Storage is {"local": {...}, "cookies": {...}} of strings.'
+            ) from exc
+        await asyncio.to_thread(store.keep_page_storage, self.project_id, kept)
         self._secure_headers()
         self.set_status(204)
         self.finish()
@@ -386,11 +414,14 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
 
     _cache: ResponseCache | None = None
     _key: tuple[str, str, str] | None = None
+    _stored: dict | None = None
 
     async def prepare(self):
         await super().prepare()
         if self._finished:
             return
+        if self._navigation and self._sandboxed:  # what its pages kept, for the shim
+            self._stored = await asyncio.to_thread(self.runtime.store.page_storage, self.project_id)
         # A module the dev server said is unchanged: answered here, before any of
         # the work of sending a request on.
         self._cache, self._key = self._cache_key()
@@ -515,7 +546,12 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
             # A page key only for a page load: a script's fetch of the page gets none.
             key = self.previews.page_key(self.project_id) if self._navigation else ""
             body = inject_scripts(
-                body, base, sandboxed=self._sandboxed, beat_ms=self.runtime.watcher.beat_ms, key=key
+                body,
+                base,
+                sandboxed=self._sandboxed,
+                beat_ms=self.runtime.watcher.beat_ms,
+                key=key,
+                stored=self._stored,
             )
             self.set_header("Cache-Control", "no-store")  # nor can it read one from a cache
         return body

@@ -83,19 +83,34 @@ def public_files(public_dir: str | Path) -> PublicFiles:
     return PublicFiles(public_dir)
 
 
+def script_json(value: object) -> bytes:
+    """``value`` as JSON that cannot end a script element (or a line of it)."""
+    text = json.dumps(value, ensure_ascii=False).replace("<", "\\u003c")
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode()
+
+
 def inject_scripts(
-    html: bytes, base: str, *, sandboxed: bool, beat_ms: int = 60_000, key: str = ""
+    html: bytes,
+    base: str,
+    *,
+    sandboxed: bool,
+    beat_ms: int = 60_000,
+    key: str = "",
+    stored: dict | None = None,
 ) -> bytes:
     """Put our scripts first in <head>, before any of the app's: the activity
     reporter (input reported at most every ``beat_ms``, with the page's ``key``; none
     without one) and select mode always, the shim when the page runs in an opaque
-    origin."""
+    origin (with what the project's pages ``stored`` before)."""
     match = _HEAD_RE.search(html)
     at = match.end() if match else 0
-    # JSON of the base, with '<' escaped so it cannot end the script element.
-    literal = json.dumps(base).replace("<", "\\u003c").encode()
+    literal = script_json(base)
     activity = ACTIVITY.replace(b"__REACTBOX_BASE__", literal)
     activity = activity.replace(b"__REACTBOX_EVERY__", str(int(beat_ms)).encode())
     activity = activity.replace(b"__REACTBOX_KEY__", json.dumps(key).encode())
-    scripts = (SHIM if sandboxed else b"") + SELECT + activity
+    shim = b""
+    if sandboxed:
+        shim = SHIM.replace(b"__REACTBOX_BASE__", literal)
+        shim = shim.replace(b"__REACTBOX_STORED__", script_json(stored or {}))
+    scripts = shim + SELECT + activity
     return html[:at] + b"<script>" + scripts + b"</script>" + html[at:]

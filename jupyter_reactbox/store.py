@@ -198,6 +198,33 @@ class ProjectStore:
         os.rename(path, doomed / project_id)
         shutil.rmtree(doomed, ignore_errors=True)
 
+    PAGE_STORAGE = "page-storage.json"
+    MAX_PAGE_STORAGE = 256 << 10
+    """Bytes a project's pages may keep of their localStorage and cookies."""
+
+    def page_storage(self, project_id: str) -> dict:
+        """What the project's pages kept of their localStorage and cookies (the
+        sandbox's are in memory only), beside its work tree: ``{}`` if nothing."""
+        try:
+            data = json.loads((self._dir(project_id) / self.PAGE_STORAGE).read_bytes())
+        except (OSError, ValueError, ProjectNotFound):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def keep_page_storage(self, project_id: str, data: dict) -> None:
+        """Keep ``data`` (checked: ``{"local": {...}, "cookies": {...}}`` of strings)."""
+        folder = self._dir(project_id)
+        if not (folder / "project.json").is_file():
+            raise ProjectNotFound(f"No project {project_id!r}.")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".page-storage-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, folder / self.PAGE_STORAGE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
     def mount_all(self) -> list[str]:
         """Mount the filesystem of every project that has one and is not mounted (after
         a reboot, or a server that unmounted them at its shutdown); the ids of those
@@ -230,7 +257,9 @@ class ProjectStore:
             elif not child.name.startswith(".") and child.is_dir():
                 for where in (child, child / boxes.BOX):
                     for debris in where.glob(".*-*"):
-                        if debris.name.startswith((".install-", ".modules-", ".history-")):
+                        if debris.name.startswith(
+                            (".install-", ".modules-", ".history-", ".page-storage-")
+                        ):
                             shutil.rmtree(debris, ignore_errors=True)
 
 

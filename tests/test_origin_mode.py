@@ -148,3 +148,17 @@ async def test_a_preview_on_its_own_origin_runs_at_root_and_cannot_act_as_the_us
         await tab.reload()
         await tab.wait_for_selector("text=About us", timeout=60_000)
         assert (await api.get("shop"))["status"] == "running"
+
+
+async def test_an_app_with_a_service_worker_runs_on_its_own_origin(api, jp_http_port):
+    """What the sandbox cannot give an app (test_real_apps), its own origin does: the
+    worker registers, takes over, and answers the app's API."""
+    r = await api.upload(zip_dir(FIXTURES / "vite-worker"), "worker")
+    info = await api.wait(json.loads(r.body)["id"])
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(info["preview_url"])
+        await page.wait_for_selector("text=Hello from the worker", timeout=30_000)
+        assert await page.evaluate("self.origin") == f"http://worker.localhost:{jp_http_port}"
+        await page.click("button.counter")
+        await page.wait_for_selector("text=Count is 1")

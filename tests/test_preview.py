@@ -335,3 +335,45 @@ async def test_a_page_that_loses_one_of_its_modules_loads_itself_again(api, serv
         await page.wait_for_selector("button.counter", timeout=30_000)
         assert len(dropped) == 1
         assert await page.evaluate("window.name") == "reactbox-reloads:1"
+
+
+async def test_the_apps_storage_and_cookies_survive_a_reload_and_stay_its_own(
+    api, server_url, projects_dir
+):
+    """In the sandbox, localStorage and cookies are the shim's, in memory: the server
+    keeps them for the project (bounded, strings only) and gives them to its next
+    page load, and to no other project's page."""
+    shop = await api.upload_running()
+    await api.upload(zip_dir(FIXTURES / "vite-react"), "other")
+    other = await api.wait("other")
+    kept = "dark</script><script>window.injected = 1</script>"
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(server_url + shop["preview_url"])
+        await page.wait_for_selector("button.counter")
+        await page.evaluate(
+            "kept => { localStorage.setItem('theme', kept); document.cookie = 'session=abc; path=/' }",
+            kept,
+        )
+        for _ in range(40):  # saved a moment after the change
+            if (projects_dir / "shop" / "page-storage.json").exists():
+                break
+            await asyncio.sleep(0.1)
+        await page.reload()
+        await page.wait_for_selector("button.counter")
+        assert await page.evaluate("localStorage.getItem('theme')") == kept
+        assert await page.evaluate("document.cookie") == "session=abc"
+        assert await page.evaluate("self.origin") == "null"
+        assert await page.evaluate("window.injected") is None
+        await page.goto(server_url + other["preview_url"])
+        await page.wait_for_selector("button.counter")
+        assert await page.evaluate("[localStorage.length, document.cookie]") == [0, ""]
+
+    url = server_url + shop["preview_url"] + "__reactbox/storage"
+    before = (projects_dir / "shop" / "page-storage.json").read_bytes()
+    too_large = json.dumps({"local": {"x": "y" * (300 << 10)}})
+    for body, code in ((too_large, 413), ("not json", 400), ('["a"]', 400), ('{"local": 1}', 400)):
+        assert (await fetch(url, method="POST", body=body)).code == code, body
+    wrong = url.replace(shop["preview_url"].split("/")[-2], "not-the-token")
+    assert (await fetch(wrong, method="POST", body='{"local": {}}')).code == 403
+    assert (projects_dir / "shop" / "page-storage.json").read_bytes() == before

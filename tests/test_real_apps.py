@@ -6,6 +6,7 @@ Real engine, real installs from the package registry, real dev servers.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import zipfile
@@ -235,3 +236,21 @@ async def test_a_next_edit_that_does_not_compile_is_fed_back_then_fixed(
     text = (app / "app" / "counter.js").read_text()
     assert "does-not-exist" not in text and "Clicks: {count}" in text
 
+
+async def test_an_app_that_needs_a_service_worker_says_so_in_the_sandbox(api, server_url):
+    """A service worker needs an origin of its own (the sandbox's is opaque): the page
+    says so at its top and the notebook hears it, instead of a blank page.  (In
+    separate-origin mode it runs: test_origin_mode.)"""
+    r = await api.upload(zip_dir(FIXTURES / "vite-worker"), "worker")
+    info = await api.wait(json.loads(r.body)["id"])
+    async with preview_page(server_url + info["preview_url"]) as (page, _):
+        bar = page.locator("#reactbox-no-worker")
+        await bar.wait_for(timeout=30_000)
+        assert "registers a service worker" in await bar.inner_text()
+        assert "preview_origin_template" in await bar.inner_text()
+    for _ in range(40):
+        errors = (await api.get("worker"))["errors"]
+        if errors:
+            break
+        await asyncio.sleep(0.25)
+    assert any("registers a service worker" in e["message"] for e in errors), errors

@@ -1,41 +1,68 @@
 /* jupyter-reactbox preview shim.
  *
  * The preview runs in an opaque origin (CSP `sandbox` without
- * allow-same-origin) so that its code cannot act as the Jupyter user.  Three
+ * allow-same-origin) so that its code cannot act as the Jupyter user.  Some
  * things that apps expect break there; this restores them without giving the
  * page any of Jupyter's authority:
  *   - localStorage / sessionStorage throw SecurityError -> in-memory stores;
- *   - document.cookie throws SecurityError -> an in-memory cookie jar;
+ *   - document.cookie throws SecurityError -> an in-memory cookie jar; what is
+ *     in localStorage and the jar is kept by the server for this project (a
+ *     POST to the preview's own path, at most 256 KiB) and handed to the next
+ *     page load, so a theme or a login made in the app survives a reload;
  *   - <use href="/sprite.svg#id"> needs a same-origin document -> the sprite
- *     is fetched (CORS) and the symbol inlined into this document.
+ *     is fetched (CORS) and the symbol inlined into this document;
+ *   - navigator.serviceWorker throws SecurityError, and an app that registers a
+ *     worker at load (Mock Service Worker, a PWA) would be a blank page -> a
+ *     container whose register() fails with a message that says why, which the
+ *     page also shows, as a bar at its top.
  */
 (() => {
   "use strict";
-  const memoryStorage = () => {
-    const items = new Map();
-    return {
-      getItem: (k) => (items.has(String(k)) ? items.get(String(k)) : null),
-      setItem: (k, v) => void items.set(String(k), String(v)),
-      removeItem: (k) => void items.delete(String(k)),
-      clear: () => items.clear(),
-      key: (i) => Array.from(items.keys())[i] ?? null,
-      get length() {
-        return items.size;
-      },
-    };
+  const base = __REACTBOX_BASE__;
+  const stored = __REACTBOX_STORED__;
+  const send = window.fetch.bind(window);
+  const kept = { local: new Map(), cookies: new Map() };
+  let saving = null;
+  const save = () => {
+    clearTimeout(saving);
+    saving = setTimeout(() => {
+      const body = JSON.stringify({
+        local: Object.fromEntries(kept.local),
+        cookies: Object.fromEntries(kept.cookies),
+      });
+      send(base + "__reactbox/storage", { method: "POST", body, keepalive: body.length < 60000 })
+        .catch(() => {});
+    }, 250);
   };
-  for (const name of ["localStorage", "sessionStorage"]) {
+  const memoryStorage = (items, changed) => ({
+    getItem: (k) => (items.has(String(k)) ? items.get(String(k)) : null),
+    setItem: (k, v) => void (items.set(String(k), String(v)), changed()),
+    removeItem: (k) => void (items.delete(String(k)), changed()),
+    clear: () => void (items.clear(), changed()),
+    key: (i) => Array.from(items.keys())[i] ?? null,
+    get length() {
+      return items.size;
+    },
+  });
+  for (const [name, items, changed] of [
+    ["localStorage", kept.local, save],
+    ["sessionStorage", new Map(), () => {}],
+  ]) {
     try {
       void window[name].length;
     } catch {
-      Object.defineProperty(window, name, { value: memoryStorage(), configurable: true });
+      if (name === "localStorage") {
+        for (const [k, v] of Object.entries(stored.local || {})) items.set(k, String(v));
+      }
+      Object.defineProperty(window, name, { value: memoryStorage(items, changed), configurable: true });
     }
   }
 
   try {
     void document.cookie;
   } catch {
-    const jar = new Map();
+    const jar = kept.cookies;
+    for (const [k, v] of Object.entries(stored.cookies || {})) jar.set(k, String(v));
     Object.defineProperty(Document.prototype, "cookie", {
       configurable: true,
       get: () => Array.from(jar, ([k, v]) => (k ? `${k}=${v}` : v)).join("; "),
@@ -50,7 +77,58 @@
         });
         if (expired) jar.delete(key);
         else jar.set(key, value);
+        save();
       },
+    });
+  }
+
+  // A service worker needs an origin of its own: say so, in the page and to the
+  // notebook (the rejection is reported like any), instead of a blank page.
+  let workerless = false;
+  try {
+    void navigator.serviceWorker;
+  } catch {
+    workerless = true;
+  }
+  if (workerless) {
+    const why =
+      "This app registers a service worker, which a preview in Jupyter's sandbox cannot " +
+      "have. Run it at an origin of its own (c.ReactBoxApp.preview_origin_template; " +
+      "see the docs), or start its worker only when navigator.serviceWorker works.";
+    const say = () => {
+      if (document.getElementById("reactbox-no-worker")) return;
+      const bar = document.createElement("div");
+      bar.id = "reactbox-no-worker";
+      bar.setAttribute("role", "alert");
+      bar.textContent = why;
+      bar.style.cssText =
+        "position:fixed;top:0;left:0;right:0;z-index:2147483647;padding:8px 12px;" +
+        "background:#fff3cd;color:#664d03;font:13px system-ui,sans-serif;" +
+        "border-bottom:1px solid #ffe69c";
+      (document.body || document.documentElement).appendChild(bar);
+    };
+    const refused = () => {
+      if (document.body) say();
+      else document.addEventListener("DOMContentLoaded", say, { once: true });
+      return Promise.reject(new DOMException(why, "SecurityError"));
+    };
+    const container = {
+      controller: null,
+      ready: new Promise(() => {}),
+      oncontrollerchange: null,
+      onmessage: null,
+      onmessageerror: null,
+      register: refused,
+      getRegistration: () => Promise.resolve(undefined),
+      getRegistrations: () => Promise.resolve([]),
+      startMessages: () => {},
+      addEventListener: () => {},
+      removeEventListener: () => {},
+      dispatchEvent: () => false,
+    };
+    Object.defineProperty(Navigator.prototype, "serviceWorker", {
+      configurable: true,
+      get: () => container,
     });
   }
 
