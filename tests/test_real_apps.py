@@ -28,6 +28,7 @@ async def renders_and_responds(url: str, *, heading: str, button: str, after: st
         assert errors == []
 
 
+@pytest.mark.parametrize("docker_config", [{"tmp_size": "4m"}])
 @pytest.mark.parametrize(
     "manager, tool",
     [
@@ -41,7 +42,9 @@ async def test_yarn_and_pnpm_apps_install_with_the_managers_the_image_ships(
 ):
     """No corepack download at install time: the image's own yarn and pnpm, from
     the registry alone (the yarn 1 lockfile names another registry host for every
-    tarball; the install fetches them from the configured one)."""
+    tarball; the install fetches them from the configured one).  The containers'
+    /tmp is 4 MB here: a manager's temporary files go to disk (yarn 4 converts
+    each package to a zip there, and filled 256 MB of /tmp with a large app)."""
     lock = "pnpm-lock.yaml" if manager == "pnpm" else "yarn.lock"
     folder = FIXTURES / "managers" / manager
     data = zip_dir(

@@ -160,6 +160,7 @@ def test_install_container_spec_with_ca_and_registry():
         environment={
             "npm_config_legacy_peer_deps": "true",
             "HOME": "/tmp",
+            "TMPDIR": "/project/.tmp",
             "CI": "true",
             "npm_config_cache": "/cache/npm",
             "npm_config_update_notifier": "false",

@@ -101,18 +101,28 @@ def package_cache(cache_root: Path, project_id: str, ignore_scripts: bool) -> Pa
     return cache_root / "managers" if ignore_scripts else cache_root / "projects" / project_id
 
 
+TEMP = ".tmp"
+"""In an install's staging folder: the package manager's temporary files."""
+
+
 def install_env(
     *,
     cache: str,
     registry: str | None,
     proxy: str | None = None,
     settings: dict[str, str] | None = None,
+    work: str = "/project",
 ) -> dict[str, str]:
     """The environment of a package manager in a sandbox whose package cache is at
-    ``cache``, with the app's own settings (``.npmrc``, the manager's)."""
+    ``cache`` and whose staging folder is ``work``, with the app's own settings
+    (``.npmrc``, the manager's)."""
     env = {
         **(settings or {}),
         "HOME": "/tmp",
+        # Temporary files on disk, in the staging folder, not in the sandbox's small
+        # /tmp: yarn 4 converts every package to a zip there, several at once, and
+        # a large app filled 256 MB of it (ENOSPC) on a host with room to spare.
+        "TMPDIR": f"{work}/{TEMP}",
         "CI": "true",
         "npm_config_cache": f"{cache}/npm",
         "npm_config_update_notifier": "false",
@@ -390,6 +400,7 @@ class Backend(LoggingConfigurable):
         """A folder beside the project holding only what the install is given."""
         staging = Path(tempfile.mkdtemp(prefix=".install-", dir=app_dir.parent))
         inputs.write(staging, registry)
+        (staging / TEMP).mkdir()
         cache.mkdir(parents=True, exist_ok=True)
         self._hand_over(staging)
         self._hand_over(cache)

@@ -452,7 +452,9 @@ class LocalBackend(Backend):
             sandbox = self._bwrap(network=True, binds=binds, chdir="/project")
             command = self._command(run.argv, pm=managers.PM_DIR)
         else:
-            env = install_env(cache=str(run.cache), registry=run.registry, settings=run.env)
+            env = install_env(
+                cache=str(run.cache), registry=run.registry, settings=run.env, work=str(run.staging)
+            )
             command = self._command(run.argv, pm=str(self.pm_dir))
         ca = _ca_bundle()
         if ca:
