@@ -32,6 +32,7 @@ Nothing of Jupyter is served on a preview host.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import json
 import logging
@@ -192,6 +193,8 @@ class PreviewRequest:
             return self._take_error_report()
         if path == PAGE_STORAGE and self.request.method == "POST":
             return await self._take_page_storage()
+        if self._sandboxed and _is_preflight(self.request):
+            return self._answer_preflight()
         heartbeat = False
         if path == HEARTBEAT or path.startswith(HEARTBEAT + "/"):
             key = path[len(HEARTBEAT) + 1 :]
@@ -254,6 +257,21 @@ class PreviewRequest:
             )
         self.previews.report_error(self.project_id, report)
         self._secure_headers()
+        self.set_status(204)
+        self.finish()
+
+    def _answer_preflight(self) -> None:
+        """The sandboxed page's requests to its own preview are cross-origin (its origin
+        is opaque): a request with a header of its own (Next's ``x-nextjs-data``) is
+        preflighted, which a same-origin page never is.  Allowed here, for this
+        preview's path alone, which the page may ask anything of anyway."""
+        asked = self.request.headers
+        self._headers = httputil.HTTPHeaders()
+        self._secure_headers()
+        self.set_header("Access-Control-Allow-Methods", asked["Access-Control-Request-Method"])
+        if wanted := asked.get("Access-Control-Request-Headers"):
+            self.set_header("Access-Control-Allow-Headers", wanted)
+        self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
         self.finish()
 
@@ -368,6 +386,9 @@ class PreviewRequest:
                 self.request.query, keep=lambda value: protocol != "http" and value != jupyter_token
             )
         framework = self._framework()
+        if framework and query:
+            assert self.preview is not None and self.preview.base is not None
+            query = framework.upstream_query(proxied_path, query, self.preview.base)
         moved = framework.upstream_paths.get(proxied_path.lstrip("/")) if framework else None
         if framework and framework.root_without_slash and proxied_path in ("", "/"):
             moved = self.request.path.rstrip("/") or "/"
@@ -479,6 +500,11 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
             for name, value in copied:
                 self.add_header(name, value)
             content_type = upstream.headers.get("Content-Type", "")
+            if self._sandboxed and _runs_json(self.request, content_type):
+                # A classic script of an opaque origin is cross-origin to the page, and
+                # the browser refuses JSON for it (ORB), which a same-origin page runs
+                # (Next's _clientMiddlewareManifest.js is JSON): run it as the page would.
+                self.set_header("Content-Type", "text/javascript; charset=utf-8")
             self._secure_headers()
             generation = parse_generation(upstream.headers.get(GENERATION_HEADER))
             if cache is not None and generation is not None:
@@ -542,6 +568,9 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
         app = boxes.work_tree(self.runtime.store.root / self.project_id)
         public = public_files(app / "public")
         body = public.rewrite(body, base)
+        framework = self._framework()
+        if framework and framework.root_paths:
+            body = root_paths_rewritten(body, framework.root_paths, base)
         if "text/html" in content_type:
             # A page key only for a page load: a script's fetch of the page gets none.
             key = self.previews.page_key(self.project_id) if self._navigation else ""
@@ -606,6 +635,29 @@ def without_token(query: str, *, keep) -> str:
             continue
         kept.append(part)
     return query if len(kept) == len(parts) else "&".join(kept)
+
+
+def _is_preflight(request: httputil.HTTPServerRequest) -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+
+def _runs_json(request: httputil.HTTPServerRequest, content_type: str) -> bool:
+    """A script element's request (no CORS) answered with JSON."""
+    dest = request.headers.get("Sec-Fetch-Dest")
+    mode = request.headers.get("Sec-Fetch-Mode")
+    return dest == "script" and mode == "no-cors" and content_type.startswith("application/json")
+
+
+def root_paths_rewritten(body: bytes, paths: tuple[str, ...], base: str) -> bytes:
+    """References to ``paths`` after a quote or ``url(``, put under ``base``."""
+    regex = _root_paths_regex(paths)
+    return regex.sub(lambda m: m.group(1) + base.encode() + m.group(2)[1:], body)
+
+
+@functools.lru_cache(maxsize=16)
+def _root_paths_regex(paths: tuple[str, ...]) -> re.Pattern[bytes]:
+    names = b"|".join(re.escape(p.encode()) for p in paths)
+    return re.compile(rb"([\"'`(])(" + names + rb")")
 
 
 def is_navigation(request: httputil.HTTPServerRequest) -> bool:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import struct
 import zipfile
+import zlib
+from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, app_of, preview_page, zip_dir
@@ -176,14 +179,74 @@ async def test_older_create_react_app_renders_under_the_prefix(
         assert errors == []
 
 
+def png(width: int = 32, height: int = 32) -> bytes:
+    """A small red PNG."""
+    rows = b"".join(b"\x00" + bytes([200, 30, 30] * width) for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+SYSTEM_FONT = Path("/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf")
+"""A font of the machine (Chromium's), put into the app at test time."""
+
+
+def next_extras() -> dict[str, bytes]:
+    return {**NEXT_EXTRAS, "app/fonts/Sans.ttf": SYSTEM_FONT.read_bytes()}
+
+
+NEXT_EXTRAS = {
+    "public/dot.png": png(),
+    "app/media/page.js": b"""import Image from 'next/image'
+import localFont from 'next/font/local'
+
+const sans = localFont({ src: '../fonts/Sans.ttf' })
+
+export default function Media() {
+  return (
+    <main className={sans.className}>
+      <h1>Media page</h1>
+      <Image src="/dot.png" alt="dot" width={32} height={32} />
+    </main>
+  )
+}
+""",
+    "pages/data/index.js": b"""import Link from 'next/link'
+
+export default function Data() {
+  return <main><h1>Data index</h1><Link href="/data/7">Seven</Link></main>
+}
+""",
+    "pages/data/[n].js": b"""export async function getServerSideProps({ params }) {
+  return { props: { n: params.n, twice: Number(params.n) * 2 } }
+}
+
+export default function Number_({ n, twice }) {
+  return <main><h1>Number {n} twice is {twice}</h1></main>
+}
+""",
+}
+
+
 async def test_a_next_app_runs_under_the_prefix_with_both_routers_and_hot_reloads(
     api, server_url, projects_dir
 ):
     """Next.js 16 (Turbopack): the preview's base becomes its basePath with no change
     to the app's files; its dev-origin check lets the sandboxed page (Origin: null)
     through the proxy; the app router, the pages router, links, reloads of deep
-    routes, public files and HMR all work."""
-    r = await api.upload(zip_dir(FIXTURES / "next-app"), "next")
+    routes, public files and HMR all work; and so do next/image (its optimizer
+    asked for a public file named from the root), next/font, and a pages-router
+    client navigation whose data comes from _next/data (a preflighted fetch)."""
+    r = await api.upload(zip_dir(FIXTURES / "next-app", extra=next_extras()), "next")
     info = await api.wait(json.loads(r.body)["id"], timeout=600)
     assert info["framework"] == "next"
     url = server_url + info["preview_url"]
@@ -205,6 +268,29 @@ async def test_a_next_app_runs_under_the_prefix_with_both_routers_and_hot_reload
         await page.click("button.counter")
         await page.wait_for_selector("text=Count is 1")
 
+        await page.goto(url + "media")
+        await page.wait_for_selector("text=Media page", timeout=120_000)
+        await page.wait_for_function(
+            "[...document.images].every(i => i.complete && i.naturalWidth === 32)",
+            timeout=30_000,
+        )
+        await page.wait_for_function(
+            "[...document.fonts].some(f => f.status === 'loaded' && f.family.includes('sans'))",
+            timeout=30_000,
+        )
+        rules = await page.evaluate(ROOT_FONT_RULES)
+        assert rules == [], rules  # Next's own fonts are named under the base
+
+        data: list[int] = []
+        page.on("response", lambda r: "/_next/data/" in r.url and data.append(r.status))
+        await page.goto(url + "data")
+        await page.wait_for_selector("text=Data index", timeout=120_000)
+        await page.evaluate("window.__stayed = true")
+        await page.click("text=Seven")
+        await page.wait_for_selector("text=Number 7 twice is 14", timeout=60_000)
+        assert data and set(data) == {200}, data
+        assert await page.evaluate("window.__stayed") is True  # a client navigation
+
         await page.goto(url)
         await page.wait_for_selector("text=Hello from Next.js", timeout=60_000)
         await page.click("button.counter")
@@ -212,6 +298,11 @@ async def test_a_next_app_runs_under_the_prefix_with_both_routers_and_hot_reload
         page_js.write_text(page_js.read_text().replace("Hello from", "Hot reloaded"))
         await page.wait_for_selector("text=Hot reloaded Next.js", timeout=60_000)
         assert errors == []
+
+
+ROOT_FONT_RULES = """() => [...document.styleSheets].flatMap(sheet => {
+    try { return [...sheet.cssRules].map(rule => rule.cssText) } catch { return [] }
+}).filter(text => text.includes('url("/__nextjs_font/'))"""
 
 
 async def test_a_next_edit_that_does_not_compile_is_fed_back_then_fixed(

@@ -43,6 +43,10 @@ class Framework:
     cross_site_checked: bool = False
     """It refuses cross-site requests for its dev resources, so the proxy (after
     the token check) presents them as from the dev server's own host."""
+    root_paths: tuple[str, ...] = ()
+    """Paths its pages name from the origin's root although it serves them under
+    the base too (Next's ``/__nextjs_font/``): the proxy puts them under the base
+    in the bodies it rewrites."""
     entry_files: tuple[str, ...] = ()
     """What an AI edit's context shows first, when the app has it."""
     refused: str | None = None
@@ -53,6 +57,11 @@ class Framework:
         ``paths`` as they are on disk now; its first error, or None.  A framework
         that cannot be asked answers None."""
         return None
+
+    def upstream_query(self, path: str, query: str, base: str) -> str:
+        """The query of a request for ``path`` (below the base) as its dev server
+        must get it: as it came, unless the framework says otherwise."""
+        return query
 
 
 @dataclass(frozen=True)

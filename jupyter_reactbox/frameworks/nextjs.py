@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from urllib.parse import quote, unquote
 
 from tornado import httpclient
 
@@ -57,6 +58,20 @@ def error_of(body: bytes) -> str | None:
 
 
 class Next(Framework):
+    def upstream_query(self, path: str, query: str, base: str) -> str:
+        """``next/image`` names a public file from the root (``url=/dot.png``), and
+        Next's optimizer looks for it there; under a basePath (ours, which the app
+        does not know) it is at the base."""
+        if path.lstrip("/") != "_next/image":
+            return query
+        parts = query.split("&")
+        for i, part in enumerate(parts):
+            name, _, value = part.partition("=")
+            url = unquote(value)
+            if name == "url" and url.startswith("/") and not url.startswith(("//", base)):
+                parts[i] = "url=" + quote(base.rstrip("/") + url, safe="")
+        return "&".join(parts)
+
     async def compile_errors(self, root: str, paths: list[str]) -> str | None:
         compiled = [p for p in paths if p.endswith(COMPILED_SUFFIXES)]
         if not compiled:
@@ -95,6 +110,8 @@ FRAMEWORK = Next(
     # Next 15+ refuses cross-site requests for its dev resources (Origin and
     # Sec-Fetch-Site); the sandboxed page is cross-site to everyone (Origin: null).
     cross_site_checked=True,
+    # Its dev overlay's fonts, named from the root in its CSS.
+    root_paths=("/__nextjs_font/",),
     entry_files=(
         *("app/page.tsx", "app/page.jsx", "app/page.js", "src/app/page.tsx"),
         *("pages/index.tsx", "pages/index.jsx", "pages/index.js"),
