@@ -243,7 +243,9 @@ async def test_preview_renders_hot_reloads_and_cannot_act_as_the_user(
         assert errors == []
 
 
-async def test_create_react_app_renders_and_hot_reloads(api, server_url, projects_dir):
+async def test_create_react_app_renders_and_hot_reloads(api, jp_fetch, server_url, projects_dir):
+    """Its dev script starts its API beside it (concurrently), which its "proxy"
+    reaches from a fetch of "/api/feedback", from the root, as outside a preview."""
     r = await api.upload(zip_dir(FIXTURES / "cra-app"), "cra")
     assert r.code == 201
     info = await api.wait("cra", timeout=600)
@@ -259,6 +261,9 @@ async def test_create_react_app_renders_and_hot_reloads(api, server_url, project
         await page.wait_for_selector("h1", timeout=60_000)
         assert await page.inner_text("h1") == "Hello from create-react-app"
         assert await page.evaluate("self.origin") == "null"
+        await page.wait_for_selector("text=Feedback: First!", timeout=30_000)
+        log = (await jp_fetch("reactbox", "api", "projects", "cra", "logs")).body.decode()
+        assert "[jupyter-reactbox] companion: node api.js" in log, log[-2000:]
         # "/logo.svg" in the component is a public/ file: served under the base.
         await page.wait_for_function(
             "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=10_000

@@ -348,3 +348,22 @@ async def test_an_app_that_needs_a_service_worker_says_so_in_the_sandbox(api, se
             break
         await asyncio.sleep(0.25)
     assert any("registers a service worker" in e["message"] for e in errors), errors
+
+
+async def test_an_app_whose_dev_script_starts_its_api_reaches_it_through_its_proxy(
+    api, jp_fetch, server_url
+):
+    """ "dev": "concurrently \\"npm run api\\" \\"vite\\"" and a server.proxy for /api:
+    the API runs beside the dev server in the sandbox, and the app's fetch of
+    "/api/feedback" (from the root, as outside a preview) reaches it, GET and POST."""
+    r = await api.upload(zip_dir(FIXTURES / "vite-companion"), "feedback")
+    info = await api.wait(json.loads(r.body)["id"])
+    await renders_and_responds(
+        server_url + info["preview_url"],
+        heading="Feedback (1)",
+        button="button.add",
+        after="Feedback (2)",
+    )
+    log = (await jp_fetch("reactbox", "api", "projects", "feedback", "logs")).body.decode()
+    assert "[jupyter-reactbox] companion: node api.mjs" in log
+    assert "API on 5174" in log

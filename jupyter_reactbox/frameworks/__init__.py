@@ -15,6 +15,7 @@ and environment of the dev server.
 from __future__ import annotations
 
 import functools
+import re
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -94,13 +95,27 @@ def detect(app_dir: Path) -> AppPlan:
             continue
         if framework.refused:
             raise UnsupportedApp(framework.refused.format(package=package))
-        return AppPlan(framework, _manager(pkg, app_dir))
+        return AppPlan(framework, _manager(pkg, app_dir), companions=_companions(pkg))
     names = [repr(p) for f in registry() if not f.refused for p in f.packages]
     names = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
     raise UnsupportedApp(
         f"Cannot tell how to run this app: package.json lists none of {names} in "
         "dependencies or devDependencies. Add Vite (npm create vite@latest) or upload a "
         "create-react-app or Next.js project."
+    )
+
+
+_RUNNERS = re.compile(r"\b(?:concurrently|npm-run-all|run-p)\b")
+
+
+def _companions(pkg: dict) -> bool:
+    """Whether the app's dev (or start) script runs several commands at once."""
+    scripts = pkg.get("scripts")
+    if not isinstance(scripts, dict):
+        return False
+    return any(
+        isinstance(s, str) and _RUNNERS.search(s)
+        for s in (scripts.get("dev"), scripts.get("start"))
     )
 
 

@@ -70,6 +70,9 @@ class AppPlan:
 
     spec: Framework
     manager: Manager = NPM
+    companions: bool = False
+    """Its dev script starts other commands beside the UI (``concurrently``,
+    ``npm-run-all``): they run in the sandbox too (``support/companions.mjs``)."""
 
     @property
     def framework(self) -> str:
@@ -90,7 +93,10 @@ class AppPlan:
 
     def dev_argv(self, **where: str | int) -> list[str]:
         """The dev server's argv, given ``base``, ``host``, ``port`` and ``support``."""
-        return [a.format(**where) for a in self.spec.dev_argv]
+        argv = [a.format(**where) for a in self.spec.dev_argv]
+        if self.companions:
+            return ["node", f"{where['support']}/companions.mjs", "--", *argv]
+        return argv
 
     def dev_env(self, **where: str | int) -> dict[str, str]:
         return {k: v.format(**where) for k, v in self.spec.env}

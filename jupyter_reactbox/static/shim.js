@@ -14,7 +14,12 @@
  *   - navigator.serviceWorker throws SecurityError, and an app that registers a
  *     worker at load (Mock Service Worker, a PWA) would be a blank page -> a
  *     container whose register() fails with a message that says why, which the
- *     page also shows, as a bar at its top.
+ *     page also shows, as a bar at its top;
+ *   - the page is served under the preview's base, and a request the app makes
+ *     to a path of this host outside it (fetch('/feedback') for its companion
+ *     API, a dev server's own endpoint) would go to Jupyter's root, where nothing
+ *     of the app is -> a path from the root goes under the base (fetch,
+ *     XMLHttpRequest, EventSource).
  */
 (() => {
   "use strict";
@@ -80,6 +85,30 @@
         save();
       },
     });
+  }
+
+  // A path from this host's root ("/api/feedback"), as apps write their own API's,
+  // goes under the base.  A full URL is taken as it is meant.
+  const underBase = (input) => {
+    if (typeof input !== "string" || !input.startsWith("/") || input.startsWith("//")) return input;
+    return input.startsWith(base) ? input : base.replace(/\/$/, "") + input;
+  };
+  window.fetch = ((original) =>
+    function fetch(input, init) {
+      return original.call(this, underBase(input), init);
+    })(window.fetch);
+  const open = XMLHttpRequest.prototype.open;
+  XMLHttpRequest.prototype.open = function (method, url, ...rest) {
+    return open.call(this, method, underBase(url), ...rest);
+  };
+  if (typeof window.EventSource === "function") {
+    const Original = window.EventSource;
+    const Under = function EventSource(url, init) {
+      return new Original(underBase(url), init);
+    };
+    Under.prototype = Original.prototype;
+    for (const key of ["CONNECTING", "OPEN", "CLOSED"]) Under[key] = Original[key];
+    window.EventSource = Under;
   }
 
   // A service worker needs an origin of its own: say so, in the page and to the

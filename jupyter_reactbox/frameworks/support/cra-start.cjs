@@ -14,6 +14,8 @@
 //   socket where the page connects; the preview proxy sends the socket to /ws,
 //   as for webpack-dev-server 4, so the server listens there.  Older ones
 //   (react-scripts 2) know no such option and refuse it.
+// - The app's "proxy" (to its companion API, see companions.mjs) gets the paths
+//   it would get outside a preview: without the base.
 // - Node 17 and later no longer honour folder mappings in a package's "exports"
 //   ("./": "./"), which packages of react-scripts 4's time still used (postcss
 //   8.1, required as "postcss/lib/tokenize" by postcss-safe-parser): such a
@@ -102,6 +104,21 @@ if (major < 5) {
     }
     return config
   })
+}
+const devUtils = path.join(
+  path.dirname(require.resolve('react-dev-utils/package.json', { paths: [scripts] })),
+  'WebpackDevServerUtils.js',
+)
+if (base !== '/' && fs.existsSync(devUtils)) {
+  const utils = require(devUtils)
+  const prepareProxy = utils.prepareProxy
+  const strip = base.replace(/\/$/, '')
+  utils.prepareProxy = (...args) => {
+    const proxies = prepareProxy(...args)
+    if (!Array.isArray(proxies)) return proxies
+    const below = (url) => (url.startsWith(strip + '/') ? url.slice(strip.length) : url)
+    return proxies.map((proxy) => ({ ...proxy, pathRewrite: below }))
+  }
 }
 // react-scripts 5 writes a TypeScript app's tsconfig.json only when create-react-app
 // makes the app (releases before 5 did on every start): without it, webpack

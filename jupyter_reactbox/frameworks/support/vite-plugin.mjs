@@ -17,6 +17,11 @@
 // written to the app's files, and a production build (which this plugin is not
 // part of) is unchanged.
 //
+// The app's own proxy (server.proxy, to its companion API): its keys name paths
+// from the root ('/api'), and under the preview's base a request arrives as
+// '<base>api/...', which Vite's proxy would not match; such a request loses the
+// base before Vite's proxy sees it (and only such a request).
+//
 // A generation, for the preview proxy's response cache: n counts what can change
 // a module Vite serves (a file event of its watcher, a message to the pages: an
 // update, a full reload after new dependencies).  Every response carries the
@@ -76,6 +81,21 @@ function watching(server) {
     ready = true
   })
   server.middlewares.use((req, res, next) => (ready ? next() : scanned.then(() => next())))
+}
+
+function proxiedUnderBase(server) {
+  const base = server.config.base
+  const keys = Object.keys(server.config.server.proxy || {})
+  if (!keys.length || base === '/') return
+  const matches = (url) =>
+    keys.some((key) => (key.startsWith('^') ? new RegExp(key).test(url) : url.startsWith(key)))
+  server.middlewares.use((req, _res, next) => {
+    if (req.url.startsWith(base)) {
+      const below = '/' + req.url.slice(base.length)
+      if (matches(below)) req.url = below
+    }
+    next()
+  })
 }
 
 function generations(server) {
@@ -162,6 +182,7 @@ export function reactbox({ root }) {
     },
     configureServer(server) {
       watching(server)
+      proxiedUnderBase(server)
       generations(server)
     },
     load(id) {
