@@ -302,8 +302,50 @@ class ReactBoxApp(ExtensionApp):
         under Jupyter's path, e.g. 'https://{project}.preview.example.org' (a wildcard
         name that reaches this server; a registrable domain of its own is best, so no
         preview shares a site with Jupyter). Set frame_ancestors to Jupyter's origin
-        with it. Empty: under Jupyter's path, in a CSP sandbox (an opaque origin).""",
+        with it. Empty: as preview_origin says.""",
     ).tag(config=True)
+
+    preview_origin = CaselessStrEnum(
+        ["auto", "separate", "path"],
+        default_value="auto",
+        help="""Where previews are served. 'separate': each at / of an origin of its
+        own: preview_origin_template's, or without one http://<project>.localhost:<port>
+        (Chromium and Firefox send every *.localhost name to this machine), where the
+        app's storage, cookies, service workers and absolute URLs work as under `npm
+        run dev` and nothing of Jupyter is. 'path': under Jupyter's path, in a CSP
+        sandbox (an opaque origin), which works behind any proxy (JupyterHub, Binder,
+        a remote server). 'auto': 'separate' where a template is set or this server
+        listens on this machine only (localhost, no TLS, no Unix socket), else 'path'.
+        The project JSON, the Lab panel and `doctor` say which, and why.""",
+    ).tag(config=True)
+
+    LOCAL_TEMPLATE = "http://{project}.localhost:{port}"
+    """The origins of previews of a server on this machine: its port is filled in once
+    the server listens (``_start_jupyter_server_extension``)."""
+
+    def _origin_template(self) -> tuple[str, str]:
+        """(the preview origin template, '' for path mode; why)."""
+        if self.preview_origin_template:
+            return self.preview_origin_template, "c.ReactBoxApp.preview_origin_template is set"
+        if self.preview_origin == "path":
+            return "", "c.ReactBoxApp.preview_origin is 'path'"
+        server = self.serverapp
+        local = (
+            server is not None
+            and not server.sock
+            and not server.certfile
+            and server.ip in ("localhost", "127.0.0.1", "::1")
+        )
+        if self.preview_origin == "separate" or local:
+            return self.LOCAL_TEMPLATE, (
+                "this server listens on this machine only: each preview is at "
+                "<project>.localhost, an origin of its own"
+            )
+        return "", (
+            "this server is reached from elsewhere (or over TLS, or a socket): previews "
+            "are sandboxed under its path; an origin of their own needs "
+            "c.ReactBoxApp.preview_origin_template (a wildcard name)"
+        )
 
     @validate("preview_origin_template")
     def _validate_origin_template(self, proposal):
@@ -489,6 +531,7 @@ class ReactBoxApp(ExtensionApp):
             self.log.error("%s: its filesystem (box.img) could not be mounted", project_id)
         for project in store.list():
             self._repair(project)
+        template, why = self._origin_template()
         runtime = Runtime(
             store,
             self._make_backend(owner, store.id, str(cache_dir), boxed=store.box is not None),
@@ -502,7 +545,8 @@ class ReactBoxApp(ExtensionApp):
             file_quota=self.file_quota,
             preview_cache=parse_size(self.preview_cache),
             on_shutdown=self.on_shutdown,
-            preview_origin_template=self.preview_origin_template,
+            preview_origin_template=template,
+            preview_mode_why=why,
             log=self.log,
         )
         editor = self._make_editor(runtime)
@@ -593,7 +637,11 @@ class ReactBoxApp(ExtensionApp):
             self.handlers.extend(relay.handlers(self.service))
             return
         self.handlers.extend(api.handlers())
-        options = {"runtime": self.spaces.space.runtime, "frame_ancestors": self.frame_ancestors}
+        runtime = self.spaces.space.runtime
+        self._preview_options = options = {
+            "runtime": runtime,
+            "frame_ancestors": self.frame_ancestors,
+        }
         # Preview routes are tornado rules (HTTP and websockets go to different
         # handlers).  They go first: a module request is not matched against
         # every route of Jupyter's before its own.
@@ -614,24 +662,24 @@ class ReactBoxApp(ExtensionApp):
             previews + "/", app_settings=app.settings, **options
         )
         app.default_router.rules.insert(0, Rule(AnyMatches(), kept))
-        if self.preview_origin_template:
-            self._serve_preview_hosts(options)
+        if runtime.preview_origin_template:
+            self._serve_preview_hosts(options, runtime.preview_origin_template)
 
-    def _serve_preview_hosts(self, options: dict) -> None:
+    def _serve_preview_hosts(self, options: dict, template: str) -> None:
         """Separate-origin mode: every path of a preview host is the preview's.
         The rule goes first, before Jupyter's own (which match any host)."""
-        pattern = origin_host_pattern(self.preview_origin_template)
+        pattern = origin_host_pattern(template)
         app = self.serverapp.web_app
+        self._origin_options = {**options, "host_pattern": pattern}
         app.add_handlers(
             pattern,
             preview_rules(
-                r"/.*",
-                {**options, "host_pattern": pattern},
-                OriginPreviewHandler,
-                OriginPreviewSocketHandler,
+                r"/.*", self._origin_options, OriginPreviewHandler, OriginPreviewSocketHandler
             ),
         )
         app.default_router.rules.insert(0, app.default_router.rules.pop(-2))
+        if template == self.LOCAL_TEMPLATE:
+            return  # its frame ancestors are this server's own origins, once it listens
         if self.frame_ancestors == "'self'":
             self.log.warning(
                 "Previews have their own origins (preview_origin_template), so 'self' in "
@@ -657,6 +705,9 @@ class ReactBoxApp(ExtensionApp):
         os.environ.update(self._kernel_env)
         if self.spaces is None:
             return
+        runtime = self.spaces.space.runtime
+        if runtime.preview_origin_template == self.LOCAL_TEMPLATE:
+            self._serve_locally(runtime)
         try:
             await self.spaces.space.runtime.recover()
         except Exception as exc:  # the server must come up even with the engine down
@@ -665,6 +716,17 @@ class ReactBoxApp(ExtensionApp):
             app = self.serverapp
             where = {"url": self._kernel_env["JUPYTER_REACTBOX_URL"], "base_url": app.base_url}
             self.store_lock.announce({**where, "info_file": app.info_file})
+
+    def _serve_locally(self, runtime: Runtime) -> None:
+        """Previews at <project>.localhost of this server's port, now that it listens;
+        framed by the pages of this server's own origins unless configured."""
+        port = self.serverapp.port
+        template = self.LOCAL_TEMPLATE.replace("{port}", str(port))
+        runtime.preview_origin_template = runtime.previews.origin_template = template
+        if "frame_ancestors" not in self.config.ReactBoxApp:
+            own = " ".join(f"http://{h}:{port}" for h in ("localhost", "127.0.0.1", "[::1]"))
+            self._preview_options["frame_ancestors"] = own
+            self._origin_options["frame_ancestors"] = own
 
     async def stop_extension(self):
         if getattr(self, "_stopped", False):

@@ -71,6 +71,12 @@ def doctor(args) -> int:
         _doctor_docker(args, check)
     _doctor_folder(args)
     _doctor_quotas(args, check)
+    print(
+        "  previews: on a server that listens on localhost (the default), each at an origin "
+        "of its own, <project>.localhost:<port> (Chromium and Firefox send it to this "
+        "machine); reached from elsewhere or under JupyterHub, sandboxed under Jupyter's "
+        "path; c.ReactBoxApp.preview_origin chooses (the Lab panel says which, and why)"
+    )
     print("all good" if not problems else f"{len(problems)} problem(s) found")
     return 1 if problems else 0
 

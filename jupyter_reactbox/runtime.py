@@ -79,6 +79,7 @@ class Runtime:
         file_quota: int = 0,
         on_shutdown: str = "stop",
         preview_origin_template: str = "",
+        preview_mode_why: str = "",
         preview_cache: int = 0,
         busy: Callable[[str], bool] = lambda project_id: False,
         admit: Callable[[str], None] | None = None,
@@ -99,6 +100,8 @@ class Runtime:
         self.file_quota = file_quota
         self.on_shutdown = on_shutdown
         self.preview_origin_template = preview_origin_template
+        self.preview_mode_why = preview_mode_why
+        """Why previews are where they are (``preview_mode``)."""
         self.preview_cache = preview_cache
         """Bytes the proxy may keep per running preview (response_cache.py); 0: none."""
         self.busy = busy
@@ -159,6 +162,10 @@ class Runtime:
             "selection": st.selection,
             "notes": st.notes,
             **self.isolation,
+            "preview_mode": {
+                "mode": "separate" if self.previews.origin_template else "path",
+                "why": self.preview_mode_why,
+            },
         }
 
     # -- lifecycle -----------------------------------------------------------

@@ -38,6 +38,14 @@ class Selection(TypedDict):
     classes: str
 
 
+class PreviewMode(TypedDict):
+    mode: Literal["separate", "path"]
+    """'separate': the preview at / of an origin of its own; 'path': under Jupyter's
+    path, in a CSP sandbox (an opaque origin)."""
+    why: str
+    """In a line: why this mode (a local server, a setting, behind a proxy)."""
+
+
 class ProjectInfo(TypedDict):
     id: str
     name: str
@@ -69,3 +77,5 @@ class ProjectInfo(TypedDict):
     """False: the dev server runs with no sandbox (say so wherever it shows)."""
     isolation: str
     """In a line: what isolates the dev server, or why nothing does."""
+    preview_mode: PreviewMode
+    """Where its previews are served, and why."""

@@ -172,6 +172,13 @@ def server_argv(
         "--ServerApp.jpserver_extensions={'jupyter_reactbox': True}",
         f"--ReactBoxApp.projects_dir={root / 'projects'}",
         f"--ReactBoxApp.owner={owner}",
+        # Previews under Jupyter's path (a local server's default is an origin of
+        # their own: test_origin_mode), unless a test says otherwise.
+        *(
+            ()
+            if any("preview_origin" in a for a in extra)
+            else ("--ReactBoxApp.preview_origin=path",)
+        ),
         *extra,
     ]
 
@@ -336,6 +343,19 @@ def containers_made(docker_client, owner: str, since: int) -> list[str]:
     return [e["Actor"]["Attributes"]["org.jupyter.reactbox.role"] for e in events]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_box_left_mounted(tmp_path_factory):
+    """Servers that shut down with on_shutdown=keep leave their projects' filesystems
+    mounted for the next server (their dev servers may still run); the tests remove
+    those servers and their containers, and here the mounts under the tests' folders."""
+    yield
+    root = str(tmp_path_factory.getbasetemp().parent)
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        target = line.split()[1].replace("\\040", " ")
+        if target.startswith(root) and target.endswith("/box"):
+            subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     try:
@@ -461,6 +481,9 @@ def jp_server_config(
             # Frozen containers refuse `docker exec`, which many tests use on long
             # lived previews; freezing has tests of its own.
             "freeze_timeout": 0,
+            # Under Jupyter's path, in its sandbox (a local server's default is an
+            # origin of their own, tested in test_origin_mode).
+            "preview_origin": "path",
             **ai_config,
             **reactbox_config,
         },

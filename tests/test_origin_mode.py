@@ -162,3 +162,41 @@ async def test_an_app_with_a_service_worker_runs_on_its_own_origin(api, jp_http_
         assert await page.evaluate("self.origin") == f"http://worker.localhost:{jp_http_port}"
         await page.click("button.counter")
         await page.wait_for_selector("text=Count is 1")
+
+
+@pytest.mark.parametrize("reactbox_config", [{"preview_origin": "auto"}])
+async def test_a_local_server_gives_each_preview_its_own_origin_by_default(
+    api, jp_serverapp, jp_http_port, jp_base_url
+):
+    """Nothing configured, a server on localhost: previews are at <project>.localhost
+    of its port, framed by its own origins (by name and by address), and say so;
+    from there the app reaches nothing of Jupyter's."""
+    r = await api.upload(zip_dir(FIXTURES / "vite-react"), "shop")
+    info = await api.wait(json.loads(r.body)["id"])
+    origin = f"http://shop.localhost:{jp_http_port}"
+    assert info["preview_url"].startswith(f"{origin}/__reactbox/enter/"), info
+    assert info["preview_mode"]["mode"] == "separate"
+    assert "this machine only" in info["preview_mode"]["why"]
+    token = jp_serverapp.identity_provider.token
+    async with chromium() as browser:
+        for host in ("localhost", "127.0.0.1"):  # however the user opened Jupyter
+            jupyter = f"http://{host}:{jp_http_port}{jp_base_url}"
+            page = await browser.new_page()
+            await page.goto(f"{jupyter}api/status?token={token}")  # logged in, with its cookie
+            await page.goto(f"{jupyter}a-page-that-is-not-there")
+            await page.evaluate(
+                """src => { const f = document.createElement('iframe'); f.src = src;
+                            document.body.replaceChildren(f); }""",
+                info["preview_url"],
+            )
+            frame = await frame_at(page, origin)
+            await frame.wait_for_selector("button.counter", timeout=60_000)
+            await frame.click("button.counter")
+            await frame.wait_for_selector("text=Count is 1")
+            assert await frame.evaluate("self.origin") == origin
+            attack = await attack_jupyter(frame, jupyter)
+            assert "username-" not in attack["cookie"], attack
+            assert attack["parentCookie"] == "blocked: SecurityError"
+            for key in ("kernels", "kernelsWithCredentials", "startKernel", "contents"):
+                assert attack[key].startswith(("blocked", "403")), (host, key, attack[key])
+            await page.close()

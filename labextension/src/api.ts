@@ -13,6 +13,13 @@ export interface PageError {
   time: number;
 }
 
+/** Where a project's previews are served, and why (schema.py's PreviewMode). */
+export interface PreviewMode {
+  /** 'separate': at / of an origin of its own; 'path': under Jupyter's path, sandboxed. */
+  mode: 'separate' | 'path';
+  why: string;
+}
+
 /** The project JSON, as jupyter_reactbox/schema.py defines it (a test keeps them equal). */
 export interface ProjectInfo {
   id: string;
@@ -34,6 +41,7 @@ export interface ProjectInfo {
   backend: string;
   sandboxed: boolean;
   isolation: string;
+  preview_mode: PreviewMode;
 }
 
 export interface EditResult {
@@ -336,6 +344,18 @@ export function statusLine(info: ProjectInfo): string {
     line += ` ⚠ ${info.isolation}`;
   }
   return line;
+}
+
+/** Where the preview is served, in a few words (its reason is `preview_mode.why`). */
+export function modeLine(info: ProjectInfo): string {
+  if (info.preview_mode?.mode !== 'separate') {
+    return "Sandboxed under Jupyter's path";
+  }
+  try {
+    return `Own origin: ${new URL(info.preview_url ?? '').host}`;
+  } catch {
+    return 'Own origin';
+  }
 }
 
 /** The last `n` non-empty lines of a log, for a failed preview's status. */

@@ -23,6 +23,7 @@ import {
   lastLines,
   selectionFromMessage,
   selectionLabel,
+  modeLine,
   statusLine
 } from './api';
 import { button } from './sidebar';
@@ -33,6 +34,7 @@ const REVIEW_KEY = 'jupyter-reactbox:review-first';
 export class PreviewPanel extends Widget {
   readonly frame: HTMLIFrameElement;
   private readonly status: HTMLDivElement;
+  private readonly mode: HTMLSpanElement;
   private readonly failure: HTMLPreElement;
   private readonly stage: HTMLDivElement;
   private readonly newTab: HTMLAnchorElement;
@@ -88,7 +90,9 @@ export class PreviewPanel extends Widget {
     this.device.addEventListener('change', () => this.applyDevice());
     this.status = document.createElement('div');
     this.status.className = 'jp-ReactBox-statusline';
-    toolbar.append(reload, this.newTab, this.device, this.status);
+    this.mode = document.createElement('span');
+    this.mode.className = 'jp-ReactBox-mode';
+    toolbar.append(reload, this.newTab, this.device, this.mode, this.status);
 
     this.failure = document.createElement('pre');
     this.failure.className = 'jp-ReactBox-failure';
@@ -257,6 +261,8 @@ export class PreviewPanel extends Widget {
     this.info = info;
     this.status.textContent = statusLine(info);
     this.status.dataset.status = info.status;
+    this.mode.textContent = modeLine(info);
+    this.mode.title = info.preview_mode?.why ?? '';
     const error = info.errors?.[info.errors.length - 1];
     this.fixButton.hidden = !error;
     this.fixButton.title = error ? `Ask the AI to fix: ${error.message}` : '';

@@ -13,6 +13,7 @@ import {
   projectNameFromFile,
   selectionFromMessage,
   selectionLabel,
+  modeLine,
   statusLine
 } from '../src/api';
 import { ProjectsModel } from '../src/model';
@@ -36,6 +37,7 @@ function info(id: string, status = 'running', extra: Partial<ProjectInfo> = {}):
     backend: 'docker',
     sandboxed: true,
     isolation: 'a hardened container per preview',
+    preview_mode: { mode: 'path', why: 'a server reached from elsewhere' },
     ...extra
   };
 }
@@ -157,6 +159,15 @@ describe('helpers', () => {
     expect(projectNameFromFile('shop.ZIP')).toBe('shop');
     expect(projectNameFromFile('???.zip')).toBe('');
     expect(projectNameFromFile('x'.repeat(60) + '.zip')).toHaveLength(40);
+  });
+
+  it('says where the preview is served', () => {
+    expect(modeLine(info('shop'))).toBe("Sandboxed under Jupyter's path");
+    const own = {
+      preview_url: 'http://shop.localhost:8888/__reactbox/enter/tok',
+      preview_mode: { mode: 'separate' as const, why: 'a local server' }
+    };
+    expect(modeLine(info('shop', 'running', own))).toBe('Own origin: shop.localhost:8888');
   });
 
   it('says the state in one line', () => {
