@@ -323,12 +323,23 @@ class ReactBoxApp(ExtensionApp):
     """The origins of previews of a server on this machine: its port is filled in once
     the server listens (``_start_jupyter_server_extension``)."""
 
-    def _origin_template(self) -> tuple[str, str]:
+    def _origin_template(self, *, hub_service: bool = False) -> tuple[str, str]:
         """(the preview origin template, '' for path mode; why)."""
+        if hub_service:
+            return "", (
+                "previews of the hub service are sandboxed under each user's path "
+                "(origins of their own are not served by the hub service yet)"
+            )
         if self.preview_origin_template:
             return self.preview_origin_template, "c.ReactBoxApp.preview_origin_template is set"
         if self.preview_origin == "path":
             return "", "c.ReactBoxApp.preview_origin is 'path'"
+        if os.environ.get("JUPYTERHUB_SERVICE_PREFIX") and self.preview_origin == "auto":
+            return "", (
+                "this is a JupyterHub server, reached through the hub's proxy: previews "
+                "are sandboxed under its path; an origin of their own needs "
+                "c.ReactBoxApp.preview_origin_template (a wildcard name)"
+            )
         server = self.serverapp
         local = (
             server is not None
@@ -509,7 +520,13 @@ class ReactBoxApp(ExtensionApp):
                 AIEditor.record_interrupted(project, undone["record"])
 
     def make_space(
-        self, owner: str, *, base_url: str, projects_dir: Path, cache_dir: Path | str
+        self,
+        owner: str,
+        *,
+        base_url: str,
+        projects_dir: Path,
+        cache_dir: Path | str,
+        hub_service: bool = False,
     ) -> Space:
         """One owner's store, runtime (with its backend) and AI editor, as configured:
         a single-user server's own, or one user's in the hub service."""
@@ -531,7 +548,7 @@ class ReactBoxApp(ExtensionApp):
             self.log.error("%s: its filesystem (box.img) could not be mounted", project_id)
         for project in store.list():
             self._repair(project)
-        template, why = self._origin_template()
+        template, why = self._origin_template(hub_service=hub_service)
         runtime = Runtime(
             store,
             self._make_backend(owner, store.id, str(cache_dir), boxed=store.box is not None),

@@ -661,8 +661,10 @@ async def test_a_kernel_in_a_hub_server_finds_it_and_nothing_of_anyone_else(
         out = await bob.run(probe)
         assert out.startswith("refused"), out
         # Without the service's firewall rule, the same probe gets through.
-        [network] = docker_client.networks.list(names=[f"reactbox-{hub.alice}-"])
-        assert network.name.endswith("-previews")
+        networks = docker_client.networks.list(names=[f"reactbox-{hub.alice}-"])
+        previews = [n for n in networks if n.name.endswith("-previews")]
+        assert len(previews) == 1, [n.name for n in networks]
+        network = previews[0]
         network.reload()
         (subnet,) = (config["Subnet"] for config in network.attrs["IPAM"]["Config"])
         hostguard.unguard(subnet, network.name)

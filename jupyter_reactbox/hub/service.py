@@ -290,6 +290,7 @@ class HubService(Application):
             base_url=user_base(self.hub_base_url, name),
             projects_dir=home / "projects",
             cache_dir=home / "cache",
+            hub_service=True,
         )
         space.disk_quota = parse_size(self.user_disk_quota)
         return space
