@@ -12,7 +12,9 @@ commands.
 The app is the folder whose ``package.json`` can be run: the top level, or,
 when that has none (or one that runs nothing, as a monorepo's root), the one
 subfolder that has (``frontend/`` beside a ``backend/``).  Only that folder is
-imported.  With several, the caller picks one (``path``); the error lists them.
+imported, unless it is a member of a workspace (``workspaces``): then the
+workspace's root is, and the app is its member (``Extracted.member``).  With
+several apps, the caller picks one (``path``); the error lists them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from . import workspaces
 from .errors import ArchiveError, ArchiveTooLarge, UnsupportedApp
 
 DROPPED_DIRS = frozenset({"node_modules", ".git"})
@@ -150,8 +153,9 @@ def _app_root(
     strip: int,
     path: str | None,
     runnable: Callable[[Any], bool],
-) -> tuple[str, ...]:
-    """The folder (parts below the wrapping folder) that holds the app."""
+) -> tuple[tuple[str, ...], str]:
+    """(the folder, parts below the wrapping folder, that is imported; the app's
+    folder inside it when it is a workspace's member, else '')."""
     manifests = {
         e.parts[strip:-1]: e
         for e in entries
@@ -166,19 +170,52 @@ def _app_root(
                 f"The ZIP has no package.json in {path!r}. "
                 + _listing(sorted(manifests), "Folders with one")
             )
-        return wanted
+        return _in_workspace(zf, entries, strip, manifests, wanted)
     if () in manifests and runnable(_manifest(zf, manifests[()])):
-        return ()
+        return (), ""
     apps = sorted(
         folder for folder, e in manifests.items() if folder and runnable(_manifest(zf, e))
     )
     if len(apps) == 1:
-        return apps[0]
+        return _in_workspace(zf, entries, strip, manifests, apps[0])
     if len(apps) > 1:
         raise UnsupportedApp(
             "The ZIP holds several apps. Pick one with ?path=<folder>. " + _listing(apps, "Apps")
         )
-    return ()  # the top level's package.json, if any: detection says what it lacks
+    return (), ""  # the top level's package.json, if any: detection says what it lacks
+
+
+def _in_workspace(
+    zf: zipfile.ZipFile,
+    entries: list[_Entry],
+    strip: int,
+    manifests: dict[tuple[str, ...], _Entry],
+    app: tuple[str, ...],
+) -> tuple[tuple[str, ...], str]:
+    """(what is imported, the member) for the app folder ``app``: the nearest
+    workspace root above it that names it a member, or the app folder alone."""
+    files = {e.parts[strip:]: e for e in entries if not e.is_dir}
+    for depth in range(len(app) - 1, -1, -1):
+        root = app[:depth]
+        if root not in manifests:
+            continue
+        pnpm = files.get((*root, workspaces.PNPM_FILE))
+        globs = workspaces.patterns(
+            _manifest(zf, manifests[root]), _read_small(zf, pnpm) if pnpm else None
+        )
+        if globs and workspaces.matches("/".join(app[depth:]), globs):
+            return root, "/".join(app[depth:])
+    return app, ""
+
+
+def _read_small(zf: zipfile.ZipFile, entry: _Entry) -> bytes | None:
+    if entry.info.file_size > _MAX_PACKAGE_JSON:
+        return None
+    try:
+        with zf.open(entry.info) as f:
+            return f.read(_MAX_PACKAGE_JSON + 1)
+    except (zipfile.BadZipFile, EOFError, NotImplementedError):
+        return None
 
 
 def _listing(folders: list[tuple[str, ...]], what: str) -> str:
@@ -208,6 +245,13 @@ def _copy_limited(src: IO[bytes], dst: IO[bytes], entry: _Entry, budget: list[in
     return written
 
 
+class Extracted(list):
+    """The relative paths of the files written; ``member``: the app's folder among
+    them when they are a workspace of several packages ('' otherwise)."""
+
+    member: str = ""
+
+
 def extract(
     data: bytes,
     dest: Path,
@@ -215,13 +259,12 @@ def extract(
     *,
     path: str | None = None,
     runnable: Callable[[Any], bool] = lambda manifest: True,
-) -> list[str]:
+) -> Extracted:
     """Extract the app in the ZIP ``data`` into the new folder ``dest``.
 
     ``dest`` must not exist; on any error it does not exist afterwards either.
     ``runnable`` says whether a parsed ``package.json`` is an app we can run;
     ``path`` names the app's folder in the ZIP (below a wrapping folder).
-    Returns the relative paths of the files written.
     """
     limits = limits or Limits()
     if not data:
@@ -237,10 +280,11 @@ def extract(
         with zf:
             entries = _check_entries(zf, limits)
             strip = _wrapping_folder(entries)
-            root = _app_root(zf, entries, strip, path, runnable)
+            root, member = _app_root(zf, entries, strip, path, runnable)
             strip += len(root)
             budget = [limits.max_total_bytes]
-            files: list[str] = []
+            files = Extracted()
+            files.member = member
             for entry in entries:
                 if entry.parts[strip - len(root) : strip] != root:
                     continue  # beside the app (a backend/ next to its frontend/)

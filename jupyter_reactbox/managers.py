@@ -45,8 +45,9 @@ LOCKFILES = {
 }
 
 
-INPUTS = ("package.json", *LOCKFILES)
-"""What decides an install: the manifest and the lockfiles."""
+INPUTS = ("package.json", *LOCKFILES, "pnpm-workspace.yaml")
+"""What decides an install: the manifest, the lockfiles (and a pnpm workspace's
+members; ``workspaces.member_manifests`` adds every member's manifest)."""
 
 
 def read_inputs(app_dir: Path) -> dict[str, bytes]:

@@ -40,6 +40,9 @@ class PreviewState:
     """One line for a status bar: install progress, why it stopped, when it restarts."""
     progress: tuple[int, int] | None = None
     framework: str | None = None
+    member: str = ""
+    """The app's folder in its workspace ('' : the project's top), where its
+    ``public/`` is."""
     token: str | None = None
     base: str | None = None
     endpoint: Endpoint | None = None

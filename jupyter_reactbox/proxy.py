@@ -566,7 +566,7 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
             # '/a%2540b/'; the public base is already encoded, so undo that.
             body = body.replace(base.replace("%", "%25").encode(), base.encode())
         app = boxes.work_tree(self.runtime.store.root / self.project_id)
-        public = public_files(app / "public")
+        public = public_files(app / self.preview.member / "public")
         body = public.rewrite(body, base)
         framework = self._framework()
         if framework and framework.root_paths:

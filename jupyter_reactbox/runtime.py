@@ -198,8 +198,8 @@ class Runtime:
             self.watch()
 
     async def _recover(self) -> None:
-        known = {p.id for p in await asyncio.to_thread(self.store.list)}
-        for record in await self.backend.recover(known):
+        projects = {p.id: p for p in await asyncio.to_thread(self.store.list)}
+        for record in await self.backend.recover(set(projects)):
             if record.token and record.base != self.previews.base(record.project_id, record.token):
                 self.log.warning(
                     "Discarding the dev server of %s: it serves another base (the preview "
@@ -217,6 +217,7 @@ class Runtime:
                 token=record.token,
                 base=record.base,
                 framework=record.framework,
+                member=projects[record.project_id].member if record.project_id in projects else "",
                 endpoint=record.endpoint,
                 error=None,
                 last_used=self.clock(),
@@ -313,10 +314,12 @@ class Runtime:
             ahead: asyncio.Task | None = None
             try:
                 plan = await asyncio.to_thread(project.plan)
-                st.update(framework=plan.framework)
+                st.update(framework=plan.framework, member=plan.member)
                 # Again before every install (an edit may add such a dependency),
                 # and after it, on the Vite that was installed.
-                await asyncio.to_thread(supply.check, project.app_dir, self.store.supply_policy)
+                await asyncio.to_thread(
+                    supply.check, project.app_dir, self.store.supply_policy, member=project.member
+                )
                 pin = await asyncio.to_thread(self._vite_pin, project)
                 st.update(notes=[pin.note] if pin else [])
                 ahead = await self._launch_ahead(project, plan, st, fresh=fresh)
@@ -329,7 +332,11 @@ class Runtime:
                     pins={"vite": pin.fixed} if pin else None,
                 )
                 await asyncio.to_thread(
-                    supply.check, project.app_dir, self.store.supply_policy, installed=True
+                    supply.check,
+                    project.app_dir,
+                    self.store.supply_policy,
+                    installed=True,
+                    member=project.member,
                 )
                 await self.check_quota(project)
                 st.update(status="starting", progress=None, detail=f"dependencies {how}")

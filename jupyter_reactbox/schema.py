@@ -53,6 +53,8 @@ class ProjectInfo(TypedDict):
     """'vite', 'cra', 'next', or another framework plugin's name."""
     package_manager: str
     created: float
+    member: str
+    """The app's folder in its workspace (a monorepo's ``apps/web``), '' for the top."""
     status: Status
     error: str | None
     """Why it failed (the first useful line first)."""

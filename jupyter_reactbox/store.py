@@ -55,6 +55,8 @@ class Project:
     package_manager: str
     created: float
     path: Path
+    member: str = ""
+    """The app's folder in its work tree when that is a workspace ('' : the top)."""
 
     @functools.cached_property
     def app_dir(self) -> Path:
@@ -71,7 +73,7 @@ class Project:
         return self.path / "install.log"
 
     def plan(self) -> AppPlan:
-        return detect(self.app_dir)
+        return detect(self.app_dir, self.member)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -166,9 +168,9 @@ class ProjectStore:
             app = staging / "app"
             if self.box is not None:
                 app = boxes.make(staging, size=self.box[0], inodes=self.box[1])
-            archive.extract(data, app, self.limits, path=path, runnable=runnable)
-            plan = detect(app)
-            supply.check(app, self.supply_policy)
+            files = archive.extract(data, app, self.limits, path=path, runnable=runnable)
+            plan = detect(app, files.member)
+            supply.check(app, self.supply_policy, member=files.member)
             project = Project(
                 id=project_id,
                 name=name,
@@ -176,6 +178,7 @@ class ProjectStore:
                 package_manager=plan.package_manager,
                 created=time.time(),
                 path=final,
+                member=files.member,
             )
             history.create(app)
             (staging / "project.json").write_text(json.dumps(project.to_json(), indent=1))

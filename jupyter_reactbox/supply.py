@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import managers, worktree
+from . import managers, workspaces, worktree
 from .errors import UnsupportedApp
 
 SECTIONS = ("dependencies", "devDependencies", "optionalDependencies", "peerDependencies")
@@ -34,29 +34,34 @@ _SHORTHAND_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(?:#.*)?$")
 _LOCAL_RE = re.compile(r"^(?:file:|link:|portal:)(.*)$")
 
 
-def _outside(spec: str, app_dir: Path) -> bool:
+def _outside(spec: str, app_dir: Path, member: str = "") -> bool:
+    """Whether ``spec`` (of the manifest in ``member``) comes from outside the
+    registry and the project; ``workspace:`` specs name members of the project."""
     spec = spec.strip()
     if spec.startswith("npm:"):  # an alias of a registry package
         spec = spec[4:].rpartition("@")[2] or spec
     local = _LOCAL_RE.match(spec)
     if local:
-        target = (app_dir / local.group(1)).resolve()
+        target = (app_dir / member / local.group(1)).resolve()
         return not target.is_relative_to(app_dir.resolve())
     return bool(_REMOTE_RE.match(spec) or _SHORTHAND_RE.match(spec))
 
 
 def outside_registry(app_dir: Path) -> list[str]:
-    """``name: spec`` of every dependency that does not come from the registry."""
+    """``name: spec`` of every dependency that does not come from the registry (in
+    the project's manifest, and its workspace members')."""
     found: list[str] = []
-    try:
-        pkg = worktree.read_json(app_dir, "package.json")
-    except (OSError, ValueError, worktree.NotAFile):
-        return found  # detect() says what is wrong with it
-    for section in SECTIONS:
-        deps = pkg.get(section) if isinstance(pkg, dict) else None
-        for name, spec in (deps or {}).items() if isinstance(deps, dict) else ():
-            if isinstance(spec, str) and _outside(spec, app_dir):
-                found.append(f"{name}: {spec}")
+    for member in ("", *workspaces.members(app_dir)):
+        try:
+            pkg = worktree.read_json(app_dir, f"{member}/package.json".lstrip("/"))
+        except (OSError, ValueError, worktree.NotAFile):
+            continue  # detect() says what is wrong with it
+        where = f"{member}: " if member else ""
+        for section in SECTIONS:
+            deps = pkg.get(section) if isinstance(pkg, dict) else None
+            for name, spec in (deps or {}).items() if isinstance(deps, dict) else ():
+                if isinstance(spec, str) and _outside(spec, app_dir, member):
+                    found.append(f"{where}{name}: {spec}")
     try:
         lock = worktree.read_json(app_dir, "package-lock.json")
     except (OSError, ValueError, worktree.NotAFile):
@@ -67,6 +72,7 @@ def outside_registry(app_dir: Path) -> list[str]:
         if isinstance(resolved, str) and (
             resolved.startswith(("git+", "git:", "github:", "ssh:"))
             or (resolved.startswith("file:") and _outside(resolved, app_dir))
+            or (entry.get("link") is True and _outside(f"file:{resolved}", app_dir))
         ):
             found.append(f"{path or 'the app'}: {resolved}")
     return found
@@ -239,12 +245,16 @@ def vite_line(files: dict[str, bytes]) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def vite_version(app_dir: Path, *, installed: bool) -> str | None:
-    """The app's Vite: the one installed, or the one its lockfile pins."""
+def vite_version(app_dir: Path, *, installed: bool, member: str = "") -> str | None:
+    """The app's Vite: the one installed (in its own folder, else the workspace's
+    top), or the one its lockfile pins."""
     try:
         if installed:
-            meta = worktree.read_json(app_dir, "node_modules/vite/package.json")
-            return meta.get("version")
+            for where in (f"{member}/" if member else "", ""):
+                if worktree.is_file(app_dir, f"{where}node_modules/vite/package.json"):
+                    meta = worktree.read_json(app_dir, f"{where}node_modules/vite/package.json")
+                    return meta.get("version")
+            return None
         return locked_vite(managers.read_inputs(app_dir))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, worktree.NotAFile):
         return None
@@ -314,14 +324,19 @@ def _unmaintained(shown: str, line: int) -> str:
     )
 
 
-def check(app_dir: Path, policy: Policy | None = None, *, installed: bool = False) -> None:
+def check(
+    app_dir: Path, policy: Policy | None = None, *, installed: bool = False, member: str = ""
+) -> None:
     """UnsupportedApp (422) for a dependency from outside the registry or a Vite with
     known file leaks (before the install: one no override can fix), unless the
-    policy allows it."""
+    policy allows it.  ``member``: the app is that folder of a workspace."""
     policy = policy or Policy()
-    if not policy.allow_vulnerable_vite and not installed:
+    manifests = dict.fromkeys(["package.json", f"{member}/package.json" if member else ""])
+    for manifest_path in filter(None, manifests):
+        if policy.allow_vulnerable_vite or installed:
+            break
         try:
-            manifest = {"package.json": worktree.read_bytes(app_dir, "package.json", 1 << 20)}
+            manifest = {"package.json": worktree.read_bytes(app_dir, manifest_path, 1 << 20)}
         except (OSError, worktree.NotAFile):
             manifest = {}
         line = vite_line(manifest) if manifest.get("package.json") else None
@@ -331,7 +346,7 @@ def check(app_dir: Path, policy: Policy | None = None, *, installed: bool = Fals
                 f"{problem}, or ask your admin to set c.ReactBoxApp.allow_vulnerable_vite = True."
             )
     if not policy.allow_vulnerable_vite:
-        version = vite_version(app_dir, installed=installed)
+        version = vite_version(app_dir, installed=installed, member=member)
         problem = version and vite_problem(version)
         if problem and (installed or not patched_release(version)):
             raise UnsupportedApp(

@@ -65,13 +65,14 @@ def zip_dir(
 ) -> bytes:
     """ZIP a fixture folder (optionally inside one wrapping folder, as GitHub does);
     ``extra`` files are added, or replace the fixture's of the same name; ``omit``
-    names files of the fixture left out."""
+    names files (or folders) of the fixture left out."""
     buf = io.BytesIO()
     extra = extra or {}
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for file in sorted(path.rglob("*")):
             rel = file.relative_to(path).as_posix()
-            skip = "node_modules" in rel.split("/") or rel in extra or rel in omit
+            left_out = any(rel == o or rel.startswith(f"{o}/") for o in omit)
+            skip = "node_modules" in rel.split("/") or rel in extra or left_out
             if skip or not file.is_file():
                 continue
             zf.write(file, f"{wrap}/{rel}" if wrap else rel)

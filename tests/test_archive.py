@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import stat
 import zipfile
 
@@ -10,6 +11,7 @@ import pytest
 
 from jupyter_reactbox import archive
 from jupyter_reactbox.errors import ArchiveError, ArchiveTooLarge
+from jupyter_reactbox.frameworks import runnable
 
 PKG = b'{"name": "x", "devDependencies": {"vite": "^8"}}'
 
@@ -159,8 +161,6 @@ NEXT = b'{"name": "site", "dependencies": {"next": "16"}}'
 
 
 def extract_app(tmp_path, entries, **kw):
-    from jupyter_reactbox.frameworks import runnable
-
     return sorted(archive.extract(make_zip(entries), tmp_path / "app", runnable=runnable, **kw))
 
 
@@ -169,7 +169,7 @@ def test_an_app_in_a_subfolder_is_found_and_only_it_is_imported(tmp_path):
         tmp_path,
         {
             "repo-main/README.md": b"# shop",
-            "repo-main/package.json": b'{"private": true, "workspaces": ["frontend"]}',
+            "repo-main/package.json": b'{"private": true, "scripts": {"dev": "cd frontend"}}',
             "repo-main/backend/package.json": API,
             "repo-main/backend/server.js": b"",
             "repo-main/frontend/package.json": PKG,
@@ -178,6 +178,48 @@ def test_an_app_in_a_subfolder_is_found_and_only_it_is_imported(tmp_path):
     )
     assert files == ["package.json", "src/main.jsx"]
     assert (tmp_path / "app" / "package.json").read_bytes() == PKG
+
+
+def workspace(manager: str) -> dict[str, bytes]:
+    """A monorepo: two apps and a package they share, the apps/* and packages/*
+    globs in the root's package.json (npm, yarn, bun) or pnpm-workspace.yaml."""
+    root = {"private": True, "devDependencies": {"prettier": "^3"}}
+    entries = {
+        "acme-main/apps/web/package.json": PKG,
+        "acme-main/apps/web/src/main.jsx": b"",
+        "acme-main/apps/admin/package.json": PKG,
+        "acme-main/packages/ui/package.json": b'{"name": "@acme/ui"}',
+        "acme-main/tools/scratch/package.json": PKG,  # an app outside the globs
+    }
+    if manager == "pnpm":
+        entries["acme-main/pnpm-workspace.yaml"] = b"packages:\n  - 'apps/*'\n  - packages/*\n"
+    else:
+        root["workspaces"] = {"packages": ["apps/*", "packages/*", "!apps/old"]}
+    entries["acme-main/package.json"] = json.dumps(root).encode()
+    return entries
+
+
+@pytest.mark.parametrize("manager", ["npm", "pnpm"])
+def test_a_workspace_member_is_imported_with_its_whole_workspace(tmp_path, manager):
+    entries = workspace(manager)
+    with pytest.raises(archive.UnsupportedApp, match=r"Apps: apps/admin, apps/web, tools/scratch"):
+        extract_app(tmp_path, entries)
+    files = archive.extract(make_zip(entries), tmp_path / "app", runnable=runnable, path="apps/web")
+    assert files.member == "apps/web"
+    assert "packages/ui/package.json" in files and "apps/admin/package.json" in files
+    # A folder no glob names is an app of its own, imported alone.
+    scratch = archive.extract(
+        make_zip(entries), tmp_path / "scratch", runnable=runnable, path="tools/scratch"
+    )
+    assert (sorted(scratch), scratch.member) == (["package.json"], "")
+    # With one app among the members, it is picked.
+    del (
+        entries["acme-main/apps/admin/package.json"],
+        entries["acme-main/tools/scratch/package.json"],
+    )
+    files = archive.extract(make_zip(entries), tmp_path / "one", runnable=runnable)
+    assert files.member == "apps/web"
+    assert (tmp_path / "one" / "apps" / "web" / "src" / "main.jsx").is_file()
 
 
 def test_several_apps_are_listed_and_path_picks_one(tmp_path):

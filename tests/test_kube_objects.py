@@ -322,6 +322,22 @@ def test_an_install_pods_node_modules_unpacks_as_npm_would_have_written_it(tmp_p
     assert tool.stat().st_uid == os.getuid()
 
 
+def test_a_workspace_members_node_modules_comes_back_and_nothing_else_of_it(tmp_path):
+    (tmp_path / "apps/web").mkdir(parents=True)
+    tree = archive(
+        ("node_modules", "dir", b"", 0o755),
+        ("apps/web/node_modules", "dir", b"", 0o755),
+        ("apps/web/node_modules/react", "dir", b"", 0o755),
+        ("apps/web/node_modules/react/index.js", "file", b"x", 0o644),
+    )
+    unpack_modules(tree, tmp_path, ("apps/web",))
+    assert (tmp_path / "apps/web/node_modules/react/index.js").read_bytes() == b"x"
+    for name in ("apps/web/src/App.jsx", "apps/other/node_modules/x"):
+        with pytest.raises(SandboxError):
+            unpack_modules(archive((name, "file", b"x", 0o644)), tmp_path, ("apps/web",))
+    assert not (tmp_path / "apps/web/src").exists()
+
+
 @pytest.mark.parametrize(
     "members",
     [

@@ -367,3 +367,63 @@ async def test_an_app_whose_dev_script_starts_its_api_reaches_it_through_its_pro
     log = (await jp_fetch("reactbox", "api", "projects", "feedback", "logs")).body.decode()
     assert "[jupyter-reactbox] companion: node api.mjs" in log
     assert "API on 5174" in log
+
+
+async def test_an_npm_workspace_installs_as_a_whole_and_runs_the_member_picked(
+    api, jp_fetch, server_url, projects_dir
+):
+    """A monorepo (apps/web, apps/admin, packages/ui shared by both): the upload
+    lists its apps, ?path= picks one, the workspace installs from its root's
+    lockfile, the app's import of its sibling package resolves to the member, and
+    an edit of that package hot-reloads the app."""
+    data = zip_dir(FIXTURES / "workspace", wrap="acme-main")
+    upload = dict(method="POST", body=data, headers={"Content-Type": "application/zip"})
+    with pytest.raises(HTTPClientError) as exc:
+        await jp_fetch("reactbox", "api", "projects", params={"name": "acme"}, **upload)
+    assert "Apps: apps/admin, apps/web." in json.loads(exc.value.response.body)["message"]
+    r = await jp_fetch(
+        "reactbox", "api", "projects", params={"name": "acme", "path": "apps/web"}, **upload
+    )
+    assert json.loads(r.body)["member"] == "apps/web"
+    info = await api.wait("acme")
+    assert (info["member"], info["package_manager"]) == ("apps/web", "npm")
+    log = (await jp_fetch("reactbox", "api", "projects", "acme", "logs")).body.decode()
+    assert "npm ci" in log
+    tree = app_of(projects_dir, "acme")
+    assert (tree / "node_modules" / "@acme" / "ui").is_symlink()
+    url = server_url + info["preview_url"]
+    async with preview_page(url) as (page, errors):
+        await page.wait_for_selector("text=Acme storefront", timeout=60_000)
+        await page.click("button.counter")
+        await page.wait_for_selector("text=Items in cart: 1", timeout=10_000)
+        # The shared package is the app's source too: its edit is hot-reloaded.
+        ui = tree / "packages" / "ui" / "src" / "index.jsx"
+        ui.write_text(ui.read_text().replace('"banner"', '"banner" title="edited"'))
+        await page.wait_for_selector("h1.banner[title=edited]", timeout=20_000)
+        assert errors == []
+
+
+@pytest.mark.parametrize("manager, command", [("pnpm", "pnpm-10/bin/pnpm.cjs install")])
+async def test_a_pnpm_or_bun_workspace_with_one_app_picks_it_and_links_its_packages(
+    api, jp_fetch, server_url, manager, command
+):
+    """pnpm-workspace.yaml, or a bun workspace, and "@acme/ui": "workspace:*" (which
+    npm cannot install): the one app among the members is picked, and the
+    workspace's own manager links the package."""
+    overlay = FIXTURES / f"workspace-{manager}"
+    extra = {
+        f.relative_to(overlay).as_posix(): f.read_bytes() for f in overlay.rglob("*") if f.is_file()
+    }
+    data = zip_dir(FIXTURES / "workspace", omit=("package-lock.json", "apps/admin"), extra=extra)
+    r = await api.upload(data, f"acme-{manager}")
+    assert json.loads(r.body)["member"] == "apps/web"
+    info = await api.wait(f"acme-{manager}", timeout=400)
+    assert info["package_manager"] == manager
+    log = (await jp_fetch("reactbox", "api", "projects", f"acme-{manager}", "logs")).body
+    assert command in log.decode() and "--frozen-lockfile" in log.decode()
+    await renders_and_responds(
+        server_url + info["preview_url"],
+        heading="Acme storefront",
+        button="button.counter",
+        after="Items in cart: 1",
+    )

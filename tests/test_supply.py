@@ -130,6 +130,37 @@ def test_the_locked_vite_is_read_from_every_lockfile(name, data):
     assert supply.locked_vite({"package.json": b'{"devDependencies": {"vite": "^6.0.3"}}'}) is None
 
 
+def test_members_of_a_workspace_are_checked_and_may_link_each_other(tmp_path):
+    app = tmp_path / "app"
+    for member in ("apps/web", "packages/ui", "tools/x"):
+        (app / member).mkdir(parents=True)
+    (app / "package.json").write_text(json.dumps({"workspaces": ["apps/*", "packages/*"]}))
+    web = {
+        "ui": "workspace:*",
+        "ui-file": "file:../../packages/ui",
+        "ok": "^1.0.0",
+        "git": "git+https://example.invalid/a/b.git",
+        "escape": "file:../../../outside",
+    }
+    (app / "apps/web/package.json").write_text(json.dumps({"dependencies": web}))
+    (app / "packages/ui/package.json").write_text(json.dumps({"dependencies": {"gh": "u/r"}}))
+    # Not a member: what it asks for is no install's business.
+    (app / "tools/x/package.json").write_text(json.dumps({"dependencies": {"gh": "u/r"}}))
+    lock = {
+        "packages": {
+            "node_modules/ui": {"resolved": "packages/ui", "link": True},
+            "node_modules/away": {"resolved": "../../elsewhere", "link": True},
+        }
+    }
+    (app / "package-lock.json").write_text(json.dumps(lock))
+    assert supply.outside_registry(app) == [
+        "apps/web: git: git+https://example.invalid/a/b.git",
+        "apps/web: escape: file:../../../outside",
+        "packages/ui: gh: u/r",
+        "node_modules/away: ../../elsewhere",
+    ]
+
+
 @pytest.mark.parametrize(
     "spec, line",
     [("^4.3.2", 4), ("~3.1", 3), ("4.x", 4), ("2", 2), ("4.5.3", 4), (">=4", None),

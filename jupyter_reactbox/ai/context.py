@@ -125,6 +125,9 @@ def symbols(path: str, content: str) -> list[str]:
     return names
 
 
+_LOCKFILES = frozenset({"package-lock.json", "yarn.lock", "pnpm-lock.yaml"})
+
+
 def build(
     app_dir: Path,
     instruction: str,
@@ -133,9 +136,11 @@ def build(
     entry_files: tuple[str, ...] = ENTRY_NAMES,
     *,
     first: tuple[str, ...] = (),
+    src: str = "src/",
 ) -> Context:
     """The map and the files for ``instruction``: ``paths`` if given (else the
-    best-ranked files), after the files in ``first`` (the one the user pointed at)."""
+    best-ranked files, those under ``src`` before others), after the files in
+    ``first`` (the one the user pointed at)."""
     files = project_files(app_dir)
     lines = []
     texts: dict[str, str] = {}
@@ -147,7 +152,7 @@ def build(
         if text is None:
             lines.append(rel)
             continue
-        if rel not in ("package-lock.json", "yarn.lock", "pnpm-lock.yaml"):
+        if rel.rpartition("/")[2] not in _LOCKFILES:
             texts[rel] = text
         names = symbols(rel, text)
         lines.append(f"{rel}: {', '.join(names)}" if names else rel)
@@ -161,7 +166,7 @@ def build(
         def score(rel: str) -> tuple:
             text = texts[rel].lower()
             hits = sum(1 for w in words if w in rel.lower() or w in text)
-            return (rel in entry_files, hits, rel.startswith("src/"), -len(texts[rel]))
+            return (rel in entry_files, hits, rel.startswith(src), -len(texts[rel]))
 
         wanted = sorted(
             (r for r in texts if not r.endswith((".svg", ".md", ".json"))), key=score, reverse=True

@@ -533,6 +533,8 @@ class AIEditor:
         base = await asyncio.to_thread(history.head, app)
         framework = frameworks.get(project.framework)
         entry_files = framework.entry_files if framework else context.ENTRY_NAMES
+        if project.member:  # a workspace's app: its own folder first
+            entry_files = tuple(f"{project.member}/{name}" for name in entry_files)
         at = Place(**result.at) if result.at else None
         ctx = await asyncio.to_thread(
             context.build,
@@ -542,6 +544,7 @@ class AIEditor:
             self.context_chars,
             entry_files,
             first=(at.file,) if at else (),
+            src=f"{project.member}/src/" if project.member else "src/",
         )
         pointed = at.describe(ctx.files.get(at.file) or "") if at else None
         prompt: str | list[dict] = _user_prompt(ctx, result.instruction, pointed)

@@ -347,6 +347,8 @@ class Backend(LoggingConfigurable):
         fp = inputs.fingerprint
         if modules.installed(app_dir) == fp:
             return inputs, "installed", None
+        if inputs.members:  # a workspace's trees are several: npm, yarn or pnpm makes them
+            return inputs, None, None
         if self.modules_cache.restore(fp, app_dir):
             return inputs, "cached", None
         assembly = self._store_plan(inputs, manager)
@@ -414,6 +416,10 @@ class Backend(LoggingConfigurable):
         fp = inputs.fingerprint
         (staging / "node_modules").mkdir(exist_ok=True)
         modules.mark(staging, fp)
+        if inputs.members:  # not kept: members' trees and links into them are its own
+            modules.place_member_trees(app_dir, staging, inputs.members)
+            modules.replace_tree(app_dir / "node_modules", staging / "node_modules")
+            return
         try:
             self.modules_cache.save(fp, staging)
         except OSError as exc:  # a full cache disk must not fail the start

@@ -59,7 +59,17 @@ from .._version import __version__
 from ..errors import EngineUnavailable, SandboxError, TooManyStreams
 from ..frameworks import SUPPORT_DIR, AppPlan
 from . import egress
-from .base import Backend, Endpoint, Exit, InstallRun, Isolation, Progress, Record, install_env
+from .base import (
+    TEMP,
+    Backend,
+    Endpoint,
+    Exit,
+    InstallRun,
+    Isolation,
+    Progress,
+    Record,
+    install_env,
+)
 from .docker import SYSTEM_CA_BUNDLES, spec_hash
 
 # -- the objects ------------------------------------------------------------------
@@ -452,19 +462,21 @@ def pack(app_dir: Path, paths: list[str], out: io.BufferedIOBase, *, uid: int) -
             tar.add(app_dir / path, arcname=path, recursive=True, filter=owned)
 
 
-def unpack_modules(archive: BinaryIO, staging: Path) -> None:
+def unpack_modules(archive: BinaryIO, staging: Path, members: tuple[str, ...] = ()) -> None:
     """Unpack an install pod's ``node_modules`` into ``staging``: what npm could have
     written there itself, and nothing else.  Every member is under ``node_modules``
-    with no ``..``, a folder, a regular file or a link (no devices, no hard links),
-    never written through a link or over anything the archive made before, with
-    no set-uid, set-gid or sticky bits, owned by this process."""
+    (or a workspace member's, of ``members``) with no ``..``, a folder, a regular
+    file or a link (no devices, no hard links), never written through a link or
+    over anything the archive made before, with no set-uid, set-gid or sticky
+    bits, owned by this process."""
     uid, gid = os.getuid(), os.getgid()
+    tops = {("node_modules",), *(tuple(PurePosixPath(m, "node_modules").parts) for m in members)}
     with tarfile.open(fileobj=archive, mode="r|") as tar:
         for member in tar:
             parts = PurePosixPath(member.name).parts
             if (
                 not parts
-                or parts[0] != "node_modules"
+                or not any(parts[: len(top)] == top for top in tops)
                 or member.name.startswith("/")
                 or any(p in (".", "..") for p in parts)
                 or not (member.isfile() or member.isdir() or member.issym())
@@ -485,6 +497,18 @@ def unpack_modules(archive: BinaryIO, staging: Path) -> None:
             member.uid, member.gid, member.uname, member.gname = uid, gid, "", ""
             checked = {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
             tar.extract(member, staging, set_attrs=not member.issym(), **checked)
+
+
+def staged_members(staging: Path) -> tuple[str, ...]:
+    """The workspace members whose manifests an install's staging folder holds."""
+    return tuple(
+        sorted(
+            p.parent.relative_to(staging).as_posix()
+            for p in staging.rglob("package.json")
+            if p.parent != staging
+            and not {"node_modules", TEMP} & set(p.relative_to(staging).parts)
+        )
+    )
 
 
 class KubernetesBackend(Backend):
@@ -993,23 +1017,28 @@ class KubernetesBackend(Backend):
                 return None, ""
             text = output.decode("utf-8", "replace")
             if code == 0:
-                await self._fetch_modules(name, run.staging)
+                await self._fetch_modules(name, run.staging, staged_members(run.staging))
             return code, text
         finally:
             await asyncio.shield(self._delete(name, policy=True))
 
-    async def _fetch_modules(self, pod: str, staging: Path) -> None:
-        """``node_modules`` of the install pod into ``staging`` (``unpack_modules``)."""
+    async def _fetch_modules(self, pod: str, staging: Path, members: tuple[str, ...] = ()) -> None:
+        """``node_modules`` of the install pod (and of its workspace members, where
+        it made one) into ``staging`` (``unpack_modules``)."""
+        trees = ["node_modules", *(f"{m}/node_modules" for m in members)]
         with tempfile.TemporaryFile(prefix="reactbox-modules-") as f:
             code, err = await self._exec(
-                pod, ["tar", "-c", "-C", PROJECT, "node_modules"], stdout=f, timeout=600
+                pod,
+                ["tar", "-c", "--ignore-failed-read", "-C", PROJECT, "--", *trees],
+                stdout=f,
+                timeout=600,
             )
             if code != 0:
                 raise SandboxError(f"Could not fetch node_modules: {err.decode()[-500:]}")
             f.seek(0)
             # What the store assembled there was sent to the pod, and is in the archive.
             await asyncio.to_thread(shutil.rmtree, staging / "node_modules", True)
-            await asyncio.to_thread(unpack_modules, f, staging)
+            await asyncio.to_thread(unpack_modules, f, staging, members)
 
     # -- dev servers ----------------------------------------------------------------
 

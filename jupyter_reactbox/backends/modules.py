@@ -24,6 +24,7 @@ All functions here block (file work) and are called on threads.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -36,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import managers, worktree
+from .. import managers, workspaces, worktree
 
 MARKER = ".reactbox-installed"
 SPARE = "spare"
@@ -78,15 +79,23 @@ class InstallInputs:
     def env(self) -> dict[str, str]:
         return {"npm_config_" + k.replace("-", "_"): v for k, v in self.settings.items()}
 
+    @property
+    def members(self) -> list[str]:
+        """The workspace members whose manifests the install is given (sorted)."""
+        return sorted(name.rpartition("/")[0] for name in self.files if "/" in name)
+
     def write(self, folder: Path, registry: str) -> None:
         for name, data in self.files.items():
-            (folder / name).write_bytes(managers.point_lockfile_at(registry, name, data))
+            target = folder / name  # names are worktree-checked relative paths
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(managers.point_lockfile_at(registry, name, data))
 
 
 def install_inputs(
     app_dir: Path, argv: list[str], pins: dict[str, str] | None = None, manager: str = "npm"
 ) -> InstallInputs:
     files = managers.read_inputs(app_dir)
+    files.update(workspaces.member_manifests(app_dir))
     if pins:
         files["package.json"] = pinned(files.get("package.json", b"{}"), pins, manager)
     return InstallInputs(files, _settings(app_dir), tuple(argv))
@@ -243,6 +252,26 @@ def prune_lru(root: Path, keep: int) -> None:
     entries.sort(reverse=True)
     for _, child in entries[max(keep, 0) :]:
         shutil.rmtree(child, ignore_errors=True)
+
+
+def place_member_trees(app_dir: Path, staging: Path, members: list[str]) -> None:
+    """Move the ``node_modules`` an install made in workspace members' folders of
+    ``staging`` into the same members of the work tree.  The work tree is walked
+    one folder at a time without following links (``worktree.opened_dir``), so a
+    member swapped for a link cannot send the tree anywhere else."""
+    for member in members:
+        made = staging / member / "node_modules"
+        if made.is_symlink() or not made.is_dir():
+            continue
+        try:
+            with worktree.opened_dir(app_dir, worktree.parts_of(member)) as dfd:
+                doomed = f".node_modules-old-{os.getpid()}-{time.monotonic_ns()}"
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename("node_modules", doomed, src_dir_fd=dfd, dst_dir_fd=dfd)
+                    shutil.rmtree(doomed, dir_fd=dfd, ignore_errors=True)
+                os.rename(made, "node_modules", dst_dir_fd=dfd)
+        except (worktree.NotAFile, FileNotFoundError, NotADirectoryError):
+            continue  # the member is gone (or is a link now): it gets no tree
 
 
 def replace_tree(target: Path, new: Path) -> None:

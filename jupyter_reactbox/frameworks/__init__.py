@@ -76,12 +76,15 @@ def runnable(pkg: Any) -> bool:
     return any(name in deps for f in registry() for name in f.packages)
 
 
-def detect(app_dir: Path) -> AppPlan:
-    """Read ``package.json`` (and the lockfile) in ``app_dir`` and plan how to run it."""
+def detect(app_dir: Path, member: str = "") -> AppPlan:
+    """Read ``package.json`` (and the lockfile) in ``app_dir`` and plan how to run it;
+    ``member``: the app is that folder of the workspace at ``app_dir``."""
+    manifest = f"{member}/package.json" if member else "package.json"
     try:
-        pkg = worktree.read_json(app_dir, "package.json")
+        pkg = worktree.read_json(app_dir, manifest)
     except FileNotFoundError as exc:
-        raise UnsupportedApp("The app has no package.json at its top level.") from exc
+        where = f"in {member}/" if member else "at its top level"
+        raise UnsupportedApp(f"The app has no package.json {where}.") from exc
     except worktree.NotAFile as exc:
         raise UnsupportedApp(f"package.json cannot be read: {exc}") from exc
     except (ValueError, UnicodeDecodeError) as exc:
@@ -95,7 +98,10 @@ def detect(app_dir: Path) -> AppPlan:
             continue
         if framework.refused:
             raise UnsupportedApp(framework.refused.format(package=package))
-        return AppPlan(framework, _manager(pkg, app_dir), companions=_companions(pkg))
+        root = pkg if not member else _root_manifest(app_dir)
+        return AppPlan(
+            framework, _manager(root, app_dir), companions=_companions(pkg), member=member
+        )
     names = [repr(p) for f in registry() if not f.refused for p in f.packages]
     names = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
     raise UnsupportedApp(
@@ -103,6 +109,15 @@ def detect(app_dir: Path) -> AppPlan:
         "dependencies or devDependencies. Add Vite (npm create vite@latest) or upload a "
         "create-react-app or Next.js project."
     )
+
+
+def _root_manifest(app_dir: Path) -> dict:
+    """A workspace root's manifest (its ``packageManager`` chooses for every member)."""
+    try:
+        root = worktree.read_json(app_dir, "package.json")
+    except (OSError, ValueError, UnicodeDecodeError, worktree.NotAFile) as exc:
+        raise UnsupportedApp(f"The workspace's package.json cannot be read: {exc}") from exc
+    return root if isinstance(root, dict) else {}
 
 
 _RUNNERS = re.compile(r"\b(?:concurrently|npm-run-all|run-p)\b")

@@ -73,6 +73,9 @@ class AppPlan:
     companions: bool = False
     """Its dev script starts other commands beside the UI (``concurrently``,
     ``npm-run-all``): they run in the sandbox too (``support/companions.mjs``)."""
+    member: str = ""
+    """The app's folder in a workspace ('' : the project's top): its dev server runs
+    there (``support/in-member.mjs``), its dependencies install at the top."""
 
     @property
     def framework(self) -> str:
@@ -95,7 +98,9 @@ class AppPlan:
         """The dev server's argv, given ``base``, ``host``, ``port`` and ``support``."""
         argv = [a.format(**where) for a in self.spec.dev_argv]
         if self.companions:
-            return ["node", f"{where['support']}/companions.mjs", "--", *argv]
+            argv = ["node", f"{where['support']}/companions.mjs", "--", *argv]
+        if self.member:
+            argv = ["node", f"{where['support']}/in-member.mjs", self.member, *argv]
         return argv
 
     def dev_env(self, **where: str | int) -> dict[str, str]:

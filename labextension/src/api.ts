@@ -27,6 +27,8 @@ export interface ProjectInfo {
   framework: string | null;
   package_manager: string;
   created: number;
+  /** The app's folder in its workspace (a monorepo's apps/web), '' for the top. */
+  member: string;
   status: string;
   error: string | null;
   detail: string | null;
@@ -211,11 +213,12 @@ export class ReactBoxAPI {
     return this.request('GET', ['projects', id]);
   }
 
-  upload(file: Blob, name: string): Promise<ProjectInfo> {
+  /** Upload a ZIP as project `name`; `path`: the app's folder when it holds several. */
+  upload(file: Blob, name: string, path?: string): Promise<ProjectInfo> {
     const body = new FormData();
     body.append('file', file, `${name}.zip`);
     body.append('name', name);
-    return this.request('POST', ['projects'], { body });
+    return this.request('POST', ['projects'], { body }, path ? { path } : {});
   }
 
   action(id: string, action: 'start' | 'stop' | 'restart'): Promise<ProjectInfo> {
@@ -317,6 +320,18 @@ export async function errorMessage(response: Response): Promise<string> {
   }
   text = text.replace(/\s+/g, ' ').trim() || response.statusText || 'Request failed';
   return `${text} (HTTP ${response.status})`;
+}
+
+/** The apps an upload refused for holding several lists ("... Apps: apps/web, docs."),
+ * to pick one of; [] for any other error. */
+export function appsToPick(error: unknown): string[] {
+  if (!(error instanceof ReactBoxError) || error.status !== 422) {
+    return [];
+  }
+  const found = /several apps\. Pick one with \?path=<folder>\. Apps: (.*?)\.(?: \(HTTP|$)/.exec(
+    error.message
+  );
+  return found ? found[1].split(', ').filter(Boolean) : [];
 }
 
 /** A project name from an uploaded file's name: "My Shop (1).zip" -> "my-shop-1". */

@@ -261,8 +261,11 @@ export class PreviewPanel extends Widget {
     this.info = info;
     this.status.textContent = statusLine(info);
     this.status.dataset.status = info.status;
-    this.mode.textContent = modeLine(info);
-    this.mode.title = info.preview_mode?.why ?? '';
+    // A workspace's app says which member it is (picked at upload, or the one app).
+    this.mode.textContent = (info.member ? `${info.member} · ` : '') + modeLine(info);
+    this.mode.title =
+      (info.member ? `The app is ${info.member} of its workspace. ` : '') +
+      (info.preview_mode?.why ?? '');
     const error = info.errors?.[info.errors.length - 1];
     this.fixButton.hidden = !error;
     this.fixButton.title = error ? `Ask the AI to fix: ${error.message}` : '';

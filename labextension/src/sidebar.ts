@@ -2,9 +2,10 @@
  * The ReactBox sidebar: the user's projects with their status, start/stop,
  * open, logs and delete, and an upload button (or drop a ZIP anywhere on it).
  */
+import { InputDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { ProjectInfo, projectNameFromFile } from './api';
+import { appsToPick, ProjectInfo, projectNameFromFile } from './api';
 import { ProjectsModel } from './model';
 
 export interface SidebarActions {
@@ -79,10 +80,32 @@ export class ReactBoxSidebar extends Widget {
       return undefined;
     }
     this.showMessage(`Uploading ${file.name}…`, false);
-    const info = await this.model.run(() => this.model.api.upload(file, name));
+    const info = await this.model.run(async () => {
+      try {
+        return await this.model.api.upload(file, name);
+      } catch (error) {
+        // A repository of several apps (a monorepo): the user picks one, and it
+        // goes again with that choice.
+        const apps = appsToPick(error);
+        if (!apps.length) {
+          throw error;
+        }
+        const choice = await InputDialog.getItem({
+          title: `${file.name} holds several apps: which one?`,
+          items: apps,
+          okLabel: 'Run it'
+        });
+        if (!choice.button.accept || !choice.value) {
+          return undefined;
+        }
+        return this.model.api.upload(file, name, choice.value);
+      }
+    });
     if (info) {
       this.showMessage(`Uploaded ${info.id}: it installs and starts now.`, false);
       this.actions.open(info.id);
+    } else if (!this.model.error) {
+      this.showMessage('Upload cancelled.', false);
     }
     return info;
   }

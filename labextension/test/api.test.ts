@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import {
   DEVICE_PRESETS,
+  appsToPick,
   ProjectInfo,
   ReactBoxAPI,
   EditResult,
@@ -25,6 +26,7 @@ function info(id: string, status = 'running', extra: Partial<ProjectInfo> = {}):
     framework: 'vite',
     package_manager: 'npm',
     created: 0,
+    member: '',
     status,
     error: null,
     detail: null,
@@ -87,6 +89,21 @@ describe('ReactBoxAPI', () => {
     const body = calls[0].init.body as FormData;
     expect(body.get('name')).toBe('shop');
     expect((body.get('file') as File).name).toBe('shop.zip');
+  });
+
+  it('uploads again with the app picked among several', async () => {
+    const several =
+      'The ZIP holds several apps. Pick one with ?path=<folder>. Apps: apps/admin, apps/web.';
+    const { calls, fetcher } = scripted(
+      json({ message: several, reason: null }, 422),
+      json(info('acme', 'installing', { member: 'apps/web' }), 201)
+    );
+    const api = new ReactBoxAPI('/', fetcher);
+    const error = await api.upload(new Blob(['PK']), 'acme').catch((e: unknown) => e);
+    expect(appsToPick(error)).toEqual(['apps/admin', 'apps/web']);
+    expect(appsToPick(new ReactBoxError('The ZIP is empty. (HTTP 400)', 400))).toEqual([]);
+    expect((await api.upload(new Blob(['PK']), 'acme', 'apps/web')).member).toBe('apps/web');
+    expect(calls[1].url).toBe('/reactbox/api/projects?path=apps%2Fweb');
   });
 
   it('sends an edit as JSON, paths only when given', async () => {

@@ -46,7 +46,13 @@ function resolved(command, seen = new Set()) {
 const line = [scripts.dev, scripts.start].find((s) => s && RUNNERS.test(s)) || ''
 const companions = commandsOf(line).flatMap((c) => resolved(c)).filter((c) => !UI.test(c))
 
-const env = { ...process.env, PATH: `${path.join(root, 'node_modules', '.bin')}:${process.env.PATH}` }
+// Every node_modules/.bin from here up (a workspace's member finds its root's), as npm does.
+const bins = []
+for (let dir = root; ; dir = path.dirname(dir)) {
+  bins.push(path.join(dir, 'node_modules', '.bin'))
+  if (dir === path.dirname(dir)) break
+}
+const env = { ...process.env, PATH: `${bins.join(':')}:${process.env.PATH}` }
 for (const name of ['PORT', 'HOST', 'BROWSER', 'NODE_OPTIONS']) delete env[name]
 const children = []
 for (const command of companions) {

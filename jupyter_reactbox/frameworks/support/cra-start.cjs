@@ -24,7 +24,8 @@ const fs = require('fs')
 const Module = require('module')
 const path = require('path')
 
-const scripts = path.join(process.cwd(), 'node_modules', 'react-scripts')
+// The app's react-scripts: the nearest up the tree (a workspace hoists it to its top).
+const scripts = path.dirname(require.resolve('react-scripts/package.json', { paths: [process.cwd()] }))
 const version = JSON.parse(fs.readFileSync(path.join(scripts, 'package.json'), 'utf8')).version
 const [major, minor] = version.split('.').map(Number)
 

@@ -17,9 +17,14 @@ function option(name) {
   return process.argv[at + 1]
 }
 
-// The app's own Vite: its package.json says where its Node API lives.
+// The app's own Vite (the nearest up the tree: a workspace hoists it to its top);
+// its package.json says where its Node API lives.
 function viteEntry(root) {
-  const dir = path.join(root, 'node_modules', 'vite')
+  let dir = path.join(root, 'node_modules', 'vite')
+  for (let up = root; !fs.existsSync(dir) && up !== path.dirname(up); ) {
+    up = path.dirname(up)
+    if (fs.existsSync(path.join(up, 'node_modules', 'vite'))) dir = path.join(up, 'node_modules', 'vite')
+  }
   const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'))
   let entry = pkg.exports?.['.']?.import ?? pkg.module ?? pkg.main ?? 'dist/node/index.js'
   if (typeof entry === 'object') entry = entry.default
