@@ -101,7 +101,7 @@ def _doctor_docker(args, check) -> None:
         check(
             found == images.LAYOUT,
             f"image {args.image} present",
-            f"image {args.image} has an older layout (no yarn or pnpm for installs). "
+            f"image {args.image} has an older layout (without today's package managers). "
             "Run `jupyter reactbox build-image` again.",
         )
     if args.runtime:

@@ -28,7 +28,7 @@ from . import managers
 
 IMAGE_DIR = Path(__file__).parent / "image"
 LABEL = "org.jupyter.reactbox.image"
-LAYOUT = "2"
+LAYOUT = "3"
 """The image's layout (what the server expects to find in it); an image of an
 older layout is rebuilt by ``build-image`` without ``--force``."""
 _CHANGES = [
@@ -113,6 +113,7 @@ def fetch_managers(
         npm = [found]
     with tempfile.TemporaryDirectory(prefix="reactbox-pm-") as tmp:
         for tool, spec in managers.SHIPPED.items():
+            spec = managers.bun_package(spec)
             say(f"npm pack {spec} ...")
             result = subprocess.run(
                 [*npm, "pack", spec, "--json", "--pack-destination", tmp],

@@ -9,13 +9,16 @@ the Node 20 it comes with, and would be a second source beside the registry.
 
 An app asks for a manager with its lockfile and ``packageManager`` field; it
 gets the shipped release of the same major line (pnpm 8, 9 or 10; yarn 1 or
-yarn 4, which also installs yarn 2 and 3 projects), or the nearest one with a
-line in the install log saying so.  All of this reads the project as data
+yarn 4, which also installs yarn 2 and 3 projects; bun 1), or the nearest one
+with a line in the install log saying so.  bun is a native program, shipped
+for the machine's CPU (``bun_package``); the app's dev server still runs on
+Node, as with every other manager.  All of this reads the project as data
 only, on the host, and decides among fixed argv.
 """
 
 from __future__ import annotations
 
+import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +34,21 @@ SHIPPED: dict[str, str] = {
     "pnpm-8": "pnpm@8.15.9",
     "pnpm-9": "pnpm@9.15.9",
     "pnpm-10": "pnpm@10.34.9",
+    "bun-1": "@oven/bun-linux-{cpu}@1.4.5",
 }
-"""Folder name in ``PM_DIR`` -> the registry package it is unpacked from."""
+"""Folder name in ``PM_DIR`` -> the registry package it is unpacked from (``{cpu}``:
+``bun_package`` fills it in)."""
 
-_ENTRY = {"yarn-1": "bin/yarn.js", "yarn-4": "bin/yarn.js"}
+
+def bun_package(spec: str, machine: str | None = None) -> str:
+    """bun's package for this machine's CPU: the baseline build on x86-64 (it needs
+    no AVX2, so the image runs on any x86-64 host), the aarch64 one on ARM."""
+    machine = (machine or platform.machine()).lower()
+    cpu = "aarch64" if machine in ("aarch64", "arm64") else "x64-baseline"
+    return spec.replace("{cpu}", cpu)
+
+
+_ENTRY = {"yarn-1": "bin/yarn.js", "yarn-4": "bin/yarn.js", "bun-1": "bin/bun"}
 _PNPM_MAJORS = (8, 9, 10)
 
 LOCKFILES = {
@@ -42,7 +56,13 @@ LOCKFILES = {
     "npm-shrinkwrap.json": "npm",
     "yarn.lock": "yarn",
     "pnpm-lock.yaml": "pnpm",
+    "bun.lock": "bun",
 }
+
+BINARY_LOCKFILES = {"bun.lockb": "bun"}
+"""Lockfiles no host-side check can read (bun before 1.2): they choose the manager,
+and the install resolves again from ``package.json`` (the supply rules check
+every lockfile an install uses)."""
 
 
 INPUTS = ("package.json", *LOCKFILES, "pnpm-workspace.yaml")
@@ -61,8 +81,14 @@ def read_inputs(app_dir: Path) -> dict[str, bytes]:
     return files
 
 
+def binary_lockfiles(app_dir: Path) -> tuple[str, ...]:
+    """Those of ``BINARY_LOCKFILES`` the app has (never read)."""
+    return tuple(name for name in BINARY_LOCKFILES if worktree.is_file(app_dir, name))
+
+
 def entry(tool: str) -> str:
-    """The script in the image that runs ``tool`` (a key of ``SHIPPED``)."""
+    """The script (bun: the program) in the image that runs ``tool`` (a key of
+    ``SHIPPED``)."""
     return f"{PM_DIR}/{tool}/{_ENTRY.get(tool, 'bin/pnpm.cjs')}"
 
 
@@ -76,7 +102,7 @@ class Manager:
     """The manager an install uses."""
 
     name: str
-    """'npm', 'yarn' or 'pnpm'."""
+    """'npm', 'yarn', 'pnpm' or 'bun'."""
     tool: str
     """'npm', or a key of ``SHIPPED`` ('yarn-1', 'yarn-4', 'pnpm-9', ...)."""
     lockfile: str | None
@@ -97,6 +123,10 @@ class Manager:
         lock = ["--frozen-lockfile"] if frozen else []
         if self.name == "pnpm" and not frozen:
             lock = ["--no-frozen-lockfile"]
+        if self.tool == "bun-1":
+            # Hoisted: one node_modules tree as npm makes it (bun 1.3 isolates a
+            # workspace's members by default), which the Node dev server reads.
+            return [entry(self.tool), "install", "--linker=hoisted", *lock, *no_scripts]
         run = ["node", entry(self.tool), "install"]
         if self.tool == "yarn-1":
             return [*run, "--non-interactive", "--network-timeout", "600000", *lock, *no_scripts]
@@ -108,6 +138,14 @@ class Manager:
 
     def env(self, registry: str | None, proxy: str | None) -> dict[str, str]:
         """What this manager needs beyond npm's ``npm_config_*`` settings."""
+        if self.tool == "bun-1":
+            env = {
+                "BUN_INSTALL_CACHE_DIR": "/cache/bun",
+                "DO_NOT_TRACK": "1",
+            }
+            if registry:
+                env["BUN_CONFIG_REGISTRY"] = registry
+            return env
         if self.tool == "yarn-1":
             env = {"SKIP_YARN_COREPACK_CHECK": "1"}
             if registry:
@@ -153,13 +191,26 @@ _FROZEN_REFUSED = (
     "ERR_PNPM_OUTDATED_LOCKFILE",
     "ERR_PNPM_LOCKFILE_CONFIG_MISMATCH",
     "ERR_PNPM_LOCKFILE_MISSING_DEPENDENCY",
+    "lockfile had changes, but lockfile is frozen",  # bun
 )
 
 
-def choose(pkg: dict, lockfiles: dict[str, bytes]) -> Manager:
-    """The manager for an app: its ``packageManager`` field, else its lockfile."""
+def choose(pkg: dict, lockfiles: dict[str, bytes], binary: tuple[str, ...] = ()) -> Manager:
+    """The manager for an app: its ``packageManager`` field, else its lockfile
+    (``binary``: the names of ``BINARY_LOCKFILES`` it has)."""
     declared_name, _, declared_version = str(pkg.get("packageManager", "")).partition("@")
     present = next((name for name in LOCKFILES if name in lockfiles), None)
+    if not declared_name and (present == "bun.lock" or (not present and binary)):
+        declared_name = "bun"
+    if declared_name == "bun" and (present is None or LOCKFILES[present] == "bun"):
+        note = ""
+        if present is None and binary:
+            note = (
+                f"{binary[0]} is bun's binary lockfile (bun before 1.2), which cannot be "
+                "checked: the install resolves again from package.json. Run `bun install` "
+                "with bun 1.2 or later to write bun.lock."
+            )
+        return Manager("bun", "bun-1", present, note)
     if declared_name in ("npm", "yarn", "pnpm"):
         name = declared_name
         lockfile = present if present and LOCKFILES[present] == name else None

@@ -166,6 +166,52 @@ def _pnpm_tarballs(text: str) -> list[tuple[str, str, str, str]]:
     return out
 
 
+_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+
+
+def bun_lock(data: bytes) -> dict:
+    """A ``bun.lock`` (JSON with trailing commas), parsed; ValueError if it is not one."""
+    text = data.decode("utf-8")
+    lock = json.loads(_TRAILING_COMMA.sub(r"\1", text))
+    if not isinstance(lock, dict):
+        raise ValueError("bun.lock is not an object")
+    return lock
+
+
+def _bun_entries(lock: dict) -> list[tuple[str, str, str, str]]:
+    """(where, name, version or spec, the second field: a tarball URL or '') of a
+    bun.lock's packages."""
+    out = []
+    packages = lock.get("packages")
+    for key, entry in (packages or {}).items() if isinstance(packages, dict) else ():
+        if not (isinstance(entry, list) and entry and isinstance(entry[0], str)):
+            continue
+        at = entry[0].find("@", 1)  # past a scope's own @
+        name, version = (entry[0][:at], entry[0][at + 1 :]) if at > 0 else (entry[0], "")
+        where = entry[1] if len(entry) > 1 and isinstance(entry[1], str) else ""
+        out.append((key, name, version, where))
+    return out
+
+
+def _bun_problems(app_dir: Path, data: bytes) -> tuple[list[str], list[str]]:
+    """(tarballs of other packages, entries from outside the registry) of a bun.lock."""
+    try:
+        lock = bun_lock(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UnsupportedApp(
+            f"bun.lock cannot be read ({exc}); write it again with `bun install`."
+        ) from exc
+    mismatched, outside = [], []
+    for key, name, version, url in _bun_entries(lock):
+        if version.startswith(("workspace:", "root:")):
+            continue
+        if _outside(version, app_dir):
+            outside.append(f"bun.lock: {key}: {version}")
+        elif url and (problem := tarball_problem(url, name, version)):
+            mismatched.append(f"bun.lock: {key}: {problem}")
+    return mismatched, outside
+
+
 def mismatched_tarballs(app_dir: Path) -> list[str]:
     """Lockfile entries whose tarball is not their own package's: with the registry
     host put in place of any other (as installs do), such a URL would install one
@@ -354,7 +400,14 @@ def check(
             )
     if policy.allow_remote_dependencies:
         return
-    mismatched = mismatched_tarballs(app_dir)
+    mismatched, outside = mismatched_tarballs(app_dir), []
+    try:
+        bun = worktree.read_bytes(app_dir, "bun.lock", worktree.MAX_MANIFEST)
+    except (OSError, worktree.NotAFile):
+        bun = None
+    if bun is not None:
+        more, outside = _bun_problems(app_dir, bun)
+        mismatched += more
     if mismatched:
         raise UnsupportedApp(
             "The lockfile names, for a package, the tarball of another package or "
@@ -362,7 +415,7 @@ def check(
             "(npm install, yarn, pnpm install), or ask your admin to set "
             "c.ReactBoxApp.allow_remote_dependencies = True."
         )
-    found = outside_registry(app_dir)
+    found = outside_registry(app_dir) + outside
     if found:
         raise UnsupportedApp(
             "The app asks for dependencies from outside the package registry (git, URLs, "

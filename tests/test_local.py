@@ -129,6 +129,34 @@ async def test_a_node_under_tmp_runs_installs_and_dev_servers_in_the_sandbox(
         await page.wait_for_selector("text=Get started", timeout=60_000)
 
 
+async def test_a_bun_workspace_installs_with_the_shipped_bun_and_runs_its_member(
+    api, jp_fetch, server_url, projects_dir
+):
+    """No Docker: the local backend fetches the same bun the image ships (from the
+    registry, once), installs the workspace in the sandbox, and runs the member."""
+    overlay = FIXTURES / "workspace-bun"
+    extra = {
+        f.relative_to(overlay).as_posix(): f.read_bytes() for f in overlay.rglob("*") if f.is_file()
+    }
+    data = zip_dir(FIXTURES / "workspace", omit=("package-lock.json", "apps/admin"), extra=extra)
+    r = await api.upload(data, "acme")
+    info = await api.wait(json.loads(r.body)["id"], timeout=300)
+    assert (info["backend"], info["member"], info["package_manager"]) == (
+        "local",
+        "apps/web",
+        "bun",
+    )
+    log = (await jp_fetch("reactbox", "api", "projects", "acme", "logs")).body.decode()
+    assert "bun-1/bin/bun install" in log
+    assert (app_of(projects_dir, "acme") / "node_modules" / "@acme" / "ui").is_symlink()
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(server_url + info["preview_url"])
+        await page.wait_for_selector("text=Acme storefront", timeout=60_000)
+        await page.click("button.counter")
+        await page.wait_for_selector("text=Items in cart: 1", timeout=10_000)
+
+
 def _with_dependency(name: str) -> bytes:
     manifest = json.loads((FIXTURES / "vite-react" / "package.json").read_text())
     manifest["dependencies"][name] = "*"

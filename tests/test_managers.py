@@ -28,6 +28,8 @@ CLASSIC_LOCK = (
         ({"packageManager": "pnpm@9.1.0+sha512.abc"}, {}, "pnpm-9", None),
         # A lockfile of another manager than the declared one is not the app's.
         ({"packageManager": "pnpm@10.2.0"}, {"package-lock.json": b"{}"}, "pnpm-10", None),
+        ({}, {"bun.lock": b'{"lockfileVersion": 1}'}, "bun-1", "bun.lock"),
+        ({"packageManager": "bun@1.2.19"}, {}, "bun-1", None),
     ],
 )
 def test_the_app_gets_the_shipped_release_of_its_line(pkg, lockfiles, tool, lockfile):
@@ -40,6 +42,30 @@ def test_a_release_the_image_lacks_gets_the_nearest_and_a_note():
     assert manager.tool == "pnpm-10"
     assert manager.note == "This app asks for pnpm 11.4.0; the image's pnpm 10 installs it."
     assert choose({"packageManager": "pnpm@6.35.1"}, {}).tool == "pnpm-8"
+
+
+def test_bun_installs_hoisted_and_a_binary_lockfile_is_resolved_again_with_a_note():
+    bun = choose({}, {"bun.lock": b"{}"})
+    assert bun.install_argv() == [
+        "/opt/reactbox/pm/bun-1/bin/bun", "install", "--linker=hoisted", "--frozen-lockfile",
+        "--ignore-scripts",
+    ]  # fmt: skip
+    assert bun.env("https://registry.example.invalid/", None)["BUN_CONFIG_REGISTRY"] == (
+        "https://registry.example.invalid/"
+    )
+    old = choose({}, {}, ("bun.lockb",))
+    assert (old.tool, old.lockfile) == ("bun-1", None)
+    assert "bun.lockb is bun's binary lockfile" in old.note
+    assert "--frozen-lockfile" not in old.install_argv()
+    # Beside a readable lockfile of another manager, that one decides.
+    assert choose({}, {"yarn.lock": CLASSIC_LOCK}, ("bun.lockb",)).tool == "yarn-1"
+
+
+def test_bun_is_shipped_for_the_machines_cpu():
+    spec = managers.SHIPPED["bun-1"]
+    assert managers.bun_package(spec, "x86_64").startswith("@oven/bun-linux-x64-baseline@")
+    assert managers.bun_package(spec, "aarch64").startswith("@oven/bun-linux-aarch64@")
+    assert managers.bun_package("pnpm@10.34.9") == "pnpm@10.34.9"
 
 
 def test_every_tool_runs_a_shipped_script():

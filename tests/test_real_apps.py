@@ -38,6 +38,7 @@ async def renders_and_responds(url: str, *, heading: str, button: str, after: st
         ("yarn-classic", "yarn-1/bin/yarn.js install"),
         ("yarn-berry", "yarn-4/bin/yarn.js install"),
         ("pnpm", "pnpm-10/bin/pnpm.cjs install"),
+        ("bun", "bun-1/bin/bun install --linker=hoisted --frozen-lockfile"),
     ],
 )
 async def test_yarn_and_pnpm_apps_install_with_the_managers_the_image_ships(
@@ -48,7 +49,7 @@ async def test_yarn_and_pnpm_apps_install_with_the_managers_the_image_ships(
     tarball; the install fetches them from the configured one).  The containers'
     /tmp is 4 MB here: a manager's temporary files go to disk (yarn 4 converts
     each package to a zip there, and filled 256 MB of /tmp with a large app)."""
-    lock = "pnpm-lock.yaml" if manager == "pnpm" else "yarn.lock"
+    lock = {"pnpm": "pnpm-lock.yaml", "bun": "bun.lock"}.get(manager, "yarn.lock")
     folder = FIXTURES / "managers" / manager
     data = zip_dir(
         FIXTURES / "vite-react",
@@ -403,7 +404,13 @@ async def test_an_npm_workspace_installs_as_a_whole_and_runs_the_member_picked(
         assert errors == []
 
 
-@pytest.mark.parametrize("manager, command", [("pnpm", "pnpm-10/bin/pnpm.cjs install")])
+@pytest.mark.parametrize(
+    "manager, command",
+    [
+        ("pnpm", "pnpm-10/bin/pnpm.cjs install"),
+        ("bun", "bun-1/bin/bun install --linker=hoisted --frozen-lockfile"),
+    ],
+)
 async def test_a_pnpm_or_bun_workspace_with_one_app_picks_it_and_links_its_packages(
     api, jp_fetch, server_url, manager, command
 ):

@@ -130,6 +130,32 @@ def test_the_locked_vite_is_read_from_every_lockfile(name, data):
     assert supply.locked_vite({"package.json": b'{"devDependencies": {"vite": "^6.0.3"}}'}) is None
 
 
+def test_a_bun_lock_is_held_to_the_same_rules(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text(json.dumps(FIXTURE_PKG))
+    good = {
+        "react": ["react@19.2.0", "", {}, "sha512-x"],
+        "@scope/pkg": ["@scope/pkg@1.0.0", "https://r.invalid/@scope/pkg/-/pkg-1.0.0.tgz", {}],
+        "@acme/ui": ["@acme/ui@workspace:packages/ui"],
+    }
+    lock = {"lockfileVersion": 1, "workspaces": {"": {"name": "x"}}, "packages": good}
+    # bun writes trailing commas.
+    (app / "bun.lock").write_text(json.dumps(lock, indent=2).replace("}\n", "},\n"))
+    supply.check(app)
+    swapped = {**good, "lodash": ["lodash@4.17.21", "https://r.invalid/evil/-/evil-1.0.0.tgz"]}
+    (app / "bun.lock").write_text(json.dumps({**lock, "packages": swapped}))
+    with pytest.raises(UnsupportedApp, match=r"bun.lock: lodash: lodash@4.17.21 is locked to"):
+        supply.check(app)
+    git = {**good, "left": ["left@github:someone/left#abc123", {}, "someone-left-abc123"]}
+    (app / "bun.lock").write_text(json.dumps({**lock, "packages": git}))
+    with pytest.raises(UnsupportedApp, match=r"bun.lock: left: github:someone/left#abc123"):
+        supply.check(app)
+    (app / "bun.lock").write_text("{ not json")
+    with pytest.raises(UnsupportedApp, match=r"bun.lock cannot be read"):
+        supply.check(app)
+
+
 def test_members_of_a_workspace_are_checked_and_may_link_each_other(tmp_path):
     app = tmp_path / "app"
     for member in ("apps/web", "packages/ui", "tools/x"):

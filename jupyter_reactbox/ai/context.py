@@ -125,7 +125,7 @@ def symbols(path: str, content: str) -> list[str]:
     return names
 
 
-_LOCKFILES = frozenset({"package-lock.json", "yarn.lock", "pnpm-lock.yaml"})
+_LOCKFILES = frozenset({"package-lock.json", "yarn.lock", "pnpm-lock.yaml", "bun.lock"})
 
 
 def build(

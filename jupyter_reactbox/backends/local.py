@@ -424,8 +424,10 @@ class LocalBackend(Backend):
             await asyncio.to_thread(self._fetch_managers)
 
     def _fetch_managers(self) -> None:
-        if (self.pm_dir / ".complete").exists():
-            return
+        shipped = json.dumps(managers.SHIPPED, sort_keys=True)
+        with contextlib.suppress(OSError):
+            if (self.pm_dir / ".complete").read_text() == shipped:
+                return  # these very releases, fetched before
         from ..image import fetch_managers
 
         self.pm_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -433,7 +435,7 @@ class LocalBackend(Backend):
         try:
             npm = [str(self.node_path), str(self.npm_cli)]
             fetch_managers(staging, self.log.info, npm)
-            (staging / ".complete").touch()
+            (staging / ".complete").write_text(shipped)
             shutil.rmtree(self.pm_dir, ignore_errors=True)
             staging.rename(self.pm_dir)
         finally:

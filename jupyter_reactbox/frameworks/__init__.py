@@ -139,4 +139,5 @@ def _manager(pkg: dict, app_dir: Path) -> managers.Manager:
         files = managers.read_inputs(app_dir)
     except worktree.NotAFile as exc:
         raise UnsupportedApp(f"A lockfile cannot be read: {exc}") from exc
-    return managers.choose(pkg, {n: d for n, d in files.items() if n in managers.LOCKFILES})
+    lockfiles = {n: d for n, d in files.items() if n in managers.LOCKFILES}
+    return managers.choose(pkg, lockfiles, managers.binary_lockfiles(app_dir))
