@@ -144,8 +144,13 @@ class ProjectsHandler(BaseHandler):
         if not name:
             raise ArchiveError("Name the project: POST .../reactbox/api/projects?name=my-app")
         path = self.get_query_argument("path", None)
+        upgrade = self.get_query_argument("upgrade", None)
+        if upgrade not in (None, "vite"):
+            raise ArchiveError(
+                f"?upgrade= takes 'vite' (the only upgrade offered), not {upgrade!r}."
+            )
         await self.space.check_room(len(data))
-        project = await self.runtime.create(data, name, path)
+        project = await self.runtime.create(data, name, path, upgrade_vite=upgrade == "vite")
         self.log.info("Imported project %s (%s)", project.id, project.framework)
         # The user's server's own path, also when the hub service answers.
         location = url_path_join(self.runtime.base_url, "reactbox", "api", "projects", project.id)

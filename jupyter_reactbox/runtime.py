@@ -232,12 +232,19 @@ class Runtime:
     def _name(self, project_id: str) -> asyncio.Lock:
         return self._names.setdefault(project_id, asyncio.Lock())
 
-    async def create(self, data: bytes, name: str, path: str | None = None) -> Project:
+    async def create(
+        self, data: bytes, name: str, path: str | None = None, *, upgrade_vite: bool = False
+    ) -> Project:
         """Import an uploaded ZIP as the project ``name`` and start its preview.  A
         delete of the same name that is under way finishes first.  The upload is kept
         when ``max_running`` leaves no room to start it (its ``detail`` says why)."""
         async with self._name(slugify(name)):
-            project = await asyncio.to_thread(self.store.import_zip, data, name, path)
+            project = await asyncio.to_thread(
+                functools.partial(self.store.import_zip, upgrade_vite=upgrade_vite),
+                data,
+                name,
+                path,
+            )
             try:
                 self.start(project)
             except TooManyPreviews as exc:

@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import archive, boxes, history, supply
+from . import archive, boxes, history, managers, supply, worktree
 from .errors import InvalidName, ProjectExists, ProjectNotFound
 from .frameworks import AppPlan, detect, runnable
 
@@ -148,9 +148,13 @@ class ProjectStore:
             projects.append(self.get(child.name))
         return projects
 
-    def import_zip(self, data: bytes, name: str, path: str | None = None) -> Project:
+    def import_zip(
+        self, data: bytes, name: str, path: str | None = None, *, upgrade_vite: bool = False
+    ) -> Project:
         """Check, extract and commit an uploaded ZIP as the new project ``name``;
-        ``path`` names the app's folder in the ZIP when it holds several apps."""
+        ``path`` names the app's folder in the ZIP when it holds several apps.
+        ``upgrade_vite``: a Vite of a line with no patched release is raised to a
+        maintained one, as a second commit the user can undo (``_upgrade_vite``)."""
         project_id = slugify(name)
         if not ID_RE.match(project_id):
             raise InvalidName(
@@ -170,7 +174,9 @@ class ProjectStore:
                 app = boxes.make(staging, size=self.box[0], inodes=self.box[1])
             files = archive.extract(data, app, self.limits, path=path, runnable=runnable)
             plan = detect(app, files.member)
-            supply.check(app, self.supply_policy, member=files.member)
+            upgrade = self._vite_upgrade(app, files.member) if upgrade_vite else None
+            if upgrade is None:
+                supply.check(app, self.supply_policy, member=files.member)
             project = Project(
                 id=project_id,
                 name=name,
@@ -181,6 +187,9 @@ class ProjectStore:
                 member=files.member,
             )
             history.create(app)
+            if upgrade is not None:
+                self._upgrade_vite(app, files.member, upgrade)
+                supply.check(app, self.supply_policy, member=files.member)
             (staging / "project.json").write_text(json.dumps(project.to_json(), indent=1))
             try:
                 os.rename(staging, final)  # atomic; fails if a twin upload won the race
@@ -190,6 +199,29 @@ class ProjectStore:
             _remove(staging)
             raise
         return project
+
+    @staticmethod
+    def _vite_upgrade(app: Path, member: str) -> supply.ViteUpgrade | None:
+        try:
+            data = worktree.read_bytes(app, f"{member}/package.json".lstrip("/"), 1 << 20)
+        except worktree.NotAFile:
+            return None
+        return supply.vite_upgrade(data) if data else None
+
+    @staticmethod
+    def _upgrade_vite(app: Path, member: str, upgrade: supply.ViteUpgrade) -> None:
+        """Write the upgraded ``package.json`` and drop the lockfiles that pin the old
+        Vite (the install resolves from ``package.json`` then, and says so), as one
+        commit after the upload's."""
+        worktree.write_bytes(app, f"{member}/package.json".lstrip("/"), upgrade.manifest)
+        message = upgrade.message
+        for name in managers.LOCKFILES:
+            data = worktree.read_bytes(app, name, worktree.MAX_MANIFEST)
+            version = data and supply.locked_vite({name: data})
+            if version and supply.patched_release(version) is None and supply.vite_problem(version):
+                worktree.remove(app, name)
+                message += f"; {name} removed (it pinned Vite {version})"
+        history.commit_all(app, message)
 
     def delete(self, project_id: str) -> None:
         path = self._dir(project_id)

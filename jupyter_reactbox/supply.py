@@ -366,8 +366,77 @@ def _unmaintained(shown: str, line: int) -> str:
         f"Vite {shown} is no longer maintained and has known ways to read files "
         f"outside the app, and no patched release of Vite {line} exists: set "
         f'"vite": "^{fixed}" in package.json (Vite {oldest} or later; update Vite '
-        "plugins such as @vitejs/plugin-react to releases for it)"
+        "plugins such as @vitejs/plugin-react to releases for it), or upload it "
+        f"again with ?upgrade=vite to have that done as one change you can undo"
     )
+
+
+UPGRADE_PLUGINS = {
+    "@vitejs/plugin-react": (4, "^4.7.0"),
+    "@vitejs/plugin-react-swc": (3, "^3.11.0"),
+}
+"""Vite's own React plugins, at the first releases that support Vite 5 (and
+still Vite 4): a release of their line at most the given major is raised to it."""
+
+
+@dataclass(frozen=True)
+class ViteUpgrade:
+    """``package.json`` with Vite of an unmaintained line raised to the oldest line
+    with a patched release (and Vite's React plugins to releases for it)."""
+
+    manifest: bytes
+    changes: tuple[str, ...]
+    """``name: old -> new`` for each dependency changed."""
+
+    @property
+    def message(self) -> str:
+        return "Upgrade Vite to a maintained release: " + "; ".join(self.changes)
+
+
+def vite_upgrade(manifest: bytes) -> ViteUpgrade | None:
+    """The upgrade of a ``package.json`` whose Vite is of a line with no patched
+    release (4 and older), or None when it needs none (or has no Vite)."""
+    try:
+        pkg = json.loads(manifest)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(pkg, dict):
+        return None
+    line = vite_line({"package.json": manifest})
+    version = None if line is not None else locked_vite({"package.json": manifest})
+    if line is None and version:
+        line = int(version.split(".")[0])
+    if line is None or line >= min(VITE_MINIMUMS):
+        return None
+    target = "^" + ".".join(map(str, VITE_MINIMUMS[min(VITE_MINIMUMS)]))
+    changes = []
+    for section in SECTIONS:
+        deps = pkg.get(section)
+        if not isinstance(deps, dict):
+            continue
+        for name, spec in list(deps.items()):
+            if not isinstance(spec, str):
+                continue
+            if name == "vite":
+                new = target
+            elif name in UPGRADE_PLUGINS and (_major_of(spec) or 0) <= UPGRADE_PLUGINS[name][0]:
+                new = UPGRADE_PLUGINS[name][1]
+            else:
+                continue
+            if new != spec:
+                deps[name] = new
+                changes.append(f"{name} {spec} -> {new}")
+    if not changes:
+        return None
+    changes.sort(key=lambda change: not change.startswith("vite "))  # Vite first
+    indent = 2 if b'\n  "' in manifest or b"\n" not in manifest else 4
+    text = json.dumps(pkg, indent=indent, ensure_ascii=False) + "\n"
+    return ViteUpgrade(text.encode(), tuple(changes))
+
+
+def _major_of(spec: str) -> int | None:
+    found = re.match(r"^[\^~>=v\s]*(\d+)", spec)
+    return int(found.group(1)) if found else None
 
 
 def check(

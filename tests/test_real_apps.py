@@ -434,3 +434,52 @@ async def test_a_pnpm_or_bun_workspace_with_one_app_picks_it_and_links_its_packa
         button="button.counter",
         after="Items in cart: 1",
     )
+
+
+async def test_an_app_on_vite_4_is_upgraded_on_request_as_one_change_that_undoes(
+    api, jp_fetch, server_url, projects_dir
+):
+    """Vite 4 has no release with the file-read fixes: the upload is refused, saying
+    how to have it upgraded; with ?upgrade=vite it is, as a commit after the upload's
+    (Vite and its React plugin raised, the lockfile that pinned Vite 4 removed), and
+    it renders.  Undone, the app is as uploaded, and a restart says why it cannot run."""
+    data = zip_dir(FIXTURES / "vite-4")
+    upload = dict(method="POST", body=data, headers={"Content-Type": "application/zip"})
+    with pytest.raises(HTTPClientError) as exc:
+        await jp_fetch("reactbox", "api", "projects", params={"name": "old"}, **upload)
+    assert exc.value.code == 422
+    assert "?upgrade=vite" in json.loads(exc.value.response.body)["message"]
+    assert not (projects_dir / "old").exists()
+    await jp_fetch(
+        "reactbox", "api", "projects", params={"name": "old", "upgrade": "vite"}, **upload
+    )
+    info = await api.wait("old", timeout=300)
+    commits = json.loads((await jp_fetch("reactbox", "api", "projects", "old", "history")).body)
+    upgrade, uploaded = (c["message"] for c in commits["commits"][:2])
+    assert upgrade == (
+        "Upgrade Vite to a maintained release: vite ^4.3.9 -> ^5.4.20; "
+        "@vitejs/plugin-react ^4.0.0 -> ^4.7.0; package-lock.json removed (it pinned Vite 4.5.14)"
+    )
+    assert uploaded == "Import uploaded app"
+    tree = app_of(projects_dir, "old")
+    assert json.loads((tree / "node_modules" / "vite" / "package.json").read_text())[
+        "version"
+    ].startswith("5.4.")
+    await renders_and_responds(
+        server_url + info["preview_url"],
+        heading="Get started",
+        button="button.counter",
+        after="Count is 1",
+    )
+    await jp_fetch("reactbox", "api", "projects", "old", "undo", method="POST", body=b"")
+    assert (tree / "package-lock.json").read_bytes() == (
+        FIXTURES / "vite-4" / "package-lock.json"
+    ).read_bytes()
+    await jp_fetch("reactbox", "api", "projects", "old", "restart", method="POST", body=b"")
+    failed = await api.wait("old", "failed")
+    assert "Vite ^4.3.9 is no longer maintained" in failed["error"]
+    with pytest.raises(HTTPClientError) as exc:
+        await jp_fetch(
+            "reactbox", "api", "projects", params={"name": "x", "upgrade": "all"}, **upload
+        )
+    assert exc.value.code == 400

@@ -130,6 +130,38 @@ def test_the_locked_vite_is_read_from_every_lockfile(name, data):
     assert supply.locked_vite({"package.json": b'{"devDependencies": {"vite": "^6.0.3"}}'}) is None
 
 
+@pytest.mark.parametrize(
+    "deps, changes",
+    [
+        (
+            {"vite": "~4.3.9", "@vitejs/plugin-react-swc": "^3.3.2", "react": "^18"},
+            ["vite ~4.3.9 -> ^5.4.20", "@vitejs/plugin-react-swc ^3.3.2 -> ^3.11.0"],
+        ),
+        (
+            {"vite": "^3.0.0", "@vitejs/plugin-react": "^2.0.0"},
+            [
+                "vite ^3.0.0 -> ^5.4.20",
+                "@vitejs/plugin-react ^2.0.0 -> ^4.7.0",
+            ],
+        ),  # fmt: skip
+        ({"vite": "4.2.1"}, ["vite 4.2.1 -> ^5.4.20"]),
+        ({"vite": "^5.0.0", "@vitejs/plugin-react": "^4.0.0"}, None),  # pinned, not upgraded
+        ({"react": "^18"}, None),
+    ],
+)
+def test_an_unmaintained_vite_is_upgraded_with_its_react_plugin_only(deps, changes):
+    manifest = json.dumps({"name": "x", "devDependencies": deps}, indent=4).encode()
+    upgrade = supply.vite_upgrade(manifest)
+    if changes is None:
+        assert upgrade is None
+        return
+    assert list(upgrade.changes) == changes
+    after = json.loads(upgrade.manifest)
+    assert after["name"] == "x" and after["devDependencies"].get("react") == deps.get("react")
+    assert upgrade.manifest.startswith(b'{\n    "name"')  # the file's own indent
+    assert supply.vite_line({"package.json": upgrade.manifest}) == 5
+
+
 def test_a_bun_lock_is_held_to_the_same_rules(tmp_path):
     app = tmp_path / "app"
     app.mkdir()

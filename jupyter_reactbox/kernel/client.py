@@ -488,9 +488,12 @@ class ReactBoxClient:
         *,
         path: str | None = None,
         replace: bool = False,
+        upgrade_vite: bool = False,
     ) -> Project:
         """Upload an app: a ZIP's path, a folder (zipped here), or the ZIP's bytes.
-        ``path`` picks the app's folder in a ZIP that holds several apps.
+        ``path`` picks the app's folder in a ZIP that holds several apps;
+        ``upgrade_vite`` raises a Vite with no patched release (4 and older) to a
+        maintained one, as one change after the upload's (``undo()`` takes it back).
         The project installs and starts in the background; ``wait()`` follows it."""
         data, default_name = _read_source(source)
         name = name or default_name
@@ -505,7 +508,11 @@ class ReactBoxClient:
         r = self.request(
             "POST",
             "projects",
-            params={"name": name, **({"path": path} if path else {})},
+            params={
+                "name": name,
+                **({"path": path} if path else {}),
+                **({"upgrade": "vite"} if upgrade_vite else {}),
+            },
             data=data,
             headers={"Content-Type": "application/zip"},
             timeout=300,

@@ -26,9 +26,9 @@ from IPython.utils.process import arg_split
 from .client import Project, ReactBoxClient, ReactBoxClientError, connect
 
 COMMANDS = {
-    "upload": "upload SOURCE [--name NAME] [--path FOLDER] [--replace] [--no-wait]: a ZIP "
-    "path, an app folder, or a variable holding the ZIP's bytes; shows progress, then the "
-    "preview",
+    "upload": "upload SOURCE [--name NAME] [--path FOLDER] [--upgrade-vite] [--replace] "
+    "[--no-wait]: a ZIP path, an app folder, or a variable holding the ZIP's bytes; shows "
+    "progress, then the preview",
     "list": "list: your projects and their status",
     "open": "open NAME [--inline]: the preview in a panel beside the notebook (JupyterLab), "
     "else inline",
@@ -71,6 +71,12 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("source", help="path to a .zip, an app folder, or a variable with ZIP bytes")
     p.add_argument("--name", help="project name (default: the file or folder name)")
     p.add_argument("--path", help="the app's folder inside the ZIP, when it holds several")
+    p.add_argument(
+        "--upgrade-vite",
+        action="store_true",
+        help="raise a Vite with no patched release (4 and older) to a maintained one, "
+        "as one change you can undo",
+    )
     p.add_argument("--replace", action="store_true", help="delete a project of that name first")
     p.add_argument("--no-wait", action="store_true", help="return at once; do not show progress")
     parsers["upload"] = p
@@ -199,7 +205,13 @@ class ReactBoxMagics(Magics):
             source = value
             if not opts.name:
                 raise UsageError("Name the project: %reactbox upload VAR --name NAME.")
-        project = self.client.upload(source, opts.name, path=opts.path, replace=opts.replace)
+        project = self.client.upload(
+            source,
+            opts.name,
+            path=opts.path,
+            replace=opts.replace,
+            upgrade_vite=opts.upgrade_vite,
+        )
         if opts.no_wait:
             print(f"Uploaded {project.id}; it installs and starts in the background.")
             return None

@@ -213,12 +213,17 @@ export class ReactBoxAPI {
     return this.request('GET', ['projects', id]);
   }
 
-  /** Upload a ZIP as project `name`; `path`: the app's folder when it holds several. */
-  upload(file: Blob, name: string, path?: string): Promise<ProjectInfo> {
+  /** Upload a ZIP as project `name`; `path`: the app's folder when it holds several;
+   * `upgradeVite`: raise an unmaintained Vite to a maintained one (one undoable change). */
+  upload(file: Blob, name: string, path?: string, upgradeVite = false): Promise<ProjectInfo> {
     const body = new FormData();
     body.append('file', file, `${name}.zip`);
     body.append('name', name);
-    return this.request('POST', ['projects'], { body }, path ? { path } : {});
+    const query: Record<string, string> = path ? { path } : {};
+    if (upgradeVite) {
+      query.upgrade = 'vite';
+    }
+    return this.request('POST', ['projects'], { body }, query);
   }
 
   action(id: string, action: 'start' | 'stop' | 'restart'): Promise<ProjectInfo> {
@@ -332,6 +337,11 @@ export function appsToPick(error: unknown): string[] {
     error.message
   );
   return found ? found[1].split(', ').filter(Boolean) : [];
+}
+
+/** Whether an upload was refused for a Vite the server can upgrade on request. */
+export function viteUpgradeOffered(error: unknown): boolean {
+  return error instanceof ReactBoxError && error.status === 422 && error.message.includes('?upgrade=vite');
 }
 
 /** A project name from an uploaded file's name: "My Shop (1).zip" -> "my-shop-1". */

@@ -2,10 +2,10 @@
  * The ReactBox sidebar: the user's projects with their status, start/stop,
  * open, logs and delete, and an upload button (or drop a ZIP anywhere on it).
  */
-import { InputDialog } from '@jupyterlab/apputils';
+import { Dialog, InputDialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { appsToPick, ProjectInfo, projectNameFromFile } from './api';
+import { appsToPick, ProjectInfo, projectNameFromFile, viteUpgradeOffered } from './api';
 import { ProjectsModel } from './model';
 
 export interface SidebarActions {
@@ -81,24 +81,40 @@ export class ReactBoxSidebar extends Widget {
     }
     this.showMessage(`Uploading ${file.name}…`, false);
     const info = await this.model.run(async () => {
-      try {
-        return await this.model.api.upload(file, name);
-      } catch (error) {
-        // A repository of several apps (a monorepo): the user picks one, and it
-        // goes again with that choice.
-        const apps = appsToPick(error);
-        if (!apps.length) {
+      let path: string | undefined;
+      for (;;) {
+        try {
+          return await this.model.api.upload(file, name, path);
+        } catch (error) {
+          // A repository of several apps (a monorepo): the user picks one, and it
+          // goes again with that choice.
+          const apps = appsToPick(error);
+          if (apps.length && path === undefined) {
+            const choice = await InputDialog.getItem({
+              title: `${file.name} holds several apps: which one?`,
+              items: apps,
+              okLabel: 'Run it'
+            });
+            if (!choice.button.accept || !choice.value) {
+              return undefined;
+            }
+            path = choice.value;
+            continue;
+          }
+          // A Vite with no patched release: the server can raise it, as one change.
+          if (viteUpgradeOffered(error)) {
+            const answer = await showDialog({
+              title: 'Upgrade Vite?',
+              body: (error as Error).message.replace(/ \(HTTP \d+\)$/, ''),
+              buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Upgrade and run' })]
+            });
+            if (!answer.button.accept) {
+              return undefined;
+            }
+            return this.model.api.upload(file, name, path, true);
+          }
           throw error;
         }
-        const choice = await InputDialog.getItem({
-          title: `${file.name} holds several apps: which one?`,
-          items: apps,
-          okLabel: 'Run it'
-        });
-        if (!choice.button.accept || !choice.value) {
-          return undefined;
-        }
-        return this.model.api.upload(file, name, choice.value);
       }
     });
     if (info) {

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   DEVICE_PRESETS,
   appsToPick,
+  viteUpgradeOffered,
   ProjectInfo,
   ReactBoxAPI,
   EditResult,
@@ -104,6 +105,24 @@ describe('ReactBoxAPI', () => {
     expect(appsToPick(new ReactBoxError('The ZIP is empty. (HTTP 400)', 400))).toEqual([]);
     expect((await api.upload(new Blob(['PK']), 'acme', 'apps/web')).member).toBe('apps/web');
     expect(calls[1].url).toBe('/reactbox/api/projects?path=apps%2Fweb');
+  });
+
+  it('offers the Vite upgrade the server names, and asks for it', async () => {
+    const refused =
+      'Vite ^4.3.9 is no longer maintained ..., or upload it again with ?upgrade=vite to ' +
+      'have that done as one change you can undo, or ask your admin to set ' +
+      'c.ReactBoxApp.allow_vulnerable_vite = True.';
+    const { calls, fetcher } = scripted(
+      json({ message: refused, reason: null }, 422),
+      json(info('old', 'installing'), 201)
+    );
+    const api = new ReactBoxAPI('/', fetcher);
+    const error = await api.upload(new Blob(['PK']), 'old').catch((e: unknown) => e);
+    expect(viteUpgradeOffered(error)).toBe(true);
+    expect(appsToPick(error)).toEqual([]);
+    expect(viteUpgradeOffered(new ReactBoxError('No project. (HTTP 404)', 404))).toBe(false);
+    await api.upload(new Blob(['PK']), 'old', undefined, true);
+    expect(calls[1].url).toBe('/reactbox/api/projects?upgrade=vite');
   });
 
   it('sends an edit as JSON, paths only when given', async () => {
