@@ -240,7 +240,11 @@ class Runtime:
         when ``max_running`` leaves no room to start it (its ``detail`` says why)."""
         async with self._name(slugify(name)):
             project = await asyncio.to_thread(
-                functools.partial(self.store.import_zip, upgrade_vite=upgrade_vite),
+                functools.partial(
+                    self.store.import_zip,
+                    upgrade_vite=upgrade_vite,
+                    own_origin=bool(self.previews.origin_template),
+                ),
                 data,
                 name,
                 path,
@@ -320,7 +324,9 @@ class Runtime:
         async with st.lock:
             ahead: asyncio.Task | None = None
             try:
-                plan = await asyncio.to_thread(project.plan)
+                plan = await asyncio.to_thread(
+                    functools.partial(project.plan, own_origin=bool(self.previews.origin_template))
+                )
                 st.update(framework=plan.framework, member=plan.member)
                 # Again before every install (an edit may add such a dependency),
                 # and after it, on the Vite that was installed.

@@ -72,8 +72,9 @@ class Project:
     def install_log(self) -> Path:
         return self.path / "install.log"
 
-    def plan(self) -> AppPlan:
-        return detect(self.app_dir, self.member)
+    def plan(self, *, own_origin: bool = False) -> AppPlan:
+        """How to run it (``own_origin``: its preview is at ``/`` of its own origin)."""
+        return detect(self.app_dir, self.member, own_origin=own_origin)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -149,7 +150,13 @@ class ProjectStore:
         return projects
 
     def import_zip(
-        self, data: bytes, name: str, path: str | None = None, *, upgrade_vite: bool = False
+        self,
+        data: bytes,
+        name: str,
+        path: str | None = None,
+        *,
+        upgrade_vite: bool = False,
+        own_origin: bool = False,
     ) -> Project:
         """Check, extract and commit an uploaded ZIP as the new project ``name``;
         ``path`` names the app's folder in the ZIP when it holds several apps.
@@ -173,7 +180,7 @@ class ProjectStore:
             if self.box is not None:
                 app = boxes.make(staging, size=self.box[0], inodes=self.box[1])
             files = archive.extract(data, app, self.limits, path=path, runnable=runnable)
-            plan = detect(app, files.member)
+            plan = detect(app, files.member, own_origin=own_origin)
             upgrade = self._vite_upgrade(app, files.member) if upgrade_vite else None
             if upgrade is None:
                 supply.check(app, self.supply_policy, member=files.member)

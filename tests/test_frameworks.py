@@ -14,6 +14,7 @@ WHERE = {"base": BASE, "host": "0.0.0.0", "port": 4321, "support": "/opt/reactbo
 
 
 def app(tmp_path, pkg, *lockfiles):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "package.json").write_text(json.dumps(pkg))
     for name in lockfiles:
         (tmp_path / name).write_text("")
@@ -134,6 +135,24 @@ def test_next_gets_the_base_as_its_default_base_path(tmp_path):
 def test_unsupported_apps_say_what_is_missing(tmp_path, pkg, message):
     with pytest.raises(UnsupportedApp, match=message):
         detect(app(tmp_path, pkg))
+
+
+def test_frameworks_that_need_the_root_run_where_previews_have_their_own_origin(tmp_path):
+    rr = {"dependencies": {"react-router": "7"}, "devDependencies": {"@react-router/dev": "7"}}
+    with pytest.raises(UnsupportedApp, match="With previews at an origin of their own"):
+        detect(app(tmp_path / "rr", rr))
+    plan = detect(app(tmp_path / "rr", rr), own_origin=True)
+    assert plan.framework == "react-router"
+    assert plan.dev_argv(base="/", host="0.0.0.0", port=8000, support="/s")[:2] == [
+        "node", "/s/vite-serve.mjs",
+    ]  # fmt: skip
+    astro = detect(app(tmp_path / "astro", {"dependencies": {"astro": "5"}}), own_origin=True)
+    assert astro.dev_argv(base="/", host="0.0.0.0", port=8000, support="/s") == [
+        "node", "/s/astro-dev.mjs", "--host", "0.0.0.0", "--port", "8000",
+    ]  # fmt: skip
+    # Gatsby runs nowhere, and says why.
+    with pytest.raises(UnsupportedApp, match="This is a Gatsby site"):
+        detect(app(tmp_path / "gatsby", {"dependencies": {"gatsby": "5"}}), own_origin=True)
 
 
 def test_broken_package_json(tmp_path):

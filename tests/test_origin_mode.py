@@ -14,7 +14,7 @@ import json
 
 import pytest
 from conftest import FIXTURES, app_of, attack_jupyter, chromium, zip_dir
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
@@ -200,3 +200,66 @@ async def test_a_local_server_gives_each_preview_its_own_origin_by_default(
             for key in ("kernels", "kernelsWithCredentials", "startKernel", "contents"):
                 assert attack[key].startswith(("blocked", "403")), (host, key, attack[key])
             await page.close()
+
+
+@pytest.mark.parametrize(
+    "fixture, heading, hydrated, button, after, link, linked",
+    [
+        # React Router 7's framework mode: server-rendered with its loader's data,
+        # hydrated (a click before that is replayed), and a client navigation that
+        # fetches the next route's data.
+        (
+            "rr-framework",
+            "Trail notes",
+            "body",
+            "button.like",
+            "Liked 1",
+            "About",
+            "walking since 2019",
+        ),
+        # Astro with a React island (client:load), and a link to another page.
+        (
+            "astro-react",
+            "Field guide",
+            "astro-island:not([ssr])",
+            "button.counter",
+            "Visitors 1",
+            "About",
+            "About the field",
+        ),
+    ],
+)
+async def test_frameworks_that_need_the_root_run_on_their_own_origin(
+    api, jp_fetch, fixture, heading, hydrated, button, after, link, linked
+):
+    """Refused under a path prefix (they match routes from the origin's root), they
+    run as they are where a preview has an origin of its own."""
+    r = await api.upload(zip_dir(FIXTURES / fixture), fixture)
+    info = await api.wait(json.loads(r.body)["id"], timeout=400)
+    async with chromium() as browser:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(info["preview_url"])
+        await page.wait_for_selector(f"h1:has-text('{heading}')", timeout=60_000)
+        await page.wait_for_selector(hydrated, timeout=30_000)
+        await page.click(button)
+        await page.wait_for_selector(f"text={after}", timeout=10_000)
+        await page.click(f"text={link}")
+        await page.wait_for_selector(f"text={linked}", timeout=20_000)
+        assert errors == []
+
+
+@pytest.mark.parametrize("reactbox_config", [{"preview_origin": "path"}])
+async def test_under_jupyters_path_they_are_refused_saying_how_to_run_them(jp_fetch):
+    upload = dict(
+        method="POST",
+        body=zip_dir(FIXTURES / "rr-framework"),
+        headers={"Content-Type": "application/zip"},
+    )
+    with pytest.raises(HTTPClientError) as exc:
+        await jp_fetch("reactbox", "api", "projects", params={"name": "rr"}, **upload)
+    assert exc.value.code == 422
+    message = json.loads(exc.value.response.body)["message"]
+    assert "React Router's framework mode" in message
+    assert "preview_origin = 'separate'" in message

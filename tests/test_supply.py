@@ -143,7 +143,7 @@ def test_the_locked_vite_is_read_from_every_lockfile(name, data):
                 "vite ^3.0.0 -> ^5.4.20",
                 "@vitejs/plugin-react ^2.0.0 -> ^4.7.0",
             ],
-        ),  # fmt: skip
+        ),
         ({"vite": "4.2.1"}, ["vite 4.2.1 -> ^5.4.20"]),
         ({"vite": "^5.0.0", "@vitejs/plugin-react": "^4.0.0"}, None),  # pinned, not upgraded
         ({"react": "^18"}, None),

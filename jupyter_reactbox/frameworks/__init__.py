@@ -32,7 +32,14 @@ SUPPORT_DIR = Path(__file__).parent / "support"
 Next.js preload); a backend shows them to the dev server read-only, at the path
 it passes as ``{support}``."""
 
-BUILT_IN = (vite.FRAMEWORK, cra.FRAMEWORK, nextjs.FRAMEWORK, refused.REACT_ROUTER, refused.ASTRO)
+BUILT_IN = (
+    vite.FRAMEWORK,
+    cra.FRAMEWORK,
+    nextjs.FRAMEWORK,
+    refused.REACT_ROUTER,
+    refused.ASTRO,
+    refused.GATSBY,
+)
 ENTRY_POINT_GROUP = "jupyter_reactbox.frameworks"
 
 
@@ -76,9 +83,10 @@ def runnable(pkg: Any) -> bool:
     return any(name in deps for f in registry() for name in f.packages)
 
 
-def detect(app_dir: Path, member: str = "") -> AppPlan:
+def detect(app_dir: Path, member: str = "", *, own_origin: bool = False) -> AppPlan:
     """Read ``package.json`` (and the lockfile) in ``app_dir`` and plan how to run it;
-    ``member``: the app is that folder of the workspace at ``app_dir``."""
+    ``member``: the app is that folder of the workspace at ``app_dir``; ``own_origin``:
+    its preview is at ``/`` of an origin of its own (``root_only`` frameworks run)."""
     manifest = f"{member}/package.json" if member else "package.json"
     try:
         pkg = worktree.read_json(app_dir, manifest)
@@ -98,11 +106,13 @@ def detect(app_dir: Path, member: str = "") -> AppPlan:
             continue
         if framework.refused:
             raise UnsupportedApp(framework.refused.format(package=package))
+        if framework.root_only and not own_origin:
+            raise UnsupportedApp(framework.root_only.format(package=package))
         root = pkg if not member else _root_manifest(app_dir)
         return AppPlan(
             framework, _manager(root, app_dir), companions=_companions(pkg), member=member
         )
-    names = [repr(p) for f in registry() if not f.refused for p in f.packages]
+    names = [repr(p) for f in registry() if not (f.refused or f.root_only) for p in f.packages]
     names = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
     raise UnsupportedApp(
         f"Cannot tell how to run this app: package.json lists none of {names} in "

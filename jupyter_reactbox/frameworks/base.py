@@ -51,6 +51,9 @@ class Framework:
     """What an AI edit's context shows first, when the app has it."""
     refused: str | None = None
     """Recognised, not run: why, and what to do instead."""
+    root_only: str | None = None
+    """Run only where the preview has an origin of its own (at ``/``); under
+    Jupyter's path, refused with this: why, and how to run it."""
 
     async def compile_errors(self, root: str, paths: list[str]) -> str | None:
         """Ask the dev server at ``root`` (its URL with the base) to compile
