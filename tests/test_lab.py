@@ -93,6 +93,7 @@ async def test_lab_sidebar_panel_and_magic(tmp_path, owner, package_cache, sandb
     _require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     app_zip = zip_dir(FIXTURES / "vite-react")
+    monorepo = zip_dir(FIXTURES / "workspace", wrap="acme-main")
     try:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -181,6 +182,28 @@ async def test_lab_sidebar_panel_and_magic(tmp_path, owner, package_cache, sandb
                 await page.locator("#reactbox-preview-second-app").wait_for(state="detached")
                 status, _ = lab.call("GET", "reactbox/api/projects/second-app")
                 assert status == 404
+
+                # A monorepo of two apps: the sidebar asks which one, and runs it.
+                await page.set_input_files(
+                    "#reactbox-sidebar input[type=file]",
+                    files=[{"name": "acme.zip", "mimeType": "application/zip", "buffer": monorepo}],
+                )
+                dialog = page.locator(".jp-Dialog")
+                await dialog.get_by_text("acme.zip holds several apps: which one?").wait_for()
+                await dialog.locator("select").select_option("apps/web")
+                await dialog.get_by_role("button", name="Run it").click()
+                acme = page.locator("#reactbox-preview-acme")
+                await (
+                    acme.frame_locator(".jp-ReactBox-frame")
+                    .get_by_text("Acme storefront")
+                    .wait_for(timeout=120_000)
+                )
+                assert (await acme.locator(".jp-ReactBox-mode").inner_text()).startswith(
+                    "apps/web · "
+                )
+                row = sidebar.locator("li[data-project='acme']")
+                await row.get_by_role("button", name="Delete").click()
+                await row.wait_for(state="detached", timeout=60_000)
 
                 # Stop from the sidebar: the panel follows.
                 row = sidebar.locator("li[data-project='shop']")

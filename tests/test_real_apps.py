@@ -443,7 +443,8 @@ async def test_an_app_on_vite_4_is_upgraded_on_request_as_one_change_that_undoes
     how to have it upgraded; with ?upgrade=vite it is, as a commit after the upload's
     (Vite and its React plugin raised, the lockfile that pinned Vite 4 removed), and
     it renders.  Undone, the app is as uploaded, and a restart says why it cannot run."""
-    data = zip_dir(FIXTURES / "vite-4")
+    old = FIXTURES / "vite-4"  # create-vite 4's manifest, lockfile and config
+    data = zip_dir(FIXTURES / "vite-react", extra={f.name: f.read_bytes() for f in old.iterdir()})
     upload = dict(method="POST", body=data, headers={"Content-Type": "application/zip"})
     with pytest.raises(HTTPClientError) as exc:
         await jp_fetch("reactbox", "api", "projects", params={"name": "old"}, **upload)
