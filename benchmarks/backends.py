@@ -28,6 +28,7 @@ from harness import (
     chromium,
     jupyter,
     next_update,
+    parse_args,
     table,
     unique_manifest,
     vite_socket,
@@ -152,7 +153,7 @@ async def measure(rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    asyncio.run(measure(parser.parse_args().rounds))
+    asyncio.run(measure(parse_args(parser).rounds))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import time
 import urllib.request
 
 import docker
-from harness import FIXTURES, jupyter, zip_dir
+from harness import FIXTURES, jupyter, parse_args, zip_dir
 
 from jupyter_reactbox.backends.docker import LABEL
 from jupyter_reactbox.cli import DEFAULT_TAG
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--max", type=int, default=16)
     parser.add_argument("--freeze", type=float, default=60)
     parser.add_argument("--window", type=float, default=10)
-    args = parser.parse_args()
+    args = parse_args(parser)
     client = docker.from_env()
     data = zip_dir(FIXTURES / "vite-react")
     with jupyter(

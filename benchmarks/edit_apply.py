@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import docker  # noqa: E402
 from conftest import FIXTURES, app_of, free_port, remove_owned, server_argv, zip_dir  # noqa: E402
 from edit_corpus import CASES, outcome  # noqa: E402
-from harness import next_update, pct, toggle, vite_socket  # noqa: E402
+from harness import next_update, parse_args, pct, toggle, vite_socket  # noqa: E402
 from llm import ScriptedLLM  # noqa: E402
 from tornado.httpclient import AsyncHTTPClient  # noqa: E402
 
@@ -199,7 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--corpus-only", action="store_true")
-    args = parser.parse_args()
+    args = parse_args(parser)
     corpus()
     if not args.corpus_only:
         asyncio.run(hmr_timing(args.rounds))

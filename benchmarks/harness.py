@@ -122,3 +122,21 @@ def table(title: str, rows: dict[str, list[float]], baseline: str, unit: str = "
             f"{name:38}{len(xs):>4}{med * scale:>9.{digits}f}{pct(xs, 95) * scale:>9.{digits}f}"
             f"{med / base:>7.2f}x"
         )
+
+
+def parse_args(parser) -> object:
+    """The arguments, and when any is smaller than its default (as CI runs them, to
+    stay within its time), a line that says how to run the benchmark in full."""
+    args = parser.parse_args()
+    changed = [
+        f"--{a.dest.replace('_', '-')} {getattr(args, a.dest)}"
+        for a in parser._actions
+        if a.dest != "help" and a.default is not None and getattr(args, a.dest) != a.default
+    ]
+    if changed:
+        script = Path(sys.argv[0]).name
+        print(
+            f"(a smaller run: {' '.join(changed)}; in full: python benchmarks/{script})",
+            flush=True,
+        )
+    return args

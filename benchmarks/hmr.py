@@ -21,6 +21,7 @@ from harness import (
     app_of,
     jupyter,
     next_update,
+    parse_args,
     table,
     toggle,
     vite_socket,
@@ -74,7 +75,7 @@ async def measure(rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
-    asyncio.run(measure(parser.parse_args().rounds))
+    asyncio.run(measure(parse_args(parser).rounds))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import statistics
 import time
 
 import docker
-from harness import FIXTURES, chromium, free_port, jupyter, wait_running, zip_dir
+from harness import FIXTURES, chromium, free_port, jupyter, parse_args, wait_running, zip_dir
 from playwright.async_api import Error as PlaywrightError
 
 from jupyter_reactbox.backends.docker import PORT
@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument(
         "--origin", action="store_true", help="also measure previews at their own origins"
     )
-    args = parser.parse_args()
+    args = parse_args(parser)
     asyncio.run(run(args.rounds, args.warm, args.modules, args.origin))
 
 

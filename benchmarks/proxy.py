@@ -46,6 +46,7 @@ from conftest import (  # noqa: E402
     server_argv,
     zip_dir,
 )
+from harness import parse_args  # noqa: E402
 
 
 def call(url: str, token: str, method: str = "GET", body: bytes | None = None, ctype=None):
@@ -110,7 +111,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
-    args = parser.parse_args()
+    args = parse_args(parser)
     if not shutil.which("wrk"):
         raise SystemExit("needs wrk: apt-get install -y wrk")
 

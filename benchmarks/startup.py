@@ -44,7 +44,16 @@ import time
 from pathlib import Path
 
 import docker
-from harness import FIXTURES, chromium, jupyter, table, unique_manifest, wait_running, zip_dir
+from harness import (
+    FIXTURES,
+    chromium,
+    jupyter,
+    parse_args,
+    table,
+    unique_manifest,
+    wait_running,
+    zip_dir,
+)
 
 from jupyter_reactbox import boxes
 from jupyter_reactbox.backends.docker import LABEL
@@ -204,7 +213,7 @@ async def measure(rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, choices=range(1, 8))
-    asyncio.run(measure(parser.parse_args().rounds))
+    asyncio.run(measure(parse_args(parser).rounds))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import secrets
 import shutil
@@ -357,6 +358,33 @@ async def test_an_owners_package_cache_outlives_the_install_pods(
     assert get("pod", "reactbox-ada-shop-install", namespace) is None
     fetched = list((folder / "npm" / "_cacache" / "content-v2").rglob("*"))
     assert len([p for p in fetched if p.is_file()]) >= 10, fetched
+
+
+async def test_a_workspaces_member_trees_come_back_from_the_install_pod(
+    namespace, sandbox_image, tmp_path
+):
+    """A monorepo whose admin app wants another React than the rest: npm puts that
+    one in the member's own node_modules, and the pod's member tree lands there."""
+    app = tmp_path / "acme" / "app"
+    shutil.copytree(FIXTURES / "workspace", app)
+    admin = app / "apps" / "admin" / "package.json"
+    manifest = json.loads(admin.read_text())
+    manifest["dependencies"].update({"react": "^18.3.1", "react-dom": "^18.3.1"})
+    admin.write_text(json.dumps(manifest, indent=2))
+    (app / "package-lock.json").unlink()  # resolved from the manifests
+    backend = KubernetesBackend(**backend_settings(namespace, sandbox_image, tmp_path))
+    try:
+        plan = frameworks.detect(app, "apps/web")
+        assert await backend.install("acme", app, plan, tmp_path / "install.log") == "fresh"
+    finally:
+        await backend.close()
+
+    def version(where: str) -> str:
+        return json.loads((app / where / "react" / "package.json").read_text())["version"]
+
+    assert version("node_modules").startswith("19.")
+    assert version("apps/admin/node_modules").startswith("18.")
+    assert os.readlink(app / "node_modules" / "@acme" / "ui") == "../../packages/ui"
 
 
 @pytest.fixture

@@ -108,7 +108,13 @@ async def test_lab_sidebar_panel_and_magic(tmp_path, owner, package_cache, sandb
             # app inside a preview frame (the user's code, in an opaque origin),
             # nor the failed requests this test provokes on purpose.
             errors: list[str] = []
-            provoked = ("/projects/shop/edits?", "/projects/second-app?")
+            # (the monorepo's first upload is refused with the list of its apps)
+            provoked = (
+                "/projects/shop/edits?",
+                "/projects/second-app?",
+                "/reactbox/api/projects?",
+                "/projects/acme?",
+            )
 
             def on_console(m) -> None:
                 where = m.location.get("url", "")
@@ -183,28 +189,6 @@ async def test_lab_sidebar_panel_and_magic(tmp_path, owner, package_cache, sandb
                 status, _ = lab.call("GET", "reactbox/api/projects/second-app")
                 assert status == 404
 
-                # A monorepo of two apps: the sidebar asks which one, and runs it.
-                await page.set_input_files(
-                    "#reactbox-sidebar input[type=file]",
-                    files=[{"name": "acme.zip", "mimeType": "application/zip", "buffer": monorepo}],
-                )
-                dialog = page.locator(".jp-Dialog")
-                await dialog.get_by_text("acme.zip holds several apps: which one?").wait_for()
-                await dialog.locator("select").select_option("apps/web")
-                await dialog.get_by_role("button", name="Run it").click()
-                acme = page.locator("#reactbox-preview-acme")
-                await (
-                    acme.frame_locator(".jp-ReactBox-frame")
-                    .get_by_text("Acme storefront")
-                    .wait_for(timeout=120_000)
-                )
-                assert (await acme.locator(".jp-ReactBox-mode").inner_text()).startswith(
-                    "apps/web · "
-                )
-                row = sidebar.locator("li[data-project='acme']")
-                await row.get_by_role("button", name="Delete").click()
-                await row.wait_for(state="detached", timeout=60_000)
-
                 # Stop from the sidebar: the panel follows.
                 row = sidebar.locator("li[data-project='shop']")
                 await row.get_by_role("button", name="Stop").click()
@@ -237,6 +221,30 @@ async def test_lab_sidebar_panel_and_magic(tmp_path, owner, package_cache, sandb
                 output = page.locator(".jp-ReactBox-openOutput")
                 await output.get_by_text("Opened shop beside the notebook.").wait_for()
                 await page.screenshot(path=str(ARTIFACTS / "lab-magic-opens-panel.png"))
+
+                # A monorepo of two apps: the sidebar asks which one, and runs it.
+                await page.locator("li[data-id='reactbox-sidebar']").click()
+                await page.set_input_files(
+                    "#reactbox-sidebar input[type=file]",
+                    files=[{"name": "acme.zip", "mimeType": "application/zip", "buffer": monorepo}],
+                )
+                dialog = page.locator(".jp-Dialog")
+                await dialog.get_by_text("acme.zip holds several apps: which one?").wait_for()
+                await dialog.locator("select").select_option("apps/web")
+                await dialog.get_by_role("button", name="Run it").click()
+                acme = page.locator("#reactbox-preview-acme")
+                await (
+                    acme.frame_locator(".jp-ReactBox-frame")
+                    .get_by_text("Acme storefront")
+                    .wait_for(timeout=120_000)
+                )
+                assert (await acme.locator(".jp-ReactBox-mode").inner_text()).startswith(
+                    "apps/web · "
+                )
+                row = sidebar.locator("li[data-project='acme']")
+                await row.get_by_role("button", name="Delete").click()
+                await row.wait_for(state="detached", timeout=60_000)
+                await acme.wait_for(state="detached", timeout=30_000)
             finally:
                 await page.screenshot(path=str(ARTIFACTS / "lab-extension-last.png"))
                 await browser.close()
