@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import archive, boxes, history, managers, supply, worktree
+from . import archive, boxes, history, managers, supply, workspaces, worktree
 from .errors import InvalidName, ProjectExists, ProjectNotFound
 from .frameworks import AppPlan, detect, runnable
 
@@ -210,7 +210,7 @@ class ProjectStore:
     @staticmethod
     def _vite_upgrade(app: Path, member: str) -> supply.ViteUpgrade | None:
         try:
-            data = worktree.read_bytes(app, f"{member}/package.json".lstrip("/"), 1 << 20)
+            data = worktree.read_bytes(app, workspaces.manifest(member), 1 << 20)
         except worktree.NotAFile:
             return None
         return supply.vite_upgrade(data) if data else None
@@ -220,7 +220,7 @@ class ProjectStore:
         """Write the upgraded ``package.json`` and drop the lockfiles that pin the old
         Vite (the install resolves from ``package.json`` then, and says so), as one
         commit after the upload's."""
-        worktree.write_bytes(app, f"{member}/package.json".lstrip("/"), upgrade.manifest)
+        worktree.write_bytes(app, workspaces.manifest(member), upgrade.manifest)
         message = upgrade.message
         for name in managers.LOCKFILES:
             data = worktree.read_bytes(app, name, worktree.MAX_MANIFEST)

@@ -53,7 +53,7 @@ def outside_registry(app_dir: Path) -> list[str]:
     found: list[str] = []
     for member in ("", *workspaces.members(app_dir)):
         try:
-            pkg = worktree.read_json(app_dir, f"{member}/package.json".lstrip("/"))
+            pkg = worktree.read_json(app_dir, workspaces.manifest(member))
         except (OSError, ValueError, worktree.NotAFile):
             continue  # detect() says what is wrong with it
         where = f"{member}: " if member else ""
@@ -296,10 +296,12 @@ def vite_version(app_dir: Path, *, installed: bool, member: str = "") -> str | N
     top), or the one its lockfile pins."""
     try:
         if installed:
-            for where in (f"{member}/" if member else "", ""):
-                if worktree.is_file(app_dir, f"{where}node_modules/vite/package.json"):
-                    meta = worktree.read_json(app_dir, f"{where}node_modules/vite/package.json")
-                    return meta.get("version")
+            for where in dict.fromkeys((f"{member}/" if member else "", "")):
+                data = worktree.read_bytes(
+                    app_dir, f"{where}node_modules/vite/package.json", 1 << 20
+                )
+                if data is not None:
+                    return json.loads(data).get("version")
             return None
         return locked_vite(managers.read_inputs(app_dir))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, worktree.NotAFile):
@@ -446,10 +448,8 @@ def check(
     known file leaks (before the install: one no override can fix), unless the
     policy allows it.  ``member``: the app is that folder of a workspace."""
     policy = policy or Policy()
-    manifests = dict.fromkeys(["package.json", f"{member}/package.json" if member else ""])
-    for manifest_path in filter(None, manifests):
-        if policy.allow_vulnerable_vite or installed:
-            break
+    checked = () if policy.allow_vulnerable_vite or installed else ("", member)
+    for manifest_path in dict.fromkeys(workspaces.manifest(m) for m in checked):
         try:
             manifest = {"package.json": worktree.read_bytes(app_dir, manifest_path, 1 << 20)}
         except (OSError, worktree.NotAFile):

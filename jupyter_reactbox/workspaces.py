@@ -16,7 +16,6 @@ the project as data.
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,11 +30,17 @@ MAX_MEMBERS = 200
 _SKIPPED = frozenset({"node_modules", ".git"})
 
 
-def patterns(manifest: Any, pnpm_yaml: bytes | None = None) -> list[str]:
-    """The member globs a root declares (``[]``: not a workspace root)."""
+def manifest(member: str) -> str:
+    """The path of a member's ``package.json`` ('': the project's own)."""
+    return f"{member}/package.json" if member else "package.json"
+
+
+def patterns(pkg: Any, pnpm_yaml: bytes | None = None) -> list[str]:
+    """The member globs a root (its parsed ``package.json``, its pnpm-workspace.yaml)
+    declares (``[]``: not a workspace root)."""
     found: Any = None
-    if isinstance(manifest, dict):
-        found = manifest.get("workspaces")
+    if isinstance(pkg, dict):
+        found = pkg.get("workspaces")
         if isinstance(found, dict):
             found = found.get("packages")
     globs = [g for g in found if isinstance(g, str)] if isinstance(found, list) else []
@@ -103,14 +108,14 @@ def _match_parts(parts: list[str], wanted: list[str]) -> bool:
 def root_patterns(app_dir: Path) -> list[str]:
     """The member globs of the project's root (``[]`` if it is no workspace root)."""
     try:
-        manifest = worktree.read_json(app_dir, "package.json")
+        pkg = worktree.read_json(app_dir, "package.json")
     except (OSError, ValueError, UnicodeDecodeError, worktree.NotAFile):
-        manifest = None
+        pkg = None
     try:
         pnpm = worktree.read_bytes(app_dir, PNPM_FILE, worktree.MAX_MANIFEST)
     except worktree.NotAFile:
         pnpm = None
-    return patterns(manifest, pnpm)
+    return patterns(pkg, pnpm)
 
 
 def members(app_dir: Path) -> list[str]:
@@ -137,14 +142,7 @@ def member_manifests(app_dir: Path) -> dict[str, bytes]:
     """``<member>/package.json`` -> its bytes, for every member (read as data)."""
     out = {}
     for folder in members(app_dir):
-        data = worktree.read_bytes(app_dir, f"{folder}/package.json", worktree.MAX_MANIFEST)
+        data = worktree.read_bytes(app_dir, manifest(folder), worktree.MAX_MANIFEST)
         if data is not None:
-            out[f"{folder}/package.json"] = data
+            out[manifest(folder)] = data
     return out
-
-
-def parse(data: bytes | None) -> Any:
-    try:
-        return json.loads(data) if data else None
-    except (ValueError, UnicodeDecodeError):
-        return None

@@ -88,6 +88,8 @@ class InstallRun:
     env: dict[str, str]
     registry: str
     proxy: str | None
+    members: tuple[str, ...] = ()
+    """Workspace members whose own ``node_modules`` the install may make."""
 
 
 def package_cache(cache_root: Path, project_id: str, ignore_scripts: bool) -> Path:
@@ -245,6 +247,7 @@ class Backend(LoggingConfigurable):
         staging = await asyncio.to_thread(self._stage_install, app_dir, inputs, cache, registry)
         try:
             env = {**inputs.env, **plan.manager.env(registry, proxy)}
+            members = tuple(inputs.members)
             transcript = f"{plan.manager.note}\n" if plan.manager.note else ""
             transcript += f"$ {command}\n"
             code, output = None, ""
@@ -256,14 +259,14 @@ class Backend(LoggingConfigurable):
                     f"{most[0]} of {most[1]} packages copied from earlier installs; "
                     f"the rest with `{' '.join(fill)}`\n"
                 )
-                run = InstallRun(project_id, fill, staging, cache, env, registry, proxy)
+                run = InstallRun(project_id, fill, staging, cache, env, registry, proxy, members)
                 code, output = await self._install_once(run, progress)
                 transcript += output
                 if code != 0:
                     transcript += f"\nThat did not finish: a clean install.\n$ {command}\n"
                     await asyncio.to_thread(shutil.rmtree, staging / "node_modules", True)
             if code != 0:
-                run = InstallRun(project_id, argv, staging, cache, env, registry, proxy)
+                run = InstallRun(project_id, argv, staging, cache, env, registry, proxy, members)
                 code, output = await self._install_once(run, progress)
                 transcript += output
             retry = plan.manager.fallback(argv, output) if code != 0 else None
@@ -274,7 +277,7 @@ class Backend(LoggingConfigurable):
                 transcript += (
                     f"\n{why}: installing with `{' '.join(argv)}` instead.\n$ {' '.join(argv)}\n"
                 )
-                run = InstallRun(project_id, argv, staging, cache, env, registry, proxy)
+                run = InstallRun(project_id, argv, staging, cache, env, registry, proxy, members)
                 code, output = await self._install_once(run, progress)
                 transcript += output
             await asyncio.to_thread(log.write_text, transcript)

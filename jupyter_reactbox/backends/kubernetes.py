@@ -60,7 +60,6 @@ from ..errors import EngineUnavailable, SandboxError, TooManyStreams
 from ..frameworks import SUPPORT_DIR, AppPlan
 from . import egress
 from .base import (
-    TEMP,
     Backend,
     Endpoint,
     Exit,
@@ -497,18 +496,6 @@ def unpack_modules(archive: BinaryIO, staging: Path, members: tuple[str, ...] = 
             member.uid, member.gid, member.uname, member.gname = uid, gid, "", ""
             checked = {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
             tar.extract(member, staging, set_attrs=not member.issym(), **checked)
-
-
-def staged_members(staging: Path) -> tuple[str, ...]:
-    """The workspace members whose manifests an install's staging folder holds."""
-    return tuple(
-        sorted(
-            p.parent.relative_to(staging).as_posix()
-            for p in staging.rglob("package.json")
-            if p.parent != staging
-            and not {"node_modules", TEMP} & set(p.relative_to(staging).parts)
-        )
-    )
 
 
 class KubernetesBackend(Backend):
@@ -1017,7 +1004,7 @@ class KubernetesBackend(Backend):
                 return None, ""
             text = output.decode("utf-8", "replace")
             if code == 0:
-                await self._fetch_modules(name, run.staging, staged_members(run.staging))
+                await self._fetch_modules(name, run.staging, run.members)
             return code, text
         finally:
             await asyncio.shield(self._delete(name, policy=True))

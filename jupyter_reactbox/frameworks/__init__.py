@@ -20,7 +20,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from .. import managers, worktree
+from .. import managers, workspaces, worktree
 from ..errors import UnsupportedApp
 from . import cra, nextjs, refused, vite
 from .base import COMPILED_SUFFIXES, AppPlan, Framework
@@ -87,9 +87,8 @@ def detect(app_dir: Path, member: str = "", *, own_origin: bool = False) -> AppP
     """Read ``package.json`` (and the lockfile) in ``app_dir`` and plan how to run it;
     ``member``: the app is that folder of the workspace at ``app_dir``; ``own_origin``:
     its preview is at ``/`` of an origin of its own (``root_only`` frameworks run)."""
-    manifest = f"{member}/package.json" if member else "package.json"
     try:
-        pkg = worktree.read_json(app_dir, manifest)
+        pkg = worktree.read_json(app_dir, workspaces.manifest(member))
     except FileNotFoundError as exc:
         where = f"in {member}/" if member else "at its top level"
         raise UnsupportedApp(f"The app has no package.json {where}.") from exc
