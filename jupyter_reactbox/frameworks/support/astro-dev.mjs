@@ -5,16 +5,13 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { nearest } from './nearest.mjs'
 
-let dir = process.cwd()
-while (!fs.existsSync(path.join(dir, 'node_modules', 'astro', 'package.json'))) {
-  if (dir === path.dirname(dir)) {
-    console.error('astro-dev: this app has no node_modules/astro (did its install finish?)')
-    process.exit(1)
-  }
-  dir = path.dirname(dir)
+const root = nearest(path.join('node_modules', 'astro'))
+if (!root) {
+  console.error('astro-dev: this app has no node_modules/astro (did its install finish?)')
+  process.exit(1)
 }
-const root = path.join(dir, 'node_modules', 'astro')
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'))
 const bin = typeof pkg.bin === 'string' ? pkg.bin : pkg.bin?.astro ?? 'astro.js'
 const cli = path.join(root, bin)

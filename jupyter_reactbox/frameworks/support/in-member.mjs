@@ -5,10 +5,10 @@
 // second process between the sandbox and the dev server, signals reach it).  A
 // script given inside node_modules (Next's bin) is the nearest one up the tree:
 // a workspace hoists its members' dependencies to its top.
-import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { nearest } from './nearest.mjs'
 
 const [member, node, script, ...rest] = process.argv.slice(2)
 if (!member || node !== 'node' || !script) {
@@ -22,15 +22,7 @@ try {
   process.exit(1)
 }
 
-function nearest(relative) {
-  for (let dir = process.cwd(); ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, relative)
-    if (fs.existsSync(candidate)) return candidate
-    if (dir === path.dirname(dir)) return path.resolve(relative)
-  }
-}
-
-const file = path.isAbsolute(script) ? script : nearest(script)
+const file = path.isAbsolute(script) ? script : nearest(script) ?? path.resolve(script)
 process.argv = [process.argv[0], file, ...rest]
 if (file.endsWith('.mjs')) {
   await import(pathToFileURL(file).href)

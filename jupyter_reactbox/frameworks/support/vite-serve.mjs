@@ -6,6 +6,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { nearest } from './nearest.mjs'
 import { reactbox } from './vite-plugin.mjs'
 
 function option(name) {
@@ -20,11 +21,7 @@ function option(name) {
 // The app's own Vite (the nearest up the tree: a workspace hoists it to its top);
 // its package.json says where its Node API lives.
 function viteEntry(root) {
-  let dir = path.join(root, 'node_modules', 'vite')
-  for (let up = root; !fs.existsSync(dir) && up !== path.dirname(up); ) {
-    up = path.dirname(up)
-    if (fs.existsSync(path.join(up, 'node_modules', 'vite'))) dir = path.join(up, 'node_modules', 'vite')
-  }
+  const dir = nearest(path.join('node_modules', 'vite'), root) ?? path.join(root, 'node_modules', 'vite')
   const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'))
   let entry = pkg.exports?.['.']?.import ?? pkg.module ?? pkg.main ?? 'dist/node/index.js'
   if (typeof entry === 'object') entry = entry.default
