@@ -20,6 +20,8 @@ GET    projects/<id>/proposal      a reviewed edit's proposed change; POST: acce
                                    ({"id"}); DELETE: discard it (?id=)
 PUT    projects/<id>/selection     the element picked in the preview, for the next edit
                                    (its "at"); DELETE: none
+GET    projects/<id>/bridge        websocket: the notebook's end of the app's bridge
+                                   (bridge.py)
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ import json
 from pathlib import PurePath
 
 from jupyter_server.base.handlers import APIHandler
+from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.utils import url_path_join
-from tornado import web
+from tornado import web, websocket
 from tornado.iostream import StreamClosedError
 
-from . import files, history
+from . import bridge, files, history
 from .ai.context import read_text
 from .ai.editor import AIEditor
 from .ai.place import Place
@@ -541,6 +544,48 @@ class DiffHandler(EditBase):
         self.write_json({"from": start, "to": end, "diff": text})
 
 
+class BridgeHandler(WebSocketMixin, websocket.WebSocketHandler, BaseHandler):
+    """The notebook's end of a project's bridge (bridge.py): a websocket of the
+    user's own kernel, authorised as the user's other API calls."""
+
+    end: bridge.Socket | None = None
+
+    def set_default_headers(self):
+        """None of an API response's: this answer is a websocket's upgrade."""
+
+    async def prepare(self):
+        await BaseHandler.prepare(self)  # an API call's login (no redirect to a page)
+
+    @property
+    def max_message_size(self) -> int:
+        return self.runtime.bridges.limits.kernel_max_bytes + bridge.MAX_HEADER + 1
+
+    @web.authenticated
+    @maps_errors
+    async def get(self, project_id):
+        await asyncio.to_thread(self.runtime.store.get, project_id)  # 404 if none
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            raise web.HTTPError(400, "The bridge is a websocket.")
+        await websocket.WebSocketHandler.get(self, project_id)
+
+    def open(self, project_id):
+        super().open(project_id)
+        self.bridge = self.runtime.bridges(project_id)
+        write = functools.partial(websocket.WebSocketHandler.write_message, self)
+        self.end = bridge.Socket(write, self.close)
+        self.bridge.kernel_opened(self.end)
+
+    def on_message(self, message):
+        if self.end is not None and isinstance(message, str):
+            self.bridge.from_kernel(self.end, message)
+
+    def on_close(self):
+        if self.end is not None:
+            self.end.closed = True
+            self.bridge.kernel_closed(self.end)
+            self.end = None
+
+
 def handlers() -> list[tuple]:
     api = "/reactbox/api"
     return [
@@ -558,4 +603,5 @@ def handlers() -> list[tuple]:
         (f"{api}/projects/{ID}/history", HistoryHandler),
         (f"{api}/projects/{ID}/(?P<action>undo|redo)", HistoryActionHandler),
         (f"{api}/projects/{ID}/diff", DiffHandler),
+        (f"{api}/projects/{ID}/bridge", BridgeHandler),
     ]

@@ -20,7 +20,7 @@ from jupyter_server.utils import url_path_join
 from tornado.routing import AnyMatches, Rule
 from traitlets import Bool, CaselessStrEnum, Float, Int, Type, Unicode, Union, default, validate
 
-from . import api, backends, boxes, history
+from . import api, backends, boxes, bridge, history
 from .ai import vision
 from .ai.budget import TokenBudget
 from .ai.editor import AIEditor
@@ -185,6 +185,19 @@ class ReactBoxApp(ExtensionApp):
         help="""Memory the preview proxy may keep per running Vite preview, e.g. '24m', to
         answer modules the dev server says are unchanged without asking it (a page in
         the sandbox has no HTTP cache of its own). Empty or '0': off.""",
+    ).tag(config=True)
+
+    bridge_max_bytes = Unicode(
+        "4m",
+        help="""Largest message a preview's page may send its notebook over the bridge
+        (a call's arguments, an event, a state value), e.g. '1m'. The notebook's
+        answers may be up to 16 times as large.""",
+    ).tag(config=True)
+
+    bridge_call_timeout = Float(
+        60,
+        help="""Seconds a call from an app to a function its notebook exposed may take
+        before the app's promise is rejected (the function itself runs on).""",
     ).tag(config=True)
 
     file_quota = Int(
@@ -519,6 +532,15 @@ class ReactBoxApp(ExtensionApp):
             if undone.get("record"):
                 AIEditor.record_interrupted(project, undone["record"])
 
+    def _bridge_limits(self) -> bridge.Limits:
+        largest = parse_size(self.bridge_max_bytes) or bridge.Limits.max_bytes
+        return bridge.Limits(
+            max_bytes=largest,
+            kernel_max_bytes=16 * largest,
+            call_timeout=self.bridge_call_timeout,
+            bytes_per_second=max(2 * largest, 8 << 20),
+        )
+
     def make_space(
         self,
         owner: str,
@@ -564,6 +586,7 @@ class ReactBoxApp(ExtensionApp):
             on_shutdown=self.on_shutdown,
             preview_origin_template=template,
             preview_mode_why=why,
+            bridge_limits=self._bridge_limits(),
             log=self.log,
         )
         editor = self._make_editor(runtime)

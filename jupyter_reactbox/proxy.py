@@ -44,10 +44,12 @@ import yarl
 from jupyter_server._tz import utcnow
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server_proxy.handlers import ProxyHandler
-from tornado import httputil, web
+from tornado import httputil, web, websocket
 from tornado.routing import PathMatches, Router, Rule
 
 from . import boxes, frameworks
+from .bridge import MAX_HEADER, Socket
+from .bridge import PAGE_PATH as BRIDGE_PATH
 from .errors import ReactBoxError
 from .previews import PreviewState
 from .response_cache import GENERATION_HEADER, Cached, ResponseCache, parse_generation
@@ -587,7 +589,20 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
 
 
 class PreviewSocketHandler(PreviewRequest, ProxyHandler):
-    """Pipes a preview's websockets (HMR) to its dev server."""
+    """Pipes a preview's websockets (HMR) to its dev server; the page's end of its
+    notebook bridge (``__reactbox/bridge``, bridge.py) is held here instead."""
+
+    bridge_end: Socket | None = None
+
+    @property
+    def _is_bridge(self) -> bool:
+        return getattr(self, "proxied_path", None) == BRIDGE_PATH
+
+    @property
+    def max_message_size(self) -> int:
+        if self._is_bridge:
+            return self.runtime.bridges.limits.max_bytes + MAX_HEADER + 1
+        return super().max_message_size
 
     def _record_activity(self):
         """jupyter-server-proxy calls this for every websocket message.  HMR traffic
@@ -609,6 +624,8 @@ class PreviewSocketHandler(PreviewRequest, ProxyHandler):
         return super().write_message(message, binary=binary)
 
     async def open(self, *args):
+        if self._is_bridge:
+            return self._open_bridge()
         await self.proxy_open(*self._upstream(), self.proxied_path)
         # An open HMR socket is a page watching the preview (an AI edit waits for
         # what such a page reports after a change).
@@ -616,7 +633,24 @@ class PreviewSocketHandler(PreviewRequest, ProxyHandler):
         if self.watching is not None:
             self.watching.pages += 1
 
+    def _open_bridge(self) -> None:
+        self.bridge = self.runtime.bridges(self.project_id)
+        write = functools.partial(websocket.WebSocketHandler.write_message, self)
+        end = Socket(write, self.close)
+        if self.bridge.page_opened(end):
+            self.bridge_end = end
+
+    def on_message(self, message):
+        if self.bridge_end is not None:
+            return self.bridge.from_page(self.bridge_end, message)
+        if not self._is_bridge:
+            return super().on_message(message)
+
     def on_close(self):
+        if self.bridge_end is not None:
+            self.bridge_end.closed = True
+            self.bridge.page_closed(self.bridge_end)
+            self.bridge_end = None
         if self.watching is not None:
             self.previews.page_closed(self.watching)
             self.watching = None

@@ -112,5 +112,8 @@ def inject_scripts(
     if sandboxed:
         shim = SHIM.replace(b"__REACTBOX_BASE__", literal)
         shim = shim.replace(b"__REACTBOX_STORED__", script_json(stored or {}))
-    scripts = shim + SELECT + activity
+    # Where the app's `reactbox` module (the notebook bridge) finds the preview.
+    where = b'Object.defineProperty(window,"__reactbox",{value:Object.freeze({base:%s})});'
+    where %= literal
+    scripts = where + shim + SELECT + activity
     return html[:at] + b"<script>" + scripts + b"</script>" + html[at:]

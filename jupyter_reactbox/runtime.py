@@ -34,6 +34,7 @@ import aiohttp
 from . import headless, managers, probes, supply
 from .ai import vision
 from .backends.base import Backend
+from .bridge import Bridges, Limits
 from .errors import DiskFull, ProjectNotFound, ReactBoxError, TooManyPreviews, is_disk_full
 from .frameworks import AppPlan
 from .previews import ACTIVE, Previews, PreviewState
@@ -85,6 +86,7 @@ class Runtime:
         admit: Callable[[str], None] | None = None,
         room: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        bridge_limits: Limits | None = None,
         log: logging.Logger | None = None,
     ):
         self.store = store
@@ -115,6 +117,8 @@ class Runtime:
         self.log = log or logging.getLogger(__name__)
         self.previews = Previews(base_url, origin_template=preview_origin_template, clock=clock)
         self.watcher = Watcher(self)
+        self.bridges = Bridges(bridge_limits, self.log)
+        """Each project's bridge between its pages and its notebook (bridge.py)."""
         self._session: aiohttp.ClientSession | None = None
         self._recovered = asyncio.Event()
         self._names: dict[str, asyncio.Lock] = {}
@@ -611,6 +615,7 @@ class Runtime:
                 st.deleting = False  # still there: it may be used (or deleted) again
                 raise
             self.previews.pop(project_id)
+            self.bridges.close(project_id)
             st.update(status="deleted", token=None)  # ends event streams
         if not lock.locked() and self._names.get(project_id) is lock:
             del self._names[project_id]

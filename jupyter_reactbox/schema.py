@@ -8,7 +8,11 @@ extension's ``ProjectInfo`` has exactly these.
 
 from __future__ import annotations
 
+import re
 from typing import Literal, TypedDict
+
+BRIDGE_NAME = re.compile(r"^[A-Za-z_$][\w$.\-:]{0,99}$")
+"""A name on an app's bridge to its notebook: a function, an event, a state key."""
 
 Status = Literal["installing", "starting", "running", "stopped", "failed", "deleted"]
 

@@ -210,6 +210,55 @@ class PreviewRelayHandler(ProxyHandler):
         write_plain_error(self, status_code, kwargs.get("exc_info"))
 
 
+class BridgeRelayHandler(ProxyHandler):
+    """``{base_url}reactbox/api/projects/<id>/bridge``: the kernel's end of its app's
+    bridge (a websocket), logged in here as any API call, then piped to the service
+    as this server."""
+
+    def initialize(self, service: Service):
+        self.service = service
+        self.host_allowlist = lambda _handler, host: host == self.service.host
+
+    @web.authenticated
+    async def get(self, project_id):
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            raise web.HTTPError(400, "The bridge is a websocket.")
+        self.service.check()
+        await self._check_project(project_id)
+        await ProxyHandler.get(self, project_id)
+
+    async def _check_project(self, project_id: str) -> None:
+        """The service's answer for the project, before the upgrade: the kernel
+        hears a 404 as a 404, not as a socket that closes at once."""
+        url = url_path_join(self.service.url, "reactbox/api/projects", project_id)
+        headers = {"Authorization": f"token {self.service.token}"}
+        try:
+            async with self.service.session().get(
+                yarl.URL(url, encoded=True), headers=headers
+            ) as r:
+                if r.status != 200:
+                    raise web.HTTPError(r.status, "The service refused the bridge.")
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            raise web.HTTPError(
+                502, "The jupyter-reactbox service of this JupyterHub is not answering."
+            ) from exc
+
+    async def open(self, project_id):
+        path = url_path_join(urlsplit(self.service.url).path, "reactbox/api/projects", project_id)
+        return await self.proxy_open(self.service.host, self.service.port, path + "/bridge")
+
+    def get_client_uri(self, protocol, host, port, proxied_path):
+        return f"{protocol}://{host}:{port}{proxied_path}"
+
+    def proxy_request_headers(self):
+        headers = httputil.HTTPHeaders()
+        headers["Authorization"] = f"token {self.service.token}"
+        return headers
+
+    def _record_activity(self):
+        """A kernel's own traffic is not a person's use."""
+
+
 def connect(service_url: str) -> Service:
     """The service, reached with this server's own hub token."""
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
@@ -225,6 +274,7 @@ def connect(service_url: str) -> Service:
 def handlers(service: Service) -> list[tuple]:
     options = {"service": service}
     return [
+        (r"/reactbox/api/projects/([a-z0-9][a-z0-9-]*)/bridge", BridgeRelayHandler, options),
         (r"/reactbox/api/(.*)", ApiRelayHandler, options),
         (r"/reactbox/preview(?:/.*)?", PreviewRelayHandler, options),
     ]
