@@ -4,6 +4,7 @@
 //   node /opt/reactbox/support/astro-dev.mjs --host 0.0.0.0 --port 8000
 import fs from 'node:fs'
 import path from 'node:path'
+import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import { nearest } from './nearest.mjs'
 
@@ -15,5 +16,6 @@ if (!root) {
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'))
 const bin = typeof pkg.bin === 'string' ? pkg.bin : pkg.bin?.astro ?? 'astro.js'
 const cli = path.join(root, bin)
+createRequire(import.meta.url)('./provide.cjs')(process.cwd()) // the notebook bridge
 process.argv = [process.argv[0], cli, 'dev', ...process.argv.slice(2)]
 await import(pathToFileURL(cli).href)

@@ -56,6 +56,7 @@ Module._resolveFilename = function (request, parent, ...rest) {
 }
 
 const base = process.env.PUBLIC_URL || '/'
+require('./provide.cjs')(process.cwd()) // `import ... from 'reactbox'`: the notebook bridge
 const servesFromRoot = major < 3 || (major === 3 && minor < 4)
 
 function patch(rel, change) {

@@ -11,6 +11,13 @@
 // the base.
 const Module = require('module')
 
+// `import ... from 'reactbox'`, the notebook bridge, resolves from node_modules (once:
+// the first process of the dev server, the one its command starts, provides it).
+if (!process.env.REACTBOX_PROVIDED) {
+  process.env.REACTBOX_PROVIDED = '1'
+  require('./provide.cjs')(process.cwd())
+}
+
 const base = (process.env.REACTBOX_BASE || '').replace(/\/$/, '')
 const load = Module._load
 const replaced = new WeakMap()

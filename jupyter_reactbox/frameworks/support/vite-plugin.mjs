@@ -22,6 +22,10 @@
 // '<base>api/...', which Vite's proxy would not match; such a request loses the
 // base before Vite's proxy sees it (and only such a request).
 //
+// The notebook bridge: `import ... from 'reactbox'` is reactbox-app.js, served from
+// here (provide.cjs also puts it in node_modules, for other bundlers and for type
+// checkers), unless the app installed a package of that name itself.
+//
 // A generation, for the preview proxy's response cache: n counts what can change
 // a module Vite serves (a file event of its watcher, a message to the pages: an
 // update, a full reload after new dependencies).  Every response carries the
@@ -61,6 +65,8 @@ export function createBrowserRouter(routes, options) {
 }
 
 const JSX_DEV = 'react/jsx-dev-runtime'
+const BRIDGE = 'reactbox'
+const BRIDGE_ID = '\0reactbox-app.js'
 const GENERATION_PATH = '/__reactbox/generation'
 const HEARTBEAT_MS = 30_000
 const WATCH_READY_MS = 5_000
@@ -161,12 +167,22 @@ export function jsxDEV(type, props, key, isStatic, source, self) {
 `
 }
 
+function foreignBridge(root) {
+  try {
+    const manifest = fs.readFileSync(path.join(root, 'node_modules', BRIDGE, 'package.json'), 'utf8')
+    return !JSON.parse(manifest).jupyterReactbox
+  } catch {
+    return false
+  }
+}
+
 export function reactbox({ root }) {
   const installed = Object.keys(ROUTERS).filter((name) =>
     fs.existsSync(path.join(root, 'node_modules', name, 'package.json')),
   )
   const tagging = fs.existsSync(path.join(root, 'node_modules', 'react', 'jsx-dev-runtime.js'))
   const shimmed = tagging ? [...installed, JSX_DEV] : installed
+  const bridged = !foreignBridge(root)
   let base = '/'
   return {
     name: 'jupyter-reactbox',
@@ -176,6 +192,7 @@ export function reactbox({ root }) {
       base = config.base
     },
     resolveId(id, importer, options) {
+      if (id === BRIDGE && bridged) return BRIDGE_ID
       if (!shimmed.includes(id) || options?.ssr || !importer) return null
       if (importer.startsWith(PREFIX) || importer.includes('/node_modules/')) return null
       return PREFIX + id
@@ -186,6 +203,7 @@ export function reactbox({ root }) {
       generations(server)
     },
     load(id) {
+      if (id === BRIDGE_ID) return fs.readFileSync(new URL('./reactbox-app.js', import.meta.url), 'utf8')
       if (!id.startsWith(PREFIX)) return null
       const name = id.slice(PREFIX.length)
       return name === JSX_DEV ? tagged(root) : shim(name, base)

@@ -5,6 +5,7 @@
 // (the Vite CLI would take no plugin without a change to the app's config).
 import fs from 'node:fs'
 import path from 'node:path'
+import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import { nearest } from './nearest.mjs'
 import { reactbox } from './vite-plugin.mjs'
@@ -30,6 +31,7 @@ function viteEntry(root) {
 
 const started = performance.now()
 const root = process.cwd()
+createRequire(import.meta.url)('./provide.cjs')(root)
 const vite = await import(viteEntry(root))
 const server = await vite.createServer({
   root,
