@@ -21,6 +21,14 @@ def load_ipython_extension(ipython):
     ipython.register_magics(ReactBoxMagics)
 
 
+def project(name: str):
+    """The project called ``name`` on this kernel's Jupyter server (``connect().project``):
+    ``shop = jupyter_reactbox.project("shop")``, then ``shop.expose(fn)``, ``shop.send(...)``."""
+    from .kernel.client import connect
+
+    return connect().project(name)
+
+
 def __getattr__(name):
     # ``from jupyter_reactbox import ReactBox`` without importing ipywidgets on the server.
     if name == "ReactBox":
@@ -34,4 +42,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["ReactBox", "__version__", "connect", "load_ipython_extension"]
+__all__ = ["ReactBox", "__version__", "connect", "load_ipython_extension", "project"]

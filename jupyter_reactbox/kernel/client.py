@@ -348,6 +348,44 @@ class Project:
     def history(self) -> list[dict]:
         return self.client.request("GET", self._path("history")).json()["commits"]
 
+    # -- the bridge: the app calls the notebook, the notebook pushes to the app -----------
+
+    @property
+    def bridge(self):
+        """This project's bridge from this kernel (``kernel/bridge.py``)."""
+        from .bridge import bridge_of
+
+        return bridge_of(self.client, self.id)
+
+    def expose(self, fn=None, *, name: str | None = None, concurrent: bool = False):
+        """Let the running app call ``fn`` (``await call("fn", ...args)`` in the app,
+        with JSON arguments; its result as JSON).  A decorator too.  One call runs
+        at a time unless ``concurrent``; what it prints, and the traceback of what
+        it raises, show under this cell."""
+        return self.bridge.expose(fn, name=name, concurrent=concurrent)
+
+    def unexpose(self, fn=None) -> None:
+        """The app can no longer call ``fn`` (a function or its name; None: any)."""
+        self.bridge.unexpose(fn)
+
+    def on(self, event: str, fn=None):
+        """Call ``fn(value)`` when the app does ``emit(event, value)``.  A decorator too."""
+        return self.bridge.on(event, fn)
+
+    def off(self, event: str, fn=None) -> None:
+        self.bridge.off(event, fn)
+
+    def send(self, name: str, value) -> None:
+        """Push ``value`` to the running app at once (``useNotebook(name)``); no file is
+        written and the page does not reload.  ``publish`` is for data to keep."""
+        self.bridge.send(name, value)
+
+    @property
+    def state(self):
+        """Values shared with the app (``useNotebookState(key)``): set one here and the
+        app renders it; the app's changes show here."""
+        return self.bridge.state
+
     # -- notebook data -------------------------------------------------------------
 
     def publish(self, name: str, value) -> str:
@@ -379,6 +417,8 @@ def to_json(value) -> bytes:
 
 
 def _json_default(obj):
+    if hasattr(obj, "to_json") and hasattr(obj, "index"):  # a DataFrame or Series inside
+        return json.loads(to_json(obj))
     if hasattr(obj, "isoformat"):
         return obj.isoformat()
     if hasattr(obj, "tolist"):

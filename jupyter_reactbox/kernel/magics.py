@@ -51,6 +51,11 @@ COMMANDS = {
     "data": "data NAME VAR [--as ALIAS]: publish a DataFrame/list/dict to "
     "src/reactbox-data/ALIAS.json (again: the preview updates)",
     "errors": "errors NAME: what the preview page reported (why it is blank)",
+    "expose": "expose NAME FUNCTION [FUNCTION ...] [--concurrent]: the running app may call "
+    "these functions of the notebook (call('FUNCTION', ...args) from 'reactbox')",
+    "unexpose": "unexpose NAME [FUNCTION ...]: no longer (none named: none at all)",
+    "send": "send NAME VAR [--as ALIAS]: push a value to the running app now "
+    "(useNotebook('ALIAS') from 'reactbox'); nothing is written, nothing reloads",
 }
 
 
@@ -126,6 +131,19 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing (stop: interrupt)")
     p.add_argument("--tail", type=int, default=0, help="only the last N lines")
     parsers["logs"] = p
+    p = _with_project("expose")
+    p.add_argument("functions", nargs="+", help="functions of the notebook, by name")
+    p.add_argument(
+        "--concurrent", action="store_true", help="let calls run at once (thread-safe functions)"
+    )
+    parsers["expose"] = p
+    p = _with_project("unexpose")
+    p.add_argument("functions", nargs="*", help="functions by name (none: all of them)")
+    parsers["unexpose"] = p
+    p = _with_project("send")
+    p.add_argument("variable", help="a notebook variable: DataFrame, list, dict, number...")
+    p.add_argument("--as", dest="alias", help="the name the app reads (default: VAR)")
+    parsers["send"] = p
     p = _with_project("data")
     p.add_argument("variable", help="a notebook variable: DataFrame, list, dict, array...")
     p.add_argument("--as", dest="alias", help="the name the app imports (default: VAR)")
@@ -436,14 +454,42 @@ class ReactBoxMagics(Magics):
         return None
 
     def _data(self, opts, cell):
-        if opts.variable not in self.shell.user_ns:
-            raise UsageError(f"No variable {opts.variable!r} in this notebook.")
         alias = opts.alias or opts.variable
-        path = self.client.project(opts.project).publish(alias, self.shell.user_ns[opts.variable])
+        path = self.client.project(opts.project).publish(alias, self._variable(opts.variable))
         print(
             f"Published {opts.variable} as {path}; in the app: "
             f"import {alias} from './reactbox-data/{alias}.json' (from a file in src/)."
         )
+
+    def _variable(self, name: str):
+        if name not in self.shell.user_ns:
+            raise UsageError(f"No variable {name!r} in this notebook.")
+        return self.shell.user_ns[name]
+
+    def _expose(self, opts, cell):
+        project = self.client.project(opts.project)
+        for name in opts.functions:
+            fn = self._variable(name)
+            if not callable(fn):
+                raise UsageError(f"{name} is a {type(fn).__name__}, not a function.")
+            project.expose(fn, name=name, concurrent=opts.concurrent)
+        names = ", ".join(sorted(project.bridge.functions))
+        print(
+            f"{project.id} may call: {names}. In the app: "
+            f"import {{ call }} from 'reactbox'; await call('{opts.functions[0]}', ...)"
+        )
+
+    def _unexpose(self, opts, cell):
+        project = self.client.project(opts.project)
+        for name in opts.functions or [None]:
+            project.unexpose(name)
+        names = ", ".join(sorted(project.bridge.functions)) or "nothing"
+        print(f"{project.id} may call: {names}.")
+
+    def _send(self, opts, cell):
+        alias = opts.alias or opts.variable
+        self.client.project(opts.project).send(alias, self._variable(opts.variable))
+        print(f"Sent {opts.variable} as {alias!r}; in the app: useNotebook('{alias}').")
 
     def _errors(self, opts, cell):
         project = self.client.project(opts.project)
