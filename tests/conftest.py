@@ -299,16 +299,22 @@ def _quiet_interfaces():
 
 
 def start_lab(
-    root: Path, owner: str, package_cache: Path, image: str, env: dict[str, str] | None = None
+    root: Path,
+    owner: str,
+    package_cache: Path,
+    image: str,
+    env: dict[str, str] | None = None,
+    app: str = "lab",
 ) -> JupyterProcess:
-    """JupyterLab with the extension in its own process, under the base URL /a%40b/."""
+    """JupyterLab (or ``app="notebook"``: Notebook 7) with the extension in its own
+    process, under the base URL /a%40b/."""
     lab = JupyterProcess(
         root,
         owner,
         f"--ReactBoxApp.cache_dir={package_cache}",
         f"--DockerBackend.image={image}",
         "--ServerApp.base_url=/a%40b/",
-        app="lab",
+        app=app,
         env=env,
     )
     lab.url += "/a%40b"

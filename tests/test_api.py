@@ -31,6 +31,7 @@ ROUTES = [
     ("PUT", ("projects", "shop", "files", "src", "App.jsx")),
     ("PUT", ("projects", "shop", "data", "sales")),
     ("DELETE", ("projects", "shop", "data", "sales")),
+    ("GET", ("projects", "shop", "bridge")),
 ]
 
 

@@ -41,7 +41,8 @@ from conftest import (
 from llm import ThreadedLLM
 from test_attacks import FORK_BOMB, MEMORY_BOMB
 from test_edits import BUTTON, JOIN_NOW, block
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.websocket import websocket_connect
 
 from jupyter_reactbox.backends import hostguard
 from jupyter_reactbox.backends.docker import PORT
@@ -619,6 +620,35 @@ async def test_a_kernel_in_a_hub_server_finds_it_and_nothing_of_anyone_else(
         lines = out.strip().splitlines()
         assert lines[0] == "running True" and lines[1].endswith("True"), out
         shop = app_of(next(hub.data_dir.glob("users/*/projects")), "shop") / "src" / "App.jsx"
+
+        # The bridge, through her server's relay to the service: her kernel exposes,
+        # the page's socket (no credential but the preview's path) calls and hears.
+        out = await alice.run(
+            "p.expose(lambda a, b: a + b, name='add')\n"
+            "p.send('greeting', {'to': 'alice'})\nprint(p.bridge)"
+        )
+        assert "connected: exposes ['add']" in out, out
+        preview = hub.url + (await settled(hub, hub.alice, alice_token, "shop"))["preview_url"]
+        page = await websocket_connect(
+            HTTPRequest(preview.replace("http", "ws", 1) + "__reactbox/bridge",
+                        headers={"Origin": "null"})
+        )  # fmt: skip
+        heard = [await page.read_message()]  # hello, then what the kernel sent
+        while not heard[-1].startswith('{"t":"value"'):
+            heard.append(await asyncio.wait_for(page.read_message(), 10))
+        assert heard[-1] == '{"t":"value","name":"greeting"}\n{"to": "alice"}', heard
+        assert json.loads(heard[-2])["functions"] == ["add"], heard
+        page.write_message('{"t":"call","id":7,"name":"add"}\n[2, 3]')
+        assert await page.read_message() == '{"t":"result","id":7,"ok":true}\n5'
+        # Bob's kernel cannot take her project's bridge: to him it does not exist.
+        out = await bob.run(
+            "from jupyter_reactbox.kernel.client import connect\n"
+            "from jupyter_reactbox.kernel.bridge import KernelBridge\n"
+            "try:\n    KernelBridge(connect(), 'shop').expose(print)\n"
+            "except Exception as e:\n    print(e)"
+        )
+        assert "No project 'shop'" in out, out
+        page.close()
 
         # Bob's own server and the service itself answer his token on Alice's
         # project exactly as on a project that does not exist.

@@ -120,6 +120,8 @@ def test_magics_parse_arguments_and_fail_in_one_line(ip, no_server_env, capsys, 
         "edit shop --at App.jsx Make it bold": "--at takes FILE:LINE",
         "edit shop --image /nope.png Like this": "--image /nope.png: no such file",
         "fix": "the following arguments are required: project",
+        "expose shop": "the following arguments are required: functions",
+        "send shop": "the following arguments are required: variable",
         "list": "No Jupyter server with jupyter-reactbox was found for this kernel",
     }
     for line, message in cases.items():
@@ -633,6 +635,9 @@ async def test_getting_started_notebook_runs_top_to_bottom(server, scripted_llm,
     assert "import sales from './reactbox-data/sales.json'" in (app / "src/App.jsx").read_text()
     rows = json.loads((app / "src/reactbox-data/sales.json").read_text())
     assert [r["month"] for r in rows] == ["Jan", "Feb", "Mar", "Apr"]
+    # The bridge section: the app imports the module, the notebook exposed and sent.
+    assert "import { call, useNotebook } from 'reactbox'" in (app / "src/App.jsx").read_text()
+    assert by_source["import jupyter_reactbox"].outputs == []
     assert server.project("shop")["status"] == "stopped"
 
 
