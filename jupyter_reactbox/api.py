@@ -10,7 +10,9 @@ GET    projects/<id>/events        server-sent events: the project's state on ea
 GET    projects/<id>/logs          text; ?follow=1 streams the dev server's output
 GET    projects/<id>/files         the project's own files (paths)
 GET    projects/<id>/files/<path>  one file's text
-PUT    projects/<id>/files/<path>  write it by hand (checked, committed: Undo steps back)
+PUT    projects/<id>/files/<path>  write it by hand (checked, committed: Undo steps back);
+                                   If-Match: its ETag (409 if it changed), ?from=editor,
+                                   ?type=directory; DELETE: remove it; PATCH {"path"}: rename
 PUT    projects/<id>/data/<name>   JSON from a notebook -> src/reactbox-data/<name>.json
 DELETE projects/<id>/data/<name>
 POST   projects/<id>/edits         an AI edit: {"instruction", "paths", "at", "images",
@@ -20,6 +22,9 @@ GET    projects/<id>/proposal      a reviewed edit's proposed change; POST: acce
                                    ({"id"}); DELETE: discard it (?id=)
 PUT    projects/<id>/selection     the element picked in the preview, for the next edit
                                    (its "at"); DELETE: none
+GET    projects/<id>/history       the timeline (what made each change, its files) and points
+POST   projects/<id>/restore       {"to": sha | HEAD~N | a point}: as it was, as a new change
+PUT    projects/<id>/points/<name> name a change ({"at"}); DELETE: forget the name
 GET    projects/<id>/bridge        websocket: the notebook's end of the app's bridge
                                    (bridge.py)
 """
@@ -292,30 +297,84 @@ class LogsHandler(BaseHandler):
 
 
 class FilesHandler(BaseHandler):
+    """A project's files.  Each file's ``ETag`` is its version: a write or delete with
+    ``If-Match`` (or ``If-None-Match: *``, for a new file) is refused with 409 when
+    the file changed meanwhile."""
+
     @web.authenticated
     @maps_errors
     async def get(self, project_id, path=""):
         project = await asyncio.to_thread(self.runtime.store.get, project_id)
         if not path:
             names = await asyncio.to_thread(files.list_files, project.app_dir)
+            if self.get_query_argument("detail", None):
+                entries = await asyncio.to_thread(files.list_entries, project.app_dir)
+                return self.write_json({"files": names, "entries": entries})
             return self.write_json({"files": names})
-        text = await asyncio.to_thread(files.read_file, project.app_dir, path)
+        text, version = await asyncio.to_thread(files.read_versioned, project.app_dir, path)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("ETag", f'"{version}"')
+        self.set_header("Cache-Control", "no-store")
         self.finish(text)
+
+    def _expected(self) -> str | None:
+        if self.request.headers.get("If-None-Match", "").strip() == "*":
+            return "new"
+        match = self.request.headers.get("If-Match", "").strip()
+        return match.strip('"').removeprefix('W/"').strip('"') or None
 
     @web.authenticated
     @maps_errors
     async def put(self, project_id, path=""):
         project = await asyncio.to_thread(self.runtime.store.get, project_id)
         self.check_not_editing(project_id)
+        if self.get_query_argument("type", None) == "directory":
+            await asyncio.to_thread(files.make_folder, project.app_dir, path)
+            return self.write_json({"path": path, "type": "directory"}, status=201)
         try:
             content = self.request.body.decode("utf-8")
         except UnicodeDecodeError:
             raise web.HTTPError(415, "Send the file as UTF-8 text.") from None
         await self.runtime.use(project_id)
-        commit = await asyncio.to_thread(files.write_file, project.app_dir, path, content)
+        commit = await asyncio.to_thread(
+            files.write_file,
+            project.app_dir,
+            path,
+            content,
+            expected=self._expected(),
+            editor=self.get_query_argument("from", None) == "editor",
+        )
+        await self.runtime.changed(project_id)
+        version = files.version(content.encode())
+        self.set_header("ETag", f'"{version}"')
+        self.write_json({"path": path, "commit": commit, "version": version})
+
+    @web.authenticated
+    @maps_errors
+    async def delete(self, project_id, path=""):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        self.check_not_editing(project_id)
+        expected = self._expected()
+        commit = await asyncio.to_thread(
+            files.delete_path, project.app_dir, path, expected=expected
+        )
         await self.runtime.changed(project_id)
         self.write_json({"path": path, "commit": commit})
+
+    @web.authenticated
+    @maps_errors
+    async def patch(self, project_id, path=""):
+        """Rename: ``{"path": "the/new/path"}``."""
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        self.check_not_editing(project_id)
+        try:
+            new = json.loads(self.request.body)["path"]
+            assert isinstance(new, str)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            raise web.HTTPError(400, 'A rename is {"path": "the/new/path"}.') from None
+        commit = await asyncio.to_thread(files.rename_path, project.app_dir, path, new)
+        await self.runtime.changed(project_id)
+        self.write_json({"path": new, "commit": commit})
 
 
 MAX_DATA_BYTES = 32 << 20
@@ -512,12 +571,59 @@ class EditEventsHandler(EditBase):
 
 
 class HistoryHandler(EditBase):
+    """The timeline: every change with what made it and its files, and the named points."""
+
     @web.authenticated
     @maps_errors
     async def get(self, project_id):
         project = await asyncio.to_thread(self.runtime.store.get, project_id)
-        commits = await asyncio.to_thread(history.log, project.app_dir)
-        self.write_json({"commits": [c.to_json() for c in commits]})
+        commits = await asyncio.to_thread(history.timeline, project.app_dir)
+        points = await asyncio.to_thread(history.points, project.app_dir)
+        self.write_json({"commits": commits, "points": points})
+
+
+class RestoreHandler(EditBase):
+    @web.authenticated
+    @maps_errors
+    async def post(self, project_id):
+        """``{"to": "<sha, HEAD~N or a point's name>"}``: the app as it was then, as one
+        new change (Undo takes it back)."""
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        self.check_not_editing(project_id)
+        to = _json_field(self.request.body, "to")
+        await self.runtime.use(project_id)
+        commit = await asyncio.to_thread(history.restore, project.app_dir, to)
+        await self.runtime.changed(project_id)
+        self.write_json({"head": commit.to_json()})
+
+
+class PointHandler(EditBase):
+    @web.authenticated
+    @maps_errors
+    async def put(self, project_id, name):
+        """Name a change (``{"at": rev}``; the current one without)."""
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        at = _json_field(self.request.body, "at", "HEAD") if self.request.body else "HEAD"
+        point = await asyncio.to_thread(history.name_point, project.app_dir, name, at)
+        self.write_json(point)
+
+    @web.authenticated
+    @maps_errors
+    async def delete(self, project_id, name):
+        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        await asyncio.to_thread(history.remove_point, project.app_dir, name)
+        self.set_status(204)
+        self.finish()
+
+
+def _json_field(body: bytes, name: str, default: str | None = None) -> str:
+    try:
+        value = json.loads(body or b"{}").get(name, default)
+    except (ValueError, AttributeError):
+        value = None
+    if not isinstance(value, str) or not value:
+        raise web.HTTPError(400, f'Send {{"{name}": "..."}} as JSON.')
+    return value
 
 
 class HistoryActionHandler(EditBase):
@@ -603,5 +709,7 @@ def handlers() -> list[tuple]:
         (f"{api}/projects/{ID}/history", HistoryHandler),
         (f"{api}/projects/{ID}/(?P<action>undo|redo)", HistoryActionHandler),
         (f"{api}/projects/{ID}/diff", DiffHandler),
+        (f"{api}/projects/{ID}/restore", RestoreHandler),
+        (f"{api}/projects/{ID}/points/(?P<name>[^/]+)", PointHandler),
         (f"{api}/projects/{ID}/bridge", BridgeHandler),
     ]

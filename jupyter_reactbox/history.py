@@ -44,6 +44,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,10 @@ _NOT_HISTORY_FILE = re.compile(r"\.timestamp-\d+-[0-9a-f]+\.mjs$")  # Vite's bun
 
 class HistoryError(UserError):
     status = 409
+
+
+class NoSuchPoint(UserError):
+    status = 404
 
 
 @dataclass(frozen=True)
@@ -532,6 +537,13 @@ def reset(app_dir: Path, sha: str) -> None:
     """Make the work tree's tracked files those of ``sha`` and move ``main`` there (as
     ``git reset --hard``: files the history does not track are left alone)."""
     with writing(app_dir):
+        _check_out(app_dir, sha)
+        git(app_dir, "update-ref", "refs/heads/main", sha)
+
+
+def _check_out(app_dir: Path, sha: str) -> None:
+    """Make the work tree's tracked files those of ``sha`` (``main`` stays)."""
+    with writing(app_dir):
         old = _tree(app_dir, "HEAD")
         target = _tree(app_dir, sha)
         work = _snapshot(app_dir)
@@ -543,7 +555,6 @@ def reset(app_dir: Path, sha: str) -> None:
             worktree.write_bytes(app_dir, path, blobs[blob], executable=mode == "100755")
         for path in sorted(set(old) - set(target)):
             worktree.remove(app_dir, path)
-        git(app_dir, "update-ref", "refs/heads/main", sha)
 
 
 def _blobs(app_dir: Path, ids: set[str]) -> dict[str, bytes]:
@@ -623,3 +634,131 @@ def _work_tree_commit(app_dir: Path) -> str:
         if not changed and not removed:
             return parent
         return _import(app_dir, "refs/reactbox/work-tree", "Work tree", parent, changed, removed)
+
+
+# -- the timeline: what made each change, restoring a point, named points ---------------
+
+KINDS = (
+    (re.compile(r"^Import uploaded app"), "upload"),
+    (re.compile(r"^AI: (?P<detail>.*)"), "ai-edit"),
+    (re.compile(r"^Save (?P<detail>.+) in the editor$"), "editor-save"),
+    (re.compile(r"^(?:Edit|Delete|Rename) (?P<detail>.+) by hand$"), "hand-edit"),
+    (re.compile(r"^Restore to (?P<detail>.+)"), "restore"),
+    (re.compile(r"^(?:Manual changes|Changes before a hand edit)$"), "outside"),
+    (re.compile(r"^Upgrade "), "upgrade"),
+)
+"""What made a change, read from its message (so older histories read the same):
+the upload, an AI edit (its instruction), a save in JupyterLab's editor, a hand
+edit from the notebook or the API, a restore, changes made outside (the app's own
+code, a terminal), an upgrade on request."""
+POINT_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,80}$")
+MAX_POINTS = 100
+
+
+def kind_of(message: str) -> tuple[str, str]:
+    """(kind, detail) of a change's message; ('change', '') for one of no known kind."""
+    for pattern, kind in KINDS:
+        match = pattern.match(message)
+        if match:
+            return kind, match.groupdict().get("detail") or ""
+    return "change", ""
+
+
+def timeline(app_dir: Path, limit: int = 200) -> list[dict]:
+    """The project's changes, newest first: sha, message, time, what made it (``kind``
+    and ``detail``: an AI edit's instruction, a file), the files it changed, and the
+    names given to it."""
+    out = git(
+        app_dir, "log", f"-{limit}", "--format=%x01%H%x00%ct%x00%s", "--name-only",
+        "--no-renames", "main",
+    )  # fmt: skip
+    named: dict[str, list[str]] = {}
+    for point in points(app_dir):
+        named.setdefault(point["sha"], []).append(point["name"])
+    entries = []
+    for record in out.split("\x01")[1:]:
+        head_line, _, names = record.partition("\n")
+        sha, when, message = head_line.split("\x00", 2)
+        kind, detail = kind_of(message)
+        entries.append({
+            "sha": sha, "message": message, "time": int(when), "kind": kind,
+            "detail": detail, "files": [n for n in names.splitlines() if n],
+            "points": named.get(sha, []),
+        })  # fmt: skip
+    return entries
+
+
+def resolve(app_dir: Path, rev: str) -> str:
+    """The commit ``rev`` names: a point's name, a sha (or its first 7 or more
+    characters) or ``HEAD~N``; a UserError if none."""
+    for point in points(app_dir):
+        if point["name"] == rev:
+            return point["sha"]
+    if not _REV_RE.match(rev):
+        raise NoSuchPoint(f"{rev!r} is neither a named point nor a revision (a sha, HEAD~N).")
+    try:
+        return git(app_dir, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
+    except subprocess.CalledProcessError:
+        raise NoSuchPoint(f"The project's history has no {rev!r}.") from None
+
+
+def restore(app_dir: Path, rev: str) -> Commit:
+    """Make the app as it was at ``rev``, as one new change (so Undo takes the restore
+    back); the commit now at HEAD."""
+    with writing(app_dir):
+        sha = resolve(app_dir, rev)
+        commit_all(app_dir, "Manual changes")
+        before = head(app_dir)
+        label = rev if not _REV_RE.match(rev) else sha[:7]
+        when = git(app_dir, "log", "-1", "--format=%s", sha).strip()
+        with change(app_dir, before, f"restore to {label}"):
+            _check_out(app_dir, sha)
+            made = commit_all(app_dir, f"Restore to {label} ({when[:60]})")
+        if made is None:
+            raise HistoryError(f"The app is already as it was at {label}.")
+        return log(app_dir, 1)[0]
+
+
+def _points_file(app_dir: Path) -> Path:
+    return git_dir(app_dir) / "reactbox-points.json"
+
+
+def points(app_dir: Path) -> list[dict]:
+    """The named points, newest first: name, sha, time named."""
+    try:
+        kept = json.loads(_points_file(app_dir).read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    return sorted(kept, key=lambda p: p["time"], reverse=True)
+
+
+def name_point(app_dir: Path, name: str, rev: str = "HEAD") -> dict:
+    """Give the change ``rev`` a name ("before the redesign"); a name given before is
+    moved to it."""
+    name = " ".join(name.split())
+    if not POINT_NAME.match(name):
+        raise UserError("A point's name is 1 to 80 characters, with no control characters.")
+    with writing(app_dir):
+        sha = resolve(app_dir, rev)
+        kept = [p for p in points(app_dir) if p["name"] != name]
+        if len(kept) >= MAX_POINTS:
+            raise UserError(f"A project keeps at most {MAX_POINTS} named points; remove one.")
+        point = {"name": name, "sha": sha, "time": time.time()}
+        _write_points(app_dir, [point, *kept])
+        return point
+
+
+def remove_point(app_dir: Path, name: str) -> None:
+    with writing(app_dir):
+        kept = points(app_dir)
+        left = [p for p in kept if p["name"] != name]
+        if len(left) == len(kept):
+            raise NoSuchPoint(f"No point is named {name!r}.")
+        _write_points(app_dir, left)
+
+
+def _write_points(app_dir: Path, kept: list[dict]) -> None:
+    path = _points_file(app_dir)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(kept))
+    os.replace(tmp, path)

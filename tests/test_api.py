@@ -32,12 +32,18 @@ ROUTES = [
     ("PUT", ("projects", "shop", "data", "sales")),
     ("DELETE", ("projects", "shop", "data", "sales")),
     ("GET", ("projects", "shop", "bridge")),
+    ("DELETE", ("projects", "shop", "files", "src", "App.jsx")),
+    ("PATCH", ("projects", "shop", "files", "src", "App.jsx")),
+    ("GET", ("projects", "shop", "history")),
+    ("POST", ("projects", "shop", "restore")),
+    ("PUT", ("projects", "shop", "points", "start")),
+    ("DELETE", ("projects", "shop", "points", "start")),
 ]
 
 
 @pytest.mark.parametrize("method, path", ROUTES)
 async def test_every_api_route_requires_authentication(jp_fetch, method, path):
-    body = b"PK" if method in ("POST", "PUT") else None
+    body = b"PK" if method in ("POST", "PUT", "PATCH") else None
     with pytest.raises(HTTPClientError) as err:
         await jp_fetch(
             "reactbox", "api", *path, method=method, body=body, headers={"Authorization": ""}

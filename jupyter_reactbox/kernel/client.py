@@ -346,7 +346,29 @@ class Project:
         return self.client.request("GET", self._path("diff"), params=params).json()["diff"]
 
     def history(self) -> list[dict]:
+        """Every change, newest first: sha, message, time, what made it (``kind``:
+        upload, ai-edit, editor-save, hand-edit, restore, outside, upgrade; ``detail``:
+        an AI edit's instruction, a file), the ``files`` it changed, its ``points``."""
         return self.client.request("GET", self._path("history")).json()["commits"]
+
+    def restore(self, to: str) -> str:
+        """The app as it was at ``to`` (a point's name, a sha, ``HEAD~N``), as one new
+        change: ``undo()`` takes the restore back.  The new change's message."""
+        r = self.client.request("POST", self._path("restore"), json={"to": to})
+        return r.json()["head"]["message"]
+
+    def name_point(self, name: str, at: str = "HEAD") -> dict:
+        """Name the change ``at`` ("before the redesign"), to restore it by name."""
+        return self.client.request(
+            "PUT", self._path("points", quote(name, safe="")), json={"at": at}
+        ).json()
+
+    def points(self) -> list[dict]:
+        """The named points, newest first: name, sha, time."""
+        return self.client.request("GET", self._path("history")).json()["points"]
+
+    def remove_point(self, name: str) -> None:
+        self.client.request("DELETE", self._path("points", quote(name, safe="")))
 
     # -- the bridge: the app calls the notebook, the notebook pushes to the app -----------
 

@@ -47,6 +47,11 @@ COMMANDS = {
     "undo": "undo NAME: step back one change",
     "redo": "redo NAME",
     "diff": "diff NAME [--from REV]: what the last change did",
+    "history": "history NAME [--all]: the timeline, newest first: what made each change, "
+    "its files, named points",
+    "restore": "restore NAME POINT: the app as it was at POINT (a name, a sha, HEAD~N), as "
+    "one new change (undo takes it back)",
+    "point": "point NAME LABEL [--at REV]: name the current change (or REV), to restore it",
     "logs": "logs NAME [--follow] [--tail N]: install and dev-server output",
     "data": "data NAME VAR [--as ALIAS]: publish a DataFrame/list/dict to "
     "src/reactbox-data/ALIAS.json (again: the preview updates)",
@@ -127,6 +132,16 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     p = _with_project("diff")
     p.add_argument("--from", dest="start", default="HEAD~1", help="revision (default HEAD~1)")
     parsers["diff"] = p
+    p = _with_project("history")
+    p.add_argument("--all", action="store_true", help="every change (default: the last 20)")
+    parsers["history"] = p
+    p = _with_project("restore")
+    p.add_argument("point", nargs="+", help="a named point, a commit sha, or HEAD~N")
+    parsers["restore"] = p
+    p = _with_project("point")
+    p.add_argument("label", nargs="+", help="the name, e.g. before the redesign")
+    p.add_argument("--at", default="HEAD", help="the change to name (default: the current one)")
+    parsers["point"] = p
     p = _with_project("logs")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing (stop: interrupt)")
     p.add_argument("--tail", type=int, default=0, help="only the last N lines")
@@ -459,6 +474,31 @@ class ReactBoxMagics(Magics):
         print(
             f"Published {opts.variable} as {path}; in the app: "
             f"import {alias} from './reactbox-data/{alias}.json' (from a file in src/)."
+        )
+
+    def _history(self, opts, cell):
+        entries = self.client.project(opts.project).history()
+        rows = entries if opts.all else entries[:20]
+        for e in rows:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["time"]))
+            named = f"  [{', '.join(e['points'])}]" if e.get("points") else ""
+            what = e["kind"] + (f": {e['detail']}" if e.get("detail") else "")
+            files = ", ".join(e.get("files", [])[:4]) + (
+                " ..." if len(e.get("files", [])) > 4 else ""
+            )
+            print(f"{e['sha'][:7]}  {when}  {what}{named}\n         {files}")
+        if len(entries) > len(rows):
+            print(f"... {len(entries) - len(rows)} older (--all)")
+
+    def _restore(self, opts, cell):
+        message = self.client.project(opts.project).restore(" ".join(opts.point))
+        print(f"{message}. Undo: %reactbox undo {opts.project}")
+
+    def _point(self, opts, cell):
+        point = self.client.project(opts.project).name_point(" ".join(opts.label), opts.at)
+        print(
+            f"Named {point['sha'][:7]} {point['name']!r}; "
+            f"back to it: %reactbox restore {opts.project} '{point['name']}'"
         )
 
     def _variable(self, name: str):
