@@ -356,7 +356,9 @@ def _no_box_left_mounted(tmp_path_factory):
     mounted for the next server (their dev servers may still run); the tests remove
     those servers and their containers, and here the mounts under the tests' folders."""
     yield
-    root = str(tmp_path_factory.getbasetemp().parent)
+    # This session's folder only: another session (a second pytest at once) may
+    # still use its own.
+    root = str(tmp_path_factory.getbasetemp())
     for line in Path("/proc/self/mounts").read_text().splitlines():
         target = line.split()[1].replace("\\040", " ")
         if target.startswith(root) and target.endswith("/box"):
