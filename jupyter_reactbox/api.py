@@ -311,6 +311,8 @@ class FilesHandler(BaseHandler):
                 entries = await asyncio.to_thread(files.list_entries, project.app_dir)
                 return self.write_json({"files": names, "entries": entries})
             return self.write_json({"files": names})
+        if self.get_query_argument("stat", None):
+            return self.write_json(await asyncio.to_thread(files.stat_path, project.app_dir, path))
         text, version = await asyncio.to_thread(files.read_versioned, project.app_dir, path)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("ETag", f'"{version}"')
@@ -331,10 +333,21 @@ class FilesHandler(BaseHandler):
         if self.get_query_argument("type", None) == "directory":
             await asyncio.to_thread(files.make_folder, project.app_dir, path)
             return self.write_json({"path": path, "type": "directory"}, status=201)
+        kind = self.request.headers.get("Content-Type", "").split(";")[0].strip()
+        if kind == "application/octet-stream":  # an image, a font: as it is
+            commit = await asyncio.to_thread(
+                files.add_binary, project.app_dir, path, self.request.body,
+                expected=self._expected(),
+            )  # fmt: skip
+            await self.runtime.changed(project_id)
+            version = files.version(self.request.body)
+            return self.write_json({"path": path, "commit": commit, "version": version})
         try:
             content = self.request.body.decode("utf-8")
         except UnicodeDecodeError:
-            raise web.HTTPError(415, "Send the file as UTF-8 text.") from None
+            raise web.HTTPError(
+                415, "Send the file as UTF-8 text (or as application/octet-stream)."
+            ) from None
         await self.runtime.use(project_id)
         commit = await asyncio.to_thread(
             files.write_file,

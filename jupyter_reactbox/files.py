@@ -100,6 +100,20 @@ def list_entries(app: Path) -> list[dict]:
     return entries
 
 
+def stat_path(app: Path, path: str) -> dict:
+    """What a file browser asks before it saves: type, size, last change and, for a
+    file, its version (no link is followed)."""
+    clean = checked_path(path)
+    st = worktree.file_stat(app, clean)
+    if st is None or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise FileNotInProject(f"The project has no file or folder {clean!r}.")
+    entry = {"path": clean, "size": st.st_size, "mtime": st.st_mtime}
+    if stat.S_ISDIR(st.st_mode):
+        return {**entry, "type": "directory"}
+    data = worktree.read_bytes(app, clean, MAX_FILE_BYTES)
+    return {**entry, "type": "file", "version": version(data)}
+
+
 def read_file(app: Path, path: str) -> str:
     return read_versioned(app, path)[0]
 
@@ -151,6 +165,26 @@ def write_file(
         with history.change(app, history.head(app), f"hand edit of {clean}"):
             worktree.write_bytes(app, clean, content.encode())
             return history.commit_all(app, message)
+
+
+def add_binary(app: Path, path: str, data: bytes, *, expected: str | None = None) -> str | None:
+    """A file that is not text (an image for public/, a font), uploaded as it is and
+    committed; the commit."""
+    clean = checked_path(path)
+    if len(data) > MAX_FILE_BYTES * 8:
+        raise UserError(f"{clean} would be larger than {MAX_FILE_BYTES * 8 >> 20} MiB.")
+    with history.writing(app):
+        try:
+            raw = worktree.read_bytes(app, clean, MAX_FILE_BYTES * 8)
+        except worktree.NotAFile as exc:
+            raise SyntaxRefused(f"Not written: {exc}") from None
+        _check_unchanged(clean, raw, expected)
+        if raw == data:
+            return None
+        history.commit_all(app, "Changes before a hand edit")
+        with history.change(app, history.head(app), f"upload of {clean}"):
+            worktree.write_bytes(app, clean, data)
+            return history.commit_all(app, f"Upload {clean}")
 
 
 def _check_unchanged(clean: str, raw: bytes | None, expected: str | None) -> None:

@@ -52,7 +52,7 @@ from pathlib import Path
 from . import boxes, worktree
 from .errors import DiskFull, UserError
 
-_REV_RE = re.compile(r"^(?:[0-9a-f]{7,40}|HEAD(?:~\d{1,4})?)$")
+_REV_RE = re.compile(r"^(?:[0-9a-f]{7,40}|HEAD)(?:~\d{1,4})?$")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _IDENTITY = "jupyter-reactbox <reactbox@localhost>"
 _DISK_FULL = ("No space left on device", "Out of diskspace")
@@ -643,14 +643,15 @@ KINDS = (
     (re.compile(r"^AI: (?P<detail>.*)"), "ai-edit"),
     (re.compile(r"^Save (?P<detail>.+) in the editor$"), "editor-save"),
     (re.compile(r"^(?:Edit|Delete|Rename) (?P<detail>.+) by hand$"), "hand-edit"),
+    (re.compile(r"^Upload (?P<detail>.+)"), "file-upload"),
     (re.compile(r"^Restore to (?P<detail>.+)"), "restore"),
     (re.compile(r"^(?:Manual changes|Changes before a hand edit)$"), "outside"),
     (re.compile(r"^Upgrade "), "upgrade"),
 )
 """What made a change, read from its message (so older histories read the same):
 the upload, an AI edit (its instruction), a save in JupyterLab's editor, a hand
-edit from the notebook or the API, a restore, changes made outside (the app's own
-code, a terminal), an upgrade on request."""
+edit from the notebook or the API, a file uploaded into the project, a restore,
+changes made outside (the app's own code, a terminal), an upgrade on request."""
 POINT_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,80}$")
 MAX_POINTS = 100
 

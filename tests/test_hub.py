@@ -650,6 +650,39 @@ async def test_a_kernel_in_a_hub_server_finds_it_and_nothing_of_anyone_else(
         assert "No project 'shop'" in out, out
         page.close()
 
+        # The files as the ReactBox drive of her JupyterLab asks for them, through her
+        # server to the service (the files are not on her server): a version per file,
+        # a stale save refused, a folder, a rename and a delete, each on the timeline.
+        files = f"{hub.url}/user/{hub.alice}/reactbox/api/projects/shop/files"
+        auth = {"Authorization": f"token {alice_token}"}
+        r = await fetch(f"{files}/src/App.jsx", headers=auth)
+        assert r.code == 200 and r.headers["ETag"], r.code
+        opened = r.headers["ETag"]
+        stat = json.loads((await fetch(f"{files}/src/App.jsx?stat=1", headers=auth)).body)
+        assert stat["type"] == "file" and f'"{stat["version"]}"' == opened
+        saved = r.body.replace(b"Get started", b"From the drive")
+        put = {"method": "PUT", "headers": {**auth, "Content-Type": "text/plain"}}
+        r = await fetch(f"{files}/src/App.jsx?from=editor", body=saved,
+                        **{**put, "headers": {**put["headers"], "If-Match": opened}})  # fmt: skip
+        assert r.code == 200, r.body
+        r = await fetch(f"{files}/src/App.jsx", body=b"stale",
+                        **{**put, "headers": {**put["headers"], "If-Match": opened}})  # fmt: skip
+        assert r.code == 409 and b"changed since you opened it" in r.body
+        r = await fetch(f"{files}/src/parts?type=directory", body=b"", **put)
+        assert r.code == 201, r.body
+        r = await fetch(f"{files}/src/App.css", method="PATCH", headers=auth,
+                        body=json.dumps({"path": "src/parts/App.css"}))  # fmt: skip
+        assert r.code == 200, r.body
+        r = await fetch(f"{files}/src/parts", method="DELETE", headers=auth)
+        assert r.code == 200, r.body
+        history = json.loads((await fetch(files.replace("/files", "/history"), headers=auth)).body)[
+            "commits"
+        ]
+        assert [c["kind"] for c in history[:3]] == ["hand-edit", "hand-edit", "editor-save"]
+        home = Path(pwd.getpwnam(hub.alice).pw_dir)
+        found = await asyncio.to_thread(lambda: list(home.rglob("App.css")))
+        assert not found, "the files are the service's, not her server's"
+
         # Bob's own server and the service itself answer his token on Alice's
         # project exactly as on a project that does not exist.
         out = await bob.run(

@@ -5,6 +5,7 @@ and palette entries, and ``%reactbox open`` opening a panel from a kernel."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -396,6 +397,161 @@ async def test_a_lab_edit_streams_its_steps_and_says_what_it_used(
             finally:
                 await browser.close()
         assert llm.user_messages(0)[0].endswith("Change the button to say Join Now")
+    finally:
+        lab.stop()
+        llm.stop()
+
+
+async def test_the_drive_the_editor_and_the_timeline(tmp_path, owner, package_cache, sandbox_image):
+    """The app's files in JupyterLab's own file browser and editor: a save updates
+    the preview by HMR (state kept) and is on the timeline; an AI edit, then a save
+    from the stale editor: Lab's "file changed" choice, nothing lost; a new file
+    renamed and deleted; a point named; an older point restored and the restore
+    undone; "Open source" from a picked element lands on its line."""
+    from llm import ThreadedLLM
+    from playwright.async_api import async_playwright
+    from test_edits import block
+
+    llm = ThreadedLLM()
+    llm.start()
+    root = tmp_path / "lab"
+    root.mkdir()
+    env = {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "test-key"}
+    lab = start_lab(root, owner, package_cache, sandbox_image, env=env)
+    _require_chromium()
+    app_jsx = lambda: (app_of(lab.root / "projects", "shop") / "src" / "App.jsx").read_text()  # noqa: E731
+    try:
+        lab.upload(zip_dir(FIXTURES / "vite-react"), "shop")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = await browser.new_page(viewport={"width": 1500, "height": 950})
+            try:
+                await page.goto(f"{lab.url}/lab?reset&token={lab.token}")
+
+                # The drive: the project is a folder; App.jsx opens in Lab's editor.
+                await page.locator("li[data-id='reactbox-files']").click(timeout=90_000)
+                files = page.locator("#reactbox-files")
+                for name in ("shop", "src"):
+                    await files.locator(".jp-DirListing-item", has_text=name).first.dblclick()
+                await files.locator(".jp-DirListing-item", has_text="App.jsx").dblclick()
+                editor = page.locator(".jp-FileEditor .cm-content")
+                await editor.get_by_text("Get started").wait_for(timeout=30_000)
+                assert not await files.get_by_text("node_modules").count()
+
+                # The preview, beside the editor.
+                await page.locator("li[data-id='reactbox-sidebar']").click()
+                row = page.locator("#reactbox-sidebar li[data-project='shop']")
+                await row.locator(".jp-ReactBox-name").click(timeout=120_000)
+                panel = page.locator("#reactbox-preview-shop")
+                frame = panel.frame_locator(".jp-ReactBox-frame")
+                await frame.get_by_role("button", name="Count is 0").click(timeout=120_000)
+                await frame.get_by_role("button", name="Count is 1").wait_for()
+
+                # A save: checked, committed, hot-reloaded with the count kept.
+                await editor.get_by_text("Get started").click()
+                for key in ("End", *["ArrowLeft"] * 5, "Control+Shift+ArrowLeft"):
+                    await page.keyboard.press(key)  # "started" selected
+                await page.keyboard.type("edited")
+                await page.keyboard.press("Control+s")
+                await frame.get_by_role("heading", name="Get edited").wait_for(timeout=30_000)
+                assert await frame.get_by_role("button", name="Count is 1").is_visible()
+                await panel.get_by_role("button", name="Timeline").click()
+                changes = panel.locator(".jp-ReactBox-change")
+                await changes.first.get_by_text("Saved in the editor: src/App.jsx").wait_for()
+
+                # An AI edit of the same file; then a save from the editor, which still
+                # shows the old text: Lab offers overwrite or revert; revert shows the AI's.
+                llm.answer(block("src/App.jsx", "<h1>Get edited</h1>", "<h1>From the AI</h1>"))
+                await panel.locator("textarea").fill("Say it is from the AI")
+                await panel.get_by_role("button", name="Apply").click()
+                await frame.get_by_role("heading", name="From the AI").wait_for(timeout=60_000)
+                await (
+                    panel.locator(".jp-ReactBox-editstatus")
+                    .get_by_text("applied:", exact=False)
+                    .wait_for(timeout=60_000)
+                )
+                await editor.get_by_text("Count is").first.click()
+                for key in ("End", "Home", "Control+Shift+ArrowRight"):
+                    await page.keyboard.press(key)  # "Count" selected
+                await page.keyboard.type("Clicks")
+                await page.keyboard.press("Control+s")
+                dialog = page.locator(".jp-Dialog")
+                await dialog.get_by_text("has changed on disk", exact=False).wait_for()
+                assert "From the AI" in app_jsx() and "Clicks" not in app_jsx()
+                await dialog.get_by_role("button", name="Revert").click()
+                await editor.get_by_text("From the AI").wait_for(timeout=10_000)
+
+                # A new file in the project, renamed, then deleted, each through the drive.
+                await page.locator("li[data-id='reactbox-files']").click()
+                await files.locator(".jp-DirListing-content").click(button="right")
+                await page.locator(".lm-Menu-item", has_text="New File").first.click()
+                listed = lambda: json.loads(lab.call("GET", "reactbox/api/projects/shop/files")[1])  # noqa: E731
+                for _ in range(100):
+                    if "src/untitled.txt" in listed()["files"]:
+                        break
+                    await asyncio.sleep(0.1)
+                assert "src/untitled.txt" in listed()["files"]
+                await page.keyboard.press("Escape")
+                item = files.locator(".jp-DirListing-item", has_text="untitled.txt")
+                await item.click(button="right")
+                await page.locator(".lm-Menu-item", has_text="Rename").first.click()
+                await page.keyboard.press("Control+a")
+                await page.keyboard.type("notes.md")
+                await page.keyboard.press("Enter")
+                await files.locator(".jp-DirListing-item", has_text="notes.md").wait_for()
+                assert "src/notes.md" in listed()["files"]
+                await files.locator(".jp-DirListing-item", has_text="notes.md").click(
+                    button="right"
+                )
+                removal = re.compile("Delete|Move to Trash")  # as this Lab names it
+                await page.locator(".lm-Menu-item", has_text=removal).first.click()
+                await page.locator(".jp-Dialog").get_by_role("button", name=removal).click()
+                await files.locator(".jp-DirListing-item", has_text="notes.md").wait_for(
+                    state="detached"
+                )
+                assert "src/notes.md" not in listed()["files"]
+
+                # Name the AI edit's point; restore the upload, then undo the restore.
+                await panel.get_by_role("button", name="Timeline").click()  # hide
+                await panel.get_by_role("button", name="Timeline").click()  # read again
+                ai = changes.filter(has_text="AI edit: Say it is from the AI")
+                await ai.get_by_role("button", name="Name…").click()
+                await page.locator(".jp-Dialog input").fill("from the AI")
+                await page.locator(".jp-Dialog").get_by_role("button", name="Ok").click()
+                await panel.locator(".jp-ReactBox-points").get_by_text("from the AI").wait_for()
+                await changes.last.get_by_text("Uploaded").wait_for()
+                await (
+                    changes.nth(await changes.count() - 2)
+                    .get_by_role("button", name="Restore")
+                    .click()
+                )  # the change after the upload: the first save, "Get edited"
+                await frame.get_by_role("heading", name="Get edited").wait_for(timeout=30_000)
+                await changes.first.get_by_text("Restored to", exact=False).wait_for()
+                await panel.get_by_role("button", name="Undo").click()
+                await frame.get_by_role("heading", name="From the AI").wait_for(timeout=30_000)
+                await (
+                    panel.locator(".jp-ReactBox-points")
+                    .get_by_role("button", name="from the AI")
+                    .click()
+                )  # restoring a named point: the same app, so nothing to do
+                await (
+                    panel.locator(".jp-ReactBox-editstatus")
+                    .get_by_text("already as it was", exact=False)
+                    .wait_for()
+                )
+
+                # Open source: a picked element opens its file at its line.
+                line = app_jsx().splitlines().index("          <h1>From the AI</h1>") + 1
+                await panel.get_by_role("button", name="Select").click()
+                await frame.get_by_role("heading", name="From the AI").click()
+                await panel.get_by_role("button", name="Open source").click()
+                await page.locator(".jp-StatusBar-Widget", has_text=f"Ln {line}, Col 11").wait_for(
+                    timeout=10_000
+                )
+                await page.screenshot(path=str(ARTIFACTS / "lab-drive-and-timeline.png"))
+            finally:
+                await page.screenshot(path=str(ARTIFACTS / "lab-drive-last.png"))
+                await browser.close()
     finally:
         lab.stop()
         llm.stop()

@@ -37,6 +37,7 @@ FORWARDED_REQUEST_HEADERS = (
     "Content-Type",
     "Last-Event-ID",
     "If-None-Match",
+    "If-Match",
     "If-Modified-Since",
     # For previews: what tells a page load from the app's own requests.
     "Sec-Fetch-Mode",
@@ -132,6 +133,10 @@ class ApiRelayHandler(APIHandler):
 
     @web.authenticated
     async def delete(self, path):
+        await self._relay(path)
+
+    @web.authenticated
+    async def patch(self, path):
         await self._relay(path)
 
 

@@ -152,6 +152,41 @@ export function editCost(result: EditResult): string {
   return text;
 }
 
+/** One change on a project's timeline (history.py's ``timeline``). */
+export interface Change {
+  sha: string;
+  message: string;
+  time: number;
+  /** upload, ai-edit, editor-save, hand-edit, file-upload, restore, outside, upgrade, change */
+  kind: string;
+  /** An AI edit's instruction, a file's path. */
+  detail: string;
+  files: string[];
+  points: string[];
+}
+
+export interface Point {
+  name: string;
+  sha: string;
+  time: number;
+}
+
+/** A change as one line: "AI edit: Make it blue", "Saved in the editor: src/App.jsx". */
+export function changeLabel(change: Change): string {
+  const kinds: Record<string, string> = {
+    upload: 'Uploaded',
+    'ai-edit': 'AI edit',
+    'editor-save': 'Saved in the editor',
+    'hand-edit': 'Changed by hand',
+    'file-upload': 'File uploaded',
+    restore: 'Restored to',
+    outside: 'Changed outside',
+    upgrade: 'Upgraded'
+  };
+  const what = kinds[change.kind] || change.message;
+  return change.detail && kinds[change.kind] ? `${what}: ${change.detail}` : what;
+}
+
 /** An API error with the server's own one-line message and its status. */
 export class ReactBoxError extends Error {
   constructor(
@@ -182,12 +217,13 @@ export class ReactBoxAPI {
     return base + ['reactbox', 'api', ...parts.map(encodeURIComponent)].join('/');
   }
 
-  async request<T>(
+  /** One request; its response if it is 2xx, else a ReactBoxError with the server's message. */
+  async send(
     method: string,
     parts: string[],
     init: RequestInit = {},
     query: Record<string, string> = {}
-  ): Promise<T> {
+  ): Promise<Response> {
     let response: Response;
     const search = new URLSearchParams(query).toString();
     try {
@@ -198,6 +234,16 @@ export class ReactBoxAPI {
     if (!response.ok) {
       throw new ReactBoxError(await errorMessage(response), response.status);
     }
+    return response;
+  }
+
+  async request<T>(
+    method: string,
+    parts: string[],
+    init: RequestInit = {},
+    query: Record<string, string> = {}
+  ): Promise<T> {
+    const response = await this.send(method, parts, init, query);
     if (response.status === 204) {
       return undefined as T;
     }
@@ -294,8 +340,30 @@ export class ReactBoxAPI {
     return r.head.message;
   }
 
-  async diff(id: string): Promise<string> {
-    return (await this.request<{ diff: string }>('GET', ['projects', id, 'diff'])).diff;
+  async diff(id: string, from = 'HEAD~1', to?: string): Promise<string> {
+    const query: Record<string, string> = to ? { from, to } : { from };
+    return (await this.request<{ diff: string }>('GET', ['projects', id, 'diff'], {}, query)).diff;
+  }
+
+  /** The project's changes, newest first, and its named points. */
+  history(id: string): Promise<{ commits: Change[]; points: Point[] }> {
+    return this.request('GET', ['projects', id, 'history']);
+  }
+
+  /** The app as it was at `to` (a sha or a point's name), as one new change. */
+  async restore(id: string, to: string): Promise<string> {
+    const r = await this.request<{ head: { message: string } }>('POST', ['projects', id, 'restore'], {
+      body: JSON.stringify({ to }),
+      headers: { 'Content-Type': 'application/json' }
+    });
+    return r.head.message;
+  }
+
+  namePoint(id: string, name: string, at: string): Promise<Point> {
+    return this.request('PUT', ['projects', id, 'points', name], {
+      body: JSON.stringify({ at }),
+      headers: { 'Content-Type': 'application/json' }
+    });
   }
 
   /** The URL of the project's running edit's steps (server-sent events). */

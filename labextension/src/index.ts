@@ -10,6 +10,7 @@ import {
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { ICommandPalette, InputDialog, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
+import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
@@ -18,6 +19,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { ReactBoxAPI, selectionFromMessage } from './api';
+import { DRIVE_NAME, ReactBoxDrive } from './drive';
 import { ProjectsModel } from './model';
 import { PreviewPanel } from './panel';
 import { ReactBoxSidebar } from './sidebar';
@@ -73,7 +75,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
         app.shell.activateById(existing.id);
         return existing;
       }
-      const widget = new MainAreaWidget({ content: new PreviewPanel(api, id) });
+      const openSource = (file: string, line: number, column: number) =>
+        void openInEditor(app, `${DRIVE_NAME}:${id}/${file}`, line, column);
+      const widget = new MainAreaWidget({ content: new PreviewPanel(api, id, openSource) });
       widget.id = `reactbox-preview-area-${id}`;
       widget.title.label = `Preview: ${id}`;
       widget.title.icon = reactboxIcon;
@@ -185,6 +189,55 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
+/** The ReactBox drive, and a file browser of it in the left sidebar. */
+const drivePlugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-reactbox:drive',
+  description: "The projects' files in a file browser of their own, opened in Lab's editor.",
+  autoStart: true,
+  requires: [IFileBrowserFactory],
+  optional: [ILayoutRestorer],
+  activate: (app: JupyterFrontEnd, factory: IFileBrowserFactory, restorer: ILayoutRestorer | null) => {
+    const settings = ServerConnection.makeSettings();
+    const api = new ReactBoxAPI(settings.baseUrl, (url, init) =>
+      ServerConnection.makeRequest(url, init, settings)
+    );
+    app.serviceManager.contents.addDrive(new ReactBoxDrive(api, settings));
+    const browser = factory.createFileBrowser('reactbox-files', { driveName: DRIVE_NAME });
+    browser.title.icon = reactboxIcon;
+    browser.title.caption = 'ReactBox files';
+    browser.id = 'reactbox-files';
+    app.shell.add(browser, 'left', { rank: 610 });
+    restorer?.add(browser, browser.id);
+  }
+};
+
+/** What `docmanager:open` gives for a file opened in Lab's editor (the parts used). */
+interface OpenedInEditor {
+  context?: { ready: Promise<void> };
+  content?: {
+    editor?: {
+      setCursorPosition(position: { line: number; column: number }): void;
+      revealPosition?(position: { line: number; column: number }): void;
+      focus(): void;
+    };
+  };
+}
+
+/** Open a file in Lab's editor at a line (1-based) and column. */
+async function openInEditor(app: JupyterFrontEnd, path: string, line: number, column: number) {
+  const opened = (await app.commands.execute('docmanager:open', { path, factory: 'Editor' })) as
+    | OpenedInEditor
+    | undefined;
+  await opened?.context?.ready;
+  const editor = opened?.content?.editor;
+  if (editor) {
+    const position = { line: Math.max(0, line - 1), column: Math.max(0, column - 1) };
+    editor.setCursorPosition(position);
+    editor.revealPosition?.(position);
+    editor.focus();
+  }
+}
+
 /** Renders `%reactbox open NAME`: opens the panel (once, while fresh) and says so. */
 class OpenRenderer extends Widget implements IRenderMime.IRenderer {
   constructor(private readonly open: (id: string) => unknown) {
@@ -214,4 +267,4 @@ class OpenRenderer extends Widget implements IRenderMime.IRenderer {
   }
 }
 
-export default plugin;
+export default [plugin, drivePlugin];

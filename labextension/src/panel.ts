@@ -7,17 +7,23 @@
  * (the frame says which with postMessage; see static/select.js).  "Show the
  * page" and "Attach image…" give a model that takes images a screenshot of the
  * preview and the user's own images.  "Review first" (kept in this browser)
- * shows an edit's diff and writes nothing until Accept.
+ * shows an edit's diff and writes nothing until Accept.  "Timeline" lists every
+ * change with what made it: its diff, restore (as a new change) and named points.
+ * A picked element offers "Open source" in Lab's editor.
  */
+import { InputDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import {
+  Change,
   DEVICE_PRESETS,
   EditEvent,
   ProjectInfo,
   ReactBoxAPI,
+  Point,
   ReactBoxError,
   Selection,
+  changeLabel,
   editCost,
   editStage,
   lastLines,
@@ -60,9 +66,17 @@ export class PreviewPanel extends Widget {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private src: string | null = null;
 
+  private readonly timeline: HTMLDivElement;
+  private readonly timelineButton: HTMLButtonElement;
+
+  /**
+   * @param openSource opens a file of the project at a line in Lab's editor (the
+   *   ReactBox drive); without it, a picked element offers no "Open source"
+   */
   constructor(
     readonly api: ReactBoxAPI,
-    readonly projectId: string
+    readonly projectId: string,
+    private readonly openSource?: (file: string, line: number, column: number) => void
   ) {
     super();
     this.id = `reactbox-preview-${projectId}`;
@@ -92,7 +106,14 @@ export class PreviewPanel extends Widget {
     this.status.className = 'jp-ReactBox-statusline';
     this.mode = document.createElement('span');
     this.mode.className = 'jp-ReactBox-mode';
-    toolbar.append(reload, this.newTab, this.device, this.mode, this.status);
+    this.timelineButton = button('Timeline', 'jp-ReactBox-timelinebutton', () =>
+      this.toggleTimeline()
+    );
+    this.timelineButton.title = 'Every change of the app: what made it, its diff; restore or name a point';
+    toolbar.append(reload, this.newTab, this.device, this.timelineButton, this.mode, this.status);
+    this.timeline = document.createElement('div');
+    this.timeline.className = 'jp-ReactBox-timeline';
+    this.timeline.hidden = true;
 
     this.failure = document.createElement('pre');
     this.failure.className = 'jp-ReactBox-failure';
@@ -113,6 +134,15 @@ export class PreviewPanel extends Widget {
     const clear = button('×', 'jp-ReactBox-clearselection', () => this.setSelection(null));
     clear.title = 'Edit the whole app again, not this element';
     this.selectionBar.append('Editing ', this.selectionText, clear);
+    if (this.openSource) {
+      const open = button('Open source', 'jp-ReactBox-opensource', () => {
+        if (this.selection) {
+          this.openSource?.(this.selection.file, this.selection.line, this.selection.column);
+        }
+      });
+      open.title = "Open the element's source in the editor, at its line";
+      this.selectionBar.append(open);
+    }
 
     const bar = document.createElement('div');
     bar.className = 'jp-ReactBox-instruction';
@@ -179,7 +209,15 @@ export class PreviewPanel extends Widget {
     this.diff.className = 'jp-ReactBox-diff';
     this.diff.hidden = true;
 
-    this.node.append(toolbar, this.failure, this.stage, this.selectionBar, bar, this.diff);
+    this.node.append(
+      toolbar,
+      this.failure,
+      this.timeline,
+      this.stage,
+      this.selectionBar,
+      bar,
+      this.diff
+    );
     // A new page in the frame (a reload, a restart) starts outside select mode.
     this.frame.addEventListener('load', () => this.setSelecting(false));
   }
@@ -411,6 +449,101 @@ export class PreviewPanel extends Widget {
     } catch (error) {
       this.editStatus.textContent = error instanceof ReactBoxError ? error.message : String(error);
     }
+  }
+
+  /** Show or hide the timeline (read again each time it opens). */
+  async toggleTimeline(): Promise<void> {
+    this.timeline.hidden = !this.timeline.hidden;
+    this.timelineButton.setAttribute('aria-pressed', String(!this.timeline.hidden));
+    if (!this.timeline.hidden) {
+      await this.showTimeline();
+    }
+  }
+
+  /** Named points first, then every change, newest first: what made it, when, its
+   * files; its diff, restoring it (a new change, which Undo takes back), naming it. */
+  async showTimeline(): Promise<void> {
+    let commits: Change[];
+    let points: Point[];
+    try {
+      ({ commits, points } = await this.api.history(this.projectId));
+    } catch (error) {
+      this.timeline.textContent = error instanceof ReactBoxError ? error.message : String(error);
+      return;
+    }
+    const rows: HTMLElement[] = [];
+    if (points.length) {
+      const named = document.createElement('div');
+      named.className = 'jp-ReactBox-points';
+      named.append('Named points: ');
+      for (const point of points) {
+        named.append(
+          button(point.name, 'jp-ReactBox-point', () => this.restoreTo(point.name, point.name))
+        );
+      }
+      rows.push(named);
+    }
+    commits.forEach((change, index) => {
+      const row = document.createElement('div');
+      row.className = 'jp-ReactBox-change';
+      row.dataset.kind = change.kind;
+      const what = document.createElement('span');
+      what.className = 'jp-ReactBox-changelabel';
+      what.textContent = changeLabel(change);
+      const when = document.createElement('time');
+      when.textContent = new Date(change.time * 1000).toLocaleString();
+      const files = document.createElement('span');
+      files.className = 'jp-ReactBox-changefiles';
+      files.textContent = change.files.slice(0, 5).join(', ') + (change.files.length > 5 ? ' …' : '');
+      row.append(what, when, files);
+      for (const name of change.points) {
+        const badge = document.createElement('span');
+        badge.className = 'jp-ReactBox-pointbadge';
+        badge.textContent = name;
+        row.append(badge);
+      }
+      const last = index === commits.length - 1;
+      if (!last) {
+        row.append(
+          button('Diff', 'jp-ReactBox-changediff', async () =>
+            this.showDiff(await this.api.diff(this.projectId, `${change.sha}~1`, change.sha))
+          )
+        );
+      }
+      if (index > 0) {
+        row.append(
+          button('Restore', 'jp-ReactBox-restore', () =>
+            this.restoreTo(change.sha, changeLabel(change))
+          )
+        );
+      }
+      row.append(button('Name…', 'jp-ReactBox-name', () => this.nameChange(change.sha)));
+      rows.push(row);
+    });
+    this.timeline.replaceChildren(...rows);
+  }
+
+  private async restoreTo(to: string, label: string): Promise<void> {
+    try {
+      const message = await this.api.restore(this.projectId, to);
+      this.editStatus.textContent = `${message}. Undo takes it back.`;
+    } catch (error) {
+      this.editStatus.textContent = error instanceof ReactBoxError ? error.message : String(error);
+    }
+    await this.showTimeline();
+  }
+
+  private async nameChange(sha: string): Promise<void> {
+    const answer = await InputDialog.getText({ title: 'Name this point', placeholder: 'before the redesign' });
+    if (!answer.button.accept || !answer.value?.trim()) {
+      return;
+    }
+    try {
+      await this.api.namePoint(this.projectId, answer.value.trim(), sha);
+    } catch (error) {
+      this.editStatus.textContent = error instanceof ReactBoxError ? error.message : String(error);
+    }
+    await this.showTimeline();
   }
 
   private showDiff(diff: string): void {
