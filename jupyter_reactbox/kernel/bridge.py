@@ -132,11 +132,13 @@ class KernelBridge:
         self._serve()
 
     def on(self, name: str, fn: Callable | None = None):
-        """Call ``fn(value)`` whenever the app does ``emit(name, value)`` (a decorator too)."""
+        """Call ``fn(value)`` whenever the app does ``emit(name, value)`` (a decorator too).
+        A function of the same name given again (its cell run again) replaces it."""
         if fn is None:
             return lambda f: self.on(name, f)
         _check_name(name)
-        self.handlers.setdefault(name, []).append(_Served(fn, False))
+        kept = [h for h in self.handlers.get(name, []) if not _same(h.fn, fn)]
+        self.handlers[name] = [*kept, _Served(fn, False)]
         self._serve()
         return fn
 
@@ -353,10 +355,23 @@ class KernelBridge:
             pass
 
 
+def _same(old: Callable, new: Callable) -> bool:
+    """``new`` is ``old`` defined again (a cell run again); lambdas are never the same."""
+    qualname = getattr(new, "__qualname__", None)
+    return old is new or (
+        qualname is not None
+        and "<lambda>" not in qualname
+        and qualname == getattr(old, "__qualname__", None)
+        and getattr(new, "__module__", None) == getattr(old, "__module__", None)
+        and getattr(new, "__self__", None) is getattr(old, "__self__", None)
+    )
+
+
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not BRIDGE_NAME.match(name):
         raise ReactBoxClientError(
-            f"{name!r} cannot be a bridge name: use letters, digits, '_', '.', '-' or ':'."
+            f"{name!r} cannot be a bridge name: use letters, digits, '_', '.', '-' or ':' "
+            "(a lambda needs one: expose(fn, name='total'))."
         )
 
 
