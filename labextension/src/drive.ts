@@ -9,8 +9,8 @@
  * and history are never listed (the server leaves them out).  Lab asks a file's
  * `last_modified` before it saves and offers "overwrite or revert" when the file
  * changed meanwhile (an AI edit, an undo, another tab); the save itself carries
- * the version the drive last saw (`If-Match`), so a change in between is a 409,
- * never lost.
+ * the version the drive last loaded or saved (`If-Match`), so a change Lab's check
+ * missed is a 409, never lost, and saving again overwrites.
  */
 import { Contents, ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -74,6 +74,8 @@ export class ReactBoxDrive implements Contents.IDrive {
   private _disposed = false;
   /** The version of each file as the drive last saw it: what a save expects. */
   readonly versions = new Map<string, string>();
+  /** Files whose last save was refused as stale: the next save overwrites. */
+  private readonly refused = new Set<string>();
 
   constructor(
     private readonly api: ReactBoxAPI,
@@ -115,9 +117,6 @@ export class ReactBoxDrive implements Contents.IDrive {
       return this.listing(project, file, options?.content !== false);
     }
     const key = `${project}/${file}`;
-    if (stat.version) {
-      this.versions.set(key, stat.version);
-    }
     if (options?.content === false) {
       return this.model({ ...stat, path: key }, null);
     }
@@ -244,11 +243,35 @@ export class ReactBoxDrive implements Contents.IDrive {
     } else {
       const text =
         typeof options.content === 'string' ? options.content : JSON.stringify(options.content);
-      const seen = this.versions.get(path);
-      model = await this.write(path, text, seen ? { 'If-Match': `"${seen}"` } : {});
+      model = await this.saveText(path, text);
     }
     this._fileChanged.emit({ type: 'save', oldValue: null, newValue: model });
     return model;
+  }
+
+  /** An editor's save: over the version this drive last loaded or saved, so a change
+   * made meanwhile (an AI edit, an undo, another tab) is refused (409), never lost.
+   * Saving again after a refusal overwrites, as the refusal says. */
+  private async saveText(path: string, text: string): Promise<Contents.IModel> {
+    let expected = this.versions.get(path);
+    if (this.refused.delete(path)) {
+      const { project, file } = splitPath(path);
+      const stat = await this.api.request<Entry>(
+        'GET',
+        ['projects', project, 'files', ...fileParts(file)],
+        {},
+        { stat: '1' }
+      );
+      expected = stat.version;
+    }
+    try {
+      return await this.write(path, text, expected ? { 'If-Match': `"${expected}"` } : {});
+    } catch (error) {
+      if (error instanceof ReactBoxError && error.status === 409) {
+        this.refused.add(path);
+      }
+      throw error;
+    }
   }
 
   /** Text through the files API, as an editor's save (checked, committed). */

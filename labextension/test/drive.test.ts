@@ -117,8 +117,8 @@ describe('drive contents', () => {
     await expect(saving).rejects.toMatchObject({ status: 409 });
     expect(s.files['src/App.jsx']).toBe('the AI edit');
 
-    // What Lab does next: it asks the file's last change (newer: it offers overwrite
-    // or revert); overwrite saves over the version it was just shown.
+    // Lab sees the newer last change (and offers overwrite or revert); saving again
+    // after the refusal overwrites, as the refusal says.
     const onDisk = await d.get('shop/src/App.jsx', { content: false });
     expect(Date.parse(onDisk.last_modified)).toBeGreaterThan(Date.parse(opened.last_modified));
     await d.save('shop/src/App.jsx', { type: 'file', format: 'text', content: 'overwritten' });
