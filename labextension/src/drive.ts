@@ -107,12 +107,7 @@ export class ReactBoxDrive implements Contents.IDrive {
     if (!file) {
       return this.listing(project, '', options?.content !== false);
     }
-    const stat = await this.api.request<Entry>(
-      'GET',
-      ['projects', project, 'files', ...fileParts(file)],
-      {},
-      { stat: '1' }
-    );
+    const stat = await this.stat(project, file);
     if (stat.type === 'directory') {
       return this.listing(project, file, options?.content !== false);
     }
@@ -127,6 +122,11 @@ export class ReactBoxDrive implements Contents.IDrive {
       this.versions.set(key, version);
     }
     return this.model({ ...stat, path: key }, text);
+  }
+
+  /** A file's or folder's type, size, last change and (a file's) version. */
+  private stat(project: string, file: string): Promise<Entry> {
+    return this.api.request('GET', ['projects', project, 'files', ...fileParts(file)], {}, { stat: '1' });
   }
 
   private async listing(project: string, dir: string, content: boolean): Promise<Contents.IModel> {
@@ -256,13 +256,7 @@ export class ReactBoxDrive implements Contents.IDrive {
     let expected = this.versions.get(path);
     if (this.refused.delete(path)) {
       const { project, file } = splitPath(path);
-      const stat = await this.api.request<Entry>(
-        'GET',
-        ['projects', project, 'files', ...fileParts(file)],
-        {},
-        { stat: '1' }
-      );
-      expected = stat.version;
+      expected = (await this.stat(project, file)).version;
     }
     try {
       return await this.write(path, text, expected ? { 'If-Match': `"${expected}"` } : {});
