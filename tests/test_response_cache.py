@@ -6,11 +6,12 @@ server that lies on the generation stream."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
 from aiohttp import web
-from conftest import app_of, engine_name
+from conftest import FIXTURES, app_of, engine_name, zip_dir
 from tornado.httpclient import AsyncHTTPClient
 from tornado.simple_httpclient import HTTPTimeoutError
 
@@ -96,6 +97,47 @@ async def test_modules_come_from_memory_and_never_older_than_from_the_dev_server
     await runtime.stop("shop")
     assert runtime.previews["shop"].responses is None and len(cache) == 0
     assert not cache.live
+
+
+SLOW_TO_HEAR = """import react from '@vitejs/plugin-react'
+import { defineConfig } from 'vite'
+
+// Does its work on each change before Vite goes on, as route generators do.
+const slowToHear = {
+  name: 'slow-to-hear',
+  async watchChange() {
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+  },
+}
+
+// Without HMR (as some apps configure it), no message to the pages follows a change.
+export default defineConfig({ plugins: [react(), slowToHear], server: { hmr: false } })
+"""
+
+
+@pytest.mark.docker
+async def test_what_vite_serves_while_its_plugins_hear_of_a_change_is_not_kept(
+    api, server_url, jp_fetch
+):
+    """Vite forgets a changed module only once every plugin's watchChange hook has
+    answered (a route generator does its work there): what it serves meanwhile is
+    the old module, under the generation the watcher's event counted.  The proxy
+    may replay it only until Vite has forgotten it, never for good."""
+    r = await api.upload(
+        zip_dir(FIXTURES / "vite-react", extra={"vite.config.js": SLOW_TO_HEAR.encode()}), "shop"
+    )
+    info = await api.wait(json.loads(r.body)["id"])
+    module = server_url + info["preview_url"] + "src/App.jsx"
+    file = ("reactbox", "api", "projects", "shop", "files", "src/App.jsx")
+    original = (await jp_fetch(*file)).body.decode()
+    assert b"Get started" in (await fetch(module)).body
+
+    for n in range(2):
+        await jp_fetch(*file, method="PUT", body=original.replace("Get started", f"Change {n}"))
+        deadline = time.monotonic() + 15
+        while f"Change {n}".encode() not in (await fetch(module)).body:  # asked all along
+            assert time.monotonic() < deadline, f"change {n} never served"
+            await asyncio.sleep(0.05)
 
 
 @pytest.mark.docker

@@ -104,6 +104,30 @@ function proxiedUnderBase(server) {
   })
 }
 
+// Vite lets go of a changed file's module only after every plugin's watchChange
+// hook has answered, a few ticks after its watcher's event: an answer served
+// meanwhile is the old module, labelled with the generation the event counted,
+// and the proxy would replay it until the next change.  So the generation is
+// counted again the moment the module graph has let go (HMR on or off).
+function afterForgetting(server, bump) {
+  const graphs = server.environments
+    ? Object.values(server.environments).map((environment) => environment.moduleGraph)
+    : [server.moduleGraph]
+  for (const graph of new Set(graphs)) {
+    for (const method of ['onFileChange', 'onFileDelete']) {
+      const forget = graph?.[method]
+      if (typeof forget !== 'function') continue
+      graph[method] = function (...args) {
+        try {
+          return forget.apply(this, args)
+        } finally {
+          bump()
+        }
+      }
+    }
+  }
+}
+
 function generations(server) {
   const run = Math.random().toString(36).slice(2, 10)
   let n = 0
@@ -119,7 +143,8 @@ function generations(server) {
       for (const res of followers) res.write(current() + '\n')
     })
   }
-  server.watcher.on('all', bump)
+  server.watcher.on('all', bump) // at once: answers kept from before are not replayed
+  afterForgetting(server, bump) // and once Vite no longer serves what it had
   // Vite 5's server.hot broadcasts to server.ws; from Vite 6 the client
   // environment's channel (server.hot is deprecated there).
   const channels = server.environments
