@@ -50,6 +50,7 @@ from .ai.vision import parse_images
 from .errors import (
     ArchiveError,
     ArchiveTooLarge,
+    Busy,
     DiskFull,
     ReactBoxError,
     is_disk_full,
@@ -114,6 +115,8 @@ class BaseHandler(APIHandler):
         """Jupyter's JSON error, with the message formatted: ours carry it as an
         argument so a '%' in a path or name is never taken for a format."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(getattr(exc, "__cause__", None), Busy):  # a full line: when to retry
+            self.set_header("Retry-After", str(exc.__cause__.retry_after))
         if isinstance(exc, web.HTTPError) and exc.args and exc.log_message:
             self.set_header("Content-Type", "application/json")
             message = exc.log_message % exc.args

@@ -9,7 +9,10 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import signal
 import subprocess
+import sys
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,7 +23,7 @@ from jupyter_server.utils import url_path_join
 from tornado.routing import AnyMatches, Rule
 from traitlets import Bool, CaselessStrEnum, Float, Int, Type, Unicode, Union, default, validate
 
-from . import api, backends, boxes, bridge, history
+from . import admission, api, backends, boxes, bridge, history
 from .ai import vision
 from .ai.budget import TokenBudget
 from .ai.editor import AIEditor
@@ -37,8 +40,8 @@ from .proxy import (
     origin_host_pattern,
     preview_rules,
 )
-from .runtime import Runtime
-from .spaces import OneSpace, Space
+from .runtime import Runtime, stop_unused
+from .spaces import OneSpace, Space, Spaces
 from .store import Project, ProjectStore, StoreLock, parse_size, slugify
 from .supply import Policy as SupplyPolicy
 
@@ -60,6 +63,8 @@ MOVED_TO_DOCKER_BACKEND = {
 class ReactBoxApp(ExtensionApp):
     name = "jupyter_reactbox"
     description = "Live, isolated previews of uploaded React apps."
+    spaces: Spaces | None = None
+    """The spaces this process serves: its user's, or the hub service's users'."""
 
     projects_dir = Unicode(
         help="""Folder holding one sub-folder per project (its files, git history and
@@ -167,6 +172,59 @@ class ReactBoxApp(ExtensionApp):
         help="""Most previews this server runs at once (0: no limit). Starting one more
         stops the least recently used; if none can be stopped, the start gets 429.""",
     ).tag(config=True)
+
+    max_installs = Int(
+        help="""Package-manager runs at once on this server (the hub service: for all its
+        users); more wait in line, fairly across users. 0: no limit. Default: the
+        host's cores, at least 2. An install of a lockfile seen before copies and
+        does not wait.""",
+    ).tag(config=True)
+
+    max_starts = Int(
+        help="""Dev servers starting at once (their first compile is a burst of CPU); more
+        wait in line, fairly across users. 0: no limit. Default: the host's cores.""",
+    ).tag(config=True)
+
+    max_edits = Int(
+        help="""AI edits at work at once (they mostly wait for the model); more wait in
+        line, fairly across users. 0: no limit. Default: 4 per core.""",
+    ).tag(config=True)
+
+    @default("max_installs")
+    def _default_max_installs(self):
+        return admission.default_limits()["install"]
+
+    @default("max_starts")
+    def _default_max_starts(self):
+        return admission.default_limits()["start"]
+
+    @default("max_edits")
+    def _default_max_edits(self):
+        return admission.default_limits()["edit"]
+
+    max_queued = Int(
+        100,
+        help="""Most installs, starts or edits that may wait in one line; one more is a
+        429 with a Retry-After, which the kernel client, the widget and the Lab panel
+        wait out and retry on their own.""",
+    ).tag(config=True)
+
+    start_memory = Unicode(
+        "300m",
+        help="""Memory a dev server takes as it starts, e.g. '300m': a start waits until
+        the host has that much available (and memory_reserve besides), after stopping
+        previews nobody uses, frozen ones first. Empty or '0': no memory check.""",
+    ).tag(config=True)
+
+    memory_reserve = Unicode(
+        help="""Memory no start may take, e.g. '1g', so the host never swaps nor calls its
+        OOM killer for a preview. Default: a twentieth of the host's, at least 256m.""",
+    ).tag(config=True)
+
+    @default("memory_reserve")
+    def _default_memory_reserve(self):
+        total = admission.meminfo().get("MemTotal", 0)
+        return f"{max(256 << 20, total // 20) >> 20}m"
 
     max_restarts = Int(
         5,
@@ -484,6 +542,9 @@ class ReactBoxApp(ExtensionApp):
             load_page=functools.partial(self._load_page, runtime)
             if self.ai_page_check_headless
             else None,
+            queue=lambda project_id, tell: runtime.admission["edit"].place(
+                runtime.owner, project_id, tell
+            ),
             log=self.log,
         )
 
@@ -541,6 +602,24 @@ class ReactBoxApp(ExtensionApp):
             bytes_per_second=max(2 * largest, 8 << 20),
         )
 
+    @functools.cached_property
+    def admission(self) -> admission.Admission:
+        """The lines of installs, starts and edits, shared by every space this process
+        serves (every user of the hub service)."""
+        return admission.Admission(
+            {"install": self.max_installs, "start": self.max_starts, "edit": self.max_edits},
+            max_queued=self.max_queued,
+            memory=admission.Memory(parse_size(self.start_memory), parse_size(self.memory_reserve)),
+            make_room=self._make_room,
+        )
+
+    async def _make_room(self, short: int) -> int:
+        """Stop previews nobody uses (frozen first, then the least recently used with no
+        page open) to free about ``short`` bytes: how many it stopped."""
+        spaces = self.spaces.all() if self.spaces is not None else []
+        per = parse_size(self.start_memory) or short
+        return await stop_unused([s.runtime for s in spaces], -(-short // per))
+
     def make_space(
         self,
         owner: str,
@@ -587,6 +666,8 @@ class ReactBoxApp(ExtensionApp):
             preview_origin_template=template,
             preview_mode_why=why,
             bridge_limits=self._bridge_limits(),
+            owner=owner,
+            admission=self.admission,
             log=self.log,
         )
         editor = self._make_editor(runtime)
@@ -745,6 +826,7 @@ class ReactBoxApp(ExtensionApp):
         os.environ.update(self._kernel_env)
         if self.spaces is None:
             return
+        _stop_on_sigint(serverapp)
         runtime = self.spaces.space.runtime
         if runtime.preview_origin_template == self.LOCAL_TEMPLATE:
             self._serve_locally(runtime)
@@ -781,3 +863,18 @@ class ReactBoxApp(ExtensionApp):
             await self.service.close()
         if getattr(self, "store_lock", None) is not None:
             self.store_lock.release()
+
+
+def _stop_on_sigint(serverapp) -> None:
+    """A server with no terminal takes SIGINT as an interrupt that skips every
+    shutdown hook, so its dev servers would outlive it; a spawner or process
+    manager stops servers with SIGINT first (JupyterHub's local spawner does, then
+    SIGTERM).  So, as ``jupyterhub-singleuser`` does, SIGINT stops the server as
+    SIGTERM does, and previews go as ``on_shutdown`` says.  A terminal's Ctrl-C
+    (Jupyter asks to confirm) is left as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if sys.stdin and sys.stdin.isatty():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, serverapp._signal_stop)

@@ -15,6 +15,7 @@ import sys
 import docker
 import docker.errors
 
+from . import admission
 from . import image as images
 from ._version import __version__
 
@@ -71,6 +72,7 @@ def doctor(args) -> int:
         _doctor_docker(args, check)
     _doctor_folder(args)
     _doctor_quotas(args, check)
+    _doctor_admission()
     print(
         "  previews: on a server that listens on localhost (the default), each at an origin "
         "of its own, <project>.localhost:<port> (Chromium and Firefox send it to this "
@@ -178,6 +180,26 @@ def _doctor_quotas(args, check) -> None:
             f"  WARN quotas: checked every 30 s, not kept by the kernel: {problem} "
             "(a project that writes fast fills that much more before it is stopped)"
         )
+
+
+def _doctor_admission() -> None:
+    """How many installs, starts and edits run at once here, and the memory a start
+    waits for (from this host's cores and memory, unless configured)."""
+    from .app import ReactBoxApp
+
+    app = ReactBoxApp()
+    print(
+        f"  at once: {app.max_installs} installs, {app.max_starts} starts, {app.max_edits} AI "
+        f"edits; up to {app.max_queued} wait in each line (fairly across users), then 429 "
+        f"(c.ReactBoxApp.max_installs, max_starts, max_edits, max_queued)"
+    )
+    memory = admission.meminfo()
+    print(
+        f"  memory: a start waits for {app.start_memory or 'nothing'} available beyond a "
+        f"reserve of {app.memory_reserve} (this host has "
+        f"{memory.get('MemAvailable', 0) >> 20} MiB available of "
+        f"{memory.get('MemTotal', 0) >> 20} MiB; c.ReactBoxApp.start_memory, memory_reserve)"
+    )
 
 
 def _default_projects_dir() -> str:

@@ -15,6 +15,7 @@ Errors of the Docker SDK are mapped to ``SandboxError`` at one boundary
     │   ├── InvalidName           400
     │   ├── TooManyPreviews       429  max_running reached, none can be stopped
     │   ├── TooManyStreams        429  too many followed logs are open at once
+    │   ├── Busy                  429  the line to install, start or edit is full
     │   └── QuotaExceeded         413  a project outgrew its disk quota
     ├── DiskFull                  507  no space left where the projects live
     └── SandboxError              500  the container engine failed
@@ -74,6 +75,17 @@ class TooManyPreviews(UserError):
 
 class TooManyStreams(UserError):
     status = 429
+
+
+class Busy(UserError):
+    """Too many wait already for this kind of work (``admission.py``): try again after
+    ``retry_after`` seconds (the API's ``Retry-After``)."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class QuotaExceeded(UserError):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from jupyter_server.utils import url_path_join
 
+from .admission import Place
 from .backends.base import Endpoint
 from .response_cache import ResponseCache
 
@@ -58,6 +59,8 @@ class PreviewState:
     it frozen waits for the one thaw."""
     notes: list[str] = field(default_factory=list)
     """What the user should know about how the preview runs (a package replaced)."""
+    queue: Place | None = None
+    """Its place in line, while its install or start waits for one (``admission.py``)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task | None = None
     deleting: bool = False

@@ -50,7 +50,7 @@ from tornado.routing import PathMatches, Router, Rule
 from . import boxes, frameworks
 from .bridge import MAX_HEADER, Socket
 from .bridge import PAGE_PATH as BRIDGE_PATH
-from .errors import ReactBoxError
+from .errors import Busy, ReactBoxError
 from .previews import PreviewState
 from .response_cache import GENERATION_HEADER, Cached, ResponseCache, parse_generation
 from .rewrite import inject_scripts, public_files
@@ -313,11 +313,14 @@ class PreviewRequest:
         answer with a page that reloads itself until the preview is there."""
         st = self.preview
         assert st is not None
-        status = 503
+        status, retry = 503, 1
         if resume and st.status == "stopped":
             try:
                 project = await asyncio.to_thread(self.runtime.store.get, self.project_id)
                 self.runtime.start(project)
+            except Busy as exc:  # the line to start is full: the page asks again later
+                status, retry = exc.status, exc.retry_after
+                st.update(detail=str(exc))
             except ReactBoxError as exc:  # e.g. max_running: say so on the page
                 status = exc.status
                 st.update(detail=str(exc))
@@ -329,18 +332,18 @@ class PreviewRequest:
             await self.previews.until_settled(self.project_id, RESUME_WAIT)
             if st.status == "running" and st.endpoint is not None:
                 return  # proxied as if it had been running
-        waiting = st.status in ("installing", "starting") or st.restart_at is not None
+        waiting = st.status in ("installing", "starting") or st.restart_at is not None or retry > 1
         self.set_status(status)
         self._headers = httputil.HTTPHeaders()
         self._secure_headers()
         self.set_header("Cache-Control", "no-store")
         if waiting:
-            self.set_header("Retry-After", "1")
+            self.set_header("Retry-After", str(retry))
         if not self._is_navigation():
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             return self.finish(f"The preview is {st.status}; reload the page to start it.\n")
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(_status_page(st.status, st.detail, st.error, refresh=waiting))
+        self.finish(_status_page(st.status, st.detail, st.error, refresh=retry if waiting else 0))
 
     def _is_upstream(self, _handler, host: str) -> bool:
         return (
@@ -974,13 +977,14 @@ async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _status_page(status: str, detail: str | None, error: str | None, *, refresh: bool) -> str:
-    """What a stopped, starting or failed preview shows instead of the app."""
+def _status_page(status: str, detail: str | None, error: str | None, *, refresh: int) -> str:
+    """What a stopped, starting or failed preview shows instead of the app; it
+    reloads itself after ``refresh`` seconds (0: never)."""
     title = {"installing": "Installing…", "starting": "Starting…"}.get(status, f"Preview {status}")
     lines = [html.escape(x) for x in (detail, error) if x]
     return (
         "<!doctype html><html><head><meta charset=utf-8>"
-        + ('<meta http-equiv="refresh" content="1">' if refresh else "")
+        + (f'<meta http-equiv="refresh" content="{refresh}">' if refresh else "")
         + f"<title>{html.escape(title)}</title><style>body{{font:14px system-ui,sans-serif;"
         "color:#444;margin:2em}pre{white-space:pre-wrap;color:#a00}</style></head><body>"
         f"<h3>{html.escape(title)}</h3>"

@@ -28,10 +28,12 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 
 from . import headless, managers, probes, supply
+from .admission import Admission, Place
 from .ai import vision
 from .backends.base import Backend
 from .bridge import Bridges, Limits
@@ -87,6 +89,8 @@ class Runtime:
         room: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         bridge_limits: Limits | None = None,
+        owner: str = "",
+        admission: Admission | None = None,
         log: logging.Logger | None = None,
     ):
         self.store = store
@@ -114,6 +118,10 @@ class Runtime:
         """Asked with every quota check; raises QuotaExceeded when the owner's projects
         together use too much (the hub service's per-user disk quota)."""
         self.clock = clock
+        self.owner = owner
+        self.admission = admission or Admission({})
+        """Who installs, starts and edits next, with every other owner of the server
+        (the hub service's users): ``admission.py``."""
         self.log = log or logging.getLogger(__name__)
         self.previews = Previews(base_url, origin_template=preview_origin_template, clock=clock)
         self.watcher = Watcher(self)
@@ -165,6 +173,7 @@ class Runtime:
             "errors": list(st.errors),
             "selection": st.selection,
             "notes": st.notes,
+            "queue": st.queue.to_json() if st.queue else None,
             **self.isolation,
             "preview_mode": {
                 "mode": "separate" if self.previews.origin_template else "path",
@@ -228,6 +237,16 @@ class Runtime:
                 running_since=self.clock() if running else None,
             )
             self.log.info("Re-attached the %s preview of %s", st.status, record.project_id)
+        for project in projects.values():  # starts a stopped server left in line or under way
+            st = self.state(project.id)
+            if st.status == "running":
+                _mark(project.start_wanted, False)
+            elif st.status not in ACTIVE and project.start_wanted.exists():
+                self.log.info("Starting %s again: its start was under way", project.id)
+                try:
+                    self.start(project)
+                except ReactBoxError as exc:
+                    st.update(detail=str(exc))
 
     def watch(self) -> None:
         """Start the watcher (idle culling, crash restarts, disk quota)."""
@@ -242,6 +261,8 @@ class Runtime:
         """Import an uploaded ZIP as the project ``name`` and start its preview.  A
         delete of the same name that is under way finishes first.  The upload is kept
         when ``max_running`` leaves no room to start it (its ``detail`` says why)."""
+        self.admission["install"].check()  # a full line: 429, before anything is made
+        self.admission["start"].check()
         async with self._name(slugify(name)):
             project = await asyncio.to_thread(
                 functools.partial(
@@ -254,17 +275,20 @@ class Runtime:
                 path,
             )
             try:
-                self.start(project)
+                self.start(project, checked=True)
             except TooManyPreviews as exc:
                 self.state(project.id).update(detail=str(exc))
             return project
 
-    def start(self, project: Project, *, fresh: bool = False) -> PreviewState:
+    def start(
+        self, project: Project, *, fresh: bool = False, checked: bool = False
+    ) -> PreviewState:
         """Start the preview in the background unless it is starting or running.
 
         With ``max_running`` reached, the least recently used running preview
-        is stopped first; when none can be, TooManyPreviews (429).  A project
-        being deleted is not found.
+        is stopped first; when none can be, TooManyPreviews (429).  With the line
+        of starts full, Busy (429), unless the caller ``checked`` it already (an
+        upload, before it made the project).  A project being deleted is not found.
         """
         st = self.state(project.id)
         if st.deleting:
@@ -277,10 +301,13 @@ class Runtime:
             return st
         if self.admit is not None and st.status not in ACTIVE:
             self.admit(project.id)
+        if st.status not in ACTIVE and not checked:
+            self.admission["start"].check()
         victims = self._make_room(project.id)
         if not st.restart_at:
             st.restarts = 0  # a start by a person, not a crash restart
         st.update(status="installing", error=None, detail=None, progress=None, restart_at=None)
+        _mark(project.start_wanted, True)
         # A previous task may still be cleaning up after a failure or a cancel.
         previous = st.task if in_flight else None
         st.task = asyncio.create_task(
@@ -347,6 +374,9 @@ class Runtime:
                     project.install_log,
                     self._progress(st),
                     pins={"vite": pin.fixed} if pin else None,
+                    gate=functools.partial(
+                        self.admission["install"].place, self.owner, project.id, self._told(st)
+                    ),
                 )
                 await asyncio.to_thread(
                     supply.check,
@@ -357,16 +387,18 @@ class Runtime:
                 )
                 await self.check_quota(project)
                 st.update(status="starting", progress=None, detail=f"dependencies {how}")
-                if ahead is not None:
-                    st.update(endpoint=await ahead)
-                    await self.backend.release(project.id)
-                else:
-                    await self._resume_or_launch(project, plan, st, fresh=fresh)
-                await probes.wait_ready(
-                    st, timeout=self.start_timeout, ended=lambda: self._ended(project.id)
-                )
+                async with self.admission["start"].place(self.owner, project.id, self._told(st)):
+                    if ahead is not None:
+                        st.update(endpoint=await ahead)
+                        await self.backend.release(project.id)
+                    else:
+                        await self._resume_or_launch(project, plan, st, fresh=fresh)
+                    await probes.wait_ready(
+                        st, timeout=self.start_timeout, ended=lambda: self._ended(project.id)
+                    )
                 now = self.clock()  # the idle clock starts when it is ready
                 st.update(status="running", detail=None, running_since=now, last_used=now)
+                _mark(project.start_wanted, False)
                 self.log.info("Preview of %s is running", project.id)
             except asyncio.CancelledError:
                 await _settled(ahead)
@@ -387,6 +419,11 @@ class Runtime:
                 await self._fail(project.id, st, error)
             finally:
                 self._when_quiet(project.id)
+
+    def _unwanted(self, project_id: str) -> None:
+        """No start of the project is asked for any more (it ran, failed, or a person
+        or the server stopped it)."""
+        _mark(self.store.root / project_id / "start-wanted", False)
 
     def _when_quiet(self, project_id: str) -> None:
         """Tell the backend a start is over once the previews are quiet (``QUIET``)."""
@@ -449,6 +486,16 @@ class Runtime:
         return token, base
 
     @staticmethod
+    def _told(st: PreviewState) -> Callable[[Place | None], None]:
+        """What a preview's place in a line is told: it shows in its status."""
+        detail = st.detail
+
+        def tell(place: Place | None) -> None:
+            st.update(queue=place, detail=str(place) if place else detail)
+
+        return tell
+
+    @staticmethod
     def _progress(st: PreviewState):
         def report(done: int, total: int) -> None:
             if st.progress != (done, total):
@@ -458,7 +505,14 @@ class Runtime:
 
     async def _halt(self, project_id: str, st: PreviewState, *, detail: str | None) -> None:
         """Stopped, what makes a start fast kept (and with it the link)."""
-        st.update(status="stopped", endpoint=None, detail=detail, running_since=None, frozen=False)
+        st.update(
+            status="stopped",
+            endpoint=None,
+            detail=detail,
+            running_since=None,
+            frozen=False,
+            queue=None,
+        )
         try:
             await asyncio.shield(self.backend.stop(project_id))
         except Exception:
@@ -468,12 +522,20 @@ class Runtime:
         """Failed to start: the old link is dead at once, and by the time the start is
         reported failed nothing half-made is left (a container made ahead of the
         install, say)."""
+        self._unwanted(project_id)
         st.update(token=None, base=None, endpoint=None)
         try:
             await self.backend.discard(project_id)
         except Exception:
             self.log.exception("Could not remove the dev server of %s", project_id)
-        st.update(status="failed", error=error, detail=None, progress=None, running_since=None)
+        st.update(
+            status="failed",
+            error=error,
+            detail=None,
+            progress=None,
+            running_since=None,
+            queue=None,
+        )
 
     async def _ended(self, project_id: str) -> str | None:
         """Why a starting dev server is gone, with its last output; None while it runs."""
@@ -549,6 +611,7 @@ class Runtime:
 
     async def stop(self, project_id: str, *, detail: str | None = None) -> None:
         """Stop the dev server (the backend keeps what it needs, so the link stays valid)."""
+        self._unwanted(project_id)
         st = self.state(project_id)
         if st.task and not st.task.done():
             st.task.cancel()
@@ -649,6 +712,36 @@ class Runtime:
             await asyncio.to_thread(self.store.unmount_all)
         if self._session is not None:
             await self._session.close()
+
+
+async def stop_unused(runtimes: list[Runtime], count: int) -> int:
+    """Stop up to ``count`` previews nobody uses, to free memory for a start: frozen
+    ones first, then running ones no page has open and no edit holds, the least
+    recently used first.  How many it stopped."""
+    unused = [
+        (not st.frozen, st.last_used, rt, project_id)
+        for rt in runtimes
+        for project_id, st in rt.previews.items()
+        if st.status == "running"
+        and not st.lock.locked()
+        and (st.frozen or (st.pages == 0 and not rt.busy(project_id)))
+    ]
+    unused.sort(key=lambda u: u[:2])
+    for _, _, rt, project_id in unused[:count]:
+        rt.log.info("Stopping the unused preview of %s to free memory for a start", project_id)
+        await rt.stop(project_id, detail="Stopped to free memory for another preview's start.")
+    return min(count, len(unused))
+
+
+def _mark(path: Path, present: bool) -> None:
+    """A marker file there or not (in a project's own folder, which no sandbox sees)."""
+    try:
+        if present:
+            path.touch()
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:  # a project being deleted, a full disk: the marker is a hint
+        pass
 
 
 async def _settled(launch: asyncio.Task | None) -> None:

@@ -22,6 +22,15 @@ class Progress(TypedDict):
     total: int
 
 
+class Queue(TypedDict):
+    """A place in line (``admission.py``)."""
+
+    kind: Literal["install", "start", "edit"]
+    position: int
+    """1: next."""
+    waiting: int
+
+
 class PageError(TypedDict, total=False):
     kind: str
     message: str
@@ -77,6 +86,9 @@ class ProjectInfo(TypedDict):
     """The element picked in the preview (alt-click, or select mode) for the next edit."""
     notes: list[str]
     """What the server changed to run it (a patched Vite release, ...)."""
+    queue: Queue | None
+    """Its place in line while its install or start waits for one (``detail`` says it
+    in words)."""
     backend: str
     """Where its dev server runs: 'docker', 'local', ..."""
     sandboxed: bool

@@ -72,6 +72,12 @@ class Project:
     def install_log(self) -> Path:
         return self.path / "install.log"
 
+    @property
+    def start_wanted(self) -> Path:
+        """There while a start asked for is not over (it may wait in line): a server
+        that stops meanwhile starts it again when it comes back."""
+        return self.path / "start-wanted"
+
     def plan(self, *, own_origin: bool = False) -> AppPlan:
         """How to run it (``own_origin``: its preview is at ``/`` of its own origin)."""
         return detect(self.app_dir, self.member, own_origin=own_origin)

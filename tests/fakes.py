@@ -60,7 +60,9 @@ class FakeBackend(Backend):
     def isolation(self) -> Isolation:
         return Isolation(self.name, True, "nothing runs")
 
-    async def install(self, project_id, app_dir, plan, log, progress=None, *, pins=None) -> str:
+    async def install(
+        self, project_id, app_dir, plan, log, progress=None, *, pins=None, gate=None
+    ) -> str:
         self.calls.append(("install", project_id))
         return "installed"
 

@@ -7,9 +7,11 @@ they need root on a machine whose engine the tests may restart (as in CI).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -90,6 +92,17 @@ def fill(disk: Path, leave: int = 0) -> Path:
     return filler
 
 
+async def settled_disk(disk: Path, quiet: float = 2.0, timeout: float = 60) -> None:
+    """Until what the disk holds has not changed for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    used, since = shutil.disk_usage(disk).used, time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        now = shutil.disk_usage(disk).used
+        if now != used:
+            used, since = now, time.monotonic()
+
+
 @pytest.mark.parametrize("reactbox_config", [{"disk_limits": "check"}])
 async def test_a_full_disk_is_507_and_changes_nothing_then_recovers(
     api, jp_fetch, llm, projects_dir, small_disk, server_url
@@ -97,6 +110,9 @@ async def test_a_full_disk_is_507_and_changes_nothing_then_recovers(
     info = await api.upload_running()
     app = app_of(projects_dir, "shop")
     head, before = history.head(app), snapshot(app)
+    # Vite may still write its pre-bundled dependencies (and remove their temporary
+    # folder, freeing what a filler took): the disk is filled once that is over.
+    await settled_disk(small_disk)
 
     room = 0  # bytes left free; the running dev server may free some meanwhile
 

@@ -68,6 +68,8 @@ def remove_user(name: str) -> None:
     subprocess.run(["userdel", "--remove", name], capture_output=True)
 
 
+LIMIT = ("--ReactBoxApp.max_running=1",)
+"""Each user's previews at once on the test hubs, unless a test says otherwise."""
 DOCKER_ARGS = ("--DockerBackend.pids_limit=128", "--DockerBackend.memory_limit=256m")
 
 
@@ -108,7 +110,7 @@ class Hub:
                 f"--HubService.data_dir={self.data_dir}",
                 f"--DockerBackend.image={image}",
                 "--ReactBoxApp.ai_model=scripted",
-                "--ReactBoxApp.max_running=1",
+                *(() if any("max_running=" in a for a in service_args) else LIMIT),
                 *service_args,
             ],
             text=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -179,3 +180,60 @@ def test_a_second_server_of_one_folder_relays_to_the_first(
         third.stop()
         second.stop()
         first.stop()
+
+
+def test_a_server_stopped_as_its_hub_stops_it_stops_its_previews_and_its_line_goes_on(
+    tmp_path, owner, docker_client, package_cache, sandbox_image
+):
+    """JupyterHub's local spawner stops a server with SIGINT, then SIGTERM after
+    ``interrupt_timeout`` (10 s), then SIGKILL after ``term_timeout`` (5 s): the
+    server's previews stop as ``on_shutdown`` says before that.  A start that was
+    under way, or waiting in line, goes on when the server comes back."""
+    from test_classroom import SLOW_START
+
+    args = (
+        f"--ReactBoxApp.cache_dir={package_cache}",
+        f"--DockerBackend.image={sandbox_image}",
+        "--ReactBoxApp.max_starts=1",
+        "--ReactBoxApp.max_running=0",
+    )
+    server = JupyterProcess(tmp_path, owner, *args).start()
+    selector = {"label": f"{LABEL}.owner={owner}"}
+    try:
+        server.upload(zip_dir(FIXTURES / "vite-react"), "shop")
+        server.wait("shop")
+        server.upload(
+            zip_dir(FIXTURES / "vite-react", extra={"vite.config.js": SLOW_START}), "slow"
+        )
+        server.upload(zip_dir(FIXTURES / "vite-react"), "next")
+        deadline = time.monotonic() + 60
+        while (server.project("next")["queue"] or {}).get("kind") != "start":
+            assert time.monotonic() < deadline, server.project("next")
+            time.sleep(0.1)
+        assert server.project("slow")["status"] == "starting"
+    finally:
+        began = time.monotonic()
+        server.proc.send_signal(signal.SIGINT)  # as the spawner does
+        try:
+            server.proc.wait(10)
+            took = "SIGINT"
+        except subprocess.TimeoutExpired:
+            server.proc.send_signal(signal.SIGTERM)
+            server.proc.wait(5)  # else the spawner kills it: a failure here
+            took = "SIGTERM"
+        server.log.close()
+    stopped = time.monotonic() - began
+    print(f"stopped by {took} in {stopped:.1f} s")
+    states = {c.name: c.status for c in docker_client.containers.list(all=True, filters=selector)}
+    assert states and set(states.values()) == {"exited"}, states  # stopped, none left running
+
+    server = JupyterProcess(tmp_path, owner, *args).start()
+    try:
+        # Nobody asks: the start under way and the one in line go on by themselves.
+        for name in ("slow", "next"):
+            assert server.wait(name, timeout=180)["queue"] is None
+        assert server.project("shop")["status"] == "stopped"  # it ran: nobody asked again
+        names = sorted(c.name for c in docker_client.containers.list(all=True, filters=selector))
+        assert names == [server.engine_name(n) for n in ("next", "shop", "slow")]  # none leaked
+    finally:
+        server.stop()

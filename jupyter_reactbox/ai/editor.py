@@ -44,12 +44,14 @@ reach the model, whose answer is checked like any other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import json
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +59,7 @@ from typing import Any, Protocol
 import openai
 
 from .. import frameworks, headless, history, worktree
+from ..admission import Place as AdmissionPlace
 from ..errors import ReactBoxError, UserError
 from ..store import Project
 from . import context, edits, validate
@@ -86,6 +89,11 @@ Rules:
 - Only edit files inside the project; never node_modules or .git.
 - Keep explanations short; the blocks are what counts.
 """
+
+EditQueue = Callable[
+    [str, Callable[[AdmissionPlace | None], None]], AbstractAsyncContextManager[None]
+]
+"""(project id, what its place in line is told) -> a place in the line of edits."""
 
 INTERRUPTED = "The server stopped during this edit; the project was put back as it was before it."
 WHOLE_FILE_LINES = 150
@@ -234,6 +242,7 @@ class AIEditor:
         vision: bool = False,
         screenshot: Screenshot | None = None,
         load_page: LoadPage | None = None,
+        queue: EditQueue | None = None,
         log: logging.Logger | None = None,
     ):
         self.client = client
@@ -249,6 +258,8 @@ class AIEditor:
         self.vision = vision
         self.screenshot = screenshot
         self.load_page = load_page
+        self.queue = queue
+        """A place in the server's line of edits (``admission.py``), for the work."""
         self.log = log or logging.getLogger(__name__)
         self._locks: dict[str, asyncio.Lock] = {}
         self._blamed: dict[str, set[tuple[str, str]]] = {}
@@ -335,17 +346,29 @@ class AIEditor:
                 review=review,
             )
             try:
-                pictures = await self._pictures(project, result, progress, images, screenshot)
-                # After the screenshot: what its page load reported is not the edit's doing.
-                known = self.pages.error_keys(project.id) if self.pages is not None else set()
-                if fixing is not None and self.pages is not None:
-                    known.discard(self.pages.error_key(fixing))  # seen again: not fixed
-                await self._run(project, result, progress, known, pictures)
+                async with self._place(project.id, progress):
+                    pictures = await self._pictures(project, result, progress, images, screenshot)
+                    # After the screenshot: what its page load reported is not the edit's.
+                    known = self.pages.error_keys(project.id) if self.pages is not None else set()
+                    if fixing is not None and self.pages is not None:
+                        known.discard(self.pages.error_key(fixing))  # seen again: not fixed
+                    await self._run(project, result, progress, known, pictures)
             finally:
                 if result.notes:
                     result.message = " ".join([result.message, *result.notes])
                 await self._finish(project, result, progress)
             return result
+
+    def _place(self, project_id: str, progress: Progress) -> AbstractAsyncContextManager:
+        """The edit's place in the server's line; while it waits, its place is streamed."""
+        if self.queue is None:
+            return contextlib.nullcontext()
+
+        def tell(place: AdmissionPlace | None) -> None:
+            if place is not None:
+                progress.emit(stage="queued", message=str(place), **place.to_json())
+
+        return self.queue(project_id, tell)
 
     def _lock(self, project_id: str) -> asyncio.Lock:
         """The project's edit lock, or 409 while an edit holds it."""

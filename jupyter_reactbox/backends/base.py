@@ -25,10 +25,12 @@ other packages add one through the entry point group
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -207,11 +209,13 @@ class Backend(LoggingConfigurable):
         progress: Progress | None = None,
         *,
         pins: dict[str, str] | None = None,
+        gate: Callable[[], AbstractAsyncContextManager] = contextlib.nullcontext,
     ) -> str:
         """Make ``app_dir/node_modules`` match the lockfile: 'installed' (it did
         already), 'cached' (copied from an earlier install of the same lockfile),
         'assembled' (every package copied from earlier installs) or 'fresh'; ``pins``
-        (package -> version) override what the app asks for.  Raises InstallFailed,
+        (package -> version) override what the app asks for; a package manager runs
+        in ``gate`` (a place in the install queue, ``admission.py``).  Raises InstallFailed,
         with the install output written to ``log``.
 
         The package manager sees a staging copy of the manifest and lockfile only
@@ -242,6 +246,28 @@ class Backend(LoggingConfigurable):
             if done == "cached" and not self.boxed:
                 self._spare_tree_later(inputs.fingerprint)
             return done
+        async with gate():  # only a package manager's run waits its turn
+            await self._fresh_install(
+                project_id, app_dir, plan, log, progress, argv, command, inputs, assembly
+            )
+        if not self.boxed:
+            self._spare_tree_later(inputs.fingerprint)
+        return "fresh"
+
+    async def _fresh_install(
+        self,
+        project_id: str,
+        app_dir: Path,
+        plan: AppPlan,
+        log: Path,
+        progress: Progress | None,
+        argv: list[str],
+        command: str,
+        inputs: modules.InstallInputs,
+        assembly: packages.Assembly | None,
+    ) -> None:
+        """The package manager's run of ``install``, into a staging folder whose tree
+        is moved into the app when it succeeds."""
         proxy, registry = await self._install_route()
         cache = package_cache(Path(self.cache_dir), project_id, self.ignore_scripts)
         staging = await asyncio.to_thread(self._stage_install, app_dir, inputs, cache, registry)
@@ -293,9 +319,6 @@ class Backend(LoggingConfigurable):
             await asyncio.to_thread(self._finish_install, project_id, app_dir, staging, inputs)
         finally:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, staging, True))
-        if not self.boxed:
-            self._spare_tree_later(inputs.fingerprint)
-        return "fresh"
 
     SPARE_TREE_DELAY: ClassVar[float] = 5.0
     """Seconds after a start has its tree before the spare copy for the next one is

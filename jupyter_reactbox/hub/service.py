@@ -143,8 +143,8 @@ class ServicePreviewSocketHandler(ServicePreview, PreviewSocketHandler):
 
 
 class AdminPreviewsHandler(APIHandler):
-    """Hub admins: every user's previews; POST ``{"user", "project", "action":
-    "stop" | "remove"}`` acts on one."""
+    """Hub admins: every user's previews, and the lines of installs, starts and edits;
+    POST ``{"user", "project", "action": "stop" | "remove"}`` acts on one."""
 
     async def prepare(self):
         await super().prepare()
@@ -170,7 +170,8 @@ class AdminPreviewsHandler(APIHandler):
                     "projects": [{k: info[k] for k in ADMIN_FIELDS} for info in listed],
                 }
             )
-        self.finish({"users": users})
+        lines = self.settings["reactbox_admission"].to_json()  # the lines of all users
+        self.finish({"users": users, "admission": lines})
 
     @web.authenticated
     async def post(self):
@@ -301,6 +302,7 @@ class HubService(Application):
         identity = HubIdentity(parent=self)
         identity.hub_auth = HubAuth(cache_max_age=60)
         self.spaces = SpacePerUser(self.make_space, max_running_total=self.max_running_total)
+        self.reactbox.spaces = self.spaces  # a start short of memory stops any user's unused
         rb = self.reactbox
         settings = {
             "base_url": self.prefix,
@@ -308,6 +310,7 @@ class HubService(Application):
             "authorizer": AllowAllAuthorizer(parent=self),
             "allow_remote_access": True,
             "reactbox_spaces": self.spaces,
+            "reactbox_admission": rb.admission,
             "reactbox_max_upload_bytes": rb.max_upload_bytes,
             "log_function": _log_request,
         }

@@ -35,6 +35,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 
 API = "reactbox/api"
+BUSY_WAIT = 600.0
+"""Seconds the client waits out a busy server (429 with a Retry-After) in all, per call."""
 SKIPPED_IN_FOLDERS = {"node_modules", ".git", "dist", "build", ".vite", "__pycache__"}
 ENABLE_HINT = (
     "enable it with `jupyter server extension enable jupyter_reactbox` and restart the server"
@@ -120,6 +122,12 @@ class Project:
     @property
     def detail(self) -> str | None:
         return self.info.get("detail")
+
+    @property
+    def queue(self) -> dict | None:
+        """Its place in the server's line while its install or start waits:
+        ``{"kind", "position", "waiting"}`` (``detail`` says it in words)."""
+        return self.info.get("queue")
 
     @property
     def progress(self) -> tuple[int, int] | None:
@@ -450,6 +458,16 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON")
 
 
+def _retry_after(r: requests.Response) -> float | None:
+    """Seconds a 429 asks to wait before the same request again (None: not that)."""
+    if r.status_code != 429:
+        return None
+    try:
+        return min(max(float(r.headers["Retry-After"]), 0.5), 60.0)
+    except (KeyError, ValueError):
+        return None
+
+
 def zip_folder(folder: Path) -> bytes:
     """A ZIP of an app folder, without its dependencies, build output or history."""
     buf = io.BytesIO()
@@ -478,21 +496,31 @@ class ReactBoxClient:
         return f"<ReactBoxClient {self.url}>"
 
     def request(self, method: str, path: str, *, timeout: float | str | None = "default", **kw):
-        """One API call; the response if it is 2xx, else a ReactBoxClientError."""
+        """One API call; the response if it is 2xx, else a ReactBoxClientError.  A 429
+        with a Retry-After (the server's line of installs, starts or edits is full)
+        is waited out and sent again, for ``BUSY_WAIT`` seconds at most."""
         url = f"{self.url}{API}/{path}"
-        try:
-            r = self.session.request(
-                method, url, timeout=self.timeout if timeout == "default" else timeout, **kw
-            )
-        except requests.ConnectionError:
-            raise ReactBoxClientError(
-                f"The Jupyter server at {self.url} is not answering; is it still running?"
-            ) from None
-        except requests.Timeout:
-            raise ReactBoxClientError(f"The Jupyter server at {self.url} took too long.") from None
-        if r.status_code < 400:
-            return r
-        raise ReactBoxClientError(_message(r), r.status_code)
+        deadline = time.monotonic() + BUSY_WAIT
+        while True:
+            try:
+                r = self.session.request(
+                    method, url, timeout=self.timeout if timeout == "default" else timeout, **kw
+                )
+            except requests.ConnectionError:
+                raise ReactBoxClientError(
+                    f"The Jupyter server at {self.url} is not answering; is it still running?"
+                ) from None
+            except requests.Timeout:
+                raise ReactBoxClientError(
+                    f"The Jupyter server at {self.url} took too long."
+                ) from None
+            if r.status_code < 400:
+                return r
+            wait = _retry_after(r)
+            if wait is None or time.monotonic() + wait > deadline:
+                raise ReactBoxClientError(_message(r), r.status_code)
+            r.close()
+            time.sleep(wait)
 
     def stream_events(self, path: str, timeout: float | None) -> Iterator[dict]:
         """The ``data:`` payloads of a server-sent-events stream, parsed."""

@@ -27,8 +27,9 @@ STATUS_COLOURS = {
 
 def status_html(project: Project) -> str:
     colour = STATUS_COLOURS.get(project.status, "#57606a")
+    status = "queued" if project.queue else project.status
     parts = [
-        f'<b style="color:{colour}">● {html.escape(project.status)}</b>',
+        f'<b style="color:{colour}">● {html.escape(status)}</b>',
         f"<code>{html.escape(project.id)}</code>",
     ]
     if project.framework:
@@ -463,6 +464,7 @@ def _edit_stage(event: dict) -> str:
         "applying": "Checking and applying the answer",
         "compiling": "Checking that it compiles",
         "checking": "Watching the page for errors",
+        "queued": f"Waiting for a turn: {event.get('position')} of {event.get('waiting')} in line",
         "done": event.get("message", "Done"),
     }.get(stage, stage)
     if stage == "done":

@@ -20,6 +20,13 @@ export interface PreviewMode {
   why: string;
 }
 
+/** A place in the server's line of installs, starts or edits (1: next). */
+export interface Queue {
+  kind: 'install' | 'start' | 'edit';
+  position: number;
+  waiting: number;
+}
+
 /** The project JSON, as jupyter_reactbox/schema.py defines it (a test keeps them equal). */
 export interface ProjectInfo {
   id: string;
@@ -40,6 +47,8 @@ export interface ProjectInfo {
   /** The element picked in the preview for the next edit (an Alt-click in a widget). */
   selection: Selection | null;
   notes: string[];
+  /** Its place in line while its install or start waits for one (`detail` says it in words). */
+  queue: Queue | null;
   backend: string;
   sandboxed: boolean;
   isolation: string;
@@ -126,6 +135,9 @@ export interface EditEvent {
   attempt?: number;
   message?: string;
   tokens?: number;
+  /** While it waits for a turn ("queued"): its place in the server's line of edits. */
+  position?: number;
+  waiting?: number;
 }
 
 /** A running edit's step as people read it: "Checking that it compiles (attempt 2)…". */
@@ -135,8 +147,12 @@ export function editStage(event: EditEvent): string {
     asking: 'Asking the model',
     applying: 'Checking and applying the answer',
     compiling: 'Checking that it compiles',
-    checking: 'Watching the page for errors'
+    checking: 'Watching the page for errors',
+    queued: 'Waiting for a turn'
   };
+  if (event.stage === 'queued' && event.position) {
+    return `Waiting for a turn: ${event.position} of ${event.waiting} in line…`;
+  }
   const attempt = (event.attempt ?? 1) > 1 ? ` (attempt ${event.attempt})` : '';
   const spent = event.tokens ? ` (${event.tokens.toLocaleString('en')} tokens so far)` : '';
   return `${stages[event.stage] ?? event.stage}${attempt}…${spent}`;
@@ -198,6 +214,18 @@ export class ReactBoxError extends Error {
   }
 }
 
+/** How long a call waits out a busy server (429 with a Retry-After) in all. */
+export const BUSY_WAIT_MS = 600_000;
+
+/** Milliseconds a 429 asks to wait before the same request again (null: not that). */
+export function retryAfter(response: Response): number | null {
+  const seconds = Number(response.headers.get('Retry-After') ?? NaN);
+  if (response.status !== 429 || !Number.isFinite(seconds)) {
+    return null;
+  }
+  return Math.min(Math.max(seconds, 0.5), 60) * 1000;
+}
+
 /** How a request goes out: JupyterLab's `ServerConnection.makeRequest`, or a test's. */
 export type Fetcher = (url: string, init: RequestInit) => Promise<Response>;
 
@@ -205,10 +233,13 @@ export class ReactBoxAPI {
   /**
    * @param baseUrl the Jupyter server's base URL (ends with '/')
    * @param fetcher sends one request with the page's credentials
+   * @param sleep waits that many milliseconds (a test's answers at once)
    */
   constructor(
     readonly baseUrl: string,
-    private readonly fetcher: Fetcher
+    private readonly fetcher: Fetcher,
+    private readonly sleep: (ms: number) => Promise<void> = ms =>
+      new Promise(resolve => setTimeout(resolve, ms))
   ) {}
 
   /** The absolute URL of an API path. */
@@ -217,24 +248,38 @@ export class ReactBoxAPI {
     return base + ['reactbox', 'api', ...parts.map(encodeURIComponent)].join('/');
   }
 
-  /** One request; its response if it is 2xx, else a ReactBoxError with the server's message. */
+  /**
+   * One request; its response if it is 2xx, else a ReactBoxError with the server's message.
+   * A 429 with a Retry-After (the server's line of installs, starts or edits is full) is
+   * waited out and sent again, for BUSY_WAIT_MS at most.
+   */
   async send(
     method: string,
     parts: string[],
     init: RequestInit = {},
     query: Record<string, string> = {}
   ): Promise<Response> {
-    let response: Response;
     const search = new URLSearchParams(query).toString();
-    try {
-      response = await this.fetcher(this.url(...parts) + (search ? `?${search}` : ''), { ...init, method });
-    } catch (error) {
-      throw new ReactBoxError(`The Jupyter server is not answering (${error}).`, 0);
+    const deadline = Date.now() + BUSY_WAIT_MS;
+    for (;;) {
+      let response: Response;
+      try {
+        response = await this.fetcher(this.url(...parts) + (search ? `?${search}` : ''), {
+          ...init,
+          method
+        });
+      } catch (error) {
+        throw new ReactBoxError(`The Jupyter server is not answering (${error}).`, 0);
+      }
+      if (response.ok) {
+        return response;
+      }
+      const wait = retryAfter(response);
+      if (wait === null || Date.now() + wait > deadline) {
+        throw new ReactBoxError(await errorMessage(response), response.status);
+      }
+      await this.sleep(wait);
     }
-    if (!response.ok) {
-      throw new ReactBoxError(await errorMessage(response), response.status);
-    }
-    return response;
   }
 
   async request<T>(
@@ -425,8 +470,10 @@ export function projectNameFromFile(filename: string): string {
 
 /** One line for a status bar. */
 export function statusLine(info: ProjectInfo): string {
-  let line = `${info.id}: ${info.status}`;
-  if (info.status === 'installing' && info.progress && info.progress.total > 0) {
+  let line = `${info.id}: ${info.queue ? 'queued' : info.status}`;
+  if (info.queue) {
+    line += ` (${info.queue.position} of ${info.queue.waiting} in line)`;
+  } else if (info.status === 'installing' && info.progress && info.progress.total > 0) {
     line += ` (${info.progress.done}/${info.progress.total} packages)`;
   }
   const why = info.status === 'failed' ? info.error : info.detail;

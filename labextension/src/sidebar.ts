@@ -171,7 +171,8 @@ export class ReactBoxSidebar extends Widget {
     name.addEventListener('click', () => this.actions.open(info.id));
     const status = document.createElement('span');
     status.className = `jp-ReactBox-status jp-ReactBox-status-${info.status}`;
-    status.textContent = info.status;
+    // Waiting in the server's line: its place, e.g. "queued 3/12".
+    status.textContent = info.queue ? `queued ${info.queue.position}/${info.queue.waiting}` : info.status;
     status.title = info.error || info.detail || info.status;
     const api = this.model.api;
     const running = ['installing', 'starting', 'running'].includes(info.status);

@@ -37,6 +37,7 @@ function info(id: string, status = 'running', extra: Partial<ProjectInfo> = {}):
     errors: [],
     selection: null,
     notes: [],
+    queue: null,
     backend: 'docker',
     sandboxed: true,
     isolation: 'a hardened container per preview',
@@ -81,6 +82,42 @@ describe('ReactBoxAPI', () => {
       ['GET', '/reactbox/api/projects'],
       ['POST', '/reactbox/api/projects/shop/stop']
     ]);
+  });
+
+  it('waits out a busy server (429 with Retry-After), then sends the same request again', async () => {
+    const busy = () =>
+      new Response(JSON.stringify({ message: '12 are already waiting to start', reason: null }), {
+        status: 429,
+        headers: { 'Content-Type': 'application/json', 'Retry-After': '3' }
+      });
+    const { calls, fetcher } = scripted(busy(), busy(), json(info('shop', 'starting'), 202));
+    const slept: number[] = [];
+    const api = new ReactBoxAPI('/', fetcher, async ms => {
+      slept.push(ms);
+    });
+    expect((await api.action('shop', 'start')).status).toBe('starting');
+    expect(slept).toEqual([3000, 3000]);
+    expect(calls.map(c => c.url)).toEqual(Array(3).fill('/reactbox/api/projects/shop/start'));
+
+    // A 429 without Retry-After (a cap, not a line) is an error at once.
+    const capped = scripted(json({ message: 'All 10 previews are in use', reason: null }, 429));
+    const refused = new ReactBoxAPI('/', capped.fetcher, async () => {
+      throw new Error('must not wait');
+    });
+    await expect(refused.action('shop', 'start')).rejects.toThrow('All 10 previews are in use');
+  });
+
+  it('says a project waits in line, and where', () => {
+    const queued = info('shop', 'installing', {
+      queue: { kind: 'install', position: 3, waiting: 12 },
+      detail: 'waiting to install its dependencies: 3rd of 12 in line'
+    });
+    expect(statusLine(queued)).toBe(
+      'shop: queued (3 of 12 in line) — waiting to install its dependencies: 3rd of 12 in line'
+    );
+    expect(editStage({ stage: 'queued', position: 2, waiting: 5 })).toBe(
+      'Waiting for a turn: 2 of 5 in line…'
+    );
   });
 
   it('uploads a ZIP as a multipart form with the name', async () => {
