@@ -75,6 +75,7 @@ class ClassHub:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(16)
+        self.teacher = f"teacher-{secrets.token_hex(2)}"  # a hub admin, with no server
         self.data_dir = tmp / "reactbox"
         service_port = free_port()
         self.service = f"http://127.0.0.1:{service_port}/services/reactbox/"
@@ -109,8 +110,10 @@ class ClassHub:
                 c.JupyterHub.authenticator_class = "dummy"
                 c.DummyAuthenticator.password = "pw"
                 c.Authenticator.allow_all = True
+                c.Authenticator.admin_users = {{"{self.teacher}"}}
                 c.JupyterHub.spawner_class = "simple"
                 c.Spawner.cmd = ["{sys.executable}", "-m", "jupyterhub.singleuser"]
+                c.Spawner.args = ["--ServerApp.allow_root=True"]  # hub-API-made users: as root
                 c.Spawner.notebook_dir = "{tmp}/homes/{{username}}"
                 c.SimpleLocalProcessSpawner.home_dir_template = "{tmp}/homes/{{username}}"
                 c.Spawner.start_timeout = 300
@@ -181,10 +184,17 @@ class ClassHub:
         return tok["token"]
 
     async def lines(self) -> dict:
-        """The service's lines of installs, starts and edits (its admin view)."""
+        """The service's lines of installs, starts and edits, as a hub admin (the
+        teacher, with no server) sees them in its admin view."""
+        teacher = self.teacher
+        scopes = ["access:services!service=reactbox"]
+        await self.api("POST", f"users/{teacher}")
+        code, made = await self.api("POST", f"users/{teacher}/tokens", {"scopes": scopes})
+        if code not in (200, 201):
+            raise RuntimeError(f"no token for the teacher: {code} {made}")
         r = await fetch(
             self.service + "reactbox/admin/previews",
-            headers={"Authorization": f"token {self.token}"},
+            headers={"Authorization": f"token {made['token']}"},
         )
         return json.loads(r.body)["admission"]
 
@@ -244,24 +254,31 @@ class Student:
             raise
 
     async def workshop(self, browser) -> None:
-        self.token = await self.hub.server(self.name)
         context = await browser.new_context()
+        context.set_default_timeout(STEP_TIMEOUT * 1000)
         page = await context.new_page()
-        await page.goto(f"{self.hub.url}/hub/login")
-        await page.fill("input[name=username]", self.name)
-        await page.fill("input[name=password]", "pw")
-        await page.click("input[type=submit], button[type=submit]")
-        await page.wait_for_load_state()
         try:
+            await self.step("server", self.start_server, timed=False)
+            await self.step("login", lambda: self.login(page), timed=False)
             await self.step("upload", lambda: self.upload(page))
             await self.step("hand edit", lambda: self.hand_edit(page))
             await self.step("AI edit", lambda: self.ai_edit(page))
             await self.step("frozen", self.until_frozen, timed=False)
             await self.step("resume", lambda: self.resume(page))
         except Exception:
-            pass
+            pass  # the step said what failed; this user stops there
         finally:
             await context.close()
+
+    async def start_server(self) -> None:
+        self.token = await self.hub.server(self.name)
+
+    async def login(self, page) -> None:
+        await page.goto(f"{self.hub.url}/hub/login")
+        await page.fill("input[name=username]", self.name)
+        await page.fill("input[name=password]", "pw")
+        await page.click("input[type=submit], button[type=submit]")
+        await page.wait_for_load_state()
 
     async def upload(self, page) -> None:
         extra = unique_manifest(self.name) if self.new_lockfile else None
@@ -362,8 +379,9 @@ def report(alone: Student, students: list[Student], peaks: Peaks, lines: dict) -
     for s in students:
         for step, error in s.errors.items():
             print(f"  {s.name} {step}: {error}")
+            lost += step not in STEPS  # a server or a login that failed
     print(f"peak memory in use on the host: {peaks.memory >> 20} MiB")
-    print(f"peak preview containers: {peaks.containers}")
+    print(f"peak containers (previews, and spares for next starts): {peaks.containers}")
     for kind in ("install", "start", "edit"):
         line = lines[kind]
         print(
@@ -398,6 +416,9 @@ async def main(args) -> int:
             await run_class(hub, students, llm)
             lines = await hub.lines()
         return report(alone, students, peaks, lines)
+    except Exception:
+        print(hub.logs(), file=sys.stderr)
+        raise
     finally:
         if sampler is not None:
             sampler.cancel()

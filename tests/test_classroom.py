@@ -8,13 +8,16 @@ benchmarks/classroom.py."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import time
+import uuid
 
 import pytest
-from conftest import FIXTURES, zip_dir
+from conftest import FIXTURES, LABEL, remove_owned, zip_dir
 from tornado.httpclient import HTTPClientError
 
+from jupyter_reactbox.backends.docker import DockerBackend
 from jupyter_reactbox.kernel.client import ReactBoxClient
 
 pytestmark = pytest.mark.docker
@@ -101,3 +104,36 @@ async def test_a_start_short_of_memory_stops_an_unused_preview_first_then_waits(
     memory.per_start = 300 << 20  # as much as a start takes: it goes on
     running = await api.wait("next", timeout=120)
     assert running["queue"] is None
+
+
+async def test_a_class_worth_of_networks_fits_where_the_engines_own_pools_run_out(
+    docker_client, tmp_path, sandbox_image
+):
+    """Each user has a network for previews and one for installs; the engine's default
+    address pools hold about 30 networks, 15 users.  The backend makes its networks
+    in its own range (``network_pool``), and 20 users' 40 fit, apart."""
+    owners = [f"net{uuid.uuid4().hex[:6]}" for _ in range(20)]
+    backends = [
+        DockerBackend(owner=o, image=sandbox_image, cache_dir=str(tmp_path / o)) for o in owners
+    ]
+    try:
+        for backend in backends:
+            for role in ("previews", "fetch"):
+                await backend._ensure_network(
+                    f"reactbox-{backend.owner}-{role}", internal=True, project_id=""
+                )
+        subnets = []
+        for owner in owners:
+            for network in docker_client.networks.list(filters={"label": f"{LABEL}.owner={owner}"}):
+                network.reload()
+                subnets += [
+                    ipaddress.ip_network(c["Subnet"]) for c in network.attrs["IPAM"]["Config"]
+                ]
+        pool = ipaddress.ip_network(DockerBackend.network_pool.default_value)
+        assert len(subnets) == 40 and all(s.subnet_of(pool) for s in subnets)
+        assert len(set(subnets)) == 40  # none shared
+    finally:
+        for backend in backends:
+            await backend.close()
+        for owner in owners:
+            remove_owned(docker_client, owner)

@@ -31,11 +31,13 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
 import shlex
 import shutil
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -345,6 +347,28 @@ class LogFollow:
             stream.close()
 
 
+NETWORK_PREFIX = 26
+"""Each network's range in ``network_pool``: 64 addresses, room for a user's previews."""
+_SUBNETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per event loop, held while a network's range is picked and the network made."""
+
+
+def _subnets() -> asyncio.Lock:
+    return _SUBNETS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+
+
+def _ipam(subnet: str | None) -> docker.types.IPAMConfig | None:
+    """The address range of a network to make (None: the engine picks)."""
+    if subnet is None:
+        return None
+    gateway = str(next(ipaddress.ip_network(subnet).hosts()))  # named, so it is reported
+    return docker.types.IPAMConfig(
+        pool_configs=[docker.types.IPAMPool(subnet=subnet, gateway=gateway)]
+    )
+
+
 class DockerBackend(Backend):
     """Runs projects in containers of one image for one owner (a Jupyter user)."""
 
@@ -421,6 +445,22 @@ class DockerBackend(Backend):
         where this server runs as root with iptables (the JupyterHub service), which
         is the one place several users share it; 'on': required.""",
     ).tag(config=True)
+
+    network_pool = Unicode(
+        "10.213.0.0/16",
+        help="""Addresses for the networks this backend makes (each user's previews' and
+        installs' networks, a /26 each), e.g. '10.213.0.0/16': room for 1024, where
+        the engine's own default pools run out after about 30 (a class of 15 users on
+        one hub). Pick a range no network of your site uses. Empty: the engine's.""",
+    ).tag(config=True)
+
+    @validate("network_pool")
+    def _validate_network_pool(self, proposal):
+        if proposal["value"]:
+            pool = ipaddress.ip_network(proposal["value"])  # ValueError: says why
+            if pool.version != 4 or pool.prefixlen > NETWORK_PREFIX:
+                raise ValueError(f"network_pool is an IPv4 range of /{NETWORK_PREFIX} or more")
+        return proposal["value"]
 
     def __init__(
         self, client_factory: Callable[[], docker.DockerClient] = docker.from_env, **kwargs
@@ -586,21 +626,51 @@ class DockerBackend(Backend):
                 await self._guard(name)
 
     async def _create_network(self, name: str, *, internal: bool, project_id: str) -> None:
-        try:
-            await self._client_call(
-                "networks.create",
-                name,
-                driver="bridge",
-                internal=internal,
-                check_duplicate=True,
-                labels=labels(self.owner, project_id, "network", self.store),
-                # icc off: containers on it cannot reach each other, only the host them.
-                options={"com.docker.network.bridge.enable_icc": "false"},
-            )
-            self.log.info("Created network %s (internal=%s)", name, internal)
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # made meanwhile by another server process
-                raise
+        async with _subnets():  # one process's backends (the hub's users) take turns
+            for subnet in await self._free_subnets():
+                try:
+                    await self._client_call(
+                        "networks.create",
+                        name,
+                        driver="bridge",
+                        internal=internal,
+                        check_duplicate=True,
+                        labels=labels(self.owner, project_id, "network", self.store),
+                        # icc off: containers on it cannot reach each other, only the
+                        # host them.
+                        options={"com.docker.network.bridge.enable_icc": "false"},
+                        ipam=_ipam(subnet),
+                    )
+                    self.log.info("Created network %s (internal=%s)", name, internal)
+                    return
+                except docker.errors.APIError as exc:
+                    if exc.status_code == 409:  # made meanwhile by another server process
+                        return
+                    if subnet is None or "overlap" not in str(exc).lower():
+                        raise
+                    # Another process took that range meanwhile: the next one.
+        raise SandboxError(
+            f"No room left in c.DockerBackend.network_pool ({self.network_pool}) for "
+            "another network: remove unused ones (docker network prune), or give a larger "
+            "range."
+        )
+
+    async def _free_subnets(self) -> list[str | None]:
+        """The ranges of ``network_pool`` no network of the engine uses, first free
+        first ([None]: the engine picks, from its own pools)."""
+        if not self.network_pool:
+            return [None]
+        taken = []
+        for network in await self._client_call("networks.list"):
+            for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+                with contextlib.suppress(KeyError, ValueError):
+                    taken.append(ipaddress.ip_network(config["Subnet"]))
+        pool = ipaddress.ip_network(self.network_pool)
+        return [
+            str(subnet)
+            for subnet in pool.subnets(new_prefix=NETWORK_PREFIX)
+            if not any(subnet.overlaps(t) for t in taken)
+        ][:64]
 
     async def _guard(self, name: str) -> None:
         """Only this server's user may connect to the network's dev servers (see
