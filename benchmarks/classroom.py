@@ -32,6 +32,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import docker
@@ -55,6 +56,9 @@ from jupyter_reactbox.backends.docker import LABEL
 STEPS = ("upload", "hand edit", "AI edit", "resume")
 STEP_TIMEOUT = 600.0
 """Seconds one step of one user may take before it counts as an error."""
+RELOAD_AFTER = 30.0
+"""Seconds a person waits for a blank page before reloading it."""
+MAX_RELOADS = 3
 FREEZE = 5.0
 """The service's freeze_timeout: how long a preview is left alone before the resume."""
 ROOT = Path(__file__).resolve().parent.parent
@@ -224,6 +228,9 @@ class Student:
         self.new_lockfile = new_lockfile
         self.times: dict[str, float] = {}
         self.errors: dict[str, str] = {}
+        self.reloads = 0
+        self.failures: list[str] = []
+        """Requests the browser lost (their errors), on the pages that rendered."""
 
     def api(self, *parts: str) -> str:
         return f"{self.hub.url}/user/{self.name}/reactbox/api/" + "/".join(parts)
@@ -290,8 +297,7 @@ class Student:
                 raise RuntimeError(f"did not run: {info['status']} {info['error']}")
             await asyncio.sleep(0.5)
         self.preview = self.hub.url + info["preview_url"]
-        await page.goto(self.preview)
-        await page.get_by_role("button", name="Count is 0").wait_for(timeout=STEP_TIMEOUT * 1000)
+        await self.rendered(page, "Count is 0", page.goto(self.preview))
 
     async def hand_edit(self, page) -> None:
         url = self.api("projects", "app", "files", "src/App.jsx")
@@ -319,8 +325,31 @@ class Student:
             await asyncio.sleep(0.5)
 
     async def resume(self, page) -> None:
-        await page.reload()
-        await page.get_by_role("button", name="Join Now").wait_for(timeout=STEP_TIMEOUT * 1000)
+        await self.rendered(page, "Join Now", page.reload())
+
+    async def rendered(self, page, button: str, load) -> None:
+        """Load the page until the app renders ``button``: as a person does, reload a
+        page that shows nothing after ``RELOAD_AFTER`` seconds (a browser on the Docker
+        host loses the requests in flight when a container or network is made, and
+        the app's modules with them), and count the reloads and the failed requests."""
+        failed: list[str] = []
+
+        def lost(request) -> None:
+            failed.append(request.failure or "?")
+
+        page.on("requestfailed", lost)
+        await load
+        for attempt in range(MAX_RELOADS + 1):
+            try:
+                await page.get_by_role("button", name=button).wait_for(timeout=RELOAD_AFTER * 1000)
+                break
+            except Exception:
+                if attempt == MAX_RELOADS:
+                    raise RuntimeError(f"never rendered; failed requests: {failed[:5]}") from None
+                self.reloads += 1
+                await page.reload()
+        self.failures += failed
+        page.remove_listener("requestfailed", lost)
 
 
 class Peaks:
@@ -380,6 +409,12 @@ def report(alone: Student, students: list[Student], peaks: Peaks, lines: dict) -
         for step, error in s.errors.items():
             print(f"  {s.name} {step}: {error}")
             lost += step not in STEPS  # a server or a login that failed
+    lost_requests = Counter(f for s in students for f in s.failures)
+    print(
+        f"pages reloaded because they rendered nothing in {RELOAD_AFTER:.0f} s: "
+        f"{sum(s.reloads for s in students)}; requests the browser lost: "
+        + (", ".join(f"{n} x {e}" for e, n in lost_requests.most_common()) or "none")
+    )
     print(f"peak memory in use on the host: {peaks.memory >> 20} MiB")
     print(f"peak containers (previews, and spares for next starts): {peaks.containers}")
     for kind in ("install", "start", "edit"):

@@ -25,11 +25,11 @@ pytestmark = pytest.mark.docker
 SLOW_START = b"""import react from '@vitejs/plugin-react'
 import { defineConfig } from 'vite'
 
-// Its dev server takes 12 s to listen (as a big app's first compile does).
+// Its dev server takes 8 s to listen (as a big app's first compile does).
 const slow = {
   name: 'slow-start',
   async configureServer() {
-    await new Promise((resolve) => setTimeout(resolve, 12000))
+    await new Promise((resolve) => setTimeout(resolve, 8000))
   },
 }
 

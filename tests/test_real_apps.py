@@ -142,15 +142,16 @@ async def test_client_routers_without_a_basename_route_under_the_preview(
     assert (app / "vite.config.js").read_bytes() == (folder / "vite.config.js").read_bytes()
 
 
-CRA_RELEASES = ("react-scripts-2", "react-scripts-3", "react-scripts-4")
+CRA_RELEASES = ("react-scripts-2", "react-scripts-4")
+"""The oldest line we run (2.1: every quirk of 3.2 and more) and the last of webpack 4."""
 
 
 @pytest.mark.parametrize("release", CRA_RELEASES)
 async def test_older_create_react_app_renders_under_the_prefix(
     api, jp_fetch, server_url, projects_dir, release
 ):
-    """react-scripts 2.1.1, 3.2.0 and 4.0.3 (webpack 4) on Node 20: they need OpenSSL's
-    legacy provider; 2.1 and 3.2 also ignore PUBLIC_URL in development, and 2.1's
+    """react-scripts 2.1.1 and 4.0.3 (webpack 4) on Node 20: they need OpenSSL's
+    legacy provider; 2.1 (as 3.2) also ignores PUBLIC_URL in development, and its
     dev server knows no socket path.  4.0.3 comes as lockfiles of its time have it:
     postcss-safe-parser with postcss 8.1, whose "./" folder export Node 17 and later
     no longer honour.  Version 4 also hot reloads through the preview's socket."""
