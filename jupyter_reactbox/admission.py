@@ -121,7 +121,7 @@ class Queue:
             if self.max_queued >= 0 and len(self.waiting) >= self.max_queued:
                 raise Busy(
                     f"{len(self.waiting)} are already waiting to {WHAT[self.kind]} on this "
-                    f"server (at most {self.running} at once); try again in a moment.",
+                    f"server (at most {self.limit} at once); try again in a moment.",
                     retry_after=self.retry_after(),
                 )
 
@@ -196,7 +196,10 @@ class Queue:
 
     async def _granting_loop(self) -> None:
         while self.waiting and self._free():
-            why = await self._not_ready()
+            try:
+                why = await self._not_ready()
+            except Exception:  # a check that fails (the engine down) holds no one back
+                why = ""
             if why:
                 if why != self._why:
                     self._why = why

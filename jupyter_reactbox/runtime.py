@@ -41,7 +41,7 @@ from .errors import DiskFull, ProjectNotFound, ReactBoxError, TooManyPreviews, i
 from .frameworks import AppPlan
 from .previews import ACTIVE, Previews, PreviewState
 from .schema import ProjectInfo
-from .store import Project, ProjectStore, slugify
+from .store import START_WANTED, Project, ProjectStore, slugify
 from .watcher import Watcher
 
 SHUTDOWN_TIMEOUT = 20.0
@@ -423,7 +423,7 @@ class Runtime:
     def _unwanted(self, project_id: str) -> None:
         """No start of the project is asked for any more (it ran, failed, or a person
         or the server stopped it)."""
-        _mark(self.store.root / project_id / "start-wanted", False)
+        _mark(self.store.root / project_id / START_WANTED, False)
 
     def _when_quiet(self, project_id: str) -> None:
         """Tell the backend a start is over once the previews are quiet (``QUIET``)."""

@@ -47,6 +47,10 @@ def slugify(name: str) -> str:
     return slug
 
 
+START_WANTED = "start-wanted"
+"""In a project's folder while a start of it is asked for and not over."""
+
+
 @dataclass
 class Project:
     id: str
@@ -76,7 +80,7 @@ class Project:
     def start_wanted(self) -> Path:
         """There while a start asked for is not over (it may wait in line): a server
         that stops meanwhile starts it again when it comes back."""
-        return self.path / "start-wanted"
+        return self.path / START_WANTED
 
     def plan(self, *, own_origin: bool = False) -> AppPlan:
         """How to run it (``own_origin``: its preview is at ``/`` of its own origin)."""
