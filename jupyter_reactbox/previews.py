@@ -87,6 +87,8 @@ class PreviewState:
         """Change fields and wake everyone who waits for a change."""
         for name, value in fields.items():
             setattr(self, name, value)
+        if self.status not in ("installing", "starting"):
+            self.queue = None  # only an install or a start waits in line
         if self.status != "running" and self.responses is not None:
             self.responses.close()  # its memory goes with the dev server
             self.responses = None

@@ -505,14 +505,7 @@ class Runtime:
 
     async def _halt(self, project_id: str, st: PreviewState, *, detail: str | None) -> None:
         """Stopped, what makes a start fast kept (and with it the link)."""
-        st.update(
-            status="stopped",
-            endpoint=None,
-            detail=detail,
-            running_since=None,
-            frozen=False,
-            queue=None,
-        )
+        st.update(status="stopped", endpoint=None, detail=detail, running_since=None, frozen=False)
         try:
             await asyncio.shield(self.backend.stop(project_id))
         except Exception:
@@ -528,14 +521,7 @@ class Runtime:
             await self.backend.discard(project_id)
         except Exception:
             self.log.exception("Could not remove the dev server of %s", project_id)
-        st.update(
-            status="failed",
-            error=error,
-            detail=None,
-            progress=None,
-            running_since=None,
-            queue=None,
-        )
+        st.update(status="failed", error=error, detail=None, progress=None, running_since=None)
 
     async def _ended(self, project_id: str) -> str | None:
         """Why a starting dev server is gone, with its last output; None while it runs."""
