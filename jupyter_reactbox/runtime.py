@@ -675,13 +675,13 @@ class Runtime:
         """Leave the engine as ``on_shutdown`` says: dev servers stopped, kept running,
         or removed; starts in flight are stopped, never left half made."""
         self.watcher.cancel()
-        for waiting in list(self._after_starts):
-            waiting.cancel()
         tasks = [st.task for _, st in self.previews.items() if st.in_flight]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)
+        for waiting in list(self._after_starts):  # after the starts: each ends with one
+            waiting.cancel()
         if self.on_shutdown != "keep":
             act = self.backend.remove if self.on_shutdown == "remove" else self.backend.stop
             ids = [i for i, st in self.previews.items() if st.token or st.status in ACTIVE]

@@ -30,6 +30,7 @@ import docker
 import docker.errors
 import pytest
 import tomllib
+from fakes import FakeBackend
 from jupyter_server.serverapp import ServerApp
 from llm import ScriptedLLM, ThreadedLLM
 
@@ -391,12 +392,20 @@ def package_cache(tmp_path_factory):
 
 
 @pytest.fixture
-def owner(request, docker_client, jp_asyncio_loop):
+def owner(request, jp_asyncio_loop):
+    """Who the test's server says it is; a test of the engine (marked ``docker``) has
+    its containers and networks removed by that name afterwards."""
+    engine = request.getfixturevalue("docker_client") if _needs_docker(request.node) else None
     name = f"test{uuid.uuid4().hex[:8]}"
     yield name
     failed = bool(getattr(request.node, "rep_call", None) and request.node.rep_call.failed)
     stop_reactbox(jp_asyncio_loop)
-    remove_owned(docker_client, name, report=failed)
+    if engine is not None:
+        remove_owned(engine, name, report=failed)
+
+
+def _needs_docker(item) -> bool:
+    return item.get_closest_marker("docker") is not None
 
 
 def stop_reactbox(loop) -> None:
@@ -409,6 +418,23 @@ def stop_reactbox(loop) -> None:
     manager = getattr(ServerApp.instance(), "extension_manager", None)
     for app in manager.extension_apps.get("jupyter_reactbox", ()) if manager else ():
         loop.run_until_complete(app.stop_extension())
+
+
+HEAVY = {
+    "docker": ("docker_client", "sandbox_image"),
+    "hub": ("hub_python",),
+}
+"""The tiers a test is in because of the fixtures it uses, marked or not: the first
+tier (``-m "not docker and not browser and not hub and not kubernetes"``) needs no
+root, no engine and no browser."""
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in HEAVY.items():
+            if used.intersection(fixtures) and not item.get_closest_marker(marker):
+                item.add_marker(marker)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -477,8 +503,13 @@ def jp_server_config(
     docker_config,
     local_config,
 ):
+    # A test of the engine runs its previews in Docker; any other, unless it names a
+    # backend, on the fake one (tests/fakes.py): the tier that needs no engine.
+    backend = reactbox_config.get(
+        "backend", "docker" if _needs_docker(request.node) else FakeBackend
+    )
     docker = {}
-    if reactbox_config.get("backend", "docker") == "docker":
+    if backend == "docker":
         docker = {"image": request.getfixturevalue("sandbox_image"), **docker_config}
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_reactbox": True}},
@@ -486,7 +517,7 @@ def jp_server_config(
             "projects_dir": str(projects_dir),
             "cache_dir": str(package_cache),
             "owner": owner,
-            "backend": "docker",
+            "backend": backend,
             # Frozen containers refuse `docker exec`, which many tests use on long
             # lived previews; freezing has tests of its own.
             "freeze_timeout": 0,
@@ -494,7 +525,7 @@ def jp_server_config(
             # origin of their own, tested in test_origin_mode).
             "preview_origin": "path",
             **ai_config,
-            **reactbox_config,
+            **{k: v for k, v in reactbox_config.items() if k != "backend"},
         },
         "DockerBackend": docker,
         "LocalBackend": local_config,

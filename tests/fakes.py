@@ -1,12 +1,14 @@
 """A backend that runs nothing: each "dev server" is a real little HTTP server on
 127.0.0.1 that answers 200, so the runtime's state machine (starts, readiness,
 idle culling, crashes and backoff, max_running, recovery) is tested with no
-engine, no Node and no install, in milliseconds.  The real backends have their
-own tests (test_lifecycle.py, test_local.py)."""
+engine, no Node and no install, in milliseconds; and a Jupyter server's API and
+proxy are tested through it with no engine (the first tier: see the README).  The
+real backends have their own tests (test_lifecycle.py, test_local.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +43,30 @@ class FakeServer:
 
 
 async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await reader.readuntil(b"\r\n\r\n")
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    """A page that says what reached the dev server: its request line and headers
+    (``<script id="seen">``, JSON), for tests of what the proxy passes on."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    line, *fields = head.split("\r\n")
+    seen = {
+        "request": line,
+        "headers": dict(f.split(": ", 1) for f in fields if ": " in f),
+    }
+    body = (
+        "<!doctype html><title>fake dev server</title><h1>ok</h1>"
+        f'<script id="seen" type="application/json">{json.dumps(seen)}</script>'
+    ).encode()
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
     await writer.drain()
     writer.close()
+
+
+def seen(page: bytes) -> dict:
+    """What the fake dev server says reached it, from the page it answered."""
+    start = page.index(b'<script id="seen" type="application/json">')
+    return json.loads(page[page.index(b">", start) + 1 : page.index(b"</script>", start)])
 
 
 class FakeBackend(Backend):

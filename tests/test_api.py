@@ -1,4 +1,6 @@
-"""The REST API through a real Jupyter server (base URL ``/a%40b/``) and real Docker."""
+"""The REST API and the preview proxy through a real Jupyter server (base URL
+``/a%40b/``): on the fake backend (tests/fakes.py, no engine), and an app's life
+on real Docker."""
 
 from __future__ import annotations
 
@@ -7,13 +9,11 @@ from zipfile import ZIP_STORED
 
 import pytest
 from conftest import FIXTURES, app_of, written, zip_dir
+from fakes import seen
 from test_archive import PKG, encrypted, make_zip
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from jupyter_reactbox import history
-
-pytestmark = pytest.mark.docker
-
 
 ROUTES = [
     ("GET", ("projects",)),
@@ -122,6 +122,7 @@ async def test_unknown_project_is_404(jp_fetch):
         assert "No project 'nope'" in json.loads(err.value.response.body)["message"]
 
 
+@pytest.mark.docker
 async def test_vite_app_lifecycle(api, jp_fetch, jp_base_url, projects_dir, docker_client, owner):
     # A GitHub "Download ZIP": one wrapping folder, uploaded as multipart.
     data = zip_dir(FIXTURES / "vite-react", wrap="vite-react-main")
@@ -212,6 +213,7 @@ async def test_vite_app_lifecycle(api, jp_fetch, jp_base_url, projects_dir, dock
     assert listed(all=True) == []
 
 
+@pytest.mark.docker
 async def test_restarted_server_reattaches_running_preview(api, runtime, jp_fetch):
     info = await api.upload_running()
     # What a fresh server process knows: nothing but the engine's labels.
@@ -290,3 +292,95 @@ async def test_files_and_data_check_their_input_and_write_nothing_when_refused(
     assert history.diff(app, "HEAD") == ""  # the data file is not a change to commit
     code, _ = await call("DELETE", "data", "sales")
     assert code == 204 and not (app / "src/reactbox-data/sales.json").exists()
+
+
+# -- with no engine: the fake backend's dev servers (tests/fakes.py) ---------------
+
+
+async def test_an_apps_life_through_the_api(api, jp_fetch, jp_base_url, projects_dir, runtime):
+    """Upload, run, stop, start, restart and delete through the API: the server's
+    side of each verb, whatever runs the dev server."""
+    r = await api.upload(zip_dir(FIXTURES / "vite-react"), "shop")
+    assert r.code == 201
+    assert r.headers["Location"] == f"{jp_base_url}reactbox/api/projects/shop"
+    assert json.loads(r.body)["status"] in ("installing", "starting", "running")
+    with pytest.raises(HTTPClientError) as err:  # the same name again changes nothing
+        await api.upload(zip_dir(FIXTURES / "vite-react"), "shop")
+    assert err.value.code == 409
+
+    info = await api.wait("shop")
+    assert info["framework"] == "vite"
+    token = info["preview_url"].rstrip("/").rsplit("/", 1)[1]
+    assert info["preview_url"] == f"{jp_base_url}reactbox/preview/shop/{token}/"
+    listed = json.loads((await jp_fetch("reactbox", "api", "projects")).body)["projects"]
+    assert [p["id"] for p in listed] == ["shop"]
+    assert [c.message for c in history.log(app_of(projects_dir, "shop"))] == ["Import uploaded app"]
+
+    async def verb(name: str) -> int:
+        r = await jp_fetch("reactbox", "api", "projects", "shop", name, method="POST", body=b"")
+        return r.code
+
+    backend = runtime.backend
+    assert await verb("stop") == 202
+    stopped = await api.get("shop")
+    assert (stopped["status"], stopped["preview_url"]) == ("stopped", info["preview_url"])
+    assert "shop" not in backend.servers
+    assert await verb("start") == 202
+    assert (await api.wait("shop"))["preview_url"] == info["preview_url"]
+    assert await verb("restart") == 202
+    fresh = await api.wait("shop")
+    assert fresh["preview_url"] != info["preview_url"]
+
+    r = await jp_fetch("reactbox", "api", "projects", "shop", method="DELETE")
+    assert r.code == 204
+    assert not (projects_dir / "shop").exists()
+    assert "shop" not in backend.servers and "shop" not in backend.kept
+    with pytest.raises(HTTPClientError) as err:
+        await api.get("shop")
+    assert err.value.code == 404
+
+
+async def test_the_proxy_passes_on_no_credential_and_sandboxes_the_page(
+    api, server_url, jp_serverapp, jp_base_url
+):
+    """What reaches the dev server, and what the page gets back, seen from the dev
+    server's side: none of the user's credentials, and an opaque-origin page."""
+    info = await api.upload_running()
+    preview = server_url + info["preview_url"]
+    jupyter_token = jp_serverapp.identity_provider.token
+
+    async def fetch(url, **kw):
+        return await AsyncHTTPClient().fetch(url, raise_error=False, **kw)
+
+    r = await fetch(
+        f"{preview}deep/route?token={jupyter_token}&keep=1",
+        headers={
+            "Cookie": "username-x=secret; _xsrf=abc",
+            "Authorization": f"token {jupyter_token}",
+            "X-XSRFToken": "abc",
+        },
+    )
+    assert r.code == 200
+    got = seen(r.body)
+    assert got["request"] == f"GET {info['preview_url']}deep/route?keep=1 HTTP/1.1"
+    sent = {name.lower() for name in got["headers"]}
+    assert not sent & {"cookie", "authorization", "x-xsrftoken"}, got["headers"]
+    assert jupyter_token not in r.body.decode()
+    assert "Set-Cookie" not in r.headers
+    assert r.headers["Content-Security-Policy"].startswith("sandbox allow-scripts ")
+    assert "allow-same-origin" not in r.headers["Content-Security-Policy"]
+    assert r.headers["Content-Security-Policy"].endswith("frame-ancestors 'self'")
+
+    base = f"{server_url}{jp_base_url}reactbox/preview"
+    token = info["preview_url"].rstrip("/").rsplit("/", 1)[1]
+    for url in (
+        f"{base}/shop/{'x' * len(token)}/",  # wrong token
+        f"{base}/shop/",  # no token
+        f"{base}/other/{token}/",  # right token, other project
+        f"{base}/shop/{token}<script>alert(1)</script>/",
+    ):
+        r = await fetch(url, headers={"Authorization": f"token {jupyter_token}"})
+        assert r.code == 403, url
+        assert "<script>" not in r.body.decode() and "Set-Cookie" not in r.headers
+    for path in ("..%2F..%2Fapi/kernels", "src/%2e%2e/%2e%2e/x", "a%2Fb"):
+        assert (await fetch(f"{preview}{path}")).code == 400, path

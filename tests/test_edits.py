@@ -17,8 +17,6 @@ from tornado.httpclient import HTTPClientError
 from jupyter_reactbox import history
 from jupyter_reactbox.ai.budget import TokenBudget
 
-pytestmark = pytest.mark.docker
-
 BUTTON = """\
         <button
           type="button"
@@ -441,6 +439,7 @@ async def test_a_reviewed_edit_writes_nothing_until_accepted_or_discarded(jp_fet
     assert [e["status"] for e in edits["edits"]] == ["applied", "discarded"]
 
 
+@pytest.mark.docker
 async def test_a_file_written_twice_in_quick_succession_reaches_the_dev_server_both_times(
     api, jp_fetch
 ):
@@ -470,6 +469,7 @@ async def test_a_file_written_twice_in_quick_succession_reaches_the_dev_server_b
                 pytest.fail(f"round {n}: {step} write lost; the preview: {await api.get('shop')}")
 
 
+@pytest.mark.docker
 async def test_compile_error_in_vite_is_fed_back_then_fixed(api, jp_fetch, llm, projects_dir):
     await api.upload_running()
     app = app_of(projects_dir, "shop")
@@ -487,6 +487,7 @@ async def test_compile_error_in_vite_is_fed_back_then_fixed(api, jp_fetch, llm, 
     assert "does-not-exist" not in text and "Join Now" in text
 
 
+@pytest.mark.docker
 @pytest.mark.browser
 async def test_an_edit_that_took_two_tries_is_one_change_to_undo(
     api, jp_fetch, llm, projects_dir, server_url
@@ -533,6 +534,7 @@ async def test_an_edit_that_took_two_tries_is_one_change_to_undo(
         await page.wait_for_selector("h1 b:text('new')", timeout=15_000)
 
 
+@pytest.mark.docker
 async def test_code_that_never_compiles_is_rolled_back(api, jp_fetch, llm, projects_dir):
     await api.upload_running()
     app = app_of(projects_dir, "shop")
@@ -558,6 +560,7 @@ async def test_code_that_never_compiles_is_rolled_back(api, jp_fetch, llm, proje
     assert (app / "src" / "App.jsx").read_text() == text
 
 
+@pytest.mark.docker
 async def test_join_now_in_the_browser_and_undo(api, jp_fetch, llm, server_url):
     info = await api.upload_running()
     llm.answer(block("src/App.jsx", BUTTON, JOIN_NOW))
@@ -626,6 +629,7 @@ def crash(name: str) -> str:
     return JOIN_NOW.replace("Join Now", f"{{count.toFixed({name})}}")
 
 
+@pytest.mark.docker
 async def test_a_change_that_breaks_the_page_is_fixed_rolled_back_or_fixed_on_request(
     api, jp_fetch, llm, server_url, projects_dir
 ):
@@ -713,6 +717,7 @@ def ts_fix(arg: str = "count") -> str:
     return block("src/App.tsx", crash, TS_COUNTER)
 
 
+@pytest.mark.docker
 async def test_a_render_crash_after_many_edits_is_fixed_or_rolled_back_open_page_or_not(
     api, jp_fetch, llm, server_url, projects_dir
 ):

@@ -47,7 +47,7 @@ from tornado.websocket import websocket_connect
 from jupyter_reactbox.backends import hostguard
 from jupyter_reactbox.backends.docker import PORT
 
-pytestmark = [pytest.mark.docker, pytest.mark.browser]
+pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.hub]
 
 ROOT = Path(__file__).parent.parent
 

@@ -21,7 +21,7 @@ from test_classroom import SLOW_START
 from test_faults import start_engine
 from test_hub import DOCKER_ARGS, Hub, dev_server, fetch
 
-pytestmark = [pytest.mark.docker, pytest.mark.browser]
+pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.hub]
 
 CLASS_ARGS = (
     *DOCKER_ARGS,

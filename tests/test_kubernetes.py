@@ -30,7 +30,7 @@ from jupyter_reactbox import frameworks
 from jupyter_reactbox.backends import kubernetes as k8s
 from jupyter_reactbox.backends.kubernetes import KubernetesBackend
 
-pytestmark = [pytest.mark.docker, pytest.mark.browser]
+pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.kubernetes]
 
 ROOT = Path(__file__).parent.parent
 KUBECONFIG = Path("/var/lib/reactbox-kube/admin.kubeconfig")

@@ -19,8 +19,6 @@ from tornado.httpclient import HTTPClientError
 
 from jupyter_reactbox import history
 
-pytestmark = pytest.mark.docker
-
 
 @pytest.fixture
 def reactbox_config():
@@ -88,6 +86,7 @@ async def post(jp_fetch, body: dict) -> dict:
     return json.loads(r.body)
 
 
+@pytest.mark.docker
 async def test_a_screenshot_and_an_attached_image_reach_the_model_as_image_parts(
     api, jp_fetch, llm
 ):
