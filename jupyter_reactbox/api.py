@@ -48,11 +48,18 @@ from .ai.editor import AIEditor
 from .ai.place import Place
 from .ai.vision import parse_images
 from .errors import (
+    AIUnavailable,
     ArchiveError,
     ArchiveTooLarge,
+    BadRequest,
     Busy,
     DiskFull,
+    EditBusy,
+    NotAText,
+    NothingToFix,
     ReactBoxError,
+    TooLarge,
+    WrongContentType,
     is_disk_full,
 )
 from .runtime import Runtime
@@ -109,7 +116,7 @@ class BaseHandler(APIHandler):
 
     def check_not_editing(self, project_id: str) -> None:
         if self.editor is not None and self.editor.busy(project_id):
-            raise web.HTTPError(409, f"An edit of {project_id} is running; wait for it to finish.")
+            raise EditBusy(f"An edit of {project_id} is running; wait for it to finish.")
 
     def write_error(self, status_code, **kwargs):
         """Jupyter's JSON error, with the message formatted: ours carry it as an
@@ -176,8 +183,7 @@ class ProjectsHandler(BaseHandler):
         if content_type.startswith("multipart/"):
             raise ArchiveError("The multipart upload has no field named 'file'.")
         if content_type not in ZIP_TYPES:
-            raise web.HTTPError(
-                415,
+            raise WrongContentType(
                 f"Send the ZIP as the body with Content-Type: application/zip (got "
                 f"{content_type or 'none'}), or as multipart field 'file'.",
             )
@@ -348,8 +354,8 @@ class FilesHandler(BaseHandler):
         try:
             content = self.request.body.decode("utf-8")
         except UnicodeDecodeError:
-            raise web.HTTPError(
-                415, "Send the file as UTF-8 text (or as application/octet-stream)."
+            raise NotAText(
+                "Send the file as UTF-8 text (or as application/octet-stream)."
             ) from None
         await self.runtime.use(project_id)
         commit = await asyncio.to_thread(
@@ -387,7 +393,7 @@ class FilesHandler(BaseHandler):
             new = json.loads(self.request.body)["path"]
             assert isinstance(new, str)
         except (ValueError, KeyError, TypeError, AssertionError):
-            raise web.HTTPError(400, 'A rename is {"path": "the/new/path"}.') from None
+            raise BadRequest('A rename is {"path": "the/new/path"}.') from None
         commit = await asyncio.to_thread(files.rename_path, project.app_dir, path, new)
         await self.runtime.changed(project_id)
         self.write_json({"path": new, "commit": commit})
@@ -402,8 +408,8 @@ class DataHandler(BaseHandler):
     async def put(self, project_id, name):
         project = await asyncio.to_thread(self.runtime.store.get, project_id)
         if len(self.request.body) > MAX_DATA_BYTES:
-            raise web.HTTPError(
-                413, f"The data is {len(self.request.body)} bytes; the limit is {MAX_DATA_BYTES}."
+            raise TooLarge(
+                f"The data is {len(self.request.body)} bytes; the limit is {MAX_DATA_BYTES}."
             )
         path = await asyncio.to_thread(files.publish_data, project.app_dir, name, self.request.body)
         await self.runtime.changed(project_id)
@@ -429,7 +435,7 @@ NO_AI = (
 class EditBase(BaseHandler):
     def require_editor(self) -> AIEditor:
         if self.editor is None:
-            raise web.HTTPError(503, NO_AI)
+            raise AIUnavailable(NO_AI)
         return self.editor
 
 
@@ -449,7 +455,7 @@ class EditsHandler(EditBase):
         try:
             body = json.loads(self.request.body or b"{}")
         except ValueError as exc:
-            raise web.HTTPError(400, f"The body is not JSON: {exc}") from exc
+            raise BadRequest(f"The body is not JSON: {exc}") from exc
         instruction, paths = (
             body.get("instruction", "" if body.get("fix") else None),
             body.get("paths"),
@@ -458,8 +464,7 @@ class EditsHandler(EditBase):
             paths is not None
             and not (isinstance(paths, list) and all(isinstance(p, str) for p in paths))
         ):
-            raise web.HTTPError(
-                400,
+            raise BadRequest(
                 'Send {"instruction": "...", "paths": ["src/App.jsx"]} (paths optional; "at": '
                 '"src/App.jsx:42" for the element the instruction is about), or {"fix": true} '
                 "to fix the error the page reports.",
@@ -468,15 +473,14 @@ class EditsHandler(EditBase):
         images = parse_images(body.get("images"))  # data URLs of images the user attached
         screenshot, review = body.get("screenshot", False), body.get("review", False)
         if not isinstance(screenshot, bool):
-            raise web.HTTPError(400, '"screenshot" is true or false: show the model the page.')
+            raise BadRequest('"screenshot" is true or false: show the model the page.')
         if not isinstance(review, bool):
-            raise web.HTTPError(400, '"review" is true or false: propose, and write nothing yet.')
+            raise BadRequest('"review" is true or false: propose, and write nothing yet.')
         fixing = None
         if body.get("fix"):
             st = self.runtime.previews.get(project_id)
             if st is None or not st.errors:
-                raise web.HTTPError(
-                    422,
+                raise NothingToFix(
                     f"The page of {project_id} has reported no error to fix (open its "
                     "preview: errors are reported by the page).",
                 )
@@ -519,7 +523,7 @@ class ProposalHandler(EditBase):
         try:
             edit_id = json.loads(self.request.body or b"{}").get("id")
         except (ValueError, AttributeError) as exc:
-            raise web.HTTPError(400, 'Send {"id": "<the proposal reviewed>"} or nothing.') from exc
+            raise BadRequest('Send {"id": "<the proposal reviewed>"} or nothing.') from exc
         await self.runtime.use(project_id)
         try:
             result = await editor.accept(project, edit_id)
@@ -547,7 +551,7 @@ class SelectionHandler(BaseHandler):
         try:
             place = Place.parse(json.loads(self.request.body or b"null"))
         except ValueError as exc:
-            raise web.HTTPError(400, f"The body is not JSON: {exc}") from exc
+            raise BadRequest(f"The body is not JSON: {exc}") from exc
         place.check(await asyncio.to_thread(read_text, project.app_dir, place.file))
         self.runtime.state(project_id).update(selection=place.to_json())
         self.write_json(place.to_json())
@@ -638,7 +642,7 @@ def _json_field(body: bytes, name: str, default: str | None = None) -> str:
     except (ValueError, AttributeError):
         value = None
     if not isinstance(value, str) or not value:
-        raise web.HTTPError(400, f'Send {{"{name}": "..."}} as JSON.')
+        raise BadRequest(f'Send {{"{name}": "..."}} as JSON.')
     return value
 
 
@@ -687,7 +691,7 @@ class BridgeHandler(WebSocketMixin, websocket.WebSocketHandler, BaseHandler):
     async def get(self, project_id):
         await asyncio.to_thread(self.runtime.store.get, project_id)  # 404 if none
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
-            raise web.HTTPError(400, "The bridge is a websocket.")
+            raise BadRequest("The bridge is a websocket.")
         await websocket.WebSocketHandler.get(self, project_id)
 
     def open(self, project_id):

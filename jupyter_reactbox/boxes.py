@@ -34,6 +34,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .errors import BoxError
+
 BOX = "box"
 IMAGE = "box.img"
 APP = "app"
@@ -44,10 +46,6 @@ MIN_INODES = 2048
 DEFAULT_SIZE = 4 << 30
 """The image's size where the project has no byte quota (disk_quota 0)."""
 DEFAULT_INODES = 1_000_000
-
-
-class BoxError(OSError):
-    """A project's filesystem could not be made, mounted or unmounted."""
 
 
 def problem() -> str | None:

@@ -43,6 +43,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .errors import Refused
 from .schema import BRIDGE_NAME
 
 PAGE_PATH = "/__reactbox/bridge"
@@ -70,17 +71,6 @@ class Limits:
     bytes_per_second: int = 8 << 20
     """What a project's pages may send, together; twice that at once."""
     messages_per_second: int = 500
-
-
-class Refused(Exception):
-    """What a page asked cannot be done: its type, message and HTTP-like status."""
-
-    def __init__(self, kind: str, message: str, status: int):
-        super().__init__(message)
-        self.kind, self.status = kind, status
-
-    def body(self) -> str:
-        return json.dumps({"type": self.kind, "message": str(self), "status": self.status})
 
 
 def frame(header: dict, body: str | None = None) -> str:

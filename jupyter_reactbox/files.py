@@ -21,7 +21,7 @@ from pathlib import Path
 from . import history, worktree
 from .ai import validate
 from .ai.edits import UnsafePath, safe_path
-from .errors import UserError
+from .errors import ChangedMeanwhile, FileNotInProject, NotAText, SyntaxRefused, UserError
 
 MAX_FILE_BYTES = 1 << 20
 DATA_DIR = history.DATA_DIR
@@ -29,24 +29,8 @@ DATA_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _SKIPPED_DIRS = {".git", "node_modules", "dist", "build", ".vite"}
 
 
-class FileNotInProject(UserError):
-    status = 404
-
-
-class NotAText(UserError):
-    status = 415
-
-
-class SyntaxRefused(UserError):
-    status = 422
-
-
 def _skipped(rel: str) -> bool:
     return rel.rsplit("/", 1)[-1] in _SKIPPED_DIRS
-
-
-class ChangedMeanwhile(UserError):
-    status = 409
 
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")

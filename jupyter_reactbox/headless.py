@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .errors import BrowserError
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 SETTLE = 1.0
 """Seconds without a new error after the page loaded before it counts as settled."""
@@ -62,10 +64,6 @@ os.execv(sys.argv[3], sys.argv[3:])
 """The browser reads the DevTools pipe at file descriptor 3 and writes it at 4: this
 puts the two pipe ends there and becomes the browser (no shell: dash takes only one
 digit for a descriptor, and the server's are larger)."""
-
-
-class BrowserError(Exception):
-    """The page could not be loaded; the message says why."""
 
 
 @dataclass

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import boxes, worktree
-from .errors import DiskFull, UserError
+from .errors import DiskFull, HistoryError, NoSuchPoint, UserError
 
 _REV_RE = re.compile(r"^(?:[0-9a-f]{7,40}|HEAD)(?:~\d{1,4})?$")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -76,14 +76,6 @@ DATA_DIR = "src/reactbox-data"
 MAX_BLOB = 32 << 20
 """Files larger than this stay out of the history (and Undo leaves them alone)."""
 _NOT_HISTORY_FILE = re.compile(r"\.timestamp-\d+-[0-9a-f]+\.mjs$")  # Vite's bundled config
-
-
-class HistoryError(UserError):
-    status = 409
-
-
-class NoSuchPoint(UserError):
-    status = 404
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import docker
 import docker.errors
 
 from . import managers
+from .errors import BuildError
 
 IMAGE_DIR = Path(__file__).parent / "image"
 LABEL = "org.jupyter.reactbox.image"
@@ -40,10 +41,6 @@ _CHANGES = [
     "USER 1000:1000",
     "WORKDIR /project",
 ]
-
-
-class BuildError(Exception):
-    pass
 
 
 def host_apt_mirror(etc: Path = Path("/etc/apt")) -> str | None:

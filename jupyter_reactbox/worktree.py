@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import UserError
+from .errors import NotAFile, TooManyFiles
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -53,17 +53,6 @@ TEMP_RE = re.compile(r"^\..+\.reactbox-[0-9a-f]{8}$")
 
 MAX_FILES = 20_000
 """Files a walk visits at most (outside the skipped folders)."""
-
-
-class NotAFile(UserError):
-    """A link, a folder, a FIFO or a device where the server expected a regular file
-    (or a folder), or a file over the size limit."""
-
-    status = 422
-
-
-class TooManyFiles(UserError):
-    status = 413
 
 
 def parts_of(rel: str) -> list[str]:

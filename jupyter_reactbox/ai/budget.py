@@ -17,13 +17,11 @@ import os
 import threading
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import (
+    OverBudget,
+)
 
 log = logging.getLogger(__name__)
-
-
-class OverBudget(UserError):
-    status = 429
 
 
 def _today() -> str:

@@ -60,7 +60,7 @@ import openai
 
 from .. import frameworks, headless, history, worktree
 from ..admission import Place as AdmissionPlace
-from ..errors import ReactBoxError, UserError
+from ..errors import EditBusy, ModelError, NoProposal, ProposalStale, UserError
 from ..store import Project
 from . import context, edits, validate
 from .budget import TokenBudget
@@ -105,14 +105,6 @@ PAGE_SETTLE = 1.0
 written (a fast model answers before the page has seen the last change)."""
 
 
-class EditBusy(UserError):
-    status = 409
-
-
-class ModelError(ReactBoxError):
-    """The model endpoint could not give a usable answer."""
-
-
 @dataclass
 class EditResult:
     id: str
@@ -155,16 +147,6 @@ class Progress:
         self.events.append({"time": time.time(), **event})
         self.changed.set()
         self.changed = asyncio.Event()
-
-
-class NoProposal(UserError):
-    status = 404
-
-
-class ProposalStale(UserError):
-    """The files changed since the change was proposed, or another was proposed."""
-
-    status = 409
 
 
 @dataclass

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from ..errors import UserError
+from ..errors import EditError, UnsafePath
 
 SEARCH_RE = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$")
 DIVIDER_RE = re.compile(r"^\s*={5,9}\s*$")
@@ -33,16 +33,6 @@ REPLACE_RE = re.compile(r"^\s*>{5,9}\s*REPLACE\s*$")
 FENCE_RE = re.compile(r"^\s*(```|~~~)")
 _PATH_CHARS_RE = re.compile(r"^[\w@./+-]+$")
 FORBIDDEN_DIRS = {".git", "node_modules"}
-
-
-class EditError(UserError):
-    """The answer cannot be applied; the message is fed back to the model."""
-
-    status = 422
-
-
-class UnsafePath(EditError):
-    """A path outside the project (or into .git / node_modules)."""
 
 
 @dataclass(frozen=True)

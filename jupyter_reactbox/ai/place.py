@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from ..errors import UserError
+from ..errors import PlaceError, PlaceGone
 from .edits import safe_path
 from .validate import parser_for
 
@@ -21,16 +21,6 @@ USAGE = (
     'Say where with "at": {"file": "src/App.jsx", "line": 42} (column, tag, text and '
     'classes optional), or "src/App.jsx:42".'
 )
-
-
-class PlaceError(UserError):
-    status = 400
-
-
-class PlaceGone(UserError):
-    """The place is not in the project (any more): the file changed since it was picked."""
-
-    status = 422
 
 
 @dataclass(frozen=True)

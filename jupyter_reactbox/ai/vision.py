@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from .. import headless
-from ..errors import UserError
+from ..errors import ImageError, ImageTooLarge, ScreenshotError
 from ..headless import find_browser
 
 __all__ = ["Image", "ImageError", "ScreenshotError", "find_browser", "parse_images", "screenshot"]
@@ -33,18 +33,6 @@ _MAGIC = {
     b"GIF89a": "image/gif",
 }
 _DATA_URL = re.compile(r"data:([\w.+/-]*)(?:;[\w=.+-]+)*;base64,", re.ASCII)
-
-
-class ImageError(UserError):
-    status = 400
-
-
-class ImageTooLarge(ImageError):
-    status = 413
-
-
-class ScreenshotError(Exception):
-    """No screenshot could be taken; the message says why (the edit goes on without)."""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ..errors import NotAPackage
 from .modules import prune_lru
 
 HIDDEN_LOCKFILE = ".package-lock.json"
@@ -395,19 +396,15 @@ def _copy_package(
             for name in filenames + links:
                 st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
                 if not _is_regular(st):
-                    raise _NotAPackage(name)
+                    raise NotAPackage(name)
                 if link:
                     os.link(name, out / name, src_dir_fd=dfd, follow_symlinks=False)
                 else:
                     _copy_file(name, dfd, out / name, st, owner)
-    except _NotAPackage:
+    except NotAPackage:
         shutil.rmtree(dest, ignore_errors=True)
         return False
     return True
-
-
-class _NotAPackage(Exception):
-    pass
 
 
 def _is_regular(st: os.stat_result) -> bool:

@@ -34,6 +34,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
+from ..errors import ReactBoxClientError
+
 API = "reactbox/api"
 BUSY_WAIT = 600.0
 """Seconds the client waits out a busy server (429 with a Retry-After) in all, per call."""
@@ -41,14 +43,6 @@ SKIPPED_IN_FOLDERS = {"node_modules", ".git", "dist", "build", ".vite", "__pycac
 ENABLE_HINT = (
     "enable it with `jupyter server extension enable jupyter_reactbox` and restart the server"
 )
-
-
-class ReactBoxClientError(Exception):
-    """Anything that went wrong, as one line a person can act on."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
