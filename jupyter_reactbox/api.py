@@ -47,23 +47,21 @@ from .ai.context import read_text
 from .ai.editor import AIEditor
 from .ai.place import Place
 from .ai.vision import parse_images
+from .answers import Answers
 from .errors import (
     AIUnavailable,
     ArchiveError,
     ArchiveTooLarge,
     BadRequest,
-    Busy,
-    DiskFull,
     EditBusy,
     NotAText,
     NothingToFix,
-    ReactBoxError,
     TooLarge,
     WrongContentType,
-    is_disk_full,
 )
 from .runtime import Runtime
 from .spaces import Space
+from .store import Project
 
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
 ID = r"(?P<project_id>[a-z0-9][a-z0-9-]*)"
@@ -72,25 +70,7 @@ ID = r"(?P<project_id>[a-z0-9][a-z0-9-]*)"
 DELETED = {"status": "deleted"}
 
 
-def maps_errors(method):
-    """Turn our exceptions into JSON errors with their status and message."""
-
-    @functools.wraps(method)
-    async def wrapper(self, *args, **kwargs):
-        try:
-            return await method(self, *args, **kwargs)
-        except ReactBoxError as exc:
-            raise web.HTTPError(exc.status, "%s", str(exc)) from exc
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            full = DiskFull.at(self.runtime.store.root)
-            raise web.HTTPError(full.status, "%s", str(full)) from exc
-
-    return wrapper
-
-
-class BaseHandler(APIHandler):
+class BaseHandler(Answers, APIHandler):
     """A call on the caller's own space (``spaces.py``): under JupyterHub's service,
     the space of the hub user whose token authenticated the call."""
 
@@ -118,17 +98,17 @@ class BaseHandler(APIHandler):
         if self.editor is not None and self.editor.busy(project_id):
             raise EditBusy(f"An edit of {project_id} is running; wait for it to finish.")
 
+    async def project(self, project_id: str) -> Project:
+        """The caller's project ``project_id`` (404 if there is none)."""
+        return await asyncio.to_thread(self.runtime.store.get, project_id)
+
+    def disk_root(self):
+        return self.runtime.store.root if self.space is not None else None
+
     def write_error(self, status_code, **kwargs):
-        """Jupyter's JSON error, with the message formatted: ours carry it as an
-        argument so a '%' in a path or name is never taken for a format."""
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(getattr(exc, "__cause__", None), Busy):  # a full line: when to retry
-            self.set_header("Retry-After", str(exc.__cause__.retry_after))
-        if isinstance(exc, web.HTTPError) and exc.args and exc.log_message:
-            self.set_header("Content-Type", "application/json")
-            message = exc.log_message % exc.args
-            return self.finish(json.dumps({"message": message, "reason": exc.reason}))
-        return super().write_error(status_code, **kwargs)
+        """Jupyter's JSON error: ours with their status and message (``answers.py``)."""
+        if not self.write_json_error(status_code, **kwargs):
+            super().write_error(status_code, **kwargs)
 
     def project_json(self, project) -> dict:
         return self.runtime.info(project)
@@ -141,13 +121,11 @@ class BaseHandler(APIHandler):
 
 class ProjectsHandler(BaseHandler):
     @web.authenticated
-    @maps_errors
     async def get(self):
         projects = await asyncio.to_thread(self.runtime.store.list)
         self.write_json({"projects": [self.project_json(p) for p in projects]})
 
     @web.authenticated
-    @maps_errors
     async def post(self):
         data, filename = self._upload()
         limit = self.settings["reactbox_max_upload_bytes"]
@@ -192,15 +170,13 @@ class ProjectsHandler(BaseHandler):
 
 class ProjectHandler(BaseHandler):
     @web.authenticated
-    @maps_errors
     async def get(self, project_id):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         self.write_json(self.project_json(project))
 
     @web.authenticated
-    @maps_errors
     async def delete(self, project_id):
-        await asyncio.to_thread(self.runtime.store.get, project_id)
+        await self.project(project_id)
         self.check_not_editing(project_id)
         await self.runtime.delete(project_id)
         self.log.info("Deleted project %s", project_id)
@@ -210,9 +186,8 @@ class ProjectHandler(BaseHandler):
 
 class ActionHandler(BaseHandler):
     @web.authenticated
-    @maps_errors
     async def post(self, project_id, action):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         if action == "heartbeat":
             await self.runtime.use(project_id)
             self.set_status(204)
@@ -232,9 +207,8 @@ class EventsHandler(BaseHandler):
     keepalive = 15.0
 
     @web.authenticated
-    @maps_errors
     async def get(self, project_id):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
@@ -271,9 +245,8 @@ class LogsHandler(BaseHandler):
             self._pumping.cancel()
 
     @web.authenticated
-    @maps_errors
     async def get(self, project_id):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         follow = None
         if self.get_query_argument("follow", ""):
             follow = await self.runtime.backend.follow_logs(project_id)  # 429 before output
@@ -311,9 +284,8 @@ class FilesHandler(BaseHandler):
     the file changed meanwhile."""
 
     @web.authenticated
-    @maps_errors
     async def get(self, project_id, path=""):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         if not path:
             names = await asyncio.to_thread(files.list_files, project.app_dir)
             if self.get_query_argument("detail", None):
@@ -335,9 +307,8 @@ class FilesHandler(BaseHandler):
         return match.strip('"').removeprefix('W/"').strip('"') or None
 
     @web.authenticated
-    @maps_errors
     async def put(self, project_id, path=""):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         self.check_not_editing(project_id)
         if self.get_query_argument("type", None) == "directory":
             await asyncio.to_thread(files.make_folder, project.app_dir, path)
@@ -372,9 +343,8 @@ class FilesHandler(BaseHandler):
         self.write_json({"path": path, "commit": commit, "version": version})
 
     @web.authenticated
-    @maps_errors
     async def delete(self, project_id, path=""):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         self.check_not_editing(project_id)
         expected = self._expected()
         commit = await asyncio.to_thread(
@@ -384,10 +354,9 @@ class FilesHandler(BaseHandler):
         self.write_json({"path": path, "commit": commit})
 
     @web.authenticated
-    @maps_errors
     async def patch(self, project_id, path=""):
         """Rename: ``{"path": "the/new/path"}``."""
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         self.check_not_editing(project_id)
         try:
             new = json.loads(self.request.body)["path"]
@@ -404,9 +373,8 @@ MAX_DATA_BYTES = 32 << 20
 
 class DataHandler(BaseHandler):
     @web.authenticated
-    @maps_errors
     async def put(self, project_id, name):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         if len(self.request.body) > MAX_DATA_BYTES:
             raise TooLarge(
                 f"The data is {len(self.request.body)} bytes; the limit is {MAX_DATA_BYTES}."
@@ -416,9 +384,8 @@ class DataHandler(BaseHandler):
         self.write_json({"name": name, "path": path, "bytes": len(self.request.body)})
 
     @web.authenticated
-    @maps_errors
     async def delete(self, project_id, name):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         await asyncio.to_thread(files.remove_data, project.app_dir, name)
         await self.runtime.changed(project_id)
         self.set_status(204)
@@ -426,8 +393,8 @@ class DataHandler(BaseHandler):
 
 
 NO_AI = (
-    "AI edits are not configured. Set c.ReactBoxApp.ai_base_url (or $OPENAI_BASE_URL) to "
-    "an OpenAI-compatible endpoint and c.ReactBoxApp.ai_api_key (or $OPENAI_API_KEY), "
+    "AI edits are not configured. Set c.AIEditor.base_url (or $OPENAI_BASE_URL) to "
+    "an OpenAI-compatible endpoint and c.AIEditor.api_key (or $OPENAI_API_KEY), "
     "then restart the server."
 )
 
@@ -441,16 +408,14 @@ class EditBase(BaseHandler):
 
 class EditsHandler(EditBase):
     @web.authenticated
-    @maps_errors
     async def get(self, project_id):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         editor = self.require_editor()
         self.write_json({"edits": await asyncio.to_thread(editor.past_edits, project)})
 
     @web.authenticated
-    @maps_errors
     async def post(self, project_id):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         editor = self.require_editor()
         try:
             body = json.loads(self.request.body or b"{}")
@@ -510,15 +475,13 @@ class ProposalHandler(EditBase):
     ``{"id": ...}``, optional: the one reviewed) to write it, DELETE to drop it."""
 
     @web.authenticated
-    @maps_errors
     async def get(self, project_id):
-        await asyncio.to_thread(self.runtime.store.get, project_id)
+        await self.project(project_id)
         self.write_json(self.require_editor().proposal(project_id).result.to_json())
 
     @web.authenticated
-    @maps_errors
     async def post(self, project_id):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         editor = self.require_editor()
         try:
             edit_id = json.loads(self.request.body or b"{}").get("id")
@@ -532,9 +495,8 @@ class ProposalHandler(EditBase):
         self.write_json(result.to_json())
 
     @web.authenticated
-    @maps_errors
     async def delete(self, project_id):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         editor = self.require_editor()
         result = await editor.discard(project, self.get_argument("id", None))
         self.write_json(result.to_json())
@@ -545,9 +507,8 @@ class SelectionHandler(BaseHandler):
     which puts it here), shown by every client and sent with the next edit."""
 
     @web.authenticated
-    @maps_errors
     async def put(self, project_id):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         try:
             place = Place.parse(json.loads(self.request.body or b"null"))
         except ValueError as exc:
@@ -557,18 +518,16 @@ class SelectionHandler(BaseHandler):
         self.write_json(place.to_json())
 
     @web.authenticated
-    @maps_errors
     async def delete(self, project_id):
-        await asyncio.to_thread(self.runtime.store.get, project_id)
+        await self.project(project_id)
         self.runtime.state(project_id).update(selection=None)
         self.set_status(204)
 
 
 class EditEventsHandler(EditBase):
     @web.authenticated
-    @maps_errors
     async def get(self, project_id):
-        await asyncio.to_thread(self.runtime.store.get, project_id)
+        await self.project(project_id)
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         # Without an AI endpoint no edit runs, so the stream is empty: a client
@@ -594,9 +553,8 @@ class HistoryHandler(EditBase):
     """The timeline: every change with what made it and its files, and the named points."""
 
     @web.authenticated
-    @maps_errors
     async def get(self, project_id):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         commits = await asyncio.to_thread(history.timeline, project.app_dir)
         points = await asyncio.to_thread(history.points, project.app_dir)
         self.write_json({"commits": commits, "points": points})
@@ -604,11 +562,10 @@ class HistoryHandler(EditBase):
 
 class RestoreHandler(EditBase):
     @web.authenticated
-    @maps_errors
     async def post(self, project_id):
         """``{"to": "<sha, HEAD~N or a point's name>"}``: the app as it was then, as one
         new change (Undo takes it back)."""
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         self.check_not_editing(project_id)
         to = _json_field(self.request.body, "to")
         await self.runtime.use(project_id)
@@ -619,18 +576,16 @@ class RestoreHandler(EditBase):
 
 class PointHandler(EditBase):
     @web.authenticated
-    @maps_errors
     async def put(self, project_id, name):
         """Name a change (``{"at": rev}``; the current one without)."""
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         at = _json_field(self.request.body, "at", "HEAD") if self.request.body else "HEAD"
         point = await asyncio.to_thread(history.name_point, project.app_dir, name, at)
         self.write_json(point)
 
     @web.authenticated
-    @maps_errors
     async def delete(self, project_id, name):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         await asyncio.to_thread(history.remove_point, project.app_dir, name)
         self.set_status(204)
         self.finish()
@@ -648,9 +603,8 @@ def _json_field(body: bytes, name: str, default: str | None = None) -> str:
 
 class HistoryActionHandler(EditBase):
     @web.authenticated
-    @maps_errors
     async def post(self, project_id, action):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         self.check_not_editing(project_id)
         await self.runtime.use(project_id)
         step = history.undo if action == "undo" else history.redo
@@ -661,9 +615,8 @@ class HistoryActionHandler(EditBase):
 
 class DiffHandler(EditBase):
     @web.authenticated
-    @maps_errors
     async def get(self, project_id):
-        project = await asyncio.to_thread(self.runtime.store.get, project_id)
+        project = await self.project(project_id)
         start = self.get_query_argument("from", "HEAD~1")
         end = self.get_query_argument("to", None)
         text = await asyncio.to_thread(history.diff, project.app_dir, start, end)
@@ -687,9 +640,8 @@ class BridgeHandler(WebSocketMixin, websocket.WebSocketHandler, BaseHandler):
         return self.runtime.bridges.limits.kernel_max_bytes + bridge.MAX_HEADER + 1
 
     @web.authenticated
-    @maps_errors
     async def get(self, project_id):
-        await asyncio.to_thread(self.runtime.store.get, project_id)  # 404 if none
+        await self.project(project_id)  # 404 if none
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             raise BadRequest("The bridge is a websocket.")
         await websocket.WebSocketHandler.get(self, project_id)

@@ -12,6 +12,7 @@ Docker SDK are mapped to ``SandboxError`` at one boundary
     ├── UserError                 (4xx, the message is shown to the user)
     │   ├── BadRequest            400  a request the API cannot take as sent
     │   ├── Forbidden             403  not this caller's to ask (or a dead link)
+    │   ├── NotFound              404  no such thing here (ProjectNotFound: no project)
     │   ├── TooLarge              413  a body over its limit
     │   ├── WrongContentType      415  a body of a type the route does not take
     │   ├── ArchiveError          400  the upload is not a safe ZIP of an app
@@ -32,7 +33,9 @@ Docker SDK are mapped to ``SandboxError`` at one boundary
     │       OverBudget 429, EditBusy 409, NoProposal 404, ProposalStale 409,
     │       ImageError 400 (ImageTooLarge 413), NothingToFix 422, AIUnavailable 503
     ├── DiskFull                  507  no space left where the projects live
-    ├── NotAnswering              502  the dev server does not answer
+    ├── NotAnswering              502  the dev server (or the hub service) does not answer
+    ├── ServiceRefused                 the hub service's refusal, relayed (its status)
+    ├── ManagedElsewhere          503  another Jupyter server manages the projects
     ├── ModelError                     the model gave no usable answer
     ├── BrowserError, ScreenshotError  the headless browser could not load a page
     ├── Refused                        a bridge message refused (its own status)
@@ -171,6 +174,10 @@ class Forbidden(UserError):
     status = 403
 
 
+class NotFound(UserError):
+    status = 404
+
+
 class TooLarge(UserError):
     """A body over the limit of what it is (data, a page's storage)."""
 
@@ -182,9 +189,25 @@ class WrongContentType(UserError):
 
 
 class NotAnswering(ReactBoxError):
-    """The dev server does not answer (it may be starting, or it stopped)."""
+    """The dev server does not answer (it may be starting, or it stopped), or the
+    hub service a server relays to does not."""
 
     status = 502
+
+
+class ManagedElsewhere(ReactBoxError):
+    """The projects folder is another Jupyter server's, which cannot be reached or
+    serves elsewhere (peer.py)."""
+
+    status = 503
+
+
+class ServiceRefused(ReactBoxError):
+    """The hub service refused what a user's server relayed to it, with its status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 # -- the project's files (files.py, worktree.py) and history (history.py) -------

@@ -20,8 +20,7 @@ import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tornado import web
-
+from .errors import ManagedElsewhere
 from .hub.relay import Service
 from .store import StoreLock
 
@@ -37,16 +36,14 @@ class PeerServer(Service):
         found = self.lock.manager()
         where = self.lock.root
         if found is None:
-            raise web.HTTPError(
-                503,
+            raise ManagedElsewhere(
                 f"The projects in {where} are managed by another Jupyter server, which "
                 "cannot be reached now. Restart this server to manage them here, or give "
                 "it a folder of its own (c.ReactBoxApp.projects_dir).",
             )
         url = str(found.get("url", ""))
         if found.get("base_url") != self.base_url or not url:
-            raise web.HTTPError(
-                503,
+            raise ManagedElsewhere(
                 f"The projects in {where} are managed by the Jupyter server at "
                 f"{url or 'pid ' + str(found.get('pid'))}; open JupyterLab there, or give "
                 "this server a folder of its own (c.ReactBoxApp.projects_dir).",

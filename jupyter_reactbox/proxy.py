@@ -48,9 +48,10 @@ from tornado import httputil, web, websocket
 from tornado.routing import PathMatches, Router, Rule
 
 from . import boxes, frameworks
+from .answers import Answers
 from .bridge import MAX_HEADER, Socket
 from .bridge import PAGE_PATH as BRIDGE_PATH
-from .errors import Busy, ReactBoxError
+from .errors import BadRequest, Busy, Forbidden, NotAnswering, NotFound, ReactBoxError, TooLarge
 from .previews import PreviewState
 from .response_cache import GENERATION_HEADER, Cached, ResponseCache, parse_generation
 from .rewrite import inject_scripts, public_files
@@ -103,24 +104,13 @@ _DOT_SEGMENT_RE = re.compile(r"(?:^|/)\.\.?(?:/|$)|\\")
 _ENCODED_SLASH_RE = re.compile(r"%2f|%5c", re.IGNORECASE)
 
 
-def write_plain_error(handler: web.RequestHandler, status_code: int, exc_info) -> None:
-    """A short plain-text error: no Jupyter page, template or cookie on a preview path."""
-    exc = (exc_info or (None, None))[1]
-    message = getattr(exc, "log_message", None) or handler._reason
-    handler._headers = httputil.HTTPHeaders()
-    handler.set_header("Content-Type", "text/plain; charset=utf-8")
-    handler.set_header("X-Content-Type-Options", "nosniff")
-    handler.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
-    handler.finish(f"{status_code} {handler._reason}: {message}\n")
-
-
 def unsafe_path(decoded: str, raw: str) -> bool:
     """Dot segments or backslashes in the decoded path, or encoded slashes in the raw
     one: a path that some hop on the way might read as another place."""
     return bool(_DOT_SEGMENT_RE.search(decoded) or _ENCODED_SLASH_RE.search(raw))
 
 
-class PreviewRequest:
+class PreviewRequest(Answers):
     """What every preview request does, over HTTP or as a websocket: authorisation
     by the token in the path, use and resume, and what goes upstream.
 
@@ -169,26 +159,25 @@ class PreviewRequest:
         # KeptAnswers answers a kept module before this runs: a refusal added
         # here must be one it makes too.
         if not self.check_host():
-            raise web.HTTPError(403, "Host not allowed.")
+            raise Forbidden("Host not allowed.")
         self.current_user = self._jupyter_current_user = None
         await self.runtime.recovered()
         project_id, token, path = self._credentials()
         self.proxied_path = path
         # ``path`` is decoded (catches %2e%2e); the raw path shows encoded slashes.
         if unsafe_path(path, self.request.path):
-            raise web.HTTPError(400, "Preview paths may not contain '..', '.' or encoded slashes.")
+            raise BadRequest("Preview paths may not contain '..', '.' or encoded slashes.")
         self.preview = self.previews.authorize(project_id, token)
         self.runtime.requested_at = self.runtime.clock()
         if self.preview is None:
-            raise web.HTTPError(
-                403,
+            raise Forbidden(
                 "This preview link is not valid: the project does not exist, is not running, "
                 "or was restarted. Open the preview again from Jupyter.",
             )
         origin = self.previews.origin(project_id)
         self.project_id = project_id
         if origin and urlsplit(origin).netloc != self.request.host:
-            raise web.HTTPError(403, f"This preview is served at {origin}, not on this host.")
+            raise Forbidden(f"This preview is served at {origin}, not on this host.")
         if self._entering:
             return self._enter(token)
         if path == ERROR_REPORT and self.request.method == "POST":
@@ -201,9 +190,7 @@ class PreviewRequest:
         if path == HEARTBEAT or path.startswith(HEARTBEAT + "/"):
             key = path[len(HEARTBEAT) + 1 :]
             if self.request.method != "POST" or not self.previews.is_page_key(project_id, key):
-                raise web.HTTPError(
-                    403, "Only a page of this preview, on a person's input, reports use."
-                )
+                raise Forbidden("Only a page of this preview, on a person's input, reports use.")
             heartbeat = True
         navigation = self._navigation = self._is_navigation()
         if heartbeat or navigation:
@@ -224,7 +211,7 @@ class PreviewRequest:
         return project_id, token, path
 
     def _enter(self, token: str) -> None:
-        raise web.HTTPError(404)
+        raise NotFound("No such page here.")
 
     # -- use, and what a stopped preview answers -----------------------------
 
@@ -247,15 +234,15 @@ class PreviewRequest:
             if not isinstance(data, dict):
                 raise ValueError("not an object")
         except ValueError as exc:
-            raise web.HTTPError(400, f"An error report is a small JSON object ({exc}).") from exc
+            raise BadRequest(f"An error report is a small JSON object ({exc}).") from exc
         report = {
             name: value[:limit]
             for name, limit in _REPORT_FIELDS.items()
             if isinstance(value := data.get(name), str)
         }
         if report.get("kind") not in _REPORT_KINDS or not report.get("message"):
-            raise web.HTTPError(
-                400, f"An error report needs kind ({', '.join(_REPORT_KINDS)}) and message."
+            raise BadRequest(
+                f"An error report needs kind ({', '.join(_REPORT_KINDS)}) and message."
             )
         self.previews.report_error(self.project_id, report)
         self._secure_headers()
@@ -283,8 +270,8 @@ class PreviewRequest:
         pages; only strings, at most ``MAX_PAGE_STORAGE`` bytes."""
         store = self.runtime.store
         if len(self.request.body) > store.MAX_PAGE_STORAGE:
-            raise web.HTTPError(
-                413, f"A preview keeps at most {store.MAX_PAGE_STORAGE >> 10} KiB of storage."
+            raise TooLarge(
+                f"A preview keeps at most {store.MAX_PAGE_STORAGE >> 10} KiB of storage."
             )
         try:
             data = json.loads(self.request.body)
@@ -293,9 +280,7 @@ class PreviewRequest:
                 for part in ("local", "cookies")
             }
         except (ValueError, AttributeError, TypeError) as exc:
-            raise web.HTTPError(
-                400, 'Storage is {"local": {...}, "cookies": {...}} of strings.'
-            ) from exc
+            raise BadRequest('Storage is {"local": {...}, "cookies": {...}} of strings.') from exc
         await asyncio.to_thread(store.keep_page_storage, self.project_id, kept)
         self._secure_headers()
         self.set_status(204)
@@ -362,8 +347,11 @@ class PreviewRequest:
             return not self.previews.origin(self.project_id)
         return urlsplit(origin).netloc == self.request.host
 
+    def disk_root(self):
+        return self.runtime.store.root if self.runtime is not None else None
+
     def write_error(self, status_code, **kwargs):
-        write_plain_error(self, status_code, kwargs.get("exc_info"))
+        self.write_plain_error(status_code, **kwargs)
 
     def check_xsrf_cookie(self):
         """No ambient credential is used (Cookie is stripped), so there is nothing to forge."""
@@ -469,7 +457,7 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
         connection per request and holds every body in memory.
         """
         if not self._is_upstream(self, host):
-            raise web.HTTPError(403, f"Host {host!r} is not this preview's.")
+            raise Forbidden(f"Host {host!r} is not this preview's.")
         headers = self.proxy_request_headers()
         body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
         url = self.get_client_uri("http", host, port, proxied_path)
@@ -554,11 +542,9 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
         self.set_status(status)
         self.finish(body or None)
 
-    def _not_answering(self) -> web.HTTPError:
+    def _not_answering(self) -> NotAnswering:
         self.runtime.watcher.poke()  # did it die? the watcher looks now
-        return web.HTTPError(
-            502, "The dev server is not answering; it may be starting, or it stopped."
-        )
+        return NotAnswering("The dev server is not answering; it may be starting, or it stopped.")
 
     def _rewrite_body(self, content_type: str, body: bytes) -> bytes:
         if not body:

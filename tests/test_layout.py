@@ -1,6 +1,6 @@
 """The code's own rules, checked on the installed package: every exception in one
-tree (``errors.py``), and REST handlers that raise those errors rather than build
-HTTP errors by hand."""
+tree (``errors.py``), and handlers that raise those errors rather than build HTTP
+errors by hand (``answers.py`` answers them)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ import ast
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
+
+import tomllib
 
 import jupyter_reactbox
-from jupyter_reactbox import api, errors
+from jupyter_reactbox import errors
+from jupyter_reactbox.backends import BUILT_IN
+
+ROOT = Path(__file__).parent.parent
 
 
 def modules():
@@ -40,17 +46,18 @@ def test_every_exception_class_is_in_errors_py():
     assert [name for name in ours if name not in errors.__doc__] == []
 
 
-def test_the_api_handlers_build_no_http_error_but_in_one_place():
-    tree = ast.parse(inspect.getsource(api))
-    built: list[str] = []
-    for func in ast.walk(tree):
-        if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        for node in ast.walk(func):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "HTTPError"
-            ):
-                built.append(func.name)
-    assert sorted(set(built)) == ["maps_errors", "wrapper"]  # a ReactBoxError to its status
+def test_no_handler_builds_an_http_error_of_its_own():
+    """They raise ours; ``answers.py`` gives each its status and message."""
+    built = []
+    for module in modules():
+        for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "HTTPError":
+                built.append(f"{module.__name__}:{node.lineno}")
+    assert built == []
+
+
+def test_the_built_in_backends_are_named_once():
+    """The names ``c.ReactBoxApp.backend`` takes are the package's entry points."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    points = project["project"]["entry-points"]["jupyter_reactbox.backends"]
+    assert {name: target.replace(":", ".") for name, target in points.items()} == BUILT_IN

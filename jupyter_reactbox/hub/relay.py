@@ -29,7 +29,9 @@ from jupyter_server.utils import url_path_join
 from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import httputil, web
 
-from ..proxy import unsafe_path, write_plain_error
+from ..answers import Answers
+from ..errors import BadRequest, NotAnswering, ServiceRefused
+from ..proxy import unsafe_path
 from ..runtime import pooled_session
 
 FORWARDED_REQUEST_HEADERS = (
@@ -62,7 +64,7 @@ class Service:
         self._session: aiohttp.ClientSession | None = None
 
     def check(self) -> None:
-        """Before each relayed request: HTTPError if there is nowhere to relay it."""
+        """Before each relayed request: an error of ours if there is nowhere to relay it."""
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -72,6 +74,9 @@ class Service:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+NOT_ANSWERING = "The jupyter-reactbox service of this JupyterHub is not answering."
 
 
 async def forward(handler: web.RequestHandler, service: Service, url: str) -> None:
@@ -90,9 +95,7 @@ async def forward(handler: web.RequestHandler, service: Service, url: str) -> No
             allow_redirects=False,
         )
     except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-        raise web.HTTPError(
-            502, "The jupyter-reactbox service of this JupyterHub is not answering."
-        ) from exc
+        raise NotAnswering(NOT_ANSWERING) from exc
     async with upstream:
         handler.set_status(upstream.status, upstream.reason)
         handler._headers = httputil.HTTPHeaders()  # the service's, not this server's
@@ -105,12 +108,16 @@ async def forward(handler: web.RequestHandler, service: Service, url: str) -> No
         handler.finish()
 
 
-class ApiRelayHandler(APIHandler):
+class ApiRelayHandler(Answers, APIHandler):
     """``{base_url}reactbox/api/<path>``: this server's user, logged in here, goes on
     to the service as this server."""
 
     def initialize(self, service: Service):
         self.service = service
+
+    def write_error(self, status_code, **kwargs):
+        if not self.write_json_error(status_code, **kwargs):
+            super().write_error(status_code, **kwargs)
 
     async def _relay(self, path: str) -> None:
         self.service.check()
@@ -140,7 +147,7 @@ class ApiRelayHandler(APIHandler):
         await self._relay(path)
 
 
-class PreviewRelayHandler(ProxyHandler):
+class PreviewRelayHandler(Answers, ProxyHandler):
     """``{base_url}reactbox/preview/...``: relayed as it came, path and all (the dev
     server serves under it); HTTP streamed, websockets (HMR) piped."""
 
@@ -154,7 +161,7 @@ class PreviewRelayHandler(ProxyHandler):
         # path on every hop: no '..', no encoded slash.
         self.current_user = self._jupyter_current_user = None
         if unsafe_path(unquote(self.request.path), self.request.path):
-            raise web.HTTPError(400, "Preview paths may not contain '..', '.' or encoded slashes.")
+            raise BadRequest("Preview paths may not contain '..', '.' or encoded slashes.")
         self.service.check()
 
     def check_xsrf_cookie(self):
@@ -212,10 +219,10 @@ class PreviewRelayHandler(ProxyHandler):
         await self.http_get()
 
     def write_error(self, status_code, **kwargs):
-        write_plain_error(self, status_code, kwargs.get("exc_info"))
+        self.write_plain_error(status_code, **kwargs)
 
 
-class BridgeRelayHandler(ProxyHandler):
+class BridgeRelayHandler(Answers, ProxyHandler):
     """``{base_url}reactbox/api/projects/<id>/bridge``: the kernel's end of its app's
     bridge (a websocket), logged in here as any API call, then piped to the service
     as this server."""
@@ -224,10 +231,14 @@ class BridgeRelayHandler(ProxyHandler):
         self.service = service
         self.host_allowlist = lambda _handler, host: host == self.service.host
 
+    def write_error(self, status_code, **kwargs):
+        if not self.write_json_error(status_code, **kwargs):
+            super().write_error(status_code, **kwargs)
+
     @web.authenticated
     async def get(self, project_id):
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
-            raise web.HTTPError(400, "The bridge is a websocket.")
+            raise BadRequest("The bridge is a websocket.")
         self.service.check()
         await self._check_project(project_id)
         await ProxyHandler.get(self, project_id)
@@ -242,11 +253,9 @@ class BridgeRelayHandler(ProxyHandler):
                 yarl.URL(url, encoded=True), headers=headers
             ) as r:
                 if r.status != 200:
-                    raise web.HTTPError(r.status, "The service refused the bridge.")
+                    raise ServiceRefused("The service refused the bridge.", r.status)
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-            raise web.HTTPError(
-                502, "The jupyter-reactbox service of this JupyterHub is not answering."
-            ) from exc
+            raise NotAnswering(NOT_ANSWERING) from exc
 
     async def open(self, project_id):
         path = url_path_join(urlsplit(self.service.url).path, "reactbox/api/projects", project_id)
