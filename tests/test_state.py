@@ -14,6 +14,7 @@ import pytest
 from conftest import FIXTURES, zip_dir
 from fakes import Clock, FakeBackend
 
+from jupyter_reactbox import schema
 from jupyter_reactbox.backends.base import Backend
 from jupyter_reactbox.errors import QuotaExceeded, TooManyPreviews
 from jupyter_reactbox.runtime import Runtime
@@ -62,14 +63,35 @@ async def test_the_project_json_is_the_schema(store, backend, clock):
 
 
 def test_the_lab_extension_and_the_kernel_client_read_only_the_schema():
-    fields = set(typing.get_type_hints(ProjectInfo))
+    generated = ROOT / "labextension" / "src" / "schema.ts"
+    assert generated.read_text() == schema.typescript(), (
+        "labextension/src/schema.ts is not what jupyter_reactbox/schema.py generates: "
+        "python -m jupyter_reactbox.schema > labextension/src/schema.ts"
+    )
     api_ts = (ROOT / "labextension" / "src" / "api.ts").read_text()
-    body = re.search(r"export interface ProjectInfo \{(.*?)\n\}", api_ts, re.S)
-    assert body, "labextension/src/api.ts has no ProjectInfo interface"
-    assert set(re.findall(r"^\s+(\w+)\??:", body[1], re.M)) == fields
+    assert "export * from './schema';" in api_ts
+    assert not re.search(r"export interface (ProjectInfo|EditResult|EditEvent)\b", api_ts)
     client = (ROOT / "jupyter_reactbox" / "kernel" / "client.py").read_text()
     read = set(re.findall(r"self\.info(?:\.get\(|\[)\"(\w+)\"", client))
-    assert read and read <= fields, read - fields
+    assert read and read <= set(typing.get_type_hints(ProjectInfo)), read
+    from_json = client[client.index("class EditResult") :].split("    def cost", 1)[0]
+    read = set(re.findall(r"data(?:\.get\(|\[)\"(\w+)\"", from_json))
+    assert read and read <= set(typing.get_type_hints(schema.EditResult)), read
+
+
+def test_typescript_of_the_schema_says_what_python_says():
+    ts = schema.typescript()
+    assert "export type Status = 'installing' | 'starting' | 'running'" in ts
+    assert "  framework: string;\n" in ts  # as the server sends it: never null
+    assert "  selection: Selection | null;\n" in ts
+    assert "  source?: string;\n" in ts and "  kind: string;\n" in ts  # PageError
+    assert "  daily_limit?: number | null;\n" in ts
+    assert "  stage: EditStage;\n" in ts and "  position?: number;\n" in ts
+    assert "  asking: 'Asking the model',\n" in ts
+    # Every type a generated one names is generated too.
+    named = set(re.findall(r": ([A-Z]\w+)(?:\[\]| \||;)", ts))
+    declared = set(re.findall(r"export (?:interface|type) (\w+)", ts))
+    assert named <= declared, named - declared
 
 
 async def test_an_idle_preview_stops_and_starts_again_at_its_link(store, backend, clock):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import ipywidgets as w
 
+from ..schema import EDIT_STAGES
 from .client import Project, ReactBoxClient, ReactBoxClientError, connect
 
 STATUS_COLOURS = {
@@ -456,19 +457,14 @@ class ReactBox(w.VBox):
 
 
 def _edit_stage(event: dict) -> str:
+    """One step of a running edit (``schema.EditEvent``) as people read it."""
     stage = event.get("stage", "")
     attempt = f" (attempt {event['attempt']})" if event.get("attempt", 1) > 1 else ""
-    text = {
-        "looking": "Taking a screenshot of the page",
-        "asking": "Asking the model",
-        "applying": "Checking and applying the answer",
-        "compiling": "Checking that it compiles",
-        "checking": "Watching the page for errors",
-        "queued": f"Waiting for a turn: {event.get('position')} of {event.get('waiting')} in line",
-        "done": event.get("message", "Done"),
-    }.get(stage, stage)
+    text = EDIT_STAGES.get(stage, stage)
+    if stage == "queued" and event.get("position"):
+        text = f"{text}: {event['position']} of {event.get('waiting')} in line"
     if stage == "done":
-        return html.escape(text)
+        return html.escape(event.get("message") or text)
     spent = f" ({event['tokens']:,} tokens so far)" if event.get("tokens") else ""
     return html.escape(text + attempt + "…" + spent)
 

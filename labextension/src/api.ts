@@ -4,71 +4,10 @@
  * XSRF token, or the hub's) is the credential.  Nothing here knows the DOM.
  */
 
-export interface PageError {
-  kind: string;
-  message: string;
-  source?: string;
-  stack?: string;
-  count: number;
-  time: number;
-}
-
-/** Where a project's previews are served, and why (schema.py's PreviewMode). */
-export interface PreviewMode {
-  /** 'separate': at / of an origin of its own; 'path': under Jupyter's path, sandboxed. */
-  mode: 'separate' | 'path';
-  why: string;
-}
-
-/** A place in the server's line of installs, starts or edits (1: next). */
-export interface Queue {
-  kind: 'install' | 'start' | 'edit';
-  position: number;
-  waiting: number;
-}
-
-/** The project JSON, as jupyter_reactbox/schema.py defines it (a test keeps them equal). */
-export interface ProjectInfo {
-  id: string;
-  name: string;
-  framework: string | null;
-  package_manager: string;
-  created: number;
-  /** The app's folder in its workspace (a monorepo's apps/web), '' for the top. */
-  member: string;
-  status: string;
-  error: string | null;
-  detail: string | null;
-  progress: { done: number; total: number } | null;
-  restarts: number;
-  frozen: boolean;
-  preview_url: string | null;
-  errors: PageError[];
-  /** The element picked in the preview for the next edit (an Alt-click in a widget). */
-  selection: Selection | null;
-  notes: string[];
-  /** Its place in line while its install or start waits for one (`detail` says it in words). */
-  queue: Queue | null;
-  backend: string;
-  sandboxed: boolean;
-  isolation: string;
-  preview_mode: PreviewMode;
-}
-
-export interface EditResult {
-  id: string;
-  status: string;
-  message: string;
-  files: string[];
-  diff: string;
-  attempts: number;
-  /** Tokens of this edit, and (with a daily cap) the user's day so far. */
-  usage: {
-    total_tokens: number;
-    spent_today?: number;
-    daily_limit?: number | null;
-  };
-}
+// The server's JSON, typed once in jupyter_reactbox/schema.py (schema.ts is generated).
+export * from './schema';
+import { EDIT_STAGES } from './schema';
+import type { EditEvent, EditResult, ProjectInfo, Selection } from './schema';
 
 /** What goes with an instruction besides its words. */
 export interface EditOptions {
@@ -82,17 +21,6 @@ export interface EditOptions {
   images?: string[];
   /** Propose the change (status `proposed`, with its diff) and write nothing yet. */
   review?: boolean;
-}
-
-/** An element of the preview the user picked in select mode: where in the source it
- * was written, and what it looks like. */
-export interface Selection {
-  file: string;
-  line: number;
-  column: number;
-  tag: string;
-  text: string;
-  classes: string;
 }
 
 /**
@@ -128,34 +56,14 @@ export function selectionLabel(s: Selection): string {
   return `<${s.tag}${classes}>${text} (${s.file}:${s.line})`;
 }
 
-/** One step of a running edit, as the server streams it (`.../edits/events`). */
-export interface EditEvent {
-  stage: string;
-  time?: number;
-  attempt?: number;
-  message?: string;
-  tokens?: number;
-  /** While it waits for a turn ("queued"): its place in the server's line of edits. */
-  position?: number;
-  waiting?: number;
-}
-
 /** A running edit's step as people read it: "Checking that it compiles (attempt 2)…". */
 export function editStage(event: EditEvent): string {
-  const stages: Record<string, string> = {
-    looking: 'Taking a screenshot of the page',
-    asking: 'Asking the model',
-    applying: 'Checking and applying the answer',
-    compiling: 'Checking that it compiles',
-    checking: 'Watching the page for errors',
-    queued: 'Waiting for a turn'
-  };
   if (event.stage === 'queued' && event.position) {
     return `Waiting for a turn: ${event.position} of ${event.waiting} in line…`;
   }
   const attempt = (event.attempt ?? 1) > 1 ? ` (attempt ${event.attempt})` : '';
   const spent = event.tokens ? ` (${event.tokens.toLocaleString('en')} tokens so far)` : '';
-  return `${stages[event.stage] ?? event.stage}${attempt}…${spent}`;
+  return `${EDIT_STAGES[event.stage] ?? event.stage}${attempt}…${spent}`;
 }
 
 /** What an edit used, as people read it: "1,240 tokens (today 3,100 of 50,000)". */
