@@ -94,9 +94,9 @@ class ClassHub:
                 f"--HubService.data_dir={self.data_dir}",
                 f"--DockerBackend.image={image}",
                 "--DockerBackend.memory_limit=512m",
-                "--ReactBoxApp.ai_model=scripted",
+                "--AIEditor.model=scripted",
                 f"--ReactBoxApp.freeze_timeout={FREEZE}",
-                "--ReactBoxApp.ai_page_check_seconds=0",
+                "--AIEditor.page_check_seconds=0",
             ],
             text=True,
         )

@@ -16,7 +16,6 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import openai
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
@@ -24,8 +23,6 @@ from tornado.routing import AnyMatches, Rule
 from traitlets import Bool, CaselessStrEnum, Float, Int, Type, Unicode, Union, default, validate
 
 from . import admission, api, backends, boxes, bridge, history
-from .ai import vision
-from .ai.budget import TokenBudget
 from .ai.editor import AIEditor
 from .archive import Limits as ArchiveLimits
 from .backends.base import Backend
@@ -57,6 +54,25 @@ MOVED_TO_DOCKER_BACKEND = {
     "tmp_size": "tmp_size",
     "install_memory_limit": "install_memory_limit",
     "extra_ca_certs": "extra_ca_certs",
+}
+MOVED_TO_AI_EDITOR = {
+    f"ai_{name}": name
+    for name in (
+        "base_url",
+        "api_key",
+        "model",
+        "timeout",
+        "max_retries",
+        "max_tokens",
+        "page_check_seconds",
+        "page_check_headless",
+        "daily_tokens",
+        "max_attempts",
+        "vision",
+        "screenshot_browser",
+        "context_chars",
+        "max_answer_chars",
+    )
 }
 
 
@@ -441,127 +457,48 @@ class ReactBoxApp(ExtensionApp):
             origin_host_pattern(value)
         return value
 
-    ai_base_url = Unicode(
-        help="""OpenAI-compatible endpoint for AI edits (OpenAI, Azure, vLLM, Ollama,
-        LiteLLM, ...), e.g. 'http://localhost:11434/v1'. Defaults to $OPENAI_BASE_URL;
-        empty with no key: AI edits are off (the API answers 503).""",
-    ).tag(config=True)
-
-    @default("ai_base_url")
-    def _default_ai_base_url(self):
-        return os.environ.get("OPENAI_BASE_URL", "")
-
-    ai_api_key = Unicode(
-        help="""API key of the AI endpoint. Defaults to $OPENAI_API_KEY, which is then
-        removed from the server's environment so kernels and terminals do not inherit
-        it; never sent to browsers or containers, never logged. The server's initial
-        environment (/proc/<pid>/environ) still holds it, and this user's kernels can
-        read that: under JupyterHub, give the key to the hub service instead
-        (docs/jupyterhub.md).""",
-    ).tag(config=True)
-
-    @default("ai_api_key")
-    def _default_ai_api_key(self):
-        return os.environ.get("OPENAI_API_KEY", "")
-
-    ai_model = Unicode("gpt-4o", help="Model name for AI edits.").tag(config=True)
-    ai_timeout = Float(120, help="Seconds to wait for one model answer.").tag(config=True)
-    ai_max_retries = Int(
-        2, help="Retries (with backoff) on 429, 5xx, timeouts and dropped connections."
-    ).tag(config=True)
-    ai_max_tokens = Int(4096, help="Most tokens the model may answer with.").tag(config=True)
-    ai_page_check_seconds = Float(
-        3.0,
-        help="""After an AI edit compiles, how long to wait for an error from an open
-        page of the preview (an uncaught error, a rejection, Vite's overlay); a new
-        one goes back to the model for a fix, or the edit is rolled back (0: no
-        wait; without an open page there is none).""",
-    ).tag(config=True)
-    ai_page_check_headless = Bool(
-        True,
-        help="""When no page of the preview is open, load it once in the server's own
-        headless browser after an AI edit that compiles (shut in like the screenshot
-        browser), so an error the app throws while rendering goes back to the model
-        or rolls the edit back even then. Off, or with no browser on the server
-        (ai_screenshot_browser), only open pages are watched.""",
-    ).tag(config=True)
-    ai_daily_tokens = Int(
-        0,
-        help="""Most tokens (asked and answered) one user's AI edits may use per day
-        (UTC); an edit past it gets 429 with when it resets (0: no cap; tokens are
-        counted and shown either way).""",
-    ).tag(config=True)
-    ai_max_attempts = Int(
-        3,
-        help="""Model answers per edit: the first, plus fixes after a SEARCH that does
-        not match, a syntax error or a compile error.""",
-    ).tag(config=True)
-    ai_vision = Bool(
-        False,
-        help="""The model takes images: an edit may then show it a screenshot of the
-        preview and images the user attaches (a sketch, a mock-up), as image content
-        parts. Off: they are not sent, and the edit says so.""",
-    ).tag(config=True)
-    ai_screenshot_browser = Unicode(
-        "",
-        help="""Chromium or Chrome for the server's headless loads of a preview:
-        screenshots for the model, and the page check after an edit when no page is
-        open (headless, shut in: it reaches only the preview). Default: the first of
-        chromium, chromium-browser, google-chrome on PATH; none: edits say no
-        screenshot was sent, and only open pages are checked.""",
-    ).tag(config=True)
-    ai_context_chars = Int(
-        60_000, help="Budget of file text sent to the model with an instruction."
-    ).tag(config=True)
-    ai_max_answer_chars = Int(
-        1_000_000, help="Longest model answer accepted; longer ones are refused whole."
-    ).tag(config=True)
+    # Settings of the AI editor that were the app's: c.AIEditor.<name> now.
+    ai_base_url = Unicode(help="Deprecated: use c.AIEditor.base_url.").tag(config=True)
+    ai_api_key = Unicode(help="Deprecated: use c.AIEditor.api_key.").tag(config=True)
+    ai_model = Unicode(help="Deprecated: use c.AIEditor.model.").tag(config=True)
+    ai_timeout = Float(help="Deprecated: use c.AIEditor.timeout.").tag(config=True)
+    ai_max_retries = Int(help="Deprecated: use c.AIEditor.max_retries.").tag(config=True)
+    ai_max_tokens = Int(help="Deprecated: use c.AIEditor.max_tokens.").tag(config=True)
+    ai_page_check_seconds = Float(help="Deprecated: use c.AIEditor.page_check_seconds.").tag(
+        config=True
+    )
+    ai_page_check_headless = Bool(help="Deprecated: use c.AIEditor.page_check_headless.").tag(
+        config=True
+    )
+    ai_daily_tokens = Int(help="Deprecated: use c.AIEditor.daily_tokens.").tag(config=True)
+    ai_max_attempts = Int(help="Deprecated: use c.AIEditor.max_attempts.").tag(config=True)
+    ai_vision = Bool(help="Deprecated: use c.AIEditor.vision.").tag(config=True)
+    ai_screenshot_browser = Unicode(help="Deprecated: use c.AIEditor.screenshot_browser.").tag(
+        config=True
+    )
+    ai_context_chars = Int(help="Deprecated: use c.AIEditor.context_chars.").tag(config=True)
+    ai_max_answer_chars = Int(help="Deprecated: use c.AIEditor.max_answer_chars.").tag(config=True)
 
     def _make_editor(self, runtime: Runtime) -> AIEditor | None:
-        if not (self.ai_base_url or self.ai_api_key):
-            return None
-        client = openai.AsyncOpenAI(
-            api_key=self.ai_api_key or "not-needed",
-            base_url=self.ai_base_url or None,
-            timeout=self.ai_timeout,
-            max_retries=self.ai_max_retries,
-        )
-        return AIEditor(
-            client,
-            model=self.ai_model,
-            max_tokens=self.ai_max_tokens,
-            max_attempts=self.ai_max_attempts,
-            context_chars=self.ai_context_chars,
-            max_answer_chars=self.ai_max_answer_chars,
+        """The owner's AI editor (``c.AIEditor``), or None where no model is set."""
+        editor = AIEditor(
+            parent=self,
+            log=self.log,
+            budget_file=runtime.store.root / ".ai-tokens.json",
             compile_check=runtime.compile_errors,
-            budget=TokenBudget(runtime.store.root / ".ai-tokens.json", self.ai_daily_tokens),
             pages=runtime.previews,
-            page_wait=self.ai_page_check_seconds,
-            vision=self.ai_vision,
-            screenshot=functools.partial(self._screenshot, runtime),
-            load_page=functools.partial(self._load_page, runtime)
-            if self.ai_page_check_headless
-            else None,
+            screenshot=lambda project_id, browser: runtime.screenshot(
+                project_id, browser, self._own_url()
+            ),
+            load_page=lambda project_id, browser: runtime.load_page(
+                project_id, browser, self._own_url()
+            ),
             queue=lambda project_id, tell: runtime.admission["edit"].place(
                 runtime.owner, project_id, tell
             ),
-            log=self.log,
+            **self._moved_settings(MOVED_TO_AI_EDITOR, "AIEditor"),
         )
-
-    async def _screenshot(self, runtime: Runtime, project_id: str) -> vision.Image:
-        browser = vision.find_browser(self.ai_screenshot_browser)
-        if browser is None:
-            raise vision.ScreenshotError(
-                "there is no browser for screenshots on the server (install chromium, or "
-                "set c.ReactBoxApp.ai_screenshot_browser)"
-            )
-        return await runtime.screenshot(project_id, browser, self._own_url())
-
-    async def _load_page(self, runtime: Runtime, project_id: str):
-        browser = vision.find_browser(self.ai_screenshot_browser)
-        if browser is None:
-            return None
-        return await runtime.load_page(project_id, browser, self._own_url())
+        return editor if editor.configured else None
 
     def _own_url(self) -> str | None:
         """This Jupyter server on a local address (its previews need no login), or
@@ -702,7 +639,8 @@ class ReactBoxApp(ExtensionApp):
             projects_dir=Path(self.projects_dir),
             cache_dir=self.cache_dir,
         )
-        if self.ai_api_key and os.environ.get("OPENAI_API_KEY") == self.ai_api_key:
+        key = space.editor.api_key if space.editor is not None else ""
+        if key and os.environ.get("OPENAI_API_KEY") == key:
             # Kernels and terminals started from now on do not inherit it; the
             # key stays in the editor's client.  (The server's initial
             # environment, in /proc, still holds it: docs/security.md.)
@@ -716,7 +654,7 @@ class ReactBoxApp(ExtensionApp):
         cls, why = backends.choose(self.backend)
         settings: dict = {}
         if issubclass(cls, DockerBackend):
-            settings = self._moved_docker_settings()
+            settings = self._moved_settings(MOVED_TO_DOCKER_BACKEND, "DockerBackend")
         backend = cls(
             parent=self,
             log=self.log,
@@ -741,15 +679,15 @@ class ReactBoxApp(ExtensionApp):
         )
         return backend
 
-    def _moved_docker_settings(self) -> dict:
-        """c.ReactBoxApp.<old> still configures the Docker backend, with a warning,
-        unless c.DockerBackend sets the same."""
+    def _moved_settings(self, moved: dict[str, str], section: str) -> dict:
+        """c.ReactBoxApp.<old> still configures ``section`` (a class that owns the
+        setting now), with a warning, unless c.<section> sets the same."""
         settings = {}
-        for old, new in MOVED_TO_DOCKER_BACKEND.items():
+        for old, new in moved.items():
             if old not in self.config.ReactBoxApp:
                 continue
-            self.log.warning("c.ReactBoxApp.%s is deprecated: use c.DockerBackend.%s", old, new)
-            if new not in self.config.DockerBackend:
+            self.log.warning("c.ReactBoxApp.%s is deprecated: use c.%s.%s", old, section, new)
+            if new not in self.config[section]:
                 settings[new] = getattr(self, old)
         return settings
 

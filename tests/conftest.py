@@ -464,14 +464,21 @@ def llm(jp_asyncio_loop):
 
 @pytest.fixture
 def ai_config(llm):
-    """AI settings of the server under test; a test may override this fixture."""
+    """c.AIEditor settings of the server under test: the scripted model; a test may
+    override this fixture (``{}``: no model)."""
     return {
-        "ai_base_url": llm.base_url,
-        "ai_api_key": "test-key",
-        "ai_model": "scripted",
-        "ai_timeout": 3.0,
-        "ai_max_retries": 1,
+        "base_url": llm.base_url,
+        "api_key": "test-key",
+        "model": "scripted",
+        "timeout": 3.0,
+        "max_retries": 1,
     }
+
+
+@pytest.fixture
+def editor_config():
+    """More c.AIEditor settings for the server under test; a test may override it."""
+    return {}
 
 
 @pytest.fixture
@@ -499,6 +506,7 @@ def jp_server_config(
     owner,
     package_cache,
     ai_config,
+    editor_config,
     reactbox_config,
     docker_config,
     local_config,
@@ -524,9 +532,9 @@ def jp_server_config(
             # Under Jupyter's path, in its sandbox (a local server's default is an
             # origin of their own, tested in test_origin_mode).
             "preview_origin": "path",
-            **ai_config,
             **{k: v for k, v in reactbox_config.items() if k != "backend"},
         },
+        "AIEditor": {**ai_config, **editor_config},
         "DockerBackend": docker,
         "LocalBackend": local_config,
     }

@@ -184,7 +184,7 @@ async def test_fork_and_memory_bombs_stop_at_the_limits(
 async def test_the_screenshot_browser_reaches_nothing_but_the_preview(
     api, jp_fetch, jp_serverapp, runtime, server_url
 ):
-    """A screenshot for the model (``ai_vision``) runs the app's page in a headless
+    """A screenshot for the model (``c.AIEditor.vision``) runs the app's page in a headless
     Chromium on the server's host.  The page calls this host's services (a port on
     loopback, by address and by name; an image; a websocket): in a person's browser
     those calls go out, in the screenshot's browser none does, and the picture is
@@ -254,7 +254,7 @@ def test_secrets_reach_no_container_kernel_browser_or_log(
         owner,
         f"--ReactBoxApp.cache_dir={package_cache}",
         f"--DockerBackend.image={sandbox_image}",
-        "--ReactBoxApp.ai_model=scripted",
+        "--AIEditor.model=scripted",
         env={
             "OPENAI_API_KEY": key,
             "OPENAI_BASE_URL": llm.base_url,

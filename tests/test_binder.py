@@ -139,8 +139,8 @@ def binder_server(binder_image, bridge_llm):
     command = ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser"]
     command += [f"--ServerApp.token={token}", "--ServerApp.base_url=/a%40b/"]
     command += [f"--ReactBoxApp.idle_timeout={IDLE_TIMEOUT}"]
-    command += [f"--ReactBoxApp.ai_base_url={bridge_llm.base_url}"]
-    command += ["--ReactBoxApp.ai_api_key=test-key", "--ReactBoxApp.ai_model=scripted"]
+    command += [f"--AIEditor.base_url={bridge_llm.base_url}"]
+    command += ["--AIEditor.api_key=test-key", "--AIEditor.model=scripted"]
     publish = f"127.0.0.1:{port}:8888"
     subprocess.run(
         ["docker", "run", "-d", "--rm", "--name", name, "-p", publish, binder_image, *command],

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import typing
 
 import pytest
 from conftest import ARTIFACTS, FIXTURES, app_of, chromium, preview_page, zip_dir
 from tornado.httpclient import HTTPClientError
 
-from jupyter_reactbox import history
+from jupyter_reactbox import history, schema
 from jupyter_reactbox.ai.budget import TokenBudget
 
 BUTTON = """\
@@ -202,9 +203,18 @@ async def test_one_edit_at_a_time_and_progress_events(jp_fetch, llm, project):
             )
         assert err.value.code == 409
     events = await jp_fetch("reactbox", "api", "projects", "shop", "edits", "events")
-    stages = [json.loads(line[6:])["stage"] for line in events.body.decode().splitlines() if line]
-    assert stages == ["asking", "applying", "compiling", "done"]
-    assert (await first)["status"] == "applied"
+    sent = [json.loads(line[6:]) for line in events.body.decode().splitlines() if line]
+    assert [event["stage"] for event in sent] == ["asking", "applying", "compiling", "done"]
+    result = await first
+    assert result["status"] == "applied"
+    # What was sent is what jupyter_reactbox/schema.py says (and the Lab extension reads).
+    fields = typing.get_type_hints(schema.EditEvent)
+    for event in sent:
+        assert set(event) <= set(fields), event
+        assert event["stage"] in typing.get_args(schema.EditStage)
+    assert set(result) == set(typing.get_type_hints(schema.EditResult))
+    assert set(result["usage"]) <= set(typing.get_type_hints(schema.Usage))
+    assert result["status"] in typing.get_args(schema.EditStatus)
 
 
 @pytest.fixture
@@ -221,7 +231,7 @@ async def test_not_configured_is_503_with_how_to_fix_and_no_edit_streams(
         with pytest.raises(HTTPClientError) as err:
             await jp_fetch("reactbox", "api", "projects", "shop", "edits", method=method, body=body)
         assert err.value.code == 503
-        assert "c.ReactBoxApp.ai_base_url" in json.loads(err.value.response.body)["message"]
+        assert "c.AIEditor.base_url" in json.loads(err.value.response.body)["message"]
     # The edit's step stream is empty, not an error: a client may open it
     # beside the edit whose own answer says why it cannot run.
     events = await jp_fetch("reactbox", "api", "projects", "shop", "edits", "events")
@@ -582,7 +592,7 @@ async def test_join_now_in_the_browser_and_undo(api, jp_fetch, llm, server_url):
         )
 
 
-@pytest.mark.parametrize("reactbox_config", [{"ai_daily_tokens": 200}])
+@pytest.mark.parametrize("editor_config", [{"daily_tokens": 200}])
 async def test_a_user_over_the_daily_token_cap_gets_429_and_the_count_survives(
     jp_fetch, llm, project, projects_dir
 ):
@@ -601,14 +611,14 @@ async def test_a_user_over_the_daily_token_cap_gets_429_and_the_count_survives(
     assert refused.value.code == 429
     message = json.loads(refused.value.response.body)["message"]
     assert "You have used 240 of your 200 AI tokens for today" in message
-    assert "00:00 UTC" in message and "ai_daily_tokens" in message
+    assert "00:00 UTC" in message and "c.AIEditor.daily_tokens" in message
     assert len(llm.requests) == 2  # the model was not asked
     assert_intact(project, head, text)
     # Kept on disk beside the projects (the hub service's, under JupyterHub).
     assert TokenBudget(projects_dir / ".ai-tokens.json", 200).spent() == 240
 
 
-@pytest.mark.parametrize("reactbox_config", [{"ai_daily_tokens": 100}])
+@pytest.mark.parametrize("editor_config", [{"daily_tokens": 100}])
 async def test_an_edit_that_runs_out_of_tokens_between_tries_stops_and_changes_nothing(
     jp_fetch, llm, project
 ):

@@ -194,10 +194,10 @@ def test_the_server_killed_mid_edit_leaves_the_project_as_it_was(
     args = (
         f"--ReactBoxApp.cache_dir={package_cache}",
         f"--DockerBackend.image={sandbox_image}",
-        f"--ReactBoxApp.ai_base_url={llm.base_url}",
-        "--ReactBoxApp.ai_api_key=test-key",
-        "--ReactBoxApp.ai_model=scripted",
-        "--ReactBoxApp.ai_timeout=120",
+        f"--AIEditor.base_url={llm.base_url}",
+        "--AIEditor.api_key=test-key",
+        "--AIEditor.model=scripted",
+        "--AIEditor.timeout=120",
     )
     server = JupyterProcess(tmp_path, owner, *args, "--ReactBoxApp.on_shutdown=keep").start()
     try:

@@ -109,7 +109,7 @@ class Hub:
                 "--",
                 f"--HubService.data_dir={self.data_dir}",
                 f"--DockerBackend.image={image}",
-                "--ReactBoxApp.ai_model=scripted",
+                "--AIEditor.model=scripted",
                 *(() if any("max_running=" in a for a in service_args) else LIMIT),
                 *service_args,
             ],

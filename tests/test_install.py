@@ -12,6 +12,7 @@ from traitlets import TraitType
 from jupyter_reactbox.app import ReactBoxApp
 from jupyter_reactbox.backends.docker import DockerBackend
 from jupyter_reactbox.backends.local import LocalBackend
+from jupyter_reactbox.cli import configurables, configuration_reference
 
 
 def jupyter(*args: str) -> subprocess.CompletedProcess:
@@ -27,16 +28,21 @@ def test_server_extension_is_enabled_and_ok():
     assert "jupyter_reactbox 0.1.0 OK" in text
 
 
-@pytest.mark.parametrize("cls", [ReactBoxApp, DockerBackend, LocalBackend])
+@pytest.mark.parametrize("cls", configurables(), ids=lambda cls: cls.__name__)
 def test_every_setting_is_documented(cls):
+    """In the commented config file `jupyter reactbox settings` prints, and in the
+    docs' configuration reference (docs/settings.md), with its help."""
     traits: dict[str, TraitType] = cls.class_own_traits(config=True)
     assert len(traits) >= (20 if cls is ReactBoxApp else 3)
     undocumented = [name for name, trait in traits.items() if not (trait.help or "").strip()]
     assert undocumented == []
     documented = jupyter("reactbox", "settings").stdout
+    reference = configuration_reference()
     for name, trait in traits.items():
         assert f"# c.{cls.__name__}.{name} = " in documented
         assert trait.help.split()[0] in documented
+        entry = reference.split(f"`c.{cls.__name__}.{name}`\n", 1)[1].split("\n\n", 1)[0]
+        assert " ".join(trait.help.split()) in entry
 
 
 @pytest.mark.docker
@@ -82,6 +88,43 @@ def test_settings_that_moved_to_the_docker_backend_still_apply_with_a_warning():
     warned = "\n".join(said)
     assert "c.ReactBoxApp.memory_limit is deprecated: use c.DockerBackend.memory_limit" in warned
     assert "c.ReactBoxApp.docker_runtime is deprecated: use c.DockerBackend.runtime" in warned
+
+
+def test_settings_that_moved_to_the_ai_editor_still_apply_with_a_warning(tmp_path, monkeypatch):
+    import logging
+
+    from traitlets.config import Config
+
+    from jupyter_reactbox.runtime import Runtime
+    from jupyter_reactbox.store import ProjectStore
+
+    config = Config()
+    config.ReactBoxApp.ai_base_url = "http://127.0.0.1:9/v1"
+    config.ReactBoxApp.ai_model = "old-name"
+    config.ReactBoxApp.ai_daily_tokens = 100
+    config.AIEditor.daily_tokens = 250  # the new name wins
+    app = ReactBoxApp(config=config)
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    app.log.addHandler(handler)
+    store = ProjectStore(tmp_path / "projects")
+    backend = LocalBackend(owner="alice", cache_dir=str(tmp_path / "cache"))
+    editor = app._make_editor(Runtime(store, backend, base_url="/"))
+    assert editor is not None
+    assert (editor.base_url, editor.model, editor.daily_tokens) == (
+        "http://127.0.0.1:9/v1",
+        "old-name",
+        250,
+    )
+    assert editor.budget is not None and editor.budget.daily == 250
+    assert str(editor.client.base_url).startswith("http://127.0.0.1:9/v1")
+    warned = "\n".join(said)
+    assert "c.ReactBoxApp.ai_model is deprecated: use c.AIEditor.model" in warned
+    # No model, no editor: the API says how to set one (503).
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert ReactBoxApp(config=Config())._make_editor(Runtime(store, backend, base_url="/")) is None
 
 
 def test_a_backend_is_chosen_by_name_class_or_entry_point():

@@ -84,9 +84,9 @@ def server(tmp_path, owner, package_cache, sandbox_image, scripted_llm):
         owner,
         f"--ReactBoxApp.cache_dir={package_cache}",
         f"--DockerBackend.image={sandbox_image}",
-        f"--ReactBoxApp.ai_base_url={scripted_llm.base_url}",
-        "--ReactBoxApp.ai_api_key=test-key",
-        "--ReactBoxApp.ai_model=scripted",
+        f"--AIEditor.base_url={scripted_llm.base_url}",
+        "--AIEditor.api_key=test-key",
+        "--AIEditor.model=scripted",
         env={"JUPYTER_RUNTIME_DIR": str(runtime)},
     )
     proc.runtime_dir = runtime

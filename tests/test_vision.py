@@ -21,8 +21,8 @@ from jupyter_reactbox import history
 
 
 @pytest.fixture
-def reactbox_config():
-    return {"ai_vision": True}
+def editor_config():
+    return {"vision": True}
 
 
 def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
@@ -118,9 +118,9 @@ async def test_a_screenshot_and_an_attached_image_reach_the_model_as_image_parts
     assert len(set(page)) > 100
 
 
-@pytest.mark.parametrize("reactbox_config", [{"ai_vision": False}])
+@pytest.mark.parametrize("editor_config", [{"vision": False}])
 async def test_without_vision_no_image_is_sent_and_the_user_is_told(
-    jp_fetch, llm, runtime, reactbox_config
+    jp_fetch, llm, runtime, editor_config
 ):
     runtime.store.import_zip(zip_dir(FIXTURES / "vite-react"), "shop")
     llm.answer(block("src/App.jsx", HEADING, HEADING.replace("Get started", "Hi")))
@@ -135,7 +135,7 @@ async def test_without_vision_no_image_is_sent_and_the_user_is_told(
     assert result["status"] == "applied" and result["images"] == 0
     note = (
         "Not sent: 1 attached image and the screenshot. This model is not set up to take "
-        "images (an admin sets c.ReactBoxApp.ai_vision)."
+        "images (an admin sets c.AIEditor.vision)."
     )
     assert result["notes"] == [note] and result["message"] == f"Changed src/App.jsx. {note}"
     assert isinstance(llm.requests[0]["body"]["messages"][1]["content"], str)  # text only

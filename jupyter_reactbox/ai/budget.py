@@ -1,5 +1,5 @@
 """Tokens one user's AI edits spend per day (UTC), against the cap an admin sets
-(``c.ReactBoxApp.ai_daily_tokens``).
+(``c.AIEditor.daily_tokens``).
 
 The count lives in a small JSON file beside the user's projects, written by the
 server after every answer, so a restart does not hand out a new day's worth.
@@ -69,7 +69,7 @@ class TokenBudget:
         tomorrow = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
         return (
             f"You have used {self.spent():,} of your {self.daily:,} AI tokens for today "
-            f"(c.ReactBoxApp.ai_daily_tokens); edits work again from {tomorrow} 00:00 UTC."
+            f"(c.AIEditor.daily_tokens); edits work again from {tomorrow} 00:00 UTC."
         )
 
     def spend(self, tokens: int) -> None:

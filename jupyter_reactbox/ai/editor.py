@@ -47,9 +47,10 @@ import asyncio
 import contextlib
 import difflib
 import json
-import logging
+import os
 import secrets
 import time
+import typing
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
@@ -57,15 +58,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import openai
+from traitlets import Bool, Float, Int, Unicode, default
+from traitlets.config import LoggingConfigurable
 
-from .. import frameworks, headless, history, worktree
+from .. import frameworks, headless, history, schema, worktree
 from ..admission import Place as AdmissionPlace
 from ..errors import EditBusy, ModelError, NoProposal, ProposalStale, UserError
 from ..store import Project
 from . import context, edits, validate
 from .budget import TokenBudget
 from .place import Place
-from .vision import Image, ScreenshotError
+from .vision import Image, ScreenshotError, find_browser
 
 SYSTEM_PROMPT = """\
 You are an expert React developer editing an app in a live dev server.
@@ -107,6 +110,8 @@ written (a fast model answers before the page has seen the last change)."""
 
 @dataclass
 class EditResult:
+    """An edit as it goes; its JSON is ``schema.EditResult``."""
+
     id: str
     instruction: str
     paths: list[str] | None
@@ -118,12 +123,12 @@ class EditResult:
     """What the user should know that did not stop the edit (an image not sent)."""
     review: bool = False
     """Propose the change (status ``proposed``, with its diff) and write nothing."""
-    status: str = "running"
+    status: schema.EditStatus = "running"
     files: list[str] = field(default_factory=list)
     diff: str = ""
     message: str = ""
     attempts: int = 0
-    usage: dict = field(
+    usage: schema.Usage = field(
         default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     )
     """Tokens this edit used (every try), and the user's day so far."""
@@ -131,8 +136,8 @@ class EditResult:
     finished: float | None = None
     commit: str | None = None
 
-    def to_json(self) -> dict:
-        return asdict(self)
+    def to_json(self) -> schema.EditResult:
+        return typing.cast(schema.EditResult, asdict(self))
 
 
 @dataclass
@@ -172,11 +177,10 @@ class Proposal:
 
 
 CompileCheck = Callable[[str, list[str]], Awaitable[str | None]]
-Screenshot = Callable[[str], Awaitable[Image]]
-"""A picture of a project's running preview (``Runtime.screenshot``)."""
-LoadPage = Callable[[str], Awaitable["headless.Loaded | None"]]
-"""One load of a project's running preview in the server's headless browser
-(``Runtime.load_page``); None where there is no browser."""
+Screenshot = Callable[[str, str], Awaitable[Image]]
+"""A picture of a project's running preview, taken with a browser (``Runtime.screenshot``)."""
+LoadPage = Callable[[str, str], Awaitable["headless.Loaded"]]
+"""One load of a project's running preview in a headless browser (``Runtime.load_page``)."""
 
 
 class PageWatch(Protocol):
@@ -207,47 +211,129 @@ def describe_error(report: dict) -> str:
     return text[:4000]
 
 
-class AIEditor:
+class AIEditor(LoggingConfigurable):
+    """AI edits of one owner's projects: ``c.AIEditor`` holds the model's settings
+    (the app gives it what it works with: the compile check, the pages, the line)."""
+
+    base_url = Unicode(
+        help="""OpenAI-compatible endpoint for AI edits (OpenAI, Azure, vLLM, Ollama,
+        LiteLLM, ...), e.g. 'http://localhost:11434/v1'. Defaults to $OPENAI_BASE_URL;
+        empty with no key: AI edits are off (the API answers 503).""",
+    ).tag(config=True)
+
+    @default("base_url")
+    def _default_base_url(self):
+        return os.environ.get("OPENAI_BASE_URL", "")
+
+    api_key = Unicode(
+        help="""API key of the AI endpoint. Defaults to $OPENAI_API_KEY, which is then
+        removed from the server's environment so kernels and terminals do not inherit
+        it; never sent to browsers or containers, never logged. The server's initial
+        environment (/proc/<pid>/environ) still holds it, and this user's kernels can
+        read that: under JupyterHub, give the key to the hub service instead
+        (docs/jupyterhub.md).""",
+    ).tag(config=True)
+
+    @default("api_key")
+    def _default_api_key(self):
+        return os.environ.get("OPENAI_API_KEY", "")
+
+    model = Unicode("gpt-4o", help="Model name for AI edits.").tag(config=True)
+    timeout = Float(120, help="Seconds to wait for one model answer.").tag(config=True)
+    max_retries = Int(
+        2, help="Retries (with backoff) on 429, 5xx, timeouts and dropped connections."
+    ).tag(config=True)
+    max_tokens = Int(4096, help="Most tokens the model may answer with.").tag(config=True)
+    page_check_seconds = Float(
+        3.0,
+        help="""After an AI edit compiles, how long to wait for an error from an open
+        page of the preview (an uncaught error, a rejection, Vite's overlay); a new
+        one goes back to the model for a fix, or the edit is rolled back (0: no
+        wait; without an open page there is none).""",
+    ).tag(config=True)
+    page_check_headless = Bool(
+        True,
+        help="""When no page of the preview is open, load it once in the server's own
+        headless browser after an AI edit that compiles (shut in like the screenshot
+        browser), so an error the app throws while rendering goes back to the model
+        or rolls the edit back even then. Off, or with no browser on the server
+        (screenshot_browser), only open pages are watched.""",
+    ).tag(config=True)
+    daily_tokens = Int(
+        0,
+        help="""Most tokens (asked and answered) one user's AI edits may use per day
+        (UTC); an edit past it gets 429 with when it resets (0: no cap; tokens are
+        counted and shown either way).""",
+    ).tag(config=True)
+    max_attempts = Int(
+        3,
+        help="""Model answers per edit: the first, plus fixes after a SEARCH that does
+        not match, a syntax error or a compile error.""",
+    ).tag(config=True)
+    vision = Bool(
+        False,
+        help="""The model takes images: an edit may then show it a screenshot of the
+        preview and images the user attaches (a sketch, a mock-up), as image content
+        parts. Off: they are not sent, and the edit says so.""",
+    ).tag(config=True)
+    screenshot_browser = Unicode(
+        "",
+        help="""Chromium or Chrome for the server's headless loads of a preview:
+        screenshots for the model, and the page check after an edit when no page is
+        open (headless, shut in: it reaches only the preview). Default: the first of
+        chromium, chromium-browser, google-chrome on PATH; none: edits say no
+        screenshot was sent, and only open pages are checked.""",
+    ).tag(config=True)
+    context_chars = Int(
+        60_000, help="Budget of file text sent to the model with an instruction."
+    ).tag(config=True)
+    max_answer_chars = Int(
+        1_000_000, help="Longest model answer accepted; longer ones are refused whole."
+    ).tag(config=True)
+
+    @property
+    def configured(self) -> bool:
+        """An endpoint or a key is set: edits can run (else the API answers 503)."""
+        return bool(self.base_url or self.api_key)
+
     def __init__(
         self,
-        client: openai.AsyncOpenAI,
         *,
-        model: str,
-        max_tokens: int = 4096,
-        max_attempts: int = 3,
-        context_chars: int = 60_000,
-        max_answer_chars: int = 1_000_000,
+        client: openai.AsyncOpenAI | None = None,
+        budget_file: Path | None = None,
         compile_check: CompileCheck | None = None,
-        budget: TokenBudget | None = None,
         pages: PageWatch | None = None,
-        page_wait: float = 3.0,
-        vision: bool = False,
         screenshot: Screenshot | None = None,
         load_page: LoadPage | None = None,
         queue: EditQueue | None = None,
-        log: logging.Logger | None = None,
+        **kwargs,
     ):
-        self.client = client
-        self.model = model
-        self.max_tokens = max_tokens
-        self.max_attempts = max_attempts
-        self.context_chars = context_chars
-        self.max_answer_chars = max_answer_chars
+        """``budget_file``: where the owner's tokens of the day are counted;
+        ``screenshot`` and ``load_page`` are given the browser to use
+        (``screenshot_browser``)."""
+        super().__init__(**kwargs)
+        self.client = client or openai.AsyncOpenAI(
+            api_key=self.api_key or "not-needed",
+            base_url=self.base_url or None,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
         self.compile_check = compile_check
-        self.budget = budget
+        self.budget = TokenBudget(budget_file, self.daily_tokens) if budget_file else None
         self.pages = pages
-        self.page_wait = page_wait
-        self.vision = vision
         self.screenshot = screenshot
-        self.load_page = load_page
+        self.load_page = load_page if self.page_check_headless else None
         self.queue = queue
         """A place in the server's line of edits (``admission.py``), for the work."""
-        self.log = log or logging.getLogger(__name__)
         self._locks: dict[str, asyncio.Lock] = {}
         self._blamed: dict[str, set[tuple[str, str]]] = {}
         """Per project, the page errors its running edit blamed on its own tries."""
         self.progress: dict[str, Progress] = {}
         self.proposals: dict[str, Proposal] = {}
+
+    def browser(self) -> str | None:
+        """The headless browser for screenshots and page checks, or None."""
+        return find_browser(self.screenshot_browser)
 
     # -- bookkeeping ---------------------------------------------------------
 
@@ -507,16 +593,22 @@ class AIEditor:
             )
             result.notes.append(
                 f"Not sent: {what}. This model is not set up to take images "
-                "(an admin sets c.ReactBoxApp.ai_vision)."
+                "(an admin sets c.AIEditor.vision)."
             )
             return []
         pictures = []
         if screenshot:
             try:
+                browser = self.browser()
                 if self.screenshot is None:
                     raise ScreenshotError("this server cannot take screenshots")
+                if browser is None:
+                    raise ScreenshotError(
+                        "there is no browser for screenshots on the server (install "
+                        "chromium, or set c.AIEditor.screenshot_browser)"
+                    )
                 progress.emit(stage="looking")
-                shot = await self.screenshot(project.id)
+                shot = await self.screenshot(project.id, browser)
                 pictures.append(("The app's page in the preview as it is now:", shot))
             except ScreenshotError as exc:
                 result.notes.append(f"No screenshot was sent: {exc}.")
@@ -654,8 +746,7 @@ class AIEditor:
             )
         except openai.APITimeoutError as exc:
             raise ModelError(
-                f"The model did not answer within {self.client.timeout} s "
-                "(c.ReactBoxApp.ai_timeout)."
+                f"The model did not answer within {self.client.timeout} s (c.AIEditor.timeout)."
             ) from exc
         except openai.RateLimitError as exc:
             raise ModelError(
@@ -684,7 +775,7 @@ class AIEditor:
         if len(answer) > self.max_answer_chars:
             raise ModelError(
                 f"The model's answer has {len(answer)} characters, over the limit of "
-                f"{self.max_answer_chars} (c.ReactBoxApp.ai_max_answer_chars); nothing was applied."
+                f"{self.max_answer_chars} (c.AIEditor.max_answer_chars); nothing was applied."
             )
         return answer
 
@@ -697,24 +788,25 @@ class AIEditor:
         attempt: int,
         paths: list[str],
     ) -> dict | None:
-        """A new error a page of the preview reports within ``page_wait`` seconds
+        """A new error a page of the preview reports within ``page_check_seconds`` seconds
         of the change (of its reload, if it reloaded); when no page is open, one
         that a load in the headless browser throws which names a changed file
         (``paths``), or any it throws while the page stays blank; else None."""
-        if self.pages is None or self.page_wait <= 0:
+        if self.pages is None or self.page_check_seconds <= 0:
             return None
         if self.pages.watched(project_id):
             progress.emit(stage="checking", attempt=attempt)
-            return await self.pages.new_error(project_id, known, since, self.page_wait)
-        if self.load_page is None or not self.pages.running(project_id):
+            return await self.pages.new_error(project_id, known, since, self.page_check_seconds)
+        browser = self.browser()
+        if self.load_page is None or browser is None or not self.pages.running(project_id):
             return None
         progress.emit(stage="checking", attempt=attempt, headless=True)
         try:
-            loaded = await self.load_page(project_id)
+            loaded = await self.load_page(project_id, browser)
         except headless.BrowserError as exc:
             self.log.info("No headless check of the page of %s: %s", project_id, exc)
             return None
-        for report in loaded.errors if loaded is not None else ():
+        for report in loaded.errors:
             if self.pages.error_key(report) in known:
                 continue
             where = report.get("source", "") + "\n" + report.get("stack", "")

@@ -1,6 +1,6 @@
 """Showing the model the page: a screenshot of the preview, and images the user
 attaches (a sketch, a mock-up), sent as image content parts of the
-OpenAI-compatible chat API when the model takes images (``ai_vision``).
+OpenAI-compatible chat API when the model takes images (``c.AIEditor.vision``).
 
 Attached images arrive as data URLs (``data:image/png;base64,...``): PNG,
 JPEG, GIF or WebP by their first bytes, whatever the URL claims, at most

@@ -41,8 +41,10 @@ from traitlets.config import Application, catch_config_error
 
 from .. import api
 from .._version import __version__
+from ..ai.editor import AIEditor
+from ..answers import Answers
 from ..app import ReactBoxApp
-from ..errors import ReactBoxError
+from ..errors import BadRequest, Forbidden, NotFound
 from ..proxy import PreviewProxyHandler, PreviewRequest, PreviewSocketHandler, preview_rules
 from ..spaces import Space, SpacePerUser
 from ..store import StoreLock, parse_size, slugify
@@ -122,10 +124,10 @@ class ServicePreview(PreviewRequest):
     async def prepare(self):
         model = await self.identity.hub_model(self)
         if model is None:
-            raise web.HTTPError(403, "Only a user's own server relays previews.")
+            raise Forbidden("Only a user's own server relays previews.")
         space = await self.spaces.for_user(model["name"])
         if not self.request.path.startswith(space.runtime.base_url):
-            raise web.HTTPError(403, "This preview link is not valid.")
+            raise Forbidden("This preview link is not valid.")
         self.runtime = space.runtime
         self.previews = space.runtime.previews
         await super().prepare()
@@ -142,7 +144,7 @@ class ServicePreviewSocketHandler(ServicePreview, PreviewSocketHandler):
     pass
 
 
-class AdminPreviewsHandler(APIHandler):
+class AdminPreviewsHandler(Answers, APIHandler):
     """Hub admins: every user's previews, and the lines of installs, starts and edits;
     POST ``{"user", "project", "action": "stop" | "remove"}`` acts on one."""
 
@@ -150,10 +152,14 @@ class AdminPreviewsHandler(APIHandler):
         await super().prepare()
         model = await self.settings["identity_provider"].hub_model(self)
         if model is None:
-            raise web.HTTPError(403, "Send a hub token.")
+            raise Forbidden("Send a hub token.")
         scopes = set(model.get("scopes", ()))
         if not (model.get("admin") or ADMIN_SCOPE in scopes):
-            raise web.HTTPError(403, "Only hub admins see every user's previews.")
+            raise Forbidden("Only hub admins see every user's previews.")
+
+    def write_error(self, status_code, **kwargs):
+        if not self.write_json_error(status_code, **kwargs):
+            super().write_error(status_code, **kwargs)
 
     def spaces(self) -> dict[str, Space]:
         return {space.owner: space for space in self.settings["reactbox_spaces"].all()}
@@ -179,18 +185,13 @@ class AdminPreviewsHandler(APIHandler):
             body = json.loads(self.request.body or b"{}")
             owner, project_id, action = body["user"], body["project"], body["action"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise web.HTTPError(
-                400, 'Send {"user", "project", "action": "stop"|"remove"}.'
-            ) from exc
+            raise BadRequest('Send {"user", "project", "action": "stop"|"remove"}.') from exc
         if action not in ("stop", "remove"):
-            raise web.HTTPError(400, "action is 'stop' or 'remove'.")
+            raise BadRequest("action is 'stop' or 'remove'.")
         space = self.spaces().get(owner)
         if space is None:
-            raise web.HTTPError(404, f"{owner} has no previews here.")
-        try:
-            await asyncio.to_thread(space.runtime.store.get, project_id)
-        except ReactBoxError as exc:
-            raise web.HTTPError(exc.status, "%s", str(exc)) from exc
+            raise NotFound(f"{owner} has no previews here.")
+        await asyncio.to_thread(space.runtime.store.get, project_id)  # 404 if none
         if action == "stop":
             await space.runtime.stop(project_id, detail="Stopped by a hub admin.")
         else:
@@ -206,7 +207,7 @@ class HubService(Application):
     name = "jupyter-reactbox-hub-service"
     version = __version__
     description = __doc__
-    classes: ClassVar[list] = [ReactBoxApp]
+    classes: ClassVar[list] = [ReactBoxApp, AIEditor]
 
     config_file = Unicode(
         "",
