@@ -210,16 +210,42 @@ def _default_projects_dir() -> str:
     return os.path.join(jupyter_data_dir(), "reactbox", "projects")
 
 
-def settings(args) -> int:
+def configurables() -> list[type]:
+    """Every class an admin configures (``c.<Class>.<name>``), in the order people
+    meet them."""
+    from .ai.editor import AIEditor
     from .app import ReactBoxApp
     from .backends import BUILT_IN, backend_class
     from .hub.service import HubService
 
-    print(ReactBoxApp.class_config_section())
-    for name in BUILT_IN:
-        print(backend_class(name).class_config_section())
-    print(HubService.class_config_section())
+    return [ReactBoxApp, AIEditor, *(backend_class(name) for name in BUILT_IN), HubService]
+
+
+def settings(args) -> int:
+    if args.markdown:
+        print(configuration_reference(), end="")
+        return 0
+    for cls in configurables():
+        print(cls.class_config_section())
     return 0
+
+
+def configuration_reference() -> str:
+    """Every setting with its type, default and help, as a Markdown (MyST) page
+    section: the docs' configuration reference."""
+    out = []
+    for cls in configurables():
+        out.append(f"### `c.{cls.__name__}`\n")
+        doc = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
+        if doc:
+            out.append(f"{doc}\n")
+        for name, trait in sorted(cls.class_own_traits(config=True).items()):
+            kind = type(trait).__name__
+            default = trait.default_value_repr()
+            out.append(f"`c.{cls.__name__}.{name}`\n: *{kind}*, default `{default}`.")
+            help_text = " ".join((trait.help or "").split())
+            out.append(f"  {help_text}\n")
+    return "\n".join(out)
 
 
 def hub_config(args) -> int:
@@ -286,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     d.set_defaults(func=doctor)
     s = sub.add_parser("settings", help="print every setting as a commented config file")
+    s.add_argument(
+        "--markdown", action="store_true", help="as the docs' configuration reference (MyST)"
+    )
     s.set_defaults(func=settings)
     h = sub.add_parser(
         "hub-config", help="print the jupyterhub_config.py fragment for the hub service"

@@ -206,8 +206,7 @@ async def test_a_local_server_gives_each_preview_its_own_origin_by_default(
     "fixture, heading, hydrated, button, after, link, linked",
     [
         # React Router 7's framework mode: server-rendered with its loader's data,
-        # hydrated (a click before that is replayed), and a client navigation that
-        # fetches the next route's data.
+        # hydrated, and a client navigation that fetches the next route's data.
         (
             "rr-framework",
             "Trail notes",
@@ -243,6 +242,16 @@ async def test_frameworks_that_need_the_root_run_on_their_own_origin(
         await page.goto(info["preview_url"])
         await page.wait_for_selector(f"h1:has-text('{heading}')", timeout=60_000)
         await page.wait_for_selector(hydrated, timeout=30_000)
+        # Hydrated: React has put its fiber on the button.  A click before its
+        # code even loaded (a busy machine) is lost, as it would be for a person.
+        await page.wait_for_function(
+            """selector => {
+                const node = document.querySelector(selector);
+                return !!node && Object.keys(node).some(key => key.startsWith('__reactFiber$'));
+            }""",
+            arg=button,
+            timeout=60_000,
+        )
         await page.click(button)
         await page.wait_for_selector(f"text={after}", timeout=10_000)
         await page.click(f"text={link}")
