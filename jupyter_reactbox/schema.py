@@ -215,13 +215,7 @@ TYPESCRIPT = ("ProjectInfo", "EditResult", "EditEvent", "EDIT_STAGES")
 
 def typescript() -> str:
     """This module as TypeScript declarations (``labextension/src/schema.ts``)."""
-    module = sys.modules[__name__]
-    docs = _docs(inspect.getsource(module))
-    aliases = {
-        name: value
-        for name, value in vars(module).items()
-        if typing.get_origin(value) is Literal and not name.startswith("_")
-    }
+    module, docs, aliases = _read_myself()
     emitted: dict[str, str] = {}
 
     def ts(t: object) -> str:
@@ -298,13 +292,7 @@ OPENAPI = ("ProjectInfo", "EditResult", "EditEvent")
 
 def openapi_schemas() -> dict[str, dict]:
     """This module as the OpenAPI document's component schemas (JSON Schema)."""
-    module = sys.modules[__name__]
-    docs = _docs(inspect.getsource(module))
-    aliases = {
-        name: value
-        for name, value in vars(module).items()
-        if typing.get_origin(value) is Literal and not name.startswith("_")
-    }
+    module, docs, aliases = _read_myself()
     schemas: dict[str, dict] = {}
 
     def described(schema: dict, doc: str | None) -> dict:
@@ -350,6 +338,18 @@ def openapi_schemas() -> dict[str, dict]:
     for name in OPENAPI:
         js(getattr(module, name))
     return dict(sorted(schemas.items()))
+
+
+def _read_myself() -> tuple[types.ModuleType, dict[str, str], dict[str, object]]:
+    """(this module, the docstrings under its names and fields, its Literal aliases by
+    name): what both generators start from."""
+    module = sys.modules[__name__]
+    aliases = {
+        name: value
+        for name, value in vars(module).items()
+        if typing.get_origin(value) is Literal and not name.startswith("_")
+    }
+    return module, _docs(inspect.getsource(module)), aliases
 
 
 def _owner(t: type, field: str) -> str:

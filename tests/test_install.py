@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -66,9 +67,16 @@ def test_owner_and_ids_are_validated():
         DockerBackend(uid=0)
 
 
-def test_settings_that_moved_to_the_docker_backend_still_apply_with_a_warning():
-    import logging
+def heard(app) -> list[str]:
+    """What ``app`` logs from now on, each message as it reads."""
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    app.log.addHandler(handler)
+    return said
 
+
+def test_settings_that_moved_to_the_docker_backend_still_apply_with_a_warning():
     from traitlets.config import Config
 
     config = Config()
@@ -78,10 +86,7 @@ def test_settings_that_moved_to_the_docker_backend_still_apply_with_a_warning():
     config.ReactBoxApp.pids_limit = 64
     config.DockerBackend.pids_limit = 99  # the new name wins
     app = ReactBoxApp(config=config)
-    said: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: said.append(record.getMessage())
-    app.log.addHandler(handler)
+    said = heard(app)
     backend = app._make_backend("alice", "", "/tmp/cache")
     assert isinstance(backend, DockerBackend)
     assert (backend.memory_limit, backend.runtime, backend.pids_limit) == ("300m", "runsc", 99)
@@ -91,8 +96,6 @@ def test_settings_that_moved_to_the_docker_backend_still_apply_with_a_warning():
 
 
 def test_settings_that_moved_to_the_ai_editor_still_apply_with_a_warning(tmp_path, monkeypatch):
-    import logging
-
     from traitlets.config import Config
 
     from jupyter_reactbox.runtime import Runtime
@@ -104,10 +107,7 @@ def test_settings_that_moved_to_the_ai_editor_still_apply_with_a_warning(tmp_pat
     config.ReactBoxApp.ai_daily_tokens = 100
     config.AIEditor.daily_tokens = 250  # the new name wins
     app = ReactBoxApp(config=config)
-    said: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: said.append(record.getMessage())
-    app.log.addHandler(handler)
+    said = heard(app)
     store = ProjectStore(tmp_path / "projects")
     backend = LocalBackend(owner="alice", cache_dir=str(tmp_path / "cache"))
     editor = app._make_editor(Runtime(store, backend, base_url="/"))
