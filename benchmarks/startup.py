@@ -154,7 +154,7 @@ async def measure(rounds: int) -> None:
     fresh = lambda: zip_dir(FIXTURES / "vite-react", extra=unique_manifest("new"))  # noqa: E731
     async with chromium() as browser:
         page = await browser.new_page()
-        with jupyter(PLAIN, "--ReactBoxApp.package_store_size=0") as server:
+        with jupyter(PLAIN, "--Backend.package_store_size=0") as server:
             await upload_rendered(server, page, seen, "warm")  # the package cache, warm
             stopped(server, "warm")
             for i in range(rounds):

@@ -55,6 +55,14 @@ MOVED_TO_DOCKER_BACKEND = {
     "install_memory_limit": "install_memory_limit",
     "extra_ca_certs": "extra_ca_certs",
 }
+MOVED_TO_BACKEND = {
+    "npm_registry": "registry",
+    "ignore_scripts": "ignore_scripts",
+    "install_timeout": "install_timeout",
+    "modules_cache_size": "modules_cache_size",
+    "package_store_size": "package_store_size",
+    "max_log_followers": "max_log_followers",
+}
 MOVED_TO_AI_EDITOR = {
     f"ai_{name}": name
     for name in (
@@ -110,11 +118,7 @@ class ReactBoxApp(ExtensionApp):
         of one that a package adds (entry point group jupyter_reactbox.backends).""",
     ).tag(config=True)
 
-    max_log_followers = Int(
-        8,
-        help="""Followed logs (`logs?follow=1`, `%reactbox logs --follow`) open at once;
-        each holds a thread of its own until its client leaves. One more is a 429.""",
-    ).tag(config=True)
+    max_log_followers = Int(8, help="Deprecated: use c.Backend.max_log_followers.").tag(config=True)
 
     owner = Unicode(
         help="""Name that labels and names this server's containers and networks, so
@@ -162,7 +166,7 @@ class ReactBoxApp(ExtensionApp):
         config=True
     )
 
-    install_timeout = Float(900, help="Seconds a dependency install may take.").tag(config=True)
+    install_timeout = Float(900, help="Deprecated: use c.Backend.install_timeout.").tag(config=True)
     start_timeout = Float(
         180, help="Seconds a dev server may take to answer its first request."
     ).tag(config=True)
@@ -322,24 +326,15 @@ class ReactBoxApp(ExtensionApp):
         'keep': left running, re-attached by the next server; 'remove': removed.""",
     ).tag(config=True)
 
-    modules_cache_size = Int(
-        10,
-        help="""Installed node_modules trees kept per user, keyed by the lockfile, so a
-        re-upload or a second project with the same lockfile installs nothing (0: off).""",
-    ).tag(config=True)
+    modules_cache_size = Int(10, help="Deprecated: use c.Backend.modules_cache_size.").tag(
+        config=True
+    )
 
-    package_store_size = Int(
-        20000,
-        help="""Package folders kept per user from npm installs (with ignore_scripts on),
-        by integrity: a new lockfile whose packages earlier installs all fetched is
-        assembled from copies of them and runs no npm (0: off).""",
-    ).tag(config=True)
+    package_store_size = Int(20000, help="Deprecated: use c.Backend.package_store_size.").tag(
+        config=True
+    )
 
-    ignore_scripts = Bool(
-        True,
-        help="""Install dependencies with --ignore-scripts, so no package's lifecycle
-        script runs. Turn off only for apps you trust that need them.""",
-    ).tag(config=True)
+    ignore_scripts = Bool(True, help="Deprecated: use c.Backend.ignore_scripts.").tag(config=True)
 
     allow_remote_dependencies = Bool(
         False,
@@ -357,11 +352,7 @@ class ReactBoxApp(ExtensionApp):
         lockfile) and after each install (by the Vite installed).""",
     ).tag(config=True)
 
-    npm_registry = Unicode(
-        "",
-        help="""Package registry URL for installs (npm_config_registry), e.g. a local
-        mirror. Empty: the package manager's default.""",
-    ).tag(config=True)
+    npm_registry = Unicode("", help="Deprecated: use c.Backend.registry.").tag(config=True)
 
     max_upload_bytes = Int(100 * 1024 * 1024, help="Largest accepted ZIP upload, in bytes.").tag(
         config=True
@@ -652,9 +643,9 @@ class ReactBoxApp(ExtensionApp):
         self, owner: str, store: str, cache_dir: str, *, boxed: bool = False
     ) -> Backend:
         cls, why = backends.choose(self.backend)
-        settings: dict = {}
+        settings = self._moved_settings(MOVED_TO_BACKEND, "Backend", cls.__name__)
         if issubclass(cls, DockerBackend):
-            settings = self._moved_settings(MOVED_TO_DOCKER_BACKEND, "DockerBackend")
+            settings.update(self._moved_settings(MOVED_TO_DOCKER_BACKEND, "DockerBackend"))
         backend = cls(
             parent=self,
             log=self.log,
@@ -662,12 +653,6 @@ class ReactBoxApp(ExtensionApp):
             store=store,
             boxed=boxed,
             cache_dir=cache_dir,
-            registry=self.npm_registry or None,
-            ignore_scripts=self.ignore_scripts,
-            install_timeout=self.install_timeout,
-            modules_cache_size=self.modules_cache_size,
-            package_store_size=self.package_store_size,
-            max_log_followers=self.max_log_followers,
             **settings,
         )
         isolation = backend.isolation()
@@ -679,15 +664,16 @@ class ReactBoxApp(ExtensionApp):
         )
         return backend
 
-    def _moved_settings(self, moved: dict[str, str], section: str) -> dict:
+    def _moved_settings(self, moved: dict[str, str], section: str, *also: str) -> dict:
         """c.ReactBoxApp.<old> still configures ``section`` (a class that owns the
-        setting now), with a warning, unless c.<section> sets the same."""
+        setting now), with a warning, unless c.<section> (or a section of ``also``,
+        its subclasses) sets the same."""
         settings = {}
         for old, new in moved.items():
             if old not in self.config.ReactBoxApp:
                 continue
             self.log.warning("c.ReactBoxApp.%s is deprecated: use c.%s.%s", old, section, new)
-            if new not in self.config[section]:
+            if not any(new in self.config[name] for name in (section, *also)):
                 settings[new] = getattr(self, old)
         return settings
 

@@ -66,10 +66,7 @@ def doctor(args) -> int:
         check(False, "", str(exc))
         return 1
     print(f"  backend: {cls.name} ({why})")
-    if cls.name == "local":
-        _doctor_local(args, check)
-    else:
-        _doctor_docker(args, check)
+    _doctor_backend(cls, args, check)
     _doctor_folder(args)
     _doctor_quotas(args, check)
     _doctor_admission()
@@ -83,64 +80,34 @@ def doctor(args) -> int:
     return 1 if problems else 0
 
 
-def _doctor_docker(args, check) -> None:
-    try:
-        client = docker.from_env()
-        info = client.info()
-        check(True, f"Docker engine {info.get('ServerVersion')} reachable", "")
-    except docker.errors.DockerException as exc:
-        check(False, "", f"Docker engine unreachable ({exc}). Start dockerd or set DOCKER_HOST.")
-        return
-    found = images.layout(client, args.image)
-    if found is None:
-        check(
-            False,
-            "",
-            f"image {args.image} is missing. Run `jupyter reactbox build-image` "
-            "(add --offline on hosts with no container registry).",
-        )
-    else:
-        check(
-            found == images.LAYOUT,
-            f"image {args.image} present",
-            f"image {args.image} has an older layout (without today's package managers). "
-            "Run `jupyter reactbox build-image` again.",
-        )
-    if args.runtime:
-        runtimes = sorted(info.get("Runtimes", {}))
-        check(
-            args.runtime in runtimes,
-            f"runtime {args.runtime} registered",
-            f"runtime {args.runtime!r} is unknown to the engine (it has {', '.join(runtimes)}). "
-            'Register it under "runtimes" in /etc/docker/daemon.json and restart dockerd.',
-        )
+def _doctor_backend(cls, args, check) -> None:
+    """What the backend says of itself here (``Backend.doctor``), with the settings
+    given on the command line."""
+    import asyncio
 
+    from traitlets.config import Config
 
-def _doctor_local(args, check) -> None:
-    import subprocess
+    config = Config(
+        {
+            "DockerBackend": {"image": args.image, "runtime": args.runtime},
+            "LocalBackend": {"sandbox": args.sandbox},
+        }
+    )
+    backend = cls(config=config)
 
-    from .backends.local import LocalBackend
-    from .errors import ReactBoxError
+    async def ask() -> list:
+        try:
+            return await backend.doctor()
+        finally:
+            await backend.close()
 
-    backend = LocalBackend(sandbox=args.sandbox)
-    try:
-        node = backend.node_path
-        version = subprocess.run(
-            [str(node), "--version"], capture_output=True, text=True, timeout=30
-        ).stdout.strip()
-        major = int(version.lstrip("v").split(".")[0] or 0)
-        check(major >= 20, f"Node.js {version} ({node})", f"Node.js {version} is older than 20.")
-        check(True, f"npm at {backend.npm_cli}", "")
-    except (ReactBoxError, OSError, ValueError, subprocess.SubprocessError) as exc:
-        check(False, "", str(exc))
-    isolation = backend.isolation()
-    if isolation.sandboxed:
-        check(True, f"sandbox: {isolation.how}", "")
-    elif args.sandbox == "required":
-        check(False, "", f"sandbox: {isolation.how}")
-    else:
-        print(f"  WARN sandbox: {isolation.how}")
-    print("  (a Docker engine, when one answers, gives each preview a hardened container)")
+    for finding in asyncio.run(ask()):
+        if finding.ok is None:
+            print(f"  WARN {finding.text}")
+        else:
+            check(finding.ok, finding.text, finding.text)
+    if cls.name == "local":
+        print("  (a Docker engine, when one answers, gives each preview a hardened container)")
 
 
 def _doctor_folder(args) -> None:
@@ -215,10 +182,11 @@ def configurables() -> list[type]:
     meet them."""
     from .ai.editor import AIEditor
     from .app import ReactBoxApp
-    from .backends import BUILT_IN, backend_class
+    from .backends import BUILT_IN, Backend, backend_class
     from .hub.service import HubService
 
-    return [ReactBoxApp, AIEditor, *(backend_class(name) for name in BUILT_IN), HubService]
+    backends = [backend_class(name) for name in BUILT_IN]
+    return [ReactBoxApp, AIEditor, Backend, *backends, HubService]
 
 
 def settings(args) -> int:

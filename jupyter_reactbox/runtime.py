@@ -38,7 +38,6 @@ from .ai import vision
 from .backends.base import Backend
 from .bridge import Bridges, Limits
 from .errors import DiskFull, ProjectNotFound, ReactBoxError, TooManyPreviews, is_disk_full
-from .frameworks import AppPlan
 from .previews import ACTIVE, Previews, PreviewState
 from .schema import ProjectInfo
 from .store import START_WANTED, Project, ProjectStore, slugify
@@ -353,7 +352,6 @@ class Runtime:
         for victim in victims:
             await self.stop(victim, detail=f"Stopped to make room for {project.id}.")
         async with st.lock:
-            ahead: asyncio.Task | None = None
             try:
                 plan = await asyncio.to_thread(
                     functools.partial(project.plan, own_origin=bool(self.previews.origin_template))
@@ -366,50 +364,49 @@ class Runtime:
                 )
                 pin = await asyncio.to_thread(self._vite_pin, project)
                 st.update(notes=[pin.note] if pin else [])
-                ahead = await self._launch_ahead(project, plan, st, fresh=fresh)
-                how = await self.backend.install(
-                    project.id,
-                    project.app_dir,
-                    plan,
-                    project.install_log,
-                    self._progress(st),
-                    pins={"vite": pin.fixed} if pin else None,
-                    gate=functools.partial(
-                        self.admission["install"].place, self.owner, project.id, self._told(st)
-                    ),
+                link = functools.partial(self._new_link, project.id, st)
+                start = self.backend.start(
+                    project.id, project.app_dir, plan, fresh=fresh, link=link
                 )
-                await asyncio.to_thread(
-                    supply.check,
-                    project.app_dir,
-                    self.store.supply_policy,
-                    installed=True,
-                    member=project.member,
-                )
-                await self.check_quota(project)
-                st.update(status="starting", progress=None, detail=f"dependencies {how}")
-                async with self.admission["start"].place(self.owner, project.id, self._told(st)):
-                    if ahead is not None:
-                        st.update(endpoint=await ahead)
-                        await self.backend.release(project.id)
-                    else:
-                        await self._resume_or_launch(project, plan, st, fresh=fresh)
-                    await probes.wait_ready(
-                        st, timeout=self.start_timeout, ended=lambda: self._ended(project.id)
+                async with start:  # a backend may make the dev server's sandbox meanwhile
+                    how = await self.backend.install(
+                        project.id,
+                        project.app_dir,
+                        plan,
+                        project.install_log,
+                        self._progress(st),
+                        pins={"vite": pin.fixed} if pin else None,
+                        gate=functools.partial(
+                            self.admission["install"].place, self.owner, project.id, self._told(st)
+                        ),
                     )
+                    await asyncio.to_thread(
+                        supply.check,
+                        project.app_dir,
+                        self.store.supply_policy,
+                        installed=True,
+                        member=project.member,
+                    )
+                    await self.check_quota(project)
+                    st.update(status="starting", progress=None, detail=f"dependencies {how}")
+                    place = self.admission["start"].place(self.owner, project.id, self._told(st))
+                    async with place:
+                        record = await start.ready()
+                        st.update(token=record.token, base=record.base, endpoint=record.endpoint)
+                        await probes.wait_ready(
+                            st, timeout=self.start_timeout, ended=lambda: self._ended(project.id)
+                        )
                 now = self.clock()  # the idle clock starts when it is ready
                 st.update(status="running", detail=None, running_since=now, last_used=now)
                 _mark(project.start_wanted, False)
                 self.log.info("Preview of %s is running", project.id)
             except asyncio.CancelledError:
-                await _settled(ahead)
                 await self._halt(project.id, st, detail="Stopped while starting.")
                 raise
             except ReactBoxError as exc:
                 self.log.warning("Preview of %s failed: %s", project.id, exc)
-                await _settled(ahead)
                 await self._fail(project.id, st, str(exc))
             except Exception as exc:
-                await _settled(ahead)
                 if is_disk_full(exc):
                     error = str(DiskFull.at(self.store.root))
                     self.log.warning("Preview of %s failed: %s", project.id, error)
@@ -440,43 +437,6 @@ class Runtime:
         task = asyncio.ensure_future(wait())
         self._after_starts.add(task)
         task.add_done_callback(self._after_starts.discard)
-
-    async def _launch_ahead(
-        self, project: Project, plan: AppPlan, st: PreviewState, *, fresh: bool
-    ) -> asyncio.Task | None:
-        """Where the backend can hold a dev server until its dependencies are in
-        place, its sandbox is made while they install (making one takes about as long
-        as copying a ``node_modules`` seen before): the launch, or None."""
-        if not self.backend.launches_ahead:
-            return None
-        if fresh:
-            await self.backend.discard(project.id)
-        elif await self.backend.kept(project.id):
-            return None  # resumed once its dependencies are in place
-        token, base = self._new_link(project.id, st)
-        await self.backend.prepare_launch(project.id, project.app_dir)
-        launch = self.backend.launch(
-            project.id, project.app_dir, plan, base=base, token=token, held=True
-        )
-        return asyncio.create_task(launch)
-
-    async def _resume_or_launch(
-        self, project: Project, plan: AppPlan, st: PreviewState, *, fresh: bool
-    ) -> None:
-        """The kept dev server started again if it is current, else a new one."""
-        found = None
-        if fresh:
-            await self.backend.discard(project.id)
-        else:
-            found = await self.backend.resume(project.id, project.app_dir, plan)
-        if found is not None and found.endpoint is not None and found.token:
-            st.update(token=found.token, base=found.base, endpoint=found.endpoint)
-            return
-        token, base = self._new_link(project.id, st)
-        endpoint = await self.backend.launch(
-            project.id, project.app_dir, plan, base=base, token=token
-        )
-        st.update(endpoint=endpoint)
 
     def _new_link(self, project_id: str, st: PreviewState) -> tuple[str, str]:
         """A new token, and with it a new base path: the old link is dead."""
@@ -728,15 +688,3 @@ def _mark(path: Path, present: bool) -> None:
             path.unlink(missing_ok=True)
     except OSError:  # a project being deleted, a full disk: the marker is a hint
         pass
-
-
-async def _settled(launch: asyncio.Task | None) -> None:
-    """A launch begun ahead of a start that failed or was stopped has finished or
-    is cancelled (a cancelled backend launch removes what it made), so that what
-    comes next (a discard, a stop) finds all of it."""
-    if launch is None:
-        return
-    launch.cancel()
-    await asyncio.wait([launch])
-    if not launch.cancelled():
-        launch.exception()  # retrieved: it failed with the start, which says why

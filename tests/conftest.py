@@ -488,6 +488,13 @@ def reactbox_config():
 
 
 @pytest.fixture
+def backend_config():
+    """c.Backend settings (every backend's) for the server under test; a test may
+    override it."""
+    return {}
+
+
+@pytest.fixture
 def docker_config():
     """More c.DockerBackend settings for the server under test; a module may override it."""
     return {}
@@ -508,6 +515,7 @@ def jp_server_config(
     ai_config,
     editor_config,
     reactbox_config,
+    backend_config,
     docker_config,
     local_config,
 ):
@@ -535,6 +543,7 @@ def jp_server_config(
             **{k: v for k, v in reactbox_config.items() if k != "backend"},
         },
         "AIEditor": {**ai_config, **editor_config},
+        "Backend": backend_config,
         "DockerBackend": docker,
         "LocalBackend": local_config,
     }

@@ -88,9 +88,7 @@ class FakeBackend(Backend):
         self.calls.append(("install", project_id))
         return "installed"
 
-    async def launch(
-        self, project_id, app_dir: Path, plan: AppPlan, *, base, token, held=False
-    ) -> Endpoint:
+    async def launch(self, project_id, app_dir: Path, plan: AppPlan, *, base, token) -> Endpoint:
         self.calls.append(("launch", project_id))
         await self.stop(project_id)
         server = await asyncio.start_server(_answer, "127.0.0.1", 0)

@@ -119,8 +119,8 @@ async def test_a_class_worth_of_networks_fits_where_the_engines_own_pools_run_ou
     try:
         for backend in backends:
             for role in ("previews", "fetch"):
-                await backend._ensure_network(
-                    f"reactbox-{backend.owner}-{role}", internal=True, project_id=""
+                await backend.engine.ensure_network(
+                    f"reactbox-{backend.owner}-{role}", internal=True
                 )
         subnets = []
         for owner in owners:

@@ -111,9 +111,9 @@ async def test_an_install_reaches_the_registry_only_through_the_proxy(
     r = await api.upload(zip_dir(FIXTURES / "vite-react"), "shop")
     await api.wait(json.loads(r.body)["id"])  # an install ran (or the cache served it)
     backend = runtime.backend
-    proxy, _ = await backend._install_route()
-    network = backend._install_network
-    registry = urlsplit(await backend._default_registry())
+    proxy, _ = await backend.installs.route()
+    network = backend.installs.network
+    registry = urlsplit(await backend.installs.default_registry())
     host, port = registry.hostname, registry.port or 443
     address = (await asyncio.to_thread(socket.getaddrinfo, host, port, socket.AF_INET))[0][4][0]
     proxy_host, proxy_port = urlsplit(proxy).hostname, urlsplit(proxy).port

@@ -22,7 +22,7 @@ FOLLOWERS = 6
 
 
 @pytest.fixture
-def reactbox_config():
+def backend_config():
     return {"max_log_followers": FOLLOWERS}
 
 

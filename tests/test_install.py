@@ -6,6 +6,7 @@ import logging
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from traitlets import TraitType
@@ -93,6 +94,41 @@ def test_settings_that_moved_to_the_docker_backend_still_apply_with_a_warning():
     warned = "\n".join(said)
     assert "c.ReactBoxApp.memory_limit is deprecated: use c.DockerBackend.memory_limit" in warned
     assert "c.ReactBoxApp.docker_runtime is deprecated: use c.DockerBackend.runtime" in warned
+
+
+def test_settings_every_backend_has_are_the_backends_and_old_names_warn():
+    """c.Backend.<name> sets what every backend has; c.ReactBoxApp's old names still
+    do, with a warning, unless the backend's own section sets the same."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.ReactBoxApp.backend = "local"
+    config.Backend.install_timeout = 60.0
+    config.ReactBoxApp.npm_registry = "https://mirror.example/"
+    config.ReactBoxApp.ignore_scripts = False
+    config.LocalBackend.ignore_scripts = True  # the backend's own section wins
+    app = ReactBoxApp(config=config)
+    said = heard(app)
+    backend = app._make_backend("alice", "", "/tmp/cache")
+    assert isinstance(backend, LocalBackend)
+    assert backend.install_timeout == 60.0
+    assert (backend.registry, backend.ignore_scripts) == ("https://mirror.example/", True)
+    installer = backend.installer
+    assert (installer.ignore_scripts, installer.cache_dir) == (True, Path("/tmp/cache"))
+    warned = "\n".join(said)
+    assert "c.ReactBoxApp.npm_registry is deprecated: use c.Backend.registry" in warned
+    assert "c.ReactBoxApp.ignore_scripts is deprecated: use c.Backend.ignore_scripts" in warned
+
+
+def test_doctor_asks_the_backend_it_would_use():
+    """Each backend says what it needs here: the local one its Node.js, npm and
+    sandbox, and nothing of an engine."""
+    said = jupyter("reactbox", "doctor", "--backend", "local")
+    assert said.returncode == 0, said.stdout
+    assert re.search(r"ok +Node\.js v\d+", said.stdout), said.stdout
+    assert "ok   npm at " in said.stdout and "sandbox: " in said.stdout
+    assert "Docker engine " not in said.stdout and "sandbox image" not in said.stdout
+    assert "image jupyter-reactbox" not in said.stdout
 
 
 def test_settings_that_moved_to_the_ai_editor_still_apply_with_a_warning(tmp_path, monkeypatch):

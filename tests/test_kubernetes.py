@@ -67,6 +67,31 @@ def get(kind: str, name: str, namespace: str) -> dict | None:
     return json.loads(run.stdout)
 
 
+def test_doctor_asks_the_cluster_not_an_engine(kube):
+    """`jupyter reactbox doctor --backend kubernetes` checks the API server it would
+    use (and runs no Docker check)."""
+    env = {**os.environ, "KUBECONFIG": str(kube)}
+    said = subprocess.run(
+        ["jupyter", "reactbox", "doctor", "--backend", "kubernetes"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert said.returncode == 0, said.stdout + said.stderr
+    assert "ok   Kubernetes API reachable; pods in default can be listed" in said.stdout
+    assert "Docker engine" not in said.stdout
+    env["KUBECONFIG"] = "/nonexistent/kubeconfig"
+    said = subprocess.run(
+        ["jupyter", "reactbox", "doctor", "--backend", "kubernetes"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert said.returncode == 1 and "FAIL Kubernetes API: " in said.stdout, said.stdout
+
+
 @pytest.fixture
 def namespace(kube):
     name = f"reactbox-test-{secrets.token_hex(3)}"

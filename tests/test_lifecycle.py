@@ -287,7 +287,7 @@ async def test_concurrent_starts_make_one_container(
     assert [e["Action"] for e in events if e["Actor"]["Attributes"]["name"] == name] == ["start"]
 
 
-@pytest.mark.parametrize("reactbox_config", [{"package_store_size": 0}])  # npm, not the store
+@pytest.mark.parametrize("backend_config", [{"package_store_size": 0}])  # npm, not the store
 async def test_install_progress_then_a_second_project_with_the_same_lockfile_installs_nothing(
     api, server_url, jp_base_url, jp_auth_header, docker_client, owner, projects_dir
 ):

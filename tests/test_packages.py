@@ -23,6 +23,7 @@ from conftest import FIXTURES, containers_made, engine_name, next_second, zip_di
 from fakes import FakeBackend
 from test_hostile import sh
 
+from jupyter_reactbox.backends.install import Installer
 from jupyter_reactbox.backends.modules import SPARE, ModulesCache, installed, mark
 from jupyter_reactbox.backends.packages import PackageStore, Platform
 from jupyter_reactbox.backends.packages import installed as installed_packages
@@ -262,16 +263,16 @@ def test_the_next_project_takes_the_spare_copy_by_a_rename_and_only_once(tmp_pat
     assert (cache.root / "fp" / SPARE / "dep" / "index.js").read_text() == "one"
 
 
-async def test_a_backend_makes_the_spare_after_a_tree_is_used(tmp_path, monkeypatch):
-    backend = FakeBackend(cache_dir=str(tmp_path))
+async def test_an_installer_makes_the_spare_after_a_tree_is_used(tmp_path, monkeypatch):
+    installer = FakeBackend(cache_dir=str(tmp_path))._installer(run=None, route=None)
     kept_tree(tmp_path, "used")
-    monkeypatch.setattr(FakeBackend, "SPARE_TREE_DELAY", 0.0)
-    backend._spare_tree_later("used")
-    await asyncio.gather(*backend._spare_trees)
+    monkeypatch.setattr(Installer, "SPARE_TREE_DELAY", 0.0)
+    installer._spare_tree_later("used")
+    await asyncio.gather(*installer._spare_trees)
     assert (tmp_path / "modules" / "used" / SPARE / "dep" / "index.js").read_text() == "one"
 
-    backend._spare_tree_later("unknown")  # nothing kept: nothing made, no error
-    await asyncio.gather(*backend._spare_trees)
+    installer._spare_tree_later("unknown")  # nothing kept: nothing made, no error
+    await asyncio.gather(*installer._spare_trees)
     assert sorted(os.listdir(tmp_path / "modules")) == ["used"]
 
 

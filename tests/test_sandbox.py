@@ -110,9 +110,9 @@ async def test_a_dev_server_made_ahead_waits_at_its_gate_until_released(
     project = runtime.store.import_zip(zip_dir(FIXTURES / "vite-react"), "ahead")
     plan = project.plan()
     await backend.install("ahead", project.app_dir, plan, project.install_log)
-    endpoint = await backend.launch(
-        "ahead", project.app_dir, plan, base="/x/", token="t", held=True
-    )
+    start = backend.start("ahead", project.app_dir, plan, fresh=False, link=lambda: ("t", "/x/"))
+    await start.__aenter__()
+    endpoint = await start.launched()
     container = docker_client.containers.get(engine_name(owner, projects_dir, "ahead"))
     assert container.status == "running"
 
@@ -138,12 +138,14 @@ async def test_a_dev_server_made_ahead_waits_at_its_gate_until_released(
     assert code != 0 and ("Read-only file system" in out or "Permission denied" in out), out
     assert not await answers()
 
-    await backend.release("ahead")
+    record = await start.ready()
+    assert (record.token, record.base, record.endpoint) == ("t", "/x/", endpoint)
     deadline = time.monotonic() + 60
     while not await answers():
         assert time.monotonic() < deadline, container.logs().decode()
         await asyncio.sleep(0.1)
 
+    await start.__aexit__(None, None, None)
     await backend.discard("ahead")
     assert (
         docker_client.containers.list(
@@ -151,4 +153,4 @@ async def test_a_dev_server_made_ahead_waits_at_its_gate_until_released(
         )
         == []
     )
-    assert not backend._gate("ahead").exists()
+    assert not backend.spares.gate("ahead").exists()

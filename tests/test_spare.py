@@ -57,7 +57,7 @@ async def test_a_new_preview_takes_the_spare_and_keeps_it_as_its_own(
     assert '<div id="root">' in await page(server_url, second["preview_url"])
     app_dir = app_of(projects_dir, "second")
     assert (app_dir / "src" / "App.jsx").is_file()
-    slot = runtime.backend._slots() / spare.name.removeprefix(
+    slot = runtime.backend.spares._slots() / spare.name.removeprefix(
         engine_name(owner, projects_dir) + "-"
     )
     slot = slot.with_suffix("")
@@ -82,7 +82,7 @@ async def test_a_new_preview_takes_the_spare_and_keeps_it_as_its_own(
     assert again["preview_url"] == second["preview_url"]
     assert docker_client.containers.get(engine_name(owner, projects_dir, "second")).id == spare.id
     assert '<div id="root">' in await page(server_url, again["preview_url"])
-    assert runtime.backend._labels(container)[f"{LABEL}.project"] == "second"
+    assert runtime.backend.spares.labels(container)[f"{LABEL}.project"] == "second"
 
     # Deleted: its container and the spare's folder go with it.
     await jp_fetch("reactbox", "api", "projects", "second", method="DELETE")
@@ -112,11 +112,11 @@ async def test_a_restarted_server_removes_its_old_spare_and_keeps_taken_ones(
     await spare_of(docker_client, owner)
     await api.upload_running(name="second")  # takes it
     old = await spare_of(docker_client, owner)  # and the next one is made
-    if (making := runtime.backend._making_spare) is not None:
+    if (making := runtime.backend.spares.making) is not None:
         await making  # listed by the engine before the backend holds it
 
     # A new server process knows no spare: it finds this one, and the taken one.
-    forgotten, runtime.backend._waiting = runtime.backend._waiting, None
+    forgotten, runtime.backend.spares.waiting = runtime.backend.spares.waiting, None
     os.close(forgotten.go)
     forgotten.go = -1
     records = await runtime.backend.recover({"first", "second"})
@@ -126,9 +126,9 @@ async def test_a_restarted_server_removes_its_old_spare_and_keeps_taken_ones(
     names = {c.name for c in docker_client.containers.list(all=True)}
     assert old.name not in names and engine_name(owner, projects_dir, "second") in names
     assert await runtime.backend.running() >= {"first", "second"}
-    assert json.loads((runtime.backend._gate("second") / "record.json").read_text())["project"] == (
-        "second"
-    )
+    assert json.loads((runtime.backend.spares.gate("second") / "record.json").read_text())[
+        "project"
+    ] == ("second")
 
 
 async def test_a_server_shut_down_while_it_makes_a_spare_leaves_none(
@@ -145,9 +145,9 @@ async def test_a_server_shut_down_while_it_makes_a_spare_leaves_none(
             backend = DockerBackend(
                 owner=owner, cache_dir=str(tmp_path / "cache"), image=runtime.backend.image
             )
-            backend._make_spare_later(0)
+            backend.spares.make_later(0)
             await asyncio.sleep(delay)
-            waited.append(backend._waiting is not None)
+            waited.append(backend.spares.waiting is not None)
             await backend.close()
             left = docker_client.containers.list(all=True, filters=selector)
             assert [c.name for c in left] == [], f"closed after {delay} s"

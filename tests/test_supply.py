@@ -418,18 +418,18 @@ async def test_an_edit_that_adds_one_is_refused_before_the_install(
 
 
 @pytest.fixture
-def reactbox_config(request):
+def backend_config(request):
     return getattr(request, "param", {})
 
 
 @pytest.mark.docker
 @pytest.mark.parametrize(
-    "reactbox_config, ran",
+    "backend_config, ran",
     [({}, []), ({"ignore_scripts": False}, ["install", "postinstall", "preinstall", "prepare"])],
     ids=["default", "scripts-allowed"],
-    indirect=["reactbox_config"],
+    indirect=["backend_config"],
 )
-async def test_lifecycle_scripts_run_only_when_allowed(api, projects_dir, reactbox_config, ran):
+async def test_lifecycle_scripts_run_only_when_allowed(api, projects_dir, backend_config, ran):
     pkg = json.loads(with_deps())
     # Installs run in a staging copy of the manifest and lockfile, and only the
     # node_modules it makes is kept: the marker goes there.

@@ -48,10 +48,23 @@ from pathlib import Path
 from traitlets import CaselessStrEnum, Int, Unicode, validate
 
 from .. import managers
-from ..errors import BackendUnavailable, TooManyStreams
+from ..errors import BackendUnavailable, ReactBoxError
 from ..frameworks import SUPPORT_DIR, AppPlan
 from ..store import parse_size
-from .base import Backend, Endpoint, Exit, InstallRun, Isolation, Progress, Record, install_env
+from .base import (
+    Backend,
+    Endpoint,
+    Exit,
+    Finding,
+    Followers,
+    Installer,
+    InstallRun,
+    Isolation,
+    Progress,
+    Record,
+    install_env,
+    report_progress,
+)
 
 SUPPORT = "/opt/reactbox/support"
 """Where a sandboxed dev server finds the support scripts (read-only)."""
@@ -146,14 +159,15 @@ class _Running:
 class LocalFollow:
     """An open follow of a dev server's output: async-iterate it, then ``close()``."""
 
-    def __init__(self, backend: LocalBackend, running: _Running | None):
-        self._backend, self._running = backend, running
+    def __init__(self, followers: Followers, running: _Running | None):
+        """A follow ``followers`` counted already (``Followers.take``)."""
+        self._followers, self._running = followers, running
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=1000)
         if running is not None:
             running.followers.add(self._queue)
-            backend._following += 1
         else:
             self._queue.put_nowait(None)
+            followers.give_back()
 
     def __aiter__(self) -> LocalFollow:
         return self
@@ -168,7 +182,7 @@ class LocalFollow:
         if self._running is not None:
             self._running.followers.discard(self._queue)
             self._running = None
-            self._backend._following -= 1
+            self._followers.give_back()
 
 
 class LocalBackend(Backend):
@@ -216,7 +230,6 @@ class LocalBackend(Backend):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._running: dict[str, _Running] = {}
-        self._following = 0
         self._registry_default: str | None = None
         self._managers_lock = asyncio.Lock()
 
@@ -302,6 +315,34 @@ class LocalBackend(Backend):
             f"NOT SANDBOXED: {problem}. The app's code runs as this user, with this "
             "user's files and network; run only apps you trust, or use the Docker backend.",
         )
+
+    async def doctor(self) -> list[Finding]:
+        """Node.js 20 or newer, npm, and the sandbox (a warning where there is none,
+        a failure where it is required)."""
+        found = []
+        try:
+            node = self.node_path
+            version = (
+                await asyncio.to_thread(
+                    subprocess.run,
+                    [str(node), "--version"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+            ).stdout.strip()
+            major = int(version.lstrip("v").split(".")[0] or 0)
+            if major >= 20:
+                found.append(Finding(True, f"Node.js {version} ({node})"))
+            else:
+                found.append(Finding(False, f"Node.js {version} is older than 20."))
+            found.append(Finding(True, f"npm at {self.npm_cli}"))
+        except (ReactBoxError, OSError, ValueError, subprocess.SubprocessError) as exc:
+            found.append(Finding(False, str(exc)))
+        isolation = self.isolation()
+        ok = True if isolation.sandboxed else (False if self.sandbox == "required" else None)
+        found.append(Finding(ok, f"sandbox: {isolation.how}"))
+        return found
 
     # -- the sandbox ------------------------------------------------------------------
 
@@ -400,6 +441,10 @@ class LocalBackend(Backend):
 
     # -- installs ------------------------------------------------------------------
 
+    @functools.cached_property
+    def installer(self) -> Installer:
+        return self._installer(run=self._install_once, route=self._install_route)
+
     async def _install_route(self) -> tuple[str | None, str]:
         if self.registry:
             return None, self.registry
@@ -467,7 +512,7 @@ class LocalBackend(Backend):
         waiting = asyncio.ensure_future(process.wait())
         try:
             if progress is not None:
-                await self.report_install(run.staging, waiting, progress)
+                await report_progress(run.staging, waiting, progress)
             try:
                 code: int | None = await asyncio.wait_for(
                     asyncio.shield(waiting), self.install_timeout
@@ -511,7 +556,6 @@ class LocalBackend(Backend):
         *,
         base: str,
         token: str,
-        held: bool = False,  # never held: it does not launch ahead
     ) -> Endpoint:
         await self.stop(project_id)
         sandboxed = self.sandboxed
@@ -678,15 +722,7 @@ class LocalBackend(Backend):
                 state.pop(project_id)
                 await asyncio.to_thread(shutil.rmtree, self._project_dir(project_id), True)
                 continue
-            records.append(
-                Record(
-                    project_id,
-                    str(record.get("framework", "")),
-                    str(record.get("token", "")),
-                    str(record.get("base", "")),
-                    None,
-                )
-            )
+            records.append(Record.kept({**record, "project": project_id}))
         await asyncio.to_thread(self._save, state)
         return records
 
@@ -702,15 +738,11 @@ class LocalBackend(Backend):
         return "".join(text.splitlines(keepends=True)[-tail:])
 
     async def follow_logs(self, project_id: str) -> LocalFollow:
-        if self._following >= self.max_log_followers:
-            raise TooManyStreams(
-                f"{self._following} followed logs are open already; close one (or wait for "
-                "its client to leave) and try again."
-            )
+        self.followers.take()
         running = self._running.get(project_id)
         if running is not None and running.process.returncode is not None:
             running = None
-        return LocalFollow(self, running)
+        return LocalFollow(self.followers, running)
 
     async def close(self) -> None:
         await super().close()

@@ -44,6 +44,7 @@ from .._version import __version__
 from ..ai.editor import AIEditor
 from ..answers import Answers
 from ..app import ReactBoxApp
+from ..backends.base import Backend
 from ..errors import BadRequest, Forbidden, NotFound
 from ..proxy import PreviewProxyHandler, PreviewRequest, PreviewSocketHandler, preview_rules
 from ..spaces import Space, SpacePerUser
@@ -207,7 +208,7 @@ class HubService(Application):
     name = "jupyter-reactbox-hub-service"
     version = __version__
     description = __doc__
-    classes: ClassVar[list] = [ReactBoxApp, AIEditor]
+    classes: ClassVar[list] = [ReactBoxApp, AIEditor, Backend]
 
     config_file = Unicode(
         "",

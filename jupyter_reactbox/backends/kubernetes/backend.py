@@ -37,465 +37,65 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import json
 import os
-import re
 import shlex
 import shutil
-import stat
-import tarfile
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from dataclasses import replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 from traitlets import CaselessStrEnum, Dict, Float, Int, List, Unicode, default, validate
 
-from .._version import __version__
-from ..errors import EngineUnavailable, SandboxError, TooManyStreams
-from ..frameworks import SUPPORT_DIR, AppPlan
-from . import egress
-from .base import (
+from ..._version import __version__
+from ...errors import EngineUnavailable, SandboxError
+from ...frameworks import SUPPORT_DIR, AppPlan
+from .. import egress
+from ..base import (
     Backend,
     Endpoint,
     Exit,
+    Finding,
+    Followers,
+    Installer,
     InstallRun,
     Isolation,
     Progress,
     Record,
     install_env,
+    left_over,
+    under,
 )
-from .docker import SYSTEM_CA_BUNDLES, spec_hash
-
-# -- the objects ------------------------------------------------------------------
-
-GROUP = "reactbox.jupyter.org"
-PORT = 8000
-"""The dev server's port in its pod."""
-PROJECT = "/project"
-SUPPORT = "/opt/reactbox/support"
-"""Where a dev server finds jupyter-reactbox's support scripts (a read-only ConfigMap)."""
-CA_DIR = "/etc/reactbox"
-"""Where an install finds the CAs it trusts besides Node's (a read-only ConfigMap)."""
-SYNCED = "/tmp/.reactbox-synced"
-"""Made by the backend once the project's files are in the pod: the dev server
-starts then (a file in ``/tmp``, never in the project, which the app writes)."""
-
-WAIT_THEN_RUN = f'while [ ! -e {SYNCED} ]; do sleep 0.05; done; cd {PROJECT} && exec "$@"'
-"""The dev server's container waits for its files, then becomes the dev server."""
-IDLE = 'trap "exit 0" TERM; while :; do sleep 1; done'
-"""An install pod idles while the backend runs the package manager in it (exec)."""
-
-
-@dataclass(frozen=True)
-class PodLimits:
-    cpu: str = "1"
-    memory: str = "1Gi"
-    ephemeral_storage: str = "4Gi"
-    tmp_size: str = "256Mi"
-    project_size: str = "4Gi"
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where pods may run and how (traits of the backend)."""
-
-    runtime_class: str | None = None
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: tuple[dict[str, Any], ...] = ()
-    pull_policy: str = "IfNotPresent"
-
-
-def pod_name(owner: str, project_id: str, role: str) -> str:
-    """``reactbox-<owner>-<project>`` (``-install`` for an install): owners and
-    project ids are slugs, so the name is a DNS subdomain (at most 103 characters)."""
-    return f"reactbox-{owner}-{project_id}" + ("" if role == "run" else f"-{role}")
-
-
-def files_map_name(prefix: str, files: dict[str, bytes]) -> str:
-    """A ConfigMap of files, named by their content: a new version makes a new one,
-    and running pods keep theirs."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name] + b"\0")
-    return f"reactbox-{prefix}-{digest.hexdigest()[:12]}"
-
-
-_LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-
-
-def labels(owner: str, project_id: str, role: str) -> dict[str, str]:
-    """What selects a preview's pods (and its NetworkPolicy's targets)."""
-    out = {
-        "app.kubernetes.io/name": "jupyter-reactbox",
-        "app.kubernetes.io/component": role,
-        f"{GROUP}/owner": owner,
-        f"{GROUP}/project": project_id,
-    }
-    for value in out.values():
-        if not _LABEL_VALUE.match(value):
-            raise ValueError(f"{value!r} is not a Kubernetes label value")
-    return out
-
-
-def _security(uid: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the pod's securityContext, each container's)."""
-    pod = {
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "runAsNonRoot": True,
-        "fsGroup": uid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    container = {
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-    return pod, container
-
-
-def _resources(limits: PodLimits) -> dict[str, Any]:
-    return {
-        "limits": {
-            "cpu": limits.cpu,
-            "memory": limits.memory,
-            "ephemeral-storage": limits.ephemeral_storage,
-        },
-        # What the scheduler counts: a small share, as an idle dev server uses.
-        "requests": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "256Mi"},
-    }
-
-
-def _pod(
-    *,
-    name: str,
-    owner: str,
-    project_id: str,
-    role: str,
-    image: str,
-    command: list[str],
-    env: dict[str, str],
-    annotations: dict[str, str],
-    limits: PodLimits,
-    placement: Placement,
-    uid: int,
-    mounts: list[dict[str, Any]],
-    volumes: list[dict[str, Any]],
-    ports: list[dict[str, Any]],
-    deadline: int | None = None,
-) -> dict[str, Any]:
-    pod_security, container_security = _security(uid)
-    container: dict[str, Any] = {
-        "name": role,
-        "image": image,
-        "imagePullPolicy": placement.pull_policy,
-        "command": command,
-        "workingDir": PROJECT,
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
-        "securityContext": container_security,
-        "resources": _resources(limits),
-        "volumeMounts": [
-            {"name": "project", "mountPath": PROJECT},
-            {"name": "tmp", "mountPath": "/tmp"},
-            *mounts,
-        ],
-    }
-    if ports:
-        container["ports"] = ports
-    spec: dict[str, Any] = {
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": 5,
-        "securityContext": pod_security,
-        "containers": [container],
-        "volumes": [
-            {"name": "project", "emptyDir": {"sizeLimit": limits.project_size}},
-            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": limits.tmp_size}},
-            *volumes,
-        ],
-    }
-    if deadline is not None:
-        spec["activeDeadlineSeconds"] = deadline
-    if placement.runtime_class:
-        spec["runtimeClassName"] = placement.runtime_class
-    if placement.node_selector:
-        spec["nodeSelector"] = dict(placement.node_selector)
-    if placement.tolerations:
-        spec["tolerations"] = [dict(t) for t in placement.tolerations]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "labels": labels(owner, project_id, role),
-            "annotations": annotations,
-        },
-        "spec": spec,
-    }
-
-
-def run_pod(
-    *,
-    image: str,
-    owner: str,
-    project_id: str,
-    argv: list[str],
-    env: dict[str, str],
-    framework: str,
-    base: str,
-    token: str,
-    spec_hash: str,
-    support_map: str,
-    limits: PodLimits,
-    placement: Placement,
-    uid: int = 1000,
-) -> dict[str, Any]:
-    """The pod of a running preview: it waits for its files, then runs the dev server."""
-    return _pod(
-        name=pod_name(owner, project_id, "run"),
-        owner=owner,
-        project_id=project_id,
-        role="run",
-        image=image,
-        command=["sh", "-c", WAIT_THEN_RUN, "dev-server", *argv],
-        env={"HOME": "/tmp", "NODE_ENV": "development", **env},
-        annotations={
-            f"{GROUP}/owner": owner,
-            f"{GROUP}/project": project_id,
-            f"{GROUP}/framework": framework,
-            f"{GROUP}/base": base,
-            f"{GROUP}/token": token,
-            f"{GROUP}/port": str(PORT),
-            f"{GROUP}/spec": spec_hash,
-        },
-        limits=limits,
-        placement=placement,
-        uid=uid,
-        mounts=[{"name": "support", "mountPath": SUPPORT, "readOnly": True}],
-        volumes=[{"name": "support", "configMap": {"name": support_map}}],
-        ports=[{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-    )
-
-
-def install_pod(
-    *,
-    image: str,
-    owner: str,
-    project_id: str,
-    limits: PodLimits,
-    placement: Placement,
-    deadline: int,
-    uid: int = 1000,
-    ca_map: str | None = None,
-    cache_claim: str | None = None,
-) -> dict[str, Any]:
-    """A pod the backend runs one install in (by exec), then deletes; it ends by
-    itself after ``deadline`` seconds whatever happens to the backend.  With
-    ``ca_map``, Node trusts its ``ca.pem`` too (a registry behind a TLS proxy);
-    with ``cache_claim``, the package managers' cache is the owner's volume, kept
-    from one install to the next (else an ``emptyDir``)."""
-    cache: dict[str, Any] = (
-        {"persistentVolumeClaim": {"claimName": cache_claim}} if cache_claim else {"emptyDir": {}}
-    )
-    env, mounts = {"HOME": "/tmp"}, [{"name": "cache", "mountPath": "/cache"}]
-    volumes: list[dict[str, Any]] = [{"name": "cache", **cache}]
-    if ca_map:
-        env["NODE_EXTRA_CA_CERTS"] = f"{CA_DIR}/ca.pem"
-        mounts.append({"name": "ca", "mountPath": CA_DIR, "readOnly": True})
-        volumes.append({"name": "ca", "configMap": {"name": ca_map}})
-    return _pod(
-        name=pod_name(owner, project_id, "install"),
-        owner=owner,
-        project_id=project_id,
-        role="install",
-        image=image,
-        command=["sh", "-c", IDLE],
-        env=env,
-        annotations={f"{GROUP}/owner": owner, f"{GROUP}/project": project_id},
-        limits=limits,
-        placement=placement,
-        uid=uid,
-        mounts=mounts,
-        volumes=volumes,
-        ports=[],
-        deadline=deadline,
-    )
-
-
-def network_policy(
-    *,
-    owner: str,
-    project_id: str,
-    role: str,
-    ingress_from: list[dict[str, Any]],
-    registry_proxy: tuple[str, int] | None = None,
-) -> dict[str, Any]:
-    """The pod's NetworkPolicy: a dev server takes connections only from
-    ``ingress_from`` (the service, or the user's server) on its port, and opens none;
-    an install pod takes none and may reach only the registry proxy."""
-    select = {
-        f"{GROUP}/owner": owner,
-        f"{GROUP}/project": project_id,
-        "app.kubernetes.io/component": role,
-    }
-    spec: dict[str, Any] = {
-        "podSelector": {"matchLabels": select},
-        "policyTypes": ["Ingress", "Egress"],
-        "ingress": [],
-        "egress": [],
-    }
-    if role == "run":
-        spec["ingress"] = [
-            {"from": [dict(p) for p in ingress_from], "ports": [{"port": PORT, "protocol": "TCP"}]}
-        ]
-    elif registry_proxy is not None:
-        host, port = registry_proxy
-        spec["egress"] = [
-            {
-                "to": [{"ipBlock": {"cidr": f"{host}/32"}}],
-                "ports": [{"port": port, "protocol": "TCP"}],
-            }
-        ]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {
-            "name": pod_name(owner, project_id, role),
-            "labels": labels(owner, project_id, role),
-        },
-        "spec": spec,
-    }
-
-
-def cache_claim(owner: str, storage_class: str, size: str) -> dict[str, Any]:
-    """The owner's package-manager cache: one volume all of their installs mount (one
-    at a time on ReadWriteOnce storage, which the installs of one owner are)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {
-            "name": f"reactbox-cache-{owner}",
-            "labels": {
-                "app.kubernetes.io/name": "jupyter-reactbox",
-                "app.kubernetes.io/component": "cache",
-                f"{GROUP}/owner": owner,
-            },
-        },
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": storage_class,
-            "resources": {"requests": {"storage": size}},
-        },
-    }
-
-
-def files_map(prefix: str, files: dict[str, bytes]) -> dict[str, Any]:
-    """Files every pod of a kind mounts read-only: the support scripts of the dev
-    servers (``support``), the CA bundle of the installs (``ca``)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": files_map_name(prefix, files),
-            "labels": {
-                "app.kubernetes.io/name": "jupyter-reactbox",
-                "app.kubernetes.io/component": prefix,
-            },
-        },
-        "immutable": True,
-        "data": {name: data.decode() for name, data in sorted(files.items())},
-    }
-
-
-# -- the backend ------------------------------------------------------------------
+from ..docker.backend import SYSTEM_CA_BUNDLES
+from ..docker.specs import spec_hash
+from .objects import (
+    GROUP,
+    PORT,
+    PROJECT,
+    SUPPORT,
+    SYNCED,
+    Placement,
+    PodLimits,
+    cache_claim,
+    files_map,
+    install_pod,
+    network_policy,
+    pod_name,
+    run_pod,
+)
+from .transfer import manifest, pack, top_level, unpack_modules
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 STDIN, STDOUT, STDERR, ERROR = 0, 1, 2, 3
-SKIP = {"node_modules"}
-"""Top-level folders of the project that a sync leaves alone (sent whole at launch)."""
 
 
 def _api_error(exc: BaseException) -> int | None:
     return getattr(exc, "status", None)
-
-
-def manifest(app_dir: Path) -> dict[str, tuple[int, int, int]]:
-    """Every file and link of the project but ``node_modules``: path -> (mode, size,
-    mtime in ns), from lstat (links are not followed)."""
-    out: dict[str, tuple[int, int, int]] = {}
-    for root, dirs, files in os.walk(app_dir):
-        rel = Path(root).relative_to(app_dir)
-        if rel == Path("."):
-            dirs[:] = [d for d in dirs if d not in SKIP]
-        for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(root, d)))]:
-            st = os.lstat(os.path.join(root, name))
-            out[(rel / name).as_posix()] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return out
-
-
-def top_level(app_dir: Path) -> list[str]:
-    """What the project folder holds at its top, ``node_modules`` included."""
-    return sorted(os.listdir(app_dir))
-
-
-def pack(app_dir: Path, paths: list[str], out: io.BufferedIOBase, *, uid: int) -> None:
-    """A tar of ``paths`` (relative to ``app_dir``; folders recursively), owned by
-    ``uid``: regular files, folders and links only."""
-
-    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if not (info.isfile() or info.isdir() or info.issym()):
-            return None
-        info.uid = info.gid = uid
-        info.uname = info.gname = ""
-        return info
-
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for path in paths:
-            tar.add(app_dir / path, arcname=path, recursive=True, filter=owned)
-
-
-def unpack_modules(archive: BinaryIO, staging: Path, members: tuple[str, ...] = ()) -> None:
-    """Unpack an install pod's ``node_modules`` into ``staging``: what npm could have
-    written there itself, and nothing else.  Every member is under ``node_modules``
-    (or a workspace member's, of ``members``) with no ``..``, a folder, a regular
-    file or a link (no devices, no hard links), never written through a link or
-    over anything the archive made before, with no set-uid, set-gid or sticky
-    bits, owned by this process."""
-    uid, gid = os.getuid(), os.getgid()
-    tops = {("node_modules",), *(tuple(PurePosixPath(m, "node_modules").parts) for m in members)}
-    with tarfile.open(fileobj=archive, mode="r|") as tar:
-        for member in tar:
-            parts = PurePosixPath(member.name).parts
-            if (
-                not parts
-                or not any(parts[: len(top)] == top for top in tops)
-                or member.name.startswith("/")
-                or any(p in (".", "..") for p in parts)
-                or not (member.isfile() or member.isdir() or member.issym())
-            ):
-                raise SandboxError(f"The install's node_modules has {member.name!r}: refused.")
-            where = staging
-            for part in parts[:-1]:
-                where = where / part
-                with contextlib.suppress(FileNotFoundError):
-                    if not stat.S_ISDIR(os.lstat(where).st_mode):
-                        raise SandboxError(f"{member.name!r} would be written through a link.")
-            target = staging.joinpath(*parts)
-            with contextlib.suppress(FileNotFoundError):
-                there = os.lstat(target).st_mode
-                if not (member.isdir() and stat.S_ISDIR(there)):
-                    raise SandboxError(f"{member.name!r} is in the install's archive twice.")
-            member.mode &= 0o777
-            member.uid, member.gid, member.uname, member.gname = uid, gid, "", ""
-            checked = {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
-            tar.extract(member, staging, set_attrs=not member.issym(), **checked)
 
 
 class KubernetesBackend(Backend):
@@ -610,7 +210,6 @@ class KubernetesBackend(Backend):
         """project -> (base, token) of a pod deleted by ``stop``, for ``resume``."""
         self._egress: egress.RegistryProxy | None = None
         self._registry_default: str | None = None
-        self._following = 0
 
     @classmethod
     def available(cls) -> str | None:
@@ -619,6 +218,21 @@ class KubernetesBackend(Backend):
         except ImportError:
             return "kubernetes_asyncio is not installed (pip install jupyter-reactbox[kubernetes])"
         return None
+
+    async def doctor(self) -> list[Finding]:
+        """The client library, the API server, and the right to list pods in the
+        namespace (the service's account needs more, as docs/jupyterhub.md says)."""
+        if why := self.available():
+            return [Finding(False, why)]
+        try:
+            core = await self._apis()
+            await core.list_namespaced_pod(self.namespace, limit=1)
+        except Exception as exc:  # EngineUnavailable, or what the API answered
+            return [Finding(False, f"Kubernetes API: {exc}")]
+        return [
+            Finding(True, f"Kubernetes API reachable; pods in {self.namespace} can be listed"),
+            *await super().doctor(),
+        ]
 
     def isolation(self) -> Isolation:
         runtime = f", under {self.runtime_class}" if self.runtime_class else ""
@@ -920,6 +534,10 @@ class KubernetesBackend(Backend):
 
     # -- installs -----------------------------------------------------------------
 
+    @cached_property
+    def installer(self) -> Installer:
+        return self._installer(run=self._install_once, route=self._install_route)
+
     async def _install_route(self) -> tuple[str | None, str]:
         registry = self.registry or await self._default_registry()
         host = self.proxy_address or os.environ.get("POD_IP", "")
@@ -1061,7 +679,6 @@ class KubernetesBackend(Backend):
         *,
         base: str,
         token: str,
-        held: bool = False,  # never held: it does not launch ahead
     ) -> Endpoint:
         support = await self._ensure_support()
         pod = self._run_pod(project_id, plan, base, token, support)
@@ -1134,13 +751,7 @@ class KubernetesBackend(Backend):
         endpoint = None
         if self._running(pod):
             endpoint = Endpoint(pod["status"]["podIP"], int(a.get(f"{GROUP}/port", 0)))
-        return Record(
-            project_id=a.get(f"{GROUP}/project", ""),
-            framework=a.get(f"{GROUP}/framework", ""),
-            token=a.get(f"{GROUP}/token", ""),
-            base=a.get(f"{GROUP}/base", ""),
-            endpoint=endpoint,
-        )
+        return Record.kept(under(f"{GROUP}/", a), endpoint)
 
     async def poll(self, project_id: str) -> Exit | None:
         pod = await self._pod(pod_name(self.owner, project_id, "run"))
@@ -1151,10 +762,11 @@ class KubernetesBackend(Backend):
         for status in pod["status"].get("containerStatuses") or []:
             ended = status.get("state", {}).get("terminated")
             if ended:
-                why = None
-                if ended.get("reason") == "OOMKilled":
-                    why = "was killed for using too much memory (c.KubernetesBackend.memory_limit)"
-                return Exit(code=ended.get("exitCode"), why=why)
+                return Exit.of(
+                    ended.get("exitCode"),
+                    out_of_memory=ended.get("reason") == "OOMKilled",
+                    limit="c.KubernetesBackend.memory_limit",
+                )
         return Exit(code=None, why=self._why(pod))
 
     async def running(self) -> set[str]:
@@ -1197,20 +809,17 @@ class KubernetesBackend(Backend):
         for name, pod in sorted(self._pods.items()):
             labels = pod["metadata"]["labels"]
             project_id = labels.get(f"{GROUP}/project", "")
-            role = labels.get("app.kubernetes.io/component")
-            why = None
-            if project_id not in known:
-                why = "its project is gone"
-            elif role != "run":
-                why = "an interrupted install"
-            elif not self._running(pod):
+            role = labels.get("app.kubernetes.io/component", "")
+            record = replace(self._record(pod), project_id=project_id)
+            why = left_over(record, role, known, [r.project_id for r in kept])
+            if why is None and not self._running(pod):
                 why = "it no longer runs"
             if why:
                 self.log.warning("Removing pod %s: %s", name, why)
                 await self._delete(name, policy=project_id not in known)
                 continue
             self._synced[project_id] = {}  # unknown: the next sync sends every file
-            kept.append(self._record(pod))
+            kept.append(record)
         return kept
 
     async def logs(self, project_id: str, *, tail: int = 500) -> str:
@@ -1225,13 +834,9 @@ class KubernetesBackend(Backend):
             raise
 
     async def follow_logs(self, project_id: str) -> _LogFollow:
-        if self._following >= self.max_log_followers:
-            raise TooManyStreams(
-                f"{self._following} followed logs are open already; close one (or wait for "
-                "its client to leave) and try again."
-            )
-        core = await self._apis()
+        self.followers.take()
         try:
+            core = await self._apis()
             response = await core.read_namespaced_pod_log(
                 pod_name(self.owner, project_id, "run"),
                 self.namespace,
@@ -1240,11 +845,11 @@ class KubernetesBackend(Backend):
                 _preload_content=False,
             )
         except Exception as exc:
+            self.followers.give_back()
             if _api_error(exc) in (400, 404):
-                return _LogFollow(self, None)
+                return _LogFollow(self.followers, None)
             raise
-        self._following += 1
-        return _LogFollow(self, response)
+        return _LogFollow(self.followers, response)
 
     async def close(self) -> None:
         await super().close()
@@ -1260,8 +865,9 @@ class KubernetesBackend(Backend):
 
 
 class _LogFollow:
-    def __init__(self, backend: KubernetesBackend, response):
-        self._backend, self._response = backend, response
+    def __init__(self, followers: Followers, response):
+        """A follow ``followers`` counted (``Followers.take``), unless ``response`` is None."""
+        self._followers, self._response = followers, response
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._lines()
@@ -1275,5 +881,5 @@ class _LogFollow:
     def close(self) -> None:
         if self._response is not None:
             response, self._response = self._response, None
-            self._backend._following -= 1
+            self._followers.give_back()
             response.release()
