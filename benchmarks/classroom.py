@@ -95,7 +95,7 @@ class ClassHub:
                 f"--DockerBackend.image={image}",
                 "--DockerBackend.memory_limit=512m",
                 "--AIEditor.model=scripted",
-                f"--ReactBoxApp.freeze_timeout={FREEZE}",
+                f"--Runtime.freeze_timeout={FREEZE}",
                 "--AIEditor.page_check_seconds=0",
             ],
             text=True,

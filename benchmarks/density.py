@@ -59,9 +59,9 @@ def main() -> None:
     client = docker.from_env()
     data = zip_dir(FIXTURES / "vite-react")
     with jupyter(
-        "--ReactBoxApp.max_running=0",
-        "--ReactBoxApp.idle_timeout=0",
-        f"--ReactBoxApp.freeze_timeout={args.freeze}",
+        "--Runtime.max_running=0",
+        "--Runtime.idle_timeout=0",
+        f"--Runtime.freeze_timeout={args.freeze}",
     ) as server:
         reached, why, started = 0, f"--max {args.max}", time.perf_counter()
         for i in range(args.max):

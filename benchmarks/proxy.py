@@ -126,7 +126,7 @@ def main() -> None:
         server, port, token, owner, info = start(tmp)
         servers.append((server, owner))
         # The same proxy with its response cache off: every request to the dev server.
-        uncached = start(tmp, "--ReactBoxApp.preview_cache=0")
+        uncached = start(tmp, "--Runtime.preview_cache=0")
         servers.append((uncached[0], uncached[3]))
         container = client.containers.get(engine_name(owner, tmp / owner / "projects", "bench"))
         networks = container.attrs["NetworkSettings"]["Networks"]

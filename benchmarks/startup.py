@@ -160,7 +160,7 @@ async def measure(rounds: int) -> None:
             for i in range(rounds):
                 uploads[NPM].append((await upload_rendered(server, page, fresh(), f"n{i}"))[0])
                 stopped(server, f"n{i}")
-        with jupyter(PLAIN, f"--ReactBoxApp.freeze_timeout={FREEZE}") as server:
+        with jupyter(PLAIN, f"--Runtime.freeze_timeout={FREEZE}") as server:
             await upload_rendered(server, page, seen, "warm")  # "seen before"; the store
             stopped(server, "warm")
             for i in range(rounds):

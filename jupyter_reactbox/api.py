@@ -249,7 +249,7 @@ class LogsHandler(BaseHandler):
         project = await self.project(project_id)
         follow = None
         if self.get_query_argument("follow", ""):
-            follow = await self.runtime.backend.follow_logs(project_id)  # 429 before output
+            follow = await self.runtime.follow_logs(project_id)  # 429 before output
         try:
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.set_header("Cache-Control", "no-cache")
@@ -258,7 +258,7 @@ class LogsHandler(BaseHandler):
             except FileNotFoundError:
                 install = ""
             self.write(install)
-            self.write(await self.runtime.backend.logs(project_id))
+            self.write(await self.runtime.logs(project_id))
             if follow is None:
                 return self.finish()
             await self.flush()
@@ -443,13 +443,13 @@ class EditsHandler(EditBase):
             raise BadRequest('"review" is true or false: propose, and write nothing yet.')
         fixing = None
         if body.get("fix"):
-            st = self.runtime.previews.get(project_id)
-            if st is None or not st.errors:
+            errors = self.runtime.page_errors(project_id)
+            if not errors:
                 raise NothingToFix(
                     f"The page of {project_id} has reported no error to fix (open its "
                     "preview: errors are reported by the page).",
                 )
-            fixing = dict(st.errors[-1])
+            fixing = dict(errors[-1])
         await self.runtime.use(project_id)
         try:
             result = await editor.edit(

@@ -55,6 +55,18 @@ MOVED_TO_DOCKER_BACKEND = {
     "install_memory_limit": "install_memory_limit",
     "extra_ca_certs": "extra_ca_certs",
 }
+MOVED_TO_RUNTIME = {
+    name: name
+    for name in (
+        "start_timeout",
+        "idle_timeout",
+        "freeze_timeout",
+        "max_running",
+        "max_restarts",
+        "preview_cache",
+        "on_shutdown",
+    )
+}
 MOVED_TO_BACKEND = {
     "npm_registry": "registry",
     "ignore_scripts": "ignore_scripts",
@@ -167,31 +179,13 @@ class ReactBoxApp(ExtensionApp):
     )
 
     install_timeout = Float(900, help="Deprecated: use c.Backend.install_timeout.").tag(config=True)
-    start_timeout = Float(
-        180, help="Seconds a dev server may take to answer its first request."
-    ).tag(config=True)
+    start_timeout = Float(180, help="Deprecated: use c.Runtime.start_timeout.").tag(config=True)
 
-    idle_timeout = Float(
-        600,
-        help="""Seconds a preview may go unused before its dev server is stopped (0:
-        never). Use is a page load, input in the page, or an API action; HMR and an
-        app's own requests are not. Opening the preview again starts it again.""",
-    ).tag(config=True)
+    idle_timeout = Float(600, help="Deprecated: use c.Runtime.idle_timeout.").tag(config=True)
 
-    freeze_timeout = Float(
-        120,
-        help="""Seconds a preview may go unused before its dev server is frozen (0:
-        never), where the backend can (Docker pauses its container; the local
-        backend stops its processes). A frozen preview keeps its memory, uses no
-        CPU, and any request wakes it in well under a second; after idle_timeout it
-        is stopped as before.""",
-    ).tag(config=True)
+    freeze_timeout = Float(120, help="Deprecated: use c.Runtime.freeze_timeout.").tag(config=True)
 
-    max_running = Int(
-        5,
-        help="""Most previews this server runs at once (0: no limit). Starting one more
-        stops the least recently used; if none can be stopped, the start gets 429.""",
-    ).tag(config=True)
+    max_running = Int(5, help="Deprecated: use c.Runtime.max_running.").tag(config=True)
 
     max_installs = Int(
         help="""Package-manager runs at once on this server (the hub service: for all its
@@ -246,11 +240,7 @@ class ReactBoxApp(ExtensionApp):
         total = admission.meminfo().get("MemTotal", 0)
         return f"{max(256 << 20, total // 20) >> 20}m"
 
-    max_restarts = Int(
-        5,
-        help="""Times a crashed dev server is restarted (after 1, 2, 4, ... s, at most
-        30 s apart) before it stays failed. The count resets after a minute up.""",
-    ).tag(config=True)
+    max_restarts = Int(5, help="Deprecated: use c.Runtime.max_restarts.").tag(config=True)
 
     disk_quota = Unicode(
         "2g",
@@ -258,12 +248,7 @@ class ReactBoxApp(ExtensionApp):
         '2g'; checked at start and every 30 s while it runs. Empty or '0': no quota.""",
     ).tag(config=True)
 
-    preview_cache = Unicode(
-        "24m",
-        help="""Memory the preview proxy may keep per running Vite preview, e.g. '24m', to
-        answer modules the dev server says are unchanged without asking it (a page in
-        the sandbox has no HTTP cache of its own). Empty or '0': off.""",
-    ).tag(config=True)
+    preview_cache = Unicode("24m", help="Deprecated: use c.Runtime.preview_cache.").tag(config=True)
 
     bridge_max_bytes = Unicode(
         "4m",
@@ -313,18 +298,12 @@ class ReactBoxApp(ExtensionApp):
             return None
         return parse_size(self.disk_quota), self.file_quota
 
-    @validate("disk_quota", "preview_cache")
+    @validate("disk_quota")
     def _validate_quota(self, proposal):
         parse_size(proposal["value"])
         return proposal["value"]
 
-    on_shutdown = CaselessStrEnum(
-        ["stop", "keep", "remove"],
-        default_value="stop",
-        help="""What happens to running dev servers when this Jupyter server stops.
-        'stop': stopped, their containers kept for a fast start (and links kept);
-        'keep': left running, re-attached by the next server; 'remove': removed.""",
-    ).tag(config=True)
+    on_shutdown = Unicode("stop", help="Deprecated: use c.Runtime.on_shutdown.").tag(config=True)
 
     modules_cache_size = Int(10, help="Deprecated: use c.Backend.modules_cache_size.").tag(
         config=True
@@ -581,22 +560,17 @@ class ReactBoxApp(ExtensionApp):
         runtime = Runtime(
             store,
             self._make_backend(owner, store.id, str(cache_dir), boxed=store.box is not None),
+            parent=self,
             base_url=base_url,
-            start_timeout=self.start_timeout,
-            idle_timeout=self.idle_timeout,
-            freeze_timeout=self.freeze_timeout,
-            max_running=self.max_running,
-            max_restarts=self.max_restarts,
             disk_quota=parse_size(self.disk_quota),
             file_quota=self.file_quota,
-            preview_cache=parse_size(self.preview_cache),
-            on_shutdown=self.on_shutdown,
             preview_origin_template=template,
             preview_mode_why=why,
             bridge_limits=self._bridge_limits(),
             owner=owner,
             admission=self.admission,
             log=self.log,
+            **self._moved_settings(MOVED_TO_RUNTIME, "Runtime"),
         )
         editor = self._make_editor(runtime)
         if editor is not None:

@@ -184,9 +184,10 @@ def configurables() -> list[type]:
     from .app import ReactBoxApp
     from .backends import BUILT_IN, Backend, backend_class
     from .hub.service import HubService
+    from .runtime import Runtime
 
     backends = [backend_class(name) for name in BUILT_IN]
-    return [ReactBoxApp, AIEditor, Backend, *backends, HubService]
+    return [ReactBoxApp, Runtime, AIEditor, Backend, *backends, HubService]
 
 
 def settings(args) -> int:

@@ -62,7 +62,7 @@ async def wait_ready(
         await asyncio.sleep(0.01)
     raise SandboxError(
         f"The dev server did not answer within {timeout:g} s; see its logs "
-        "(GET .../logs), or raise c.ReactBoxApp.start_timeout."
+        "(GET .../logs), or raise c.Runtime.start_timeout."
     )
 
 

@@ -25,22 +25,30 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+from traitlets import CaselessStrEnum, Float, Int
+from traitlets.config import LoggingConfigurable
 
 from . import headless, managers, probes, supply
 from .admission import Admission, Place
 from .ai import vision
-from .backends.base import Backend
+from .backends.base import Backend, LogStream
 from .bridge import Bridges, Limits
-from .errors import DiskFull, ProjectNotFound, ReactBoxError, TooManyPreviews, is_disk_full
+from .errors import (
+    DiskFull,
+    ProjectNotFound,
+    QuotaExceeded,
+    ReactBoxError,
+    TooManyPreviews,
+    is_disk_full,
+)
 from .previews import ACTIVE, Previews, PreviewState
 from .schema import ProjectInfo
-from .store import START_WANTED, Project, ProjectStore, slugify
+from .store import START_WANTED, Project, ProjectStore, Size, slugify
 from .watcher import Watcher
 
 SHUTDOWN_TIMEOUT = 20.0
@@ -49,6 +57,8 @@ QUIET = 3.0
 ahead for the next start (``Backend.started``): a container started on this host
 changes its network, and a browser on the same host drops the requests it has in
 flight when that happens (a first page load would lose modules)."""
+MAX_BACKOFF = 30.0
+"""Seconds at most between a crashed dev server's restarts."""
 MOST_BEFORE_AHEAD = 60.0
 """Seconds after a start at most before that is made anyway."""
 
@@ -65,24 +75,61 @@ def pooled_session(*, sock_read: float | None) -> aiohttp.ClientSession:
     )
 
 
-class Runtime:
+class Runtime(LoggingConfigurable):
+    """The previews of one owner: their starts, their state and their lifecycle
+    (``c.Runtime.<name>``)."""
+
+    start_timeout = Float(
+        180, help="Seconds a dev server may take to answer its first request."
+    ).tag(config=True)
+    idle_timeout = Float(
+        600,
+        help="""Seconds a preview may go unused before its dev server is stopped (0:
+        never). Use is a page load, input in the page, or an API action; HMR and an
+        app's own requests are not. Opening the preview again starts it again.""",
+    ).tag(config=True)
+    freeze_timeout = Float(
+        120,
+        help="""Seconds a preview may go unused before its dev server is frozen (0:
+        never), where the backend can (Docker pauses its container; the local
+        backend stops its processes). A frozen preview keeps its memory, uses no
+        CPU, and any request wakes it in well under a second; after idle_timeout it
+        is stopped as before.""",
+    ).tag(config=True)
+    max_running = Int(
+        5,
+        help="""Most previews this server runs at once (0: no limit). Starting one more
+        stops the least recently used; if none can be stopped, the start gets 429.""",
+    ).tag(config=True)
+    max_restarts = Int(
+        5,
+        help="""Times a crashed dev server is restarted (after 1, 2, 4, ... s, at most
+        30 s apart) before it stays failed. The count resets after a minute up.""",
+    ).tag(config=True)
+    preview_cache = Size(
+        "24m",
+        help="""Memory the preview proxy may keep per running Vite preview, e.g. '24m', to
+        answer modules the dev server says are unchanged without asking it (a page in
+        the sandbox has no HTTP cache of its own). Empty or '0': off.""",
+    ).tag(config=True)
+    on_shutdown = CaselessStrEnum(
+        ["stop", "keep", "remove"],
+        default_value="stop",
+        help="""What happens to running dev servers when this Jupyter server stops.
+        'stop': stopped, their containers kept for a fast start (and links kept);
+        'keep': left running, re-attached by the next server; 'remove': removed.""",
+    ).tag(config=True)
+
     def __init__(
         self,
         store: ProjectStore,
         backend: Backend,
         *,
         base_url: str,
-        start_timeout: float = 180,
-        idle_timeout: float = 600,
-        freeze_timeout: float = 0,
-        max_running: int = 0,
-        max_restarts: int = 5,
         disk_quota: int = 0,
         file_quota: int = 0,
-        on_shutdown: str = "stop",
         preview_origin_template: str = "",
         preview_mode_why: str = "",
-        preview_cache: int = 0,
         busy: Callable[[str], bool] = lambda project_id: False,
         admit: Callable[[str], None] | None = None,
         room: Callable[[], Awaitable[None]] | None = None,
@@ -90,25 +137,21 @@ class Runtime:
         bridge_limits: Limits | None = None,
         owner: str = "",
         admission: Admission | None = None,
-        log: logging.Logger | None = None,
+        **settings,
     ):
+        """``settings``: traits (``parent``, ``log``, ``config``, or any setting)."""
+        super().__init__(**settings)
         self.store = store
         self.backend = backend
         self._shooting = asyncio.Semaphore(1)
         self.base_url = base_url
-        self.start_timeout = start_timeout
-        self.idle_timeout = idle_timeout
-        self.freeze_timeout = freeze_timeout
-        self.max_running = max_running
-        self.max_restarts = max_restarts
         self.disk_quota = disk_quota
+        """Bytes a project may use (0: no quota): the store's, given by the app."""
         self.file_quota = file_quota
-        self.on_shutdown = on_shutdown
+        """Files and folders a project may hold (0: no limit)."""
         self.preview_origin_template = preview_origin_template
         self.preview_mode_why = preview_mode_why
         """Why previews are where they are (``preview_mode``)."""
-        self.preview_cache = preview_cache
-        """Bytes the proxy may keep per running preview (response_cache.py); 0: none."""
         self.busy = busy
         self.admit = admit
         """Asked before a preview starts; raises TooManyPreviews to refuse it (the hub
@@ -121,7 +164,6 @@ class Runtime:
         self.admission = admission or Admission({})
         """Who installs, starts and edits next, with every other owner of the server
         (the hub service's users): ``admission.py``."""
-        self.log = log or logging.getLogger(__name__)
         self.previews = Previews(base_url, origin_template=preview_origin_template, clock=clock)
         self.watcher = Watcher(self)
         self.bridges = Bridges(bridge_limits, self.log)
@@ -129,11 +171,11 @@ class Runtime:
         self._session: aiohttp.ClientSession | None = None
         self._recovered = asyncio.Event()
         self._names: dict[str, asyncio.Lock] = {}
+        """One lock per project name: its creation and its deletion are one ordered
+        operation each, so an upload of a name being deleted waits for the delete."""
         self.requested_at = 0.0
         """When a preview was last requested (``clock``): the proxy says so."""
         self._after_starts: set[asyncio.Task] = set()
-        """One lock per project name: its creation and its deletion are one ordered
-        operation each, so an upload of a name being deleted waits for the delete."""
 
     @functools.cached_property
     def isolation(self) -> dict:
@@ -330,7 +372,7 @@ class Runtime:
             raise TooManyPreviews(
                 f"{len(active)} previews are running or starting (the limit is "
                 f"{self.max_running}) and none can be stopped now. Stop one, or ask your "
-                "admin to raise c.ReactBoxApp.max_running."
+                "admin to raise c.Runtime.max_running."
             )
         victims = stoppable[:excess]
         for i in victims:  # counted as stopped from now on, so the next start sees room
@@ -593,6 +635,88 @@ class Runtime:
                 self.log.exception("Could not thaw the preview of %s", project_id)
                 self.watcher.poke()
             st.update(frozen=False, thawed_at=self.clock())
+
+    # -- what the watcher finds ------------------------------------------------------
+
+    async def alive(self) -> set[str]:
+        """The projects whose dev server runs now (one backend call for all)."""
+        return await self.backend.running()
+
+    async def crashed(self, project_id: str) -> None:
+        """The dev server of a running preview died by itself: failed, saying how and
+        with its last output, and restarted after a backoff (1, 2, 4, ... s, at most
+        ``MAX_BACKOFF``) until ``max_restarts``."""
+        st = self.state(project_id)
+        ended = await self.backend.poll(project_id)
+        tail = (await self.backend.logs(project_id, tail=20)).strip()
+        how = "exited"
+        if ended is not None and ended.why:
+            how = ended.why
+        elif ended is not None and ended.code is not None:
+            how = f"exited with code {ended.code}"
+        error = f"The dev server {how}. Last output:\n{tail}"
+        if probes.disk_full(self.store.root):
+            error = f"{DiskFull(self.store.root)}\n{error}"
+        if st.restarts < self.max_restarts:
+            delay = min(2.0**st.restarts, MAX_BACKOFF)
+            st.restarts += 1
+            detail = f"restarting in {delay:g} s (restart {st.restarts} of {self.max_restarts})"
+            restart_at = self.clock() + delay
+        else:
+            detail = f"gave up after {self.max_restarts} restarts; start it again once fixed"
+            restart_at = None
+        self.log.warning("The dev server of %s %s; %s", project_id, how, detail)
+        st.update(
+            status="failed",
+            error=error,
+            detail=detail,
+            endpoint=None,
+            running_since=None,
+            restart_at=restart_at,
+        )
+
+    def steady(self, project_id: str) -> None:
+        """A restarted dev server stayed up: its crashes are forgotten."""
+        self.state(project_id).restarts = 0
+
+    async def restart_after_crash(self, project_id: str) -> None:
+        """Start again a preview whose backoff is over (``crashed``)."""
+        try:
+            project = await asyncio.to_thread(self.store.get, project_id)
+        except ReactBoxError:
+            return
+        self.log.info(
+            "Restarting the dev server of %s (%d)", project_id, self.state(project_id).restarts
+        )
+        self.start(project)
+
+    async def hold_to_quota(self, project_id: str) -> None:
+        """A running project over its disk or file quota (or its owner over theirs)
+        is stopped, and failed with why."""
+        try:
+            await self.check_quota(await asyncio.to_thread(self.store.get, project_id))
+        except QuotaExceeded as exc:
+            self.log.warning("Stopping the preview of %s: %s", project_id, exc)
+            await self.stop(project_id)
+            self.state(project_id).update(status="failed", error=str(exc))
+        except ReactBoxError:
+            pass
+
+    # -- the dev server's output -------------------------------------------------------
+
+    async def logs(self, project_id: str, *, tail: int = 500) -> str:
+        """The last ``tail`` lines the dev server printed."""
+        return await self.backend.logs(project_id, tail=tail)
+
+    async def follow_logs(self, project_id: str) -> LogStream:
+        """What the dev server prints from now on (TooManyStreams, a 429, when
+        ``c.Backend.max_log_followers`` are open)."""
+        return await self.backend.follow_logs(project_id)
+
+    def page_errors(self, project_id: str) -> list[dict]:
+        """What the project's pages reported throwing, the latest last."""
+        st = self.previews.get(project_id)
+        return list(st.errors) if st is not None else []
 
     async def use(self, project_id: str) -> None:
         """A person used the project (an API action): reset its idle clock, and wake

@@ -31,6 +31,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from traitlets import TraitType
+
 from . import archive, boxes, history, managers, supply, workspaces, worktree
 from .errors import InvalidName, ProjectExists, ProjectNotFound
 from .frameworks import AppPlan, detect, runnable
@@ -407,6 +409,22 @@ class StoreLock:
 
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class Size(TraitType):
+    """A setting that is a size: bytes, or with a unit ('500m', '2g'); read as bytes."""
+
+    info_text = "a size in bytes, or with a unit: '500m', '2g'"
+
+    def validate(self, obj, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return parse_size(value)
+            except ValueError:
+                pass
+        self.error(obj, value)
 
 
 def parse_size(text: str) -> int:

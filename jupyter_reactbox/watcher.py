@@ -5,8 +5,9 @@ backend can: they keep their memory and use no CPU, and wake in well under a
 second), stops those nobody used for ``idle_timeout`` seconds, notices dev
 servers that died (and has them restarted with capped backoff, forgetting
 the crashes of one that stayed up ``STABLE_AFTER`` seconds), and holds
-running projects to their disk quota.  It acts only through the runtime's
-verbs (``start``, ``stop``), so what it does is what a person could do.
+running projects to their disk quota.  It reads the previews' state and acts
+only through the runtime's verbs (``stop``, ``freeze``, ``crashed``,
+``restart_after_crash``, ``hold_to_quota``): it writes no state of its own.
 """
 
 from __future__ import annotations
@@ -14,16 +15,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from . import probes
-from .errors import DiskFull, QuotaExceeded, ReactBoxError
-from .previews import PreviewState
-
 if TYPE_CHECKING:
     from .runtime import Runtime
 
 STABLE_AFTER = 60.0
 """Seconds a restarted dev server must stay up before its crash count is forgotten."""
-MAX_BACKOFF = 30.0
 QUOTA_INTERVAL = 30.0
 
 
@@ -102,63 +98,17 @@ class Watcher:
                 if not st.frozen and idle >= rt.freeze_timeout and not rt.busy(project_id):
                     await rt.freeze(project_id)
         if running:
-            alive = await rt.backend.running()
+            alive = await rt.alive()
             for project_id, st in running.items():
                 if project_id not in alive and st.status == "running" and not st.lock.locked():
-                    await self._crashed(project_id, st)
-                elif st.running_since and now - st.running_since > STABLE_AFTER:
-                    st.restarts = 0
+                    await rt.crashed(project_id)
+                elif st.restarts and st.running_since and now - st.running_since > STABLE_AFTER:
+                    rt.steady(project_id)
         for project_id, st in rt.previews.items():
             if st.restart_at is not None and now >= st.restart_at and st.status == "failed":
-                try:
-                    project = await asyncio.to_thread(rt.store.get, project_id)
-                except ReactBoxError:
-                    continue
-                rt.log.info("Restarting the dev server of %s (%d)", project_id, st.restarts)
-                rt.start(project)
+                await rt.restart_after_crash(project_id)
         quotas = rt.disk_quota > 0 or rt.file_quota > 0
         if quotas and now - self._quota_checked >= self.quota_interval:
             self._quota_checked = now
-            await self._enforce_quota()
-
-    async def _crashed(self, project_id: str, st: PreviewState) -> None:
-        rt = self.runtime
-        ended = await rt.backend.poll(project_id)
-        tail = (await rt.backend.logs(project_id, tail=20)).strip()
-        how = "exited"
-        if ended is not None and ended.why:
-            how = ended.why
-        elif ended is not None and ended.code is not None:
-            how = f"exited with code {ended.code}"
-        error = f"The dev server {how}. Last output:\n{tail}"
-        if probes.disk_full(rt.store.root):
-            error = f"{DiskFull(rt.store.root)}\n{error}"
-        if st.restarts < rt.max_restarts:
-            delay = min(2.0**st.restarts, MAX_BACKOFF)
-            st.restarts += 1
-            detail = f"restarting in {delay:g} s (restart {st.restarts} of {rt.max_restarts})"
-            restart_at = rt.clock() + delay
-        else:
-            detail = f"gave up after {rt.max_restarts} restarts; start it again once fixed"
-            restart_at = None
-        rt.log.warning("The dev server of %s %s; %s", project_id, how, detail)
-        st.update(
-            status="failed",
-            error=error,
-            detail=detail,
-            endpoint=None,
-            running_since=None,
-            restart_at=restart_at,
-        )
-
-    async def _enforce_quota(self) -> None:
-        rt = self.runtime
-        for project_id in rt.previews.with_status("running"):
-            try:
-                await rt.check_quota(await asyncio.to_thread(rt.store.get, project_id))
-            except QuotaExceeded as exc:
-                rt.log.warning("Stopping the preview of %s: %s", project_id, exc)
-                await rt.stop(project_id)
-                rt.previews[project_id].update(status="failed", error=str(exc))
-            except ReactBoxError:
-                continue
+            for project_id in rt.previews.with_status("running"):
+                await rt.hold_to_quota(project_id)

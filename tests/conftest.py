@@ -37,6 +37,7 @@ from llm import ScriptedLLM, ThreadedLLM
 from jupyter_reactbox.backends import hostguard
 from jupyter_reactbox.backends.docker import LABEL
 from jupyter_reactbox.cli import DEFAULT_TAG
+from jupyter_reactbox.runtime import Runtime
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -483,7 +484,8 @@ def editor_config():
 
 @pytest.fixture
 def reactbox_config():
-    """More c.ReactBoxApp settings for the server under test; a module may override it."""
+    """More settings for the server under test, by their names (c.ReactBoxApp's, or
+    c.Runtime's: the previews' lifecycle); a module may override it."""
     return {}
 
 
@@ -527,6 +529,9 @@ def jp_server_config(
     docker = {}
     if backend == "docker":
         docker = {"image": request.getfixturevalue("sandbox_image"), **docker_config}
+    # A test names each setting as an admin writes it; those of the previews'
+    # lifecycle are the Runtime's (c.Runtime.idle_timeout).
+    lifecycle = Runtime.class_own_traits(config=True)
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_reactbox": True}},
         "ReactBoxApp": {
@@ -534,13 +539,16 @@ def jp_server_config(
             "cache_dir": str(package_cache),
             "owner": owner,
             "backend": backend,
-            # Frozen containers refuse `docker exec`, which many tests use on long
-            # lived previews; freezing has tests of its own.
-            "freeze_timeout": 0,
             # Under Jupyter's path, in its sandbox (a local server's default is an
             # origin of their own, tested in test_origin_mode).
             "preview_origin": "path",
-            **{k: v for k, v in reactbox_config.items() if k != "backend"},
+            **{k: v for k, v in reactbox_config.items() if k != "backend" and k not in lifecycle},
+        },
+        "Runtime": {
+            # Frozen containers refuse `docker exec`, which many tests use on long
+            # lived previews; freezing has tests of its own.
+            "freeze_timeout": 0,
+            **{k: v for k, v in reactbox_config.items() if k in lifecycle},
         },
         "AIEditor": {**ai_config, **editor_config},
         "Backend": backend_config,

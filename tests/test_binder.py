@@ -138,7 +138,7 @@ def binder_server(binder_image, bridge_llm):
     port, token, name = free_port(), uuid.uuid4().hex, f"binder-{uuid.uuid4().hex[:8]}"
     command = ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser"]
     command += [f"--ServerApp.token={token}", "--ServerApp.base_url=/a%40b/"]
-    command += [f"--ReactBoxApp.idle_timeout={IDLE_TIMEOUT}"]
+    command += [f"--Runtime.idle_timeout={IDLE_TIMEOUT}"]
     command += [f"--AIEditor.base_url={bridge_llm.base_url}"]
     command += ["--AIEditor.api_key=test-key", "--AIEditor.model=scripted"]
     publish = f"127.0.0.1:{port}:8888"

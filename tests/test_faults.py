@@ -199,7 +199,7 @@ def test_the_server_killed_mid_edit_leaves_the_project_as_it_was(
         "--AIEditor.model=scripted",
         "--AIEditor.timeout=120",
     )
-    server = JupyterProcess(tmp_path, owner, *args, "--ReactBoxApp.on_shutdown=keep").start()
+    server = JupyterProcess(tmp_path, owner, *args, "--Runtime.on_shutdown=keep").start()
     try:
         shop = server.wait(server.upload(zip_dir(FIXTURES / "vite-react"), "shop")["id"])
         app = app_of(tmp_path / "projects", "shop")
@@ -230,7 +230,7 @@ def test_the_server_killed_mid_edit_leaves_the_project_as_it_was(
     finally:
         server.stop(signal.SIGKILL)
 
-    server = JupyterProcess(tmp_path, owner, *args, "--ReactBoxApp.on_shutdown=keep").start()
+    server = JupyterProcess(tmp_path, owner, *args, "--Runtime.on_shutdown=keep").start()
     try:
         assert snapshot(app) == before
         assert_consistent(app, head)

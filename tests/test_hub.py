@@ -68,7 +68,7 @@ def remove_user(name: str) -> None:
     subprocess.run(["userdel", "--remove", name], capture_output=True)
 
 
-LIMIT = ("--ReactBoxApp.max_running=1",)
+LIMIT = ("--Runtime.max_running=1",)
 """Each user's previews at once on the test hubs, unless a test says otherwise."""
 DOCKER_ARGS = ("--DockerBackend.pids_limit=128", "--DockerBackend.memory_limit=256m")
 

@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.hub]
 CLASS_ARGS = (
     *DOCKER_ARGS,
     "--ReactBoxApp.max_starts=1",
-    "--ReactBoxApp.max_running=3",
-    "--ReactBoxApp.max_restarts=10",
+    "--Runtime.max_running=3",
+    "--Runtime.max_restarts=10",
     "--ReactBoxApp.disk_limits=check",
 )
 MARK = "Edited before the faults"

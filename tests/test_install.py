@@ -120,6 +120,29 @@ def test_settings_every_backend_has_are_the_backends_and_old_names_warn():
     assert "c.ReactBoxApp.ignore_scripts is deprecated: use c.Backend.ignore_scripts" in warned
 
 
+def test_the_lifecycle_settings_are_the_runtimes_and_old_names_warn(tmp_path):
+    from traitlets.config import Config
+
+    config = Config()
+    config.ReactBoxApp.backend = "local"
+    config.ReactBoxApp.idle_timeout = 30.0
+    config.ReactBoxApp.preview_cache = "1m"
+    config.ReactBoxApp.max_running = 9
+    config.Runtime.max_running = 2  # the new name wins
+    config.Runtime.on_shutdown = "keep"
+    app = ReactBoxApp(config=config)
+    said = heard(app)
+    space = app.make_space(
+        "alice", base_url="/", projects_dir=tmp_path / "projects", cache_dir=tmp_path / "cache"
+    )
+    runtime = space.runtime
+    assert (runtime.idle_timeout, runtime.preview_cache) == (30.0, 1 << 20)
+    assert (runtime.max_running, runtime.on_shutdown, runtime.start_timeout) == (2, "keep", 180)
+    warned = "\n".join(said)
+    assert "c.ReactBoxApp.idle_timeout is deprecated: use c.Runtime.idle_timeout" in warned
+    assert "c.ReactBoxApp.preview_cache is deprecated: use c.Runtime.preview_cache" in warned
+
+
 def test_doctor_asks_the_backend_it_would_use():
     """Each backend says what it needs here: the local one its Node.js, npm and
     sandbox, and nothing of an engine."""

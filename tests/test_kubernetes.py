@@ -427,7 +427,7 @@ def kube_hub(tmp_path, hub_python, sandbox_image, hub_llm, namespace, request):
         hub_llm,
         service_args=(
             "--ReactBoxApp.backend=kubernetes",
-            f"--ReactBoxApp.idle_timeout={IDLE_TIMEOUT}",
+            f"--Runtime.idle_timeout={IDLE_TIMEOUT}",
             f"--KubernetesBackend.namespace={namespace}",
             f"--KubernetesBackend.kubeconfig={KUBECONFIG}",
             f"--KubernetesBackend.image={sandbox_image}",

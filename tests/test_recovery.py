@@ -30,7 +30,7 @@ def test_a_restarted_server_reattaches_cleans_up_and_stops_on_shutdown(
 ):
     projects_dir = tmp_path / "projects"
     common = (f"--ReactBoxApp.cache_dir={package_cache}", f"--DockerBackend.image={sandbox_image}")
-    server = JupyterProcess(tmp_path, owner, *common, "--ReactBoxApp.on_shutdown=keep").start()
+    server = JupyterProcess(tmp_path, owner, *common, "--Runtime.on_shutdown=keep").start()
     try:
         data = zip_dir(FIXTURES / "vite-react")
         for name in ("shop", "paused", "gone", "held"):
@@ -104,7 +104,7 @@ def test_two_servers_of_one_user_with_two_folders_leave_each_other_alone(
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = JupyterProcess(tmp_path / "a", owner, *common).start()
-    second = JupyterProcess(tmp_path / "b", owner, *common, "--ReactBoxApp.on_shutdown=keep")
+    second = JupyterProcess(tmp_path / "b", owner, *common, "--Runtime.on_shutdown=keep")
     try:
         data = zip_dir(FIXTURES / "vite-react")
         first.upload(data, "shop")
@@ -195,7 +195,7 @@ def test_a_server_stopped_as_its_hub_stops_it_stops_its_previews_and_its_line_go
         f"--ReactBoxApp.cache_dir={package_cache}",
         f"--DockerBackend.image={sandbox_image}",
         "--ReactBoxApp.max_starts=1",
-        "--ReactBoxApp.max_running=0",
+        "--Runtime.max_running=0",
     )
     server = JupyterProcess(tmp_path, owner, *args).start()
     selector = {"label": f"{LABEL}.owner={owner}"}

@@ -218,7 +218,7 @@ async def test_max_running_answers_429_when_none_can_stop(store, backend, clock)
     await started(runtime, "shop")
     with pytest.raises(TooManyPreviews) as err:
         runtime.start(store.get("blog"))
-    assert err.value.status == 429 and "c.ReactBoxApp.max_running" in str(err.value)
+    assert err.value.status == 429 and "c.Runtime.max_running" in str(err.value)
 
 
 async def test_a_restarted_server_finds_its_previews_in_the_backend(store, backend, clock):

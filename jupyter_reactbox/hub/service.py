@@ -47,6 +47,7 @@ from ..app import ReactBoxApp
 from ..backends.base import Backend
 from ..errors import BadRequest, Forbidden, NotFound
 from ..proxy import PreviewProxyHandler, PreviewRequest, PreviewSocketHandler, preview_rules
+from ..runtime import Runtime
 from ..spaces import Space, SpacePerUser
 from ..store import StoreLock, parse_size, slugify
 
@@ -208,7 +209,7 @@ class HubService(Application):
     name = "jupyter-reactbox-hub-service"
     version = __version__
     description = __doc__
-    classes: ClassVar[list] = [ReactBoxApp, AIEditor, Backend]
+    classes: ClassVar[list] = [ReactBoxApp, Runtime, AIEditor, Backend]
 
     config_file = Unicode(
         "",
@@ -246,7 +247,7 @@ class HubService(Application):
     max_running_total = Int(
         0,
         help="""Most previews of all users together (0: no cap). A start beyond it is a
-        429 that says so; c.ReactBoxApp.max_running is each user's own limit.""",
+        429 that says so; c.Runtime.max_running is each user's own limit.""",
     ).tag(config=True)
 
     user_disk_quota = Unicode(
