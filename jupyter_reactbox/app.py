@@ -455,12 +455,12 @@ class ReactBoxApp(ExtensionApp):
             parent=self,
             log=self.log,
             budget_file=runtime.store.root / ".ai-tokens.json",
-            compile_check=runtime.compile_errors,
+            compile_check=runtime.views.compile_errors,
             pages=runtime.previews,
-            screenshot=lambda project_id, browser: runtime.screenshot(
+            screenshot=lambda project_id, browser: runtime.views.screenshot(
                 project_id, browser, self._own_url()
             ),
-            load_page=lambda project_id, browser: runtime.load_page(
+            load_page=lambda project_id, browser: runtime.views.load_page(
                 project_id, browser, self._own_url()
             ),
             queue=lambda project_id, tell: runtime.admission["edit"].place(

@@ -27,15 +27,13 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 from traitlets import CaselessStrEnum, Float, Int
 from traitlets.config import LoggingConfigurable
 
-from . import headless, managers, probes, supply
-from .admission import Admission, Place
-from .ai import vision
+from . import probes, recovery
+from .admission import Admission
 from .backends.base import Backend, LogStream
 from .bridge import Bridges, Limits
 from .errors import (
@@ -44,23 +42,17 @@ from .errors import (
     QuotaExceeded,
     ReactBoxError,
     TooManyPreviews,
-    is_disk_full,
 )
 from .previews import ACTIVE, Previews, PreviewState
 from .schema import ProjectInfo
+from .starts import Starts, mark
 from .store import START_WANTED, Project, ProjectStore, Size, slugify
+from .views import Views
 from .watcher import Watcher
 
 SHUTDOWN_TIMEOUT = 20.0
-QUIET = 3.0
-"""Seconds without a request of any preview before the backend makes what it makes
-ahead for the next start (``Backend.started``): a container started on this host
-changes its network, and a browser on the same host drops the requests it has in
-flight when that happens (a first page load would lose modules)."""
 MAX_BACKOFF = 30.0
 """Seconds at most between a crashed dev server's restarts."""
-MOST_BEFORE_AHEAD = 60.0
-"""Seconds after a start at most before that is made anyway."""
 
 
 def pooled_session(*, sock_read: float | None) -> aiohttp.ClientSession:
@@ -143,7 +135,6 @@ class Runtime(LoggingConfigurable):
         super().__init__(**settings)
         self.store = store
         self.backend = backend
-        self._shooting = asyncio.Semaphore(1)
         self.base_url = base_url
         self.disk_quota = disk_quota
         """Bytes a project may use (0: no quota): the store's, given by the app."""
@@ -175,7 +166,9 @@ class Runtime(LoggingConfigurable):
         operation each, so an upload of a name being deleted waits for the delete."""
         self.requested_at = 0.0
         """When a preview was last requested (``clock``): the proxy says so."""
-        self._after_starts: set[asyncio.Task] = set()
+        self.starts = Starts(self)
+        self.views = Views(self)
+        """Looks at the running previews: compile errors, a page load, a screenshot."""
 
     @functools.cached_property
     def isolation(self) -> dict:
@@ -196,9 +189,6 @@ class Runtime(LoggingConfigurable):
 
     def state(self, project_id: str) -> PreviewState:
         return self.previews[project_id]
-
-    def _vite_pin(self, project: Project) -> supply.VitePin | None:
-        return supply.vite_pin(managers.read_inputs(project.app_dir), self.store.supply_policy)
 
     def info(self, project: Project) -> ProjectInfo:
         st = self.state(project.id)
@@ -238,56 +228,13 @@ class Runtime(LoggingConfigurable):
                 pass
 
     async def recover(self) -> None:
-        """Rebuild the state of a restarted server from the backend's records,
-        then watch.
-
-        Running dev servers are re-attached and stopped ones kept (their links
-        stay valid); the backend removes what belongs to deleted projects,
-        second dev servers of one project and interrupted installs.
-        """
+        """Rebuild the state of a restarted server from the backend's records
+        (``recovery.py``), then watch; requests wait for it (``recovered``)."""
         try:
-            await self._recover()
+            await recovery.recover(self)
         finally:
             self._recovered.set()
             self.watch()
-
-    async def _recover(self) -> None:
-        projects = {p.id: p for p in await asyncio.to_thread(self.store.list)}
-        for record in await self.backend.recover(set(projects)):
-            if record.token and record.base != self.previews.base(record.project_id, record.token):
-                self.log.warning(
-                    "Discarding the dev server of %s: it serves another base (the preview "
-                    "origin setting changed)",
-                    record.project_id,
-                )
-                await self.backend.discard(record.project_id)
-                continue
-            st = self.state(record.project_id)
-            if st.task is not None or st.status in ACTIVE:
-                continue  # this server started it meanwhile
-            running = record.endpoint is not None
-            st.update(
-                status="running" if running else "stopped",
-                token=record.token,
-                base=record.base,
-                framework=record.framework,
-                member=projects[record.project_id].member if record.project_id in projects else "",
-                endpoint=record.endpoint,
-                error=None,
-                last_used=self.clock(),
-                running_since=self.clock() if running else None,
-            )
-            self.log.info("Re-attached the %s preview of %s", st.status, record.project_id)
-        for project in projects.values():  # starts a stopped server left in line or under way
-            st = self.state(project.id)
-            if st.status == "running":
-                _mark(project.start_wanted, False)
-            elif st.status not in ACTIVE and project.start_wanted.exists():
-                self.log.info("Starting %s again: its start was under way", project.id)
-                try:
-                    self.start(project)
-                except ReactBoxError as exc:
-                    st.update(detail=str(exc))
 
     def watch(self) -> None:
         """Start the watcher (idle culling, crash restarts, disk quota)."""
@@ -344,195 +291,30 @@ class Runtime(LoggingConfigurable):
             self.admit(project.id)
         if st.status not in ACTIVE and not checked:
             self.admission["start"].check()
-        victims = self._make_room(project.id)
+        victims = self.starts.make_room(project.id)
         if not st.restart_at:
             st.restarts = 0  # a start by a person, not a crash restart
         st.update(status="installing", error=None, detail=None, progress=None, restart_at=None)
-        _mark(project.start_wanted, True)
+        mark(project.start_wanted, True)
         # A previous task may still be cleaning up after a failure or a cancel.
         previous = st.task if in_flight else None
         st.task = asyncio.create_task(
-            self._start(project, st, fresh=fresh, victims=victims, after=previous)
+            self.starts.run(project, st, fresh=fresh, victims=victims, after=previous)
         )
         return st
 
-    def _make_room(self, project_id: str) -> list[str]:
-        if self.max_running <= 0:
-            return []
-        active = self.previews.with_status(*ACTIVE)
-        active.pop(project_id, None)
-        excess = len(active) - self.max_running + 1
-        if excess <= 0:
-            return []
-        stoppable = sorted(
-            (i for i, s in active.items() if s.status == "running" and not self.busy(i)),
-            key=lambda i: active[i].last_used,
-        )
-        if len(stoppable) < excess:
-            raise TooManyPreviews(
-                f"{len(active)} previews are running or starting (the limit is "
-                f"{self.max_running}) and none can be stopped now. Stop one, or ask your "
-                "admin to raise c.Runtime.max_running."
-            )
-        victims = stoppable[:excess]
-        for i in victims:  # counted as stopped from now on, so the next start sees room
-            active[i].update(status="stopped", endpoint=None)
-        return victims
-
-    async def _start(
-        self,
-        project: Project,
-        st: PreviewState,
-        *,
-        fresh: bool,
-        victims: list[str],
-        after: asyncio.Task | None = None,
-    ) -> None:
-        if after is not None:
-            await asyncio.wait([after])
-            st.update(status="installing")
-        for victim in victims:
-            await self.stop(victim, detail=f"Stopped to make room for {project.id}.")
-        async with st.lock:
-            try:
-                plan = await asyncio.to_thread(
-                    functools.partial(project.plan, own_origin=bool(self.previews.origin_template))
-                )
-                st.update(framework=plan.framework, member=plan.member)
-                # Again before every install (an edit may add such a dependency),
-                # and after it, on the Vite that was installed.
-                await asyncio.to_thread(
-                    supply.check, project.app_dir, self.store.supply_policy, member=project.member
-                )
-                pin = await asyncio.to_thread(self._vite_pin, project)
-                st.update(notes=[pin.note] if pin else [])
-                link = functools.partial(self._new_link, project.id, st)
-                start = self.backend.start(
-                    project.id, project.app_dir, plan, fresh=fresh, link=link
-                )
-                async with start:  # a backend may make the dev server's sandbox meanwhile
-                    how = await self.backend.install(
-                        project.id,
-                        project.app_dir,
-                        plan,
-                        project.install_log,
-                        self._progress(st),
-                        pins={"vite": pin.fixed} if pin else None,
-                        gate=functools.partial(
-                            self.admission["install"].place, self.owner, project.id, self._told(st)
-                        ),
-                    )
-                    await asyncio.to_thread(
-                        supply.check,
-                        project.app_dir,
-                        self.store.supply_policy,
-                        installed=True,
-                        member=project.member,
-                    )
-                    await self.check_quota(project)
-                    st.update(status="starting", progress=None, detail=f"dependencies {how}")
-                    place = self.admission["start"].place(self.owner, project.id, self._told(st))
-                    async with place:
-                        record = await start.ready()
-                        st.update(token=record.token, base=record.base, endpoint=record.endpoint)
-                        await probes.wait_ready(
-                            st, timeout=self.start_timeout, ended=lambda: self._ended(project.id)
-                        )
-                now = self.clock()  # the idle clock starts when it is ready
-                st.update(status="running", detail=None, running_since=now, last_used=now)
-                _mark(project.start_wanted, False)
-                self.log.info("Preview of %s is running", project.id)
-            except asyncio.CancelledError:
-                await self._halt(project.id, st, detail="Stopped while starting.")
-                raise
-            except ReactBoxError as exc:
-                self.log.warning("Preview of %s failed: %s", project.id, exc)
-                await self._fail(project.id, st, str(exc))
-            except Exception as exc:
-                if is_disk_full(exc):
-                    error = str(DiskFull.at(self.store.root))
-                    self.log.warning("Preview of %s failed: %s", project.id, error)
-                else:
-                    self.log.exception("Preview of %s failed", project.id)
-                    error = f"Internal error: {exc!r}"
-                await self._fail(project.id, st, error)
-            finally:
-                self._when_quiet(project.id)
-
-    def _unwanted(self, project_id: str) -> None:
+    def unwanted(self, project_id: str) -> None:
         """No start of the project is asked for any more (it ran, failed, or a person
         or the server stopped it)."""
-        _mark(self.store.root / project_id / START_WANTED, False)
+        mark(self.store.root / project_id / START_WANTED, False)
 
-    def _when_quiet(self, project_id: str) -> None:
-        """Tell the backend a start is over once the previews are quiet (``QUIET``)."""
-
-        async def wait() -> None:
-            start = self.clock()
-            await asyncio.sleep(QUIET)
-            while (now := self.clock()) - start < MOST_BEFORE_AHEAD:
-                if now - self.requested_at >= QUIET:
-                    break
-                await asyncio.sleep(0.5)
-            self.backend.started(project_id)
-
-        task = asyncio.ensure_future(wait())
-        self._after_starts.add(task)
-        task.add_done_callback(self._after_starts.discard)
-
-    def _new_link(self, project_id: str, st: PreviewState) -> tuple[str, str]:
-        """A new token, and with it a new base path: the old link is dead."""
-        token = self.previews.mint()
-        base = self.previews.base(project_id, token)
-        st.update(token=token, base=base, endpoint=None)
-        return token, base
-
-    @staticmethod
-    def _told(st: PreviewState) -> Callable[[Place | None], None]:
-        """What a preview's place in a line is told: it shows in its status."""
-        detail = st.detail
-
-        def tell(place: Place | None) -> None:
-            st.update(queue=place, detail=str(place) if place else detail)
-
-        return tell
-
-    @staticmethod
-    def _progress(st: PreviewState):
-        def report(done: int, total: int) -> None:
-            if st.progress != (done, total):
-                st.update(progress=(done, total), detail=f"installing {done}/{total} packages")
-
-        return report
-
-    async def _halt(self, project_id: str, st: PreviewState, *, detail: str | None) -> None:
+    async def halt(self, project_id: str, st: PreviewState, *, detail: str | None) -> None:
         """Stopped, what makes a start fast kept (and with it the link)."""
         st.update(status="stopped", endpoint=None, detail=detail, running_since=None, frozen=False)
         try:
             await asyncio.shield(self.backend.stop(project_id))
         except Exception:
             self.log.exception("Could not stop the dev server of %s", project_id)
-
-    async def _fail(self, project_id: str, st: PreviewState, error: str) -> None:
-        """Failed to start: the old link is dead at once, and by the time the start is
-        reported failed nothing half-made is left (a container made ahead of the
-        install, say)."""
-        self._unwanted(project_id)
-        st.update(token=None, base=None, endpoint=None)
-        try:
-            await self.backend.discard(project_id)
-        except Exception:
-            self.log.exception("Could not remove the dev server of %s", project_id)
-        st.update(status="failed", error=error, detail=None, progress=None, running_since=None)
-
-    async def _ended(self, project_id: str) -> str | None:
-        """Why a starting dev server is gone, with its last output; None while it runs."""
-        if await self.backend.poll(project_id) is None:
-            return None
-        if probes.disk_full(self.store.root):
-            return str(DiskFull(self.store.root))  # what it died of, most likely
-        tail = (await self.backend.logs(project_id, tail=20)).strip()
-        return f"The dev server exited during start. Last output:\n{tail}"
 
     async def check_quota(self, project: Project) -> None:
         """QuotaExceeded if the project is over its disk or file quota, or its owner
@@ -548,43 +330,6 @@ class Runtime(LoggingConfigurable):
             file_quota=self.file_quota,
         )
 
-    async def compile_errors(self, project_id: str, paths: list[str]) -> str | None:
-        """The running dev server's first error compiling ``paths``, or None."""
-        await self.thaw(project_id)
-        await self.changed(project_id)
-        return await probes.compile_errors(self.previews.get(project_id), paths)
-
-    async def screenshot(
-        self, project_id: str, browser: str, via: str | None = None
-    ) -> vision.Image:
-        """A picture of the running preview, taken by the shut-in headless ``browser``
-        (``headless.py``), one at a time: through the preview proxy of the server at
-        ``via`` (``http://127.0.0.1:PORT``), which must serve previews on their token
-        alone, else straight from the dev server."""
-        url = await self._page_url(project_id, via, vision.ScreenshotError)
-        async with self._shooting:
-            return await vision.screenshot(browser, url)
-
-    async def load_page(
-        self, project_id: str, browser: str, via: str | None = None
-    ) -> headless.Loaded:
-        """One load of the running preview in the shut-in headless ``browser``, as
-        ``screenshot`` takes it: what the page threw, and whether it is blank."""
-        url = await self._page_url(project_id, via, headless.BrowserError)
-        async with self._shooting:
-            return await headless.load(browser, url)
-
-    async def _page_url(self, project_id: str, via: str | None, error: type[Exception]) -> str:
-        await self.thaw(project_id)
-        st = self.previews.get(project_id)
-        if st is None or st.status != "running" or not st.endpoint:
-            raise error("the preview is not running (start it, then ask again)")
-        # Through the proxy, the page is the one the user sees: the sandbox's header,
-        # bodies rewritten for the base (a dev server's own asset URLs may miss it).
-        path = self.previews.url(project_id)
-        url = via + path if via and path and path.startswith("/") else None
-        return url or probes.root_url(st)
-
     async def changed(self, project_id: str) -> None:
         """The server wrote the project's files: a dev server that runs elsewhere gets
         them (``Backend.sync``), so that it compiles and hot-reloads what is on disk."""
@@ -599,12 +344,12 @@ class Runtime(LoggingConfigurable):
 
     async def stop(self, project_id: str, *, detail: str | None = None) -> None:
         """Stop the dev server (the backend keeps what it needs, so the link stays valid)."""
-        self._unwanted(project_id)
+        self.unwanted(project_id)
         st = self.state(project_id)
         if st.task and not st.task.done():
             st.task.cancel()
         async with st.lock:
-            await self._halt(project_id, st, detail=detail)
+            await self.halt(project_id, st, detail=detail)
             st.update(restart_at=None, error=None, progress=None)
 
     async def freeze(self, project_id: str) -> bool:
@@ -764,7 +509,7 @@ class Runtime(LoggingConfigurable):
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)
-        for waiting in list(self._after_starts):  # after the starts: each ends with one
+        for waiting in list(self.starts.after):  # after the starts: each ends with one
             waiting.cancel()
         if self.on_shutdown != "keep":
             act = self.backend.remove if self.on_shutdown == "remove" else self.backend.stop
@@ -801,14 +546,3 @@ async def stop_unused(runtimes: list[Runtime], count: int) -> int:
         rt.log.info("Stopping the unused preview of %s to free memory for a start", project_id)
         await rt.stop(project_id, detail="Stopped to free memory for another preview's start.")
     return min(count, len(unused))
-
-
-def _mark(path: Path, present: bool) -> None:
-    """A marker file there or not (in a project's own folder, which no sandbox sees)."""
-    try:
-        if present:
-            path.touch()
-        else:
-            path.unlink(missing_ok=True)
-    except OSError:  # a project being deleted, a full disk: the marker is a hint
-        pass

@@ -221,7 +221,7 @@ async def test_the_screenshot_browser_reaches_nothing_but_the_preview(
         ext = next(iter(jp_serverapp.extension_manager.extension_apps["jupyter_reactbox"]))
         assert ext._own_url() == server_url  # what an edit's screenshot goes through
         browser = vision.find_browser()
-        shot = await runtime.screenshot("shop", browser, via=ext._own_url())
+        shot = await runtime.views.screenshot("shop", browser, via=ext._own_url())
         assert shot.mime == "image/png" and len(shot.data) > 10_000
         await asyncio.sleep(1)
         assert hits == [], hits  # nothing reached the host's port

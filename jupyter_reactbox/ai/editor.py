@@ -178,9 +178,9 @@ class Proposal:
 
 CompileCheck = Callable[[str, list[str]], Awaitable[str | None]]
 Screenshot = Callable[[str, str], Awaitable[Image]]
-"""A picture of a project's running preview, taken with a browser (``Runtime.screenshot``)."""
+"""A picture of a project's running preview, taken with a browser (``Views.screenshot``)."""
 LoadPage = Callable[[str, str], Awaitable["headless.Loaded"]]
-"""One load of a project's running preview in a headless browser (``Runtime.load_page``)."""
+"""One load of a project's running preview in a headless browser (``Views.load_page``)."""
 
 
 class PageWatch(Protocol):

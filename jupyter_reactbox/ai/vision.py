@@ -7,7 +7,7 @@ JPEG, GIF or WebP by their first bytes, whatever the URL claims, at most
 ``MAX_IMAGES`` of ``MAX_IMAGE_BYTES`` each.
 
 The screenshot is taken by the server's shut-in headless Chromium
-(``headless.py``), through this server's preview proxy (``Runtime.screenshot``).
+(``headless.py``), through this server's preview proxy (``Views.screenshot``).
 The picture goes to the model only.
 """
 
