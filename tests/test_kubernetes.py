@@ -262,7 +262,7 @@ async def test_a_preview_pod_is_hardened_gets_its_files_and_comes_back(
         assert policy["spec"].get("egress", []) == []
 
         # A probe inside the pod: uid 1000, no capabilities, a read-only root.
-        code, out = await backend._exec(
+        code, out = await backend.cluster.exec(
             "reactbox-ada-shop",
             ["sh", "-c", "id -u; grep CapEff /proc/self/status; touch /probe 2>&1; true"],
         )
@@ -298,7 +298,7 @@ async def test_a_preview_pod_is_hardened_gets_its_files_and_comes_back(
         follow.close()
         (app / "src" / "extra.txt").unlink()
         await backend.sync("shop", app)
-        code, _ = await backend._exec("reactbox-ada-shop", ["test", "-e", "/project/src/extra.txt"])
+        code, _ = await backend.cluster.exec("reactbox-ada-shop", ["test", "-e", "/project/src/extra.txt"])
         assert code == 1
 
         # Idle stop deletes the pod; the files stay here, and resume brings it back

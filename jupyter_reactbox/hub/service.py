@@ -273,11 +273,11 @@ class HubService(Application):
         super().initialize(argv)
         if self.config_file:
             self.load_config_file(self.config_file)
-        self.reactbox = ReactBoxApp(parent=self, log=self.log)
-        if "on_shutdown" not in self.config.ReactBoxApp:
+        if "on_shutdown" not in self.config.ReactBoxApp | self.config.Runtime:
             # A restart of the service (an upgrade, a crash) leaves previews running;
             # the next one re-attaches them.
-            self.reactbox.on_shutdown = "keep"
+            self.config.Runtime.on_shutdown = "keep"
+        self.reactbox = ReactBoxApp(parent=self, log=self.log)
         os.umask(0o077)
         Path(self.data_dir, "users").mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o711)

@@ -36,14 +36,10 @@ is in annotations.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
-import json
 import os
 import shlex
 import shutil
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from functools import cached_property
@@ -53,7 +49,7 @@ from typing import Any
 from traitlets import CaselessStrEnum, Dict, Float, Int, List, Unicode, default, validate
 
 from ..._version import __version__
-from ...errors import EngineUnavailable, SandboxError
+from ...errors import SandboxError
 from ...frameworks import SUPPORT_DIR, AppPlan
 from .. import egress
 from ..base import (
@@ -73,6 +69,7 @@ from ..base import (
 )
 from ..docker.backend import SYSTEM_CA_BUNDLES
 from ..docker.specs import spec_hash
+from .cluster import IN_CLUSTER_NAMESPACE, Cluster, api_error
 from .objects import (
     GROUP,
     PORT,
@@ -89,13 +86,6 @@ from .objects import (
     run_pod,
 )
 from .transfer import manifest, pack, top_level, unpack_modules
-
-IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-STDIN, STDOUT, STDERR, ERROR = 0, 1, 2, 3
-
-
-def _api_error(exc: BaseException) -> int | None:
-    return getattr(exc, "status", None)
 
 
 class KubernetesBackend(Backend):
@@ -193,18 +183,11 @@ class KubernetesBackend(Backend):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._client = None
-        self._ws = None
-        self._core = None
-        self._net = None
-        self._pods: dict[str, dict[str, Any]] = {}
-        self._changed = asyncio.Event()
-        self._watching: asyncio.Task | None = None
-        self._listed = asyncio.Event()
+        self.cluster = Cluster(
+            kubeconfig=self.kubeconfig, namespace=self.namespace, owner=self.owner, log=self.log
+        )
         self._synced: dict[str, dict[str, tuple[int, int, int]]] = {}
         self._sync_locks: dict[str, asyncio.Lock] = {}
-        self._made: set[str] = set()
-        """ConfigMaps and claims this backend made (or found), by name."""
         self._support_files: dict[str, bytes] | None = None
         self._stopped: dict[str, tuple[str, str]] = {}
         """project -> (base, token) of a pod deleted by ``stop``, for ``resume``."""
@@ -225,7 +208,7 @@ class KubernetesBackend(Backend):
         if why := self.available():
             return [Finding(False, why)]
         try:
-            core = await self._apis()
+            core = await self.cluster.apis()
             await core.list_namespaced_pod(self.namespace, limit=1)
         except Exception as exc:  # EngineUnavailable, or what the API answered
             return [Finding(False, f"Kubernetes API: {exc}")]
@@ -242,237 +225,6 @@ class KubernetesBackend(Backend):
             how=f"a hardened pod per preview in {self.namespace}, behind a NetworkPolicy{runtime}",
         )
 
-    # -- plumbing ---------------------------------------------------------------
-
-    async def _apis(self):
-        if self._core is None:
-            from kubernetes_asyncio import client, config
-            from kubernetes_asyncio.stream import WsApiClient
-
-            configuration = client.Configuration()
-            try:
-                in_cluster = await asyncio.to_thread(IN_CLUSTER_NAMESPACE.exists)
-                if self.kubeconfig or not in_cluster:
-                    await config.load_kube_config(
-                        config_file=self.kubeconfig or None, client_configuration=configuration
-                    )
-                else:
-                    config.load_incluster_config(client_configuration=configuration)
-            except Exception as exc:
-                raise EngineUnavailable(f"Cannot reach the Kubernetes API: {exc}") from exc
-            self._client = client.ApiClient(configuration)
-            self._ws = WsApiClient(configuration)
-            self._core = client.CoreV1Api(self._client)
-            self._net = client.NetworkingV1Api(self._client)
-        return self._core
-
-    def _selector(self, role: str | None = None) -> str:
-        out = f"{GROUP}/owner={self.owner}"
-        return out + (f",app.kubernetes.io/component={role}" if role else "")
-
-    async def _watch(self) -> None:
-        """Keep ``_pods`` (this owner's pods) current: list, then watch from there;
-        list again when the watch's version is too old."""
-        from kubernetes_asyncio import watch
-
-        core = await self._apis()
-        while True:
-            try:
-                listed = await core.list_namespaced_pod(
-                    self.namespace, label_selector=self._selector(), _preload_content=False
-                )
-                data = json.loads(await listed.read())
-                self._pods = {p["metadata"]["name"]: p for p in data["items"]}
-                version = data["metadata"]["resourceVersion"]
-                self._listed.set()
-                self._notify()
-                while True:
-                    stream = watch.Watch().stream(
-                        core.list_namespaced_pod,
-                        self.namespace,
-                        label_selector=self._selector(),
-                        resource_version=version,
-                        timeout_seconds=300,
-                        allow_watch_bookmarks=True,
-                    )
-                    async with stream:
-                        async for event in stream:
-                            pod = event["raw_object"]
-                            kind = event["type"]
-                            if kind == "ERROR":
-                                raise RuntimeError(pod.get("message", "watch error"))
-                            version = pod["metadata"].get("resourceVersion", version)
-                            if kind == "BOOKMARK":
-                                continue
-                            name = pod["metadata"]["name"]
-                            if kind == "DELETED":
-                                self._pods.pop(name, None)
-                            else:
-                                self._pods[name] = pod
-                            self._notify()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the API server went away, or the version expired
-                log = self.log.debug if self._listed.is_set() else self.log.warning
-                log("Watch of %s's pods restarts: %s", self.owner, exc)
-                await asyncio.sleep(1)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def _pod(self, name: str) -> dict[str, Any] | None:
-        """The pod as the watch last saw it (None: there is none)."""
-        if self._watching is None:
-            self._watching = asyncio.create_task(self._watch())
-        try:
-            await asyncio.wait_for(self._listed.wait(), 30)
-        except asyncio.TimeoutError:
-            raise EngineUnavailable(
-                f"The Kubernetes API did not list the pods of namespace {self.namespace} "
-                "in 30 s: check c.KubernetesBackend.kubeconfig (or the service account) "
-                "and the Role of docs/jupyterhub.md."
-            ) from None
-        return self._pods.get(name)
-
-    async def _wait_pod(self, name: str, ready, timeout: float) -> dict[str, Any]:
-        """The pod once ``ready(pod)``; SandboxError if it ends or the time is up."""
-        deadline = time.monotonic() + timeout
-        while True:
-            changed = self._changed
-            pod = await self._pod(name)
-            if pod is not None and ready(pod):
-                return pod
-            if pod is not None and pod["status"].get("phase") in ("Succeeded", "Failed"):
-                raise SandboxError(f"Pod {name} ended: {self._why(pod)}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise SandboxError(f"Pod {name} did not start in {timeout:.0f} s: {self._why(pod)}")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(changed.wait(), left)
-
-    @staticmethod
-    def _why(pod: dict[str, Any] | None) -> str:
-        if pod is None:
-            return "it is gone"
-        for status in pod["status"].get("containerStatuses") or []:
-            for state in status.get("state", {}).values():
-                if state.get("reason") or state.get("message"):
-                    return " ".join(filter(None, (state.get("reason"), state.get("message"))))
-        for cond in pod["status"].get("conditions") or []:
-            if cond.get("message"):
-                return cond["message"]
-        return pod["status"].get("phase", "unknown")
-
-    @staticmethod
-    def _running(pod: dict[str, Any]) -> bool:
-        return pod["status"].get("phase") == "Running" and bool(pod["status"].get("podIP"))
-
-    async def _create(self, pod: dict[str, Any], policy: dict[str, Any]) -> None:
-        core = await self._apis()
-        name = pod["metadata"]["name"]
-        await self._delete(name)
-        try:
-            await self._net.create_namespaced_network_policy(self.namespace, policy)
-        except Exception as exc:
-            if _api_error(exc) != 409:
-                raise
-            await self._net.replace_namespaced_network_policy(name, self.namespace, policy)
-        await core.create_namespaced_pod(self.namespace, pod)
-
-    async def _delete(self, name: str, *, policy: bool = False) -> None:
-        """Delete the pod (and its NetworkPolicy), waiting until it is gone."""
-        core = await self._apis()
-        try:
-            await core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
-        except Exception as exc:
-            if _api_error(exc) != 404:
-                raise
-        if policy:
-            with contextlib.suppress(Exception):
-                await self._net.delete_namespaced_network_policy(name, self.namespace)
-        deadline = time.monotonic() + 60
-        while await self._pod(name) is not None and time.monotonic() < deadline:
-            changed = self._changed
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(changed.wait(), 1)
-
-    async def _exec(
-        self,
-        pod: str,
-        argv: list[str],
-        *,
-        stdin: tuple[Any, int] | None = None,
-        stdout: Any = None,
-        timeout: float = 60,
-    ) -> tuple[int, bytes]:
-        """Run ``argv`` in the pod: (exit code, its output: stderr, and stdout unless
-        ``stdout`` (a file) takes it).  With ``stdin`` (a file and its size), the
-        command reads exactly its bytes: the exec protocol (v4) cannot close a
-        stream, so it is framed by ``head -c``."""
-        await self._apis()
-        from kubernetes_asyncio import client
-
-        if stdin is not None:
-            size = stdin[1]
-            argv = ["sh", "-c", f"head -c {size} | {shlex.join(argv)}"]
-        ws_core = client.CoreV1Api(self._ws)
-        connect = await ws_core.connect_get_namespaced_pod_exec(
-            pod,
-            self.namespace,
-            command=argv,
-            stdin=stdin is not None,
-            stdout=True,
-            stderr=True,
-            tty=False,
-            _preload_content=False,
-        )
-        status: dict[str, Any] | None = None
-        text = io.BytesIO()
-
-        async def run():
-            nonlocal status
-            async with connect as ws:
-                if stdin is not None:
-                    while chunk := await asyncio.to_thread(stdin[0].read, 1 << 20):
-                        await ws.send_bytes(bytes([STDIN]) + chunk)
-                async for message in ws:
-                    data = message.data
-                    if isinstance(data, str):
-                        data = data.encode()
-                    if not data:
-                        continue
-                    channel, body = data[0], data[1:]
-                    if channel == STDOUT:
-                        (stdout or text).write(body)
-                    elif channel == STDERR:
-                        text.write(body)
-                    elif channel == ERROR and body:
-                        status = json.loads(body)
-
-        await asyncio.wait_for(run(), timeout)
-        if status is None:
-            raise SandboxError(f"The command in pod {pod} ended with no status.")
-        if status.get("status") == "Success":
-            return 0, text.getvalue()
-        for cause in (status.get("details") or {}).get("causes") or []:
-            if cause.get("reason") == "ExitCode":
-                return int(cause["message"]), text.getvalue()
-        raise SandboxError(f"The command in pod {pod} failed: {status.get('message')}")
-
-    async def _made_once(self, made: dict[str, Any], create) -> str:
-        """The name of ``made``, created with ``create(namespace, body)`` unless this
-        backend made it already or it is there (409: the same name, the same content)."""
-        name = made["metadata"]["name"]
-        if name not in self._made:
-            try:
-                await create(self.namespace, made)
-            except Exception as exc:
-                if _api_error(exc) != 409:
-                    raise
-            self._made.add(name)
-        return name
-
     async def _ensure_support(self) -> str:
         """The ConfigMap of the support scripts (read once: they are this package's)."""
         if self._support_files is None:
@@ -480,24 +232,24 @@ class KubernetesBackend(Backend):
                 lambda: {p.name: p.read_bytes() for p in SUPPORT_DIR.iterdir() if p.is_file()}
             )
         made = files_map("support", self._support_files)
-        core = await self._apis()
-        return await self._made_once(made, core.create_namespaced_config_map)
+        core = await self.cluster.apis()
+        return await self.cluster.made_once(made, core.create_namespaced_config_map)
 
     async def _ensure_ca(self) -> str | None:
         if not self.extra_ca_certs:
             return None
         pem = await asyncio.to_thread(Path(self.extra_ca_certs).read_bytes)
         made = files_map("ca", {"ca.pem": pem})
-        core = await self._apis()
-        return await self._made_once(made, core.create_namespaced_config_map)
+        core = await self.cluster.apis()
+        return await self.cluster.made_once(made, core.create_namespaced_config_map)
 
     async def _ensure_cache(self) -> str | None:
         """The owner's cache volume claim (made once), with ``storage_class``."""
         if not self.storage_class:
             return None
         claim = cache_claim(self.owner, self.storage_class, self.cache_size)
-        core = await self._apis()
-        return await self._made_once(claim, core.create_namespaced_persistent_volume_claim)
+        core = await self.cluster.apis()
+        return await self.cluster.made_once(claim, core.create_namespaced_persistent_volume_claim)
 
     def _placement(self) -> Placement:
         return Placement(
@@ -522,7 +274,7 @@ class KubernetesBackend(Backend):
             await asyncio.to_thread(pack, app_dir, paths, f, uid=self.uid)
             size = f.tell()
             f.seek(0)
-            code, err = await self._exec(
+            code, err = await self.cluster.exec(
                 pod,
                 ["tar", "-x", "-m", "--no-same-owner", "-C", PROJECT],
                 stdin=(f, size),
@@ -569,14 +321,14 @@ class KubernetesBackend(Backend):
                 owner=self.owner, project_id="registry-probe", role="install", ingress_from=[]
             )
             try:
-                await self._create(pod, policy)
-                await self._wait_pod(name, self._running, self.start_timeout)
-                code, out = await self._exec(name, ["npm", "config", "get", "registry"])
+                await self.cluster.create(pod, policy)
+                await self.cluster.wait_pod(name, self.cluster.is_running, self.start_timeout)
+                code, out = await self.cluster.exec(name, ["npm", "config", "get", "registry"])
                 if code != 0:
                     raise SandboxError(f"npm config get registry failed: {out.decode()[-300:]}")
                 self._registry_default = out.decode().strip()
             finally:
-                await asyncio.shield(self._delete(name, policy=True))
+                await asyncio.shield(self.cluster.delete(name, policy=True))
         return self._registry_default
 
     async def _install_once(
@@ -607,13 +359,13 @@ class KubernetesBackend(Backend):
         )
         env = install_env(cache="/cache", registry=run.registry, proxy=run.proxy, settings=run.env)
         try:
-            await self._create(pod, policy)
-            await self._wait_pod(name, self._running, self.start_timeout)
+            await self.cluster.create(pod, policy)
+            await self.cluster.wait_pod(name, self.cluster.is_running, self.start_timeout)
             staged = [p.name for p in run.staging.iterdir()]
             await self._send(name, run.staging, staged)
             argv = ["env", *(f"{k}={v}" for k, v in sorted(env.items())), *run.argv]
             try:
-                code, output = await self._exec(
+                code, output = await self.cluster.exec(
                     name,
                     ["sh", "-c", 'cd /project && exec "$@" 2>&1', "install", *argv],
                     timeout=self.install_timeout,
@@ -625,14 +377,14 @@ class KubernetesBackend(Backend):
                 await self._fetch_modules(name, run.staging, run.members)
             return code, text
         finally:
-            await asyncio.shield(self._delete(name, policy=True))
+            await asyncio.shield(self.cluster.delete(name, policy=True))
 
     async def _fetch_modules(self, pod: str, staging: Path, members: tuple[str, ...] = ()) -> None:
         """``node_modules`` of the install pod (and of its workspace members, where
         it made one) into ``staging`` (``unpack_modules``)."""
         trees = ["node_modules", *(f"{m}/node_modules" for m in members)]
         with tempfile.TemporaryFile(prefix="reactbox-modules-") as f:
-            code, err = await self._exec(
+            code, err = await self.cluster.exec(
                 pod,
                 ["tar", "-c", "--ignore-failed-read", "-C", PROJECT, "--", *trees],
                 stdout=f,
@@ -687,18 +439,18 @@ class KubernetesBackend(Backend):
             owner=self.owner, project_id=project_id, role="run", ingress_from=self.ingress_from
         )
         self._synced.pop(project_id, None)
-        await self._create(pod, policy)
+        await self.cluster.create(pod, policy)
         try:
-            running = await self._wait_pod(name, self._running, self.start_timeout)
+            running = await self.cluster.wait_pod(name, self.cluster.is_running, self.start_timeout)
             async with self._sync_lock(project_id):
                 files = await asyncio.to_thread(manifest, app_dir)
                 await self._send(name, app_dir, await asyncio.to_thread(top_level, app_dir))
                 self._synced[project_id] = files
-            code, err = await self._exec(name, ["touch", SYNCED])
+            code, err = await self.cluster.exec(name, ["touch", SYNCED])
             if code != 0:
                 raise SandboxError(f"Could not start the dev server: {err.decode()[-300:]}")
         except BaseException:
-            await asyncio.shield(self._delete(name))
+            await asyncio.shield(self.cluster.delete(name))
             raise
         self.log.info("Started dev server of %s in pod %s", project_id, name)
         return Endpoint(running["status"]["podIP"], PORT)
@@ -712,15 +464,15 @@ class KubernetesBackend(Backend):
         name = pod_name(self.owner, project_id, "run")
         async with self._sync_lock(project_id):
             before = self._synced.get(project_id)
-            pod = await self._pod(name)
-            if before is None or pod is None or not self._running(pod):
+            pod = await self.cluster.pod(name)
+            if before is None or pod is None or not self.cluster.is_running(pod):
                 return
             now = await asyncio.to_thread(manifest, app_dir)
             changed = sorted(p for p, st in now.items() if before.get(p) != st)
             gone = sorted(p for p in before if p not in now)
             if gone:
                 quoted = " ".join(shlex.quote(f"{PROJECT}/{p}") for p in gone)
-                await self._exec(name, ["sh", "-c", f"rm -rf -- {quoted}"])
+                await self.cluster.exec(name, ["sh", "-c", f"rm -rf -- {quoted}"])
             if changed:
                 await self._send(name, app_dir, changed)
             self._synced[project_id] = now
@@ -730,8 +482,8 @@ class KubernetesBackend(Backend):
         under the stopped one's base and token, so its link keeps working (as a kept
         container's does).  None: nothing to resume."""
         name = pod_name(self.owner, project_id, "run")
-        pod = await self._pod(name)
-        if pod is not None and self._running(pod) and project_id in self._synced:
+        pod = await self.cluster.pod(name)
+        if pod is not None and self.cluster.is_running(pod) and project_id in self._synced:
             support = await self._ensure_support()
             spec = f"{GROUP}/spec"
             current = self._run_pod(project_id, plan, "", "", support)["metadata"]["annotations"]
@@ -749,12 +501,12 @@ class KubernetesBackend(Backend):
     def _record(self, pod: dict[str, Any]) -> Record:
         a = pod["metadata"].get("annotations") or {}
         endpoint = None
-        if self._running(pod):
+        if self.cluster.is_running(pod):
             endpoint = Endpoint(pod["status"]["podIP"], int(a.get(f"{GROUP}/port", 0)))
         return Record.kept(under(f"{GROUP}/", a), endpoint)
 
     async def poll(self, project_id: str) -> Exit | None:
-        pod = await self._pod(pod_name(self.owner, project_id, "run"))
+        pod = await self.cluster.pod(pod_name(self.owner, project_id, "run"))
         if pod is None:
             return Exit(code=None, why="its pod is gone")
         if pod["status"].get("phase") in ("Pending", "Running"):
@@ -767,13 +519,13 @@ class KubernetesBackend(Backend):
                     out_of_memory=ended.get("reason") == "OOMKilled",
                     limit="c.KubernetesBackend.memory_limit",
                 )
-        return Exit(code=None, why=self._why(pod))
+        return Exit(code=None, why=self.cluster.why(pod))
 
     async def running(self) -> set[str]:
-        await self._pod("")
+        await self.cluster.pod("")
         return {
             p["metadata"]["labels"][f"{GROUP}/project"]
-            for p in self._pods.values()
+            for p in self.cluster.pods.values()
             if p["metadata"]["labels"].get("app.kubernetes.io/component") == "run"
             and p["status"].get("phase") == "Running"
             and p["metadata"]["labels"][f"{GROUP}/project"] in self._synced
@@ -783,60 +535,60 @@ class KubernetesBackend(Backend):
         """Delete the pod: the files and caches are here, and a start sends them again
         (``resume``, under the same link)."""
         name = pod_name(self.owner, project_id, "run")
-        pod = await self._pod(name)
-        if pod is not None and self._running(pod):
+        pod = await self.cluster.pod(name)
+        if pod is not None and self.cluster.is_running(pod):
             record = self._record(pod)
             self._stopped[project_id] = (record.base, record.token)
         self._synced.pop(project_id, None)
-        await self._delete(name)
+        await self.cluster.delete(name)
 
     async def discard(self, project_id: str) -> None:
         self._stopped.pop(project_id, None)
         self._synced.pop(project_id, None)
-        await self._delete(pod_name(self.owner, project_id, "run"))
+        await self.cluster.delete(pod_name(self.owner, project_id, "run"))
 
     async def remove(self, project_id: str) -> None:
         self._stopped.pop(project_id, None)
         self._synced.pop(project_id, None)
         for role in ("install", "run"):
-            await self._delete(pod_name(self.owner, project_id, role), policy=True)
+            await self.cluster.delete(pod_name(self.owner, project_id, role), policy=True)
 
     async def recover(self, known: set[str]) -> list[Record]:
         """The running pods of ``known`` projects, sent their files again is not needed:
         a pod keeps its copy; what changed meanwhile is sent by the next sync."""
-        await self._pod("")
+        await self.cluster.pod("")
         kept: list[Record] = []
-        for name, pod in sorted(self._pods.items()):
+        for name, pod in sorted(self.cluster.pods.items()):
             labels = pod["metadata"]["labels"]
             project_id = labels.get(f"{GROUP}/project", "")
             role = labels.get("app.kubernetes.io/component", "")
             record = replace(self._record(pod), project_id=project_id)
             why = left_over(record, role, known, [r.project_id for r in kept])
-            if why is None and not self._running(pod):
+            if why is None and not self.cluster.is_running(pod):
                 why = "it no longer runs"
             if why:
                 self.log.warning("Removing pod %s: %s", name, why)
-                await self._delete(name, policy=project_id not in known)
+                await self.cluster.delete(name, policy=project_id not in known)
                 continue
             self._synced[project_id] = {}  # unknown: the next sync sends every file
             kept.append(record)
         return kept
 
     async def logs(self, project_id: str, *, tail: int = 500) -> str:
-        core = await self._apis()
+        core = await self.cluster.apis()
         try:
             return await core.read_namespaced_pod_log(
                 pod_name(self.owner, project_id, "run"), self.namespace, tail_lines=tail
             )
         except Exception as exc:
-            if _api_error(exc) in (400, 404):  # gone, or not started
+            if api_error(exc) in (400, 404):  # gone, or not started
                 return ""
             raise
 
     async def follow_logs(self, project_id: str) -> _LogFollow:
         self.followers.take()
         try:
-            core = await self._apis()
+            core = await self.cluster.apis()
             response = await core.read_namespaced_pod_log(
                 pod_name(self.owner, project_id, "run"),
                 self.namespace,
@@ -846,22 +598,16 @@ class KubernetesBackend(Backend):
             )
         except Exception as exc:
             self.followers.give_back()
-            if _api_error(exc) in (400, 404):
+            if api_error(exc) in (400, 404):
                 return _LogFollow(self.followers, None)
             raise
         return _LogFollow(self.followers, response)
 
     async def close(self) -> None:
         await super().close()
-        if self._watching is not None:
-            self._watching.cancel()
-            with contextlib.suppress(BaseException):
-                await self._watching
+        await self.cluster.close()
         if self._egress is not None:
             await self._egress.close()
-        for api in (self._client, self._ws):
-            if api is not None:
-                await api.close()
 
 
 class _LogFollow:
