@@ -30,28 +30,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from traitlets import CaselessStrEnum, Int, Unicode, validate
 
-from .. import managers
-from ..errors import BackendUnavailable, ReactBoxError
-from ..frameworks import SUPPORT_DIR, AppPlan
-from ..store import parse_size
-from .base import (
+from ... import managers
+from ...errors import BackendUnavailable, ReactBoxError
+from ...frameworks import SUPPORT_DIR, AppPlan
+from ...store import parse_size
+from ..base import (
     Backend,
     Endpoint,
     Exit,
@@ -65,60 +62,28 @@ from .base import (
     install_env,
     report_progress,
 )
+from .sandbox import (
+    STOP_TIMEOUT,
+    Processes,
+    _listen,
+    _relay,
+    _signal_tree,
+    bubblewrap_problem,
+)
 
 SUPPORT = "/opt/reactbox/support"
 """Where a sandboxed dev server finds the support scripts (read-only)."""
 INNER_PORT = 8000
 """The dev server's port in its own network namespace."""
-STOP_TIMEOUT = 5.0
 LOG_BYTES = 2 << 20
 """A dev server's log is cut to its last half once it is this large."""
 SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
-_ETC = ("ssl", "ca-certificates", "resolv.conf", "hosts", "nsswitch.conf", "passwd", "group")
-_PR_SET_PDEATHSIG = 1
 
 
 @functools.cache
 def _ca_bundle() -> str | None:
     """The system's CA bundle (a registry behind a private CA is trusted by it)."""
     return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), None)
-
-
-@functools.cache
-def bubblewrap_problem(command: str = "bwrap") -> str | None:
-    """None if bubblewrap (``command``) can make a sandbox here; else why not."""
-    bwrap = shutil.which(command)
-    if bwrap is None:
-        return (
-            f"bubblewrap ({command}) is not installed (Debian, Ubuntu: apt-get install bubblewrap)"
-        )
-    probe = [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"]
-    for name in ("bin", "lib", "lib64"):
-        probe += ["--ro-bind-try", f"/{name}", f"/{name}"]
-    try:
-        result = subprocess.run([*probe, "true"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bubblewrap does not run: {exc}"
-    if result.returncode != 0:
-        why = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"bubblewrap cannot make a sandbox here ({why}); user namespaces are off or blocked"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _processes_of(uid: int) -> int:
-    count = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if os.stat(entry.path).st_uid == uid:
-                    count += 1
-    return count
 
 
 def _start_time(pid: int) -> str | None:
@@ -131,18 +96,10 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _limit_child(memory: int, processes: int | None) -> Callable[[], None]:
-    """What the child runs before exec: the limits, and death with this server."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def apply() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if memory > 0:
-            resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
-        if processes is not None:
-            resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
-
-    return apply
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass
@@ -346,98 +303,17 @@ class LocalBackend(Backend):
 
     # -- the sandbox ------------------------------------------------------------------
 
-    def _memory(self) -> int:
-        return parse_size(self.memory_limit)
-
-    def _bwrap(self, *, network: bool, binds: list[tuple[str, str, str]], chdir: str) -> list:
-        """bubblewrap's argv around a command: a root of read-only system folders,
-        Node, and ``binds`` ((mode, host path, path inside))."""
-        argv = [shutil.which(self.bwrap) or self.bwrap, "--die-with-parent", "--new-session"]
-        argv += ["--unshare-all", "--cap-drop", "ALL"]
-        if network:
-            argv.append("--share-net")
-        argv += ["--ro-bind", "/usr", "/usr"]
-        for name in ("bin", "sbin", "lib", "lib32", "lib64"):
-            argv += ["--ro-bind-try", f"/{name}", f"/{name}"]
-        for name in _ETC:
-            argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-        # The private /tmp first: bubblewrap mounts in order, so Node bound after it
-        # is seen even where it lives under /tmp (a throw-away virtual environment's).
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-        node_root = str(self._node_root)
-        if not node_root.startswith("/usr/"):
-            argv += ["--ro-bind", node_root, node_root]
-        npm_root = str(self.npm_cli.parent.parent)
-        if not npm_root.startswith(("/usr/", node_root + "/")):
-            argv += ["--ro-bind", npm_root, npm_root]
-        for mode, host, inside in binds:
-            argv += ["--bind" if mode == "rw" else "--ro-bind", host, inside]
-        argv += ["--chdir", chdir]
-        return argv
-
-    def _env(self, extra: dict[str, str]) -> dict[str, str]:
-        """A clean environment: nothing of this server's (its tokens, keys)."""
-        path = f"{self.node_path.parent}:/usr/local/bin:/usr/bin:/bin"
-        return {"PATH": path, "LANG": "C.UTF-8", "HOME": "/tmp", **extra}
-
-    def _command(self, argv: list[str], *, pm: str) -> list[str]:
-        """``argv`` with Node and npm by path, and the shipped managers at ``pm``."""
-        out = []
-        for i, arg in enumerate(argv):
-            if i == 0 and arg == "node":
-                out.append(str(self.node_path))
-            elif i == 0 and arg == "npm":
-                out += [str(self.node_path), str(self.npm_cli)]
-            elif arg.startswith(managers.PM_DIR + "/"):
-                out.append(pm + arg[len(managers.PM_DIR) :])
-            else:
-                out.append(arg)
-        return out
-
-    async def _spawn(
-        self,
-        command: list[str],
-        env: dict[str, str],
-        cwd: Path,
-        sandbox: list[str] | None,
-        listener: socket.socket | None = None,
-    ):
-        """``command`` in a process group of its own (in the ``sandbox`` that these
-        bubblewrap options make, if any), with the limits, dying with this server;
-        its environment is only ``env``."""
-        processes = None
-        argv = command
-        if sandbox is not None:
-            if os.geteuid() != 0 and self.pids_limit > 0:
-                processes = await asyncio.to_thread(_processes_of, os.geteuid())
-                processes += self.pids_limit
-            setenv = [a for name, value in env.items() for a in ("--setenv", name, value)]
-            argv = [*sandbox, "--clearenv", *setenv, *command]
-        return await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=str(cwd),
-            env=env,
-            start_new_session=True,
-            preexec_fn=_limit_child(self._memory(), processes),
-            pass_fds=(listener.fileno(),) if listener is not None else (),
+    @functools.cached_property
+    def processes(self) -> Processes:
+        """How this backend runs a command (``sandbox.py``)."""
+        return Processes(
+            node=self.node_path,
+            npm_cli=self.npm_cli,
+            node_root=self._node_root,
+            bwrap=self.bwrap,
+            memory=parse_size(self.memory_limit),
+            pids_limit=self.pids_limit,
         )
-
-    async def _end(self, process: asyncio.subprocess.Process) -> None:
-        """Its whole group, politely first."""
-        if process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-        except asyncio.TimeoutError:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
 
     # -- installs ------------------------------------------------------------------
 
@@ -454,7 +330,7 @@ class LocalBackend(Backend):
                 [str(self.node_path), str(self.npm_cli), "config", "get", "registry"],
                 capture_output=True,
                 text=True,
-                env=self._env({}),
+                env=self.processes.env({}),
                 timeout=60,
             )
             self._registry_default = out.stdout.strip()
@@ -473,7 +349,7 @@ class LocalBackend(Backend):
         with contextlib.suppress(OSError):
             if (self.pm_dir / ".complete").read_text() == shipped:
                 return  # these very releases, fetched before
-        from ..image import fetch_managers
+        from ...image import fetch_managers
 
         self.pm_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".pm-", dir=self.pm_dir.parent))
@@ -496,17 +372,17 @@ class LocalBackend(Backend):
             binds = [("rw", str(run.staging), "/project"), ("rw", str(run.cache), "/cache")]
             if self.pm_dir.is_dir():
                 binds.append(("ro", str(self.pm_dir), managers.PM_DIR))
-            sandbox = self._bwrap(network=True, binds=binds, chdir="/project")
-            command = self._command(run.argv, pm=managers.PM_DIR)
+            sandbox = self.processes.sandbox(network=True, binds=binds, chdir="/project")
+            command = self.processes.command(run.argv, pm=managers.PM_DIR)
         else:
             env = install_env(
                 cache=str(run.cache), registry=run.registry, settings=run.env, work=str(run.staging)
             )
-            command = self._command(run.argv, pm=str(self.pm_dir))
+            command = self.processes.command(run.argv, pm=str(self.pm_dir))
         ca = _ca_bundle()
         if ca:
             env["NODE_EXTRA_CA_CERTS"] = ca
-        process = await self._spawn(command, self._env(env), run.staging, sandbox)
+        process = await self.processes.spawn(command, self.processes.env(env), run.staging, sandbox)
         self.log.info("Installing %s with %s (pid %d)", run.project_id, run.argv[:2], process.pid)
         output = asyncio.ensure_future(process.stdout.read())
         waiting = asyncio.ensure_future(process.wait())
@@ -520,7 +396,7 @@ class LocalBackend(Backend):
             except asyncio.TimeoutError:
                 code = None
         finally:
-            await asyncio.shield(self._end(process))  # also when cancelled
+            await asyncio.shield(self.processes.end(process))  # also when cancelled
         text = (await output).decode("utf-8", "replace")
         return code, text
 
@@ -566,14 +442,14 @@ class LocalBackend(Backend):
         if sandboxed:
             listener = await asyncio.to_thread(_listen, here / "dev.sock")
             where = dict(base=base, host="127.0.0.1", port=INNER_PORT, support=SUPPORT)
-            sandbox = self._bwrap(
+            sandbox = self.processes.sandbox(
                 network=False,
                 binds=[("rw", str(app_dir), "/project"), ("ro", str(SUPPORT_DIR), SUPPORT)],
                 chdir="/project",
             )
             command = [str(self.node_path), f"{SUPPORT}/local-relay.cjs"]
             command += [str(listener.fileno()), str(INNER_PORT)]
-            command += self._command(plan.dev_argv(**where), pm=managers.PM_DIR)
+            command += self.processes.command(plan.dev_argv(**where), pm=managers.PM_DIR)
             relay = await asyncio.start_server(
                 functools.partial(_relay, here / "dev.sock"), "127.0.0.1", 0
             )
@@ -582,14 +458,14 @@ class LocalBackend(Backend):
             port = await asyncio.to_thread(_free_port)
             where = dict(base=base, host="127.0.0.1", port=port, support=str(SUPPORT_DIR))
             sandbox = None
-            command = self._command(plan.dev_argv(**where), pm=str(self.pm_dir))
-        env = self._env({"NODE_ENV": "development", **plan.dev_env(**where)})
+            command = self.processes.command(plan.dev_argv(**where), pm=str(self.pm_dir))
+        env = self.processes.env({"NODE_ENV": "development", **plan.dev_env(**where)})
         if not sandboxed:
             home = here / "home"
             await asyncio.to_thread(home.mkdir, exist_ok=True)
             env["HOME"] = env["TMPDIR"] = str(home)
         try:
-            process = await self._spawn(command, env, app_dir, sandbox, listener)
+            process = await self.processes.spawn(command, env, app_dir, sandbox, listener)
         except BaseException:
             if relay is not None:
                 relay.close()
@@ -691,7 +567,7 @@ class LocalBackend(Backend):
             return
         if running.relay is not None:
             running.relay.close()
-        await self._end(running.process)
+        await self.processes.end(running.process)
         if running.reader is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(running.reader, STOP_TIMEOUT)
@@ -750,19 +626,6 @@ class LocalBackend(Backend):
             await self.stop(project_id)
 
 
-def _listen(path: Path) -> socket.socket:
-    """A listening Unix socket at ``path`` (a folder of this server's only)."""
-    path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        listener.bind(str(path))
-        listener.listen(128)
-    except BaseException:
-        listener.close()
-        raise
-    return listener
-
-
 def _halve(log: Path, out) -> None:
     """Keep the last half of a log that grew too large."""
     out.flush()
@@ -770,54 +633,3 @@ def _halve(log: Path, out) -> None:
     out.seek(0)
     out.truncate()
     out.write(data.decode("utf-8", "replace"))
-
-
-async def _relay(path: Path, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-    """One connection of the preview proxy, passed to the sandbox's socket."""
-    try:
-        upstream_reader, upstream_writer = await asyncio.open_unix_connection(str(path))
-    except OSError:
-        writer.close()
-        return
-
-    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(64 * 1024):
-                dst.write(data)
-                await dst.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.close()
-
-    await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-
-
-def _signal_tree(pid: int, signum: int) -> None:
-    """``signum`` to ``pid`` and every descendant, parents first (so a stopped
-    parent forks no more), twice for the children forked meanwhile.  The
-    sandbox's processes are in a session of their own (bubblewrap's
-    ``--new-session``): a process group does not reach them."""
-    for _ in range(2):
-        for member in process_tree(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(member, signum)
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants, parents first, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                fields = f.read().rpartition(b")")[2].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    order = [pid]
-    for member in order:  # grows as it goes: breadth first
-        order += children.get(member, [])
-    return order
