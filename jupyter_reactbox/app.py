@@ -23,6 +23,7 @@ from tornado.routing import AnyMatches, Rule
 from traitlets import Bool, CaselessStrEnum, Float, Int, Type, Unicode, Union, default, validate
 
 from . import admission, api, backends, boxes, bridge, history
+from .ai import journal
 from .ai.editor import AIEditor
 from .archive import Limits as ArchiveLimits
 from .backends.base import Backend
@@ -498,7 +499,7 @@ class ReactBoxApp(ExtensionApp):
                 undone["what"],
             )
             if undone.get("record"):
-                AIEditor.record_interrupted(project, undone["record"])
+                journal.record_interrupted(project, undone["record"])
 
     def _bridge_limits(self) -> bridge.Limits:
         largest = parse_size(self.bridge_max_bytes) or bridge.Limits.max_bytes

@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import json
 import os
 import secrets
 import time
@@ -65,10 +64,11 @@ from .. import frameworks, headless, history, schema, worktree
 from ..admission import Place as AdmissionPlace
 from ..errors import EditBusy, ModelError, NoProposal, ProposalStale, UserError
 from ..store import Project
-from . import context, edits, validate
+from . import context, edits, journal, validate
 from .budget import TokenBudget
+from .looks import Looks
 from .place import Place
-from .vision import Image, ScreenshotError, find_browser
+from .vision import Image, find_browser
 
 SYSTEM_PROMPT = """\
 You are an expert React developer editing an app in a live dev server.
@@ -98,7 +98,6 @@ EditQueue = Callable[
 ]
 """(project id, what its place in line is told) -> a place in the line of edits."""
 
-INTERRUPTED = "The server stopped during this edit; the project was put back as it was before it."
 WHOLE_FILE_LINES = 150
 """Files at most this long may be answered as a whole file without a SEARCH."""
 MAX_EDITED_BYTES = 1 << 20
@@ -330,6 +329,16 @@ class AIEditor(LoggingConfigurable):
         """Per project, the page errors its running edit blamed on its own tries."""
         self.progress: dict[str, Progress] = {}
         self.proposals: dict[str, Proposal] = {}
+        self.looks = Looks(
+            vision=self.vision,
+            page_check_seconds=self.page_check_seconds,
+            browser=self.browser,
+            pages=pages,
+            screenshot=screenshot,
+            load_page=self.load_page,
+            log=self.log,
+        )
+        """The pictures an edit shows the model and the page checks after it."""
 
     def browser(self) -> str | None:
         """The headless browser for screenshots and page checks, or None."""
@@ -341,31 +350,12 @@ class AIEditor(LoggingConfigurable):
         lock = self._locks.get(project_id)
         return lock is not None and lock.locked()
 
-    @staticmethod
-    def _journal(project: Project) -> Path:
-        return project.path / "edits.jsonl"
-
     def past_edits(self, project: Project) -> list[dict]:
-        try:
-            lines = self._journal(project).read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        return [json.loads(line) for line in lines if line.strip()]
-
-    @classmethod
-    def _append(cls, project: Project, record: dict) -> None:
-        with open(cls._journal(project), "a") as f:
-            f.write(json.dumps(record) + "\n")
+        """The project's journal of edits (``journal.py``), oldest first."""
+        return journal.past_edits(project)
 
     def _record(self, project: Project, result: EditResult) -> None:
-        self._append(project, result.to_json())
-
-    @classmethod
-    def record_interrupted(cls, project: Project, record: dict) -> None:
-        """Journal an edit the server died during (``history.repair`` undid it)."""
-        cls._append(
-            project, {**record, "status": "failed", "message": INTERRUPTED, "finished": time.time()}
-        )
+        journal.append(project, result.to_json())
 
     # -- the edit --------------------------------------------------------------
 
@@ -415,7 +405,9 @@ class AIEditor(LoggingConfigurable):
             )
             try:
                 async with self._place(project.id, progress):
-                    pictures = await self._pictures(project, result, progress, images, screenshot)
+                    pictures = await self.looks.pictures(
+                        project, result, progress, images, screenshot
+                    )
                     # After the screenshot: what its page load reported is not the edit's.
                     known = self.pages.error_keys(project.id) if self.pages is not None else set()
                     if fixing is not None and self.pages is not None:
@@ -554,7 +546,7 @@ class AIEditor(LoggingConfigurable):
             tried.problem = f"The dev server cannot compile it: {error}"
             tried.for_model = f"The dev server failed to compile the change:\n{error}\n"
             return tried
-        report = await self._page_error(
+        report = await self.looks.page_error(
             project.id, known, written, progress, result.attempts, sorted(changes)
         )
         if report is not None:
@@ -573,49 +565,6 @@ class AIEditor(LoggingConfigurable):
         result.diff = await asyncio.to_thread(history.diff, app, base, commit)
         result.files = await asyncio.to_thread(history.changed_paths, app, base, commit)
         result.message = f"Changed {', '.join(result.files)}."
-
-    async def _pictures(
-        self,
-        project: Project,
-        result: EditResult,
-        progress: Progress,
-        images: list[Image] | None,
-        screenshot: bool,
-    ) -> list[tuple[str, Image]]:
-        """What the model is shown besides the text: (caption, image) pairs."""
-        images = images or []
-        if not (images or screenshot):
-            return []
-        if not self.vision:
-            what = " and ".join(
-                ([f"{len(images)} attached image{'s' * (len(images) > 1)}"] if images else [])
-                + (["the screenshot"] if screenshot else [])
-            )
-            result.notes.append(
-                f"Not sent: {what}. This model is not set up to take images "
-                "(an admin sets c.AIEditor.vision)."
-            )
-            return []
-        pictures = []
-        if screenshot:
-            try:
-                browser = self.browser()
-                if self.screenshot is None:
-                    raise ScreenshotError("this server cannot take screenshots")
-                if browser is None:
-                    raise ScreenshotError(
-                        "there is no browser for screenshots on the server (install "
-                        "chromium, or set c.AIEditor.screenshot_browser)"
-                    )
-                progress.emit(stage="looking")
-                shot = await self.screenshot(project.id, browser)
-                pictures.append(("The app's page in the preview as it is now:", shot))
-            except ScreenshotError as exc:
-                result.notes.append(f"No screenshot was sent: {exc}.")
-        for n, image in enumerate(images, 1):
-            pictures.append((f"Image {n} of {len(images)}, attached by the user:", image))
-        result.images = len(pictures)
-        return pictures
 
     async def _run(
         self,
@@ -778,41 +727,6 @@ class AIEditor(LoggingConfigurable):
                 f"{self.max_answer_chars} (c.AIEditor.max_answer_chars); nothing was applied."
             )
         return answer
-
-    async def _page_error(
-        self,
-        project_id: str,
-        known: set,
-        since: float,
-        progress: Progress,
-        attempt: int,
-        paths: list[str],
-    ) -> dict | None:
-        """A new error a page of the preview reports within ``page_check_seconds`` seconds
-        of the change (of its reload, if it reloaded); when no page is open, one
-        that a load in the headless browser throws which names a changed file
-        (``paths``), or any it throws while the page stays blank; else None."""
-        if self.pages is None or self.page_check_seconds <= 0:
-            return None
-        if self.pages.watched(project_id):
-            progress.emit(stage="checking", attempt=attempt)
-            return await self.pages.new_error(project_id, known, since, self.page_check_seconds)
-        browser = self.browser()
-        if self.load_page is None or browser is None or not self.pages.running(project_id):
-            return None
-        progress.emit(stage="checking", attempt=attempt, headless=True)
-        try:
-            loaded = await self.load_page(project_id, browser)
-        except headless.BrowserError as exc:
-            self.log.info("No headless check of the page of %s: %s", project_id, exc)
-            return None
-        for report in loaded.errors:
-            if self.pages.error_key(report) in known:
-                continue
-            where = report.get("source", "") + "\n" + report.get("stack", "")
-            if loaded.blank or any(f"/{path}" in where for path in paths):
-                return {**report, "time": time.time()}
-        return None
 
     async def _compile(self, project_id: str, paths: list[str]) -> str | None:
         if self.compile_check is None or not paths:
