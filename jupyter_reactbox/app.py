@@ -30,6 +30,7 @@ from .backends.base import Backend
 from .backends.docker import DockerBackend
 from .errors import ReactBoxError
 from .hub import SERVICE_URL_ENV, relay
+from .moved import MovedSettings
 from .peer import PeerServer
 from .proxy import (
     KeptAnswers,
@@ -43,61 +44,8 @@ from .spaces import OneSpace, Space, Spaces
 from .store import Project, ProjectStore, StoreLock, parse_size, slugify
 from .supply import Policy as SupplyPolicy
 
-MOVED_TO_DOCKER_BACKEND = {
-    "image": "image",
-    "docker_runtime": "runtime",
-    "docker_pool_size": "pool_size",
-    "sandbox_uid": "uid",
-    "sandbox_gid": "gid",
-    "memory_limit": "memory_limit",
-    "cpu_limit": "cpu_limit",
-    "pids_limit": "pids_limit",
-    "tmp_size": "tmp_size",
-    "install_memory_limit": "install_memory_limit",
-    "extra_ca_certs": "extra_ca_certs",
-}
-MOVED_TO_RUNTIME = {
-    name: name
-    for name in (
-        "start_timeout",
-        "idle_timeout",
-        "freeze_timeout",
-        "max_running",
-        "max_restarts",
-        "preview_cache",
-        "on_shutdown",
-    )
-}
-MOVED_TO_BACKEND = {
-    "npm_registry": "registry",
-    "ignore_scripts": "ignore_scripts",
-    "install_timeout": "install_timeout",
-    "modules_cache_size": "modules_cache_size",
-    "package_store_size": "package_store_size",
-    "max_log_followers": "max_log_followers",
-}
-MOVED_TO_AI_EDITOR = {
-    f"ai_{name}": name
-    for name in (
-        "base_url",
-        "api_key",
-        "model",
-        "timeout",
-        "max_retries",
-        "max_tokens",
-        "page_check_seconds",
-        "page_check_headless",
-        "daily_tokens",
-        "max_attempts",
-        "vision",
-        "screenshot_browser",
-        "context_chars",
-        "max_answer_chars",
-    )
-}
 
-
-class ReactBoxApp(ExtensionApp):
+class ReactBoxApp(MovedSettings, ExtensionApp):
     name = "jupyter_reactbox"
     description = "Live, isolated previews of uploaded React apps."
     spaces: Spaces | None = None
@@ -131,8 +79,6 @@ class ReactBoxApp(ExtensionApp):
         of one that a package adds (entry point group jupyter_reactbox.backends).""",
     ).tag(config=True)
 
-    max_log_followers = Int(8, help="Deprecated: use c.Backend.max_log_followers.").tag(config=True)
-
     owner = Unicode(
         help="""Name that labels and names this server's containers and networks, so
         several Jupyter users can share one engine. Defaults to $JUPYTERHUB_USER,
@@ -163,30 +109,6 @@ class ReactBoxApp(ExtensionApp):
         return os.environ.get(SERVICE_URL_ENV, "")
 
     # Settings of the Docker backend that were the app's before there were backends.
-    image = Unicode(help="Deprecated: use c.DockerBackend.image.").tag(config=True)
-    docker_runtime = Unicode(help="Deprecated: use c.DockerBackend.runtime.").tag(config=True)
-    docker_pool_size = Int(help="Deprecated: use c.DockerBackend.pool_size.").tag(config=True)
-    sandbox_uid = Int(help="Deprecated: use c.DockerBackend.uid.").tag(config=True)
-    sandbox_gid = Int(help="Deprecated: use c.DockerBackend.gid.").tag(config=True)
-    memory_limit = Unicode(help="Deprecated: use c.DockerBackend.memory_limit.").tag(config=True)
-    cpu_limit = Float(help="Deprecated: use c.DockerBackend.cpu_limit.").tag(config=True)
-    pids_limit = Int(help="Deprecated: use c.DockerBackend.pids_limit.").tag(config=True)
-    tmp_size = Unicode(help="Deprecated: use c.DockerBackend.tmp_size.").tag(config=True)
-    install_memory_limit = Unicode(
-        help="Deprecated: use c.DockerBackend.install_memory_limit."
-    ).tag(config=True)
-    extra_ca_certs = Unicode(help="Deprecated: use c.DockerBackend.extra_ca_certs.").tag(
-        config=True
-    )
-
-    install_timeout = Float(900, help="Deprecated: use c.Backend.install_timeout.").tag(config=True)
-    start_timeout = Float(180, help="Deprecated: use c.Runtime.start_timeout.").tag(config=True)
-
-    idle_timeout = Float(600, help="Deprecated: use c.Runtime.idle_timeout.").tag(config=True)
-
-    freeze_timeout = Float(120, help="Deprecated: use c.Runtime.freeze_timeout.").tag(config=True)
-
-    max_running = Int(5, help="Deprecated: use c.Runtime.max_running.").tag(config=True)
 
     max_installs = Int(
         help="""Package-manager runs at once on this server (the hub service: for all its
@@ -241,15 +163,11 @@ class ReactBoxApp(ExtensionApp):
         total = admission.meminfo().get("MemTotal", 0)
         return f"{max(256 << 20, total // 20) >> 20}m"
 
-    max_restarts = Int(5, help="Deprecated: use c.Runtime.max_restarts.").tag(config=True)
-
     disk_quota = Unicode(
         "2g",
         help="""Most disk a project may use (files, node_modules, history), e.g. '500m',
         '2g'; checked at start and every 30 s while it runs. Empty or '0': no quota.""",
     ).tag(config=True)
-
-    preview_cache = Unicode("24m", help="Deprecated: use c.Runtime.preview_cache.").tag(config=True)
 
     bridge_max_bytes = Unicode(
         "4m",
@@ -304,18 +222,6 @@ class ReactBoxApp(ExtensionApp):
         parse_size(proposal["value"])
         return proposal["value"]
 
-    on_shutdown = Unicode("stop", help="Deprecated: use c.Runtime.on_shutdown.").tag(config=True)
-
-    modules_cache_size = Int(10, help="Deprecated: use c.Backend.modules_cache_size.").tag(
-        config=True
-    )
-
-    package_store_size = Int(20000, help="Deprecated: use c.Backend.package_store_size.").tag(
-        config=True
-    )
-
-    ignore_scripts = Bool(True, help="Deprecated: use c.Backend.ignore_scripts.").tag(config=True)
-
     allow_remote_dependencies = Bool(
         False,
         help="""Allow dependencies from outside the package registry: git repositories,
@@ -331,8 +237,6 @@ class ReactBoxApp(ExtensionApp):
         8.0.5 in its line, or older than 5). Such apps are refused at upload (by their
         lockfile) and after each install (by the Vite installed).""",
     ).tag(config=True)
-
-    npm_registry = Unicode("", help="Deprecated: use c.Backend.registry.").tag(config=True)
 
     max_upload_bytes = Int(100 * 1024 * 1024, help="Largest accepted ZIP upload, in bytes.").tag(
         config=True
@@ -429,26 +333,6 @@ class ReactBoxApp(ExtensionApp):
         return value
 
     # Settings of the AI editor that were the app's: c.AIEditor.<name> now.
-    ai_base_url = Unicode(help="Deprecated: use c.AIEditor.base_url.").tag(config=True)
-    ai_api_key = Unicode(help="Deprecated: use c.AIEditor.api_key.").tag(config=True)
-    ai_model = Unicode(help="Deprecated: use c.AIEditor.model.").tag(config=True)
-    ai_timeout = Float(help="Deprecated: use c.AIEditor.timeout.").tag(config=True)
-    ai_max_retries = Int(help="Deprecated: use c.AIEditor.max_retries.").tag(config=True)
-    ai_max_tokens = Int(help="Deprecated: use c.AIEditor.max_tokens.").tag(config=True)
-    ai_page_check_seconds = Float(help="Deprecated: use c.AIEditor.page_check_seconds.").tag(
-        config=True
-    )
-    ai_page_check_headless = Bool(help="Deprecated: use c.AIEditor.page_check_headless.").tag(
-        config=True
-    )
-    ai_daily_tokens = Int(help="Deprecated: use c.AIEditor.daily_tokens.").tag(config=True)
-    ai_max_attempts = Int(help="Deprecated: use c.AIEditor.max_attempts.").tag(config=True)
-    ai_vision = Bool(help="Deprecated: use c.AIEditor.vision.").tag(config=True)
-    ai_screenshot_browser = Unicode(help="Deprecated: use c.AIEditor.screenshot_browser.").tag(
-        config=True
-    )
-    ai_context_chars = Int(help="Deprecated: use c.AIEditor.context_chars.").tag(config=True)
-    ai_max_answer_chars = Int(help="Deprecated: use c.AIEditor.max_answer_chars.").tag(config=True)
 
     def _make_editor(self, runtime: Runtime) -> AIEditor | None:
         """The owner's AI editor (``c.AIEditor``), or None where no model is set."""
@@ -467,7 +351,7 @@ class ReactBoxApp(ExtensionApp):
             queue=lambda project_id, tell: runtime.admission["edit"].place(
                 runtime.owner, project_id, tell
             ),
-            **self._moved_settings(MOVED_TO_AI_EDITOR, "AIEditor"),
+            **self._moved_settings("AIEditor"),
         )
         return editor if editor.configured else None
 
@@ -571,7 +455,7 @@ class ReactBoxApp(ExtensionApp):
             owner=owner,
             admission=self.admission,
             log=self.log,
-            **self._moved_settings(MOVED_TO_RUNTIME, "Runtime"),
+            **self._moved_settings("Runtime"),
         )
         editor = self._make_editor(runtime)
         if editor is not None:
@@ -618,9 +502,9 @@ class ReactBoxApp(ExtensionApp):
         self, owner: str, store: str, cache_dir: str, *, boxed: bool = False
     ) -> Backend:
         cls, why = backends.choose(self.backend)
-        settings = self._moved_settings(MOVED_TO_BACKEND, "Backend", cls.__name__)
+        settings = self._moved_settings("Backend", cls.__name__)
         if issubclass(cls, DockerBackend):
-            settings.update(self._moved_settings(MOVED_TO_DOCKER_BACKEND, "DockerBackend"))
+            settings.update(self._moved_settings("DockerBackend"))
         backend = cls(
             parent=self,
             log=self.log,
@@ -638,19 +522,6 @@ class ReactBoxApp(ExtensionApp):
             isolation.how,
         )
         return backend
-
-    def _moved_settings(self, moved: dict[str, str], section: str, *also: str) -> dict:
-        """c.ReactBoxApp.<old> still configures ``section`` (a class that owns the
-        setting now), with a warning, unless c.<section> (or a section of ``also``,
-        its subclasses) sets the same."""
-        settings = {}
-        for old, new in moved.items():
-            if old not in self.config.ReactBoxApp:
-                continue
-            self.log.warning("c.ReactBoxApp.%s is deprecated: use c.%s.%s", old, section, new)
-            if not any(new in self.config[name] for name in (section, *also)):
-                settings[new] = getattr(self, old)
-        return settings
 
     def initialize_handlers(self):
         if self.spaces is None:  # the hub service's, or another server's of this folder
