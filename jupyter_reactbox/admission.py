@@ -36,7 +36,11 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from traitlets import Int, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
+
 from .errors import Busy
+from .store import parse_size
 
 KINDS = ("install", "start", "edit")
 WHAT = {"install": "install its dependencies", "start": "start", "edit": "edit"}
@@ -277,18 +281,84 @@ class Memory:
         return max(0, self.per_start * (starting + 1) + self.reserve - free)
 
 
-class Admission:
-    """The queues of one server (or of the hub service, for all users)."""
+class Admission(LoggingConfigurable):
+    """The lines of one server (or of the hub service, for all users): how many
+    installs, starts and AI edits run at once (``c.Admission.<name>``)."""
+
+    max_installs = Int(
+        help="""Package-manager runs at once on this server (the hub service: for all its
+        users); more wait in line, fairly across users. 0: no limit. Default: the
+        host's cores, at least 2. An install of a lockfile seen before copies and
+        does not wait.""",
+    ).tag(config=True)
+    max_starts = Int(
+        help="""Dev servers starting at once (their first compile is a burst of CPU); more
+        wait in line, fairly across users. 0: no limit. Default: the host's cores.""",
+    ).tag(config=True)
+    max_edits = Int(
+        help="""AI edits at work at once (they mostly wait for the model); more wait in
+        line, fairly across users. 0: no limit. Default: 4 per core.""",
+    ).tag(config=True)
+
+    @default("max_installs")
+    def _default_max_installs(self):
+        return default_limits()["install"]
+
+    @default("max_starts")
+    def _default_max_starts(self):
+        return default_limits()["start"]
+
+    @default("max_edits")
+    def _default_max_edits(self):
+        return default_limits()["edit"]
+
+    max_queued = Int(
+        100,
+        help="""Most installs, starts or edits that may wait in one line; one more is a
+        429 with a Retry-After, which the kernel client, the widget and the Lab panel
+        wait out and retry on their own.""",
+    ).tag(config=True)
+    start_memory = Unicode(
+        "300m",
+        help="""Memory a dev server takes as it starts, e.g. '300m': a start waits until
+        the host has that much available (and memory_reserve besides), after stopping
+        previews nobody uses, frozen ones first. Empty or '0': no memory check.""",
+    ).tag(config=True)
+    memory_reserve = Unicode(
+        help="""Memory no start may take, e.g. '1g', so the host never swaps nor calls its
+        OOM killer for a preview. Default: a twentieth of the host's, at least 256m.""",
+    ).tag(config=True)
+
+    @default("memory_reserve")
+    def _default_memory_reserve(self):
+        total = meminfo().get("MemTotal", 0)
+        return f"{max(256 << 20, total // 20) >> 20}m"
+
+    @validate("start_memory", "memory_reserve")
+    def _validate_size(self, proposal):
+        parse_size(proposal["value"])  # ValueError: says what a size looks like
+        return proposal["value"]
 
     def __init__(
         self,
-        limits: dict[str, int],
+        limits: dict[str, int] | None = None,
         *,
-        max_queued: int = 100,
         memory: Memory | None = None,
         make_room: Callable[[int], Awaitable[int]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        **settings,
     ):
+        """``limits`` and ``memory``: in place of the settings' (tests); ``settings``:
+        traits (``parent``, ``log``, ``config``, or any setting)."""
+        super().__init__(**settings)
+        if limits is None:
+            limits = {
+                "install": self.max_installs,
+                "start": self.max_starts,
+                "edit": self.max_edits,
+            }
+        if memory is None:
+            memory = Memory(parse_size(self.start_memory), parse_size(self.memory_reserve))
         self.memory = memory
         self.make_room = make_room
         """Stops unused previews to free about the given bytes; says how many it stopped."""
@@ -296,7 +366,7 @@ class Admission:
             kind: Queue(
                 kind,
                 limits.get(kind, 0),
-                max_queued,
+                self.max_queued,
                 ready=self._memory_ready if kind == "start" else None,
                 clock=clock,
             )

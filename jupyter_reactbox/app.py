@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
@@ -22,7 +21,7 @@ from jupyter_server.utils import url_path_join
 from tornado.routing import AnyMatches, Rule
 from traitlets import Bool, CaselessStrEnum, Float, Int, Type, Unicode, Union, default, validate
 
-from . import admission, api, backends, boxes, bridge, history
+from . import admission, api, backends, boxes, bridge, history, origins
 from .ai import journal
 from .ai.editor import AIEditor
 from .archive import Limits as ArchiveLimits
@@ -107,61 +106,6 @@ class ReactBoxApp(MovedSettings, ExtensionApp):
     @default("hub_service_url")
     def _default_hub_service_url(self):
         return os.environ.get(SERVICE_URL_ENV, "")
-
-    # Settings of the Docker backend that were the app's before there were backends.
-
-    max_installs = Int(
-        help="""Package-manager runs at once on this server (the hub service: for all its
-        users); more wait in line, fairly across users. 0: no limit. Default: the
-        host's cores, at least 2. An install of a lockfile seen before copies and
-        does not wait.""",
-    ).tag(config=True)
-
-    max_starts = Int(
-        help="""Dev servers starting at once (their first compile is a burst of CPU); more
-        wait in line, fairly across users. 0: no limit. Default: the host's cores.""",
-    ).tag(config=True)
-
-    max_edits = Int(
-        help="""AI edits at work at once (they mostly wait for the model); more wait in
-        line, fairly across users. 0: no limit. Default: 4 per core.""",
-    ).tag(config=True)
-
-    @default("max_installs")
-    def _default_max_installs(self):
-        return admission.default_limits()["install"]
-
-    @default("max_starts")
-    def _default_max_starts(self):
-        return admission.default_limits()["start"]
-
-    @default("max_edits")
-    def _default_max_edits(self):
-        return admission.default_limits()["edit"]
-
-    max_queued = Int(
-        100,
-        help="""Most installs, starts or edits that may wait in one line; one more is a
-        429 with a Retry-After, which the kernel client, the widget and the Lab panel
-        wait out and retry on their own.""",
-    ).tag(config=True)
-
-    start_memory = Unicode(
-        "300m",
-        help="""Memory a dev server takes as it starts, e.g. '300m': a start waits until
-        the host has that much available (and memory_reserve besides), after stopping
-        previews nobody uses, frozen ones first. Empty or '0': no memory check.""",
-    ).tag(config=True)
-
-    memory_reserve = Unicode(
-        help="""Memory no start may take, e.g. '1g', so the host never swaps nor calls its
-        OOM killer for a preview. Default: a twentieth of the host's, at least 256m.""",
-    ).tag(config=True)
-
-    @default("memory_reserve")
-    def _default_memory_reserve(self):
-        total = admission.meminfo().get("MemTotal", 0)
-        return f"{max(256 << 20, total // 20) >> 20}m"
 
     disk_quota = Unicode(
         "2g",
@@ -281,58 +225,20 @@ class ReactBoxApp(MovedSettings, ExtensionApp):
         The project JSON, the Lab panel and `doctor` say which, and why.""",
     ).tag(config=True)
 
-    LOCAL_TEMPLATE = "http://{project}.localhost:{port}"
-    """The origins of previews of a server on this machine: its port is filled in once
-    the server listens (``_start_jupyter_server_extension``)."""
+    LOCAL_TEMPLATE = origins.LOCAL_TEMPLATE
 
     def _origin_template(self, *, hub_service: bool = False) -> tuple[str, str]:
-        """(the preview origin template, '' for path mode; why)."""
-        if hub_service:
-            return "", (
-                "previews of the hub service are sandboxed under each user's path "
-                "(origins of their own are not served by the hub service yet)"
-            )
-        if self.preview_origin_template:
-            return self.preview_origin_template, "c.ReactBoxApp.preview_origin_template is set"
-        if self.preview_origin == "path":
-            return "", "c.ReactBoxApp.preview_origin is 'path'"
-        if os.environ.get("JUPYTERHUB_SERVICE_PREFIX") and self.preview_origin == "auto":
-            return "", (
-                "this is a JupyterHub server, reached through the hub's proxy: previews "
-                "are sandboxed under its path; an origin of their own needs "
-                "c.ReactBoxApp.preview_origin_template (a wildcard name)"
-            )
-        server = self.serverapp
-        local = (
-            server is not None
-            and not server.sock
-            and not server.certfile
-            and server.ip in ("localhost", "127.0.0.1", "::1")
-        )
-        if self.preview_origin == "separate" or local:
-            return self.LOCAL_TEMPLATE, (
-                "this server listens on this machine only: each preview is at "
-                "<project>.localhost, an origin of its own"
-            )
-        return "", (
-            "this server is reached from elsewhere (or over TLS, or a socket): previews "
-            "are sandboxed under its path; an origin of their own needs "
-            "c.ReactBoxApp.preview_origin_template (a wildcard name)"
+        """(the preview origin template, '' for path mode; why): ``origins.choose``."""
+        return origins.choose(
+            template=self.preview_origin_template,
+            mode=self.preview_origin,
+            server=self.serverapp,
+            hub_service=hub_service,
         )
 
     @validate("preview_origin_template")
     def _validate_origin_template(self, proposal):
-        value = proposal["value"].rstrip("/")
-        if value:
-            parts = urlsplit(value.replace("{project}", "p"))
-            if parts.scheme not in ("http", "https") or parts.path or parts.query:
-                raise ValueError(
-                    f"preview_origin_template is an origin (scheme://host[:port]): {value!r}"
-                )
-            origin_host_pattern(value)
-        return value
-
-    # Settings of the AI editor that were the app's: c.AIEditor.<name> now.
+        return origins.checked(proposal["value"])
 
     def _make_editor(self, runtime: Runtime) -> AIEditor | None:
         """The owner's AI editor (``c.AIEditor``), or None where no model is set."""
@@ -396,20 +302,20 @@ class ReactBoxApp(MovedSettings, ExtensionApp):
 
     @functools.cached_property
     def admission(self) -> admission.Admission:
-        """The lines of installs, starts and edits, shared by every space this process
-        serves (every user of the hub service)."""
+        """The lines of installs, starts and edits (``c.Admission``), shared by every
+        space this process serves (every user of the hub service)."""
         return admission.Admission(
-            {"install": self.max_installs, "start": self.max_starts, "edit": self.max_edits},
-            max_queued=self.max_queued,
-            memory=admission.Memory(parse_size(self.start_memory), parse_size(self.memory_reserve)),
+            parent=self,
+            log=self.log,
             make_room=self._make_room,
+            **self._moved_settings("Admission"),
         )
 
     async def _make_room(self, short: int) -> int:
         """Stop previews nobody uses (frozen first, then the least recently used with no
         page open) to free about ``short`` bytes: how many it stopped."""
         spaces = self.spaces.all() if self.spaces is not None else []
-        per = parse_size(self.start_memory) or short
+        per = self.admission.memory.per_start or short
         return await stop_unused([s.runtime for s in spaces], -(-short // per))
 
     def make_space(

@@ -152,20 +152,18 @@ def _doctor_quotas(args, check) -> None:
 def _doctor_admission() -> None:
     """How many installs, starts and edits run at once here, and the memory a start
     waits for (from this host's cores and memory, unless configured)."""
-    from .app import ReactBoxApp
-
-    app = ReactBoxApp()
+    lines = admission.Admission()
     print(
-        f"  at once: {app.max_installs} installs, {app.max_starts} starts, {app.max_edits} AI "
-        f"edits; up to {app.max_queued} wait in each line (fairly across users), then 429 "
-        f"(c.ReactBoxApp.max_installs, max_starts, max_edits, max_queued)"
+        f"  at once: {lines.max_installs} installs, {lines.max_starts} starts, "
+        f"{lines.max_edits} AI edits; up to {lines.max_queued} wait in each line (fairly "
+        "across users), then 429 (c.Admission.max_installs, max_starts, max_edits, max_queued)"
     )
     memory = admission.meminfo()
     print(
-        f"  memory: a start waits for {app.start_memory or 'nothing'} available beyond a "
-        f"reserve of {app.memory_reserve} (this host has "
+        f"  memory: a start waits for {lines.start_memory or 'nothing'} available beyond a "
+        f"reserve of {lines.memory_reserve} (this host has "
         f"{memory.get('MemAvailable', 0) >> 20} MiB available of "
-        f"{memory.get('MemTotal', 0) >> 20} MiB; c.ReactBoxApp.start_memory, memory_reserve)"
+        f"{memory.get('MemTotal', 0) >> 20} MiB; c.Admission.start_memory, memory_reserve)"
     )
 
 
@@ -187,7 +185,7 @@ def configurables() -> list[type]:
     from .runtime import Runtime
 
     backends = [backend_class(name) for name in BUILT_IN]
-    return [ReactBoxApp, Runtime, AIEditor, Backend, *backends, HubService]
+    return [ReactBoxApp, Runtime, admission.Admission, AIEditor, Backend, *backends, HubService]
 
 
 def settings(args) -> int:

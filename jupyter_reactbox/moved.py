@@ -63,7 +63,20 @@ MOVED_TO_AI_EDITOR = {
 }
 
 
+MOVED_TO_ADMISSION = {
+    name: name
+    for name in (
+        "max_installs",
+        "max_starts",
+        "max_edits",
+        "max_queued",
+        "start_memory",
+        "memory_reserve",
+    )
+}
+
 MOVED: dict[str, dict[str, str]] = {
+    "Admission": MOVED_TO_ADMISSION,
     "DockerBackend": MOVED_TO_DOCKER_BACKEND,
     "Runtime": MOVED_TO_RUNTIME,
     "Backend": MOVED_TO_BACKEND,
@@ -73,13 +86,14 @@ MOVED: dict[str, dict[str, str]] = {
 
 
 def _owner(section: str) -> type:
+    from .admission import Admission
     from .ai.editor import AIEditor
     from .backends.base import Backend
     from .backends.docker import DockerBackend
     from .runtime import Runtime
 
     return {"DockerBackend": DockerBackend, "Runtime": Runtime, "Backend": Backend,
-            "AIEditor": AIEditor}[section]  # fmt: skip
+            "AIEditor": AIEditor, "Admission": Admission}[section]  # fmt: skip
 
 
 def _stub(section: str, new: str):

@@ -33,7 +33,7 @@ from traitlets import CaselessStrEnum, Float, Int
 from traitlets.config import LoggingConfigurable
 
 from . import probes, recovery
-from .admission import Admission
+from .admission import Admission, Memory
 from .backends.base import Backend, LogStream
 from .bridge import Bridges, Limits
 from .errors import (
@@ -152,7 +152,7 @@ class Runtime(LoggingConfigurable):
         together use too much (the hub service's per-user disk quota)."""
         self.clock = clock
         self.owner = owner
-        self.admission = admission or Admission({})
+        self.admission = admission or Admission({}, memory=Memory(0, 0))
         """Who installs, starts and edits next, with every other owner of the server
         (the hub service's users): ``admission.py``."""
         self.previews = Previews(base_url, origin_template=preview_origin_template, clock=clock)

@@ -34,6 +34,7 @@ from fakes import FakeBackend
 from jupyter_server.serverapp import ServerApp
 from llm import ScriptedLLM, ThreadedLLM
 
+from jupyter_reactbox.admission import Admission
 from jupyter_reactbox.backends import hostguard
 from jupyter_reactbox.backends.docker import LABEL
 from jupyter_reactbox.cli import DEFAULT_TAG
@@ -484,8 +485,8 @@ def editor_config():
 
 @pytest.fixture
 def reactbox_config():
-    """More settings for the server under test, by their names (c.ReactBoxApp's, or
-    c.Runtime's: the previews' lifecycle); a module may override it."""
+    """More settings for the server under test, by their names (c.ReactBoxApp's,
+    c.Runtime's or c.Admission's); a module may override it."""
     return {}
 
 
@@ -530,8 +531,10 @@ def jp_server_config(
     if backend == "docker":
         docker = {"image": request.getfixturevalue("sandbox_image"), **docker_config}
     # A test names each setting as an admin writes it; those of the previews'
-    # lifecycle are the Runtime's (c.Runtime.idle_timeout).
+    # lifecycle are the Runtime's (c.Runtime.idle_timeout), those of the lines of
+    # work the Admission's (c.Admission.max_starts).
     lifecycle = Runtime.class_own_traits(config=True)
+    lines = Admission.class_own_traits(config=True)
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_reactbox": True}},
         "ReactBoxApp": {
@@ -542,8 +545,13 @@ def jp_server_config(
             # Under Jupyter's path, in its sandbox (a local server's default is an
             # origin of their own, tested in test_origin_mode).
             "preview_origin": "path",
-            **{k: v for k, v in reactbox_config.items() if k != "backend" and k not in lifecycle},
+            **{
+                k: v
+                for k, v in reactbox_config.items()
+                if k != "backend" and k not in lifecycle and k not in lines
+            },
         },
+        "Admission": {k: v for k, v in reactbox_config.items() if k in lines},
         "Runtime": {
             # Frozen containers refuse `docker exec`, which many tests use on long
             # lived previews; freezing has tests of its own.

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.hub]
 
 CLASS_ARGS = (
     *DOCKER_ARGS,
-    "--ReactBoxApp.max_starts=1",
+    "--Admission.max_starts=1",
     "--Runtime.max_running=3",
     "--Runtime.max_restarts=10",
     "--ReactBoxApp.disk_limits=check",

@@ -35,7 +35,7 @@ def test_every_setting_is_documented(cls):
     """In the commented config file `jupyter reactbox settings` prints, and in the
     docs' configuration reference (docs/settings.md), with its help."""
     traits: dict[str, TraitType] = cls.class_own_traits(config=True)
-    assert len(traits) >= (20 if cls is ReactBoxApp else 3)
+    assert len(traits) >= (15 if cls is ReactBoxApp else 3)  # the traits were found
     undocumented = [name for name, trait in traits.items() if not (trait.help or "").strip()]
     assert undocumented == []
     documented = jupyter("reactbox", "settings").stdout
@@ -120,7 +120,7 @@ def test_settings_every_backend_has_are_the_backends_and_old_names_warn():
     assert "c.ReactBoxApp.ignore_scripts is deprecated: use c.Backend.ignore_scripts" in warned
 
 
-def test_the_lifecycle_settings_are_the_runtimes_and_old_names_warn(tmp_path):
+def test_the_lifecycle_and_line_settings_are_their_owners_and_old_names_warn(tmp_path):
     from traitlets.config import Config
 
     config = Config()
@@ -130,6 +130,9 @@ def test_the_lifecycle_settings_are_the_runtimes_and_old_names_warn(tmp_path):
     config.ReactBoxApp.max_running = 9
     config.Runtime.max_running = 2  # the new name wins
     config.Runtime.on_shutdown = "keep"
+    config.ReactBoxApp.max_starts = 3
+    config.Admission.max_queued = 7
+    config.Admission.start_memory = "1g"
     app = ReactBoxApp(config=config)
     said = heard(app)
     space = app.make_space(
@@ -138,7 +141,11 @@ def test_the_lifecycle_settings_are_the_runtimes_and_old_names_warn(tmp_path):
     runtime = space.runtime
     assert (runtime.idle_timeout, runtime.preview_cache) == (30.0, 1 << 20)
     assert (runtime.max_running, runtime.on_shutdown, runtime.start_timeout) == (2, "keep", 180)
+    lines = app.admission  # the lines of work are the Admission's (c.Admission)
+    assert (lines["start"].limit, lines["install"].max_queued) == (3, 7)
+    assert (lines.memory.per_start, lines["edit"].limit) == (1 << 30, lines.max_edits)
     warned = "\n".join(said)
+    assert "c.ReactBoxApp.max_starts is deprecated: use c.Admission.max_starts" in warned
     assert "c.ReactBoxApp.idle_timeout is deprecated: use c.Runtime.idle_timeout" in warned
     assert "c.ReactBoxApp.preview_cache is deprecated: use c.Runtime.preview_cache" in warned
 

@@ -298,7 +298,9 @@ async def test_a_preview_pod_is_hardened_gets_its_files_and_comes_back(
         follow.close()
         (app / "src" / "extra.txt").unlink()
         await backend.sync("shop", app)
-        code, _ = await backend.cluster.exec("reactbox-ada-shop", ["test", "-e", "/project/src/extra.txt"])
+        code, _ = await backend.cluster.exec(
+            "reactbox-ada-shop", ["test", "-e", "/project/src/extra.txt"]
+        )
         assert code == 1
 
         # Idle stop deletes the pod; the files stay here, and resume brings it back

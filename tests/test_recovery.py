@@ -194,7 +194,7 @@ def test_a_server_stopped_as_its_hub_stops_it_stops_its_previews_and_its_line_go
     args = (
         f"--ReactBoxApp.cache_dir={package_cache}",
         f"--DockerBackend.image={sandbox_image}",
-        "--ReactBoxApp.max_starts=1",
+        "--Admission.max_starts=1",
         "--Runtime.max_running=0",
     )
     server = JupyterProcess(tmp_path, owner, *args).start()

@@ -54,7 +54,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import openai
 from traitlets import Bool, Float, Int, Unicode, default
@@ -66,6 +66,7 @@ from ..errors import EditBusy, ModelError, NoProposal, ProposalStale, UserError
 from ..store import Project
 from . import context, edits, journal, validate
 from .budget import TokenBudget
+from .chat import Chat
 from .looks import Looks
 from .place import Place
 from .vision import Image, find_browser
@@ -319,6 +320,14 @@ class AIEditor(LoggingConfigurable):
         )
         self.compile_check = compile_check
         self.budget = TokenBudget(budget_file, self.daily_tokens) if budget_file else None
+        self.chat = Chat(
+            self.client,
+            model=self.model,
+            max_tokens=self.max_tokens,
+            max_answer_chars=self.max_answer_chars,
+            budget=self.budget,
+        )
+        """One question to the model at a time, its tokens counted (``chat.py``)."""
         self.pages = pages
         self.screenshot = screenshot
         self.load_page = load_page if self.page_check_headless else None
@@ -633,7 +642,7 @@ class AIEditor(LoggingConfigurable):
             result.attempts = attempt
             progress.emit(stage="asking", attempt=attempt, tokens=result.usage["total_tokens"])
             try:
-                answer = await self._ask(messages, result)
+                answer = await self.chat.ask(messages, result.usage)
             except ModelError as exc:
                 result.status, result.message = "failed", str(exc)
                 break
@@ -687,46 +696,6 @@ class AIEditor(LoggingConfigurable):
         elif committed:
             await asyncio.to_thread(history.reset, app, base)
             result.message += " The project was rolled back to how it was before the edit."
-
-    async def _ask(self, messages: list[Any], result: EditResult) -> str:
-        try:
-            response = await self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=self.max_tokens, temperature=0
-            )
-        except openai.APITimeoutError as exc:
-            raise ModelError(
-                f"The model did not answer within {self.client.timeout} s (c.AIEditor.timeout)."
-            ) from exc
-        except openai.RateLimitError as exc:
-            raise ModelError(
-                "The model endpoint keeps answering 429 (rate limit) after "
-                f"{self.client.max_retries} retries; try again in a minute."
-            ) from exc
-        except openai.APIConnectionError as exc:
-            raise ModelError(
-                f"Cannot reach the model endpoint {self.client.base_url}: {exc}"
-            ) from exc
-        except openai.APIStatusError as exc:
-            raise ModelError(
-                f"The model endpoint answered {exc.status_code}: {str(exc.message)[:300]}"
-            ) from exc
-        if response.usage:
-            prompt = response.usage.prompt_tokens or 0
-            completion = response.usage.completion_tokens or 0
-            result.usage["prompt_tokens"] += prompt
-            result.usage["completion_tokens"] += completion
-            result.usage["total_tokens"] += prompt + completion
-            if self.budget is not None:
-                await asyncio.to_thread(self.budget.spend, prompt + completion)
-        if not response.choices:
-            raise ModelError("The model endpoint answered with no choices.")
-        answer = response.choices[0].message.content or ""
-        if len(answer) > self.max_answer_chars:
-            raise ModelError(
-                f"The model's answer has {len(answer)} characters, over the limit of "
-                f"{self.max_answer_chars} (c.AIEditor.max_answer_chars); nothing was applied."
-            )
-        return answer
 
     async def _compile(self, project_id: str, paths: list[str]) -> str | None:
         if self.compile_check is None or not paths:

@@ -62,6 +62,15 @@ def package_cache(cache_root: Path, project_id: str, ignore_scripts: bool) -> Pa
     return cache_root / "managers" if ignore_scripts else cache_root / "projects" / project_id
 
 
+SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+
+
+def system_ca_bundle() -> str | None:
+    """The host's CA bundle, if it has one: what installs trust besides Node's own
+    CAs (a registry behind a private CA, or a TLS-intercepting proxy)."""
+    return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), None)
+
+
 TEMP = ".tmp"
 """In an install's staging folder: the package manager's temporary files."""
 

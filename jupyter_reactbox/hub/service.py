@@ -41,6 +41,7 @@ from traitlets.config import Application, catch_config_error
 
 from .. import api
 from .._version import __version__
+from ..admission import Admission
 from ..ai.editor import AIEditor
 from ..answers import Answers
 from ..app import ReactBoxApp
@@ -209,7 +210,7 @@ class HubService(Application):
     name = "jupyter-reactbox-hub-service"
     version = __version__
     description = __doc__
-    classes: ClassVar[list] = [ReactBoxApp, Runtime, AIEditor, Backend]
+    classes: ClassVar[list] = [ReactBoxApp, Runtime, Admission, AIEditor, Backend]
 
     config_file = Unicode(
         "",

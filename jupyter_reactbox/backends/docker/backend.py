@@ -49,6 +49,7 @@ from ..base import (
     left_over,
     under,
 )
+from ..install import system_ca_bundle
 from .engine import NETWORK_PREFIX, Engine, LogFollow
 from .installs import Installs
 from .spares import DockerStart, Spares, _remove_gate
@@ -63,7 +64,6 @@ from .specs import (
 )
 
 STOP_TIMEOUT = 5
-SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 
 
 class DockerBackend(Backend):
@@ -120,7 +120,7 @@ class DockerBackend(Backend):
 
     @default("extra_ca_certs")
     def _default_ca(self):
-        return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), "")
+        return system_ca_bundle() or ""
 
     spare_container = Bool(
         True,
@@ -199,50 +199,7 @@ class DockerBackend(Backend):
 
     async def doctor(self) -> list[Finding]:
         """The engine, the sandbox image (with today's layout), the OCI runtime."""
-        from ... import image as images
-
-        try:
-            info = await self.engine.call(self.engine.client().info)
-        except Exception as exc:  # EngineUnavailable, or what the SDK raised
-            return [
-                Finding(
-                    False, f"Docker engine unreachable ({exc}). Start dockerd or set DOCKER_HOST."
-                )
-            ]
-        found = [Finding(True, f"Docker engine {info.get('ServerVersion')} reachable")]
-        layout = await asyncio.to_thread(images.layout, self.engine.client(), self.image)
-        if layout is None:
-            found.append(
-                Finding(
-                    False,
-                    f"image {self.image} is missing. Run `jupyter reactbox build-image` "
-                    "(add --offline on hosts with no container registry).",
-                )
-            )
-        elif layout != images.LAYOUT:
-            found.append(
-                Finding(
-                    False,
-                    f"image {self.image} has an older layout (without today's package "
-                    "managers). Run `jupyter reactbox build-image` again.",
-                )
-            )
-        else:
-            found.append(Finding(True, f"image {self.image} present"))
-        if self.runtime:
-            runtimes = sorted(info.get("Runtimes", {}))
-            if self.runtime in runtimes:
-                found.append(Finding(True, f"runtime {self.runtime} registered"))
-            else:
-                found.append(
-                    Finding(
-                        False,
-                        f"runtime {self.runtime!r} is unknown to the engine (it has "
-                        f'{", ".join(runtimes)}). Register it under "runtimes" in '
-                        "/etc/docker/daemon.json and restart dockerd.",
-                    )
-                )
-        return found
+        return await self.engine.doctor(self.runtime)
 
     @property
     def run_limits(self) -> Limits:

@@ -23,7 +23,7 @@ import requests.exceptions
 
 from ...errors import EngineUnavailable, SandboxError
 from .. import hostguard
-from ..base import Followers
+from ..base import Finding, Followers
 from .specs import labels
 
 T = TypeVar("T")
@@ -236,6 +236,54 @@ class Engine:
         for config in attrs["IPAM"]["Config"]:
             await asyncio.to_thread(hostguard.guard, config["Subnet"], name)
         self._guarded.add(name)
+
+    async def doctor(self, runtime: str) -> list[Finding]:
+        """What ``jupyter reactbox doctor`` says of the engine: whether it answers, has the
+        sandbox image (with today's layout) and knows the OCI ``runtime``."""
+        from ... import image as images
+
+        try:
+            info = await self.call(self.client().info)
+        except Exception as exc:  # EngineUnavailable, or what the SDK raised
+            return [
+                Finding(
+                    False, f"Docker engine unreachable ({exc}). Start dockerd or set DOCKER_HOST."
+                )
+            ]
+        found = [Finding(True, f"Docker engine {info.get('ServerVersion')} reachable")]
+        layout = await asyncio.to_thread(images.layout, self.client(), self.image)
+        if layout is None:
+            found.append(
+                Finding(
+                    False,
+                    f"image {self.image} is missing. Run `jupyter reactbox build-image` "
+                    "(add --offline on hosts with no container registry).",
+                )
+            )
+        elif layout != images.LAYOUT:
+            found.append(
+                Finding(
+                    False,
+                    f"image {self.image} has an older layout (without today's package "
+                    "managers). Run `jupyter reactbox build-image` again.",
+                )
+            )
+        else:
+            found.append(Finding(True, f"image {self.image} present"))
+        if runtime:
+            runtimes = sorted(info.get("Runtimes", {}))
+            if runtime in runtimes:
+                found.append(Finding(True, f"runtime {runtime} registered"))
+            else:
+                found.append(
+                    Finding(
+                        False,
+                        f"runtime {runtime!r} is unknown to the engine (it has "
+                        f'{", ".join(runtimes)}). Register it under "runtimes" in '
+                        "/etc/docker/daemon.json and restart dockerd.",
+                    )
+                )
+        return found
 
     async def unpause(self, container) -> None:
         try:

@@ -36,9 +36,7 @@ is in annotations.
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
-import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -51,7 +49,6 @@ from traitlets import CaselessStrEnum, Dict, Float, Int, List, Unicode, default,
 from ..._version import __version__
 from ...errors import SandboxError
 from ...frameworks import SUPPORT_DIR, AppPlan
-from .. import egress
 from ..base import (
     Backend,
     Endpoint,
@@ -59,17 +56,15 @@ from ..base import (
     Finding,
     Followers,
     Installer,
-    InstallRun,
     Isolation,
-    Progress,
     Record,
-    install_env,
     left_over,
     under,
 )
-from ..docker.backend import SYSTEM_CA_BUNDLES
 from ..docker.specs import spec_hash
+from ..install import system_ca_bundle
 from .cluster import IN_CLUSTER_NAMESPACE, Cluster, api_error
+from .installs import Installs
 from .objects import (
     GROUP,
     PORT,
@@ -80,12 +75,11 @@ from .objects import (
     PodLimits,
     cache_claim,
     files_map,
-    install_pod,
     network_policy,
     pod_name,
     run_pod,
 )
-from .transfer import manifest, pack, top_level, unpack_modules
+from .transfer import manifest, pack, top_level
 
 
 class KubernetesBackend(Backend):
@@ -175,7 +169,7 @@ class KubernetesBackend(Backend):
 
     @default("extra_ca_certs")
     def _default_ca(self):
-        return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), "")
+        return system_ca_bundle() or ""
 
     start_timeout = Float(180, help="Seconds a pod may take to be scheduled and start.").tag(
         config=True
@@ -191,8 +185,7 @@ class KubernetesBackend(Backend):
         self._support_files: dict[str, bytes] | None = None
         self._stopped: dict[str, tuple[str, str]] = {}
         """project -> (base, token) of a pod deleted by ``stop``, for ``resume``."""
-        self._egress: egress.RegistryProxy | None = None
-        self._registry_default: str | None = None
+        self.installs = Installs(self)
 
     @classmethod
     def available(cls) -> str | None:
@@ -235,7 +228,7 @@ class KubernetesBackend(Backend):
         core = await self.cluster.apis()
         return await self.cluster.made_once(made, core.create_namespaced_config_map)
 
-    async def _ensure_ca(self) -> str | None:
+    async def ensure_ca(self) -> str | None:
         if not self.extra_ca_certs:
             return None
         pem = await asyncio.to_thread(Path(self.extra_ca_certs).read_bytes)
@@ -243,7 +236,7 @@ class KubernetesBackend(Backend):
         core = await self.cluster.apis()
         return await self.cluster.made_once(made, core.create_namespaced_config_map)
 
-    async def _ensure_cache(self) -> str | None:
+    async def ensure_cache(self) -> str | None:
         """The owner's cache volume claim (made once), with ``storage_class``."""
         if not self.storage_class:
             return None
@@ -251,7 +244,7 @@ class KubernetesBackend(Backend):
         core = await self.cluster.apis()
         return await self.cluster.made_once(claim, core.create_namespaced_persistent_volume_claim)
 
-    def _placement(self) -> Placement:
+    def placement(self) -> Placement:
         return Placement(
             runtime_class=self.runtime_class or None,
             node_selector=dict(self.node_selector),
@@ -259,7 +252,7 @@ class KubernetesBackend(Backend):
             pull_policy=self.pull_policy,
         )
 
-    def _limits(self, memory: str) -> PodLimits:
+    def limits(self, memory: str) -> PodLimits:
         return PodLimits(
             cpu=self.cpu_limit,
             memory=memory,
@@ -268,7 +261,7 @@ class KubernetesBackend(Backend):
             project_size=self.storage_limit,
         )
 
-    async def _send(self, pod: str, app_dir: Path, paths: list[str]) -> None:
+    async def send(self, pod: str, app_dir: Path, paths: list[str]) -> None:
         """Stream ``paths`` of the project into the pod's project folder."""
         with tempfile.TemporaryFile(prefix="reactbox-sync-") as f:
             await asyncio.to_thread(pack, app_dir, paths, f, uid=self.uid)
@@ -288,114 +281,7 @@ class KubernetesBackend(Backend):
 
     @cached_property
     def installer(self) -> Installer:
-        return self._installer(run=self._install_once, route=self._install_route)
-
-    async def _install_route(self) -> tuple[str | None, str]:
-        registry = self.registry or await self._default_registry()
-        host = self.proxy_address or os.environ.get("POD_IP", "")
-        if not host:
-            return None, registry
-        target = egress.registry_target(registry)
-        if self._egress is None or self._egress.allowed != target:
-            if self._egress is not None:
-                await self._egress.close()
-            self._egress = egress.RegistryProxy(target, self.log)
-            await self._egress.start(host)
-        return self._egress.url, registry
-
-    async def _default_registry(self) -> str:
-        """The registry npm in the image uses when none is configured (asked once, in
-        a short-lived pod)."""
-        if self._registry_default is None:
-            name = pod_name(self.owner, "registry-probe", "install")
-            pod = install_pod(
-                image=self.image,
-                owner=self.owner,
-                project_id="registry-probe",
-                limits=self._limits(self.memory_limit),
-                placement=self._placement(),
-                deadline=120,
-                uid=self.uid,
-            )
-            policy = network_policy(
-                owner=self.owner, project_id="registry-probe", role="install", ingress_from=[]
-            )
-            try:
-                await self.cluster.create(pod, policy)
-                await self.cluster.wait_pod(name, self.cluster.is_running, self.start_timeout)
-                code, out = await self.cluster.exec(name, ["npm", "config", "get", "registry"])
-                if code != 0:
-                    raise SandboxError(f"npm config get registry failed: {out.decode()[-300:]}")
-                self._registry_default = out.decode().strip()
-            finally:
-                await asyncio.shield(self.cluster.delete(name, policy=True))
-        return self._registry_default
-
-    async def _install_once(
-        self, run: InstallRun, progress: Progress | None
-    ) -> tuple[int | None, str]:
-        name = pod_name(self.owner, run.project_id, "install")
-        pod = install_pod(
-            image=self.image,
-            owner=self.owner,
-            project_id=run.project_id,
-            limits=self._limits(self.install_memory_limit),
-            placement=self._placement(),
-            deadline=int(self.install_timeout) + 120,
-            uid=self.uid,
-            ca_map=await self._ensure_ca(),
-            cache_claim=await self._ensure_cache(),
-        )
-        proxy = None
-        if run.proxy:
-            host, port = run.proxy.removeprefix("http://").rsplit(":", 1)
-            proxy = (host, int(port))
-        policy = network_policy(
-            owner=self.owner,
-            project_id=run.project_id,
-            role="install",
-            ingress_from=[],
-            registry_proxy=proxy,
-        )
-        env = install_env(cache="/cache", registry=run.registry, proxy=run.proxy, settings=run.env)
-        try:
-            await self.cluster.create(pod, policy)
-            await self.cluster.wait_pod(name, self.cluster.is_running, self.start_timeout)
-            staged = [p.name for p in run.staging.iterdir()]
-            await self._send(name, run.staging, staged)
-            argv = ["env", *(f"{k}={v}" for k, v in sorted(env.items())), *run.argv]
-            try:
-                code, output = await self.cluster.exec(
-                    name,
-                    ["sh", "-c", 'cd /project && exec "$@" 2>&1', "install", *argv],
-                    timeout=self.install_timeout,
-                )
-            except asyncio.TimeoutError:
-                return None, ""
-            text = output.decode("utf-8", "replace")
-            if code == 0:
-                await self._fetch_modules(name, run.staging, run.members)
-            return code, text
-        finally:
-            await asyncio.shield(self.cluster.delete(name, policy=True))
-
-    async def _fetch_modules(self, pod: str, staging: Path, members: tuple[str, ...] = ()) -> None:
-        """``node_modules`` of the install pod (and of its workspace members, where
-        it made one) into ``staging`` (``unpack_modules``)."""
-        trees = ["node_modules", *(f"{m}/node_modules" for m in members)]
-        with tempfile.TemporaryFile(prefix="reactbox-modules-") as f:
-            code, err = await self.cluster.exec(
-                pod,
-                ["tar", "-c", "--ignore-failed-read", "-C", PROJECT, "--", *trees],
-                stdout=f,
-                timeout=600,
-            )
-            if code != 0:
-                raise SandboxError(f"Could not fetch node_modules: {err.decode()[-500:]}")
-            f.seek(0)
-            # What the store assembled there was sent to the pod, and is in the archive.
-            await asyncio.to_thread(shutil.rmtree, staging / "node_modules", True)
-            await asyncio.to_thread(unpack_modules, f, staging, members)
+        return self._installer(run=self.installs.run_once, route=self.installs.route)
 
     # -- dev servers ----------------------------------------------------------------
 
@@ -416,8 +302,8 @@ class KubernetesBackend(Backend):
                 token=token,
                 spec_hash=hash_,
                 support_map=support,
-                limits=self._limits(self.memory_limit),
-                placement=self._placement(),
+                limits=self.limits(self.memory_limit),
+                placement=self.placement(),
                 uid=self.uid,
             )
 
@@ -444,7 +330,7 @@ class KubernetesBackend(Backend):
             running = await self.cluster.wait_pod(name, self.cluster.is_running, self.start_timeout)
             async with self._sync_lock(project_id):
                 files = await asyncio.to_thread(manifest, app_dir)
-                await self._send(name, app_dir, await asyncio.to_thread(top_level, app_dir))
+                await self.send(name, app_dir, await asyncio.to_thread(top_level, app_dir))
                 self._synced[project_id] = files
             code, err = await self.cluster.exec(name, ["touch", SYNCED])
             if code != 0:
@@ -474,7 +360,7 @@ class KubernetesBackend(Backend):
                 quoted = " ".join(shlex.quote(f"{PROJECT}/{p}") for p in gone)
                 await self.cluster.exec(name, ["sh", "-c", f"rm -rf -- {quoted}"])
             if changed:
-                await self._send(name, app_dir, changed)
+                await self.send(name, app_dir, changed)
             self._synced[project_id] = now
 
     async def resume(self, project_id: str, app_dir: Path, plan: AppPlan) -> Record | None:
@@ -606,8 +492,7 @@ class KubernetesBackend(Backend):
     async def close(self) -> None:
         await super().close()
         await self.cluster.close()
-        if self._egress is not None:
-            await self._egress.close()
+        await self.installs.close()
 
 
 class _LogFollow:

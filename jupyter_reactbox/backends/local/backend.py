@@ -55,13 +55,10 @@ from ..base import (
     Finding,
     Followers,
     Installer,
-    InstallRun,
     Isolation,
-    Progress,
     Record,
-    install_env,
-    report_progress,
 )
+from .installs import Installs
 from .sandbox import (
     STOP_TIMEOUT,
     Processes,
@@ -77,13 +74,6 @@ INNER_PORT = 8000
 """The dev server's port in its own network namespace."""
 LOG_BYTES = 2 << 20
 """A dev server's log is cut to its last half once it is this large."""
-SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
-
-
-@functools.cache
-def _ca_bundle() -> str | None:
-    """The system's CA bundle (a registry behind a private CA is trusted by it)."""
-    return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), None)
 
 
 def _start_time(pid: int) -> str | None:
@@ -187,8 +177,7 @@ class LocalBackend(Backend):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._running: dict[str, _Running] = {}
-        self._registry_default: str | None = None
-        self._managers_lock = asyncio.Lock()
+        self.installs = Installs(self)
 
     # -- where things are -----------------------------------------------------
 
@@ -319,86 +308,7 @@ class LocalBackend(Backend):
 
     @functools.cached_property
     def installer(self) -> Installer:
-        return self._installer(run=self._install_once, route=self._install_route)
-
-    async def _install_route(self) -> tuple[str | None, str]:
-        if self.registry:
-            return None, self.registry
-        if self._registry_default is None:
-            out = await asyncio.to_thread(
-                subprocess.run,
-                [str(self.node_path), str(self.npm_cli), "config", "get", "registry"],
-                capture_output=True,
-                text=True,
-                env=self.processes.env({}),
-                timeout=60,
-            )
-            self._registry_default = out.stdout.strip()
-        return None, self._registry_default
-
-    async def _ensure_managers(self, argv: list[str]) -> None:
-        """yarn and pnpm as the Docker image ships them, packed from the registry
-        once (never a download by corepack at install time)."""
-        if not any(a.startswith(managers.PM_DIR + "/") for a in argv):
-            return
-        async with self._managers_lock:
-            await asyncio.to_thread(self._fetch_managers)
-
-    def _fetch_managers(self) -> None:
-        shipped = json.dumps(managers.SHIPPED, sort_keys=True)
-        with contextlib.suppress(OSError):
-            if (self.pm_dir / ".complete").read_text() == shipped:
-                return  # these very releases, fetched before
-        from ...image import fetch_managers
-
-        self.pm_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".pm-", dir=self.pm_dir.parent))
-        try:
-            npm = [str(self.node_path), str(self.npm_cli)]
-            fetch_managers(staging, self.log.info, npm)
-            (staging / ".complete").write_text(shipped)
-            shutil.rmtree(self.pm_dir, ignore_errors=True)
-            staging.rename(self.pm_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-
-    async def _install_once(
-        self, run: InstallRun, progress: Progress | None
-    ) -> tuple[int | None, str]:
-        await self._ensure_managers(run.argv)
-        sandbox = None
-        if self.sandboxed:
-            env = install_env(cache="/cache", registry=run.registry, settings=run.env)
-            binds = [("rw", str(run.staging), "/project"), ("rw", str(run.cache), "/cache")]
-            if self.pm_dir.is_dir():
-                binds.append(("ro", str(self.pm_dir), managers.PM_DIR))
-            sandbox = self.processes.sandbox(network=True, binds=binds, chdir="/project")
-            command = self.processes.command(run.argv, pm=managers.PM_DIR)
-        else:
-            env = install_env(
-                cache=str(run.cache), registry=run.registry, settings=run.env, work=str(run.staging)
-            )
-            command = self.processes.command(run.argv, pm=str(self.pm_dir))
-        ca = _ca_bundle()
-        if ca:
-            env["NODE_EXTRA_CA_CERTS"] = ca
-        process = await self.processes.spawn(command, self.processes.env(env), run.staging, sandbox)
-        self.log.info("Installing %s with %s (pid %d)", run.project_id, run.argv[:2], process.pid)
-        output = asyncio.ensure_future(process.stdout.read())
-        waiting = asyncio.ensure_future(process.wait())
-        try:
-            if progress is not None:
-                await report_progress(run.staging, waiting, progress)
-            try:
-                code: int | None = await asyncio.wait_for(
-                    asyncio.shield(waiting), self.install_timeout
-                )
-            except asyncio.TimeoutError:
-                code = None
-        finally:
-            await asyncio.shield(self.processes.end(process))  # also when cancelled
-        text = (await output).decode("utf-8", "replace")
-        return code, text
+        return self._installer(run=self.installs.run_once, route=self.installs.route)
 
     # -- dev servers -----------------------------------------------------------
 
