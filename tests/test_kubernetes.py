@@ -70,25 +70,21 @@ def get(kind: str, name: str, namespace: str) -> dict | None:
 def test_doctor_asks_the_cluster_not_an_engine(kube):
     """`jupyter reactbox doctor --backend kubernetes` checks the API server it would
     use (and runs no Docker check)."""
-    env = {**os.environ, "KUBECONFIG": str(kube)}
-    said = subprocess.run(
-        ["jupyter", "reactbox", "doctor", "--backend", "kubernetes"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+
+    def doctor(kubeconfig: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["jupyter", "reactbox", "doctor", "--backend", "kubernetes"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "KUBECONFIG": kubeconfig},
+            timeout=120,
+        )
+
+    said = doctor(str(kube))
     assert said.returncode == 0, said.stdout + said.stderr
     assert "ok   Kubernetes API reachable; pods in default can be listed" in said.stdout
     assert "Docker engine" not in said.stdout
-    env["KUBECONFIG"] = "/nonexistent/kubeconfig"
-    said = subprocess.run(
-        ["jupyter", "reactbox", "doctor", "--backend", "kubernetes"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    said = doctor("/nonexistent/kubeconfig")
     assert said.returncode == 1 and "FAIL Kubernetes API: " in said.stdout, said.stdout
 
 
