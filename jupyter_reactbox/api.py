@@ -6,6 +6,7 @@ GET    projects/<id>               one
 DELETE projects/<id>               container, network and files gone
 POST   projects/<id>/start|stop|restart   202 (restart: new container, new link)
 POST   projects/<id>/heartbeat     204; someone uses the preview (resets its idle clock)
+GET    projects/<id>/export        the app's source as a ZIP (?data=1: with its data folder)
 GET    projects/<id>/events        server-sent events: the project's state on each change
 GET    projects/<id>/logs          text; ?follow=1 streams the dev server's output
 GET    projects/<id>/files         the project's own files (paths)
@@ -34,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import tempfile
 from pathlib import PurePath
 
 from jupyter_server.base.handlers import APIHandler
@@ -42,7 +44,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web, websocket
 from tornado.iostream import StreamClosedError
 
-from . import bridge, files, history
+from . import bridge, export, files, history
 from .ai.context import read_text
 from .ai.editor import AIEditor
 from .ai.place import Place
@@ -181,6 +183,30 @@ class ProjectHandler(BaseHandler):
         await self.runtime.delete(project_id)
         self.log.info("Deleted project %s", project_id)
         self.set_status(204)
+        self.finish()
+
+
+class ExportHandler(BaseHandler):
+    """The app's source as a ZIP (``export.py``); ``?data=1`` with the notebook's
+    data folder."""
+
+    @web.authenticated
+    async def get(self, project_id):
+        project = await self.project(project_id)
+        with_data = self.get_query_argument("data", "") not in ("", "0", "false")
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as out:
+            count, too_large = await asyncio.to_thread(
+                export.write_zip, project.app_dir, out, top=project.id, data=with_data
+            )
+            self.set_header("Content-Type", "application/zip")
+            self.set_header("Content-Disposition", f'attachment; filename="{project.id}.zip"')
+            self.set_header("X-Reactbox-Files", str(count))
+            if too_large:  # said, not hidden: they are the user's files
+                self.set_header("X-Reactbox-Left-Out", json.dumps(too_large[:20]))
+            out.seek(0)
+            while chunk := await asyncio.to_thread(out.read, 1 << 20):
+                self.write(chunk)
+                await self.flush()
         self.finish()
 
 
@@ -670,6 +696,7 @@ def handlers() -> list[tuple]:
         (f"{api}/projects", ProjectsHandler),
         (f"{api}/projects/{ID}", ProjectHandler),
         (f"{api}/projects/{ID}/(?P<action>start|stop|restart|heartbeat)", ActionHandler),
+        (f"{api}/projects/{ID}/export", ExportHandler),
         (f"{api}/projects/{ID}/events", EventsHandler),
         (f"{api}/projects/{ID}/logs", LogsHandler),
         (f"{api}/projects/{ID}/files(?:/(?P<path>.+))?", FilesHandler),

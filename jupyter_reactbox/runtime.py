@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+from jupyter_server.utils import url_path_join
 from traitlets import CaselessStrEnum, Float, Int
 from traitlets.config import LoggingConfigurable
 
@@ -201,6 +202,9 @@ class Runtime(LoggingConfigurable):
             "restarts": st.restarts,
             "frozen": st.frozen,
             "preview_url": self.previews.url(project.id),
+            "export_url": url_path_join(
+                self.previews.base_url, "reactbox", "api", "projects", project.id, "export"
+            ),
             "errors": list(st.errors),
             "selection": st.selection,
             "notes": st.notes,

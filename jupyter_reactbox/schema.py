@@ -101,6 +101,8 @@ class ProjectInfo(TypedDict):
     """Running, but frozen while nobody uses it; any use wakes it in a moment."""
     preview_url: str | None
     """The page to load: a path on this server, or a URL on the preview's own origin."""
+    export_url: str
+    """The app's source as a ZIP (a path on this server; the user's login opens it)."""
     errors: list[PageError]
     """What the preview page reported since it was last loaded."""
     selection: Selection | None

@@ -26,6 +26,7 @@ ROUTES = [
     ("POST", ("projects", "shop", "heartbeat")),
     ("GET", ("projects", "shop", "events")),
     ("GET", ("projects", "shop", "logs")),
+    ("GET", ("projects", "shop", "export")),
     ("GET", ("projects", "shop", "files")),
     ("GET", ("projects", "shop", "files", "src", "App.jsx")),
     ("PUT", ("projects", "shop", "files", "src", "App.jsx")),

@@ -52,6 +52,8 @@ COMMANDS = {
     "restore": "restore NAME POINT: the app as it was at POINT (a name, a sha, HEAD~N), as "
     "one new change (undo takes it back)",
     "point": "point NAME LABEL [--at REV]: name the current change (or REV), to restore it",
+    "export": "export NAME [FILE] [--data]: the app's source as a ZIP (no node_modules, no "
+    "history; --data: with its data folder), to upload again or take away",
     "logs": "logs NAME [--follow] [--tail N]: install and dev-server output",
     "data": "data NAME VAR [--as ALIAS]: publish a DataFrame/list/dict to "
     "src/reactbox-data/ALIAS.json (again: the preview updates)",
@@ -142,6 +144,10 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("label", nargs="+", help="the name, e.g. before the redesign")
     p.add_argument("--at", default="HEAD", help="the change to name (default: the current one)")
     parsers["point"] = p
+    p = _with_project("export")
+    p.add_argument("file", nargs="?", help="where to write it (default: NAME.zip here)")
+    p.add_argument("--data", action="store_true", help="with src/reactbox-data/")
+    parsers["export"] = p
     p = _with_project("logs")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing (stop: interrupt)")
     p.add_argument("--tail", type=int, default=0, help="only the last N lines")
@@ -455,6 +461,10 @@ class ReactBoxMagics(Magics):
 
         text = self.client.project(opts.project).diff(opts.start)
         display({"text/plain": text or "No change.", "text/html": diff_html(text)}, raw=True)
+
+    def _export(self, opts, cell):
+        path = self.client.project(opts.project).export(opts.file, data=opts.data)
+        print(f"Exported {opts.project} to {path} ({path.stat().st_size:,} bytes).")
 
     def _logs(self, opts, cell):
         project = self.client.project(opts.project)

@@ -173,11 +173,16 @@ class PreviewView(w.VBox):
         self.selection.value = selection_html(picked)
         self.clear_selection.layout.display = "" if picked else "none"
         url = project.preview_url if project.status == "running" else None
-        self.new_tab.value = (
-            f'<a href="{html.escape(url)}" target="_blank" rel="noopener">Open in a new tab ↗</a>'
-            if url
-            else ""
-        )
+        links = []
+        if url:
+            link = html.escape(url)
+            links.append(f'<a href="{link}" target="_blank" rel="noopener">Open in a new tab ↗</a>')
+        if project.info.get("export_url"):  # the user's own login fetches it
+            links.append(
+                f'<a href="{html.escape(project.info["export_url"])}" '
+                f'download="{html.escape(project.id)}.zip">Export ZIP ⤓</a>'
+            )
+        self.new_tab.value = " · ".join(links)
         if url != self._src:
             self._src = url
             self._render_frame()

@@ -44,6 +44,7 @@ export class PreviewPanel extends Widget {
   private readonly failure: HTMLPreElement;
   private readonly stage: HTMLDivElement;
   private readonly newTab: HTMLAnchorElement;
+  private readonly exportLink: HTMLAnchorElement;
   private readonly device: HTMLSelectElement;
   private readonly instruction: HTMLTextAreaElement;
   private readonly applyButton: HTMLButtonElement;
@@ -92,6 +93,11 @@ export class PreviewPanel extends Widget {
     this.newTab.textContent = 'Open in new tab';
     this.newTab.target = '_blank';
     this.newTab.rel = 'noopener';
+    // The source as a ZIP: a plain download, which the user's own login opens.
+    this.exportLink = document.createElement('a');
+    this.exportLink.className = 'jp-ReactBox-export';
+    this.exportLink.textContent = 'Export ZIP';
+    this.exportLink.title = "The app's source, without node_modules or history: to upload again or take away";
     this.device = document.createElement('select');
     this.device.className = 'jp-ReactBox-device';
     this.device.title = 'Device width';
@@ -110,7 +116,7 @@ export class PreviewPanel extends Widget {
       this.toggleTimeline()
     );
     this.timelineButton.title = 'Every change of the app: what made it, its diff; restore or name a point';
-    toolbar.append(reload, this.newTab, this.device, this.timelineButton, this.mode, this.status);
+    toolbar.append(reload, this.newTab, this.exportLink, this.device, this.timelineButton, this.mode, this.status);
     this.timeline = document.createElement('div');
     this.timeline.className = 'jp-ReactBox-timeline';
     this.timeline.hidden = true;
@@ -307,6 +313,10 @@ export class PreviewPanel extends Widget {
     const error = info.errors?.[info.errors.length - 1];
     this.fixButton.hidden = !error;
     this.fixButton.title = error ? `Ask the AI to fix: ${error.message}` : '';
+    if (info.export_url) {
+      this.exportLink.href = info.export_url;
+      this.exportLink.download = `${info.id}.zip`;
+    }
     const url = info.status === 'running' ? info.preview_url : null;
     if (url) {
       this.newTab.href = url;

@@ -22,6 +22,8 @@ export interface ProjectInfo {
   frozen: boolean;
   /** The page to load: a path on this server, or a URL on the preview's own origin. */
   preview_url: string | null;
+  /** The app's source as a ZIP (a path on this server; the user's login opens it). */
+  export_url: string;
   /** What the preview page reported since it was last loaded. */
   errors: PageError[];
   /** The element picked in the preview (alt-click, or select mode) for the next edit. */
