@@ -24,6 +24,8 @@ from pathlib import Path
 from ... import managers
 
 STOP_TIMEOUT = 5.0
+TMP_SIZE = 256 << 20
+"""Bytes of a sandbox's private /tmp (in memory), as a Docker container's (``tmp_size``)."""
 """Seconds a process group has after SIGTERM before SIGKILL."""
 _ETC = ("ssl", "ca-certificates", "resolv.conf", "hosts", "nsswitch.conf", "passwd", "group")
 _PR_SET_PDEATHSIG = 1
@@ -101,7 +103,7 @@ class Processes:
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         # The private /tmp first: bubblewrap mounts in order, so Node bound after it
         # is seen even where it lives under /tmp (a throw-away virtual environment's).
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
         node_root = str(self.node_root)
         if not node_root.startswith("/usr/"):
             argv += ["--ro-bind", node_root, node_root]
@@ -110,7 +112,9 @@ class Processes:
             argv += ["--ro-bind", npm_root, npm_root]
         for mode, host, inside in binds:
             argv += ["--bind" if mode == "rw" else "--ro-bind", host, inside]
-        argv += ["--chdir", chdir]
+        # The root bubblewrap makes is a tmpfs: read-only, so nothing is written
+        # (into memory, without bound) outside the binds and the sized /tmp.
+        argv += ["--remount-ro", "/", "--chdir", chdir]
         return argv
 
     def env(self, extra: dict[str, str]) -> dict[str, str]:
