@@ -9,7 +9,7 @@ for all (its node_modules comes from the per-user cache).  The Kubernetes one
 runs its pods on the single-node cluster of `.ci/kube` (skipped, and said so,
 when that cluster is not up).  The ratios are to the Docker backend.
 
-    python benchmarks/backends.py [--rounds 5]
+    python benchmarks/backends.py [--rounds 5] [--backends docker,local,kubernetes]
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ async def one_backend(backend: str, rounds: int, rows: dict[str, dict[str, list[
             ws.close()
 
 
-async def measure(rounds: int) -> None:
+async def measure(rounds: int, backends: tuple[str, ...] = BACKENDS) -> None:
     rows: dict[str, dict[str, list[float]]] = {
         name: {backend: [] for backend in BACKENDS}
         for name in (
@@ -139,7 +139,7 @@ async def measure(rounds: int) -> None:
         )
     }
     cluster = await asyncio.to_thread(KUBECONFIG.exists)
-    for backend in BACKENDS:
+    for backend in backends:
         if backend == "kubernetes" and not cluster:
             print("kubernetes: no cluster here (bash .ci/kube up makes one); not measured")
             continue
@@ -153,7 +153,16 @@ async def measure(rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    asyncio.run(measure(parse_args(parser).rounds))
+    parser.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help="which to measure, Docker first (default: all three)",
+    )
+    args = parse_args(parser)
+    chosen = tuple(b for b in args.backends.split(",") if b)
+    if chosen[:1] != ("docker",) or not set(chosen) <= set(BACKENDS):
+        parser.error(f"--backends: docker first, then any of {', '.join(BACKENDS[1:])}")
+    asyncio.run(measure(args.rounds, chosen))
 
 
 if __name__ == "__main__":
