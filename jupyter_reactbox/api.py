@@ -7,6 +7,12 @@ DELETE projects/<id>               container, network and files gone
 POST   projects/<id>/start|stop|restart   202 (restart: new container, new link)
 POST   projects/<id>/heartbeat     204; someone uses the preview (resets its idle clock)
 GET    projects/<id>/export        the app's source as a ZIP (?data=1: with its data folder)
+GET    projects/<id>/builds        its production builds; POST {"base"}: start one (202)
+GET    projects/<id>/builds/<b>    one build; /log its output, /zip its files; DELETE it
+GET    projects/<id>/shares        its published snapshots; POST {"days"}: build and publish
+                                   one at a link of its own that expires (shares.py)
+GET    shares                      all of the user's, with expiry and last access
+GET    shares/<s>                  one; DELETE: revoke it (its link is 404 at once)
 GET    projects/<id>/events        server-sent events: the project's state on each change
 GET    projects/<id>/logs          text; ?follow=1 streams the dev server's output
 GET    projects/<id>/files         the project's own files (paths)
@@ -35,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import tempfile
 from pathlib import PurePath
 
@@ -50,6 +57,7 @@ from .ai.editor import AIEditor
 from .ai.place import Place
 from .ai.vision import parse_images
 from .answers import Answers
+from .builds import Builds
 from .errors import (
     AIUnavailable,
     ArchiveError,
@@ -62,11 +70,16 @@ from .errors import (
     WrongContentType,
 )
 from .runtime import Runtime
+from .shares import Shares
 from .spaces import Space
 from .store import Project
 
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
 ID = r"(?P<project_id>[a-z0-9][a-z0-9-]*)"
+BUILD = r"(?P<build_id>[a-z0-9-]+)"
+SHARE = r"(?P<share_id>[A-Za-z0-9_-]+)"
+BASE_RE = re.compile(r"^/(?:[A-Za-z0-9._~%@+-]+/)*$")
+"""A base a build may be made for: a path from the root, ending in /."""
 
 
 DELETED = {"status": "deleted"}
@@ -180,7 +193,13 @@ class ProjectHandler(BaseHandler):
     async def delete(self, project_id):
         await self.project(project_id)
         self.check_not_editing(project_id)
+        space = self.space
+        assert space is not None
+        if space.builds is not None:
+            await space.builds.forget_project(project_id)
         await self.runtime.delete(project_id)
+        if space.shares is not None:
+            space.shares.forget_project(project_id)  # its links are dead too
         self.log.info("Deleted project %s", project_id)
         self.set_status(204)
         self.finish()
@@ -207,6 +226,119 @@ class ExportHandler(BaseHandler):
             while chunk := await asyncio.to_thread(out.read, 1 << 20):
                 self.write(chunk)
                 await self.flush()
+        self.finish()
+
+
+def _body(handler) -> dict:
+    """The request's JSON object (empty for no body); BadRequest otherwise."""
+    raw = handler.request.body or b"{}"
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise BadRequest("Send a JSON object.")
+    return data
+
+
+class BuildBase(BaseHandler):
+    @property
+    def builds(self) -> Builds:
+        assert self.space is not None and self.space.builds is not None
+        return self.space.builds
+
+
+class BuildsHandler(BuildBase):
+    """The project's production builds (``builds.py``): list them, or start one for
+    ``{"base"}`` (the path it will be served under; default ``/``)."""
+
+    @web.authenticated
+    async def get(self, project_id):
+        project = await self.project(project_id)
+        builds = await asyncio.to_thread(self.builds.list, project)
+        self.write_json({"builds": [b.to_json() for b in builds]})
+
+    @web.authenticated
+    async def post(self, project_id):
+        project = await self.project(project_id)
+        base = _body(self).get("base", "/")
+        if not isinstance(base, str) or not BASE_RE.match(base):
+            raise BadRequest('"base" is a path from the root that ends in /, e.g. "/shop/".')
+        plan = await asyncio.to_thread(project.plan)
+        build = self.builds.start(project, plan, base)
+        self.write_json(build.to_json(), status=202)
+
+
+class BuildHandler(BuildBase):
+    """One build: its record, its log (``/log``), its files as a ZIP (``/zip``)."""
+
+    @web.authenticated
+    async def get(self, project_id, build_id, part=None):
+        project = await self.project(project_id)
+        if part == "log":
+            text = await asyncio.to_thread(self.builds.log_of, project, build_id)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            return self.finish(text)
+        if part != "zip":
+            build = await asyncio.to_thread(self.builds.get, project, build_id)
+            return self.write_json(build.to_json())
+        site = await asyncio.to_thread(self.builds.site, project, build_id)
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as out:
+            await asyncio.to_thread(export.write_site_zip, site, out)
+            self.set_header("Content-Type", "application/zip")
+            name = f"{project.id}-{build_id}.zip"
+            self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+            out.seek(0)
+            while chunk := await asyncio.to_thread(out.read, 1 << 20):
+                self.write(chunk)
+                await self.flush()
+        self.finish()
+
+    @web.authenticated
+    async def delete(self, project_id, build_id, part=None):
+        if part is not None:
+            raise BadRequest("DELETE the build itself, not its log or ZIP.")
+        project = await self.project(project_id)
+        await self.builds.remove(project, build_id)
+        self.set_status(204)
+        self.finish()
+
+
+class SharesHandler(BaseHandler):
+    """Published snapshots (``shares.py``): ``projects/<id>/shares`` lists a project's
+    and makes one (``{"days"}``); ``shares`` lists all of the user's; ``shares/<id>``
+    is one, and DELETE revokes it at once."""
+
+    @property
+    def shares(self) -> Shares:
+        assert self.space is not None and self.space.shares is not None
+        return self.space.shares
+
+    @web.authenticated
+    async def get(self, project_id=None, share_id=None):
+        if share_id is not None:
+            return self.write_json(self.shares.get(share_id))
+        if project_id is not None:
+            await self.project(project_id)
+        self.write_json({"shares": self.shares.list(project_id)})
+
+    @web.authenticated
+    async def post(self, project_id=None, share_id=None):
+        if project_id is None or share_id is not None:
+            raise BadRequest("Share a project: POST projects/<id>/shares.")
+        project = await self.project(project_id)
+        days = _body(self).get("days")
+        if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))):
+            raise BadRequest('"days" is a number of days, e.g. {"days": 7}.')
+        plan = await asyncio.to_thread(project.plan)
+        self.write_json(self.shares.create(project, plan, days), status=202)
+
+    @web.authenticated
+    async def delete(self, project_id=None, share_id=None):
+        if share_id is None:
+            raise BadRequest("Revoke one share: DELETE shares/<id>.")
+        self.shares.revoke(share_id)
+        self.set_status(204)
         self.finish()
 
 
@@ -697,6 +829,11 @@ def handlers() -> list[tuple]:
         (f"{api}/projects/{ID}", ProjectHandler),
         (f"{api}/projects/{ID}/(?P<action>start|stop|restart|heartbeat)", ActionHandler),
         (f"{api}/projects/{ID}/export", ExportHandler),
+        (f"{api}/projects/{ID}/builds", BuildsHandler),
+        (f"{api}/projects/{ID}/builds/{BUILD}(?:/(?P<part>log|zip))?", BuildHandler),
+        (f"{api}/projects/{ID}/shares", SharesHandler),
+        (f"{api}/shares", SharesHandler),
+        (f"{api}/shares/{SHARE}", SharesHandler),
         (f"{api}/projects/{ID}/events", EventsHandler),
         (f"{api}/projects/{ID}/logs", LogsHandler),
         (f"{api}/projects/{ID}/files(?:/(?P<path>.+))?", FilesHandler),

@@ -21,12 +21,13 @@ from jupyter_server.utils import url_path_join
 from tornado.routing import AnyMatches, Rule
 from traitlets import Bool, CaselessStrEnum, Float, Int, Type, Unicode, Union, default, validate
 
-from . import admission, api, backends, boxes, bridge, history, origins
+from . import admission, api, backends, boxes, bridge, history, origins, shared
 from .ai import journal
 from .ai.editor import AIEditor
 from .archive import Limits as ArchiveLimits
 from .backends.base import Backend
 from .backends.docker import DockerBackend
+from .builds import Builds
 from .errors import ReactBoxError
 from .hub import SERVICE_URL_ENV, relay
 from .moved import MovedSettings
@@ -39,6 +40,7 @@ from .proxy import (
     preview_rules,
 )
 from .runtime import Runtime, stop_unused
+from .shares import Shares
 from .spaces import OneSpace, Space, Spaces
 from .store import Project, ProjectStore, StoreLock, parse_size, slugify
 from .supply import Policy as SupplyPolicy
@@ -366,7 +368,17 @@ class ReactBoxApp(MovedSettings, ExtensionApp):
         editor = self._make_editor(runtime)
         if editor is not None:
             runtime.busy = editor.busy  # an edit in progress is use
-        return Space(owner, runtime, editor)
+        builds = Builds(parent=self, log=self.log, backend=runtime.backend, changed=runtime.notify)
+        runtime.builds = builds
+        shares = Shares(
+            parent=self,
+            log=self.log,
+            store=store,
+            builds=builds,
+            base_url=base_url,
+            served=not hub_service,
+        )
+        return Space(owner, runtime, editor, builds=builds, shares=shares)
 
     def initialize_settings(self):
         self.settings["reactbox_max_upload_bytes"] = self.max_upload_bytes
@@ -434,6 +446,7 @@ class ReactBoxApp(MovedSettings, ExtensionApp):
             self.handlers.extend(relay.handlers(self.service))
             return
         self.handlers.extend(api.handlers())
+        self.handlers.extend(shared.handlers(self.spaces, self.frame_ancestors))
         runtime = self.spaces.space.runtime
         self._preview_options = options = {
             "runtime": runtime,

@@ -181,11 +181,17 @@ def configurables() -> list[type]:
     from .ai.editor import AIEditor
     from .app import ReactBoxApp
     from .backends import BUILT_IN, Backend, backend_class
+    from .builds import Builds
     from .hub.service import HubService
     from .runtime import Runtime
+    from .shares import Shares
 
     backends = [backend_class(name) for name in BUILT_IN]
-    return [ReactBoxApp, Runtime, admission.Admission, AIEditor, Backend, *backends, HubService]
+    return [
+        *(ReactBoxApp, Runtime, admission.Admission, AIEditor, Builds, Shares, Backend),
+        *backends,
+        HubService,
+    ]
 
 
 def settings(args) -> int:

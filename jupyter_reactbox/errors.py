@@ -29,6 +29,9 @@ Docker SDK are mapped to ``SandboxError`` at one boundary
     │   ├── files: FileNotInProject 404, NotAText 415, SyntaxRefused 422,
     │   │   ChangedMeanwhile 409, NotAFile 422, TooManyFiles 413
     │   ├── history: HistoryError 409, NoSuchPoint 404
+    │   ├── builds and shares: NoBuild 422 (the app has no build that runs here),
+    │   │   AppBuildFailed 422, TooManyBuilds 429, TooManyShares 429,
+    │   │   NoSharing 422 (no share links where this server runs)
     │   └── AI edits: EditError 422 (UnsafePath), PlaceError 400, PlaceGone 422,
     │       OverBudget 429, EditBusy 409, NoProposal 404, ProposalStale 409,
     │       ImageError 400 (ImageTooLarge 413), NothingToFix 422, AIUnavailable 503
@@ -120,6 +123,30 @@ class Busy(UserError):
 
 class QuotaExceeded(UserError):
     status = 413
+
+
+class NoBuild(UserError):
+    """The app has no production build this server can run (``builds.py``)."""
+
+    status = 422
+
+
+class AppBuildFailed(UserError):
+    """The app's production build did not finish: its first error line first."""
+
+    status = 422
+
+
+class TooManyBuilds(UserError):
+    status = 429
+
+
+class TooManyShares(UserError):
+    status = 429
+
+
+class NoSharing(UserError):
+    status = 422
 
 
 class DiskFull(ReactBoxError):

@@ -64,3 +64,15 @@ def write_zip(
             zf.writestr(info, body)
             count += 1
     return count, too_large
+
+
+def write_site_zip(site: Path, out: IO[bytes]) -> int:
+    """Write a build's files (a folder the server wrote: ``builds.py``) into ``out`` as a
+    ZIP, at its top, as a static host takes them; the number of files."""
+    count = 0
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for path in sorted(site.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                zf.write(path, path.relative_to(site).as_posix())
+                count += 1
+    return count

@@ -102,8 +102,6 @@ def inject_scripts(
     reporter (input reported at most every ``beat_ms``, with the page's ``key``; none
     without one) and select mode always, the shim when the page runs in an opaque
     origin (with what the project's pages ``stored`` before)."""
-    match = _HEAD_RE.search(html)
-    at = match.end() if match else 0
     literal = script_json(base)
     activity = ACTIVITY.replace(b"__REACTBOX_BASE__", literal)
     activity = activity.replace(b"__REACTBOX_EVERY__", str(int(beat_ms)).encode())
@@ -112,8 +110,25 @@ def inject_scripts(
     if sandboxed:
         shim = SHIM.replace(b"__REACTBOX_BASE__", literal)
         shim = shim.replace(b"__REACTBOX_STORED__", script_json(stored or {}))
-    # Where the app's `reactbox` module (the notebook bridge) finds the preview.
+    return _first_in_head(html, _where(literal) + shim + SELECT + activity)
+
+
+def inject_snapshot_shim(html: bytes, base: str) -> bytes:
+    """A published snapshot's page (``shared.py``): the shim alone, first in <head>,
+    so that an app that reads storage or cookies at load runs in its opaque origin
+    (what it stores lives as long as the page: a viewer writes nothing here)."""
+    literal = script_json(base)
+    shim = SHIM.replace(b"__REACTBOX_BASE__", literal).replace(b"__REACTBOX_STORED__", b"{}")
+    return _first_in_head(html, _where(literal) + shim)
+
+
+def _where(literal: bytes) -> bytes:
+    """Where the app's `reactbox` module (the notebook bridge) finds the preview."""
     where = b'Object.defineProperty(window,"__reactbox",{value:Object.freeze({base:%s})});'
-    where %= literal
-    scripts = where + shim + SELECT + activity
+    return where % literal
+
+
+def _first_in_head(html: bytes, scripts: bytes) -> bytes:
+    match = _HEAD_RE.search(html)
+    at = match.end() if match else 0
     return html[:at] + b"<script>" + scripts + b"</script>" + html[at:]

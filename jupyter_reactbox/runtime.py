@@ -37,6 +37,7 @@ from . import probes, recovery
 from .admission import Admission, Memory
 from .backends.base import Backend, LogStream
 from .bridge import Bridges, Limits
+from .builds import Builds
 from .errors import (
     DiskFull,
     ProjectNotFound,
@@ -145,6 +146,8 @@ class Runtime(LoggingConfigurable):
         self.preview_mode_why = preview_mode_why
         """Why previews are where they are (``preview_mode``)."""
         self.busy = busy
+        self.builds: Builds | None = None
+        """The owner's production builds (given by the app): the newest is in ``info``."""
         self.admit = admit
         """Asked before a preview starts; raises TooManyPreviews to refuse it (the hub
         service's cap on all users' previews)."""
@@ -202,6 +205,7 @@ class Runtime(LoggingConfigurable):
             "restarts": st.restarts,
             "frozen": st.frozen,
             "preview_url": self.previews.url(project.id),
+            "build": self.builds.latest(project.id) if self.builds is not None else None,
             "export_url": url_path_join(
                 self.previews.base_url, "reactbox", "api", "projects", project.id, "export"
             ),
@@ -345,6 +349,12 @@ class Runtime(LoggingConfigurable):
         except ProjectNotFound:  # deleted meanwhile: nothing to send
             return
         await self.backend.sync(project_id, project.app_dir)
+
+    def notify(self, project_id: str) -> None:
+        """Something shown in the project's JSON changed (a build): wake its events."""
+        st = self.previews.get(project_id)
+        if st is not None:
+            st.update()
 
     async def stop(self, project_id: str, *, detail: str | None = None) -> None:
         """Stop the dev server (the backend keeps what it needs, so the link stays valid)."""

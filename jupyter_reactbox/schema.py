@@ -72,6 +72,45 @@ class Selection(TypedDict):
     classes: str
 
 
+BuildStatus = Literal["building", "ready", "failed"]
+
+
+class BuildInfo(TypedDict):
+    """A production build of the app (``builds.py``)."""
+
+    id: str
+    project: str
+    base: str
+    """The path it is built to be served under."""
+    status: BuildStatus
+    created: float
+    finished: float | None
+    error: str | None
+    """Why it failed, its first error line first."""
+    files: int
+    bytes: int
+    share: str | None
+    """The share link it was built for, if any."""
+
+
+ShareStatus = Literal["building", "live", "failed", "expired"]
+
+
+class ShareInfo(TypedDict):
+    """A published snapshot at a link that expires (``shares.py``)."""
+
+    id: str
+    project: str
+    build: str
+    url: str
+    """Where it is served: a path on this server."""
+    created: float
+    expires: float
+    last_access: float | None
+    status: ShareStatus
+    error: str | None
+
+
 class PreviewMode(TypedDict):
     mode: Literal["separate", "path"]
     """'separate': the preview at / of an origin of its own; 'path': under Jupyter's
@@ -103,6 +142,8 @@ class ProjectInfo(TypedDict):
     """The page to load: a path on this server, or a URL on the preview's own origin."""
     export_url: str
     """The app's source as a ZIP (a path on this server; the user's login opens it)."""
+    build: BuildInfo | None
+    """Its newest production build this server ran, if any."""
     errors: list[PageError]
     """What the preview page reported since it was last loaded."""
     selection: Selection | None
@@ -211,7 +252,7 @@ class EditEvent(_EditEvent, total=False):
 
 # -- the Lab extension's types, generated -------------------------------------------
 
-TYPESCRIPT = ("ProjectInfo", "EditResult", "EditEvent", "EDIT_STAGES")
+TYPESCRIPT = ("ProjectInfo", "ShareInfo", "EditResult", "EditEvent", "EDIT_STAGES")
 """What ``labextension/src/schema.ts`` gets (with every type they use)."""
 
 
@@ -288,7 +329,7 @@ def typescript() -> str:
     return head + "".join(f"\n{text}" for text in emitted.values())
 
 
-OPENAPI = ("ProjectInfo", "EditResult", "EditEvent")
+OPENAPI = ("ProjectInfo", "ShareInfo", "EditResult", "EditEvent")
 """What ``docs/openapi.yaml``'s ``components.schemas`` has (with every type they use)."""
 
 

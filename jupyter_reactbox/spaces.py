@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 from .ai.editor import AIEditor
 from .backends.modules import disk_usage
+from .builds import Builds
 from .errors import QuotaExceeded, TooManyPreviews
 from .previews import ACTIVE
 from .probes import size
 from .runtime import Runtime
+from .shares import Shares
 
 
 @dataclass
@@ -26,6 +28,8 @@ class Space:
     owner: str
     runtime: Runtime
     editor: AIEditor | None
+    builds: Builds | None = None
+    shares: Shares | None = None
     disk_quota: int = 0
     """Most bytes all of this owner's projects may use together (0: no limit); the
     hub service's ``c.HubService.user_disk_quota``."""
@@ -45,6 +49,8 @@ class Space:
             )
 
     async def close(self) -> None:
+        if self.builds is not None:
+            self.builds.close()
         await self.runtime.close()
         await self.runtime.backend.close()
 

@@ -43,6 +43,11 @@ STORE_ID = ".store-id"
 _STORE_ID_RE = re.compile(r"^[a-z0-9]{6}$")
 
 
+DEBRIS = (".install-", ".modules-", ".history-", ".page-storage-", ".reactbox-build-")
+"""Beside a project's work tree: what an install, a history write, a page check or a
+build was making when the server stopped."""
+
+
 def slugify(name: str) -> str:
     """A project id from a free-form name: lowercase letters, digits and dashes."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-")
@@ -311,9 +316,7 @@ class ProjectStore:
             elif not child.name.startswith(".") and child.is_dir():
                 for where in (child, child / boxes.BOX):
                     for debris in where.glob(".*-*"):
-                        if debris.name.startswith(
-                            (".install-", ".modules-", ".history-", ".page-storage-")
-                        ):
+                        if debris.name.startswith(DEBRIS):
                             shutil.rmtree(debris, ignore_errors=True)
 
 

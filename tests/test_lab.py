@@ -158,6 +158,23 @@ async def test_lab_sidebar_panel_and_magic(tmp_path, owner, package_cache, sandb
                 )
                 new_tab = await panel.locator(".jp-ReactBox-newtab").get_attribute("href")
                 assert re.fullmatch(r"/a%40b/reactbox/preview/shop/[\w-]+/", new_tab or "")
+                exported = await panel.locator(".jp-ReactBox-export").get_attribute("href")
+                assert exported == "/a%40b/reactbox/api/projects/shop/export"
+
+                # Share: a snapshot at a link of its own, which opens; Revoke kills it.
+                await panel.get_by_role("button", name="Share").click()
+                link = panel.locator(".jp-ReactBox-sharelink")
+                await link.wait_for(timeout=120_000)
+                shared = await link.get_attribute("href") or ""
+                assert re.fullmatch(r"/a%40b/reactbox/shared/[\w-]{24}/", shared), shared
+                viewer = await browser.new_page()
+                await viewer.goto(lab.url.removesuffix("/a%40b") + shared)
+                await viewer.locator("h1").wait_for(timeout=30_000)
+                assert await viewer.locator("h1").inner_text() == "Get started"
+                await panel.get_by_role("button", name="Revoke").click()
+                await panel.get_by_text("Revoked: the link no longer opens.").wait_for()
+                assert (await viewer.reload()).status == 404
+                await viewer.close()
 
                 # Device widths.
                 await panel.locator(".jp-ReactBox-device").select_option(label="Phone (375px)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import shutil
 import signal
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -295,6 +297,41 @@ async def test_the_sandbox_hides_the_home_and_runtime_folders_and_has_no_network
     assert all(result == "ok" for result in outside.values()), outside
     assert all(result != "ok" for result in inside.values()), inside
     print(json.dumps({"inside": inside, "outside": outside}, indent=1))
+
+
+async def test_a_local_build_has_no_network_writes_nothing_outside_and_its_share_renders(
+    api, jp_fetch, server_url, projects_dir
+):
+    """A production build on the local backend: in a bubblewrap sandbox with no
+    network, its script's probes all refused; its snapshot renders with the dev
+    server stopped."""
+    from test_builds import HOSTILE_BUILD, build, call, share
+
+    r = await api.upload(
+        zip_dir(FIXTURES / "vite-react", extra={"vite.config.js": HOSTILE_BUILD}), "shop"
+    )
+    await api.wait(json.loads(r.body)["id"], timeout=300)
+    done = await build(jp_fetch, "shop")
+    assert done["status"] == "ready", done
+    log = (await jp_fetch("reactbox", "api", "projects", "shop", "builds", done["id"], "log")).body
+    assert log.startswith(b"[jupyter-reactbox] a bubblewrap sandbox per preview"), log[:200]
+    zipped = await jp_fetch("reactbox", "api", "projects", "shop", "builds", done["id"], "zip")
+    report = json.loads(zipfile.ZipFile(io.BytesIO(zipped.body)).read("report.json"))
+    assert report["internet"].startswith("refused") and report["host"] != "connected", report
+    assert report["outside"].startswith("refused") and report["root"].startswith("refused")
+    assert report["env"] == []
+    assert not (app_of(projects_dir, "shop").parent / "escaped.txt").exists()
+
+    await call(jp_fetch, "POST", "projects", "shop", "stop")
+    await api.wait("shop", "stopped")
+    shared = await share(jp_fetch, "shop")
+    assert shared["status"] == "live", shared
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(server_url + shared["url"])
+        await page.wait_for_selector("h1")
+        assert await page.inner_text("h1") == "Get started"
+        assert await page.evaluate("self.origin") == "null"
 
 
 @pytest.mark.parametrize("local_config", [{"sandbox": "required", "bwrap": "/nonexistent/bwrap"}])

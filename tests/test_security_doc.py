@@ -18,6 +18,7 @@ ATTACK_MODULES = (
     "test_egress.py",
     "test_origin_mode.py",
     "test_local.py",
+    "test_builds.py",
 )
 PROMISES = {str(n) for n in range(1, 10)}
 

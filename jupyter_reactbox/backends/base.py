@@ -36,7 +36,7 @@ from typing import ClassVar, Protocol
 from traitlets import Bool, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
-from ..errors import TooManyStreams
+from ..errors import NoBuild, TooManyStreams
 from ..frameworks import AppPlan
 from .install import (  # noqa: F401  (what a backend is given and gives)
     Installer,
@@ -173,6 +173,35 @@ class Followers:
         self.open -= 1
 
 
+@dataclass(frozen=True)
+class BuildRun:
+    """One production build of an app (``builds.py``), as a backend is asked to run
+    it: in the dev server's sandbox, with no network at all, writing ``out`` (a
+    folder outside the app, empty) for the base it will be served under."""
+
+    project_id: str
+    app_dir: Path
+    plan: AppPlan
+    base: str
+    out: Path
+    timeout: float
+
+
+BUILD_OUTPUT = 256 << 10
+"""What is kept of a build's output: its last this many bytes."""
+
+
+async def read_tail(stream, keep: int = BUILD_OUTPUT) -> str:
+    """A stream read to its end, keeping its last ``keep`` bytes (a build may print
+    without end)."""
+    kept = bytearray()
+    while chunk := await stream.read(64 << 10):
+        kept += chunk
+        if len(kept) > 2 * keep:
+            del kept[:-keep]
+    return bytes(kept[-keep:]).decode("utf-8", "replace")
+
+
 NewLink = Callable[[], tuple[str, str]]
 """Mints a new link for a preview: (token, base path). The old link is dead."""
 
@@ -235,7 +264,7 @@ class Backend(LoggingConfigurable):
 
     The contract, in coarse verbs: ``install``, ``start`` (then ``ready``),
     ``poll``, ``running``, ``stop`` (keeping what makes the next start fast),
-    ``freeze``/``thaw``, ``discard``, ``remove``, ``recover``, ``logs``,
+    ``freeze``/``thaw``, ``discard``, ``remove``, ``recover``, ``build``, ``logs``,
     ``follow_logs``, ``sync``, ``doctor``, ``close``.  ``launch`` and ``resume``
     are the two ways the default ``Start`` gets a dev server.
     """
@@ -403,6 +432,12 @@ class Backend(LoggingConfigurable):
         this backend still has, running or stopped; anything else it made (for
         projects that are gone, interrupted installs, duplicates) is removed."""
         raise NotImplementedError
+
+    async def build(self, run: BuildRun) -> tuple[int | None, str]:
+        """Run the app's production build to its end (or ``run.timeout``): its exit
+        code (None if it timed out) and output.  Cancelled, it leaves nothing
+        running."""
+        raise NoBuild(f"The {self.name} backend does not run production builds.")
 
     async def logs(self, project_id: str, *, tail: int = 500) -> str:
         raise NotImplementedError

@@ -47,6 +47,11 @@ class Framework:
     """Paths its pages name from the origin's root although it serves them under
     the base too (Next's ``/__nextjs_font/``): the proxy puts them under the base
     in the bodies it rewrites."""
+    build_argv: tuple[str, ...] = ()
+    """Its production build's argv, for the base it will be served under; ``{base}``,
+    ``{out}`` (the folder it must write, outside the app) and ``{support}`` are
+    filled in by the backend.  Empty: it has no build that runs here."""
+    build_env: tuple[tuple[str, str], ...] = ()
     entry_files: tuple[str, ...] = ()
     """What an AI edit's context shows first, when the app has it."""
     refused: str | None = None
@@ -108,3 +113,14 @@ class AppPlan:
 
     def dev_env(self, **where: str | int) -> dict[str, str]:
         return {k: v.format(**where) for k, v in self.spec.env}
+
+    def build_argv(self, **where: str | int) -> list[str]:
+        """The production build's argv, given ``base``, ``out`` and ``support``."""
+        argv = [a.format(**where) for a in self.spec.build_argv]
+        if self.member:
+            argv = ["node", f"{where['support']}/in-member.mjs", self.member, *argv]
+        return argv
+
+    def build_env(self, **where: str | int) -> dict[str, str]:
+        env = {"NODE_ENV": "production", "NO_COLOR": "1", "FORCE_COLOR": "0"}
+        return {**env, **{k: v.format(**where) for k, v in self.spec.build_env}}

@@ -28,5 +28,13 @@ FRAMEWORK = Framework(
     # WDS_SOCKET_PATH only tells the page where to connect; webpack-dev-server
     # itself keeps listening on /ws.
     upstream_paths=MappingProxyType({"ws": "/ws"}),
+    build_argv=("node", "{support}/cra-build.cjs"),
+    build_env=(
+        ("PUBLIC_URL", "{base}"),
+        ("BUILD_PATH", "{out}"),
+        ("GENERATE_SOURCEMAP", "false"),
+        # The app's lint rules are its own business, not the build's.
+        ("DISABLE_ESLINT_PLUGIN", "true"),
+    ),
     entry_files=("src/App.js", "src/App.jsx", "src/App.tsx", "src/App.ts"),
 )

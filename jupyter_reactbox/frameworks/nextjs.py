@@ -112,6 +112,14 @@ FRAMEWORK = Next(
     cross_site_checked=True,
     # Its dev overlay's fonts, named from the root in its CSS.
     root_paths=("/__nextjs_font/",),
+    # A static export (next-build.cjs), where the app allows one.
+    build_argv=("node", "{support}/next-build.cjs", "{out}"),
+    build_env=(
+        ("NODE_OPTIONS", "--require {support}/next-preload.cjs"),
+        ("REACTBOX_BASE", "{base}"),
+        ("REACTBOX_EXPORT", "1"),
+        ("NEXT_TELEMETRY_DISABLED", "1"),
+    ),
     entry_files=(
         *("app/page.tsx", "app/page.jsx", "app/page.js", "src/app/page.tsx"),
         *("pages/index.tsx", "pages/index.jsx", "pages/index.js"),

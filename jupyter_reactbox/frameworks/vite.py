@@ -38,5 +38,6 @@ FRAMEWORK = Vite(
     # No browser to open in a sandbox: `server.open` in an app's config would crash
     # the dev server on a missing xdg-open (the launcher also turns it off).
     env=(("BROWSER", "none"),),
+    build_argv=("node", "{support}/vite-build.mjs", "--base", "{base}", "--out", "{out}"),
     entry_files=("src/App.jsx", "src/App.tsx", "src/App.js", "src/App.ts"),
 )

@@ -46,9 +46,11 @@ from ..ai.editor import AIEditor
 from ..answers import Answers
 from ..app import ReactBoxApp
 from ..backends.base import Backend
+from ..builds import Builds
 from ..errors import BadRequest, Forbidden, NotFound
 from ..proxy import PreviewProxyHandler, PreviewRequest, PreviewSocketHandler, preview_rules
 from ..runtime import Runtime
+from ..shares import Shares
 from ..spaces import Space, SpacePerUser
 from ..store import StoreLock, parse_size, slugify
 
@@ -210,7 +212,7 @@ class HubService(Application):
     name = "jupyter-reactbox-hub-service"
     version = __version__
     description = __doc__
-    classes: ClassVar[list] = [ReactBoxApp, Runtime, Admission, AIEditor, Backend]
+    classes: ClassVar[list] = [ReactBoxApp, Runtime, Admission, AIEditor, Builds, Shares, Backend]
 
     config_file = Unicode(
         "",

@@ -25,6 +25,7 @@ import io
 import json
 import mimetypes
 import os
+import posixpath
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -265,6 +266,41 @@ class Project:
                     f.write(chunk)
             os.replace(partial, target)
         return target
+
+    def build(self, base: str = "/", *, wait: float | None = 600) -> dict:
+        """Run the app's production build for ``base`` (the path it will be served
+        under) in the sandbox; its record, once over (``wait=None``: at once).
+        ``download_build(id)`` then gives its files as a ZIP."""
+        made = self.client.request("POST", self._path("builds"), json={"base": base}).json()
+        return self._until_built(("builds", made["id"]), "building", wait)
+
+    def download_build(self, build_id: str, path: str | os.PathLike | None = None) -> Path:
+        """A ready build's files as a ZIP at ``path`` (default ``<id>-<build>.zip``)."""
+        target = Path(path if path is not None else f"{self.id}-{build_id}.zip").expanduser()
+        r = self.client.request("GET", self._path("builds", build_id, "zip"), timeout=300)
+        target.write_bytes(r.content)
+        return target
+
+    def share(self, days: float | None = None, *, wait: float | None = 600) -> dict:
+        """Build the app for a link of its own and publish it there, for ``days``
+        (the server's default if None); the share, once live or failed (``wait=None``:
+        at once).  Anyone with its ``url`` opens it until it expires or is revoked."""
+        body = {"days": days} if days is not None else {}
+        made = self.client.request("POST", self._path("shares"), json=body).json()
+        return self._until_built(("..", "..", "shares", made["id"]), "building", wait)
+
+    def shares(self) -> list[dict]:
+        """This project's share links, newest first, with expiry and last access."""
+        return self.client.request("GET", self._path("shares")).json()["shares"]
+
+    def _until_built(self, parts: tuple[str, ...], busy: str, wait: float | None) -> dict:
+        path = posixpath.normpath(self._path(*parts))
+        deadline = time.monotonic() + (wait or 0)
+        while True:
+            info = self.client.request("GET", path).json()
+            if info["status"] != busy or wait is None or time.monotonic() > deadline:
+                return info
+            time.sleep(0.5)
 
     def fix(self, on_event: Callable[[dict], None] | None = None) -> EditResult:
         """Ask the AI to fix the error the preview's page reported last."""
@@ -582,6 +618,14 @@ class ReactBoxClient:
                 return project
         known = ", ".join(p.id for p in projects) or "none yet"
         raise ReactBoxClientError(f"No project {name!r} (projects: {known}).", 404)
+
+    def shares(self) -> list[dict]:
+        """All your share links, newest first, with their expiry and last access."""
+        return self.request("GET", "shares").json()["shares"]
+
+    def revoke(self, share_id: str) -> None:
+        """Revoke a share link: it is a 404 at once."""
+        self.request("DELETE", f"shares/{quote(share_id, safe='')}")
 
     def upload(
         self,

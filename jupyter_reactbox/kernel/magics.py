@@ -54,6 +54,10 @@ COMMANDS = {
     "point": "point NAME LABEL [--at REV]: name the current change (or REV), to restore it",
     "export": "export NAME [FILE] [--data]: the app's source as a ZIP (no node_modules, no "
     "history; --data: with its data folder), to upload again or take away",
+    "share": "share NAME [--days N]: build the app and publish it at a link of its own "
+    "that expires (default 7 days); nothing runs while it is viewed",
+    "shares": "shares [NAME]: your share links, with expiry and last access",
+    "revoke": "revoke SHARE_ID: the share link stops working at once",
     "logs": "logs NAME [--follow] [--tail N]: install and dev-server output",
     "data": "data NAME VAR [--as ALIAS]: publish a DataFrame/list/dict to "
     "src/reactbox-data/ALIAS.json (again: the preview updates)",
@@ -148,6 +152,15 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("file", nargs="?", help="where to write it (default: NAME.zip here)")
     p.add_argument("--data", action="store_true", help="with src/reactbox-data/")
     parsers["export"] = p
+    p = _with_project("share")
+    p.add_argument("--days", type=float, help="how long the link lives (default 7)")
+    parsers["share"] = p
+    p = _parser("shares", COMMANDS["shares"])
+    p.add_argument("project", nargs="?", help="only this project's")
+    parsers["shares"] = p
+    p = _parser("revoke", COMMANDS["revoke"])
+    p.add_argument("share", help="the share's id (from %%reactbox shares)")
+    parsers["revoke"] = p
     p = _with_project("logs")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing (stop: interrupt)")
     p.add_argument("--tail", type=int, default=0, help="only the last N lines")
@@ -465,6 +478,42 @@ class ReactBoxMagics(Magics):
     def _export(self, opts, cell):
         path = self.client.project(opts.project).export(opts.file, data=opts.data)
         print(f"Exported {opts.project} to {path} ({path.stat().st_size:,} bytes).")
+
+    def _share(self, opts, cell):
+        print(f"Building {opts.project} for its link (in the sandbox, no network)...")
+        shared = self.client.project(opts.project).share(opts.days)
+        if shared["status"] != "live":
+            print(f"The share is {shared['status']}: {shared.get('error') or 'see the build log'}")
+            return
+        until = time.strftime("%Y-%m-%d %H:%M", time.localtime(shared["expires"]))
+        url = shared["url"]
+        display(
+            {
+                "text/plain": f"{url} (until {until}; revoke: %reactbox revoke {shared['id']})",
+                "text/html": f'<a href="{_esc(url)}" target="_blank" rel="noopener">'
+                f"{_esc(url)}</a> until {until} · revoke: "
+                f"<code>%reactbox revoke {_esc(shared['id'])}</code>",
+            },
+            raw=True,
+        )
+
+    def _shares(self, opts, cell):
+        if opts.project:
+            found = self.client.project(opts.project).shares()
+        else:
+            found = self.client.shares()
+        if not found:
+            print("No share links.")
+        for s in found:
+            until = time.strftime("%Y-%m-%d %H:%M", time.localtime(s["expires"]))
+            seen = s["last_access"]
+            last = time.strftime("%Y-%m-%d %H:%M", time.localtime(seen)) if seen else "never"
+            print(f"{s['id']}  {s['project']}  {s['status']}  until {until}  opened {last}")
+            print(f"    {s['url']}")
+
+    def _revoke(self, opts, cell):
+        self.client.revoke(opts.share)
+        print(f"Revoked {opts.share}: its link is dead.")
 
     def _logs(self, opts, cell):
         project = self.client.project(opts.project)

@@ -7,7 +7,7 @@
 // The server's JSON, typed once in jupyter_reactbox/schema.py (schema.ts is generated).
 export * from './schema';
 import { EDIT_STAGES } from './schema';
-import type { EditEvent, EditResult, ProjectInfo, Selection } from './schema';
+import type { EditEvent, EditResult, ProjectInfo, Selection, ShareInfo } from './schema';
 
 /** What goes with an instruction besides its words. */
 export interface EditOptions {
@@ -317,6 +317,23 @@ export class ReactBoxAPI {
       body: JSON.stringify({ at }),
       headers: { 'Content-Type': 'application/json' }
     });
+  }
+
+  /** Build the app for a link of its own and publish it there (`days`: how long). */
+  share(id: string, days?: number): Promise<ShareInfo> {
+    return this.request('POST', ['projects', id, 'shares'], {
+      body: JSON.stringify(days === undefined ? {} : { days }),
+      headers: { 'Content-Type': 'application/json' }
+    });
+  }
+
+  getShare(shareId: string): Promise<ShareInfo> {
+    return this.request('GET', ['shares', shareId]);
+  }
+
+  /** The share link is dead at once. */
+  revoke(shareId: string): Promise<void> {
+    return this.request('DELETE', ['shares', shareId]);
   }
 
   /** The URL of the project's running edit's steps (server-sent events). */

@@ -23,6 +23,7 @@ import {
   Point,
   ReactBoxError,
   Selection,
+  ShareInfo,
   changeLabel,
   editCost,
   editStage,
@@ -45,6 +46,8 @@ export class PreviewPanel extends Widget {
   private readonly stage: HTMLDivElement;
   private readonly newTab: HTMLAnchorElement;
   private readonly exportLink: HTMLAnchorElement;
+  private readonly shareButton: HTMLButtonElement;
+  private readonly shareBar: HTMLDivElement;
   private readonly device: HTMLSelectElement;
   private readonly instruction: HTMLTextAreaElement;
   private readonly applyButton: HTMLButtonElement;
@@ -98,6 +101,11 @@ export class PreviewPanel extends Widget {
     this.exportLink.className = 'jp-ReactBox-export';
     this.exportLink.textContent = 'Export ZIP';
     this.exportLink.title = "The app's source, without node_modules or history: to upload again or take away";
+    this.shareButton = button('Share', 'jp-ReactBox-share', () => void this.share());
+    this.shareButton.title = 'Build the app and publish it at a link of its own that expires';
+    this.shareBar = document.createElement('div');
+    this.shareBar.className = 'jp-ReactBox-sharebar';
+    this.shareBar.hidden = true;
     this.device = document.createElement('select');
     this.device.className = 'jp-ReactBox-device';
     this.device.title = 'Device width';
@@ -116,7 +124,7 @@ export class PreviewPanel extends Widget {
       this.toggleTimeline()
     );
     this.timelineButton.title = 'Every change of the app: what made it, its diff; restore or name a point';
-    toolbar.append(reload, this.newTab, this.exportLink, this.device, this.timelineButton, this.mode, this.status);
+    toolbar.append(reload, this.newTab, this.exportLink, this.shareButton, this.device, this.timelineButton, this.mode, this.status);
     this.timeline = document.createElement('div');
     this.timeline.className = 'jp-ReactBox-timeline';
     this.timeline.hidden = true;
@@ -217,6 +225,7 @@ export class PreviewPanel extends Widget {
 
     this.node.append(
       toolbar,
+      this.shareBar,
       this.failure,
       this.timeline,
       this.stage,
@@ -226,6 +235,44 @@ export class PreviewPanel extends Widget {
     );
     // A new page in the frame (a reload, a restart) starts outside select mode.
     this.frame.addEventListener('load', () => this.setSelecting(false));
+  }
+
+  /** Build a snapshot for a link of its own, then show the link (or why not). */
+  private async share(): Promise<void> {
+    this.shareButton.disabled = true;
+    this.shareBar.hidden = false;
+    this.shareBar.textContent = 'Building a snapshot (in the sandbox, with no network)…';
+    try {
+      let shared = await this.api.share(this.projectId);
+      while (shared.status === 'building') {
+        await new Promise(resolve => setTimeout(resolve, 1000));
+        shared = await this.api.getShare(shared.id);
+      }
+      this.showShare(shared);
+    } catch (error) {
+      this.shareBar.textContent = `Could not share: ${(error as Error).message}`;
+    } finally {
+      this.shareButton.disabled = false;
+    }
+  }
+
+  private showShare(shared: ShareInfo): void {
+    if (shared.status !== 'live') {
+      this.shareBar.textContent = `The snapshot ${shared.status}: ${shared.error ?? 'see its build log'}`;
+      return;
+    }
+    const link = document.createElement('a');
+    link.className = 'jp-ReactBox-sharelink';
+    link.href = shared.url;
+    link.target = '_blank';
+    link.rel = 'noopener';
+    link.textContent = shared.url;
+    const until = new Date(shared.expires * 1000).toLocaleString();
+    const revoke = button('Revoke', 'jp-ReactBox-revoke', async () => {
+      await this.api.revoke(shared.id);
+      this.shareBar.textContent = 'Revoked: the link no longer opens.';
+    });
+    this.shareBar.replaceChildren('Shared at ', link, ` until ${until} `, revoke);
   }
 
   protected onAfterAttach(): void {

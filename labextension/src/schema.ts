@@ -24,6 +24,8 @@ export interface ProjectInfo {
   preview_url: string | null;
   /** The app's source as a ZIP (a path on this server; the user's login opens it). */
   export_url: string;
+  /** Its newest production build this server ran, if any. */
+  build: BuildInfo | null;
   /** What the preview page reported since it was last loaded. */
   errors: PageError[];
   /** The element picked in the preview (alt-click, or select mode) for the next edit. */
@@ -48,6 +50,25 @@ export interface Progress {
   done: number;
   total: number;
 }
+
+/** A production build of the app (``builds.py``). */
+export interface BuildInfo {
+  id: string;
+  project: string;
+  /** The path it is built to be served under. */
+  base: string;
+  status: BuildStatus;
+  created: number;
+  finished: number | null;
+  /** Why it failed, its first error line first. */
+  error: string | null;
+  files: number;
+  bytes: number;
+  /** The share link it was built for, if any. */
+  share: string | null;
+}
+
+export type BuildStatus = 'building' | 'ready' | 'failed';
 
 /** What a preview page reported (an uncaught error, a failed module, ...). */
 export interface PageError {
@@ -86,6 +107,22 @@ export interface PreviewMode {
   /** In a line: why this mode (a local server, a setting, behind a proxy). */
   why: string;
 }
+
+/** A published snapshot at a link that expires (``shares.py``). */
+export interface ShareInfo {
+  id: string;
+  project: string;
+  build: string;
+  /** Where it is served: a path on this server. */
+  url: string;
+  created: number;
+  expires: number;
+  last_access: number | null;
+  status: ShareStatus;
+  error: string | null;
+}
+
+export type ShareStatus = 'building' | 'live' | 'failed' | 'expired';
 
 /** An AI edit: what ``POST .../edits`` answers, and each of ``GET .../edits``. */
 export interface EditResult {

@@ -39,7 +39,9 @@ from ..._version import __version__
 from ...errors import SandboxError
 from ...frameworks import AppPlan
 from ..base import (
+    BUILD_OUTPUT,
     Backend,
+    BuildRun,
     Endpoint,
     Exit,
     Finding,
@@ -49,7 +51,7 @@ from ..base import (
     left_over,
     under,
 )
-from ..install import system_ca_bundle
+from ..install import hand_over, system_ca_bundle
 from .engine import NETWORK_PREFIX, Engine, LogFollow
 from .installs import Installs
 from .spares import DockerStart, Spares, _remove_gate
@@ -57,6 +59,7 @@ from .specs import (
     LABEL,
     PORT,
     Limits,
+    build_container_kwargs,
     container_name,
     named,
     run_container_kwargs,
@@ -499,6 +502,40 @@ class DockerBackend(Backend):
                 await self.engine.remove(container.name)
             else:
                 self.log.info("Leaving container %s alone: it names no store", container.name)
+
+    async def build(self, run: BuildRun) -> tuple[int | None, str]:
+        """The build in a container as the dev server's, with no network at all (not
+        even the previews' internal one), at the install's memory limit."""
+        name = self.name_of(run.project_id, "build")
+        await self.engine.remove(name)
+        await asyncio.to_thread(hand_over, run.out, self.tree_owner)
+        kwargs = build_container_kwargs(
+            image=self.image,
+            owner=self.owner,
+            store=self.store,
+            project_id=run.project_id,
+            app_dir=run.app_dir,
+            out=run.out,
+            user=self.user,
+            plan=run.plan,
+            base=run.base,
+            limits=self.install_limits,
+            runtime=self.runtime or None,
+        )
+        try:
+            container = await self.engine.create(**kwargs)
+            self.log.info("Building %s in %s", run.project_id, container.id[:7])
+            try:
+                status = await self.engine.call(container.wait, timeout=run.timeout)
+                code: int | None = status.get("StatusCode", 1)
+            except requests.exceptions.ReadTimeout:
+                code = None
+            logs = await self.engine.call(container.logs, tail=2000)
+        finally:
+            # Also when cancelled (too much output, a stop): nothing is left running.
+            await asyncio.shield(self.engine.remove(name))
+        output = logs.decode("utf-8", "replace")[-BUILD_OUTPUT:]
+        return code, f"[jupyter-reactbox] {self.isolation().how}; no network\n{output}"
 
     async def logs(self, project_id: str, *, tail: int = 500) -> str:
         container = await self.engine.get(self.name_of(project_id, "run"))

@@ -1,9 +1,10 @@
 """The Docker backend's containers, as pure functions of their inputs.
 
-Every container this backend makes is one of three specs: an install
+Every container this backend makes is one of four specs: an install
 (``install_container_kwargs``), a project's dev server
-(``run_container_kwargs``) and a spare dev server made before its project
-(``spare_container_kwargs``).  Each is the keyword arguments of the SDK's
+(``run_container_kwargs``), a spare dev server made before its project
+(``spare_container_kwargs``) and a production build
+(``build_container_kwargs``).  Each is the keyword arguments of the SDK's
 ``containers.run``, compared as whole dicts by ``tests/test_specs.py``, with no
 engine needed.  What names and labels them (``labels``, ``container_name``) is
 here too: ``recover`` finds the previews again by it.
@@ -213,6 +214,42 @@ def _dev_container(
             str(project): {"bind": "/project", "mode": "rw"},
             str(SUPPORT_DIR): {"bind": SUPPORT, "mode": "ro"},
             str(gate): {"bind": GATE, "mode": "ro"},
+        },
+        detach=True,
+        **_hardening(limits, runtime),
+    )
+
+
+def build_container_kwargs(
+    *,
+    image: str,
+    owner: str,
+    store: str = "",
+    project_id: str,
+    app_dir: Path,
+    out: Path,
+    user: str,
+    plan: AppPlan,
+    base: str,
+    limits: Limits,
+    runtime: str | None = None,
+) -> dict[str, Any]:
+    """A production build: the dev server's sandbox with no network at all, and the
+    folder it writes (outside the app) mounted at /out."""
+    where = dict(base=base, out="/out", support=SUPPORT)
+    return dict(
+        image=image,
+        command=plan.build_argv(**where),
+        name=container_name(owner, project_id, "build", store),
+        user=user,
+        working_dir="/project",
+        environment={"HOME": "/tmp", **plan.build_env(**where)},
+        labels=labels(owner, project_id, "build", store),
+        network_mode="none",
+        volumes={
+            str(app_dir): {"bind": "/project", "mode": "rw"},
+            str(SUPPORT_DIR): {"bind": SUPPORT, "mode": "ro"},
+            str(out): {"bind": "/out", "mode": "rw"},
         },
         detach=True,
         **_hardening(limits, runtime),

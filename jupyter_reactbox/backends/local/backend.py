@@ -50,6 +50,7 @@ from ...frameworks import SUPPORT_DIR, AppPlan
 from ...store import parse_size
 from ..base import (
     Backend,
+    BuildRun,
     Endpoint,
     Exit,
     Finding,
@@ -57,6 +58,7 @@ from ..base import (
     Installer,
     Isolation,
     Record,
+    read_tail,
 )
 from .installs import Installs
 from .sandbox import (
@@ -399,6 +401,44 @@ class LocalBackend(Backend):
         )
         self.log.info("Started dev server of %s (pid %d)", project_id, process.pid)
         return running.endpoint
+
+    async def build(self, run: BuildRun) -> tuple[int | None, str]:
+        """The build in a sandbox as the dev server's, with no network at all and
+        ``run.out`` bound writable beside the app; unsandboxed where the dev servers
+        are (said in the build's first line)."""
+        where = dict(base=run.base)
+        if self.sandboxed:
+            where.update(out="/out", support=SUPPORT)
+            sandbox = self.processes.sandbox(
+                network=False,
+                binds=[
+                    ("rw", str(run.app_dir), "/project"),
+                    ("ro", str(SUPPORT_DIR), SUPPORT),
+                    ("rw", str(run.out), "/out"),
+                ],
+                chdir="/project",
+            )
+            env = self.processes.env(run.plan.build_env(**where))
+        else:
+            where.update(out=str(run.out), support=str(SUPPORT_DIR))
+            sandbox = None
+            home = self._project_dir(run.project_id) / "build-home"
+            await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
+            env = self.processes.env(run.plan.build_env(**where))
+            env["HOME"] = env["TMPDIR"] = str(home)
+        command = self.processes.command(run.plan.build_argv(**where), pm=str(self.pm_dir))
+        process = await self.processes.spawn(command, env, run.app_dir, sandbox)
+        self.log.info("Building %s (pid %d)", run.project_id, process.pid)
+        first = f"[jupyter-reactbox] {self.isolation().how}; no network\n"
+        assert process.stdout is not None
+        output = asyncio.ensure_future(read_tail(process.stdout))
+        try:
+            code: int | None = await asyncio.wait_for(asyncio.shield(process.wait()), run.timeout)
+        except asyncio.TimeoutError:
+            code = None
+        finally:
+            await asyncio.shield(self.processes.end(process))  # also when cancelled
+        return code, first + await output
 
     async def _read(self, running: _Running, log: Path, first: str) -> None:
         """The dev server's output: to its log file (cut when large), its recent

@@ -4,7 +4,8 @@
 // base (REACTBOX_BASE) Next's default basePath, without a change to the app's
 // files: Next merges the app's own next.config over its defaults, then derives
 // assetPrefix, the image path and the HMR socket from basePath.  An app that
-// sets a basePath of its own keeps it (and is served under it).
+// sets a basePath of its own keeps it (and is served under it).  For a production
+// build (REACTBOX_EXPORT, next-build.cjs), a static export is the default too.
 //
 // Next's defaults are a frozen object exported by next/dist/server/config-shared;
 // every require() of that module gets a copy of its exports whose defaults have
@@ -30,7 +31,18 @@ Module._load = function (request, parent, isMain) {
   const defaults = exported && exported.defaultConfig
   if (!defaults || typeof defaults !== 'object' || !('basePath' in defaults)) return exported
   if (!replaced.has(exported)) {
-    const copy = { ...exported, defaultConfig: Object.freeze({ ...defaults, basePath: base }) }
+    const ours = { basePath: base }
+    if (process.env.REACTBOX_EXPORT) {
+      // A production build (next-build.cjs): a static export in a folder of its own,
+      // one index.html per route, with images as they are (no server to resize them).
+      Object.assign(ours, {
+        output: 'export',
+        distDir: '.reactbox-next',
+        trailingSlash: true,
+        images: { ...defaults.images, unoptimized: true },
+      })
+    }
+    const copy = { ...exported, defaultConfig: Object.freeze({ ...defaults, ...ours }) }
     Object.defineProperty(copy, '__esModule', { value: true })
     replaced.set(exported, copy)
   }
