@@ -416,6 +416,8 @@ def test_widget_drives_everything_against_a_live_server(server, scripted_llm):
     preview_url = server.project("shop")["preview_url"]
     assert f'src="{preview_url}"' in view.frame.value
     assert preview_url in view.new_tab.value
+    export = server.project("shop")["export_url"]  # a download by the page's own login
+    assert f'href="{export}" download="shop.zip"' in view.new_tab.value
 
     # Reload makes a new iframe element; height changes it too.
     before = view.frame.value
@@ -427,7 +429,8 @@ def test_widget_drives_everything_against_a_live_server(server, scripted_llm):
     # Stop and start from the buttons; the view follows the server's events.
     box.buttons["stop"].click()
     _until(lambda: "stopped" in view.status.value, what="stopped")
-    assert "iframe" not in view.frame.value and view.new_tab.value == ""
+    assert "iframe" not in view.frame.value and preview_url not in view.new_tab.value
+    assert "Export ZIP" in view.new_tab.value  # the source, running or not
     box.buttons["start"].click()
     _until(lambda: "running" in view.status.value and "iframe" in view.frame.value)
 
