@@ -9,8 +9,9 @@ POST   projects/<id>/heartbeat     204; someone uses the preview (resets its idl
 GET    projects/<id>/export        the app's source as a ZIP (?data=1: with its data folder)
 GET    projects/<id>/builds        its production builds; POST {"base"}: start one (202)
 GET    projects/<id>/builds/<b>    one build; /log its output, /zip its files; DELETE it
-GET    projects/<id>/shares        its published snapshots; POST {"days"}: build and publish
-                                   one at a link of its own that expires (shares.py)
+GET    projects/<id>/shares        its published snapshots; POST {"days", "users", "groups",
+                                   "public"}: build and publish one at a link of its own that
+                                   expires (shares.py; users, groups, public: JupyterHub)
 GET    shares                      all of the user's, with expiry and last access
 GET    shares/<s>                  one; DELETE: revoke it (its link is 404 at once)
 GET    projects/<id>/events        server-sent events: the project's state on each change
@@ -327,11 +328,19 @@ class SharesHandler(BaseHandler):
         if project_id is None or share_id is not None:
             raise BadRequest("Share a project: POST projects/<id>/shares.")
         project = await self.project(project_id)
-        days = _body(self).get("days")
+        body = _body(self)
+        days = body.get("days")
         if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))):
             raise BadRequest('"days" is a number of days, e.g. {"days": 7}.')
+        users, groups = body.get("users") or [], body.get("groups") or []
+        if not isinstance(users, list) or not isinstance(groups, list):
+            raise BadRequest('"users" and "groups" are lists of hub names.')
+        public = body.get("public", False)
+        if not isinstance(public, bool):
+            raise BadRequest('"public" is true or false.')
         plan = await asyncio.to_thread(project.plan)
-        self.write_json(self.shares.create(project, plan, days), status=202)
+        shared = self.shares.create(project, plan, days, users=users, groups=groups, public=public)
+        self.write_json(shared, status=202)
 
     @web.authenticated
     async def delete(self, project_id=None, share_id=None):

@@ -370,14 +370,8 @@ class ReactBoxApp(MovedSettings, ExtensionApp):
             runtime.busy = editor.busy  # an edit in progress is use
         builds = Builds(parent=self, log=self.log, backend=runtime.backend, changed=runtime.notify)
         runtime.builds = builds
-        shares = Shares(
-            parent=self,
-            log=self.log,
-            store=store,
-            builds=builds,
-            base_url=base_url,
-            served=not hub_service,
-        )
+        # (The hub service gives each user's space shares of its own: hub/service.py.)
+        shares = Shares(parent=self, log=self.log, store=store, builds=builds, base_url=base_url)
         return Space(owner, runtime, editor, builds=builds, shares=shares)
 
     def initialize_settings(self):

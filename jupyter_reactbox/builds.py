@@ -192,9 +192,9 @@ class Builds(LoggingConfigurable):
             raise NotFound(f"No build {build_id} of {project.id}.")
         try:
             data = json.loads((self.folder(project, build_id) / "build.json").read_text())
-        except (OSError, ValueError):
+            build = Build(**data)
+        except (OSError, ValueError, TypeError):
             raise NotFound(f"No build {build_id} of {project.id}.") from None
-        build = Build(**data)
         if build.status == "building" and build.id not in self._tasks:
             build.status, build.error = "failed", "The server stopped during the build."
         return build

@@ -30,8 +30,7 @@ Docker SDK are mapped to ``SandboxError`` at one boundary
     │   │   ChangedMeanwhile 409, NotAFile 422, TooManyFiles 413
     │   ├── history: HistoryError 409, NoSuchPoint 404
     │   ├── builds and shares: NoBuild 422 (the app has no build that runs here),
-    │   │   AppBuildFailed 422, TooManyBuilds 429, TooManyShares 429,
-    │   │   NoSharing 422 (no share links where this server runs)
+    │   │   AppBuildFailed 422, TooManyBuilds 429, TooManyShares 429
     │   └── AI edits: EditError 422 (UnsafePath), PlaceError 400, PlaceGone 422,
     │       OverBudget 429, EditBusy 409, NoProposal 404, ProposalStale 409,
     │       ImageError 400 (ImageTooLarge 413), NothingToFix 422, AIUnavailable 503
@@ -143,10 +142,6 @@ class TooManyBuilds(UserError):
 
 class TooManyShares(UserError):
     status = 429
-
-
-class NoSharing(UserError):
-    status = 422
 
 
 class DiskFull(ReactBoxError):

@@ -109,6 +109,14 @@ class ShareInfo(TypedDict):
     last_access: float | None
     status: ShareStatus
     error: str | None
+    owner: str
+    """Under JupyterHub: the hub user whose share it is ('' on a single-user server)."""
+    users: list[str]
+    """Under JupyterHub: the hub users whose login opens its pages."""
+    groups: list[str]
+    """Under JupyterHub: the hub groups whose members' login opens its pages."""
+    public: bool
+    """Under JupyterHub, if the admin allows: its pages open for anyone with the link."""
 
 
 class PreviewMode(TypedDict):

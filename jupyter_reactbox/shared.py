@@ -23,12 +23,13 @@ import asyncio
 import mimetypes
 from pathlib import Path
 
-from tornado import web
+from tornado import httputil, web
 
 from .answers import Answers
 from .errors import NotFound
 from .proxy import is_navigation, secure
 from .rewrite import inject_snapshot_shim, public_files
+from .shares import Shares
 
 MIME = {".js": "text/javascript", ".mjs": "text/javascript", ".json": "application/json"}
 TEXT = ("text/html", "text/javascript", "text/css")
@@ -68,20 +69,27 @@ class SharedHandler(Answers, web.RequestHandler):
         self.clear_header("Server")
         secure(self._headers, self.frame_ancestors, sandboxed=True)
 
-    def _file(self, share_id: str, path: str | None) -> Path:
-        shares = self.spaces.space.shares
-        site = shares.site(share_id) if shares is not None else None
-        page = is_navigation(self.request)
-        found = resolve(site, path or "", page=page) if site is not None else None
-        if found is None:
-            raise NotFound(GONE)
-        self._site = site
-        return found
+    async def shares_of(self, share_id: str) -> Shares | None:
+        """The shares that hold ``share_id`` (whose they are), if any."""
+        return self.spaces.space.shares
+
+    async def may_open_page(self, shares: Shares, share_id: str) -> bool:
+        """Whether this request may open a page of the share; False once it has been
+        answered otherwise (a redirect to log in).  Here the link is the key."""
+        return True
 
     async def get(self, share_id: str, path: str | None = None, *, head: bool = False):
         if path is None:  # the link without its slash: relative URLs need it
             return self.redirect(self.request.path + "/", permanent=False)
-        found = self._file(share_id, path)
+        page = is_navigation(self.request)
+        shares = await self.shares_of(share_id)
+        if page and not await self.may_open_page(shares, share_id):
+            return
+        site = shares.site(share_id) if shares is not None else None
+        found = resolve(site, path, page=page) if site is not None else None
+        if found is None:
+            raise NotFound(GONE)
+        self._site = site
         st = found.stat()
         etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
         self.set_header("Cache-Control", "no-cache, private")
@@ -108,7 +116,13 @@ class SharedHandler(Answers, web.RequestHandler):
         await self.get(share_id, path, head=True)
 
     def write_error(self, status_code: int, **kwargs) -> None:
-        self.write_plain_error(status_code, **kwargs)
+        """Plain text, under the same headers as a file: the app's own fetch of a
+        path the snapshot has not (its companion API) sees a 404, not a CORS error."""
+        status, message = self.answer(status_code, kwargs)
+        self._headers = httputil.HTTPHeaders()
+        self.set_default_headers()
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(f"{status} {self._reason}: {message or self._reason}\n")
 
 
 def handlers(spaces, frame_ancestors: str) -> list[tuple]:

@@ -191,8 +191,9 @@ async def test_create_react_app_and_nextjs_snapshots_render_under_the_prefix(
             "document.querySelector('button.counter').textContent.includes('1')"
         )
         # The create-react-app app reads its companion API at load: a snapshot is
-        # static files, so that request is a 404 the app does not catch.
-        expected = "is not valid JSON" if fixture == "cra-app" else "-"
+        # static files, so that request is a 404 (text) whose JSON parse the app does
+        # not catch.
+        expected = "JSON" if fixture == "cra-app" else "-"
         assert [e for e in errors if expected not in e] == []
 
 
@@ -322,6 +323,10 @@ async def test_builds_and_shares_refuse_bad_input_with_a_clear_4xx(api, jp_fetch
     assert code == 400 and "at most 30 days" in message
     assert (await refused("POST", "projects", "shop", "shares", body={"days": "7"}))[0] == 400
     assert (await refused("POST", "projects", "shop", "shares", body={"days": True}))[0] == 400
+    code, message = await refused("POST", "projects", "shop", "shares", body={"users": ["bob"]})
+    assert code == 400 and "is for JupyterHub" in message
+    assert (await refused("POST", "projects", "shop", "shares", body={"users": "bob"}))[0] == 400
+    assert (await refused("POST", "projects", "shop", "shares", body={"public": "yes"}))[0] == 400
     # The fake backend installs nothing: the build says what is missing.
     code, message = await refused("POST", "projects", "shop", "builds", body={})
     assert code == 422 and "start it first" in message
@@ -343,3 +348,69 @@ async def test_a_share_link_that_does_not_exist_is_404_and_asks_for_no_login(
         assert b"No such share" in r.body or tail.startswith((".", "%"))
     r = await fetch(f"{server_url}{jp_base_url}reactbox/shared/{'x' * 24}")
     assert r.code in (302, 404)
+
+
+def test_expired_shares_are_listed_for_a_day_then_removed_with_their_builds(tmp_path):
+    from jupyter_reactbox.builds import Builds
+    from jupyter_reactbox.shares import Share, Shares
+    from jupyter_reactbox.store import ProjectStore
+
+    store = ProjectStore(tmp_path / "projects")
+    project = store.import_zip(zip_dir(FIXTURES / "vite-react"), "shop")
+    builds = Builds(backend=None, changed=lambda project_id: None)
+    shares = Shares(store=store, builds=builds, base_url="/")
+    now = time.time()
+    for key, expires in (("a", now - 3600), ("b", now - 2 * 86400), ("c", now + 3600)):
+        build_id = f"b-{key * 12}"
+        builds.folder(project, build_id).mkdir(parents=True)
+        shares._write(Share(key * 24, "shop", build_id, "/x/", now - 3 * 86400, expires))
+    listed = {s["id"][0]: (s["status"], s["error"]) for s in shares.list()}
+    assert listed == {"a": ("expired", None), "c": ("failed", "Its project or build is gone.")}
+    assert not builds.folder(project, "b-" + "b" * 12).exists()  # removed with its share
+    assert builds.folder(project, "b-" + "a" * 12).exists()
+    assert shares.site("a" * 24) is None and shares.site("c" * 24) is None
+
+
+def test_under_jupyterhub_a_share_opens_for_those_it_names_and_is_its_owners_alone(tmp_path):
+    from jupyter_reactbox.builds import Builds
+    from jupyter_reactbox.errors import BadRequest, Forbidden, NotFound
+    from jupyter_reactbox.shares import Share, Shares, share_owner
+    from jupyter_reactbox.store import ProjectStore
+
+    root = tmp_path / "shares"
+    root.mkdir()
+    stores = {}
+    for name in ("alice", "bob"):
+        stores[name] = ProjectStore(tmp_path / name)
+
+    def shares_of(name: str) -> Shares:
+        builds = Builds(backend=None, changed=lambda project_id: None)
+        return Shares(store=stores[name], builds=builds, base_url="/s/", root=root, owner=name)
+
+    alice, bob = shares_of("alice"), shares_of("bob")
+    now = time.time()
+    named = Share("a" * 24, "shop", "b-" + "a" * 12, "/s/", now, now + 60, owner="alice",
+                  users=["bob"], groups=["physics"])  # fmt: skip
+    alice._write(named)
+    assert share_owner(root, "a" * 24) == "alice"
+    assert share_owner(root, "../../etc/passwd") is None
+    assert alice.may_view("a" * 24, {"name": "alice"})
+    assert alice.may_view("a" * 24, {"name": "bob", "groups": []})
+    assert alice.may_view("a" * 24, {"name": "dana", "groups": ["physics"]})
+    assert not alice.may_view("a" * 24, {"name": "carol", "groups": ["chemistry"]})
+    assert not alice.may_view("a" * 24, None)
+    # Bob's own shares hold none of hers: to him it does not exist.
+    assert bob.list() == [] and [s["id"] for s in alice.list()] == ["a" * 24]
+    for verb in (bob.get, bob.revoke):
+        with pytest.raises(NotFound):
+            verb("a" * 24)
+    assert bob.site("a" * 24) is None and not bob.may_view("a" * 24, {"name": "bob"})
+    # Public: for anyone, only if the admin allows it.
+    alice._write(Share("p" * 24, "shop", "b-" + "p" * 12, "/s/", now, now + 60, owner="alice",
+                       public=True))  # fmt: skip
+    assert alice.may_view("p" * 24, None)
+    project = stores["alice"].import_zip(zip_dir(FIXTURES / "vite-react"), "shop")
+    with pytest.raises(Forbidden, match="allow_public"):
+        alice.create(project, project.plan(), public=True)
+    with pytest.raises(BadRequest, match="hub user names"):
+        alice.create(project, project.plan(), users=["bad/name"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import io
 import json
 import os
 import pwd
@@ -25,6 +26,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -452,6 +454,82 @@ async def login(browser_or_context, hub, user):
     return page
 
 
+async def share_with_bob(hub, project: str, auth: dict, alice_token: str, bob) -> None:
+    """Alice shares a snapshot of ``project`` with Bob alone: he opens it logged in as
+    himself; the admin (not named) gets the 404 of a link that never was, and so
+    does anyone once it is revoked or expired; Bob's kernel reaches the published
+    files and nothing else of hers."""
+    body = json.dumps({"users": [hub.bob], "days": 1})
+    r = await fetch(f"{project}/shares", method="POST", headers=auth, body=body)
+    assert r.code == 202, r.body
+    shared = json.loads(r.body)
+    shares = project.split("/projects/")[0] + "/shares"
+    for _ in range(240):
+        if shared["status"] != "building":
+            break
+        await asyncio.sleep(0.5)
+        shared = json.loads((await fetch(f"{shares}/{shared['id']}", headers=auth)).body)
+    assert shared["status"] == "live", shared
+    assert shared["url"] == f"/services/reactbox/reactbox/shared/{shared['id']}/"
+    assert hub.alice not in shared["url"] and alice_token not in shared["url"]
+    assert (shared["owner"], shared["users"]) == (hub.alice, [hub.bob])
+    link = hub.url + shared["url"]
+    never = f"{hub.url}/services/reactbox/reactbox/shared/{'x' * 24}/"
+    # With no login, both links go to the hub's login alike (nothing said of either).
+    for url in (link, never):
+        r = await fetch(url, headers={"Sec-Fetch-Mode": "navigate"})
+        assert r.code == 302 and "/hub/api/oauth2/authorize" in r.headers["Location"], url
+    # A share names nobody's server: Bob's kernel lists none of hers.
+    out = await bob.run(
+        "import os, requests\n"
+        "auth = {'Authorization': 'token ' + os.environ['JUPYTERHUB_API_TOKEN']}\n"
+        f"print(requests.get({hub.service!r} + 'reactbox/api/shares', headers=auth).json())\n"
+        f"print(requests.get({hub.service!r} + 'reactbox/api/shares/{shared['id']}', "
+        "headers=auth).status_code)"
+    )
+    assert out.strip().splitlines() == ["{'shares': []}", "404"], out
+    async with chromium() as browser:
+        viewer = await login(await browser.new_context(), hub, hub.bob)
+        r = await viewer.goto(link)
+        assert r.status == 200 and viewer.url == link, viewer.url
+        await viewer.wait_for_selector("h1", timeout=30_000)
+        assert await viewer.inner_text("h1") == "From the drive"
+        assert await viewer.evaluate("self.origin") == "null"
+        attack = await viewer.evaluate(
+            """async (urls) => { const out = {};
+                 for (const url of urls) { try { const r = await fetch(url, {credentials: 'include'});
+                   out[url] = `${r.status}`; } catch (e) { out[url] = `blocked: ${e.name}`; } }
+                 return out; }""",
+            [f"{hub.url}/hub/api/user", f"{hub.url}/user/{hub.alice}/reactbox/api/projects",
+             f"{hub.url}/user/{hub.bob}/api/kernels", hub.service + "reactbox/api/projects"],
+        )  # fmt: skip
+        assert all(v.startswith(("blocked", "403", "401", "302")) for v in attack.values()), attack
+        other = await login(await browser.new_context(), hub, hub.admin)
+        seen = []
+        for url in (link, never):
+            r = await other.goto(url)
+            seen.append((r.status, await r.text()))
+        assert seen[0] == seen[1] and seen[0][0] == 404, seen
+        # Revoked: Bob too gets the 404 of a link that never was.
+        r = await fetch(f"{shares}/{shared['id']}", method="DELETE", headers=auth)
+        assert r.code == 204
+        r = await viewer.goto(link)
+        assert (r.status, await r.text()) == seen[1]
+        # Expired: the same.
+        body = json.dumps({"users": [hub.bob], "days": 3 / 86400})
+        brief = json.loads(
+            (await fetch(f"{project}/shares", method="POST", headers=auth, body=body)).body
+        )
+        for _ in range(240):
+            if brief["status"] != "building":
+                break
+            await asyncio.sleep(0.5)
+            brief = json.loads((await fetch(f"{shares}/{brief['id']}", headers=auth)).body)
+        await asyncio.sleep(max(0.0, brief["expires"] - time.time()) + 0.5)
+        r = await viewer.goto(hub.url + brief["url"])
+        assert (r.status, await r.text()) == seen[1]
+
+
 class Kernel:
     """A kernel of a user's server, driven from this test (as root) on a thread of
     its own: the blocking client runs its own loop."""
@@ -670,6 +748,27 @@ async def test_a_kernel_in_a_hub_server_finds_it_and_nothing_of_anyone_else(
         r = await fetch(f"{files}/src/App.jsx", body=b"stale",
                         **{**put, "headers": {**put["headers"], "If-Match": opened}})  # fmt: skip
         assert r.code == 409 and b"changed since you opened it" in r.body
+
+        # Her app leaves with her, through her server: its source as it is now, and
+        # a production build (in the service's sandbox).
+        project = files.removesuffix("/files")
+        r = await fetch(f"{project}/export", headers=auth)
+        assert r.code == 200, r.body
+        assert b"From the drive" in zipfile.ZipFile(io.BytesIO(r.body)).read("shop/src/App.jsx")
+        r = await fetch(f"{project}/builds", method="POST", headers=auth, body="{}")
+        assert r.code == 202, r.body
+        built = json.loads(r.body)
+        for _ in range(240):
+            if built["status"] != "building":
+                break
+            await asyncio.sleep(0.5)
+            r = await fetch(f"{project}/builds/{built['id']}", headers=auth)
+            built = json.loads(r.body)
+        assert built["status"] == "ready", built
+        r = await fetch(f"{project}/builds/{built['id']}/zip", headers=auth)
+        assert "index.html" in zipfile.ZipFile(io.BytesIO(r.body)).namelist()
+        await share_with_bob(hub, project, auth, alice_token, bob)
+
         r = await fetch(f"{files}/src/parts?type=directory", body=b"", **put)
         assert r.code == 201, r.body
         r = await fetch(f"{files}/src/App.css", method="PATCH", headers=auth,

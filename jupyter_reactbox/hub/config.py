@@ -34,6 +34,8 @@ c.JupyterHub.services.append(
             _k: _os.environ[_k] for _k in {ai} if _k in _os.environ
         }},
         "display": False,
+        # Viewers of shared snapshots log in to it with the hub: no consent page.
+        "oauth_no_confirm": True,
     }}
 )
 # Users may call the service, and so may the token each user's server starts with.

@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import os
+import secrets
 import signal
 from pathlib import Path
 from typing import ClassVar
@@ -50,6 +51,7 @@ from ..builds import Builds
 from ..errors import BadRequest, Forbidden, NotFound
 from ..proxy import PreviewProxyHandler, PreviewRequest, PreviewSocketHandler, preview_rules
 from ..runtime import Runtime
+from ..shared import handlers as shared_handlers
 from ..shares import Shares
 from ..spaces import Space, SpacePerUser
 from ..store import StoreLock, parse_size, slugify
@@ -300,13 +302,33 @@ class HubService(Application):
             hub_service=True,
         )
         space.disk_quota = parse_size(self.user_disk_quota)
+        # Every user's shares in one folder, served at this service's prefix.
+        space.shares = Shares(
+            parent=self.reactbox,
+            log=self.log,
+            store=space.runtime.store,
+            builds=space.builds,
+            base_url=self.prefix,
+            root=self.shares_root,
+            owner=name,
+        )
         return space
 
+    @property
+    def shares_root(self) -> Path:
+        return Path(self.data_dir, "shares")
+
     def make_app(self) -> web.Application:
-        from jupyterhub.services.auth import HubAuth
+        from jupyterhub.services.auth import HubAuth, HubOAuth, HubOAuthCallbackHandler
+
+        from .shared import HubSharedHandler
 
         identity = HubIdentity(parent=self)
         identity.hub_auth = HubAuth(cache_max_age=60)
+        # Viewers of shared snapshots log in with the hub (OAuth; the callback sets
+        # this service's cookie).
+        hub_oauth = HubOAuth.instance(cache_max_age=60)
+        self.shares_root.mkdir(mode=0o700, exist_ok=True)
         self.spaces = SpacePerUser(self.make_space, max_running_total=self.max_running_total)
         self.reactbox.spaces = self.spaces  # a start short of memory stops any user's unused
         rb = self.reactbox
@@ -319,6 +341,9 @@ class HubService(Application):
             "reactbox_admission": rb.admission,
             "reactbox_max_upload_bytes": rb.max_upload_bytes,
             "log_function": _log_request,
+            # Signs the OAuth state and login cookies of share viewers (a restart
+            # only asks them to pass through the hub's login again).
+            "cookie_secret": secrets.token_bytes(32),
         }
         base = self.hub_base_url.rstrip("/")
         handlers: list = preview_rules(
@@ -328,6 +353,20 @@ class HubService(Application):
             ServicePreviewSocketHandler,
         )
         handlers += [(url_path_join(self.prefix, path), h) for path, h in api.handlers()]
+        shared = {
+            "spaces": self.spaces,
+            "hub_oauth": hub_oauth,
+            "shares_root": self.shares_root,
+            "frame_ancestors": rb.frame_ancestors,
+        }
+        handlers += [
+            (url_path_join(self.prefix, path), HubSharedHandler, shared)
+            for path, _, _ in shared_handlers(self.spaces, rb.frame_ancestors)
+        ]
+        callback = urlsplit(hub_oauth.oauth_redirect_uri).path or url_path_join(
+            self.prefix, "oauth_callback"
+        )
+        handlers.append((callback, HubOAuthCallbackHandler))
         handlers.append(
             (url_path_join(self.prefix, "reactbox/admin/previews"), AdminPreviewsHandler)
         )

@@ -281,11 +281,28 @@ class Project:
         target.write_bytes(r.content)
         return target
 
-    def share(self, days: float | None = None, *, wait: float | None = 600) -> dict:
+    def share(
+        self,
+        days: float | None = None,
+        *,
+        users: list[str] | None = None,
+        groups: list[str] | None = None,
+        public: bool = False,
+        wait: float | None = 600,
+    ) -> dict:
         """Build the app for a link of its own and publish it there, for ``days``
         (the server's default if None); the share, once live or failed (``wait=None``:
-        at once).  Anyone with its ``url`` opens it until it expires or is revoked."""
-        body = {"days": days} if days is not None else {}
+        at once).  On a single-user server anyone with its ``url`` opens it until it
+        expires or is revoked; under JupyterHub, the hub ``users`` and members of
+        ``groups`` named here, once logged in (anyone: ``public``, if the admin
+        allows it)."""
+        body: dict = {"days": days} if days is not None else {}
+        if users:
+            body["users"] = list(users)
+        if groups:
+            body["groups"] = list(groups)
+        if public:
+            body["public"] = True
         made = self.client.request("POST", self._path("shares"), json=body).json()
         return self._until_built(("..", "..", "shares", made["id"]), "building", wait)
 

@@ -54,8 +54,9 @@ COMMANDS = {
     "point": "point NAME LABEL [--at REV]: name the current change (or REV), to restore it",
     "export": "export NAME [FILE] [--data]: the app's source as a ZIP (no node_modules, no "
     "history; --data: with its data folder), to upload again or take away",
-    "share": "share NAME [--days N]: build the app and publish it at a link of its own "
-    "that expires (default 7 days); nothing runs while it is viewed",
+    "share": "share NAME [--days N] [--user USER ...] [--group GROUP ...] [--public]: build "
+    "the app and publish it at a link of its own that expires (default 7 days); nothing "
+    "runs while it is viewed (under JupyterHub: for the hub users and groups named)",
     "shares": "shares [NAME]: your share links, with expiry and last access",
     "revoke": "revoke SHARE_ID: the share link stops working at once",
     "logs": "logs NAME [--follow] [--tail N]: install and dev-server output",
@@ -154,6 +155,9 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     parsers["export"] = p
     p = _with_project("share")
     p.add_argument("--days", type=float, help="how long the link lives (default 7)")
+    p.add_argument("--user", action="append", default=[], help="JupyterHub: a hub user")
+    p.add_argument("--group", action="append", default=[], help="JupyterHub: a hub group")
+    p.add_argument("--public", action="store_true", help="JupyterHub: anyone with the link")
     parsers["share"] = p
     p = _parser("shares", COMMANDS["shares"])
     p.add_argument("project", nargs="?", help="only this project's")
@@ -481,7 +485,9 @@ class ReactBoxMagics(Magics):
 
     def _share(self, opts, cell):
         print(f"Building {opts.project} for its link (in the sandbox, no network)...")
-        shared = self.client.project(opts.project).share(opts.days)
+        shared = self.client.project(opts.project).share(
+            opts.days, users=opts.user, groups=opts.group, public=opts.public
+        )
         if shared["status"] != "live":
             print(f"The share is {shared['status']}: {shared.get('error') or 'see the build log'}")
             return

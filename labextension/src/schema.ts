@@ -120,6 +120,14 @@ export interface ShareInfo {
   last_access: number | null;
   status: ShareStatus;
   error: string | null;
+  /** Under JupyterHub: the hub user whose share it is ('' on a single-user server). */
+  owner: string;
+  /** Under JupyterHub: the hub users whose login opens its pages. */
+  users: string[];
+  /** Under JupyterHub: the hub groups whose members' login opens its pages. */
+  groups: string[];
+  /** Under JupyterHub, if the admin allows: its pages open for anyone with the link. */
+  public: boolean;
 }
 
 export type ShareStatus = 'building' | 'live' | 'failed' | 'expired';
