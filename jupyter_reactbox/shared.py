@@ -125,6 +125,9 @@ class SharedHandler(Answers, web.RequestHandler):
         self.finish(f"{status} {self._reason}: {message or self._reason}\n")
 
 
+PATH = r"/reactbox/shared/(?P<share_id>[^/]+)(?P<path>/.*)?"
+"""Below the server's base URL (or the hub service's prefix): a share's files."""
+
+
 def handlers(spaces, frame_ancestors: str) -> list[tuple]:
-    options = {"spaces": spaces, "frame_ancestors": frame_ancestors}
-    return [(r"/reactbox/shared/(?P<share_id>[^/]+)(?P<path>/.*)?", SharedHandler, options)]
+    return [(PATH, SharedHandler, {"spaces": spaces, "frame_ancestors": frame_ancestors})]

@@ -51,7 +51,7 @@ from ..builds import Builds
 from ..errors import BadRequest, Forbidden, NotFound
 from ..proxy import PreviewProxyHandler, PreviewRequest, PreviewSocketHandler, preview_rules
 from ..runtime import Runtime
-from ..shared import handlers as shared_handlers
+from ..shared import PATH as SHARED_PATH
 from ..shares import Shares
 from ..spaces import Space, SpacePerUser
 from ..store import StoreLock, parse_size, slugify
@@ -359,10 +359,7 @@ class HubService(Application):
             "shares_root": self.shares_root,
             "frame_ancestors": rb.frame_ancestors,
         }
-        handlers += [
-            (url_path_join(self.prefix, path), HubSharedHandler, shared)
-            for path, _, _ in shared_handlers(self.spaces, rb.frame_ancestors)
-        ]
+        handlers.append((url_path_join(self.prefix, SHARED_PATH), HubSharedHandler, shared))
         callback = urlsplit(hub_oauth.oauth_redirect_uri).path or url_path_join(
             self.prefix, "oauth_callback"
         )
