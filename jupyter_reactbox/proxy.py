@@ -430,10 +430,13 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
     _key: tuple[str, str, str] | None = None
     _stored: dict | None = None
 
+    _counted = False
+
     async def prepare(self):
         await super().prepare()
         if self._finished:
             return
+        self._in_flight(True)
         if self._navigation and self._sandboxed:  # what its pages kept, for the shim
             self._stored = await asyncio.to_thread(self.runtime.store.page_storage, self.project_id)
         # A module the dev server said is unchanged: answered here, before any of
@@ -446,6 +449,22 @@ class PreviewProxyHandler(PreviewRequest, web.RequestHandler):
         await self.proxy(*self._upstream(), self.proxied_path)
 
     post = put = patch = delete = head = options = get
+
+    def on_finish(self):
+        self._in_flight(False)
+
+    def on_connection_close(self):
+        self._in_flight(False)
+        super().on_connection_close()
+
+    def _in_flight(self, answering: bool) -> None:
+        """Count this request among the previews' answers in flight (the runtime's
+        ``in_flight``), once, until it is answered or its client leaves."""
+        if answering == self._counted:
+            return
+        self._counted = answering
+        self.runtime.in_flight += 1 if answering else -1
+        self.runtime.requested_at = self.runtime.clock()
 
     # -- HTTP: one pooled client, bodies streamed unless they are rewritten ------
 

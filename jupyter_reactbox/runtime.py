@@ -169,7 +169,10 @@ class Runtime(LoggingConfigurable):
         """One lock per project name: its creation and its deletion are one ordered
         operation each, so an upload of a name being deleted waits for the delete."""
         self.requested_at = 0.0
-        """When a preview was last requested (``clock``): the proxy says so."""
+        """When a preview was last requested or answered (``clock``): the proxy says so."""
+        self.in_flight = 0
+        """Preview requests being answered now (a module a dev server takes seconds to
+        transform is one): the previews are not quiet while any is."""
         self.starts = Starts(self)
         self.views = Views(self)
         """Looks at the running previews: compile errors, a page load, a screenshot."""

@@ -30,10 +30,11 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 QUIET = 3.0
-"""Seconds without a request of any preview before the backend makes what it makes
-ahead for the next start (``Backend.started``): a container started on this host
-changes its network, and a browser on the same host drops the requests it has in
-flight when that happens (a first page load would lose modules)."""
+"""Seconds with no preview request in flight, nor one asked or answered, before the
+backend makes what it makes ahead for the next start (``Backend.started``): a
+container started on this host changes its network, and a browser on the same host
+drops the requests it has in flight when that happens (a first page load would lose
+modules)."""
 MOST_BEFORE_AHEAD = 60.0
 """Seconds after a start at most before that is made anyway."""
 
@@ -164,7 +165,7 @@ class Starts:
             start = self.rt.clock()
             await asyncio.sleep(QUIET)
             while (now := self.rt.clock()) - start < MOST_BEFORE_AHEAD:
-                if now - self.rt.requested_at >= QUIET:
+                if self.rt.in_flight == 0 and now - self.rt.requested_at >= QUIET:
                     break
                 await asyncio.sleep(0.5)
             self.rt.backend.started(project_id)
