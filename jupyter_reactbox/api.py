@@ -44,7 +44,9 @@ import functools
 import json
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import PurePath
+from typing import IO
 
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.base.websocket import WebSocketMixin
@@ -128,6 +130,25 @@ class BaseHandler(Answers, APIHandler):
 
     def project_json(self, project) -> dict:
         return self.runtime.info(project)
+
+    async def send_zip(
+        self,
+        write: Callable[[IO[bytes]], object],
+        filename: str,
+        said: Callable[[object], None] = lambda written: None,
+    ) -> None:
+        """Answer with the ZIP ``write`` makes (on a thread, into a spooled temporary
+        file) as the download ``filename``; ``said`` sets headers from what ``write``
+        returned."""
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as out:
+            said(await asyncio.to_thread(write, out))
+            self.set_header("Content-Type", "application/zip")
+            self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+            out.seek(0)
+            while chunk := await asyncio.to_thread(out.read, 1 << 20):
+                self.write(chunk)
+                await self.flush()
+        self.finish()
 
     def write_json(self, data, status: int = 200) -> None:
         self.set_status(status)
@@ -214,20 +235,15 @@ class ExportHandler(BaseHandler):
     async def get(self, project_id):
         project = await self.project(project_id)
         with_data = self.get_query_argument("data", "") not in ("", "0", "false")
-        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as out:
-            count, too_large = await asyncio.to_thread(
-                export.write_zip, project.app_dir, out, top=project.id, data=with_data
-            )
-            self.set_header("Content-Type", "application/zip")
-            self.set_header("Content-Disposition", f'attachment; filename="{project.id}.zip"')
+        write = functools.partial(export.write_zip, project.app_dir, top=project.id, data=with_data)
+
+        def said(written: tuple[int, list[str]]) -> None:
+            count, too_large = written
             self.set_header("X-Reactbox-Files", str(count))
             if too_large:  # said, not hidden: they are the user's files
                 self.set_header("X-Reactbox-Left-Out", json.dumps(too_large[:20]))
-            out.seek(0)
-            while chunk := await asyncio.to_thread(out.read, 1 << 20):
-                self.write(chunk)
-                await self.flush()
-        self.finish()
+
+        await self.send_zip(write, f"{project.id}.zip", said)
 
 
 def _body(handler) -> dict:
@@ -284,16 +300,8 @@ class BuildHandler(BuildBase):
             build = await asyncio.to_thread(self.builds.get, project, build_id)
             return self.write_json(build.to_json())
         site = await asyncio.to_thread(self.builds.site, project, build_id)
-        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as out:
-            await asyncio.to_thread(export.write_site_zip, site, out)
-            self.set_header("Content-Type", "application/zip")
-            name = f"{project.id}-{build_id}.zip"
-            self.set_header("Content-Disposition", f'attachment; filename="{name}"')
-            out.seek(0)
-            while chunk := await asyncio.to_thread(out.read, 1 << 20):
-                self.write(chunk)
-                await self.flush()
-        self.finish()
+        write = functools.partial(export.write_site_zip, site)
+        await self.send_zip(write, f"{project.id}-{build_id}.zip")
 
     @web.authenticated
     async def delete(self, project_id, build_id, part=None):
