@@ -16,6 +16,10 @@ GET    shares                      all of the user's, with expiry and last acces
 GET    shares/<s>                  one; DELETE: revoke it (its link is 404 at once)
 GET    projects/<id>/events        server-sent events: the project's state on each change
 GET    projects/<id>/logs          text; ?follow=1 streams the dev server's output
+POST   projects/<id>/check         {"paths"}: the dev server's error compiling them, one load
+                                   of the page in the server's headless browser, and what
+                                   the open pages reported (an agent's look)
+GET    projects/<id>/screenshot    a PNG of the running page (the server's headless browser)
 GET    projects/<id>/files         the project's own files (paths)
 GET    projects/<id>/files/<path>  one file's text
 PUT    projects/<id>/files/<path>  write it by hand (checked, committed: Undo steps back);
@@ -24,7 +28,7 @@ PUT    projects/<id>/files/<path>  write it by hand (checked, committed: Undo st
 PUT    projects/<id>/data/<name>   JSON from a notebook -> src/reactbox-data/<name>.json
 DELETE projects/<id>/data/<name>
 POST   projects/<id>/edits         an AI edit: {"instruction", "paths", "at", "images",
-                                   "screenshot", "review", "fix"}; GET: past edits
+                                   "screenshot", "review", "fix", "agent"}; GET: past edits
 GET    projects/<id>/edits/events  server-sent events: the running edit's steps
 GET    projects/<id>/proposal      a reviewed edit's proposed change; POST: accept it
                                    ({"id"}); DELETE: discard it (?id=)
@@ -453,6 +457,36 @@ class LogsHandler(BaseHandler):
             await self.flush()
 
 
+class CheckHandler(BaseHandler):
+    """An agent's look at the page: does it compile, does it throw, is it blank."""
+
+    @web.authenticated
+    async def post(self, project_id):
+        await self.project(project_id)
+        try:
+            paths = json.loads(self.request.body or b"{}").get("paths") or []
+            assert isinstance(paths, list) and all(isinstance(p, str) for p in paths)
+        except (ValueError, AttributeError, AssertionError):
+            raise BadRequest('A check is {"paths": ["src/App.jsx", ...]} (or {}).') from None
+        if len(paths) > 50:
+            raise BadRequest("Check at most 50 files at once.")
+        for path in paths:
+            files.checked_path(path)
+        await self.runtime.use(project_id)
+        self.write_json(await self.runtime.views.check(project_id, paths))
+
+
+class ScreenshotHandler(BaseHandler):
+    @web.authenticated
+    async def get(self, project_id):
+        await self.project(project_id)
+        await self.runtime.use(project_id)
+        image = await self.runtime.views.picture(project_id)
+        self.set_header("Content-Type", image.mime)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(image.data)
+
+
 class FilesHandler(BaseHandler):
     """A project's files.  Each file's ``ETag`` is its version: a write or delete with
     ``If-Match`` (or ``If-None-Match: *``, for a new file) is refused with 409 when
@@ -616,6 +650,9 @@ class EditsHandler(EditBase):
             raise BadRequest('"screenshot" is true or false: show the model the page.')
         if not isinstance(review, bool):
             raise BadRequest('"review" is true or false: propose, and write nothing yet.')
+        agent = body.get("agent", False)
+        if not isinstance(agent, bool):
+            raise BadRequest('"agent" is true or false: the model works in steps, with tools.')
         fixing = None
         if body.get("fix"):
             errors = self.runtime.page_errors(project_id)
@@ -636,6 +673,7 @@ class EditsHandler(EditBase):
                 images=images,
                 screenshot=screenshot,
                 review=review,
+                agent=agent,
             )
         finally:  # applied, or rolled back after tries a dev server elsewhere was sent
             await self.runtime.changed(project_id)
@@ -853,6 +891,8 @@ def handlers() -> list[tuple]:
         (f"{api}/shares/{SHARE}", SharesHandler),
         (f"{api}/projects/{ID}/events", EventsHandler),
         (f"{api}/projects/{ID}/logs", LogsHandler),
+        (f"{api}/projects/{ID}/check", CheckHandler),
+        (f"{api}/projects/{ID}/screenshot", ScreenshotHandler),
         (f"{api}/projects/{ID}/files(?:/(?P<path>.+))?", FilesHandler),
         (f"{api}/projects/{ID}/data/(?P<name>[^/]+)", DataHandler),
         (f"{api}/projects/{ID}/edits", EditsHandler),

@@ -30,6 +30,8 @@ from .backends.docker import DockerBackend
 from .builds import Builds
 from .errors import ReactBoxError
 from .hub import SERVICE_URL_ENV, relay
+from .mcp import web as mcp_web
+from .mcp.tools import Folders
 from .moved import MovedSettings
 from .peer import PeerServer
 from .proxy import (
@@ -366,8 +368,10 @@ class ReactBoxApp(MovedSettings, ExtensionApp):
             **self._moved_settings("Runtime"),
         )
         editor = self._make_editor(runtime)
+        runtime.views.via = self._own_url
         if editor is not None:
             runtime.busy = editor.busy  # an edit in progress is use
+            runtime.views.browser = editor.browser
         builds = Builds(parent=self, log=self.log, backend=runtime.backend, changed=runtime.notify)
         runtime.builds = builds
         # (The hub service gives each user's space shares of its own: hub/service.py.)
@@ -376,6 +380,8 @@ class ReactBoxApp(MovedSettings, ExtensionApp):
 
     def initialize_settings(self):
         self.settings["reactbox_max_upload_bytes"] = self.max_upload_bytes
+        # MCP's upload reads app folders under the server's root, as its file browser.
+        self.settings["reactbox_mcp_folders"] = Folders(Path(self.serverapp.root_dir))
         if self.hub_service_url:
             self.log.info(
                 "jupyter-reactbox: previews run by the JupyterHub service at %s",
@@ -436,6 +442,7 @@ class ReactBoxApp(MovedSettings, ExtensionApp):
         return backend
 
     def initialize_handlers(self):
+        self.handlers.extend(mcp_web.handlers())  # calls the API below, relayed or not
         if self.spaces is None:  # the hub service's, or another server's of this folder
             self.handlers.extend(relay.handlers(self.service))
             return
@@ -507,6 +514,10 @@ class ReactBoxApp(MovedSettings, ExtensionApp):
         # Kernels inherit the server's environment.
         self._kernel_env = self._kernel_environment()
         os.environ.update(self._kernel_env)
+        # MCP's tools call the API here, as their caller (mcp/web.py).
+        serverapp.web_app.settings["reactbox_self_url"] = self._kernel_env.get(
+            "JUPYTER_REACTBOX_URL"
+        )
         if self.spaces is None:
             return
         _stop_on_sigint(serverapp)
@@ -542,6 +553,8 @@ class ReactBoxApp(MovedSettings, ExtensionApp):
                 del os.environ[name]
         if self.spaces is not None:
             await self.spaces.close()
+        if (transport := self.serverapp.web_app.settings.get("reactbox_mcp")) is not None:
+            await transport.close()
         if getattr(self, "service", None) is not None:
             await self.service.close()
         if getattr(self, "store_lock", None) is not None:

@@ -5,6 +5,7 @@ jupyter reactbox doctor [--backend auto|docker|local] [--image TAG] [--runtime N
 jupyter reactbox settings
 jupyter reactbox hub-config [--url URL] [--reach URL] [--name NAME] [--base-url PATH] [-- ARGS]
 jupyter reactbox hub-service [--config FILE] [--HubService.<trait>=... ...]
+jupyter reactbox mcp [--url URL] [--token TOKEN]
 """
 
 from __future__ import annotations
@@ -243,6 +244,12 @@ def hub_service(argv: list[str]) -> int:
     return 0
 
 
+def mcp(args) -> int:
+    from .mcp import stdio
+
+    return stdio.run(args.url, args.token)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["hub-service"]:  # its own traitlets command line
@@ -309,6 +316,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     h.set_defaults(func=hub_config)
     sub.add_parser("hub-service", help="run the hub service (JupyterHub starts it)")
+    m = sub.add_parser("mcp", help="serve your projects to an agent as MCP tools, over stdio")
+    m.add_argument(
+        "--url",
+        default="",
+        help="the Jupyter server, e.g. http://127.0.0.1:8888/ (default: found as a kernel "
+        "finds it)",
+    )
+    m.add_argument(
+        "--token", default="", help="its token (default: $JUPYTER_REACTBOX_TOKEN, or found)"
+    )
+    m.set_defaults(func=mcp)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -33,13 +33,14 @@ Docker SDK are mapped to ``SandboxError`` at one boundary
     │   │   AppBuildFailed 422, TooManyBuilds 429, TooManyShares 429
     │   └── AI edits: EditError 422 (UnsafePath), PlaceError 400, PlaceGone 422,
     │       OverBudget 429, EditBusy 409, NoProposal 404, ProposalStale 409,
-    │       ImageError 400 (ImageTooLarge 413), NothingToFix 422, AIUnavailable 503
+    │       ImageError 400 (ImageTooLarge 413), NothingToFix 422, AIUnavailable 503,
+    │       AgentOff 422 (agent mode is not on here)
     ├── DiskFull                  507  no space left where the projects live
     ├── NotAnswering              502  the dev server (or the hub service) does not answer
     ├── ServiceRefused                 the hub service's refusal, relayed (its status)
     ├── ManagedElsewhere          503  another Jupyter server manages the projects
     ├── ModelError                     the model gave no usable answer
-    ├── BrowserError, ScreenshotError  the headless browser could not load a page
+    ├── BrowserError, ScreenshotError  422  the headless browser could not load a page
     ├── Refused                        a bridge message refused (its own status)
     ├── BuildError                     the sandbox image did not build
     ├── NotAPackage                    (inside the package checks)
@@ -321,6 +322,12 @@ class NothingToFix(UserError):
     status = 422
 
 
+class AgentOff(UserError):
+    """An agent's edit was asked for where the admin has not turned agent mode on."""
+
+    status = 422
+
+
 class ImageTooLarge(ImageError):
     status = 413
 
@@ -341,9 +348,13 @@ class ModelError(ReactBoxError):
 class BrowserError(ReactBoxError):
     """The page could not be loaded; the message says why (headless.py)."""
 
+    status = 422
+
 
 class ScreenshotError(ReactBoxError):
     """No screenshot could be taken; the message says why (the edit goes on without)."""
+
+    status = 422
 
 
 class Refused(ReactBoxError):

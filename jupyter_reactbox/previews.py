@@ -210,6 +210,11 @@ class Previews:
     def error_key(report: dict) -> tuple[str, str]:
         return report.get("kind", ""), report.get("message", "")
 
+    def errors(self, project_id: str) -> list[dict]:
+        """What the preview's pages reported throwing, the latest last."""
+        st = self.get(project_id)
+        return list(st.errors) if st is not None else []
+
     def error_keys(self, project_id: str) -> set[tuple[str, str]]:
         """The errors the preview's pages reported so far (to tell a new one)."""
         st = self.get(project_id)

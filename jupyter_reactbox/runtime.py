@@ -477,8 +477,7 @@ class Runtime(LoggingConfigurable):
 
     def page_errors(self, project_id: str) -> list[dict]:
         """What the project's pages reported throwing, the latest last."""
-        st = self.previews.get(project_id)
-        return list(st.errors) if st is not None else []
+        return self.previews.errors(project_id)
 
     async def use(self, project_id: str) -> None:
         """A person used the project (an API action): reset its idle clock, and wake

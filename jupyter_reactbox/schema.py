@@ -206,6 +206,8 @@ class EditResult(TypedDict):
     """What the user should know that did not stop the edit (an image not sent)."""
     review: bool
     """Propose the change (status ``proposed``, with its diff) and write nothing."""
+    agent: bool
+    """Made in steps, with tools (agent mode)."""
     status: EditStatus
     files: list[str]
     diff: str
@@ -218,12 +220,15 @@ class EditResult(TypedDict):
     """The change it made, where it made one."""
 
 
-EditStage = Literal["queued", "looking", "asking", "applying", "compiling", "checking", "done"]
+EditStage = Literal[
+    "queued", "looking", "asking", "step", "applying", "compiling", "checking", "done"
+]
 
 EDIT_STAGES: dict[EditStage, str] = {
     "queued": "Waiting for a turn",
     "looking": "Taking a screenshot of the page",
     "asking": "Asking the model",
+    "step": "The agent works",
     "applying": "Checking and applying the answer",
     "compiling": "Checking that it compiles",
     "checking": "Watching the page for errors",
@@ -256,6 +261,10 @@ class EditEvent(_EditEvent, total=False):
     position: int
     """queued: its place in line (1: next)."""
     waiting: int
+    step: int
+    """step: an agent's step (1, 2, ...)."""
+    tool: str
+    """step: the tool the agent calls (read_file, write_file, check_compile...)."""
 
 
 # -- the Lab extension's types, generated -------------------------------------------

@@ -5,6 +5,7 @@ and a screenshot.  A frozen preview is thawed first; one look at a time."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import headless, probes
@@ -20,6 +21,10 @@ class Views:
     def __init__(self, runtime: Runtime):
         self.rt = runtime
         self._shooting = asyncio.Semaphore(1)
+        self.browser: Callable[[], str | None] = headless.find_browser
+        """The headless browser for the API's looks (the AI editor's, where it has one)."""
+        self.via: Callable[[], str | None] = lambda: None
+        """The server whose preview proxy a look goes through (``screenshot``'s ``via``)."""
 
     async def compile_errors(self, project_id: str, paths: list[str]) -> str | None:
         """The running dev server's first error compiling ``paths``, or None."""
@@ -46,6 +51,29 @@ class Views:
         url = await self._url(project_id, via, headless.BrowserError)
         async with self._shooting:
             return await headless.load(browser, url)
+
+    async def check(self, project_id: str, paths: list[str]) -> dict:
+        """For the API (an agent's look): the dev server's error compiling ``paths``,
+        one headless load of the page where the server has a browser (else None),
+        and what the open pages reported."""
+        compile_error = await self.compile_errors(project_id, paths) if paths else None
+        page = None
+        browser = self.browser()
+        if browser and compile_error is None:
+            loaded = await self.load_page(project_id, browser, self.via())
+            page = {"errors": loaded.errors, "blank": loaded.blank}
+        return {
+            "compile_error": compile_error,
+            "page": page,
+            "page_errors": self.rt.page_errors(project_id),
+        }
+
+    async def picture(self, project_id: str) -> vision.Image:
+        """A screenshot for the API, with the server's browser (ScreenshotError if none)."""
+        browser = self.browser()
+        if not browser:
+            raise vision.ScreenshotError("this server has no headless browser")
+        return await self.screenshot(project_id, browser, self.via())
 
     async def _url(self, project_id: str, via: str | None, error: type[Exception]) -> str:
         await self.rt.thaw(project_id)

@@ -687,6 +687,12 @@ ATTACK = """async (jupyter) => {
                 out.kernelsWithCredentials = await tryFetch(jupyter + 'api/kernels', {credentials: 'include'});
                 out.startKernel = await tryFetch(jupyter + 'api/kernels', {method: 'POST', credentials: 'include', body: '{}'});
                 out.contents = await tryFetch(jupyter + 'api/contents', {credentials: 'include'});
+                out.mcp = await tryFetch(jupyter + 'reactbox/mcp', {
+                    method: 'POST', credentials: 'include',
+                    headers: {'Content-Type': 'application/json',
+                              'Accept': 'application/json, text/event-stream'},
+                    body: JSON.stringify({jsonrpc: '2.0', id: 1, method: 'tools/call',
+                        params: {name: 'list_projects', arguments: {}}})});
                 out.websocket = await new Promise(resolve => {
                     const ws = new WebSocket(jupyter.replace('http', 'ws') + 'api/kernels/x/channels');
                     ws.onopen = () => resolve('open');
@@ -696,10 +702,16 @@ ATTACK = """async (jupyter) => {
             }"""
 
 
+BLOCKED = ("kernels", "kernelsWithCredentials", "startKernel", "contents", "mcp")
+"""What ``attack_jupyter`` tries that must be blocked or refused (403): the REST API
+with and without credentials, a new kernel, the files, the MCP tools."""
+
+
 async def attack_jupyter(frame, jupyter: str) -> dict:
     """From inside a preview's frame, try to act as the user on Jupyter (``jupyter``
     is its base URL): read cookies and the parent page, call the REST API with and
-    without credentials, start a kernel, open a kernel websocket.  What each got."""
+    without credentials, start a kernel, call an MCP tool, open a kernel websocket.
+    What each got."""
     return await frame.evaluate(ATTACK, jupyter)
 
 

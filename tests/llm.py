@@ -21,6 +21,8 @@ class Reply:
     status: int = 200
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    calls: list[tuple[str, dict]] = field(default_factory=list)
+    """Tool calls (name, arguments), as a model in an agent's step answers."""
 
 
 class ScriptedLLM:
@@ -33,6 +35,10 @@ class ScriptedLLM:
 
     def answer(self, content: str = "", **kw) -> None:
         self.script.append(Reply(content, **kw))
+
+    def call(self, *calls: tuple[str, dict], content: str = "") -> None:
+        """An answer that calls tools: ``call(("read_file", {"path": "src/App.jsx"}))``."""
+        self.script.append(Reply(content, calls=list(calls)))
 
     @property
     def base_url(self) -> str:
@@ -67,8 +73,28 @@ class ScriptedLLM:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": reply.content},
-                                "finish_reason": "stop",
+                                "message": {
+                                    "role": "assistant",
+                                    "content": reply.content,
+                                    **(
+                                        {
+                                            "tool_calls": [
+                                                {
+                                                    "id": f"call_{len(llm.requests)}_{n}",
+                                                    "type": "function",
+                                                    "function": {
+                                                        "name": name,
+                                                        "arguments": json.dumps(args),
+                                                    },
+                                                }
+                                                for n, (name, args) in enumerate(reply.calls)
+                                            ]
+                                        }
+                                        if reply.calls
+                                        else {}
+                                    ),
+                                },
+                                "finish_reason": "tool_calls" if reply.calls else "stop",
                             }
                         ],
                         "usage": {

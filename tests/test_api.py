@@ -26,6 +26,8 @@ ROUTES = [
     ("POST", ("projects", "shop", "heartbeat")),
     ("GET", ("projects", "shop", "events")),
     ("GET", ("projects", "shop", "logs")),
+    ("POST", ("projects", "shop", "check")),
+    ("GET", ("projects", "shop", "screenshot")),
     ("GET", ("projects", "shop", "export")),
     ("GET", ("projects", "shop", "files")),
     ("GET", ("projects", "shop", "files", "src", "App.jsx")),

@@ -13,7 +13,7 @@ import time
 import zipfile
 
 import pytest
-from conftest import FIXTURES, app_of, attack_jupyter, chromium, zip_dir
+from conftest import BLOCKED, FIXTURES, app_of, attack_jupyter, chromium, zip_dir
 from IPython.testing.globalipapp import get_ipython
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
@@ -108,7 +108,7 @@ async def test_a_shared_vite_app_is_served_with_nothing_running_and_cannot_act_a
 
         attack = await attack_jupyter(page.main_frame, jupyter)
         assert attack["cookie"] == ""  # the shim's jar: none of Jupyter's
-        for key in ("kernels", "kernelsWithCredentials", "startKernel", "contents"):
+        for key in BLOCKED:
             assert attack[key].startswith(("blocked", "403")), (key, attack[key])
         assert attack["websocket"] == "error"
         # Nor the owner's REST API, nor a preview's storage.

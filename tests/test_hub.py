@@ -43,6 +43,7 @@ from conftest import (
 from llm import ThreadedLLM
 from test_attacks import FORK_BOMB, MEMORY_BOMB
 from test_edits import BUTTON, JOIN_NOW, block
+from test_mcp import call, over_http, refused
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -797,6 +798,30 @@ async def test_a_kernel_in_a_hub_server_finds_it_and_nothing_of_anyone_else(
         lines = out.strip().splitlines()
         assert len(lines) == 4 and lines[0] == lines[1] and lines[2] == lines[3], out
         assert lines[0].startswith("404"), out
+
+        # So do the MCP tools, for an agent with his token: at the service through the
+        # hub, and at his own server.  Alice's token sees her project at both.
+        mcp_urls = {
+            user: (f"{hub.url}/services/reactbox/reactbox/mcp",
+                   f"{hub.url}/user/{user}/reactbox/mcp")
+            for user in (hub.alice, hub.bob)
+        }  # fmt: skip
+        for url in mcp_urls[hub.alice]:
+            async with over_http(url, alice_token) as session:
+                assert "shop" in [p["id"] for p in await call(session, "list_projects")]
+        for url in mcp_urls[hub.bob]:
+            async with over_http(url, bob_token) as session:
+                assert "shop" not in [p["id"] for p in await call(session, "list_projects")]
+                said = [
+                    (await refused(session, "read_file", project=name, path="src/App.jsx")).replace(
+                        name, "NAME"
+                    )
+                    for name in ("shop", "no-such-project")
+                ]
+                assert said[0] == said[1] and "No project 'NAME'" in said[0], said
+        async with over_http(mcp_urls[hub.bob][0], bob_token) as session:
+            said = await refused(session, "upload", name="x", folder="/home")
+            assert "cannot read folders" in said, said
 
         # The engine's socket, and Alice's files: each refused.
         out = await bob.run(

@@ -19,6 +19,8 @@ ATTACK_MODULES = (
     "test_origin_mode.py",
     "test_local.py",
     "test_builds.py",
+    "test_mcp.py",
+    "test_agent.py",
 )
 PROMISES = {str(n) for n in range(1, 10)}
 

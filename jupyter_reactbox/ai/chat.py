@@ -35,9 +35,47 @@ class Chat:
         """The model's answer to ``messages``; its tokens are added to ``usage`` and
         spent from the day's budget.  ModelError, saying what to do, when there is
         no answer to use."""
+        message = await self._complete(messages, usage)
+        return self._checked(message.content or "")
+
+    async def ask_with_tools(
+        self, messages: list[Any], tools: list[dict], usage: dict[str, int]
+    ) -> dict:
+        """The model's next message when it may call ``tools`` (an agent's step): a
+        dict for the conversation, with ``tool_calls`` when it calls some."""
+        message = await self._complete(messages, usage, tools=tools)
+        out: dict[str, Any] = {"role": "assistant", "content": self._checked(message.content or "")}
+        if message.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {
+                        "name": call.function.name,
+                        "arguments": self._checked(call.function.arguments or ""),
+                    },
+                }
+                for call in message.tool_calls
+                if call.type == "function"
+            ]
+        return out
+
+    def _checked(self, answer: str) -> str:
+        if len(answer) > self.max_answer_chars:
+            raise ModelError(
+                f"The model's answer has {len(answer)} characters, over the limit of "
+                f"{self.max_answer_chars} (c.AIEditor.max_answer_chars); nothing was applied."
+            )
+        return answer
+
+    async def _complete(self, messages: list[Any], usage: dict[str, int], **extra):
         try:
             response = await self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=self.max_tokens, temperature=0
+                model=self.model,
+                messages=messages,
+                max_tokens=self.max_tokens,
+                temperature=0,
+                **extra,
             )
         except openai.APITimeoutError as exc:
             raise ModelError(
@@ -66,10 +104,4 @@ class Chat:
                 await asyncio.to_thread(self.budget.spend, prompt + completion)
         if not response.choices:
             raise ModelError("The model endpoint answered with no choices.")
-        answer = response.choices[0].message.content or ""
-        if len(answer) > self.max_answer_chars:
-            raise ModelError(
-                f"The model's answer has {len(answer)} characters, over the limit of "
-                f"{self.max_answer_chars} (c.AIEditor.max_answer_chars); nothing was applied."
-            )
-        return answer
+        return response.choices[0].message

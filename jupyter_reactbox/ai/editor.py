@@ -62,9 +62,10 @@ from traitlets.config import LoggingConfigurable
 
 from .. import frameworks, headless, history, schema, worktree
 from ..admission import Place as AdmissionPlace
-from ..errors import EditBusy, ModelError, NoProposal, ProposalStale, UserError
+from ..errors import AgentOff, EditBusy, ModelError, NoProposal, ProposalStale, UserError
 from ..store import Project
 from . import context, edits, journal, validate
+from .agent import Agent
 from .budget import TokenBudget
 from .chat import Chat
 from .looks import Looks
@@ -123,6 +124,8 @@ class EditResult:
     """What the user should know that did not stop the edit (an image not sent)."""
     review: bool = False
     """Propose the change (status ``proposed``, with its diff) and write nothing."""
+    agent: bool = False
+    """Made in steps, with tools (agent mode)."""
     status: schema.EditStatus = "running"
     files: list[str] = field(default_factory=list)
     diff: str = ""
@@ -197,6 +200,8 @@ class PageWatch(Protocol):
     ) -> dict | None: ...
 
     def forget_errors(self, project_id: str, keys: set[tuple[str, str]]) -> None: ...
+
+    def errors(self, project_id: str) -> list[dict]: ...
 
     def running(self, project_id: str) -> bool: ...
 
@@ -286,6 +291,18 @@ class AIEditor(LoggingConfigurable):
     ).tag(config=True)
     context_chars = Int(
         60_000, help="Budget of file text sent to the model with an instruction."
+    ).tag(config=True)
+    agent_steps = Int(
+        0,
+        help="""Agent mode: most model answers an edit that asks for it ({"agent": true},
+        %%reactbox edit --agent) may take, working in steps with tools (read, search,
+        write, check the compile and the page), ending as one change or rolled back
+        (0: agent mode is off). The model must support tool calls.""",
+    ).tag(config=True)
+    agent_tokens = Int(
+        200_000,
+        help="""Agent mode: most tokens (asked and answered) one agent edit may use; past
+        it the agent is stopped and its change rolled back.""",
     ).tag(config=True)
     max_answer_chars = Int(
         1_000_000, help="Longest model answer accepted; longer ones are refused whole."
@@ -379,14 +396,23 @@ class AIEditor(LoggingConfigurable):
         images: list[Image] | None = None,
         screenshot: bool = False,
         review: bool = False,
+        agent: bool = False,
     ) -> EditResult:
         """Change the app as ``instruction`` says; ``fixing``: the page error it is
         to fix (a report of the preview): reported again after the change, it was
         not fixed; ``at``: the element or line the instruction is about;
         ``images`` (attached) and ``screenshot`` (of the preview as it is now) go
         to the model if it takes images, else the result says they did not;
-        ``review``: propose the change and write nothing (``accept``, ``discard``)."""
+        ``review``: propose the change and write nothing (``accept``, ``discard``);
+        ``agent``: the model works in steps with tools (``agent.py``)."""
         instruction = instruction.strip()
+        if agent and self.agent_steps <= 0:
+            raise AgentOff(
+                "Agent mode is off on this server: an admin turns it on with "
+                "c.AIEditor.agent_steps."
+            )
+        if agent and review:
+            raise UserError("An agent's edit cannot be reviewed first: ask for one or the other.")
         if fixing is not None:
             instruction = (
                 "Fix the error the app's page reports in the browser:\n"
@@ -411,6 +437,7 @@ class AIEditor(LoggingConfigurable):
                 paths=paths,
                 at=at.to_json() if at is not None else None,
                 review=review,
+                agent=agent,
             )
             try:
                 async with self._place(project.id, progress):
@@ -421,7 +448,10 @@ class AIEditor(LoggingConfigurable):
                     known = self.pages.error_keys(project.id) if self.pages is not None else set()
                     if fixing is not None and self.pages is not None:
                         known.discard(self.pages.error_key(fixing))  # seen again: not fixed
-                    await self._run(project, result, progress, known, pictures)
+                    if agent:
+                        await self._run_agent(project, result, progress, known)
+                    else:
+                        await self._run(project, result, progress, known, pictures)
             finally:
                 if result.notes:
                     result.message = " ".join([result.message, *result.notes])
@@ -617,6 +647,31 @@ class AIEditor(LoggingConfigurable):
         await asyncio.to_thread(history.begin, app, base, what, result.to_json())
         try:
             await self._attempts(project, result, progress, messages, base, known)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(history.rollback, app))
+            raise
+        await asyncio.to_thread(history.end, app)
+
+    async def _run_agent(
+        self, project: Project, result: EditResult, progress: Progress, known: set
+    ) -> None:
+        """An agent's edit (``agent.py``): its steps' commits become one, or are reset."""
+        app = project.app_dir
+        await asyncio.to_thread(history.commit_all, app, "Manual changes")
+        base = await asyncio.to_thread(history.head, app)
+        what = f"AI edit: {result.instruction[:72]}"
+        await asyncio.to_thread(history.begin, app, base, what, result.to_json())
+        try:
+            agent = Agent(self, project, result, progress, known)
+            await agent.run()
+            if result.status == "applied":
+                commit = await asyncio.to_thread(
+                    history.squash, app, base, f"AI: {result.instruction[:72]}"
+                )
+                await self._describe_applied(app, base, result, commit)
+            elif agent.written:
+                await asyncio.to_thread(history.reset, app, base)
+                result.message += " The project was rolled back to how it was before the edit."
         except BaseException:
             await asyncio.shield(asyncio.to_thread(history.rollback, app))
             raise

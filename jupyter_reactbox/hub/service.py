@@ -49,6 +49,7 @@ from ..app import ReactBoxApp
 from ..backends.base import Backend
 from ..builds import Builds
 from ..errors import BadRequest, Forbidden, NotFound
+from ..mcp import web as mcp_web
 from ..proxy import PreviewProxyHandler, PreviewRequest, PreviewSocketHandler, preview_rules
 from ..runtime import Runtime
 from ..shared import PATH as SHARED_PATH
@@ -344,6 +345,9 @@ class HubService(Application):
             # Signs the OAuth state and login cookies of share viewers (a restart
             # only asks them to pass through the hub's login again).
             "cookie_secret": secrets.token_bytes(32),
+            # MCP's tools call this service's API as their caller (mcp/web.py); they
+            # read no folder: this service is root, and a folder is the user's.
+            "reactbox_self_url": self._loopback_url(),
         }
         base = self.hub_base_url.rstrip("/")
         handlers: list = preview_rules(
@@ -352,7 +356,9 @@ class HubService(Application):
             ServicePreviewHandler,
             ServicePreviewSocketHandler,
         )
-        handlers += [(url_path_join(self.prefix, path), h) for path, h in api.handlers()]
+        handlers += [
+            (url_path_join(self.prefix, path), h) for path, h in api.handlers() + mcp_web.handlers()
+        ]
         shared = {
             "spaces": self.spaces,
             "hub_oauth": hub_oauth,
@@ -368,6 +374,13 @@ class HubService(Application):
             (url_path_join(self.prefix, "reactbox/admin/previews"), AdminPreviewsHandler)
         )
         return web.Application(handlers, **settings)
+
+    def _loopback_url(self) -> str:
+        """This service's own API, on the address it listens at."""
+        url = urlsplit(self.service_url)
+        host = url.hostname if url.hostname not in (None, "", "0.0.0.0", "::") else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{url.port or 80}{self.prefix}"
 
     def start(self):
         import tornado.ioloop
@@ -385,6 +398,7 @@ class HubService(Application):
         lock.announce({"url": self.service_url})
         loop = tornado.ioloop.IOLoop.current()
         app = self.make_app()
+        self.app_settings = app.settings
         limit = self.max_body_size or self.reactbox.max_upload_bytes + (1 << 20)
         server = httpserver.HTTPServer(app, max_body_size=limit)
         url = urlsplit(self.service_url)
@@ -415,6 +429,8 @@ class HubService(Application):
 
     async def _stop(self, server, loop) -> None:
         server.stop()
+        if (transport := self.app_settings.get("reactbox_mcp")) is not None:
+            await transport.close()
         try:
             await asyncio.wait_for(self.spaces.close(), 60)
         finally:

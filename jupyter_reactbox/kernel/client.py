@@ -233,8 +233,24 @@ class Project:
         ) as r:
             yield from r.iter_content(chunk_size=None, decode_unicode=True)
 
+    def check(self, paths: list[str] | None = None) -> dict:
+        """A look at the page: ``compile_error`` (the dev server's, for ``paths``),
+        ``page`` (one load in the server's headless browser: ``errors``, ``blank``;
+        None where it has none) and ``page_errors`` (what open pages reported)."""
+        return self.client.request(
+            "POST", self._path("check"), json={"paths": paths or []}, timeout=120
+        ).json()
+
+    def screenshot(self) -> bytes:
+        """A PNG of the running page, taken by the server's headless browser."""
+        return self.client.request("GET", self._path("screenshot"), timeout=120).content
+
     def files(self) -> list[str]:
         return self.client.request("GET", self._path("files")).json()["files"]
+
+    def delete_file(self, path: str) -> str | None:
+        """Remove a file by hand (committed); the commit."""
+        return self.client.request("DELETE", self._path("files", quote(path))).json()["commit"]
 
     def read(self, path: str) -> str:
         return self.client.request("GET", self._path("files", quote(path))).text
@@ -334,6 +350,7 @@ class Project:
         screenshot: bool = False,
         images: list[str | bytes] | None = None,
         review: bool = False,
+        agent: bool = False,
     ) -> EditResult:
         """Ask the AI to change the app; ``on_event`` sees its progress (asking, applying...).
         ``fix``: to fix the error the preview's page reported (``instruction`` adds to it).
@@ -343,7 +360,9 @@ class Project:
         or bytes of images to show it (a sketch, a mock-up).  Both need a model that
         takes images; without one the result says they were not sent.  ``review``:
         the result is ``proposed`` with its diff, and nothing is written until
-        ``accept`` (``discard`` drops it)."""
+        ``accept`` (``discard`` drops it).  ``agent``: the model works in steps with
+        tools (read, search, write, check the compile and the page), within the
+        server's budgets, and its steps are one change (where the server allows it)."""
         if not instruction.strip() and not fix:
             raise ReactBoxClientError("Say what to change: the instruction is empty.")
         body: dict = {"instruction": instruction, "paths": paths or None}
@@ -357,6 +376,8 @@ class Project:
             body["images"] = [_data_url(image) for image in images]
         if review:
             body["review"] = True
+        if agent:
+            body["agent"] = True
         if on_event is None:
             r = self.client.request("POST", self._path("edits"), json=body, timeout=None)
             return EditResult.from_json(r.json())

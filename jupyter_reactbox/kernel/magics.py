@@ -37,9 +37,10 @@ COMMANDS = {
     "stop": "stop NAME: the container is kept; the preview link too",
     "restart": "restart NAME: a new container (and a new link)",
     "delete": "delete NAME: container and files gone",
-    "edit": "edit NAME [PATH ...] [--at FILE:LINE] [--screenshot] [--image PATH] [INSTRUCTION]: "
-    "ask the AI to change the app, about the element at FILE:LINE if given, showing it the "
-    "page and images (%%reactbox edit NAME [PATH ...] takes the instruction from the cell)",
+    "edit": "edit NAME [PATH ...] [--at FILE:LINE] [--screenshot] [--image PATH] [--agent] "
+    "[INSTRUCTION]: ask the AI to change the app, about the element at FILE:LINE if given, "
+    "showing it the page and images; --agent: in steps, with tools, where the server allows "
+    "it (%%reactbox edit NAME [PATH ...] takes the instruction from the cell)",
     "fix": "fix NAME [INSTRUCTION]: ask the AI to fix the error the preview's page reports",
     "write": "%%reactbox write NAME PATH: the cell becomes that file (checked, committed)",
     "accept": "accept NAME: write the change an edit with --review proposed",
@@ -121,6 +122,11 @@ def _parsers() -> dict[str, MagicArgumentParser]:
         "--review",
         action="store_true",
         help="show the proposed change and write nothing (then: accept NAME, discard NAME)",
+    )
+    p.add_argument(
+        "--agent",
+        action="store_true",
+        help="the model works in steps with tools (read, write, check), as one change",
     )
     p.add_argument(
         "--image",
@@ -395,6 +401,7 @@ class ReactBoxMagics(Magics):
             screenshot=opts.screenshot,
             images=opts.image,
             review=opts.review,
+            agent=opts.agent,
         )
 
     def _fix(self, opts, cell):
@@ -412,6 +419,7 @@ class ReactBoxMagics(Magics):
         screenshot=False,
         images=(),
         review=False,
+        agent=False,
     ):
         project = self.client.project(name)
         from .widget import diff_html
@@ -426,6 +434,7 @@ class ReactBoxMagics(Magics):
                 screenshot=screenshot,
                 images=list(images),
                 review=review,
+                agent=agent,
             )
         except ReactBoxClientError as exc:
             if exc.status == 503:  # AI not configured: a setting, not a mistake in this cell

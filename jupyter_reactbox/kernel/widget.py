@@ -468,6 +468,8 @@ def _edit_stage(event: dict) -> str:
     text = EDIT_STAGES.get(stage, stage)
     if stage == "queued" and event.get("position"):
         text = f"{text}: {event['position']} of {event.get('waiting')} in line"
+    if stage == "step":  # an agent's step: which, and what it does
+        text, attempt = f"Step {event.get('step')}: {event.get('message', '')}", ""
     if stage == "done":
         return html.escape(event.get("message") or text)
     spent = f" ({event['tokens']:,} tokens so far)" if event.get("tokens") else ""

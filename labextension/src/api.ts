@@ -63,6 +63,9 @@ export function editStage(event: EditEvent): string {
   }
   const attempt = (event.attempt ?? 1) > 1 ? ` (attempt ${event.attempt})` : '';
   const spent = event.tokens ? ` (${event.tokens.toLocaleString('en')} tokens so far)` : '';
+  if (event.stage === 'step') {
+    return `Step ${event.step}: ${event.message ?? ''}…${spent}`;
+  }
   return `${EDIT_STAGES[event.stage] ?? event.stage}${attempt}…${spent}`;
 }
 

@@ -145,6 +145,8 @@ export interface EditResult {
   notes: string[];
   /** Propose the change (status ``proposed``, with its diff) and write nothing. */
   review: boolean;
+  /** Made in steps, with tools (agent mode). */
+  agent: boolean;
   status: EditStatus;
   files: string[];
   diff: string;
@@ -189,15 +191,20 @@ export interface EditEvent {
   /** queued: its place in line (1: next). */
   position?: number;
   waiting?: number;
+  /** step: an agent's step (1, 2, ...). */
+  step?: number;
+  /** step: the tool the agent calls (read_file, write_file, check_compile...). */
+  tool?: string;
 }
 
-export type EditStage = 'queued' | 'looking' | 'asking' | 'applying' | 'compiling' | 'checking' | 'done';
+export type EditStage = 'queued' | 'looking' | 'asking' | 'step' | 'applying' | 'compiling' | 'checking' | 'done';
 
 /** Each step of an edit as people read it, in the widget, the magics and Lab. */
 export const EDIT_STAGES: Record<EditStage, string> = {
   queued: 'Waiting for a turn',
   looking: 'Taking a screenshot of the page',
   asking: 'Asking the model',
+  step: 'The agent works',
   applying: 'Checking and applying the answer',
   compiling: 'Checking that it compiles',
   checking: 'Watching the page for errors',
