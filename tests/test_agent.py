@@ -87,6 +87,19 @@ async def test_a_step_out_of_the_project_is_refused_to_the_model(jp_fetch, llm, 
     assert not list(project.app_dir.parent.parent.rglob("escaped.js"))
 
 
+@pytest.mark.parametrize("editor_config", [{"agent_steps": 2, "agent_by_default": True}])
+async def test_an_admin_can_make_it_every_edits_way(jp_fetch, llm, project):
+    """The panel and the widget send no "agent": the admin's default decides."""
+    llm.call(("finish", {"summary": "nothing to do"}))
+    r = await jp_fetch(
+        "reactbox", "api", "projects", "shop", "edits", method="POST",
+        body=json.dumps({"instruction": "Tidy up"}),
+    )  # fmt: skip
+    result = json.loads(r.body)
+    assert result["agent"] and result["status"] == "rejected", result
+    assert llm.requests[0]["body"]["tools"], "the model was given its tools"
+
+
 @pytest.mark.parametrize("editor_config", [{}])
 async def test_agent_mode_is_off_unless_an_admin_turns_it_on(jp_fetch, llm, project):
     with pytest.raises(HTTPClientError) as err:

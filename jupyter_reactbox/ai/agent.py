@@ -143,7 +143,7 @@ class Agent:
         return self._fail(f"The agent did not finish within its {editor.agent_steps} steps")
 
     def _fail(self, why: str) -> None:
-        self.result.status, self.result.message = "failed", f"{why}."
+        self.result.status, self.result.message = "failed", f"{why.rstrip('.')}."
 
     async def _call(self, name: str, args: dict) -> str:
         try:

@@ -299,6 +299,11 @@ class AIEditor(LoggingConfigurable):
         write, check the compile and the page), ending as one change or rolled back
         (0: agent mode is off). The model must support tool calls.""",
     ).tag(config=True)
+    agent_by_default = Bool(
+        False,
+        help="""Agent mode for every edit that does not say (the Lab panel's, the
+        widget's, the magic's without --agent), where agent_steps allows it.""",
+    ).tag(config=True)
     agent_tokens = Int(
         200_000,
         help="""Agent mode: most tokens (asked and answered) one agent edit may use; past
