@@ -650,7 +650,8 @@ class EditsHandler(EditBase):
             raise BadRequest('"screenshot" is true or false: show the model the page.')
         if not isinstance(review, bool):
             raise BadRequest('"review" is true or false: propose, and write nothing yet.')
-        agent = body.get("agent", editor.agent_by_default and editor.agent_steps > 0)
+        default = editor.agent_by_default and editor.agent_steps > 0 and review is not True
+        agent = body.get("agent", default)  # a reviewed edit is not an agent's
         if not isinstance(agent, bool):
             raise BadRequest('"agent" is true or false: the model works in steps, with tools.')
         fixing = None
