@@ -141,7 +141,7 @@ class MCPHandler(Answers, APIHandler):
             ],
             "client": (request.remote_ip, 0),
             "server": ("127.0.0.1", 0),
-            CLIENT_KEY: self._caller(),
+            CLIENT_KEY: (caller := self._caller()),
         }
         sent = False
 
@@ -165,7 +165,10 @@ class MCPHandler(Answers, APIHandler):
                 if message.get("more_body"):
                     await self.flush()
 
-        await manager.handle_request(scope, receive, send)
+        try:
+            await manager.handle_request(scope, receive, send)
+        finally:
+            caller.session.close()  # its loopback connections, now
         if not self._finished:
             self.finish()
 
