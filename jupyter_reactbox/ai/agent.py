@@ -91,7 +91,7 @@ class Agent:
         self.app = project.app_dir
         self.known = known
         self.written: dict[str, float] = {}
-        """The files this edit wrote (or removed), with when."""
+        """The files this edit wrote, with when."""
 
     async def run(self) -> None:
         """Steps until the model finishes with a change that checks, or a budget ends.

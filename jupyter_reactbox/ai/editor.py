@@ -673,7 +673,10 @@ class AIEditor(LoggingConfigurable):
                 commit = await asyncio.to_thread(
                     history.squash, app, base, f"AI: {result.instruction[:72]}"
                 )
-                await self._describe_applied(app, base, result, commit)
+                if commit == base:  # it wrote, then wrote back: no change
+                    result.status, result.message = "rejected", "The agent's steps changed nothing."
+                else:
+                    await self._describe_applied(app, base, result, commit)
             elif agent.written:
                 await asyncio.to_thread(history.reset, app, base)
                 result.message += " The project was rolled back to how it was before the edit."
