@@ -90,3 +90,12 @@ class Answers:
         handler.set_header("X-Content-Type-Options", "nosniff")
         handler.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
         handler.finish(f"{status} {handler._reason}: {message or handler._reason}\n")
+
+
+class JsonAnswers(Answers):
+    """Answers as Jupyter's API does: our errors as ``{"message", "reason"}``, any
+    other as the handler's own default."""
+
+    def write_error(self, status_code, **kwargs):
+        if not self.write_json_error(status_code, **kwargs):
+            super().write_error(status_code, **kwargs)  # type: ignore[misc]

@@ -63,7 +63,7 @@ from .ai.context import read_text
 from .ai.editor import AIEditor
 from .ai.place import Place
 from .ai.vision import parse_images
-from .answers import Answers
+from .answers import JsonAnswers
 from .builds import Builds
 from .errors import (
     AIUnavailable,
@@ -92,7 +92,7 @@ BASE_RE = re.compile(r"^/(?:[A-Za-z0-9._~%@+-]+/)*$")
 DELETED = {"status": "deleted"}
 
 
-class BaseHandler(Answers, APIHandler):
+class BaseHandler(JsonAnswers, APIHandler):
     """A call on the caller's own space (``spaces.py``): under JupyterHub's service,
     the space of the hub user whose token authenticated the call."""
 
@@ -126,11 +126,6 @@ class BaseHandler(Answers, APIHandler):
 
     def disk_root(self):
         return self.runtime.store.root if self.space is not None else None
-
-    def write_error(self, status_code, **kwargs):
-        """Jupyter's JSON error: ours with their status and message (``answers.py``)."""
-        if not self.write_json_error(status_code, **kwargs):
-            super().write_error(status_code, **kwargs)
 
     def project_json(self, project) -> dict:
         return self.runtime.info(project)

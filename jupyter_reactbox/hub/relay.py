@@ -29,7 +29,7 @@ from jupyter_server.utils import url_path_join
 from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import httputil, web
 
-from ..answers import Answers
+from ..answers import Answers, JsonAnswers
 from ..errors import BadRequest, NotAnswering, ServiceRefused
 from ..proxy import unsafe_path
 from ..runtime import pooled_session
@@ -108,16 +108,12 @@ async def forward(handler: web.RequestHandler, service: Service, url: str) -> No
         handler.finish()
 
 
-class ApiRelayHandler(Answers, APIHandler):
+class ApiRelayHandler(JsonAnswers, APIHandler):
     """``{base_url}reactbox/api/<path>``: this server's user, logged in here, goes on
     to the service as this server."""
 
     def initialize(self, service: Service):
         self.service = service
-
-    def write_error(self, status_code, **kwargs):
-        if not self.write_json_error(status_code, **kwargs):
-            super().write_error(status_code, **kwargs)
 
     async def _relay(self, path: str) -> None:
         self.service.check()
@@ -222,7 +218,7 @@ class PreviewRelayHandler(Answers, ProxyHandler):
         self.write_plain_error(status_code, **kwargs)
 
 
-class BridgeRelayHandler(Answers, ProxyHandler):
+class BridgeRelayHandler(JsonAnswers, ProxyHandler):
     """``{base_url}reactbox/api/projects/<id>/bridge``: the kernel's end of its app's
     bridge (a websocket), logged in here as any API call, then piped to the service
     as this server."""
@@ -230,10 +226,6 @@ class BridgeRelayHandler(Answers, ProxyHandler):
     def initialize(self, service: Service):
         self.service = service
         self.host_allowlist = lambda _handler, host: host == self.service.host
-
-    def write_error(self, status_code, **kwargs):
-        if not self.write_json_error(status_code, **kwargs):
-            super().write_error(status_code, **kwargs)
 
     @web.authenticated
     async def get(self, project_id):

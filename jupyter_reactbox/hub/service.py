@@ -44,7 +44,7 @@ from .. import api
 from .._version import __version__
 from ..admission import Admission
 from ..ai.editor import AIEditor
-from ..answers import Answers
+from ..answers import JsonAnswers
 from ..app import ReactBoxApp
 from ..backends.base import Backend
 from ..builds import Builds
@@ -152,7 +152,7 @@ class ServicePreviewSocketHandler(ServicePreview, PreviewSocketHandler):
     pass
 
 
-class AdminPreviewsHandler(Answers, APIHandler):
+class AdminPreviewsHandler(JsonAnswers, APIHandler):
     """Hub admins: every user's previews, and the lines of installs, starts and edits;
     POST ``{"user", "project", "action": "stop" | "remove"}`` acts on one."""
 
@@ -164,10 +164,6 @@ class AdminPreviewsHandler(Answers, APIHandler):
         scopes = set(model.get("scopes", ()))
         if not (model.get("admin") or ADMIN_SCOPE in scopes):
             raise Forbidden("Only hub admins see every user's previews.")
-
-    def write_error(self, status_code, **kwargs):
-        if not self.write_json_error(status_code, **kwargs):
-            super().write_error(status_code, **kwargs)
 
     def spaces(self) -> dict[str, Space]:
         return {space.owner: space for space in self.settings["reactbox_spaces"].all()}

@@ -84,8 +84,8 @@ class Folders:
 
 
 def zip_files(files: dict[str, str]) -> bytes:
-    """A ZIP of an app given as {path: text}, its paths checked as the upload checks
-    them again (relative, no '..')."""
+    """A ZIP of an app given as {path: text}, each path checked as the tools check
+    one (``in_project``; the upload checks them again)."""
     if not files:
         raise ToolError("Give the app's files: {path: text}, with a package.json.")
     if len(files) > MOST_UPLOADED_FILES:
@@ -95,10 +95,7 @@ def zip_files(files: dict[str, str]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, text in sorted(files.items()):
-            path = PurePosixPath(name)
-            if path.is_absolute() or ".." in path.parts or not name.strip():
-                raise ToolError(f"{name!r}: a file's path is relative, with no '..'.")
-            zf.writestr(path.as_posix(), text)
+            zf.writestr(PurePosixPath(in_project(name)).as_posix(), text)
     return buf.getvalue()
 
 

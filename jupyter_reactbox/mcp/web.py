@@ -23,7 +23,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from tornado import web
 
-from ..answers import Answers
+from ..answers import JsonAnswers
 from ..errors import NotAnswering
 from ..kernel.client import ReactBoxClient
 from .tools import Folders, make_server
@@ -79,12 +79,8 @@ def _client_of(ctx: Context) -> ReactBoxClient:
     return request.scope[CLIENT_KEY]
 
 
-class MCPHandler(Answers, APIHandler):
+class MCPHandler(JsonAnswers, APIHandler):
     """``{base_url}reactbox/mcp``: Jupyter's login, then the SDK's transport."""
-
-    def write_error(self, status_code, **kwargs):
-        if not self.write_json_error(status_code, **kwargs):
-            super().write_error(status_code, **kwargs)
 
     @web.authenticated
     async def post(self):
